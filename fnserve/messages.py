@@ -1,0 +1,182 @@
+"""Wire messages between the forwarder, the site manager and the node manager.
+
+Defined once here and used by every piece. Each message is a typed msgspec struct, encoded as
+MessagePack, tagged with its ``type`` and carrying the protocol version ``v``. User payloads
+(function, arguments, results) are opaque ``bytes`` inside them: the forwarder moves them
+without reading them.
+
+Forwarder <-> site manager (ZMQ ROUTER/DEALER, one message per frame)::
+
+    site manager                     forwarder
+    Register          ------------->
+                      <-------------  Registered | Refused
+    Heartbeat         <------------>  Heartbeat
+                      <-------------  TaskBatch
+    TaskStatusBatch   ------------->                (tasks handed to workers: "running")
+    ResultBatch       ------------->
+                      <-------------  Ack
+    EndpointStatus    ------------->
+
+Site manager -> node manager: one ``TaskMessage`` encoded with :func:`encode_task`, answered by
+one ``ResultMessage`` (:func:`encode_result`).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from fnserve.errors import BadRequest
+from fnserve.version import PROTOCOL_VERSION
+
+
+class _Message(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    v: int = PROTOCOL_VERSION
+
+
+# -- payload-carrying structs ------------------------------------------------------------------
+
+
+class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One task as the site manager and the node manager see it."""
+
+    task_id: str
+    function_id: str
+    function: bytes  # serialized function (fnserve.serialize header + body)
+    payload: bytes  # serialized arguments
+    runtime: str | None = None
+    walltime: float | None = None  # seconds; None means no limit
+    result_strategy: str | None = None  # "json-data" when the caller wants JSON back
+    timings: dict[str, float] = {}  # hop -> unix time, filled as the task moves
+
+
+class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Why a task failed: the user's exception, or a system error with a stable code."""
+
+    code: str  # "user_exception" when the function raised; a system code otherwise
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class ResultMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    task_id: str
+    ok: bool
+    data: bytes = b""  # serialized return value when ok
+    error: RemoteError | None = None
+    stdout: str = ""
+    stderr: str = ""
+    timings: dict[str, float] = {}
+    resources: dict[str, float] = {}  # wall_time, cpu_time, max_rss_kb
+
+
+# -- forwarder <-> site manager --------------------------------------------------------------
+
+
+class Register(_Message, tag="register"):
+    endpoint_id: str
+    secret: str
+    software: dict[str, str] = {}  # fnserve, python, parsl versions
+    # Tasks this site manager still runs or holds results for (after a reconnect): the
+    # forwarder leaves these in flight instead of dispatching them again.
+    holding: list[str] = []
+
+
+class Registered(_Message, tag="registered"):
+    heartbeat_period: float
+    heartbeat_threshold: float
+
+
+class Refused(_Message, tag="refused"):
+    code: str
+    reason: str
+
+
+class Heartbeat(_Message, tag="heartbeat"):
+    sent_at: float
+
+
+class TaskBatch(_Message, tag="tasks"):
+    tasks: list[TaskMessage]
+
+
+class TaskStatusBatch(_Message, tag="task_status"):
+    running: list[str] = []
+    started_at: float = 0.0
+
+
+class ResultBatch(_Message, tag="results"):
+    results: list[ResultMessage]
+
+
+class Ack(_Message, tag="ack"):
+    task_ids: list[str]
+
+
+class EndpointStatus(_Message, tag="endpoint_status"):
+    blocks_pending: int = 0
+    blocks_running: int = 0
+    workers: int = 0
+    tasks_queued: int = 0
+    tasks_running: int = 0
+    runtimes: dict[str, dict[str, int]] = {}
+
+
+class Disconnect(_Message, tag="disconnect"):
+    reason: str = ""
+
+
+SiteMessage = Union[Register, Heartbeat, TaskStatusBatch, ResultBatch, EndpointStatus, Disconnect]
+ForwarderMessage = Union[Registered, Refused, Heartbeat, TaskBatch, Ack, Disconnect]
+
+
+class ProtocolError(BadRequest):
+    code = "protocol_error"
+
+
+_encoder = msgspec.msgpack.Encoder()
+_site_decoder = msgspec.msgpack.Decoder(SiteMessage)
+_fwd_decoder = msgspec.msgpack.Decoder(ForwarderMessage)
+_task_decoder = msgspec.msgpack.Decoder(TaskMessage)
+_result_decoder = msgspec.msgpack.Decoder(ResultMessage)
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def _checked(decoder: msgspec.msgpack.Decoder, buf: bytes):  # type: ignore[no-untyped-def]
+    try:
+        msg = decoder.decode(buf)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"malformed wire message: {exc}") from exc
+    if getattr(msg, "v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+        raise ProtocolError(f"wire protocol version {msg.v} is not supported (this side speaks {PROTOCOL_VERSION}); upgrade fnserve on both sides")
+    return msg
+
+
+def decode_from_site(buf: bytes) -> SiteMessage:
+    """Decode a message a site manager sent (used by the forwarder)."""
+    return _checked(_site_decoder, buf)  # type: ignore[no-any-return]
+
+
+def decode_from_forwarder(buf: bytes) -> ForwarderMessage:
+    """Decode a message the forwarder sent (used by the site manager)."""
+    return _checked(_fwd_decoder, buf)  # type: ignore[no-any-return]
+
+
+def encode_task(task: TaskMessage) -> bytes:
+    return _encoder.encode(task)
+
+
+def decode_task(buf: bytes) -> TaskMessage:
+    return _checked(_task_decoder, buf)  # type: ignore[no-any-return]
+
+
+def encode_result(result: ResultMessage) -> bytes:
+    return _encoder.encode(result)
+
+
+def decode_result(buf: bytes) -> ResultMessage:
+    return _checked(_result_decoder, buf)  # type: ignore[no-any-return]

@@ -1,0 +1,222 @@
+"""Serialization of functions, arguments and results.
+
+Every buffer starts with a one-line ASCII header naming the strategy that made it and the
+Python version of the process that made it::
+
+    fns1 dill-code 3.11\n<body>
+
+Strategies:
+
+``dill-code``  a function serialized with dill (by value where it lives in ``__main__``).
+``source``     a function as source text, re-executed on the other side: portable across Python
+               and dill versions. The body is ``<entry name>\n<source text>``.
+``dill-data``  arguments or results serialized with dill.
+``json-data``  arguments or results as JSON: for callers that are not Python (curl, other
+               languages). Arguments are ``{"args": [...], "kwargs": {...}}``.
+
+Reading a buffer checks the header first. A ``dill-*`` buffer made by another Python minor
+version is refused with a ``version_mismatch`` error naming both versions, because pickled code
+objects are not portable across them.
+
+The web service only ever reads headers (:func:`parse_header`); it never calls :func:`loads`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import textwrap
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fnserve.errors import SerializationError
+
+MAGIC = "fns1"
+DILL_CODE = "dill-code"
+SOURCE = "source"
+DILL_DATA = "dill-data"
+JSON_DATA = "json-data"
+CODE_STRATEGIES = (DILL_CODE, SOURCE)
+DATA_STRATEGIES = (DILL_DATA, JSON_DATA)
+STRATEGIES = CODE_STRATEGIES + DATA_STRATEGIES
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+_MAX_HEADER = 64
+
+
+@dataclass(frozen=True)
+class Header:
+    strategy: str
+    python: str
+    length: int  # bytes taken by the header line, newline included
+
+    @property
+    def is_code(self) -> bool:
+        return self.strategy in CODE_STRATEGIES
+
+
+def _header(strategy: str) -> bytes:
+    return f"{MAGIC} {strategy} {PYTHON_VERSION}\n".encode("ascii")
+
+
+def parse_header(buf: bytes) -> Header:
+    """Read and check the header of ``buf`` without touching its body.
+
+    Raises :class:`SerializationError` (code ``not_fnserve_format``) when ``buf`` is not a
+    buffer made by fnserve.
+    """
+    end = buf.find(b"\n", 0, _MAX_HEADER)
+    if end < 0:
+        raise SerializationError(
+            "payload is not in fnserve's format: it must start with a header line such as "
+            f"'{MAGIC} json-data 3.11' (make payloads with fnserve.serialize or the SDK)",
+            code="not_fnserve_format",
+        )
+    try:
+        magic, strategy, python = buf[:end].decode("ascii").split(" ")
+    except (UnicodeDecodeError, ValueError):
+        magic, strategy, python = "", "", ""
+    if magic != MAGIC:
+        raise SerializationError(
+            f"payload is not in fnserve's format: header must be '{MAGIC} <strategy> <python>'",
+            code="not_fnserve_format",
+        )
+    if strategy not in STRATEGIES:
+        raise SerializationError(
+            f"unknown serialization strategy {strategy!r}; known: {', '.join(STRATEGIES)}",
+            code="unknown_strategy",
+        )
+    return Header(strategy=strategy, python=python, length=end + 1)
+
+
+def _check_python(header: Header) -> None:
+    if header.strategy.startswith("dill") and header.python != PYTHON_VERSION:
+        raise SerializationError(
+            f"buffer was made with dill on Python {header.python} but this is Python "
+            f"{PYTHON_VERSION}; dill buffers only load on the same Python minor version. "
+            "Use a runtime with the same Python, or register the function with the 'source' "
+            "strategy and pass JSON arguments.",
+            code="version_mismatch",
+            details={"made_with": header.python, "running": PYTHON_VERSION},
+        )
+
+
+# -- functions -------------------------------------------------------------------------------
+
+
+def serialize_function(fn: Callable[..., Any], strategy: str | None = None) -> bytes:
+    """Serialize ``fn`` with ``strategy`` (default: dill, falling back to source text)."""
+    if not callable(fn):
+        raise SerializationError(f"{fn!r} is not callable", code="not_callable")
+    if strategy in (None, DILL_CODE):
+        try:
+            import dill
+
+            return _header(DILL_CODE) + dill.dumps(fn, recurse=True)
+        except Exception as exc:  # dill raises many types; fall back to source if allowed
+            if strategy == DILL_CODE:
+                raise SerializationError(f"dill could not serialize {fn!r}: {exc}") from exc
+    if strategy in (None, SOURCE):
+        return serialize_source(_function_source(fn), fn.__name__)
+    raise SerializationError(f"{strategy!r} is not a function strategy; use one of {CODE_STRATEGIES}")
+
+
+def serialize_source(source: str, name: str) -> bytes:
+    """A ``source`` buffer: run ``source`` in a fresh namespace and call its ``name``."""
+    if not name.isidentifier():
+        raise SerializationError(f"{name!r} is not a valid function name", code="bad_entry_point")
+    try:
+        compile(source, f"<fnserve:{name}>", "exec")
+    except SyntaxError as exc:
+        raise SerializationError(f"source of {name!r} does not compile: {exc}", code="bad_source") from exc
+    return _header(SOURCE) + name.encode() + b"\n" + source.encode("utf-8")
+
+
+def _function_source(fn: Callable[..., Any]) -> str:
+    try:
+        return textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as exc:
+        raise SerializationError(f"cannot read the source of {fn!r}: {exc}", code="no_source") from exc
+
+
+def deserialize_function(buf: bytes) -> Callable[..., Any]:
+    header = parse_header(buf)
+    if not header.is_code:
+        raise SerializationError(f"expected a function buffer, got {header.strategy!r}", code="wrong_strategy")
+    _check_python(header)
+    body = buf[header.length :]
+    if header.strategy == DILL_CODE:
+        import dill
+
+        try:
+            fn = dill.loads(body)
+        except Exception as exc:
+            raise SerializationError(f"cannot load function with dill: {type(exc).__name__}: {exc}", code="corrupt_buffer") from exc
+    else:
+        name, _, source = body.partition(b"\n")
+        namespace: dict[str, Any] = {"__name__": "__fnserve__"}
+        try:
+            exec(compile(source.decode("utf-8"), f"<fnserve:{name.decode()}>", "exec"), namespace)
+        except Exception as exc:
+            raise SerializationError(f"running the function's source failed: {type(exc).__name__}: {exc}", code="bad_source") from exc
+        fn = namespace.get(name.decode())
+    if not callable(fn):
+        raise SerializationError("function buffer did not yield a callable", code="corrupt_buffer")
+    return fn  # type: ignore[no-any-return]
+
+
+# -- data (arguments and results) ---------------------------------------------------------------
+
+
+def serialize_args(args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any] | None = None, strategy: str | None = None) -> bytes:
+    """Serialize call arguments; JSON when asked (or for non-Python callers), dill otherwise."""
+    return serialize_data({"args": list(args), "kwargs": dict(kwargs or {})}, strategy)
+
+
+def deserialize_args(buf: bytes) -> tuple[list[Any], dict[str, Any]]:
+    value = deserialize_data(buf)
+    if not isinstance(value, dict) or not isinstance(value.get("args", []), list) or not isinstance(value.get("kwargs", {}), dict):
+        raise SerializationError('arguments must be {"args": [...], "kwargs": {...}}', code="bad_arguments")
+    return value.get("args", []), value.get("kwargs", {})
+
+
+def serialize_data(value: Any, strategy: str | None = None) -> bytes:
+    strategy = strategy or DILL_DATA
+    if strategy == JSON_DATA:
+        try:
+            return _header(JSON_DATA) + json.dumps(value, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"value is not JSON-serializable: {exc}", code="not_json") from exc
+    if strategy == DILL_DATA:
+        import dill
+
+        try:
+            return _header(DILL_DATA) + dill.dumps(value)
+        except Exception as exc:
+            raise SerializationError(f"dill could not serialize {type(value).__name__}: {exc}") from exc
+    raise SerializationError(f"{strategy!r} is not a data strategy; use one of {DATA_STRATEGIES}")
+
+
+def deserialize_data(buf: bytes) -> Any:
+    header = parse_header(buf)
+    if header.is_code:
+        raise SerializationError(f"expected a data buffer, got {header.strategy!r}", code="wrong_strategy")
+    body = buf[header.length :]
+    if header.strategy == JSON_DATA:
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise SerializationError(f"JSON body is not valid: {exc}", code="corrupt_buffer") from exc
+    _check_python(header)
+    import dill
+
+    try:
+        return dill.loads(body)
+    except Exception as exc:
+        raise SerializationError(f"cannot load data with dill: {type(exc).__name__}: {exc}", code="corrupt_buffer") from exc
+
+
+def json_body(buf: bytes) -> bytes | None:
+    """The raw JSON text of a ``json-data`` buffer (without parsing it), else ``None``."""
+    header = parse_header(buf)
+    return buf[header.length :] if header.strategy == JSON_DATA else None

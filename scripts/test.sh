@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian 12 machine (as root), starts the
+# services they use (PostgreSQL; Redis is started by the tests themselves) and runs the tests.
+#   scripts/test.sh              all tests
+#   scripts/test.sh -m "not integration"   pytest arguments pass through
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+log "system packages"
+APT_PACKAGES=(redis-server postgresql)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+log "python packages"
+python3 -m pip install -q --disable-pip-version-check -e ".[service,site,test]"
+
+log "PostgreSQL"
+PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h | grep -q online; then
+  pg_lsclusters -h | grep -q "^$PG_VERSION main" || $SUDO pg_createcluster "$PG_VERSION" main >/dev/null
+  $SUDO pg_ctlcluster "$PG_VERSION" main start
+fi
+$SUDO -u postgres psql -qtAc "SELECT 1 FROM pg_roles WHERE rolname='fnserve'" | grep -q 1 ||
+  $SUDO -u postgres psql -qc "CREATE ROLE fnserve LOGIN SUPERUSER PASSWORD 'fnserve'" >/dev/null
+export FNSERVE_TEST_POSTGRES_URL="postgresql+psycopg://fnserve:fnserve@127.0.0.1:5432/postgres"
+
+log "tests"
+set +e
+python3 -m pytest -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: failing on purpose (exit code 5 must not pass silently)" >&2
+  exit 1
+fi
+exit "$rc"

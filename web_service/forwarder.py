@@ -1,0 +1,289 @@
+"""The forwarder: a ZMQ ROUTER that site managers connect to.
+
+It moves queued tasks from Redis to the connected site manager of their endpoint (in batches),
+records the results that come back (first wins) and acks them, and watches heartbeats: an
+endpoint silent for longer than the threshold is marked disconnected and its in-flight tasks go
+back to its queue, to be dispatched again when it reconnects.
+
+The loop blocks on ``zmq.Poller``; new work is signalled by the task store's Redis ``wake``
+channel, relayed by a thread into an inproc socket, so nothing on the hot path sleeps or polls on
+an interval. The decisions (who is alive, what to requeue) live in :class:`Connections`, which is
+pure and tested without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import zmq
+
+from fnserve import messages as m
+from fnserve.errors import FnserveError
+from web_service.task_store import WAKE_CHANNEL, TaskStore
+
+log = logging.getLogger(__name__)
+
+SecretVerifier = Callable[[str, str], bool]
+
+
+@dataclass
+class Connection:
+    endpoint_id: str
+    identity: bytes
+    last_seen: float
+    connected_at: float = field(default_factory=time.time)
+
+
+class Connections:
+    """Which site manager (ZMQ identity) serves which endpoint, and who has gone silent."""
+
+    def __init__(self, heartbeat_threshold: float):
+        self.threshold = heartbeat_threshold
+        self.by_endpoint: dict[str, Connection] = {}
+        self.by_identity: dict[bytes, Connection] = {}
+
+    def register(self, endpoint_id: str, identity: bytes, now: float) -> Connection | None:
+        """Bind ``identity`` to ``endpoint_id``; returns the connection it replaces, if any."""
+        old = self.by_endpoint.get(endpoint_id)
+        if old is not None:
+            self.by_identity.pop(old.identity, None)
+        stale = self.by_identity.pop(identity, None)
+        if stale is not None and stale.endpoint_id != endpoint_id:
+            self.by_endpoint.pop(stale.endpoint_id, None)
+        conn = Connection(endpoint_id, identity, now)
+        self.by_endpoint[endpoint_id] = conn
+        self.by_identity[identity] = conn
+        return old
+
+    def seen(self, identity: bytes, now: float) -> Connection | None:
+        conn = self.by_identity.get(identity)
+        if conn is not None:
+            conn.last_seen = now
+        return conn
+
+    def drop(self, endpoint_id: str) -> None:
+        conn = self.by_endpoint.pop(endpoint_id, None)
+        if conn is not None:
+            self.by_identity.pop(conn.identity, None)
+
+    def expired(self, now: float) -> list[str]:
+        return [c.endpoint_id for c in self.by_endpoint.values() if now - c.last_seen > self.threshold]
+
+    def next_deadline(self, now: float) -> float:
+        """Seconds until the earliest connection could expire (for the poll timeout)."""
+        if not self.by_endpoint:
+            return self.threshold
+        oldest = min(c.last_seen for c in self.by_endpoint.values())
+        return max(0.0, oldest + self.threshold - now) + 0.01
+
+
+class Forwarder:
+    """Serve site managers on ``bind`` (e.g. ``tcp://0.0.0.0:55001``) until :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        verify_secret: SecretVerifier,
+        bind: str,
+        heartbeat_period: float = 2.0,
+        heartbeat_threshold: float = 10.0,
+        batch_size: int = 512,
+    ):
+        self.store = store
+        self.verify_secret = verify_secret
+        self.bind = bind
+        self.heartbeat_period = heartbeat_period
+        self.batch_size = batch_size
+        self.connections = Connections(heartbeat_threshold)
+        self._ctx = zmq.Context()
+        self._stop = threading.Event()
+        self._wake_addr = f"inproc://fnserve-wake-{id(self)}"
+        self.bound = threading.Event()
+        self.address: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            # Wake the poller so the loop sees the stop flag now.
+            with self._ctx.socket(zmq.PAIR) as s:
+                s.connect(self._wake_addr + "-stop")
+                s.send(b"")
+        except zmq.ZMQError:
+            pass
+
+    def run(self) -> None:
+        router = self._ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting site manager takes over its identity
+        if self.bind.endswith(":0"):
+            port = router.bind_to_random_port(self.bind.rsplit(":", 1)[0])
+            self.address = f"{self.bind.rsplit(':', 1)[0]}:{port}"
+        else:
+            router.bind(self.bind)
+            self.address = self.bind
+        wake = self._ctx.socket(zmq.PAIR)
+        wake.bind(self._wake_addr)
+        stop_sock = self._ctx.socket(zmq.PAIR)
+        stop_sock.bind(self._wake_addr + "-stop")
+        relay = threading.Thread(target=self._relay_wakeups, name="forwarder-wake", daemon=True)
+        relay.start()
+        self.bound.set()
+        log.info("forwarder listening on %s", self.address)
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        poller.register(stop_sock, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                timeout_ms = int(self.connections.next_deadline(time.time()) * 1000)
+                events = dict(poller.poll(timeout_ms))
+                if router in events:
+                    self._drain_router(router)
+                if wake in events:
+                    self._drain_wakeups(router, wake)
+                self._expire(time.time())
+        finally:
+            for conn in list(self.connections.by_endpoint.values()):
+                self._lose(conn.endpoint_id, "forwarder stopped")
+            for s in (router, wake, stop_sock):
+                s.close(0)
+            relay.join(5)
+            self._ctx.term()
+
+    def _relay_wakeups(self) -> None:
+        """Relay Redis 'wake' messages (endpoint ids) into the loop's inproc socket."""
+        out = self._ctx.socket(zmq.PAIR)
+        out.connect(self._wake_addr)
+        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(WAKE_CHANNEL)
+            while not self._stop.is_set():
+                try:
+                    msg = pubsub.get_message(timeout=1.0)
+                except Exception as exc:  # Redis restarting: keep trying, the loop re-drains on connect
+                    log.warning("wake channel: %s; retrying", exc)
+                    self._stop.wait(0.5)
+                    try:
+                        pubsub.close()
+                        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+                        pubsub.subscribe(WAKE_CHANNEL)
+                        out.send(b"*")  # re-check every connected endpoint
+                    except Exception:
+                        pass
+                    continue
+                if msg and msg.get("type") == "message":
+                    out.send(msg["data"])
+        finally:
+            pubsub.close()
+            out.close(0)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _drain_router(self, router: zmq.Socket) -> None:
+        while True:
+            try:
+                identity, payload = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # wrong frame count: not a site manager
+            try:
+                msg = m.decode_from_site(payload)
+            except FnserveError as exc:
+                log.warning("dropping malformed message from a site manager: %s", exc)
+                continue
+            self._handle(router, identity, msg)
+
+    def _handle(self, router: zmq.Socket, identity: bytes, msg: m.SiteMessage) -> None:
+        now = time.time()
+        if isinstance(msg, m.Register):
+            self._register(router, identity, msg, now)
+            return
+        conn = self.connections.seen(identity, now)
+        if conn is None:
+            # Not registered here (e.g. this forwarder restarted): ask it to register again.
+            self._send(router, identity, m.Disconnect(reason="not registered with this forwarder; register again"))
+            return
+        if isinstance(msg, m.ResultBatch):
+            recorded = self.store.record_results(msg.results, conn.endpoint_id)
+            self._send(router, identity, m.Ack(task_ids=[r.task_id for r in msg.results]))
+            if len(recorded) < len(msg.results):
+                log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, len(msg.results) - len(recorded))
+        elif isinstance(msg, m.TaskStatusBatch):
+            self.store.mark_running(msg.running, msg.started_at or None)
+        elif isinstance(msg, m.Heartbeat):
+            self._send(router, identity, m.Heartbeat(sent_at=now))
+            self.store.touch(conn.endpoint_id)
+        elif isinstance(msg, m.EndpointStatus):
+            self.store.touch(conn.endpoint_id, msg)
+        elif isinstance(msg, m.Disconnect):
+            self._lose(conn.endpoint_id, msg.reason or "site manager disconnected")
+
+    def _register(self, router: zmq.Socket, identity: bytes, msg: m.Register, now: float) -> None:
+        try:
+            ok = self.verify_secret(msg.endpoint_id, msg.secret)
+        except Exception:
+            log.exception("could not verify endpoint %s", msg.endpoint_id)
+            ok = False
+        if not ok:
+            log.warning("refused a site manager for endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
+            self._send(router, identity, m.Refused(code="invalid_credentials", reason="unknown endpoint id or wrong secret"))
+            return
+        old = self.connections.register(msg.endpoint_id, identity, now)
+        if old is not None and old.identity != identity:
+            self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
+        # Whatever was in flight and is not held by the (re)connecting site manager is lost.
+        requeued = self.store.requeue_inflight_except(msg.endpoint_id, set(msg.holding))
+        self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""))
+        self.store.touch(msg.endpoint_id)
+        log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
+        self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold))
+        self._dispatch(router, msg.endpoint_id)
+
+    def _drain_wakeups(self, router: zmq.Socket, wake: zmq.Socket) -> None:
+        endpoints: set[str] = set()
+        while True:
+            try:
+                endpoints.add(wake.recv(zmq.NOBLOCK).decode())
+            except zmq.Again:
+                break
+        if "*" in endpoints:
+            endpoints = set(self.connections.by_endpoint)
+        for endpoint_id in endpoints:
+            if endpoint_id in self.connections.by_endpoint:
+                self._dispatch(router, endpoint_id)
+
+    def _dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
+        conn = self.connections.by_endpoint[endpoint_id]
+        while True:
+            tasks = self.store.claim(endpoint_id, self.batch_size)
+            if not tasks:
+                return
+            for t in tasks:
+                t.timings["forwarder_dispatched"] = time.time()
+            self._send(router, conn.identity, m.TaskBatch(tasks=tasks))
+            if len(tasks) < self.batch_size:
+                return
+
+    def _expire(self, now: float) -> None:
+        for endpoint_id in self.connections.expired(now):
+            self._lose(endpoint_id, "no heartbeat within the threshold")
+
+    def _lose(self, endpoint_id: str, why: str) -> None:
+        self.connections.drop(endpoint_id)
+        requeued = self.store.requeue_inflight(endpoint_id)
+        self.store.set_connected(endpoint_id, False, reason=why)
+        log.warning("endpoint %s disconnected (%s); %d in-flight task(s) requeued", endpoint_id, why, requeued)
+
+    @staticmethod
+    def _send(router: zmq.Socket, identity: bytes, msg: m._Message) -> None:
+        try:
+            router.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY off drops silently anyway)
+            log.debug("send to a site manager failed: %s", exc)

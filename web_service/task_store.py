@@ -1,0 +1,425 @@
+"""Task state, per-endpoint queues, in-flight tracking and results, in Redis.
+
+Keys (all prefixed by ``fns:``)::
+
+    task:{id}            hash: owner, function_id, endpoint_id, state, payload, t_* timestamps,
+                         result fields once finished (expires ``result_ttl`` after finishing)
+    fn:{id}              the serialized function body, cached for dispatch
+    ep:{id}:queue        list of task ids waiting for the endpoint (oldest at the left)
+    ep:{id}:inflight     set of task ids sent to the endpoint and not yet finished
+    ep:{id}:status       hash: connected, timestamps, and what the site manager last reported
+    channel wake         published with an endpoint id whenever its queue grows
+    channel done:{user}  published with a task id whenever one of the user's tasks finishes
+
+Every multi-key change is one pipeline or one Lua script, so a task is never half-moved:
+accepted tasks are written before the REST call answers, a dispatched task is always in the
+in-flight set until its result is recorded, and the first result recorded wins.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import msgspec
+import redis
+
+from fnserve.messages import EndpointStatus, ResultMessage, TaskMessage
+from fnserve.states import TERMINAL, TaskState
+
+P = "fns:"
+WAKE_CHANNEL = P + "wake"
+DEFAULT_RESULT_TTL = 7 * 24 * 3600
+
+
+def task_key(task_id: str) -> str:
+    return f"{P}task:{task_id}"
+
+
+def queue_key(endpoint_id: str) -> str:
+    return f"{P}ep:{endpoint_id}:queue"
+
+
+def inflight_key(endpoint_id: str) -> str:
+    return f"{P}ep:{endpoint_id}:inflight"
+
+
+def status_key(endpoint_id: str) -> str:
+    return f"{P}ep:{endpoint_id}:status"
+
+
+def function_key(function_id: str) -> str:
+    return f"{P}fn:{function_id}"
+
+
+def done_channel(owner: str) -> str:
+    return f"{P}done:{owner}"
+
+
+@dataclass
+class NewTask:
+    """A task accepted at submit, before it is written."""
+
+    task_id: str
+    owner: str
+    function_id: str
+    endpoint_id: str
+    payload: bytes
+    runtime: str | None = None
+    walltime: float | None = None
+    result_strategy: str | None = None
+
+
+@dataclass
+class TaskRecord:
+    """What the store knows of one task."""
+
+    task_id: str
+    owner: str
+    function_id: str
+    endpoint_id: str
+    state: TaskState
+    runtime: str | None = None
+    timestamps: dict[str, float] = field(default_factory=dict)
+    result: bytes | None = None
+    error: dict[str, Any] | None = None
+    stdout: str = ""
+    stderr: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+_TS_FIELDS = ("submitted", "dispatched", "running", "finished")
+_RECORD_FIELDS = (
+    "owner", "function_id", "endpoint_id", "state", "runtime", "result", "error", "stdout", "stderr",
+    "timings", "resources", *(f"t_{n}" for n in _TS_FIELDS),
+)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
+    row = dict(zip(_RECORD_FIELDS, values))
+    if row["state"] is None:
+        return None
+    return TaskRecord(
+        task_id=task_id,
+        owner=_text(row["owner"]) or "",
+        function_id=_text(row["function_id"]) or "",
+        endpoint_id=_text(row["endpoint_id"]) or "",
+        state=TaskState(row["state"].decode()),
+        runtime=_text(row["runtime"]) or None,
+        timestamps={n: float(row[f"t_{n}"]) for n in _TS_FIELDS if row[f"t_{n}"]},
+        result=row["result"],
+        error=json.loads(row["error"]) if row["error"] else None,
+        stdout=_text(row["stdout"]) or "",
+        stderr=_text(row["stderr"]) or "",
+        timings=json.loads(row["timings"]) if row["timings"] else {},
+        resources=json.loads(row["resources"]) if row["resources"] else {},
+    )
+
+
+# Pops up to ARGV[1] ids from the queue, skips tasks that are no longer waiting (cancelled),
+# marks the rest dispatched, adds them to the in-flight set and returns their dispatch fields.
+_CLAIM = """
+local ids = redis.call('LPOP', KEYS[1], ARGV[1])
+if not ids then return {} end
+local out = {}
+for _, id in ipairs(ids) do
+  local k = ARGV[3] .. id
+  if redis.call('HGET', k, 'state') == 'waiting-for-endpoint' then
+    redis.call('HSET', k, 'state', 'dispatched', 't_dispatched', ARGV[2])
+    redis.call('SADD', KEYS[2], id)
+    local f = redis.call('HMGET', k, 'function_id', 'payload', 'runtime', 'walltime', 'result_strategy')
+    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or ''})
+  end
+end
+return out
+"""
+
+# Records results; the first one for a task wins. ARGV: now, ttl, then 8 values per result.
+_RECORD = """
+local recorded = {}
+for i = 3, #ARGV, 8 do
+  local id = ARGV[i]
+  local k = KEYS[2] .. id
+  local st = redis.call('HGET', k, 'state')
+  if st and st ~= 'success' and st ~= 'failed' and st ~= 'cancelled' then
+    redis.call('HSET', k, 'state', ARGV[i + 1], 'result', ARGV[i + 2], 'error', ARGV[i + 3],
+               'stdout', ARGV[i + 4], 'stderr', ARGV[i + 5], 'timings', ARGV[i + 6],
+               'resources', ARGV[i + 7], 't_finished', ARGV[1])
+    redis.call('HDEL', k, 'payload')
+    redis.call('EXPIRE', k, ARGV[2])
+    redis.call('SREM', KEYS[1], id)
+    redis.call('PUBLISH', KEYS[3] .. redis.call('HGET', k, 'owner'), id)
+    table.insert(recorded, id)
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return recorded
+"""
+
+# Moves an endpoint's in-flight tasks back to the front of its queue as waiting again, except
+# those the (re)connecting site manager says it still holds (ARGV[2..]).
+_REQUEUE = """
+local held = {}
+for i = 2, #ARGV do held[ARGV[i]] = true end
+local ids = redis.call('SMEMBERS', KEYS[2])
+local moved = 0
+for i = #ids, 1, -1 do
+  local id = ids[i]
+  if not held[id] then
+    local k = ARGV[1] .. id
+    local st = redis.call('HGET', k, 'state')
+    if st == 'dispatched' or st == 'running' then
+      redis.call('HSET', k, 'state', 'waiting-for-endpoint')
+      redis.call('LPUSH', KEYS[1], id)
+      moved = moved + 1
+    end
+    redis.call('SREM', KEYS[2], id)
+  end
+end
+return moved
+"""
+
+# Marks tasks running unless they already moved on.
+_RUNNING = """
+for i = 2, #ARGV do
+  local k = KEYS[1] .. ARGV[i]
+  local st = redis.call('HGET', k, 'state')
+  if st == 'dispatched' then
+    redis.call('HSET', k, 'state', 'running', 't_running', ARGV[1])
+  end
+end
+return 0
+"""
+
+# Cancels a task that has not finished; removes it from the in-flight set.
+_CANCEL = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return false end
+if st == 'success' or st == 'failed' or st == 'cancelled' then return st end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 't_finished', ARGV[1],
+           'error', ARGV[3])
+redis.call('HDEL', KEYS[1], 'payload')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[4])
+redis.call('PUBLISH', KEYS[3], ARGV[4])
+return st
+"""
+
+
+class TaskStore:
+    """All task-related Redis I/O, for the REST service and the forwarder."""
+
+    def __init__(self, client: redis.Redis, result_ttl: int = DEFAULT_RESULT_TTL):
+        self.r = client
+        self.result_ttl = result_ttl
+        self._claim = client.register_script(_CLAIM)
+        self._record = client.register_script(_RECORD)
+        self._requeue = client.register_script(_REQUEUE)
+        self._running = client.register_script(_RUNNING)
+        self._cancel = client.register_script(_CANCEL)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "TaskStore":
+        return cls(redis.Redis.from_url(url), **kwargs)
+
+    # -- submit side (web service) ---------------------------------------------------------
+
+    def cache_function(self, function_id: str, body: bytes) -> None:
+        self.r.set(function_key(function_id), body)
+
+    def has_function(self, function_id: str) -> bool:
+        return bool(self.r.exists(function_key(function_id)))
+
+    def drop_function(self, function_id: str) -> None:
+        self.r.delete(function_key(function_id))
+
+    def submit(self, tasks: list[NewTask]) -> None:
+        """Write tasks durably and queue them; returns once Redis has them all."""
+        now = repr(time.time())
+        pipe = self.r.pipeline(transaction=True)
+        endpoints: dict[str, list[str]] = {}
+        for t in tasks:
+            fields: dict[str, Any] = {
+                "owner": t.owner, "function_id": t.function_id, "endpoint_id": t.endpoint_id,
+                "state": TaskState.WAITING.value, "payload": t.payload, "t_submitted": now,
+            }
+            if t.runtime:
+                fields["runtime"] = t.runtime
+            if t.walltime is not None:
+                fields["walltime"] = repr(float(t.walltime))
+            if t.result_strategy:
+                fields["result_strategy"] = t.result_strategy
+            pipe.hset(task_key(t.task_id), mapping=fields)
+            endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
+        for endpoint_id, ids in endpoints.items():
+            pipe.rpush(queue_key(endpoint_id), *ids)
+        for endpoint_id in endpoints:
+            pipe.publish(WAKE_CHANNEL, endpoint_id)
+        pipe.execute()
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return _record(task_id, self.r.hmget(task_key(task_id), _RECORD_FIELDS))
+
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord | None]:
+        ids = list(task_ids)
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(task_key(task_id), _RECORD_FIELDS)
+        return {tid: _record(tid, vals) for tid, vals in zip(ids, pipe.execute())}
+
+    def owners(self, task_ids: list[str]) -> dict[str, str | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(task_key(task_id), "owner")
+        return {tid: _text(v) for tid, v in zip(task_ids, pipe.execute())}
+
+    def wait(self, owner: str, task_ids: list[str], timeout: float, any_: bool = False) -> dict[str, TaskRecord | None]:
+        """Block until all (or, with ``any_``, at least one) of ``task_ids`` finish, or timeout.
+
+        Subscribes to the owner's completion channel *before* reading states, so a result that
+        lands in between is never missed. Waits on the socket: no polling interval.
+        """
+        records = self.get_many(task_ids)
+        pending = {tid for tid, rec in records.items() if rec is not None and not rec.finished}
+        if not pending or timeout <= 0 or (any_ and len(pending) < len(records)):
+            return records
+        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(done_channel(owner))
+            # Re-read after subscribing: closes the race with results recorded meanwhile.
+            records = self.get_many(task_ids)
+            pending = {tid for tid, rec in records.items() if rec is not None and not rec.finished}
+            finished_any = len(pending) < len(records)
+            deadline = time.monotonic() + timeout
+            while pending and not (any_ and finished_any):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                msg = pubsub.get_message(timeout=left)
+                if msg is None or msg.get("type") != "message":
+                    continue
+                tid = msg["data"].decode()
+                if tid in pending:
+                    pending.discard(tid)
+                    finished_any = True
+                    records[tid] = self.get(tid)
+        finally:
+            pubsub.close()
+        return records
+
+    def cancel(self, task_id: str, owner: str) -> str | None:
+        """Cancel a task that has not finished. Returns its state before, or None if unknown."""
+        rec = self.get(task_id)
+        if rec is None:
+            return None
+        error = json.dumps({"code": "cancelled", "type": "TaskCancelled", "message": "cancelled by its owner"})
+        before = self._cancel(
+            keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner)],
+            args=[repr(time.time()), self.result_ttl, error, task_id],
+        )
+        return before.decode() if isinstance(before, bytes) else None
+
+    # -- forwarder side ------------------------------------------------------------------------
+
+    def claim(self, endpoint_id: str, max_tasks: int) -> list[TaskMessage]:
+        """Take up to ``max_tasks`` waiting tasks of an endpoint, marking them dispatched."""
+        rows = self._claim(keys=[queue_key(endpoint_id), inflight_key(endpoint_id)], args=[max_tasks, repr(time.time()), P + "task:"])
+        if not rows:
+            return []
+        bodies = self._function_bodies({row[1].decode() for row in rows})
+        tasks = []
+        for task_id, function_id, payload, runtime, walltime, strategy in rows:
+            fid = function_id.decode()
+            tasks.append(TaskMessage(
+                task_id=task_id.decode(), function_id=fid, function=bodies.get(fid, b""), payload=payload,
+                runtime=runtime.decode() or None, walltime=float(walltime) if walltime else None,
+                result_strategy=strategy.decode() or None,
+            ))
+        return tasks
+
+    def _function_bodies(self, function_ids: set[str]) -> dict[str, bytes]:
+        ids = sorted(function_ids)
+        return {fid: body for fid, body in zip(ids, self.r.mget([function_key(f) for f in ids])) if body is not None}
+
+    def queue_length(self, endpoint_id: str) -> int:
+        return int(self.r.llen(queue_key(endpoint_id)))
+
+    def inflight(self, endpoint_id: str) -> set[str]:
+        return {m.decode() for m in self.r.smembers(inflight_key(endpoint_id))}
+
+    def mark_running(self, task_ids: list[str], started_at: float | None = None) -> None:
+        if task_ids:
+            self._running(keys=[P + "task:"], args=[repr(started_at or time.time()), *task_ids])
+
+    def record_results(self, results: list[ResultMessage], endpoint_id: str) -> list[str]:
+        """Record results (first wins); returns the ids recorded now. Safe to call twice."""
+        if not results:
+            return []
+        args: list[Any] = [repr(time.time()), self.result_ttl]
+        for res in results:
+            args += [
+                res.task_id,
+                TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value,
+                res.data,
+                msgspec.json.encode(res.error) if res.error else b"",
+                res.stdout,
+                res.stderr,
+                json.dumps(res.timings),
+                json.dumps(res.resources),
+            ]
+        recorded = self._record(keys=[inflight_key(endpoint_id), P + "task:", P + "done:"], args=args)
+        return [r.decode() for r in recorded]
+
+    def requeue_inflight(self, endpoint_id: str) -> int:
+        """Put an endpoint's in-flight tasks back at the head of its queue (it was lost)."""
+        return self.requeue_inflight_except(endpoint_id, set())
+
+    def requeue_inflight_except(self, endpoint_id: str, held: set[str]) -> int:
+        """Requeue in-flight tasks of an endpoint but those its site manager still ``held``."""
+        args = [P + "task:", *held]
+        return int(self._requeue(keys=[queue_key(endpoint_id), inflight_key(endpoint_id)], args=args))
+
+    # -- endpoint status ---------------------------------------------------------------------
+
+    def set_connected(self, endpoint_id: str, connected: bool, **info: Any) -> None:
+        fields = {"connected": int(connected), "changed_at": repr(time.time()), **{k: str(v) for k, v in info.items()}}
+        self.r.hset(status_key(endpoint_id), mapping=fields)
+
+    def touch(self, endpoint_id: str, report: EndpointStatus | None = None) -> None:
+        fields: dict[str, Any] = {"last_heartbeat": repr(time.time())}
+        if report is not None:
+            fields["report"] = msgspec.json.encode(report)
+        self.r.hset(status_key(endpoint_id), mapping=fields)
+
+    def endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
+        raw = {k.decode(): v for k, v in self.r.hgetall(status_key(endpoint_id)).items()}
+        pipe = self.r.pipeline(transaction=False)
+        pipe.llen(queue_key(endpoint_id))
+        pipe.scard(inflight_key(endpoint_id))
+        queued, inflight = pipe.execute()
+        status: dict[str, Any] = {
+            "connected": raw.get("connected") == b"1",
+            "last_heartbeat": float(raw["last_heartbeat"]) if "last_heartbeat" in raw else None,
+            "connected_since" if raw.get("connected") == b"1" else "disconnected_since":
+                float(raw["changed_at"]) if "changed_at" in raw else None,
+            "tasks_waiting": int(queued),
+            "tasks_in_flight": int(inflight),
+        }
+        if "report" in raw:
+            report = json.loads(raw["report"])
+            report.pop("type", None)
+            report.pop("v", None)
+            status["site"] = report
+        return status

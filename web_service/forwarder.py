@@ -287,3 +287,42 @@ class Forwarder:
             router.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY off drops silently anyway)
             log.debug("send to a site manager failed: %s", exc)
+
+
+def main() -> None:
+    """``python -m web_service.forwarder``: serve site managers with settings from the environment.
+
+    Binds ``FNSERVE_FORWARDER_BIND`` (default: the port of ``FNSERVE_FORWARDER_ADDRESS`` on all
+    interfaces). Stops cleanly on SIGTERM / SIGINT.
+    """
+    import os
+    import signal
+
+    from web_service.registry.db import migrate, session_factory
+    from web_service.services.endpoints import verify_endpoint_secret
+    from web_service.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    if settings.migrate_on_start:
+        migrate(settings.database_url)
+    sessions = session_factory(settings.database_url)
+
+    def verify(endpoint_id: str, secret: str) -> bool:
+        with sessions() as session:
+            return verify_endpoint_secret(session, endpoint_id, secret)
+
+    port = settings.forwarder_address.rsplit(":", 1)[-1]
+    bind = os.environ.get("FNSERVE_FORWARDER_BIND") or f"tcp://0.0.0.0:{port}"
+    fwd = Forwarder(
+        TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl), verify, bind,
+        heartbeat_period=float(os.environ.get("FNSERVE_HEARTBEAT_PERIOD", "2")),
+        heartbeat_threshold=float(os.environ.get("FNSERVE_HEARTBEAT_THRESHOLD", "10")),
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: fwd.stop())
+    fwd.run()
+
+
+if __name__ == "__main__":
+    main()

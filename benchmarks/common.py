@@ -1,0 +1,67 @@
+"""Helpers shared by the benchmarks: percentiles, a throwaway embedded stack, report writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+def summarize(samples_s: list[float]) -> dict[str, float]:
+    ms = sorted(x * 1e3 for x in samples_s)
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
+
+    return {"n": len(ms), "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "mean_ms": statistics.fmean(ms), "max_ms": ms[-1]}
+
+
+def time_calls(fn: Callable[[], Any], n: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+@contextmanager
+def embedded_stack(port: int = 18780, engine: dict[str, Any] | None = None) -> Iterator[tuple[Any, str]]:
+    """An fnserve stack in a temporary FNSERVE_HOME; yields (client, endpoint_id)."""
+    home = tempfile.mkdtemp(prefix="fnserve-bench-")
+    old = os.environ.get("FNSERVE_HOME")
+    os.environ["FNSERVE_HOME"] = home
+    from fnserve.cli import stack
+    from fnserve.client import Client
+
+    try:
+        ports = stack.StackPorts(web=port, forwarder=port + 1, redis=port + 2)
+        env = stack.start_service(ports, say=lambda _s: None)
+        url = f"http://127.0.0.1:{port}"
+        cfg = stack.ensure_user(env, url, "bench")
+        client = Client(url, cfg.token)
+        ep = stack.create_endpoint("bench", env["FNSERVE_FORWARDER_ADDRESS"], client, engine=engine)
+        proc = stack.start_endpoint("bench")
+        stack.wait_connected(client, ep["endpoint_id"], proc)
+        yield client, ep["endpoint_id"]
+    finally:
+        stack.stop_all(say=lambda _s: None)
+        if old is None:
+            os.environ.pop("FNSERVE_HOME", None)
+        else:
+            os.environ["FNSERVE_HOME"] = old
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path

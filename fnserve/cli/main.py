@@ -1,0 +1,314 @@
+"""The ``fnserve`` command line.
+
+    fnserve up                         bring up the embedded stack on this machine
+    fnserve register FILE.py:FUNC      register a function, print its id
+    fnserve run FUNCTION_ID --endpoint ENDPOINT_ID [ARGS...]
+    fnserve status|result|cancel TASK_ID
+    fnserve functions | endpoints
+    fnserve service start|stop|user add ...   fnserve endpoint create|start|stop NAME
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fnserve.errors import FnserveError, RemoteExecutionError
+
+
+def _client() -> Any:
+    from fnserve.client import Client
+
+    return Client()
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _parse_arg(text: str) -> Any:
+    """A CLI argument is a JSON value; anything that is not valid JSON is taken as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class _Group(click.Group):
+    """Turns fnserve errors into a one-line message and exit code 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RemoteExecutionError as exc:
+            click.echo(f"remote error: {exc}", err=True)
+            sys.exit(1)
+        except FnserveError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="fnserve")
+def main() -> None:
+    """fnserve: function serving for science."""
+
+
+# -- functions and tasks ------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("target", metavar="FILE.py:FUNC")
+@click.option("--name", help="Name to register under (default: FUNC).")
+@click.option("--description", default="", help="A line saying what the function does.")
+def register(target: str, name: str | None, description: str) -> None:
+    """Register function FUNC defined in FILE.py; prints its function id.
+
+    The whole file travels as source, so the function may use the file's imports and helpers.
+    """
+    path_text, sep, func = target.rpartition(":")
+    if not sep or not func:
+        raise click.BadParameter("expected FILE.py:FUNC", param_hint="TARGET")
+    path = Path(path_text)
+    if not path.is_file():
+        raise click.BadParameter(f"{path} is not a file", param_hint="TARGET")
+    source = path.read_text()
+    import ast
+
+    defined = {n.name for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    if func not in defined:
+        raise click.BadParameter(f"{path} defines no top-level function {func!r} (it has: {', '.join(sorted(defined)) or 'none'})")
+    click.echo(_client().register_source(source, func, name=name, description=description))
+
+
+@main.command()
+@click.argument("function_id")
+@click.argument("args", nargs=-1)
+@click.option("--endpoint", "-e", "endpoint_id", required=True, help="Endpoint to run on.")
+@click.option("--kwargs", "kwargs_json", default=None, help='Keyword arguments as a JSON object, e.g. \'{"n": 3}\'.')
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the result (default: until done).")
+@click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
+@click.option("--walltime", type=float, default=None, help="Seconds the function may run.")
+def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: str | None, timeout: float | None,
+        no_wait: bool, walltime: float | None) -> None:
+    """Run FUNCTION_ID on an endpoint with ARGS (each a JSON value) and print the result.
+
+    Example: fnserve run 1f0c... --endpoint 9a2b... 2 3 '"text"' --kwargs '{"scale": 2}'
+    """
+    from fnserve import serialize
+
+    kwargs = _parse_arg(kwargs_json) if kwargs_json else {}
+    if not isinstance(kwargs, dict):
+        raise click.BadParameter("--kwargs must be a JSON object")
+    client = _client()
+    task_id = client.submit(function_id, endpoint_id, [_parse_arg(a) for a in args], kwargs,
+                            walltime=walltime, serializer=serialize.JSON_DATA)
+    if no_wait:
+        click.echo(task_id)
+        return
+    task = client.wait([task_id], timeout)[0]
+    _print_outcome(task)
+
+
+def _print_outcome(task: dict[str, Any]) -> None:
+    from fnserve.client import result_of
+
+    if task.get("stdout"):
+        click.echo(task["stdout"], nl=False, err=True)
+    if task["state"] not in ("success", "failed", "cancelled"):
+        click.echo(f"task {task['task_id']} is still {task['state']}", err=True)
+        sys.exit(2)
+    value = result_of(task)
+    click.echo(json.dumps(value) if _is_json(value) else repr(value))
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+@main.command()
+@click.argument("task_id")
+def status(task_id: str) -> None:
+    """Show a task's state and timestamps."""
+    task = _client().get_task(task_id)
+    _echo_json({k: task.get(k) for k in ("task_id", "state", "function_id", "endpoint_id", "timestamps", "error")})
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait (default: until done).")
+def result(task_id: str, timeout: float | None) -> None:
+    """Wait for a task and print its result (or its remote error)."""
+    _print_outcome(_client().wait([task_id], timeout)[0])
+
+
+@main.command()
+@click.argument("task_id")
+def cancel(task_id: str) -> None:
+    """Cancel a task that has not finished."""
+    task = _client().cancel(task_id)
+    click.echo(f"{task['task_id']}: {task['state']}")
+
+
+@main.command()
+def functions() -> None:
+    """List your registered functions."""
+    rows = _client().list_functions()
+    for f in rows:
+        click.echo(f"{f['function_id']}  {f['name']:<24} {f.get('description') or ''}")
+    if not rows:
+        click.echo("no functions registered yet: `fnserve register FILE.py:FUNC`")
+
+
+@main.command()
+def endpoints() -> None:
+    """List your endpoints and whether they are connected."""
+    rows = _client().list_endpoints()
+    for e in rows:
+        st = e.get("status") or {}
+        state = "connected" if st.get("connected") else "disconnected"
+        click.echo(f"{e['endpoint_id']}  {e['name']:<16} {state:<12} waiting={st.get('tasks_waiting', 0)} in-flight={st.get('tasks_in_flight', 0)}")
+    if not rows:
+        click.echo("no endpoints yet: `fnserve up` starts a local one")
+
+
+# -- the embedded stack -------------------------------------------------------------------------
+
+
+def _ports(port: int) -> Any:
+    from fnserve.cli.stack import StackPorts
+
+    return StackPorts(web=port, forwarder=port + 1, redis=port + 2)
+
+
+@main.command()
+@click.option("--port", type=int, default=8780, show_default=True, help="Web port; the forwarder and Redis use the next two.")
+@click.option("--endpoint-name", default="local", show_default=True)
+def up(port: int, endpoint_name: str) -> None:
+    """Start the embedded stack: Redis, web service, forwarder, and a local endpoint.
+
+    Creates a local user whose token goes to the client config, so the SDK and CLI work at once.
+    """
+    from fnserve.cli import stack
+    from fnserve.client import Client
+
+    ports = _ports(port)
+    click.echo("starting fnserve on this machine:")
+    env = stack.start_service(ports, embedded_redis=True, say=click.echo)
+    url = f"http://127.0.0.1:{ports.web}"
+    cfg = stack.ensure_user(env, url)
+    client = Client(url, cfg.token)
+    ep = stack.create_endpoint(endpoint_name, env["FNSERVE_FORWARDER_ADDRESS"], client)
+    proc = stack.start_endpoint(endpoint_name)
+    stack.wait_connected(client, ep["endpoint_id"], proc)
+    click.echo(f"  endpoint   {endpoint_name} = {ep['endpoint_id']} (connected)")
+    click.echo(f"ready. client config: {stack.home() / 'client.yaml'}; stop with `fnserve down`")
+
+
+@main.command()
+def down() -> None:
+    """Stop everything `fnserve up` started."""
+    from fnserve.cli import stack
+
+    stack.stop_all(say=click.echo)
+
+
+@main.command()
+@click.option("--endpoint-name", default="local", show_default=True)
+def demo(endpoint_name: str) -> None:
+    """Register example functions and run them on the local endpoint (after `fnserve up`)."""
+    from fnserve.cli.demo import run_demo
+
+    run_demo(endpoint_name, click.echo)
+
+
+# -- service and endpoint management ------------------------------------------------------------
+
+
+@main.group()
+def service() -> None:
+    """Run the web service and forwarder (for operators)."""
+
+
+@service.command("start")
+@click.option("--port", type=int, default=8780, show_default=True)
+@click.option("--embedded-redis/--external-redis", default=True, help="Start a Redis here, or use FNSERVE_REDIS_URL.")
+def service_start(port: int, embedded_redis: bool) -> None:
+    """Start the web service and the forwarder in the background."""
+    from fnserve.cli import stack
+
+    stack.start_service(_ports(port), embedded_redis=embedded_redis, say=click.echo)
+
+
+@service.command("stop")
+def service_stop() -> None:
+    from fnserve.cli import stack
+
+    procs = stack.processes()
+    for name in ("web", "forwarder", "redis"):
+        if procs[name].stop():
+            click.echo(f"stopped {name}")
+
+
+@service.group("user")
+def service_user() -> None:
+    """Manage local users (local token mode)."""
+
+
+@service_user.command("add")
+@click.argument("username")
+def service_user_add(username: str) -> None:
+    """Create a user and print a token for it (shown once)."""
+    import subprocess
+
+    from fnserve.cli.processes import python_module
+
+    raise SystemExit(subprocess.call(python_module("web_service.admin", "add-user", username)))
+
+
+@main.group()
+def endpoint() -> None:
+    """Create, start and stop endpoints (for site admins)."""
+
+
+@endpoint.command("create")
+@click.argument("name")
+def endpoint_create(name: str) -> None:
+    """Register endpoint NAME with the service and write its config."""
+    from fnserve.cli import stack
+
+    data = stack.create_endpoint(name, "", _client())
+    click.echo(f"endpoint {name} = {data['endpoint_id']}; config: {stack.endpoint_config_path(name)}")
+
+
+@endpoint.command("start")
+@click.argument("name")
+def endpoint_start(name: str) -> None:
+    """Start endpoint NAME's site manager in the background."""
+    from fnserve.cli import stack
+
+    if not stack.endpoint_config_path(name).exists():
+        raise click.ClickException(f"no endpoint {name!r}: create it first with `fnserve endpoint create {name}`")
+    proc = stack.start_endpoint(name)
+    click.echo(f"endpoint {name} started (pid {proc.pid()}, log {proc.log_file})")
+
+
+@endpoint.command("stop")
+@click.argument("name")
+def endpoint_stop(name: str) -> None:
+    """Stop endpoint NAME gracefully."""
+    from fnserve.cli import stack
+
+    click.echo(f"endpoint {name} " + ("stopped" if stack.endpoint_process(name).stop(timeout=40) else "was not running"))
+
+
+if __name__ == "__main__":
+    main()

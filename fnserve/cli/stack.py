@@ -1,0 +1,186 @@
+"""The embedded default: Redis, the web service, the forwarder and a local endpoint on this
+machine, started as background processes under ``$FNSERVE_HOME/service`` (``fnserve up``).
+
+Service pieces are started by module name (``python -m web_service.server`` ...) so that the
+``fnserve`` package never imports the service or the site manager.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from fnserve.cli.processes import Managed, python_module
+from fnserve.config import ClientConfig, home
+
+
+@dataclass
+class StackPorts:
+    web: int = 8780
+    forwarder: int = 8781
+    redis: int = 8782
+
+
+def service_dir() -> Path:
+    return home() / "service"
+
+
+def endpoint_dir(name: str) -> Path:
+    return home() / "endpoints" / name
+
+
+def service_env(ports: StackPorts, redis_url: str | None = None) -> dict[str, str]:
+    root = service_dir()
+    return {
+        "FNSERVE_DATABASE_URL": os.environ.get("FNSERVE_DATABASE_URL", f"sqlite:///{root / 'registry.db'}"),
+        "FNSERVE_REDIS_URL": redis_url or f"redis://127.0.0.1:{ports.redis}/0",
+        "FNSERVE_FORWARDER_ADDRESS": f"tcp://127.0.0.1:{ports.forwarder}",
+        "FNSERVE_FORWARDER_BIND": f"tcp://127.0.0.1:{ports.forwarder}",
+    }
+
+
+def processes() -> dict[str, Managed]:
+    run = service_dir() / "run"
+    return {name: Managed(name, run) for name in ("redis", "web", "forwarder")}
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Managed | None = None) -> None:
+    """Start-up wait: retry ``check`` until it holds (never used on a task's path)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc is not None and not proc.running():
+            raise RuntimeError(f"{what}: the {proc.name} process exited; its log ({proc.log_file}) ends with:\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout:.0f}s" + (f"; see {proc.log_file}" if proc else ""))
+        time.sleep(0.1)
+
+
+def start_service(ports: StackPorts, embedded_redis: bool = True, say: Callable[[str], None] = print) -> dict[str, str]:
+    """Start (or find running) Redis, the web service and the forwarder; returns their env."""
+    procs = processes()
+    redis_url = None
+    if embedded_redis:
+        from fnserve._redis_server import redis_server_binary
+
+        data = service_dir() / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        procs["redis"].start([
+            redis_server_binary(), "--port", str(ports.redis), "--bind", "127.0.0.1", "--dir", str(data),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        ])
+        from fnserve._redis_server import wait_for_port
+
+        wait_for_port("127.0.0.1", ports.redis, 15)
+        say(f"  redis      redis://127.0.0.1:{ports.redis}  (data in {data})")
+    else:
+        redis_url = os.environ.get("FNSERVE_REDIS_URL")
+    env = service_env(ports, redis_url)
+    procs["web"].start(python_module("web_service.server", "--bind", f"127.0.0.1:{ports.web}"), env)
+    procs["forwarder"].start(python_module("web_service.forwarder"), env)
+    url = f"http://127.0.0.1:{ports.web}"
+    wait_until(lambda: _healthy(url), 60, "web service", procs["web"])
+    say(f"  web        {url}")
+    say(f"  forwarder  {env['FNSERVE_FORWARDER_ADDRESS']}")
+    return env
+
+
+def _healthy(url: str) -> bool:
+    import urllib3
+
+    try:
+        return urllib3.request("GET", url + "/v1/health", timeout=1.0, retries=False).status == 200
+    except urllib3.exceptions.HTTPError:
+        return False
+
+
+def ensure_user(env: dict[str, str], url: str, username: str | None = None) -> ClientConfig:
+    """Make sure the client config holds a working token for this service (creating a user)."""
+    from fnserve.client import Client
+    from fnserve.errors import FnserveError
+
+    cfg = ClientConfig.load()
+    if cfg.token and cfg.service_url.rstrip("/") == url:
+        try:
+            Client(url, cfg.token).list_endpoints()
+            return cfg
+        except FnserveError:
+            pass
+    username = username or getpass.getuser()
+    out = subprocess.run(
+        python_module("web_service.admin", "add-user", username, "--reuse"), env={**os.environ, **env},
+        capture_output=True, text=True, check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"could not create the local user: {out.stderr.strip()}")
+    cfg = ClientConfig(service_url=url, token=out.stdout.strip().splitlines()[-1])
+    cfg.save()
+    return cfg
+
+
+def endpoint_config_path(name: str) -> Path:
+    return endpoint_dir(name) / "config.yaml"
+
+
+def create_endpoint(name: str, forwarder: str, client: Any, provider: dict[str, Any] | None = None,
+                    engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Register endpoint ``name`` with the service and write its config (kept secret: 0600)."""
+    path = endpoint_config_path(name)
+    if path.exists():
+        data = yaml.safe_load(path.read_text())
+        try:
+            client.get_endpoint(data["endpoint_id"])
+            return dict(data)
+        except Exception:
+            pass  # registered with another service (or deleted): register again
+    reg = client.register_endpoint(name, f"endpoint {name} on {os.uname().nodename}")
+    data = {
+        "forwarder": reg.get("forwarder_address") or forwarder,
+        "endpoint_id": reg["endpoint_id"],
+        "secret": reg["secret"],
+        "run_dir": str(endpoint_dir(name) / "run"),
+        "engine": engine or {"max_workers_per_node": 2, "init_blocks": 1, "min_blocks": 0, "max_blocks": 1},
+        "provider": provider or {"type": "local"},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"# fnserve endpoint {name!r}; holds its secret: keep this file private\n")
+        yaml.safe_dump(data, f, sort_keys=False)
+    return data
+
+
+def endpoint_process(name: str) -> Managed:
+    return Managed("site_manager", endpoint_dir(name))
+
+
+def start_endpoint(name: str) -> Managed:
+    proc = endpoint_process(name)
+    # Parsl starts its interchange and worker pool by name: keep this Python's bin on PATH.
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    proc.start(python_module("site_manager", "--config", str(endpoint_config_path(name))), {"PATH": path})
+    return proc
+
+
+def wait_connected(client: Any, endpoint_id: str, proc: Managed, timeout: float = 90) -> None:
+    wait_until(lambda: bool(client.get_endpoint_status(endpoint_id).get("connected")), timeout,
+               "endpoint", proc)
+
+
+def stop_all(say: Callable[[str], None] = print) -> None:
+    root = home() / "endpoints"
+    if root.exists():
+        for ep in sorted(root.iterdir()):
+            if endpoint_process(ep.name).stop(timeout=40):
+                say(f"  stopped endpoint {ep.name}")
+    procs = processes()
+    for name in ("web", "forwarder", "redis"):
+        if procs[name].stop():
+            say(f"  stopped {name}")

@@ -1,0 +1,209 @@
+"""The Python SDK: register functions, run them on endpoints, get results.
+
+Example::
+
+    from fnserve import Client
+
+    def add(a, b):
+        return a + b
+
+    fc = Client()                          # service URL and token from ~/.fnserve/client.yaml
+    fid = fc.register_function(add)
+    tid = fc.run(fid, endpoint_id, 1, 2)
+    fc.get_result(tid, timeout=30)         # -> 3
+
+Results are delivered by long-poll: ``get_result`` blocks in the service until the result is
+recorded (no client-side sleeping or polling). A function that raised is re-raised here as
+:class:`~fnserve.errors.RemoteExecutionError` with the remote traceback attached.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from fnserve import serialize
+from fnserve.config import ClientConfig
+from fnserve.errors import RemoteExecutionError, TaskCancelled, TaskFailed, TaskPending
+from fnserve.transport import Transport
+
+# The service caps one long-poll (FNSERVE_MAX_WAIT); longer waits chain several.
+_LONG_POLL = 30.0
+
+
+def _b64(buf: bytes) -> str:
+    return base64.b64encode(buf).decode("ascii")
+
+
+@dataclass
+class Batch:
+    """Several task submissions sent in one request (see :meth:`Client.batch_run`)."""
+
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
+            runtime: str | None = None, walltime: float | None = None, serializer: str | None = None) -> None:
+        self.tasks.append(_task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer))
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+               runtime: str | None, walltime: float | None, serializer: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "function_id": str(function_id),
+        "endpoint_id": str(endpoint_id),
+        "payload": _b64(serialize.serialize_args(args, kwargs, strategy=serializer or serialize.DILL_DATA)),
+        "result_format": "json" if serializer == serialize.JSON_DATA else "python",
+    }
+    if runtime:
+        spec["runtime"] = runtime
+    if walltime is not None:
+        spec["walltime"] = walltime
+    return spec
+
+
+class Client:
+    """A connection to an fnserve service, acting as one user."""
+
+    def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0):
+        cfg = ClientConfig.load()
+        self.service_url = service_url or cfg.service_url
+        self.transport = Transport(self.service_url, token or cfg.token, timeout=timeout)
+
+    # -- service --------------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return self.transport.get("/v1/version")  # type: ignore[no-any-return]
+
+    # -- functions ------------------------------------------------------------------------------
+
+    def register_function(self, function: Callable[..., Any], name: str | None = None, description: str = "", *,
+                          serializer: str | None = None) -> str:
+        """Register ``function`` and return its id. ``serializer``: ``"dill-code"`` or ``"source"``."""
+        buf = serialize.serialize_function(function, serializer)
+        return self._register(buf, name or function.__name__, description)
+
+    def register_source(self, source: str, entry_point: str, name: str | None = None, description: str = "") -> str:
+        """Register the function ``entry_point`` defined in ``source`` (e.g. a whole .py file)."""
+        return self._register(serialize.serialize_source(source, entry_point), name or entry_point, description)
+
+    def _register(self, buf: bytes, name: str, description: str) -> str:
+        body = {"name": name, "function": _b64(buf), **({"description": description} if description else {})}
+        return str(self.transport.post("/v1/functions", body)["function_id"])
+
+    def get_function(self, function_id: str) -> dict[str, Any]:
+        return self.transport.get(f"/v1/functions/{function_id}")  # type: ignore[no-any-return]
+
+    def list_functions(self) -> list[dict[str, Any]]:
+        return list(self.transport.get("/v1/functions")["functions"])
+
+    def delete_function(self, function_id: str) -> None:
+        self.transport.delete(f"/v1/functions/{function_id}")
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def register_endpoint(self, name: str, description: str = "") -> dict[str, Any]:
+        """Register an endpoint; the answer holds its ``endpoint_id`` and its ``secret`` (shown once)."""
+        body = {"name": name, **({"description": description} if description else {})}
+        return self.transport.post("/v1/endpoints", body)  # type: ignore[no-any-return]
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return list(self.transport.get("/v1/endpoints")["endpoints"])
+
+    def get_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        return self.transport.get(f"/v1/endpoints/{endpoint_id}")  # type: ignore[no-any-return]
+
+    def get_endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
+        """Connected or not, tasks waiting and in flight, and what the site manager reports."""
+        return self.transport.get(f"/v1/endpoints/{endpoint_id}/status")  # type: ignore[no-any-return]
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self.transport.delete(f"/v1/endpoints/{endpoint_id}")
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def run(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> str:
+        """Run a registered function on an endpoint; returns the task id at once."""
+        return self.submit(function_id, endpoint_id, args, kwargs)
+
+    def submit(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
+               runtime: str | None = None, walltime: float | None = None, serializer: str | None = None) -> str:
+        """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``."""
+        spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer)
+        return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
+
+    def create_batch(self) -> Batch:
+        return Batch()
+
+    def batch_run(self, batch: Batch) -> list[str]:
+        """Submit a whole batch in one request; returns task ids in the order added."""
+        if not batch.tasks:
+            return []
+        return list(self.transport.post("/v1/tasks", {"tasks": batch.tasks})["task_ids"])
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        """The task's state, timestamps, and its result or error once finished."""
+        return self.transport.get(f"/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self.transport.post(f"/v1/tasks/{task_id}/cancel", {})  # type: ignore[no-any-return]
+
+    def wait(self, task_ids: list[str], timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> list[dict[str, Any]]:
+        """Block until the tasks finish (or the first one, with FIRST_COMPLETED) or ``timeout`` passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _LONG_POLL if deadline is None else max(0.0, min(_LONG_POLL, deadline - time.monotonic()))
+            tasks = self.transport.post(
+                "/v1/tasks/results", {"task_ids": list(task_ids), "wait": left, "return_when": return_when},
+                timeout=left + self.transport.timeout,
+            )["tasks"]
+            done = [t for t in tasks if t["state"] in ("success", "failed", "cancelled")]
+            if len(done) == len(tasks) or (return_when == "FIRST_COMPLETED" and done) or left <= 0 or (
+                deadline is not None and time.monotonic() >= deadline
+            ):
+                return list(tasks)
+
+    def get_result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for a task and return its result; re-raise its remote exception.
+
+        Raises :class:`TaskPending` if ``timeout`` seconds pass first.
+        """
+        task = self.wait([task_id], timeout)[0]
+        return result_of(task)
+
+    def get_batch_result(self, task_ids: list[str], timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """Wait for several tasks; returns ``{task_id: {"state", "result" | "exception"}}``."""
+        out: dict[str, dict[str, Any]] = {}
+        for task in self.wait(task_ids, timeout):
+            entry: dict[str, Any] = {"state": task["state"]}
+            try:
+                entry["result"] = result_of(task)
+            except (RemoteExecutionError, TaskFailed, TaskCancelled, TaskPending) as exc:
+                entry["exception"] = exc
+            out[task["task_id"]] = entry
+        return out
+
+    def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
+        """Run and wait: ``run`` then ``get_result``."""
+        return self.get_result(self.run(function_id, endpoint_id, *args, **kwargs))
+
+
+def result_of(task: dict[str, Any]) -> Any:
+    """The value of a finished task object from the REST API, or the error it ended with."""
+    state = task["state"]
+    if state == "success":
+        if "result_json" in task:
+            return task["result_json"]
+        return serialize.deserialize_data(base64.b64decode(task["result"])) if task.get("result") else None
+    error = task.get("error") or {}
+    if state == "failed" and error.get("code") == "user_exception":
+        raise RemoteExecutionError(error.get("type", "Exception"), error.get("message", ""), error.get("traceback", ""), task["task_id"])
+    if state == "failed":
+        raise TaskFailed(f"task {task['task_id']} failed: {error.get('message', 'unknown error')}", code=error.get("code", "task_failed"), details=error)
+    if state == "cancelled":
+        raise TaskCancelled(f"task {task['task_id']} was cancelled")
+    raise TaskPending(f"task {task['task_id']} is still {state}", details={"state": state})

@@ -1,0 +1,66 @@
+"""HTTP transport for the SDK: JSON over a keep-alive connection pool (urllib3)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+
+from fnserve.errors import FnserveError, ServiceUnavailable, error_from_dict
+
+
+class Transport:
+    """One method per HTTP verb; answers are decoded JSON, errors raised as FnserveError."""
+
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
+
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        url = self.base_url + path
+        if params:
+            url += "?" + urlencode(params)
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            resp = self.pool.request(method, url, body=data, headers=headers, timeout=timeout or self.timeout, preload_content=True)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"cannot reach the fnserve service at {self.base_url} ({type(exc).__name__}); "
+                "is it running? (`fnserve up` starts a local one)",
+                code="service_unreachable",
+            ) from exc
+        return self._decode(resp)
+
+    @staticmethod
+    def _decode(resp: urllib3.BaseHTTPResponse) -> Any:
+        try:
+            payload = json.loads(resp.data) if resp.data else None
+        except ValueError:
+            payload = None
+        if resp.status >= 400:
+            if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+                raise error_from_dict(payload["error"], resp.status)
+            err = FnserveError(f"HTTP {resp.status} from the service", code="http_error")
+            err.http_status = resp.status
+            raise err
+        return payload
+
+    def get(self, path: str, **params: Any) -> Any:
+        timeout = params.pop("_timeout", None)
+        return self.request("GET", path, params=params or None, timeout=timeout)
+
+    def post(self, path: str, body: Any, timeout: float | None = None) -> Any:
+        return self.request("POST", path, body=body, timeout=timeout)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)

@@ -1,0 +1,321 @@
+"""Execute one task message and pack its result: what a worker process runs for every task.
+
+Parsl's worker pool calls :func:`execute_task` with the bytes of an encoded
+:class:`~fnserve.messages.TaskMessage` (the site manager submits it as a custom
+``task_executor``), and ships the returned bytes (an encoded
+:class:`~fnserve.messages.ResultMessage`) back unchanged.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import resource
+import signal
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from fnserve import serialize
+from fnserve.errors import SerializationError
+from fnserve.messages import (
+    RemoteError,
+    ResultMessage,
+    TaskMessage,
+    decode_task,
+    encode_result,
+)
+from node_manager.capture import OutputCapture
+
+# Our own source folders: frames from them are trimmed from user tracebacks.
+_OUR_DIRS = tuple(
+    os.path.dirname(os.path.abspath(mod_file)) + os.sep
+    for mod_file in (__file__, serialize.__file__)
+)
+
+
+class FunctionCache:
+    """A bounded LRU map from function id to the deserialized function.
+
+    A warm worker deserializes a function once; later tasks of the same function reuse it.
+    ``hits`` and ``misses`` count lookups (misses are deserializations).
+    """
+
+    def __init__(self, maxsize: int = 128) -> None:
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+
+    def get(self, function_id: str, buf: bytes) -> Callable[..., Any]:
+        """The function for ``function_id``, deserializing ``buf`` only on a miss."""
+        fn = self._entries.get(function_id)
+        if fn is not None:
+            self._entries.move_to_end(function_id)
+            self.hits += 1
+            return fn
+        fn = _load_function(buf)
+        self.misses += 1
+        self._entries[function_id] = fn
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        return fn
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, function_id: object) -> bool:
+        return function_id in self._entries
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
+
+
+function_cache = FunctionCache()
+
+
+class WalltimeExceeded(BaseException):
+    """Raised inside the user's function when its walltime passes.
+
+    A ``BaseException`` so that a user's ``except Exception`` cannot swallow it.
+    """
+
+
+def _load_function(buf: bytes) -> Callable[..., Any]:
+    fn = serialize.deserialize_function(buf)
+    header = serialize.parse_header(buf)
+    if header.strategy == serialize.SOURCE:
+        _register_source(buf[header.length :])
+    return fn
+
+
+def _register_source(body: bytes) -> None:
+    # Source-strategy functions are compiled from a string; putting it in linecache lets their
+    # tracebacks show the user's lines like any file-based function.
+    name, _, source = body.partition(b"\n")
+    lines = source.decode("utf-8", "replace").splitlines(keepends=True)
+    filename = f"<fnserve:{name.decode('ascii', 'replace')}>"
+    linecache.cache[filename] = (len(source), None, lines, filename)
+
+
+def execute_task(task_bytes: bytes) -> bytes:
+    """Run one encoded ``TaskMessage`` and return the encoded ``ResultMessage``.
+
+    Never raises: a failure to decode, deserialize, run or serialize is reported in the result
+    as a :class:`~fnserve.messages.RemoteError` with a stable ``code``.
+    """
+    received = time.time()
+    task_id = ""
+    try:
+        task = decode_task(task_bytes)
+        task_id = task.task_id
+        result = _run(task, received)
+    except BaseException as exc:  # noqa: BLE001 - last resort: this function must always answer
+        result = ResultMessage(task_id=task_id, ok=False, error=_system_error(exc))
+    try:
+        return encode_result(result)
+    except Exception as exc:  # noqa: BLE001 - e.g. lone surrogates in captured output
+        fallback = ResultMessage(
+            task_id=task_id, ok=False, error=_system_error(exc), timings=result.timings
+        )
+        return encode_result(fallback)
+
+
+def _run(task: TaskMessage, received: float) -> ResultMessage:
+    timings = dict(task.timings)
+    timings["worker_received"] = received
+    try:
+        fn = function_cache.get(task.function_id, task.function)
+        args, kwargs = serialize.deserialize_args(task.payload)
+    except SerializationError as exc:
+        timings["worker_finished"] = time.time()
+        return ResultMessage(
+            task_id=task.task_id,
+            ok=False,
+            error=_serialization_error(exc, "function or arguments"),
+            timings=timings,
+        )
+
+    timings["worker_started"] = time.time()
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    capture = OutputCapture()
+    value: Any = None
+    error: RemoteError | None = None
+    with capture:
+        try:
+            value = _call_with_walltime(fn, args, kwargs, task.walltime)
+        except WalltimeExceeded:
+            error = RemoteError(
+                code="walltime_exceeded",
+                type="WalltimeExceeded",
+                message=f"task ran longer than its walltime of {task.walltime:g} s and was stopped",
+            )
+        except BaseException as exc:  # noqa: BLE001 - whatever the user's code raises is its result
+            error = _user_error(exc)
+    finished = time.time()
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    timings["worker_finished"] = finished
+
+    result = ResultMessage(
+        task_id=task.task_id,
+        ok=error is None,
+        error=error,
+        stdout=capture.stdout,
+        stderr=capture.stderr,
+        timings=timings,
+        resources={
+            "wall_time": finished - timings["worker_started"],
+            "cpu_time": _cpu_seconds(usage_after) - _cpu_seconds(usage_before),
+            "max_rss_kb": float(usage_after.ru_maxrss),  # kilobytes on Linux
+        },
+    )
+    if error is None:
+        try:
+            result.data = _serialize_result(value, task.result_strategy)
+        except SerializationError as exc:
+            result.ok = False
+            result.error = _serialization_error(
+                exc, "return value", code="result_not_serializable"
+            )
+    return result
+
+
+def _cpu_seconds(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def _serialize_result(value: Any, strategy: str | None) -> bytes:
+    if strategy == serialize.JSON_DATA:
+        try:
+            return serialize.serialize_data(value, serialize.JSON_DATA)
+        except SerializationError:
+            pass  # not JSON-able: dill still lets a Python caller read it
+    return serialize.serialize_data(value, serialize.DILL_DATA)
+
+
+# -- walltime -------------------------------------------------------------------------------
+
+
+def _call_with_walltime(
+    fn: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    walltime: float | None,
+) -> Any:
+    if not walltime or walltime <= 0:
+        return fn(*args, **kwargs)
+    if threading.current_thread() is threading.main_thread():
+        return _call_with_alarm(fn, args, kwargs, walltime)
+    return _call_with_async_raise(fn, args, kwargs, walltime)
+
+
+def _raise_walltime(signum: int, frame: Any) -> None:
+    raise WalltimeExceeded()
+
+
+def _call_with_alarm(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], walltime: float
+) -> Any:
+    # HTEX workers run tasks in the main thread of their own process, so a real-time interval
+    # timer interrupts the function even inside long C calls that check signals (time.sleep).
+    previous = signal.signal(signal.SIGALRM, _raise_walltime)
+    signal.setitimer(signal.ITIMER_REAL, walltime)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _call_with_async_raise(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], walltime: float
+) -> Any:
+    # Signals only reach the main thread; elsewhere, ask the interpreter to raise in this thread.
+    # It takes effect at the next bytecode, so a long C call finishes first.
+    import ctypes
+
+    thread_id = threading.get_ident()
+    done = threading.Event()
+
+    def expire() -> None:
+        if not done.is_set():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(thread_id), ctypes.py_object(WalltimeExceeded)
+            )
+
+    timer = threading.Timer(walltime, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        done.set()
+        timer.cancel()
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def _qualified_name(cls: type) -> str:
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_ours(tb: TracebackType) -> bool:
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_DIRS)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and _is_ours(tb):  # drop our frames above the user's function
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _user_error(exc: BaseException) -> RemoteError:
+    return RemoteError(
+        code="user_exception",
+        type=_qualified_name(type(exc)),
+        message=_safe_str(exc),
+        traceback=_user_traceback(exc),
+    )
+
+
+def _serialization_error(
+    exc: SerializationError, what: str, code: str | None = None
+) -> RemoteError:
+    return RemoteError(
+        code=code or exc.code,
+        type=_qualified_name(type(exc)),
+        message=f"could not deserialize the task's {what}: {exc.message}"
+        if code is None
+        else f"could not serialize the task's {what}: {exc.message}",
+    )
+
+
+def _system_error(exc: BaseException) -> RemoteError:
+    code = getattr(exc, "code", None)
+    return RemoteError(
+        code=code if isinstance(code, str) else "node_manager_error",
+        type=_qualified_name(type(exc)),
+        message=f"the node manager could not run the task: {_safe_str(exc)}",
+        traceback="".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)
+        ),
+    )
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a user's __str__ can itself raise
+        return f"<unprintable {type(exc).__name__}>"
+
+
+__all__ = ["FunctionCache", "WalltimeExceeded", "execute_task", "function_cache"]

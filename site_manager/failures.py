@@ -1,0 +1,41 @@
+"""Results for tasks that failed outside the user's function (pure logic)."""
+
+from __future__ import annotations
+
+from fnserve.messages import RemoteError, ResultMessage
+
+# Parsl exception class names, and the stable code a task failed by them gets.
+_CODES = {
+    "ManagerLost": "worker_lost",
+    "WorkerLost": "worker_lost",
+    "BadStateException": "engine_failed",
+    "ScalingFailed": "engine_failed",
+    "SerializationError": "engine_error",
+}
+
+
+def failure_result(
+    task_id: str, exc: BaseException, timings: dict[str, float] | None = None
+) -> ResultMessage:
+    """A failed result for ``task_id`` whose execution raised ``exc`` in the engine.
+
+    Matched by class name so that this module does not import Parsl.
+    """
+    name = type(exc).__name__
+    code = _CODES.get(name, "engine_error")
+    if code == "worker_lost":
+        message = f"the worker running this task was lost before it finished: {exc}"
+    elif code == "engine_failed":
+        message = f"the endpoint's engine cannot run tasks: {exc}"
+    else:
+        message = f"the endpoint could not run this task: {name}: {exc}"
+    return ResultMessage(
+        task_id=task_id,
+        ok=False,
+        error=RemoteError(
+            code=code,
+            type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            message=message,
+        ),
+        timings=dict(timings or {}),
+    )

@@ -1,0 +1,50 @@
+"""Entry points: :func:`run` for the CLI, :func:`main` for ``python -m site_manager``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from site_manager.config import ConfigError, EndpointConfig, load_config
+
+logger = logging.getLogger("site_manager")
+
+
+def run(config: EndpointConfig | dict[str, Any]) -> int:
+    """Run a site manager until it is stopped (SIGTERM/SIGINT) or refused; returns an exit status.
+
+    0: stopped cleanly. 2: the forwarder refused this endpoint (reason logged and printed).
+    """
+    from site_manager.manager import SiteManager
+
+    if not isinstance(config, EndpointConfig):
+        config = EndpointConfig.from_dict(config)
+    manager = SiteManager(config)
+    status = manager.run()
+    if status != 0 and manager.exit_reason:
+        print(f"fnserve site manager: {manager.exit_reason}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m site_manager",
+        description="Run an fnserve endpoint's site manager.",
+    )
+    parser.add_argument("--config", required=True, help="endpoint config YAML file")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fnserve site manager: {exc.message}", file=sys.stderr)
+        return 1
+    return run(config)

@@ -1,0 +1,285 @@
+"""The site manager's I/O loop: one ZMQ DEALER to the forwarder, the engine, and signals.
+
+All decisions live in :class:`site_manager.session.Session`; this module only moves bytes,
+watches the clock and carries out the actions the session returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from fnserve.errors import FnserveError
+from fnserve.messages import (
+    Disconnect,
+    ResultMessage,
+    TaskMessage,
+    decode_from_forwarder,
+    decode_result,
+    encode,
+    encode_task,
+)
+from fnserve.version import PROTOCOL_VERSION, __version__
+from site_manager.config import EndpointConfig
+from site_manager.engine import Engine
+from site_manager.failures import failure_result
+from site_manager.inbox import ResultInbox
+from site_manager.session import Action, Backoff, Exit, Reconnect, Send, Session, Submit
+from site_manager.status import EngineStatus
+
+logger = logging.getLogger(__name__)
+
+
+def software_versions() -> dict[str, str]:
+    """What this endpoint runs, reported to the forwarder at registration."""
+    versions = {
+        "fnserve": __version__,
+        "protocol": str(PROTOCOL_VERSION),
+        "python": platform.python_version(),
+    }
+    try:
+        import parsl
+
+        versions["parsl"] = parsl.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+class SiteManager:
+    """Connects out to the forwarder and runs the tasks it sends on the engine.
+
+    ``run()`` blocks until the forwarder refuses us (exit status 2) or a stop is requested
+    with :meth:`stop` / SIGTERM / SIGINT (exit status 0 after draining).
+    """
+
+    def __init__(self, config: EndpointConfig, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine or Engine(
+            config.engine, config.provider, config.run_path / "engine"
+        )
+        self.session = Session(
+            endpoint_id=config.endpoint_id,
+            secret=config.secret,
+            software=software_versions(),
+            heartbeat_period=config.heartbeat_period,
+            heartbeat_threshold=config.heartbeat_threshold,
+            backoff=Backoff(config.reconnect_delay, config.reconnect_max_delay),
+        )
+        self.inbox = ResultInbox()
+        self._context = zmq.Context()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._reconnect_at: float | None = 0.0  # connect at once
+        self._stop_requested = threading.Event()
+        self._drain_deadline: float | None = None
+        self._poller = zmq.Poller()
+        self._poller.register(self.inbox.fileno(), zmq.POLLIN)
+        self.exit_reason = ""
+
+    # -- public ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the engine and serve until stopped; returns the process exit status."""
+        self._install_signal_handlers()
+        self.engine.start()
+        try:
+            return self._loop()
+        finally:
+            self._close_socket()
+            self.engine.shutdown()
+            self.inbox.close()
+            self._context.term()
+
+    def stop(self) -> None:
+        """Ask the loop to drain and exit (any thread, signal handlers included)."""
+        self._stop_requested.set()
+        self.inbox.wake()
+
+    # -- loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> int:
+        while True:
+            now = time.monotonic()
+            if self._reconnect_at is not None and now >= self._reconnect_at:
+                self._connect()
+            actions = self._wait_and_collect(self._poll_timeout(now))
+            actions += self.session.tick(
+                time.monotonic(), time.time(), self._engine_status
+            )
+            if self._stop_requested.is_set() and self._drain_deadline is None:
+                self._begin_drain()
+            code = self._perform(actions)
+            if code is not None:
+                return code
+            if self._drain_deadline is not None and self._drain_finished():
+                return self._leave()
+
+    def _poll_timeout(self, now: float) -> float:
+        deadlines = [
+            d
+            for d in (
+                self.session.next_deadline(),
+                self._reconnect_at,
+                self._drain_deadline,
+            )
+            if d is not None
+        ]
+        return max(0.0, min(deadlines) - now) if deadlines else 1.0
+
+    def _wait_and_collect(self, timeout: float) -> list[Action]:
+        # Round up: waking a fraction of a millisecond early would spin until the deadline.
+        ready = dict(self._poller.poll(math.ceil(timeout * 1000)))
+        actions: list[Action] = []
+        if self._socket is not None and self._socket in ready:
+            actions += self._receive_all()
+        if self.inbox.fileno() in ready:
+            results = self.inbox.drain()
+            if results:
+                actions += self.session.results_ready(results)
+        return actions
+
+    def _receive_all(self) -> list[Action]:
+        assert self._socket is not None
+        actions: list[Action] = []
+        while True:  # everything already queued, so one wake-up serves a burst
+            try:
+                frame = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return actions
+            try:
+                msg = decode_from_forwarder(frame)
+            except FnserveError as exc:
+                logger.warning("dropping a message from the forwarder: %s", exc)
+                continue
+            logger.debug("received %s", type(msg).__name__)
+            actions += self.session.received(msg, time.monotonic(), time.time())
+
+    def _perform(self, actions: list[Action]) -> int | None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.message)
+            elif isinstance(action, Submit):
+                self._submit(action.task)
+            elif isinstance(action, Reconnect):
+                logger.warning(
+                    "reconnecting in %.1f s: %s", action.delay, action.reason
+                )
+                self._close_socket()
+                self._reconnect_at = time.monotonic() + action.delay
+            elif isinstance(action, Exit):
+                logger.error("%s", action.reason)
+                self.exit_reason = action.reason
+                return action.code
+        return None
+
+    def _engine_status(self) -> EngineStatus:
+        # Heartbeat pace: also the moment to replace lost blocks (no DataFlowKernel does it).
+        status = self.engine.status()
+        if self.engine.scale():
+            status = self.engine.status()
+        return status
+
+    # -- I/O helpers ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._reconnect_at = None
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.config.forwarder)
+        self._socket = sock
+        self._poller.register(sock, zmq.POLLIN)
+        logger.info(
+            "connecting to forwarder %s as endpoint %s",
+            self.config.forwarder,
+            self.config.endpoint_id,
+        )
+        self._perform(self.session.connected(time.monotonic()))
+
+    def _close_socket(self, linger_ms: int = 0) -> None:
+        if self._socket is not None:
+            self._poller.unregister(self._socket)
+            self._socket.close(linger=linger_ms)
+            self._socket = None
+
+    def _send(self, message: Any) -> None:
+        if self._socket is None:
+            return  # disconnected: results stay in the ledger and are resent after Registered
+        try:
+            self._socket.send(encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            # The forwarder is not reading (queue full): treat it as a lost connection.
+            logger.warning(
+                "forwarder is not accepting messages; dropping the connection"
+            )
+            self._perform(
+                self.session.connection_lost("send queue to the forwarder is full")
+            )
+
+    def _submit(self, task: TaskMessage) -> None:
+        task.timings["site_received"] = time.time()
+        task_id = task.task_id
+        try:
+            future = self.engine.submit(encode_task(task))
+        except Exception as exc:  # noqa: BLE001 - engine in a bad state: fail the task clearly
+            logger.error("engine refused task %s: %s", task_id, exc)
+            self.inbox.put(failure_result(task_id, exc, task.timings))
+            return
+        future.add_done_callback(
+            lambda fut: self.inbox.put(_result_of(task_id, fut, task.timings))
+        )
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals only reach the main thread; callers there use stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+
+    def _begin_drain(self) -> None:
+        logger.info(
+            "stopping: no new tasks; waiting up to %g s for running tasks and acks",
+            self.config.drain_timeout,
+        )
+        self.session.start_drain()
+        self._drain_deadline = time.monotonic() + self.config.drain_timeout
+
+    def _drain_finished(self) -> bool:
+        assert self._drain_deadline is not None
+        return self.session.drained or time.monotonic() >= self._drain_deadline
+
+    def _leave(self) -> int:
+        if self.session.running or len(self.session.ledger):
+            logger.warning(
+                "leaving with %d task(s) still running and %d result(s) unacked; the forwarder re-dispatches them",
+                len(self.session.running),
+                len(self.session.ledger),
+            )
+        self._send(Disconnect(reason="endpoint shutting down"))
+        self._close_socket(linger_ms=1000)  # give the goodbye a moment to leave
+        logger.info("site manager stopped")
+        return 0
+
+
+def _result_of(
+    task_id: str, future: Future[bytes], timings: dict[str, float]
+) -> ResultMessage:
+    # Runs on a Parsl thread: build the message here, the loop only batches and sends it.
+    exc = future.exception()
+    if exc is not None:
+        return failure_result(task_id, exc, timings)
+    try:
+        result = decode_result(future.result())
+    except FnserveError as err:
+        return failure_result(task_id, err, timings)
+    result.task_id = task_id  # the worker may not have been able to read it
+    result.timings["site_result"] = time.time()
+    return result

@@ -1,0 +1,278 @@
+"""The site manager's side of the forwarder protocol as a pure state machine.
+
+:class:`Session` is fed events (connected, a message arrived, results are ready, time passed)
+and answers with :data:`Action` instructions for the I/O loop to carry out. It owns no socket
+and reads no clock, so every decision (when to heartbeat, when to reconnect, what to resend) is
+tested by feeding events.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from fnserve.messages import (
+    Ack,
+    Disconnect,
+    Heartbeat,
+    Refused,
+    Register,
+    Registered,
+    ResultBatch,
+    ResultMessage,
+    TaskBatch,
+    TaskMessage,
+    TaskStatusBatch,
+)
+from site_manager.status import EngineStatus, endpoint_status
+
+# Results per ResultBatch when resending a backlog, to keep frames of a sane size.
+RESEND_CHUNK = 256
+EXIT_REFUSED = 2
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``message`` to the forwarder."""
+
+    message: msgspec.Struct
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Hand ``task`` to the engine."""
+
+    task: TaskMessage
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Close the connection and open a new one after ``delay`` seconds."""
+
+    reason: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Stop the site manager with exit status ``code``."""
+
+    code: int
+    reason: str
+
+
+Action = Send | Submit | Reconnect | Exit
+
+
+class Backoff:
+    """Exponential delays, doubling from ``initial`` up to ``cap``; :meth:`reset` on success."""
+
+    def __init__(self, initial: float = 0.5, cap: float = 30.0) -> None:
+        self.initial = initial
+        self.cap = cap
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class ResultLedger:
+    """Results sent (or waiting to be sent) and not yet acked by the forwarder, oldest first."""
+
+    def __init__(self) -> None:
+        self._unacked: OrderedDict[str, ResultMessage] = OrderedDict()
+
+    def add(self, result: ResultMessage) -> None:
+        self._unacked.setdefault(result.task_id, result)  # first result for a task wins
+
+    def ack(self, task_ids: Iterable[str]) -> int:
+        """Forget acked results; returns how many were known."""
+        return sum(self._unacked.pop(task_id, None) is not None for task_id in task_ids)
+
+    def get(self, task_id: str) -> ResultMessage | None:
+        return self._unacked.get(task_id)
+
+    def pending(self) -> list[ResultMessage]:
+        return list(self._unacked.values())
+
+    def __len__(self) -> int:
+        return len(self._unacked)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._unacked
+
+
+class State(enum.Enum):
+    DISCONNECTED = "disconnected"
+    REGISTERING = "registering"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+def _batches(results: list[ResultMessage]) -> list[Action]:
+    return [
+        Send(ResultBatch(results=results[i : i + RESEND_CHUNK]))
+        for i in range(0, len(results), RESEND_CHUNK)
+    ]
+
+
+class Session:
+    """Protocol state of one site manager across any number of connections.
+
+    Times are plain floats from the caller's clock (the loop uses ``time.monotonic`` for
+    deadlines, and stamps wire messages with wall-clock time itself).
+    """
+
+    def __init__(
+        self,
+        endpoint_id: str,
+        secret: str,
+        software: dict[str, str],
+        heartbeat_period: float,
+        heartbeat_threshold: float,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._register = Register(
+            endpoint_id=endpoint_id, secret=secret, software=software
+        )
+        self.heartbeat_period = heartbeat_period
+        self.heartbeat_threshold = heartbeat_threshold
+        self.backoff = backoff or Backoff()
+        self.state = State.DISCONNECTED
+        self.ledger = ResultLedger()
+        self.running: set[str] = set()
+        self.draining = False
+        self._last_heard = 0.0
+        self._next_heartbeat = 0.0
+
+    # -- events ----------------------------------------------------------------------------
+
+    def connected(self, now: float) -> list[Action]:
+        """A new connection is open: introduce ourselves."""
+        self.state = State.REGISTERING
+        self._last_heard = now  # the registration gets a full threshold to be answered
+        return [Send(self._register)]
+
+    def received(
+        self, msg: msgspec.Struct, now: float, wall_time: float
+    ) -> list[Action]:
+        """A message from the forwarder arrived."""
+        self._last_heard = now
+        if isinstance(msg, Registered):
+            return self._on_registered(msg, now)
+        if isinstance(msg, Refused):
+            self.state = State.CLOSED
+            return [
+                Exit(
+                    EXIT_REFUSED,
+                    f"the forwarder refused this endpoint: [{msg.code}] {msg.reason}",
+                )
+            ]
+        if isinstance(msg, TaskBatch):
+            return self._on_tasks(msg.tasks, wall_time)
+        if isinstance(msg, Ack):
+            self.ledger.ack(msg.task_ids)
+            return []
+        if isinstance(msg, Disconnect):
+            return self.connection_lost(
+                f"the forwarder asked us to disconnect: {msg.reason or 'no reason given'}"
+            )
+        return []  # Heartbeat: being heard is all it is for
+
+    def results_ready(self, results: list[ResultMessage]) -> list[Action]:
+        """Tasks finished: record them until acked, and send them if we are registered."""
+        fresh = []
+        for result in results:
+            self.running.discard(result.task_id)
+            if result.task_id not in self.ledger:
+                self.ledger.add(result)
+                fresh.append(result)
+        if self.state is not State.READY or not fresh:
+            return []  # kept in the ledger: resent once registered again
+        return _batches(fresh)
+
+    def tick(
+        self, now: float, wall_time: float, status: Callable[[], EngineStatus]
+    ) -> list[Action]:
+        """Time passed: reconnect when the forwarder went silent, heartbeat when due."""
+        if (
+            self.state in (State.REGISTERING, State.READY)
+            and now - self._last_heard > self.heartbeat_threshold
+        ):
+            return self.connection_lost(
+                f"nothing heard from the forwarder for {self.heartbeat_threshold:g} s"
+            )
+        if self.state is State.READY and now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.heartbeat_period
+            return [Send(Heartbeat(sent_at=wall_time)), Send(endpoint_status(status()))]
+        return []
+
+    def start_drain(self) -> None:
+        """Stop taking new tasks (shutdown): tasks that arrive now are left to the forwarder."""
+        self.draining = True
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to decide, or ``None`` while disconnected."""
+        if self.state is State.READY:
+            return min(
+                self._next_heartbeat, self._last_heard + self.heartbeat_threshold
+            )
+        if self.state is State.REGISTERING:
+            return self._last_heard + self.heartbeat_threshold
+        return None
+
+    @property
+    def drained(self) -> bool:
+        """Nothing running and every result acked."""
+        return not self.running and not len(self.ledger)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _on_registered(self, msg: Registered, now: float) -> list[Action]:
+        self.state = State.READY
+        # The forwarder decides the heartbeat cadence once it knows us.
+        self.heartbeat_period = msg.heartbeat_period
+        self.heartbeat_threshold = msg.heartbeat_threshold
+        self._next_heartbeat = now
+        self.backoff.reset()
+        return _batches(
+            self.ledger.pending()
+        )  # first result wins at the forwarder: resend all
+
+    def _on_tasks(self, tasks: list[TaskMessage], wall_time: float) -> list[Action]:
+        if self.draining:
+            return []  # not started here, so the forwarder re-dispatches them after we leave
+        actions: list[Action] = []
+        started: list[str] = []
+        done: list[ResultMessage] = []
+        for task in tasks:
+            if task.task_id in self.running:
+                continue  # a re-dispatch of a task we are still running
+            previous = self.ledger.get(task.task_id)
+            if previous is not None:
+                done.append(
+                    previous
+                )  # a re-dispatch of a finished task: answer, don't rerun
+                continue
+            self.running.add(task.task_id)
+            started.append(task.task_id)
+            actions.append(Submit(task))
+        if started:
+            actions.append(Send(TaskStatusBatch(running=started, started_at=wall_time)))
+        return actions + _batches(done)
+
+    def connection_lost(self, reason: str) -> list[Action]:
+        """The connection is unusable: reconnect after the next backoff delay."""
+        self.state = State.DISCONNECTED
+        return [Reconnect(reason, self.backoff.next())]

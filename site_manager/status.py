@@ -1,0 +1,68 @@
+"""What the endpoint reports about itself, and how many blocks it should add (pure logic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fnserve.messages import EndpointStatus
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """A snapshot of the engine: blocks by state, connected workers, and task counts."""
+
+    blocks_pending: int = 0
+    blocks_running: int = 0
+    workers: int = 0
+    tasks_queued: int = 0
+    tasks_running: int = 0
+
+
+def count_blocks(states: Iterable[str]) -> tuple[int, int]:
+    """(pending, running) from Parsl job state names such as ``"PENDING"``, ``"RUNNING"``."""
+    states = list(states)
+    return states.count("PENDING"), states.count("RUNNING")
+
+
+def summarize(
+    block_states: Iterable[str], managers: Iterable[dict[str, Any]], outstanding: int
+) -> EngineStatus:
+    """Build an :class:`EngineStatus` from Parsl's view of blocks and worker managers.
+
+    ``managers`` are the dicts of ``HighThroughputExecutor.connected_managers()``; a task a
+    manager holds counts as running only up to its worker count (the rest are prefetched).
+    ``outstanding`` is every task submitted and not finished, so queued is what is left.
+    """
+    pending, running = count_blocks(block_states)
+    live = [m for m in managers if m.get("active", True)]
+    workers = sum(int(m.get("worker_count", 0)) for m in live)
+    busy = sum(min(int(m.get("tasks", 0)), int(m.get("worker_count", 0))) for m in live)
+    busy = min(busy, outstanding)
+    return EngineStatus(pending, running, workers, outstanding - busy, busy)
+
+
+def endpoint_status(status: EngineStatus) -> EndpointStatus:
+    """The wire message for a status snapshot."""
+    return EndpointStatus(
+        blocks_pending=status.blocks_pending,
+        blocks_running=status.blocks_running,
+        workers=status.workers,
+        tasks_queued=status.tasks_queued,
+        tasks_running=status.tasks_running,
+    )
+
+
+def blocks_to_add(
+    live_blocks: int, outstanding: int, min_blocks: int, max_blocks: int
+) -> int:
+    """How many blocks to start now.
+
+    Keep at least ``min_blocks``; when tasks wait and no block is alive (a cold start, or every
+    block was lost) start one, never going above ``max_blocks``.
+    """
+    want = min_blocks
+    if outstanding > 0:
+        want = max(want, 1)
+    return max(0, min(want, max_blocks) - live_blocks)

@@ -1,0 +1,159 @@
+"""The whole system as a user meets it: `fnserve up`, the CLI, the SDK and plain curl.
+
+Real processes throughout: redis-server, the web service (gunicorn), the ZMQ forwarder, the
+site manager with Parsl's HighThroughputExecutor on LocalProvider, and node managers in its
+workers. Runs once with the registry on SQLite (the embedded default) and once on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fnserve.client import Client
+from fnserve.errors import RemoteExecutionError
+
+REPO = Path(__file__).resolve().parents[2]
+FNSERVE = [sys.executable, "-m", "fnserve.cli.main"]
+
+
+def _free_base_port() -> int:
+    for base in range(21000, 40000, 7):
+        ok = True
+        for p in range(base, base + 3):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], port: int):
+        self.env = env
+        self.url = f"http://127.0.0.1:{port}"
+        home = Path(env["FNSERVE_HOME"])
+        self.endpoint_id = yaml.safe_load((home / "endpoints/local/config.yaml").read_text())["endpoint_id"]
+        self.token = yaml.safe_load((home / "client.yaml").read_text())["token"]
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        if check and out.returncode != 0:
+            raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def client(self) -> Client:
+        return Client(self.url, self.token)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request, tmp_path_factory):
+    home = tmp_path_factory.mktemp("fnserve-home")
+    port = _free_base_port()
+    env = {**os.environ, "FNSERVE_HOME": str(home)}
+    env.pop("FNSERVE_TOKEN", None)
+    env.pop("FNSERVE_SERVICE_URL", None)
+    if request.param == "postgresql":
+        admin = request.getfixturevalue("postgres_admin")
+        import sqlalchemy as sa
+
+        name = f"fnserve_e2e_{port}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        env["FNSERVE_DATABASE_URL"] = str(admin.url.set(database=name).render_as_string(hide_password=False))
+    up = subprocess.run([*FNSERVE, "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, f"fnserve up failed:\n{up.stdout}\n{up.stderr}"
+    assert "connected" in up.stdout
+    try:
+        yield Stack(env, port)
+    finally:
+        down = subprocess.run([*FNSERVE, "down"], env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+
+
+def test_cli_registers_and_runs_a_function(stack):
+    fid = stack.cli("register", "examples/functions.py:mean_and_std").stdout.strip()
+    out = stack.cli("run", fid, "--endpoint", stack.endpoint_id, "[1, 2, 3, 4]")
+    assert json.loads(out.stdout) == {"mean": 2.5, "std": pytest.approx(1.118033988749895)}
+    listed = stack.cli("functions").stdout
+    assert fid in listed and "mean_and_std" in listed
+    assert "connected" in stack.cli("endpoints").stdout
+
+
+def test_function_registered_with_cli_runs_through_sdk_and_curl(stack):
+    fid = stack.cli("register", "examples/functions.py:integrate").stdout.strip()
+    fc = stack.client()
+    assert fc.get_result(fc.run(fid, stack.endpoint_id, 0.0, 3.141592653589793), timeout=60) == pytest.approx(2.0, abs=1e-6)
+
+    auth = ["-H", f"Authorization: Bearer {stack.token}"]
+    body = json.dumps({"tasks": [{"function_id": fid, "endpoint_id": stack.endpoint_id, "args": [0, 1], "kwargs": {"n": 10}}]})
+    submitted = subprocess.run(["curl", "-sS", "-f", *auth, "-H", "Content-Type: application/json", "-d", body, f"{stack.url}/v1/tasks"],
+                               capture_output=True, text=True, check=True)
+    task_id = json.loads(submitted.stdout)["task_ids"][0]
+    got = subprocess.run(["curl", "-sS", "-f", *auth, f"{stack.url}/v1/tasks/{task_id}?wait=30"], capture_output=True, text=True, check=True)
+    task = json.loads(got.stdout)
+    assert task["state"] == "success"
+    assert task["result_json"] == pytest.approx(0.4596976941, abs=1e-3)  # 1 - cos(1), midpoint rule n=10
+
+
+def test_remote_exception_is_reraised_with_remote_traceback(stack):
+    fid = stack.cli("register", "examples/functions.py:fails").stdout.strip()
+    fc = stack.client()
+    with pytest.raises(RemoteExecutionError) as info:
+        fc.get_result(fc.run(fid, stack.endpoint_id, "boom"), timeout=60)
+    err = info.value
+    assert err.remote_type.endswith("RuntimeError") and err.remote_message == "boom"
+    assert "raise RuntimeError(message)" in err.remote_traceback
+    cli = stack.cli("run", fid, "--endpoint", stack.endpoint_id, '"from the CLI"', check=False)
+    assert cli.returncode == 1 and "from the CLI" in cli.stderr and "Traceback" in cli.stderr
+
+
+def test_sdk_batch_submission_and_results(stack):
+    fc = stack.client()
+
+    def cube(x):
+        print("cubing", x)
+        return x ** 3
+
+    fid = fc.register_function(cube)
+    batch = fc.create_batch()
+    for x in range(20):
+        batch.add(fid, stack.endpoint_id, args=(x,))
+    ids = fc.batch_run(batch)
+    results = fc.get_batch_result(ids, timeout=60)
+    assert [results[i]["result"] for i in ids] == [x ** 3 for x in range(20)]
+    task = fc.get_task(ids[3])
+    assert task["stdout"] == "cubing 3\n"
+    assert set(task["timestamps"]) >= {"submitted", "dispatched", "finished"}
+    assert {"worker_started", "worker_finished"} <= set(task["timings"])
+    status = stack.cli("status", ids[3]).stdout
+    assert '"state": "success"' in status
+
+
+def test_tasks_submitted_while_endpoint_is_down_run_when_it_starts(stack):
+    fc = stack.client()
+
+    def double(x):
+        return 2 * x
+
+    fid = fc.register_function(double)
+    stack.cli("endpoint", "stop", "local")
+    assert fc.get_endpoint_status(stack.endpoint_id)["connected"] is False
+    ids = [fc.run(fid, stack.endpoint_id, x) for x in range(5)]
+    assert {fc.get_task(i)["state"] for i in ids} == {"waiting-for-endpoint"}
+    assert fc.get_endpoint_status(stack.endpoint_id)["tasks_waiting"] == 5
+    stack.cli("endpoint", "start", "local")
+    results = fc.get_batch_result(ids, timeout=120)
+    assert [results[i]["result"] for i in ids] == [0, 2, 4, 6, 8]
+    assert fc.get_endpoint_status(stack.endpoint_id)["connected"] is True

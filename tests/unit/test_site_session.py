@@ -1,0 +1,260 @@
+"""The site manager's protocol decisions, fed as events with no sockets and no clock."""
+
+from __future__ import annotations
+
+from fnserve.messages import (
+    Ack,
+    Disconnect,
+    EndpointStatus,
+    Heartbeat,
+    Refused,
+    Register,
+    Registered,
+    ResultBatch,
+    ResultMessage,
+    TaskBatch,
+    TaskMessage,
+    TaskStatusBatch,
+)
+from site_manager.session import (
+    RESEND_CHUNK,
+    Backoff,
+    Exit,
+    Reconnect,
+    ResultLedger,
+    Send,
+    Session,
+    State,
+    Submit,
+)
+from site_manager.status import EngineStatus
+
+NOW = 1000.0
+
+
+def make_session(**kw: float) -> Session:
+    return Session(
+        "ep-1",
+        "secret",
+        {"fnserve": "0.1.0"},
+        heartbeat_period=2.0,
+        heartbeat_threshold=10.0,
+        backoff=Backoff(0.5, 4.0),
+        **kw,
+    )
+
+
+def ready_session() -> Session:
+    s = make_session()
+    s.connected(NOW)
+    s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW, 0.0)
+    return s
+
+
+def task(task_id: str) -> TaskMessage:
+    return TaskMessage(task_id=task_id, function_id="f", function=b"", payload=b"")
+
+
+def result(task_id: str) -> ResultMessage:
+    return ResultMessage(task_id=task_id, ok=True, data=task_id.encode())
+
+
+def sent(actions: list) -> list:
+    return [a.message for a in actions if isinstance(a, Send)]
+
+
+def no_status() -> EngineStatus:
+    raise AssertionError("status must not be asked for")
+
+
+def test_connecting_sends_register_with_identity_and_software() -> None:
+    s = make_session()
+    (msg,) = sent(s.connected(NOW))
+    assert isinstance(msg, Register)
+    assert (msg.endpoint_id, msg.secret, msg.software) == (
+        "ep-1",
+        "secret",
+        {"fnserve": "0.1.0"},
+    )
+    assert s.state is State.REGISTERING
+
+
+def test_refused_exits_non_zero_with_code_and_reason() -> None:
+    s = make_session()
+    s.connected(NOW)
+    (action,) = s.received(
+        Refused(code="bad_secret", reason="secret does not match"), NOW, 0.0
+    )
+    assert isinstance(action, Exit) and action.code != 0
+    assert "[bad_secret] secret does not match" in action.reason
+
+
+def test_registered_adopts_the_forwarders_heartbeat_cadence() -> None:
+    s = make_session()
+    s.connected(NOW)
+    s.received(Registered(heartbeat_period=0.5, heartbeat_threshold=3.0), NOW, 0.0)
+    assert s.state is State.READY and (s.heartbeat_period, s.heartbeat_threshold) == (
+        0.5,
+        3.0,
+    )
+
+
+def test_heartbeat_and_status_are_sent_when_due_and_not_before() -> None:
+    s = ready_session()
+    status = EngineStatus(blocks_running=1, workers=4, tasks_queued=2, tasks_running=3)
+    hb, st = sent(s.tick(NOW, 5.0, lambda: status))
+    assert isinstance(hb, Heartbeat) and hb.sent_at == 5.0
+    assert st == EndpointStatus(
+        blocks_running=1, workers=4, tasks_queued=2, tasks_running=3
+    )
+    assert s.tick(NOW + 1.0, 6.0, no_status) == []
+    assert len(sent(s.tick(NOW + 2.0, 7.0, lambda: status))) == 2
+
+
+def test_no_heartbeats_before_registration() -> None:
+    s = make_session()
+    s.connected(NOW)
+    assert s.tick(NOW + 5, 0.0, no_status) == []
+
+
+def test_silence_past_the_threshold_means_reconnect_with_growing_capped_backoff() -> (
+    None
+):
+    s = ready_session()
+    s.received(Heartbeat(sent_at=0.0), NOW + 5, 0.0)
+    (action,) = s.tick(NOW + 15.5, 0.0, no_status)  # 10.5 s after the last message
+    assert isinstance(action, Reconnect) and "nothing heard" in action.reason
+    assert s.state is State.DISCONNECTED
+    delays = [action.delay]
+    t = NOW + 16
+    for _ in range(4):
+        s.connected(t)
+        (action,) = s.tick(t + 10.5, 0.0, no_status)
+        delays.append(action.delay)
+        t += 11
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+def test_a_message_within_the_threshold_keeps_the_connection() -> None:
+    s = ready_session()
+    s.tick(NOW, 0.0, lambda: EngineStatus())
+    s.received(Heartbeat(sent_at=0.0), NOW + 9, 0.0)
+    actions = s.tick(NOW + 15, 0.0, lambda: EngineStatus())
+    assert not any(isinstance(a, Reconnect) for a in actions)
+
+
+def test_an_unanswered_registration_also_times_out() -> None:
+    s = make_session()
+    s.connected(NOW)
+    (action,) = s.tick(NOW + 10.5, 0.0, no_status)
+    assert isinstance(action, Reconnect)
+
+
+def test_registration_resets_the_backoff() -> None:
+    s = ready_session()
+    s.connection_lost("x")
+    s.connection_lost("x")
+    s.connected(NOW)
+    s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW, 0.0)
+    (action,) = s.connection_lost("y")
+    assert isinstance(action, Reconnect) and action.delay == 0.5
+
+
+def test_forwarder_disconnect_means_reconnect() -> None:
+    s = ready_session()
+    (action,) = s.received(Disconnect(reason="restarting"), NOW, 0.0)
+    assert isinstance(action, Reconnect) and "restarting" in action.reason
+
+
+def test_a_task_batch_submits_each_task_and_reports_one_status_batch() -> None:
+    s = ready_session()
+    actions = s.received(TaskBatch(tasks=[task("a"), task("b"), task("c")]), NOW, 42.0)
+    assert [a.task.task_id for a in actions if isinstance(a, Submit)] == ["a", "b", "c"]
+    (status,) = sent(actions)
+    assert status == TaskStatusBatch(running=["a", "b", "c"], started_at=42.0)
+    assert s.running == {"a", "b", "c"}
+
+
+def test_results_are_sent_in_one_batch_and_kept_until_acked() -> None:
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("a"), task("b")]), NOW, 0.0)
+    (batch,) = sent(s.results_ready([result("a"), result("b")]))
+    assert isinstance(batch, ResultBatch) and [r.task_id for r in batch.results] == [
+        "a",
+        "b",
+    ]
+    assert s.running == set() and len(s.ledger) == 2
+    s.received(Ack(task_ids=["a"]), NOW, 0.0)
+    assert [r.task_id for r in s.ledger.pending()] == ["b"]
+
+
+def test_results_while_disconnected_wait_and_every_unacked_one_is_resent_after_registering() -> (
+    None
+):
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("a"), task("b")]), NOW, 0.0)
+    s.results_ready([result("a")])  # sent but never acked
+    s.connection_lost("forwarder gone")
+    assert s.results_ready([result("b")]) == []  # no connection: kept for later
+    s.connected(NOW + 1)
+    (batch,) = sent(
+        s.received(
+            Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW + 1, 0.0
+        )
+    )
+    assert [r.task_id for r in batch.results] == ["a", "b"]
+
+
+def test_a_big_backlog_is_resent_in_bounded_batches() -> None:
+    s = make_session()
+    s.results_ready([result(str(i)) for i in range(RESEND_CHUNK * 2 + 1)])
+    s.connected(NOW)
+    batches = sent(
+        s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW, 0.0)
+    )
+    assert [len(b.results) for b in batches] == [RESEND_CHUNK, RESEND_CHUNK, 1]
+
+
+def test_redispatched_tasks_are_not_run_twice() -> None:
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("running"), task("done")]), NOW, 0.0)
+    s.results_ready([result("done")])
+    actions = s.received(
+        TaskBatch(tasks=[task("running"), task("done"), task("new")]), NOW, 0.0
+    )
+    assert [a.task.task_id for a in actions if isinstance(a, Submit)] == ["new"]
+    status, batch = sent(actions)
+    assert status.running == ["new"]
+    assert [r.task_id for r in batch.results] == [
+        "done"
+    ]  # answered from the unacked result
+
+
+def test_a_second_result_for_a_task_does_not_replace_the_first() -> None:
+    ledger = ResultLedger()
+    ledger.add(result("a"))
+    ledger.add(ResultMessage(task_id="a", ok=False))
+    assert ledger.get("a") == result("a")
+    assert ledger.ack(["a", "unknown"]) == 1 and len(ledger) == 0
+
+
+def test_draining_takes_no_new_tasks_and_is_done_when_results_are_acked() -> None:
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("a")]), NOW, 0.0)
+    s.start_drain()
+    assert s.received(TaskBatch(tasks=[task("b")]), NOW, 0.0) == []
+    assert not s.drained
+    s.results_ready([result("a")])
+    assert not s.drained  # sent but not yet acked
+    s.received(Ack(task_ids=["a"]), NOW, 0.0)
+    assert s.drained
+
+
+def test_next_deadline_is_the_earlier_of_heartbeat_and_silence_limit() -> None:
+    s = make_session()
+    assert s.next_deadline() is None  # disconnected: nothing to time
+    s.connected(NOW)
+    assert s.next_deadline() == NOW + 10.0
+    s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW, 0.0)
+    s.tick(NOW, 0.0, lambda: EngineStatus())
+    assert s.next_deadline() == NOW + 2.0

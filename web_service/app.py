@@ -1,0 +1,93 @@
+"""The Flask application: ``create_app(settings)`` wires the registry, task store and routes."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from fnserve.errors import FnserveError, ServiceUnavailable
+from web_service.auth import Authenticator, LocalTokenAuthenticator
+from web_service.registry.db import make_engine, make_session_factory, migrate
+from web_service.routes import register_blueprints
+from web_service.routes._http import respond
+from web_service.services import OwnershipCache
+from web_service.settings import Settings
+from web_service.state import EXTENSION, ServiceState
+from web_service.task_store import TaskStore
+
+log = logging.getLogger("fnserve.web")
+
+# Werkzeug's HTTP errors, as stable codes.
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the REST service. Migrates the registry first unless ``settings.migrate_on_start``
+    is false. Example (gunicorn uses :mod:`web_service.wsgi`)::
+
+        app = create_app(Settings(database_url="sqlite:///registry.db", redis_url="redis://..."))
+    """
+    settings = settings or Settings.from_env()
+    engine = make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        migrate(engine)
+    sessions = make_session_factory(engine)
+    # No socket_timeout: long-polls legitimately sit on the connection for up to max_wait.
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    state = ServiceState(
+        settings=settings, engine=engine, sessions=sessions,
+        store=TaskStore(client, result_ttl=settings.result_ttl),
+        authenticator=_authenticator(settings, sessions),
+        ownership=OwnershipCache(settings.cache_seconds),
+    )
+    app = Flask("web_service", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.extensions[EXTENSION] = state
+    register_blueprints(app)
+    _register_error_handlers(app)
+    return app
+
+
+def _authenticator(settings: Settings, sessions: object) -> Authenticator:
+    if settings.auth_mode == "local":
+        return LocalTokenAuthenticator(sessions, settings.cache_seconds)  # type: ignore[arg-type]
+    raise ValueError(f"FNSERVE_AUTH_MODE={settings.auth_mode!r} is not supported (yet); use 'local'")
+
+
+def _error(code: str, message: str, status: int) -> Response:
+    return respond({"error": {"code": code, "message": message}}, status)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(FnserveError)
+    def fnserve_error(exc: FnserveError) -> Response:
+        return respond({"error": exc.to_dict()}, exc.http_status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, (exc.name or "error").lower().replace(" ", "_"))
+        message = exc.description or exc.name or "error"
+        if status == 413:
+            message = f"request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+        elif status == 404:
+            message = f"no route {request.path}"
+        elif status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        return _error(code, message, status)
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def redis_down(exc: Exception) -> Response:
+        log.error("redis unavailable during %s %s: %s", request.method, request.path, type(exc).__name__)
+        err = ServiceUnavailable("the task store (Redis) is unavailable; retry shortly")
+        return respond({"error": err.to_dict()}, err.http_status)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        # The traceback stays in the server log (SQL parameters are hidden by the engine).
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _error("internal_error", "internal error; the operator can find details in the service log", 500)

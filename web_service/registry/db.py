@@ -1,0 +1,75 @@
+"""Engines, sessions and schema migrations for the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def make_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """An engine for ``url`` (SQLite or PostgreSQL), tuned for a threaded web service.
+
+    SQL parameters are hidden from error messages because they can hold token hashes and
+    function bodies, and error messages end up in logs.
+    """
+    parsed = make_url(url)
+    options: dict[str, Any] = {"hide_parameters": True, **kwargs}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        options.setdefault("connect_args", {"timeout": 30})
+        engine = sa.create_engine(url, **options)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    options.setdefault("pool_pre_ping", True)  # survive a PostgreSQL restart
+    return sa.create_engine(url, **options)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (several gunicorn workers) proceed while one writes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: services return ORM objects that routes read after the commit.
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    """A session factory for the database at ``url``. Example::
+
+        Session = session_factory(settings.database_url)
+        with Session() as session:
+            ...
+    """
+    return make_session_factory(make_engine(url))
+
+
+def migrate(url_or_engine: str | sa.Engine, revision: str = "head") -> None:
+    """Bring the registry schema at ``url_or_engine`` up to ``revision`` (Alembic ``upgrade``).
+
+    Idempotent, and safe when several processes start at once on PostgreSQL (the migration
+    environment takes an advisory lock).
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if isinstance(url_or_engine, str):
+            engine.dispose()

@@ -1,0 +1,10 @@
+"""REST routes under ``/v1``: one blueprint per resource, thin over :mod:`web_service.services`."""
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from web_service.routes import endpoints, functions, tasks, version
+
+    for module in (version, functions, endpoints, tasks):
+        app.register_blueprint(module.bp, url_prefix="/v1")

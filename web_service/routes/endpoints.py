@@ -1,0 +1,67 @@
+"""``/v1/endpoints``: register, list, get, status, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from web_service.registry.models import Endpoint
+from web_service.routes._http import identity, iso, json_body, require_identity, respond
+from web_service.services import endpoints as service
+from web_service.state import current
+from web_service.validation import optional_str, require_str
+
+bp = Blueprint("endpoints", __name__)
+bp.before_request(require_identity)
+
+
+def endpoint_view(ep: Endpoint) -> dict[str, Any]:
+    return {"endpoint_id": ep.id, "name": ep.name, "description": ep.description, "created_at": iso(ep.created_at)}
+
+
+def _with_status(ep: Endpoint) -> dict[str, Any]:
+    return {**endpoint_view(ep), "status": current().store.endpoint_status(ep.id)}
+
+
+@bp.post("/endpoints")
+def register() -> Response:
+    state = current()
+    body = json_body()
+    name = require_str(body, "name")
+    description = optional_str(body, "description", max_len=10_000, default="") or ""
+    with state.sessions() as session:
+        ep, secret = service.register_endpoint(session, identity(), name, description)
+    return respond({**endpoint_view(ep), "secret": secret, "forwarder_address": state.settings.forwarder_address}, 201)
+
+
+@bp.get("/endpoints")
+def list_() -> Response:
+    state = current()
+    with state.sessions() as session:
+        eps = service.list_endpoints(session, identity())
+    return respond({"endpoints": [_with_status(ep) for ep in eps]})
+
+
+@bp.get("/endpoints/<endpoint_id>")
+def get(endpoint_id: str) -> Response:
+    state = current()
+    with state.sessions() as session:
+        ep = service.get_endpoint(session, identity(), endpoint_id)
+    return respond(_with_status(ep))
+
+
+@bp.get("/endpoints/<endpoint_id>/status")
+def status(endpoint_id: str) -> Response:
+    state = current()
+    with state.sessions() as session:
+        service.get_endpoint(session, identity(), endpoint_id)
+    return respond({"endpoint_id": endpoint_id, **state.store.endpoint_status(endpoint_id)})
+
+
+@bp.delete("/endpoints/<endpoint_id>")
+def delete(endpoint_id: str) -> Response:
+    state = current()
+    with state.sessions() as session:
+        cancelled = service.delete_endpoint(session, state.store, identity(), endpoint_id, state.ownership)
+    return respond({"endpoint_id": endpoint_id, "deleted": True, "tasks_cancelled": cancelled})

@@ -1,0 +1,61 @@
+"""``/v1/functions``: register, list, get, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from web_service.registry.models import Function
+from web_service.routes._http import identity, iso, json_body, require_identity, respond
+from web_service.services import functions as service
+from web_service.state import current
+from web_service.validation import decode_base64, invalid, optional_str, require_str
+
+bp = Blueprint("functions", __name__)
+bp.before_request(require_identity)
+
+
+def function_view(fn: Function) -> dict[str, Any]:
+    return {
+        "function_id": fn.id, "name": fn.name, "description": fn.description, "strategy": fn.strategy,
+        "python": fn.python, "created_at": iso(fn.created_at),
+    }
+
+
+@bp.post("/functions")
+def register() -> Response:
+    state = current()
+    body = json_body()
+    name = require_str(body, "name")
+    description = optional_str(body, "description", max_len=10_000, default="") or ""
+    if body.get("function") is None:
+        raise invalid("function", "is required (base64 of a buffer made by fnserve.serialize)")
+    buf = decode_base64(body["function"], "function", state.settings.max_payload_bytes)
+    with state.sessions() as session:
+        fn = service.register_function(session, state.store, identity(), name, buf, description)
+    return respond(function_view(fn), 201)
+
+
+@bp.get("/functions")
+def list_() -> Response:
+    state = current()
+    with state.sessions() as session:
+        fns = service.list_functions(session, identity())
+    return respond({"functions": [function_view(f) for f in fns]})
+
+
+@bp.get("/functions/<function_id>")
+def get(function_id: str) -> Response:
+    state = current()
+    with state.sessions() as session:
+        fn = service.get_function(session, identity(), function_id)
+    return respond(function_view(fn))
+
+
+@bp.delete("/functions/<function_id>")
+def delete(function_id: str) -> Response:
+    state = current()
+    with state.sessions() as session:
+        service.delete_function(session, state.store, identity(), function_id, state.ownership)
+    return respond({"function_id": function_id, "deleted": True})

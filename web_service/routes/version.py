@@ -1,0 +1,39 @@
+"""``GET /v1/version`` and ``GET /v1/health``: no token needed."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from flask import Blueprint, Response
+
+from fnserve.version import PROTOCOL_VERSION, __version__
+from web_service.routes._http import respond
+from web_service.state import current
+
+bp = Blueprint("version", __name__)
+log = logging.getLogger("fnserve.web.health")
+
+
+@bp.get("/version")
+def version() -> Response:
+    return respond({"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1"})
+
+
+@bp.get("/health")
+def health() -> Response:
+    state = current()
+    redis_ok = database_ok = True
+    try:
+        state.store.r.ping()
+    except Exception as exc:
+        log.warning("health: redis unreachable: %s", type(exc).__name__)
+        redis_ok = False
+    try:
+        with state.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        log.warning("health: database unreachable: %s", type(exc).__name__)
+        database_ok = False
+    ok = redis_ok and database_ok
+    return respond({"status": "ok" if ok else "unavailable", "redis": redis_ok, "database": database_ok}, 200 if ok else 503)

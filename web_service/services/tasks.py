@@ -1,0 +1,275 @@
+"""Submitting tasks and reading, waiting for and cancelling them.
+
+The submit hot path: validate the whole batch in memory, authorize each distinct function and
+endpoint (in-process cache, else one SQL query for all of them), one pipelined Redis check that
+function bodies are cached and endpoints not deleted, then one pipelined Redis write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from fnserve import serialize
+from fnserve.errors import FnserveError, Forbidden, NotFound, PayloadTooLarge, SerializationError
+from web_service.auth import Identity
+from web_service.registry.models import Endpoint, Function
+from web_service.services import OwnershipCache
+from web_service.services.endpoints import endpoint_not_found, tombstone_key
+from web_service.services.functions import forbidden, function_not_found
+from web_service.task_store import NewTask, TaskRecord, TaskStore, function_key
+from web_service.validation import decode_base64, invalid, optional_number, optional_str, require_str
+
+RESULT_FORMATS = ("json", "python")
+RETURN_WHEN = ("ALL_COMPLETED", "FIRST_COMPLETED")
+MAX_ID_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One valid task of a submitted batch, not yet authorized."""
+
+    function_id: str
+    endpoint_id: str
+    payload: bytes
+    runtime: str | None = None
+    walltime: float | None = None
+    result_strategy: str | None = None
+
+
+# -- validation (pure) ---------------------------------------------------------------------------
+
+
+def parse_task_batch(body: dict[str, Any], *, max_payload_bytes: int, max_batch: int) -> list[TaskSpec]:
+    """Validate a whole ``POST /v1/tasks`` body; the first bad task's error names its index."""
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise invalid("tasks", "must be a non-empty list")
+    if len(tasks) > max_batch:
+        raise PayloadTooLarge(
+            f"a batch may hold at most {max_batch} tasks, this one has {len(tasks)}; split it",
+            code="batch_too_large", details={"field": "tasks", "limit": max_batch, "count": len(tasks)},
+        )
+    return [parse_task(i, item, max_payload_bytes) for i, item in enumerate(tasks)]
+
+
+def parse_task(index: int, item: Any, max_payload_bytes: int) -> TaskSpec:
+    prefix = f"tasks[{index}]"
+    if not isinstance(item, dict):
+        raise invalid(prefix, "must be an object", index=index)
+    try:
+        function_id = require_str(item, "function_id", f"{prefix}.function_id", MAX_ID_LENGTH)
+        endpoint_id = require_str(item, "endpoint_id", f"{prefix}.endpoint_id", MAX_ID_LENGTH)
+        runtime = optional_str(item, "runtime", f"{prefix}.runtime", 128)
+        walltime = optional_number(item, "walltime", f"{prefix}.walltime", exclusive=True)
+        result_format = item.get("result_format")
+        if result_format is not None and result_format not in RESULT_FORMATS:
+            raise invalid(f"{prefix}.result_format", f"must be one of {', '.join(RESULT_FORMATS)}")
+        payload = _payload(item, prefix, max_payload_bytes)
+    except FnserveError as exc:
+        exc.details.setdefault("index", index)
+        raise
+    if result_format == "json" or (result_format is None and payload.startswith(_JSON_HEADER_START)):
+        result_strategy: str | None = serialize.JSON_DATA
+    else:
+        result_strategy = None
+    return TaskSpec(function_id, endpoint_id, payload, runtime, walltime, result_strategy)
+
+
+_JSON_HEADER_START = f"{serialize.MAGIC} {serialize.JSON_DATA} ".encode()
+
+
+def _payload(item: dict[str, Any], prefix: str, max_bytes: int) -> bytes:
+    has_args = "args" in item or "kwargs" in item
+    if item.get("payload") is not None:
+        if has_args:
+            raise invalid(f"{prefix}.payload", "cannot be combined with args/kwargs: send one or the other")
+        buf = decode_base64(item["payload"], f"{prefix}.payload", max_bytes)
+        try:
+            header = serialize.parse_header(buf)
+        except SerializationError as exc:
+            raise SerializationError(f"{prefix}.payload: {exc.message}", code=exc.code, details={"field": f"{prefix}.payload"}) from None
+        if header.is_code:
+            raise SerializationError(
+                f"{prefix}.payload must be arguments (a data strategy), not {header.strategy!r}",
+                code="wrong_strategy", details={"field": f"{prefix}.payload", "strategy": header.strategy},
+            )
+        return buf
+    args = item.get("args", [])
+    kwargs = item.get("kwargs", {})
+    if not isinstance(args, list):
+        raise invalid(f"{prefix}.args", "must be a list")
+    if not isinstance(kwargs, dict):
+        raise invalid(f"{prefix}.kwargs", "must be an object")
+    # Plain JSON in, plain JSON out: wrapping it is safe (no code is deserialized).
+    buf = serialize.serialize_args(args, kwargs, strategy=serialize.JSON_DATA)
+    if len(buf) > max_bytes:
+        raise PayloadTooLarge(f"{prefix} arguments are larger than the limit of {max_bytes} bytes", details={"field": f"{prefix}.args", "limit": max_bytes})
+    return buf
+
+
+def parse_task_ids(body: dict[str, Any], max_batch: int) -> list[str]:
+    ids = body.get("task_ids")
+    if not isinstance(ids, list) or not ids:
+        raise invalid("task_ids", "must be a non-empty list of task ids")
+    if len(ids) > max_batch:
+        raise PayloadTooLarge(f"at most {max_batch} task ids per call", code="batch_too_large", details={"field": "task_ids", "limit": max_batch})
+    for i, tid in enumerate(ids):
+        if not isinstance(tid, str) or not tid or len(tid) > MAX_ID_LENGTH:
+            raise invalid(f"task_ids[{i}]", "must be a task id string", index=i)
+    return ids
+
+
+def parse_return_when(body: dict[str, Any]) -> bool:
+    """True for FIRST_COMPLETED."""
+    value = body.get("return_when", "ALL_COMPLETED")
+    if value not in RETURN_WHEN:
+        raise invalid("return_when", f"must be one of {', '.join(RETURN_WHEN)}")
+    return bool(value == "FIRST_COMPLETED")
+
+
+def parse_wait(value: Any, field: str = "wait") -> float:
+    """A long-poll duration in seconds (0 when absent); strings come from query parameters."""
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise invalid(field, "must be a number of seconds >= 0") from None
+    wait = optional_number({field: value}, field)
+    return wait or 0.0
+
+
+# -- submit ----------------------------------------------------------------------------------------
+
+
+def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: list[TaskSpec], cache: OwnershipCache | None = None) -> list[str]:
+    """Authorize and durably queue a validated batch; all or nothing. Returns the task ids."""
+    first_use: dict[tuple[str, str], int] = {}
+    for i, spec in enumerate(specs):
+        first_use.setdefault(("function", spec.function_id), i)
+        first_use.setdefault(("endpoint", spec.endpoint_id), i)
+    _authorize(session, owner, first_use, cache)
+    _ensure_usable(session, store, first_use, cache)
+    tasks = [
+        NewTask(
+            task_id=str(uuid.uuid4()), owner=owner.user_id, function_id=s.function_id, endpoint_id=s.endpoint_id,
+            payload=s.payload, runtime=s.runtime, walltime=s.walltime, result_strategy=s.result_strategy,
+        )
+        for s in specs
+    ]
+    store.submit(tasks)
+    return [t.task_id for t in tasks]
+
+
+def _authorize(session: Session, owner: Identity, first_use: dict[tuple[str, str], int], cache: OwnershipCache | None) -> None:
+    owners = {key: cache.get(key) for key in first_use} if cache is not None else dict.fromkeys(first_use)
+    unknown = [key for key, who in owners.items() if who is None]
+    if unknown:
+        for key, who in _lookup_owners(session, unknown).items():
+            owners[key] = who
+            if cache is not None:
+                cache.put(key, who)
+    # Report the first offending task of the batch, whatever made it bad.
+    for key, index in sorted(first_use.items(), key=lambda kv: kv[1]):
+        kind, ident = key
+        if owners.get(key) is None:
+            raise (function_not_found if kind == "function" else endpoint_not_found)(ident, index=index)
+        if owners[key] != owner.user_id:
+            raise forbidden(kind, ident, index=index)
+
+
+def _lookup_owners(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Owners of live functions/endpoints among ``keys``, in one query."""
+    selects = []
+    for kind, model in (("function", Function), ("endpoint", Endpoint)):
+        ids = [ident for k, ident in keys if k == kind]
+        if ids:
+            selects.append(
+                sa.select(sa.literal_column(f"'{kind}'").label("kind"), model.id, model.owner_id)
+                .where(model.id.in_(ids), model.deleted_at.is_(None))
+            )
+    query = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+    return {(row[0], row[1]): row[2] for row in session.execute(query)}
+
+
+def _ensure_usable(session: Session, store: TaskStore, first_use: dict[tuple[str, str], int], cache: OwnershipCache | None) -> None:
+    """One Redis round trip: function bodies present, endpoints not deleted meanwhile."""
+    keys = list(first_use)
+    pipe = store.r.pipeline(transaction=False)
+    for kind, ident in keys:
+        pipe.exists(function_key(ident) if kind == "function" else tombstone_key(ident))
+    missing: list[str] = []
+    for (kind, ident), found in zip(keys, pipe.execute()):
+        if kind == "endpoint" and found:
+            if cache is not None:
+                cache.forget((kind, ident))
+            raise endpoint_not_found(ident, index=first_use[(kind, ident)])
+        if kind == "function" and not found:
+            missing.append(ident)
+    if missing:
+        _recache_functions(session, store, missing, first_use, cache)
+
+
+def _recache_functions(session: Session, store: TaskStore, function_ids: list[str], first_use: dict[tuple[str, str], int], cache: OwnershipCache | None) -> None:
+    # Rare: after a Redis flush/restart, or the function was deleted by another process.
+    rows: dict[str, bytes] = {
+        fid: body for fid, body in session.execute(
+            sa.select(Function.id, Function.body).where(Function.id.in_(function_ids), Function.deleted_at.is_(None))
+        )
+    }
+    for fid in function_ids:
+        if fid not in rows:
+            if cache is not None:
+                cache.forget(("function", fid))
+            raise function_not_found(fid, index=first_use[("function", fid)])
+    for fid, body in rows.items():
+        store.cache_function(fid, body)
+
+
+# -- reading, waiting, cancelling --------------------------------------------------------------------
+
+
+def get_tasks(store: TaskStore, owner: Identity, task_ids: list[str], wait: float = 0.0, any_: bool = False) -> list[TaskRecord]:
+    """The owner's tasks, in order, after waiting up to ``wait`` seconds for them to finish.
+
+    Unknown (or expired) ids are ``task_not_found`` and other users' ids ``forbidden``, for the
+    whole call, before any waiting.
+    """
+    # The common single-task read skips the pipeline machinery.
+    records = {task_ids[0]: store.get(task_ids[0])} if len(task_ids) == 1 else store.get_many(task_ids)
+    _check_owned(records.items(), owner)
+    pending = [tid for tid, rec in records.items() if rec is not None and not rec.finished]
+    done_some = len(pending) < len(records)
+    if wait > 0 and pending and not (any_ and done_some):
+        records.update(store.wait(owner.user_id, task_ids, wait, any_=any_))
+        _check_owned(records.items(), owner)  # a task can expire while we wait
+    return [records[tid] for tid in task_ids]  # type: ignore[misc]
+
+
+def _check_owned(records: Iterable[tuple[str, TaskRecord | None]], owner: Identity) -> None:
+    for tid, rec in records:
+        if rec is None:
+            raise NotFound(f"no task {tid!r} (unknown, or expired after its result TTL)", code="task_not_found", details={"task_id": tid})
+        if rec.owner != owner.user_id:
+            raise Forbidden(f"task {tid!r} belongs to another user", details={"task_id": tid})
+
+
+def cancel_task(store: TaskStore, owner: Identity, task_id: str) -> TaskRecord:
+    """Cancel one of the owner's tasks unless it already finished; returns it afterwards."""
+    rec = get_tasks(store, owner, [task_id])[0]
+    if not rec.finished:
+        store.cancel(task_id, owner.user_id)
+        rec = get_tasks(store, owner, [task_id])[0]
+    return rec
+
+
+__all__ = [
+    "TaskSpec", "parse_task_batch", "parse_task", "parse_task_ids", "parse_return_when", "parse_wait",
+    "submit_tasks", "get_tasks", "cancel_task",
+]

@@ -1,0 +1,69 @@
+"""Configuration of the web service, read from ``FNSERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def fnserve_home() -> Path:
+    """``$FNSERVE_HOME``, or ``~/.fnserve``: where the embedded service keeps its state."""
+    return Path(os.environ.get("FNSERVE_HOME") or Path.home() / ".fnserve")
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{fnserve_home() / 'service' / 'registry.db'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the web service needs to know to start.
+
+    Example::
+
+        Settings(database_url="postgresql+psycopg://fnserve@db/fnserve",
+                 redis_url="redis://redis:6379/0")
+    """
+
+    database_url: str = field(default_factory=default_database_url)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_payload_bytes: int = 10 * MIB  # one function body, or one task's arguments
+    result_ttl: int = 7 * 24 * 3600  # seconds a finished task stays readable
+    forwarder_address: str = "tcp://127.0.0.1:55001"  # what endpoints are told to connect to
+    max_wait: float = 60.0  # cap of a long-poll, seconds
+    auth_mode: str = "local"
+    max_batch: int = 10_000  # tasks in one POST /v1/tasks
+    # Whole request body; bigger than one payload because a batch carries many (base64: 4/3).
+    max_request_bytes: int = 64 * MIB
+    # How long a verified token / an ownership lookup is trusted in-process (see auth.py).
+    cache_seconds: float = 5.0
+    migrate_on_start: bool = True
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Settings from ``FNSERVE_*`` variables, defaults for the ones not set."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str) -> str:
+            return env.get(f"FNSERVE_{name}") or default
+
+        d = cls(database_url=env.get("FNSERVE_DATABASE_URL") or default_database_url())
+        max_payload = int(get("MAX_PAYLOAD_BYTES", str(d.max_payload_bytes)))
+        # A request must at least fit one maximal payload in base64 plus the JSON around it.
+        min_request = max_payload * 4 // 3 + MIB
+        return cls(
+            database_url=d.database_url,
+            redis_url=get("REDIS_URL", d.redis_url),
+            max_payload_bytes=max_payload,
+            result_ttl=int(get("RESULT_TTL", str(d.result_ttl))),
+            forwarder_address=get("FORWARDER_ADDRESS", d.forwarder_address),
+            max_wait=float(get("MAX_WAIT", str(d.max_wait))),
+            auth_mode=get("AUTH_MODE", d.auth_mode),
+            max_batch=int(get("MAX_BATCH", str(d.max_batch))),
+            max_request_bytes=max(int(get("MAX_REQUEST_BYTES", str(d.max_request_bytes))), min_request),
+            cache_seconds=float(get("CACHE_SECONDS", str(d.cache_seconds))),
+            migrate_on_start=get("MIGRATE_ON_START", "1").lower() not in ("0", "false", "no"),
+        )

@@ -1,0 +1,89 @@
+"""Checks of request bodies: every failure names the field, with a stable code."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+import msgspec
+
+from fnserve.errors import BadRequest, PayloadTooLarge
+
+_decoder = msgspec.json.Decoder()
+
+
+def invalid(field: str, message: str, **details: Any) -> BadRequest:
+    return BadRequest(f"{field} {message}", code="invalid_request", details={"field": field, **details})
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (``malformed_json`` / ``invalid_request`` otherwise)."""
+    try:
+        body = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="malformed_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_request", details={"field": "(body)"})
+    return body
+
+
+def require_str(body: dict[str, Any], key: str, field: str | None = None, max_len: int = 255) -> str:
+    value = body.get(key)
+    field = field or key
+    if value is None:
+        raise invalid(field, "is required")
+    return _check_str(value, field, max_len)
+
+
+def optional_str(body: dict[str, Any], key: str, field: str | None = None, max_len: int = 255, default: str | None = None) -> str | None:
+    value = body.get(key)
+    return default if value is None else _check_str(value, field or key, max_len)
+
+
+def _check_str(value: Any, field: str, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise invalid(field, "must be a string")
+    if not value or len(value) > max_len:
+        raise invalid(field, f"must be 1 to {max_len} characters")
+    return value
+
+
+def optional_number(body: dict[str, Any], key: str, field: str | None = None, minimum: float = 0.0, exclusive: bool = False) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    field = field or key
+    # bool is an int in Python but never a sensible number of seconds.
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (exclusive and value == minimum):
+        raise invalid(field, f"must be a number {'>' if exclusive else '>='} {minimum:g}")
+    return float(value)
+
+
+def decode_base64(value: Any, field: str, max_bytes: int, **details: Any) -> bytes:
+    """Strict standard base64 (``invalid_request``), at most ``max_bytes`` decoded (413)."""
+    if not isinstance(value, str):
+        raise invalid(field, "must be a base64 string", **details)
+    # Refuse before decoding: decoded size is about 3/4 of the text.
+    if (len(value) // 4) * 3 - 2 > max_bytes:
+        raise too_large(field, max_bytes, **details)
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(field, "is not valid base64", **details) from None
+    if len(data) > max_bytes:
+        raise too_large(field, max_bytes, **details)
+    return data
+
+
+def too_large(field: str, max_bytes: int, **details: Any) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{field} is larger than the limit of {max_bytes} bytes",
+        details={"field": field, "limit": max_bytes, **details},
+    )
+
+
+def encode_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

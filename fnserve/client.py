@@ -188,8 +188,13 @@ class Client:
         return out
 
     def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
-        """Run and wait: ``run`` then ``get_result``."""
-        return self.get_result(self.run(function_id, endpoint_id, *args, **kwargs))
+        """Run and wait for the result, in one request while it finishes within a long-poll."""
+        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None)
+        answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
+        task = answer["tasks"][0]
+        if task["state"] in ("success", "failed", "cancelled"):
+            return result_of(task)
+        return self.get_result(task["task_id"])
 
 
 def result_of(task: dict[str, Any]) -> Any:

@@ -32,6 +32,7 @@ from fnserve.states import TERMINAL, TaskState
 P = "fns:"
 WAKE_CHANNEL = P + "wake"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
+_BODY_CACHE_SIZE = 1024
 
 
 def task_key(task_id: str) -> str:
@@ -229,6 +230,8 @@ class TaskStore:
         self._requeue = client.register_script(_REQUEUE)
         self._running = client.register_script(_RUNNING)
         self._cancel = client.register_script(_CANCEL)
+        # Function bodies never change under an id: the forwarder keeps the ones it dispatched.
+        self._bodies: dict[str, bytes] = {}
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "TaskStore":
@@ -288,36 +291,19 @@ class TaskStore:
     def wait(self, owner: str, task_ids: list[str], timeout: float, any_: bool = False) -> dict[str, TaskRecord | None]:
         """Block until all (or, with ``any_``, at least one) of ``task_ids`` finish, or timeout.
 
-        Subscribes to the owner's completion channel *before* reading states, so a result that
-        lands in between is never missed. Waits on the socket: no polling interval.
+        Waits on the owner's completion channel: no polling interval.
         """
         records = self.get_many(task_ids)
-        pending = {tid for tid, rec in records.items() if rec is not None and not rec.finished}
+        pending = [tid for tid, rec in records.items() if rec is not None and not rec.finished]
         if not pending or timeout <= 0 or (any_ and len(pending) < len(records)):
             return records
-        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(done_channel(owner))
-            # Re-read after subscribing: closes the race with results recorded meanwhile.
-            records = self.get_many(task_ids)
-            pending = {tid for tid, rec in records.items() if rec is not None and not rec.finished}
-            finished_any = len(pending) < len(records)
-            deadline = time.monotonic() + timeout
-            while pending and not (any_ and finished_any):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                msg = pubsub.get_message(timeout=left)
-                if msg is None or msg.get("type") != "message":
-                    continue
-                tid = msg["data"].decode()
-                if tid in pending:
-                    pending.discard(tid)
-                    finished_any = True
-                    records[tid] = self.get(tid)
-        finally:
-            pubsub.close()
-        return records
+        with self.completions(owner) as completions:
+            # Read again once subscribed: a result recorded in between is not missed.
+            return completions.wait(task_ids, timeout, any_)
+
+    def completions(self, owner: str) -> "Completions":
+        """Subscribe to ``owner``'s completions; use before submitting to wait without a race."""
+        return Completions(self, owner)
 
     def cancel(self, task_id: str, owner: str) -> str | None:
         """Cancel a task that has not finished. Returns its state before, or None if unknown."""
@@ -350,8 +336,14 @@ class TaskStore:
         return tasks
 
     def _function_bodies(self, function_ids: set[str]) -> dict[str, bytes]:
-        ids = sorted(function_ids)
-        return {fid: body for fid, body in zip(ids, self.r.mget([function_key(f) for f in ids])) if body is not None}
+        missing = sorted(f for f in function_ids if f not in self._bodies)
+        if missing:
+            if len(self._bodies) + len(missing) > _BODY_CACHE_SIZE:
+                self._bodies.clear()
+            for fid, body in zip(missing, self.r.mget([function_key(f) for f in missing])):
+                if body is not None:
+                    self._bodies[fid] = body
+        return {fid: self._bodies[fid] for fid in function_ids if fid in self._bodies}
 
     def queue_length(self, endpoint_id: str) -> int:
         return int(self.r.llen(queue_key(endpoint_id)))
@@ -423,3 +415,41 @@ class TaskStore:
             report.pop("v", None)
             status["site"] = report
         return status
+
+
+class Completions:
+    """A subscription to one owner's task completions (a context manager)."""
+
+    def __init__(self, store: TaskStore, owner: str):
+        self.store = store
+        self.pubsub = store.r.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(done_channel(owner))
+
+    def __enter__(self) -> "Completions":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pubsub.close()
+
+    def wait(self, task_ids: list[str], timeout: float, any_: bool = False, fresh: bool = False) -> dict[str, TaskRecord | None]:
+        """Wait for ``task_ids``; ``fresh`` means they were just submitted (none finished yet),
+        which saves reading them before waiting."""
+        if fresh:
+            pending = set(task_ids)
+        else:
+            records = self.store.get_many(task_ids)
+            pending = {tid for tid, rec in records.items() if rec is not None and not rec.finished}
+        finished_any = len(pending) < len(task_ids)
+        deadline = time.monotonic() + timeout
+        while pending and not (any_ and finished_any):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            msg = self.pubsub.get_message(timeout=left)
+            if msg is None or msg.get("type") != "message":
+                continue
+            tid = msg["data"].decode()
+            if tid in pending:
+                pending.discard(tid)
+                finished_any = True
+        return self.store.get_many(task_ids)

@@ -50,6 +50,9 @@ class _Group(click.Group):
         except FnserveError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except (RuntimeError, FileNotFoundError) as exc:  # start-up problems: say what, no traceback
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group)

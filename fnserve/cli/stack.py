@@ -63,9 +63,30 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Manag
         time.sleep(0.1)
 
 
+def _port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _check_ports(procs: dict[str, Managed], wanted: dict[str, int]) -> None:
+    """Refuse to start next to a foreign process on our ports (we would talk to it instead)."""
+    for name, port in wanted.items():
+        if not procs[name].running() and _port_taken(port):
+            raise RuntimeError(
+                f"port {port} (for {name}) is already in use by a process fnserve did not start; "
+                "stop it or choose other ports with --port"
+            )
+
+
 def start_service(ports: StackPorts, embedded_redis: bool = True, say: Callable[[str], None] = print) -> dict[str, str]:
     """Start (or find running) Redis, the web service and the forwarder; returns their env."""
     procs = processes()
+    wanted = {"web": ports.web, "forwarder": ports.forwarder}
+    if embedded_redis:
+        wanted["redis"] = ports.redis
+    _check_ports(procs, wanted)
     redis_url = None
     if embedded_redis:
         from fnserve._redis_server import redis_server_binary
@@ -83,7 +104,8 @@ def start_service(ports: StackPorts, embedded_redis: bool = True, say: Callable[
     else:
         redis_url = os.environ.get("FNSERVE_REDIS_URL")
     env = service_env(ports, redis_url)
-    procs["web"].start(python_module("web_service.server", "--bind", f"127.0.0.1:{ports.web}"), env)
+    server = os.environ.get("FNSERVE_WEB_SERVER", "gunicorn")
+    procs["web"].start(python_module("web_service.server", "--bind", f"127.0.0.1:{ports.web}", "--server", server), env)
     procs["forwarder"].start(python_module("web_service.forwarder"), env)
     url = f"http://127.0.0.1:{ports.web}"
     wait_until(lambda: _healthy(url), 60, "web service", procs["web"])

@@ -157,3 +157,16 @@ def test_tasks_submitted_while_endpoint_is_down_run_when_it_starts(stack):
     results = fc.get_batch_result(ids, timeout=120)
     assert [results[i]["result"] for i in ids] == [0, 2, 4, 6, 8]
     assert fc.get_endpoint_status(stack.endpoint_id)["connected"] is True
+
+
+def test_call_returns_the_value_in_one_request_and_reraises(stack):
+    fc = stack.client()
+
+    def divide(a, b):
+        return a / b
+
+    fid = fc.register_function(divide)
+    assert fc.call(fid, stack.endpoint_id, 1, 4) == 0.25
+    with pytest.raises(RemoteExecutionError) as info:
+        fc.call(fid, stack.endpoint_id, 1, 0)
+    assert info.value.remote_type.endswith("ZeroDivisionError") and "return a / b" in info.value.remote_traceback

@@ -50,3 +50,15 @@ def test_unique_usernames_and_token_hashes_are_enforced_by_the_database(database
                 raise AssertionError("duplicate username accepted")
     finally:
         engine.dispose()
+
+
+def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path):
+    """The web service and the forwarder start at the same moment and both migrate."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    code = f"from web_service.registry.db import migrate; migrate({url!r})"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(errors)

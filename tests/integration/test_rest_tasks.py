@@ -142,7 +142,8 @@ def test_results_call_waits_for_all_or_first(client, alice, fid, eid, store):
     assert time.monotonic() - t0 < 2
     tasks = resp.json["tasks"]
     assert [t["task_id"] for t in tasks] == ids
-    assert [t["state"] for t in tasks] == ["waiting-for-endpoint", "success", "waiting-for-endpoint"]
+    # finish() dispatched all three (as a forwarder would); only the second has finished.
+    assert [t["state"] for t in tasks] == ["dispatched", "success", "dispatched"]
 
     for tid in (ids[0], ids[2]):
         threading.Timer(0.2, finish, (store, tid, eid, tid)).start()
@@ -263,3 +264,29 @@ def test_function_deleted_by_another_process_is_refused_despite_cached_ownership
     finally:
         state(other).engine.dispose()
     assert_error(submit(client, alice, body), 404, "function_not_found")
+
+
+def test_submit_with_wait_answers_with_the_finished_task(client, alice, fid, eid, store):
+    """Client.call's single round trip: the submit answer carries the result."""
+
+    def finish_when_queued() -> None:
+        deadline = time.monotonic() + 5
+        while store.queue_length(eid) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [task] = store.claim(eid, 10)
+        store.record_results([ResultMessage(task_id=task.task_id, ok=True, data=serialize.serialize_data(42, "json-data"))], eid)
+
+    threading.Thread(target=finish_when_queued).start()
+    resp = client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid, "args": [1]}], "wait": 5}, headers=alice)
+    assert resp.status_code == 202
+    [task] = resp.json["tasks"]
+    assert task["task_id"] == resp.json["task_ids"][0]
+    assert task["state"] == "success" and task["result_json"] == 42
+
+
+def test_submit_with_wait_times_out_with_the_task_still_accepted(client, alice, fid, eid, store):
+    resp = client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid, "args": [1]}], "wait": 0.2}, headers=alice)
+    assert resp.status_code == 202
+    [task] = resp.json["tasks"]
+    assert task["state"] == "waiting-for-endpoint"
+    assert store.get(task["task_id"]).state.value == "waiting-for-endpoint"

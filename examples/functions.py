@@ -25,3 +25,20 @@ def integrate(a, b, n=100_000):
 
 def fails(message="this function always raises"):
     raise RuntimeError(message)
+
+
+def count_primes(n, chunks=5):
+    """Count the primes below n, reporting progress after each chunk as a live output.
+
+    Watch it while it runs: `fnserve watch TASK_ID`, `Client.watch_outputs(task_id)`, or
+    `GET /v1/tasks/TASK_ID/outputs?wait=30` (see examples/curl_call.sh).
+    """
+    import fnserve
+
+    found = 0
+    step = max(1, n // chunks)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        found += sum(1 for k in range(max(start, 2), stop) if all(k % d for d in range(2, math.isqrt(k) + 1)))
+        fnserve.report(checked=stop, primes=found)
+    return found

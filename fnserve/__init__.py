@@ -16,11 +16,14 @@ from fnserve.version import __version__
 _LAZY = {
     "Client": "fnserve.client",
     "Batch": "fnserve.client",
+    "Executor": "fnserve.executor",
+    "TaskFuture": "fnserve.executor",
     "FnserveError": "fnserve.errors",
     "RemoteExecutionError": "fnserve.errors",
     "TaskCancelled": "fnserve.errors",
     "TaskFailed": "fnserve.errors",
     "TaskPending": "fnserve.errors",
+    "report": "fnserve.outputs",
 }
 
 __all__ = [*_LAZY, "__version__"]
@@ -30,5 +33,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this hook (report() runs in tight loops)
+        return value
     raise AttributeError(f"module 'fnserve' has no attribute {name!r}")

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import base64
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from fnserve import serialize
 from fnserve.config import ClientConfig
@@ -69,10 +70,18 @@ def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs
 class Client:
     """A connection to an fnserve service, acting as one user."""
 
-    def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0):
-        cfg = ClientConfig.load()
+    def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
+                 config: ClientConfig | None = None):
+        """``token`` overrides the configured one. With a Globus login (``fnserve login``) or
+        ``FNSERVE_CLIENT_ID``/``FNSERVE_CLIENT_SECRET`` set, tokens come from globus-sdk and are
+        renewed when they expire."""
+        cfg = config or ClientConfig.load()
         self.service_url = service_url or cfg.service_url
-        self.transport = Transport(self.service_url, token or cfg.token, timeout=timeout)
+        refresh = None
+        if not token and (cfg.auth == "globus" or (not cfg.token and _headless())):
+            refresh = _globus_tokens(cfg, self.service_url)
+        self.transport = Transport(self.service_url, token or (None if refresh else cfg.token), timeout=timeout,
+                                   refresh_token=refresh)
 
     # -- service --------------------------------------------------------------------------------
 
@@ -98,8 +107,9 @@ class Client:
     def get_function(self, function_id: str) -> dict[str, Any]:
         return self.transport.get(f"/v1/functions/{function_id}")  # type: ignore[no-any-return]
 
-    def list_functions(self) -> list[dict[str, Any]]:
-        return list(self.transport.get("/v1/functions")["functions"])
+    def list_functions(self, shared: bool = False) -> list[dict[str, Any]]:
+        """Your functions; with ``shared``, also those others shared with you."""
+        return list(self.transport.get("/v1/functions", **({"shared": "true"} if shared else {}))["functions"])
 
     def delete_function(self, function_id: str) -> None:
         self.transport.delete(f"/v1/functions/{function_id}")
@@ -111,8 +121,9 @@ class Client:
         body = {"name": name, **({"description": description} if description else {})}
         return self.transport.post("/v1/endpoints", body)  # type: ignore[no-any-return]
 
-    def list_endpoints(self) -> list[dict[str, Any]]:
-        return list(self.transport.get("/v1/endpoints")["endpoints"])
+    def list_endpoints(self, shared: bool = False) -> list[dict[str, Any]]:
+        """Your endpoints; with ``shared``, also those others shared with you."""
+        return list(self.transport.get("/v1/endpoints", **({"shared": "true"} if shared else {}))["endpoints"])
 
     def get_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         return self.transport.get(f"/v1/endpoints/{endpoint_id}")  # type: ignore[no-any-return]
@@ -123,6 +134,84 @@ class Client:
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self.transport.delete(f"/v1/endpoints/{endpoint_id}")
+
+    # -- sharing, allowlists, groups ------------------------------------------------------------
+
+    def get_sharing(self, kind: str, resource_id: str) -> dict[str, Any]:
+        """Who a ``"function"`` or ``"endpoint"`` you own is shared with:
+        ``{"public": bool, "users": [...], "groups": [...]}``."""
+        return self.transport.get(f"/v1/{_collection(kind)}/{resource_id}/sharing")  # type: ignore[no-any-return]
+
+    def set_sharing(self, kind: str, resource_id: str, *, public: bool = False, users: Iterable[str] = (),
+                    groups: Iterable[str] = ()) -> dict[str, Any]:
+        """Replace who a function or endpoint you own is shared with (usernames, group names)."""
+        body = {"public": public, "users": list(users), "groups": list(groups)}
+        return self.transport.request("PUT", f"/v1/{_collection(kind)}/{resource_id}/sharing", body=body)  # type: ignore[no-any-return]
+
+    def share(self, kind: str, resource_id: str, *, users: Iterable[str] = (), groups: Iterable[str] = (),
+              public: bool | None = None) -> dict[str, Any]:
+        """Add users / groups (and optionally make it public) to what is already shared.
+
+        Example: ``fc.share("function", fid, users=["bob"])``."""
+        now = self.get_sharing(kind, resource_id)
+        return self.set_sharing(kind, resource_id, public=now["public"] if public is None else public,
+                                users=sorted(set(now["users"]) | set(users)), groups=sorted(set(now["groups"]) | set(groups)))
+
+    def unshare(self, kind: str, resource_id: str, *, users: Iterable[str] = (), groups: Iterable[str] = (),
+                public: bool = False) -> dict[str, Any]:
+        """Remove users / groups (and, with ``public=True``, public access)."""
+        now = self.get_sharing(kind, resource_id)
+        return self.set_sharing(kind, resource_id, public=now["public"] and not public,
+                                users=sorted(set(now["users"]) - set(users)), groups=sorted(set(now["groups"]) - set(groups)))
+
+    def share_function(self, function_id: str, **who: Any) -> dict[str, Any]:
+        return self.share("function", function_id, **who)
+
+    def share_endpoint(self, endpoint_id: str, **who: Any) -> dict[str, Any]:
+        return self.share("endpoint", endpoint_id, **who)
+
+    def get_allowed_functions(self, endpoint_id: str) -> dict[str, Any]:
+        """``{"restricted": bool, "function_ids": [...]}`` of an endpoint you own."""
+        return self.transport.get(f"/v1/endpoints/{endpoint_id}/allowed_functions")  # type: ignore[no-any-return]
+
+    def set_allowed_functions(self, endpoint_id: str, function_ids: Iterable[str] | None) -> dict[str, Any]:
+        """Restrict an endpoint you own to ``function_ids`` (then only they run there, for anyone);
+        ``None`` lifts the restriction."""
+        body: dict[str, Any] = {"restricted": False} if function_ids is None else {"restricted": True, "function_ids": list(function_ids)}
+        return self.transport.request("PUT", f"/v1/endpoints/{endpoint_id}/allowed_functions", body=body)  # type: ignore[no-any-return]
+
+    def allow_functions(self, endpoint_id: str, *function_ids: str) -> dict[str, Any]:
+        """Add functions to an endpoint's allowlist (restricting it if it was not)."""
+        now = self.get_allowed_functions(endpoint_id)
+        return self.set_allowed_functions(endpoint_id, sorted(set(now["function_ids"]) | set(function_ids)))
+
+    def disallow_functions(self, endpoint_id: str, *function_ids: str) -> dict[str, Any]:
+        now = self.get_allowed_functions(endpoint_id)
+        return self.set_allowed_functions(endpoint_id, sorted(set(now["function_ids"]) - set(function_ids)))
+
+    def create_group(self, name: str) -> dict[str, Any]:
+        return self.transport.post("/v1/groups", {"name": name})  # type: ignore[no-any-return]
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return list(self.transport.get("/v1/groups")["groups"])
+
+    def add_group_members(self, name: str, *usernames: str) -> dict[str, Any]:
+        return self.transport.post(f"/v1/groups/{name}/members", {"add": list(usernames)})  # type: ignore[no-any-return]
+
+    def remove_group_members(self, name: str, *usernames: str) -> dict[str, Any]:
+        return self.transport.post(f"/v1/groups/{name}/members", {"remove": list(usernames)})  # type: ignore[no-any-return]
+
+    # -- identity and accounting ----------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """``{"user_id", "username", "auth_mode"}`` of the caller."""
+        return self.transport.get("/v1/whoami")  # type: ignore[no-any-return]
+
+    def usage(self, since: str | float | None = None, until: str | float | None = None) -> dict[str, Any]:
+        """Your totals over a period (ISO 8601 times or unix seconds; default the last 30 days),
+        and per-endpoint totals for the endpoints you own."""
+        params = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+        return self.transport.get("/v1/usage", **params)  # type: ignore[no-any-return]
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -195,6 +284,82 @@ class Client:
         if task["state"] in ("success", "failed", "cancelled"):
             return result_of(task)
         return self.get_result(task["task_id"])
+
+    # -- live outputs ---------------------------------------------------------------------------
+
+    def get_outputs(self, task_id: str, since: str | None = None, wait: float = 0.0) -> dict[str, Any]:
+        """Live outputs the task published with ``fnserve.report(...)`` after cursor ``since``.
+
+        With ``wait`` > 0 the service holds the request until an output arrives or the task ends
+        (a long-poll: no polling interval). Answers ``{"task_id", "state", "outputs": [{"seq",
+        "time", "values"}], "cursor", "complete", "truncated"}``: pass ``cursor`` back as
+        ``since``; nothing more will come once ``complete`` is true. Example::
+
+            page = fc.get_outputs(task_id, wait=30)
+            while True:
+                for out in page["outputs"]:
+                    print(out["values"])
+                if page["complete"]:
+                    break
+                page = fc.get_outputs(task_id, since=page["cursor"], wait=30)
+        """
+        params: dict[str, Any] = {"wait": wait} if wait else {}
+        if since:
+            params["since"] = since
+        return self.transport.get(f"/v1/tasks/{task_id}/outputs", **params,  # type: ignore[no-any-return]
+                                  _timeout=wait + self.transport.timeout)
+
+    def watch_outputs(self, task_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the task's outputs (``{"seq", "time", "values"}``) as they arrive, until it ends.
+
+        Raises :class:`TaskPending` if ``timeout`` seconds pass first. A task that passed its
+        output limit warns once (``RuntimeWarning``) where outputs were dropped.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor: str | None = None
+        while True:
+            left = _LONG_POLL if deadline is None else max(0.0, min(_LONG_POLL, deadline - time.monotonic()))
+            page = self.get_outputs(task_id, since=cursor, wait=left)
+            cursor = page["cursor"]
+            for out in page["outputs"]:
+                if out.get("truncated"):
+                    warnings.warn(f"task {task_id}: {out.get('message', 'outputs truncated')}", RuntimeWarning, stacklevel=2)
+                else:
+                    yield out
+            if page["complete"]:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TaskPending(f"task {task_id} is still {page['state']}", details={"state": page["state"]})
+
+
+def _headless() -> bool:
+    import os
+
+    return bool(os.environ.get("FNSERVE_CLIENT_ID") and os.environ.get("FNSERVE_CLIENT_SECRET"))
+
+
+def _globus_tokens(cfg: ClientConfig, service_url: str) -> Callable[[], str]:
+    from fnserve import login
+
+    path = login.tokens_path()  # fixed now: the token store of the home this client was made in
+
+    def token() -> str:
+        current = cfg
+        if not current.globus:  # headless with no login: ask the service which scope it needs
+            auth = login.service_auth(service_url)
+            current = ClientConfig(service_url=service_url, auth="globus", globus={
+                "scope": auth.get("scope", ""), "native_client_id": auth.get("native_client_id", "")})
+        else:
+            current = ClientConfig(service_url=service_url, auth="globus", globus=cfg.globus)
+        return login.globus_access_token(current, path)
+
+    return token
+
+
+def _collection(kind: str) -> str:
+    if kind not in ("function", "endpoint"):
+        raise ValueError(f"kind must be 'function' or 'endpoint', not {kind!r}")
+    return kind + "s"
 
 
 def result_of(task: dict[str, Any]) -> Any:

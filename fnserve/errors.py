@@ -78,6 +78,19 @@ class TooManyRequests(FnserveError):
     http_status = 429
 
 
+class QuotaExceeded(TooManyRequests):
+    """A per-user quota (tasks or core-hours per period) is used up; ``details`` say which
+    and ``resets_at`` when."""
+
+    code = "quota_exceeded"
+
+
+class RateLimited(TooManyRequests):
+    """Too many requests too fast; ``details["retry_after"]`` is the seconds to wait."""
+
+    code = "rate_limited"
+
+
 class ServiceUnavailable(FnserveError):
     code = "service_unavailable"
     http_status = 503

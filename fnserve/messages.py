@@ -16,14 +16,17 @@ Forwarder <-> site manager (ZMQ ROUTER/DEALER, one message per frame)::
     ResultBatch       ------------->
                       <-------------  Ack
     EndpointStatus    ------------->
+    TaskOutputBatch   ------------->                (live outputs of running tasks; not acked)
 
 Site manager -> node manager: one ``TaskMessage`` encoded with :func:`encode_task`, answered by
-one ``ResultMessage`` (:func:`encode_result`).
+one ``ResultMessage`` (:func:`encode_result`). While a task runs, the node manager pushes each
+``fnserve.report(...)`` as one ``TaskOutput`` (:func:`encode_output`) to the ZMQ address the
+task message names in ``outputs_address``.
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 import msgspec
 
@@ -49,6 +52,8 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     walltime: float | None = None  # seconds; None means no limit
     result_strategy: str | None = None  # "json-data" when the caller wants JSON back
     timings: dict[str, float] = {}  # hop -> unix time, filled as the task moves
+    # Where the worker sends live outputs (fnserve.report): the site manager's PULL socket.
+    outputs_address: str | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -69,6 +74,21 @@ class ResultMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     stderr: str = ""
     timings: dict[str, float] = {}
     resources: dict[str, float] = {}  # wall_time, cpu_time, max_rss_kb
+
+
+class TaskOutput(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One live output of a running task (``fnserve.report(**values)``), or a marker.
+
+    ``kind`` is ``"output"`` (``values`` holds JSON values), ``"truncated"`` (the task passed
+    its output budget: later outputs were dropped) or ``"end"`` (the function returned: nothing
+    follows from this attempt). ``seq`` counts a task attempt's outputs from 0.
+    """
+
+    task_id: str
+    seq: int
+    time: float
+    kind: str = "output"
+    values: dict[str, Any] = {}
 
 
 # -- forwarder <-> site manager --------------------------------------------------------------
@@ -123,11 +143,17 @@ class EndpointStatus(_Message, tag="endpoint_status"):
     runtimes: dict[str, dict[str, int]] = {}
 
 
+class TaskOutputBatch(_Message, tag="outputs"):
+    """Live outputs relayed as they come; best effort (not acked, not kept across reconnects)."""
+
+    outputs: list[TaskOutput]
+
+
 class Disconnect(_Message, tag="disconnect"):
     reason: str = ""
 
 
-SiteMessage = Union[Register, Heartbeat, TaskStatusBatch, ResultBatch, EndpointStatus, Disconnect]
+SiteMessage = Union[Register, Heartbeat, TaskStatusBatch, ResultBatch, EndpointStatus, TaskOutputBatch, Disconnect]
 ForwarderMessage = Union[Registered, Refused, Heartbeat, TaskBatch, Ack, Disconnect]
 
 
@@ -140,6 +166,7 @@ _site_decoder = msgspec.msgpack.Decoder(SiteMessage)
 _fwd_decoder = msgspec.msgpack.Decoder(ForwarderMessage)
 _task_decoder = msgspec.msgpack.Decoder(TaskMessage)
 _result_decoder = msgspec.msgpack.Decoder(ResultMessage)
+_output_decoder = msgspec.msgpack.Decoder(TaskOutput)
 
 
 def encode(msg: msgspec.Struct) -> bytes:
@@ -180,3 +207,11 @@ def encode_result(result: ResultMessage) -> bytes:
 
 def decode_result(buf: bytes) -> ResultMessage:
     return _checked(_result_decoder, buf)  # type: ignore[no-any-return]
+
+
+def encode_output(output: TaskOutput) -> bytes:
+    return _encoder.encode(output)
+
+
+def decode_output(buf: bytes) -> TaskOutput:
+    return _checked(_output_decoder, buf)  # type: ignore[no-any-return]

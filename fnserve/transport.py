@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 import urllib3
@@ -14,13 +14,28 @@ from fnserve.errors import FnserveError, ServiceUnavailable, error_from_dict
 class Transport:
     """One method per HTTP verb; answers are decoded JSON, errors raised as FnserveError."""
 
-    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0):
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0,
+                 refresh_token: Callable[[], str] | None = None):
+        """``refresh_token``, when given, supplies a token before the first request and a new
+        one after a 401 ``invalid_token`` (Globus tokens expire); the request is then retried once."""
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.refresh_token = refresh_token
         self.timeout = timeout
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        if self.refresh_token is not None and not self.token:
+            self.token = self.refresh_token()
+        try:
+            return self._request(method, path, body, params, timeout)
+        except FnserveError as exc:
+            if self.refresh_token is None or exc.code != "invalid_token":
+                raise
+            self.token = self.refresh_token()
+            return self._request(method, path, body, params, timeout)
+
+    def _request(self, method: str, path: str, body: Any, params: dict[str, Any] | None, timeout: float | None) -> Any:
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from fnserve import serialize
+from fnserve import outputs, serialize
 from fnserve.errors import SerializationError
 from fnserve.messages import (
     RemoteError,
@@ -148,7 +148,9 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     error: RemoteError | None = None
     with capture:
         try:
-            value = _call_with_walltime(fn, args, kwargs, task.walltime)
+            # fnserve.report() inside the function sends live outputs to the site manager.
+            with outputs.reporting(task.task_id, task.outputs_address):
+                value = _call_with_walltime(fn, args, kwargs, task.walltime)
         except WalltimeExceeded:
             error = RemoteError(
                 code="walltime_exceeded",

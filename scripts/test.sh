@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "python packages"
-python3 -m pip install -q --disable-pip-version-check -e ".[service,site,test]"
+python3 -m pip install -q --disable-pip-version-check -e ".[service,site,test,examples]"
 
 log "PostgreSQL"
 PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)
@@ -29,9 +29,13 @@ if ! pg_lsclusters -h | grep -q online; then
   pg_lsclusters -h | grep -q "^$PG_VERSION main" || $SUDO pg_createcluster "$PG_VERSION" main >/dev/null
   $SUDO pg_ctlcluster "$PG_VERSION" main start
 fi
-$SUDO -u postgres psql -qtAc "SELECT 1 FROM pg_roles WHERE rolname='fnserve'" | grep -q 1 ||
-  $SUDO -u postgres psql -qc "CREATE ROLE fnserve LOGIN SUPERUSER PASSWORD 'fnserve'" >/dev/null
+as_postgres() { if [ -z "$SUDO" ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+as_postgres psql -qtAc "SELECT 1 FROM pg_roles WHERE rolname='fnserve'" | grep -q 1 ||
+  as_postgres psql -qc "CREATE ROLE fnserve LOGIN SUPERUSER PASSWORD 'fnserve'" >/dev/null
 export FNSERVE_TEST_POSTGRES_URL="postgresql+psycopg://fnserve:fnserve@127.0.0.1:5432/postgres"
+
+log "Slurm (single node, for tests/integration/test_slurm_*.py)"
+scripts/start_slurm.sh
 
 log "tests"
 set +e

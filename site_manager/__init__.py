@@ -17,7 +17,9 @@ from site_manager.config import (
     ConfigError,
     EndpointConfig,
     EngineConfig,
+    LauncherConfig,
     ProviderConfig,
+    ScalingConfig,
     load_config,
 )
 from site_manager.main import run
@@ -26,7 +28,9 @@ __all__ = [
     "ConfigError",
     "EndpointConfig",
     "EngineConfig",
+    "LauncherConfig",
     "ProviderConfig",
+    "ScalingConfig",
     "load_config",
     "run",
 ]

@@ -1,28 +1,42 @@
 """Endpoint configuration: where the forwarder is, who we are, and how to run workers.
 
-Reads like Parsl's own composition, in YAML for site admins::
+Reads like Parsl's own composition, in YAML for site admins, and maps onto Parsl's classes
+(never copies of them)::
 
     forwarder: tcp://fnserve.example.org:55001
-    endpoint_id: 5f1c...            # from `fnserve endpoint create`
+    endpoint_id: 5f1c...            # written by `fnserve endpoint start` on first start
     secret: ...                     # never logged
-    heartbeat_period: 2
-    heartbeat_threshold: 10
-    run_dir: ~/.fnserve/endpoints/mysite
-    engine:
+    run_dir: ~/.fnserve/endpoints/mysite/run
+    engine:                         # parsl.executors.HighThroughputExecutor options
       max_workers_per_node: 4
-      init_blocks: 1
+      cores_per_worker: 1
+      mem_per_worker: 2             # GB
+      prefetch_capacity: 0
+      heartbeat_period: 30          # worker manager <-> interchange, seconds
+      heartbeat_threshold: 120      # silence before a block's workers count as lost
+    provider:                       # where blocks come from: local, slurm, pbspro, torque, kubernetes
+      type: slurm
+      partition: debug
+      walltime: "01:00:00"
+    launcher:                       # how workers start inside a block: single_node, srun, mpiexec, aprun
+      type: srun
+    scaling:
+      init_blocks: 0
       min_blocks: 0
-      max_blocks: 1
-    provider:
-      type: local                   # mapped onto parsl.providers.LocalProvider
-      worker_init: "source ~/venv/bin/activate"
+      max_blocks: 4
+      nodes_per_block: 1
+      max_idletime: 120             # seconds with nothing to do before idle blocks are cancelled
+    worker_init: "source ~/venv/bin/activate"
 
-Every key of ``provider`` except ``type`` is passed to the Parsl provider class unchanged.
+Every key of ``provider`` / ``launcher`` except ``type`` is passed to the Parsl class unchanged,
+and checked against that class's own signature, so a typo is named with the allowed keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +52,81 @@ class ConfigError(BadRequest):
 # Provider names a config may use, and the Parsl class each one means.
 PROVIDERS: dict[str, str] = {
     "local": "parsl.providers.LocalProvider",
+    "slurm": "parsl.providers.SlurmProvider",
+    "pbspro": "parsl.providers.PBSProProvider",
+    "torque": "parsl.providers.TorqueProvider",
+    "kubernetes": "parsl.providers.KubernetesProvider",
 }
+
+# Launcher names, and the Parsl class each one means.
+LAUNCHERS: dict[str, str] = {
+    "single_node": "parsl.launchers.SingleNodeLauncher",
+    "srun": "parsl.launchers.SrunLauncher",
+    "mpiexec": "parsl.launchers.MpiExecLauncher",
+    "aprun": "parsl.launchers.AprunLauncher",
+}
+
+# Provider keys the endpoint sets itself, and the section of the config they belong in.
+_PROVIDER_KEYS_ELSEWHERE = {
+    "init_blocks": "scaling",
+    "min_blocks": "scaling",
+    "max_blocks": "scaling",
+    "nodes_per_block": "scaling",
+    "parallelism": "scaling",
+    "launcher": "launcher",
+}
+
+# HighThroughputExecutor arguments the engine sets itself (not for the config).
+_ENGINE_RESERVED = {
+    "label", "provider", "launch_cmd", "interchange_launch_cmd", "encrypted",
+    "block_error_handler", "storage_access", "manager_selector", "remote_monitoring_radio",
+}
+# Older names of engine keys, still read.
+_ENGINE_ALIASES = {
+    "worker_heartbeat_period": "heartbeat_period",
+    "worker_heartbeat_threshold": "heartbeat_threshold",
+}
+
+
+def parsl_class(dotted: str) -> type:
+    """The Parsl class a dotted path such as ``parsl.providers.SlurmProvider`` names."""
+    module_name, _, class_name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
+
+
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    return params
+
+
+def check_options(section: str, cls: type, options: dict[str, Any], reserved: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Refuse keys ``cls`` does not take, naming the bad key and the allowed ones."""
+    params = _parameters(cls)
+    allowed = sorted(set(params) - set(reserved))
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(
+                f"{section}: unknown key {key!r} for {cls.__name__}; allowed: {', '.join(allowed)}",
+                details={"key": f"{section}.{key}", "allowed": allowed},
+            )
+    missing = [
+        name for name, p in params.items()
+        if p.default is inspect.Parameter.empty and name not in options
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if missing:
+        raise ConfigError(f"{section}: {cls.__name__} needs {', '.join(missing)}", details={"key": f"{section}.{missing[0]}"})
+
+
+def _kind(section: str, data: dict[str, Any], table: dict[str, str], default: str) -> str:
+    kind = str(data.pop("type", default))
+    if kind not in table:
+        raise ConfigError(
+            f"unknown {section} type {kind!r}; known: {', '.join(sorted(table))}",
+            details={"key": f"{section}.type", "allowed": sorted(table)},
+        )
+    return kind
 
 
 @dataclass
@@ -51,37 +139,105 @@ class ProviderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ProviderConfig:
         data = dict(data or {})
-        kind = str(data.pop("type", "local"))
-        if kind not in PROVIDERS:
-            raise ConfigError(
-                f"unknown provider type {kind!r}; known: {', '.join(sorted(PROVIDERS))}"
-            )
+        kind = _kind("provider", data, PROVIDERS, "local")
+        for key, section in _PROVIDER_KEYS_ELSEWHERE.items():
+            if key in data:
+                raise ConfigError(
+                    f"provider.{key} is set by the endpoint: put it in the {section!r} section",
+                    details={"key": f"provider.{key}"},
+                )
+        check_options("provider", parsl_class(PROVIDERS[kind]), data, set(_PROVIDER_KEYS_ELSEWHERE))
         return cls(type=kind, options=data)
 
 
 @dataclass
-class EngineConfig:
-    """How tasks run: options of the HighThroughputExecutor and its block counts."""
+class LauncherConfig:
+    """How a block starts its workers: a Parsl launcher named by ``type`` and its options."""
 
-    max_workers_per_node: int = 1
+    type: str = "single_node"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LauncherConfig:
+        data = dict(data or {})
+        kind = _kind("launcher", data, LAUNCHERS, "single_node")
+        check_options("launcher", parsl_class(LAUNCHERS[kind]), data)
+        return cls(type=kind, options=data)
+
+
+@dataclass
+class ScalingConfig:
+    """How many blocks, how big, and how long an idle endpoint keeps them."""
+
     init_blocks: int = 1
     min_blocks: int = 0
     max_blocks: int = 1
-    # Seconds between Parsl's worker-manager heartbeats, and silence before a manager is lost.
-    worker_heartbeat_period: int = 30
-    worker_heartbeat_threshold: int = 120
+    nodes_per_block: int = 1
+    # Seconds with no task queued or running before blocks above min_blocks are cancelled.
+    max_idletime: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.max_workers_per_node < 1:
-            raise ConfigError("engine.max_workers_per_node must be at least 1")
         if not 0 <= self.min_blocks <= self.max_blocks:
             raise ConfigError(
-                "engine blocks must satisfy 0 <= min_blocks <= max_blocks"
+                "scaling blocks must satisfy 0 <= min_blocks <= max_blocks",
+                details={"key": "scaling.min_blocks"},
             )
         if not self.min_blocks <= self.init_blocks <= self.max_blocks:
             raise ConfigError(
-                "engine.init_blocks must lie between min_blocks and max_blocks"
+                "scaling.init_blocks must lie between min_blocks and max_blocks",
+                details={"key": "scaling.init_blocks"},
             )
+        if self.nodes_per_block < 1:
+            raise ConfigError("scaling.nodes_per_block must be at least 1", details={"key": "scaling.nodes_per_block"})
+        if self.max_idletime < 0:
+            raise ConfigError("scaling.max_idletime must be 0 or more seconds", details={"key": "scaling.max_idletime"})
+
+
+@dataclass
+class EngineConfig:
+    """How tasks run: options of Parsl's HighThroughputExecutor.
+
+    The named fields are the ones site admins set most; ``options`` holds any other
+    HighThroughputExecutor argument (``address``, ``worker_port_range``, ``cpu_affinity``...).
+    """
+
+    max_workers_per_node: int = 1
+    cores_per_worker: float = 1.0
+    mem_per_worker: float | None = None  # GB
+    prefetch_capacity: int = 0
+    # Seconds between Parsl's worker-manager heartbeats, and silence before a manager is lost.
+    heartbeat_period: int = 30
+    heartbeat_threshold: int = 120
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_workers_per_node < 1:
+            raise ConfigError("engine.max_workers_per_node must be at least 1", details={"key": "engine.max_workers_per_node"})
+        if self.cores_per_worker <= 0:
+            raise ConfigError("engine.cores_per_worker must be more than 0", details={"key": "engine.cores_per_worker"})
+        if self.prefetch_capacity < 0:
+            raise ConfigError("engine.prefetch_capacity must be 0 or more", details={"key": "engine.prefetch_capacity"})
+        if not 0 < self.heartbeat_period < self.heartbeat_threshold:
+            raise ConfigError(
+                "need 0 < engine.heartbeat_period < engine.heartbeat_threshold",
+                details={"key": "engine.heartbeat_period"},
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> EngineConfig:
+        data = dict(data or {})
+        for old, new in _ENGINE_ALIASES.items():
+            if old in data:
+                data.setdefault(new, data.pop(old))
+        named = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        options = {k: data.pop(k) for k in list(data) if k not in named}
+        from parsl.executors import HighThroughputExecutor
+
+        check_options("engine", HighThroughputExecutor, options, _ENGINE_RESERVED)
+        try:
+            return cls(**data, options=options)
+        except TypeError as exc:
+            raise ConfigError(f"bad engine section: {exc}") from exc
 
 
 @dataclass
@@ -101,8 +257,20 @@ class EndpointConfig:
     drain_timeout: float = 30.0
     engine: EngineConfig = field(default_factory=EngineConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    # Shell lines run in each block before the workers start (e.g. activate a venv).
+    worker_init: str = ""
+    # CurveZMQ (Z85 text, from registration): the forwarder's public key and this endpoint's
+    # keypair. Set all three, or none for a plaintext forwarder on loopback.
+    forwarder_public_key: str = ""
+    curve_public_key: str = ""
+    curve_secret_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
+        keys = (self.forwarder_public_key, self.curve_public_key, self.curve_secret_key)
+        if any(keys) and not all(len(k) == 40 for k in keys):
+            raise ConfigError("forwarder_public_key, curve_public_key and curve_secret_key go together: 40-character Z85 keys from `fnserve endpoint create`")
         if not self.forwarder.startswith(("tcp://", "ipc://")):
             raise ConfigError(
                 f"forwarder must be a ZMQ address like tcp://host:port, got {self.forwarder!r}"
@@ -129,24 +297,72 @@ class EndpointConfig:
             raise ConfigError(f"unknown endpoint config keys: {', '.join(unknown)}")
         missing = [k for k in ("forwarder", "endpoint_id", "secret") if k not in data]
         if missing:
-            raise ConfigError(f"endpoint config is missing: {', '.join(missing)}")
-        engine = data.pop("engine", None) or {}
-        try:
-            data["engine"] = EngineConfig(**engine)
-        except TypeError as exc:
-            raise ConfigError(f"bad engine section: {exc}") from exc
+            raise ConfigError(
+                f"endpoint config is missing: {', '.join(missing)} (`fnserve endpoint start NAME` "
+                "registers the endpoint and passes them in its credentials file)",
+                details={"key": missing[0]},
+            )
+        engine = dict(data.pop("engine", None) or {})
+        scaling = dict(data.pop("scaling", None) or {})
+        # Configs written before the scaling section kept block counts under engine.
+        for key in ("init_blocks", "min_blocks", "max_blocks"):
+            if key in engine:
+                if key in scaling:
+                    raise ConfigError(f"{key} is set in both engine and scaling: keep the one in scaling",
+                                      details={"key": f"engine.{key}"})
+                scaling[key] = engine.pop(key)
+        data["engine"] = EngineConfig.from_dict(engine)
+        data["scaling"] = _section(ScalingConfig, "scaling", scaling)
         data["provider"] = ProviderConfig.from_dict(data.pop("provider", None))
+        data["launcher"] = LauncherConfig.from_dict(data.pop("launcher", None))
+        if data.get("worker_init") and "worker_init" in data["provider"].options:
+            raise ConfigError("worker_init is set both at the top level and in provider: keep one",
+                              details={"key": "provider.worker_init"})
+        if data["provider"].type == "kubernetes" and data["launcher"].type != "single_node":
+            raise ConfigError("the kubernetes provider takes no launcher: remove the launcher section",
+                              details={"key": "launcher.type"})
         return cls(**data)
 
 
-def load_config(path: str | os.PathLike[str]) -> EndpointConfig:
-    """Read an endpoint config from a YAML file."""
+def _section(cls: Any, name: str, data: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from section ``name``, naming unknown keys and the allowed ones."""
+    allowed = sorted(f.name for f in dataclasses.fields(cls))
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{name}: unknown key {key!r}; allowed: {', '.join(allowed)}",
+                              details={"key": f"{name}.{key}", "allowed": allowed})
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"bad {name} section: {exc}") from exc
+
+
+def _read_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read endpoint config {path}: {exc}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"endpoint config {path} must be a YAML mapping")
+        raise ConfigError(f"{what} {path} must be a YAML mapping")
+    return data
+
+
+# Keys a credentials file may hold (written by `fnserve endpoint start` at registration).
+CREDENTIAL_KEYS = ("endpoint_id", "secret", "forwarder", "forwarder_public_key", "curve_public_key", "curve_secret_key")
+
+
+def load_config(path: str | os.PathLike[str], credentials: str | os.PathLike[str] | None = None) -> EndpointConfig:
+    """Read an endpoint config from a YAML file.
+
+    ``credentials`` names a second file with the endpoint's identity (``endpoint_id``,
+    ``secret``, ``forwarder``), kept apart so that the config a site admin edits holds no secret.
+    """
+    data = _read_yaml(path, "endpoint config")
+    if credentials is not None:
+        creds = _read_yaml(credentials, "endpoint credentials")
+        for key in CREDENTIAL_KEYS:
+            if key in creds:
+                data.setdefault(key, creds[key])
     return EndpointConfig.from_dict(data)

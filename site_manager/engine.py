@@ -7,34 +7,63 @@ node manager on the bytes as they came from the forwarder and Parsl never pickle
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import os
 import sys
+import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from site_manager.config import PROVIDERS, EngineConfig, ProviderConfig
-from site_manager.status import EngineStatus, blocks_to_add, summarize
+from site_manager.config import (
+    LAUNCHERS,
+    PROVIDERS,
+    EngineConfig,
+    LauncherConfig,
+    ProviderConfig,
+    ScalingConfig,
+    parsl_class,
+)
+from site_manager.failures import BlockLost
+from site_manager.scaling import BlockView, classify_blocks, decide
+from site_manager.status import EngineStatus, summarize
 
 logger = logging.getLogger(__name__)
 
 TASK_EXECUTOR = {"task_executor": {"f": "node_manager.execute.execute_task"}}
 
 
+def make_launcher(launcher: LauncherConfig) -> Any:
+    """The Parsl launcher object a config's ``launcher`` section names."""
+    return parsl_class(LAUNCHERS[launcher.type])(**launcher.options)
+
+
 def make_provider(
-    provider: ProviderConfig, engine: EngineConfig, script_dir: Path
+    provider: ProviderConfig,
+    scaling: ScalingConfig,
+    script_dir: Path,
+    launcher: LauncherConfig | None = None,
+    worker_init: str = "",
 ) -> Any:
-    """The Parsl provider object a config's ``provider`` section names."""
-    module_name, _, class_name = PROVIDERS[provider.type].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    """The Parsl provider object a config's ``provider`` section names.
+
+    Block counts come from ``scaling`` and the launcher from ``launcher``; the engine decides
+    when to scale (no DataFlowKernel), so Parsl's own scaling strategy never sees them.
+    """
+    cls = parsl_class(PROVIDERS[provider.type])
+    options = dict(provider.options)
+    if worker_init:
+        options["worker_init"] = worker_init
+    if provider.type != "kubernetes":  # pods start their worker pool themselves
+        options["launcher"] = make_launcher(launcher or LauncherConfig())
     obj = cls(
-        init_blocks=engine.init_blocks,
-        min_blocks=engine.min_blocks,
-        max_blocks=engine.max_blocks,
-        **provider.options,
+        init_blocks=scaling.init_blocks,
+        min_blocks=scaling.min_blocks,
+        max_blocks=scaling.max_blocks,
+        nodes_per_block=scaling.nodes_per_block,
+        **options,
     )
     obj.script_dir = str(script_dir)
     return obj
@@ -58,7 +87,7 @@ def _prepare_environment() -> None:
 
 
 class Engine:
-    """Runs encoded task messages on a HighThroughputExecutor and reports its state.
+    """Runs encoded task messages on a HighThroughputExecutor, scales its blocks, reports its state.
 
     Example::
 
@@ -74,12 +103,26 @@ class Engine:
         provider: ProviderConfig,
         run_dir: Path,
         label: str = "fnserve",
+        launcher: LauncherConfig | None = None,
+        scaling: ScalingConfig | None = None,
+        worker_init: str = "",
     ) -> None:
         self.config = engine
         self.provider_config = provider
+        self.launcher_config = launcher or LauncherConfig()
+        self.scaling = scaling or ScalingConfig()
+        self.worker_init = worker_init
         self.run_dir = run_dir
         self.label = label
         self._executor: Any = None
+        # What the interchange said at the last status(): refreshed at heartbeat pace so that
+        # submit() never waits on it.
+        self._connected_blocks: set[str] = set()
+        self._seen_blocks: set[str] = set()
+        self._manager_blocks: dict[str, str] = {}  # worker manager id -> block id
+        self._lost: dict[str, str] = {}  # block id -> how it was reported lost
+        self._idle_since: float | None = None
+        self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
 
     def start(self) -> None:
         """Start the interchange and the configured initial blocks."""
@@ -89,42 +132,119 @@ class Engine:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         script_dir = self.run_dir / "submit_scripts"
         script_dir.mkdir(exist_ok=True)
+        cfg = self.config
         ex = HighThroughputExecutor(
             label=self.label,
-            provider=make_provider(self.provider_config, self.config, script_dir),
-            max_workers_per_node=self.config.max_workers_per_node,
-            heartbeat_period=self.config.worker_heartbeat_period,
-            heartbeat_threshold=self.config.worker_heartbeat_threshold,
+            provider=make_provider(
+                self.provider_config, self.scaling, script_dir, self.launcher_config, self.worker_init
+            ),
+            max_workers_per_node=cfg.max_workers_per_node,
+            cores_per_worker=cfg.cores_per_worker,
+            mem_per_worker=cfg.mem_per_worker,
+            prefetch_capacity=cfg.prefetch_capacity,
+            heartbeat_period=cfg.heartbeat_period,
+            heartbeat_threshold=cfg.heartbeat_threshold,
+            # Parsl's error handler would put the executor in a bad state for good after block
+            # failures; here lost blocks are replaced and their tasks fail with a clear error.
+            block_error_handler=False,
             encrypted=False,
+            **cfg.options,
         )
         ex.run_dir = str(self.run_dir)
         ex.start()
         self._executor = ex
-        if self.config.init_blocks:
-            ex.scale_out_facade(self.config.init_blocks)
+        if self.scaling.init_blocks:
+            ex.scale_out_facade(self.scaling.init_blocks)
         logger.info("engine started: %r", ex.provider)
 
     def submit(self, task_bytes: bytes) -> Future[bytes]:
         """Run one encoded task message; the future's result is the encoded result message."""
-        future: Future[bytes] = self._executor.submit_payload(TASK_EXECUTOR, task_bytes)
-        self.scale()
-        return future
+        inner = self._executor.submit_payload(TASK_EXECUTOR, task_bytes)
+        outer: Future[bytes] = Future()
+        inner.add_done_callback(lambda fut: self._settle(outer, fut))
+        self._scale_out_if_cold()
+        return outer
 
-    def scale(self) -> int:
-        """Start blocks if fewer are alive than needed; returns how many were started."""
+    def _settle(self, outer: Future[bytes], inner: Future[bytes]) -> None:
+        exc = inner.exception()
+        if exc is None:
+            outer.set_result(inner.result())
+        elif type(exc).__name__ == "ManagerLost":
+            outer.set_exception(self._block_lost(exc))
+        else:
+            outer.set_exception(exc)
+
+    def _block_lost(self, exc: Any) -> BlockLost:
+        """Name the block a lost worker manager belonged to, and count that block as gone."""
+        manager = getattr(exc, "manager_id", b"")
+        manager = manager.decode() if isinstance(manager, bytes) else str(manager)
+        with self._lock:
+            block = self._manager_blocks.get(manager)
+            if block is not None:
+                self._lost.setdefault(block, "its workers stopped sending heartbeats")
         ex = self._executor
-        states = [s.state.name for s in ex.status_facade.values()]
-        pending, running = states.count("PENDING"), states.count("RUNNING")
-        n = blocks_to_add(
-            pending + running,
-            ex.outstanding(),
-            self.config.min_blocks,
-            self.config.max_blocks,
+        job = ex.blocks_to_job_id.get(block) if ex is not None and block is not None else None
+        return BlockLost(
+            block=block,
+            job_id=job,
+            host=str(getattr(exc, "hostname", "") or "unknown host"),
+            threshold=self.config.heartbeat_threshold,
         )
-        if n:
-            logger.info("starting %d block(s)", n)
-            ex.scale_out_facade(n)
-        return n
+
+    def _view(self) -> BlockView:
+        ex = self._executor
+        states = {b: s.state.name for b, s in list(ex.status_facade.items())}
+        with self._lock:
+            view = classify_blocks(states, self._connected_blocks, self._seen_blocks)
+        return view
+
+    def _scale_out_if_cold(self) -> None:
+        # Only the cold start is decided on the task's path (from cached state, no round trip);
+        # everything else waits for scale() at heartbeat pace.
+        if self._view().live == 0:
+            self.scale()
+
+    def scale(self, now: float | None = None) -> int:
+        """Start or cancel blocks as :func:`site_manager.scaling.decide` says; returns the change."""
+        ex = self._executor
+        now = time.monotonic() if now is None else now
+        view = self._view()
+        self._forget_lost(view)
+        sc = self.scaling
+        slots = self.config.max_workers_per_node * sc.nodes_per_block
+        d = decide(now, view.live, ex.outstanding(), self._idle_since, sc.min_blocks, sc.max_blocks, sc.max_idletime,
+                   slots_per_block=slots)
+        self._idle_since = d.idle_since
+        if d.add:
+            logger.info("starting %d block(s) (%d task(s) outstanding, %d block(s) alive)", d.add, ex.outstanding(), view.live)
+            ex.scale_out_facade(d.add)
+        if d.remove:
+            # max_idletime=0: Parsl picks blocks whose workers hold no task (pending ones first).
+            removed = ex.scale_in_facade(d.remove, max_idletime=0.0)
+            logger.info("idle for %.0f s: cancelled block(s) %s", now - (d.idle_since or now), ", ".join(removed) or "none")
+            return d.add - len(removed)
+        return d.add
+
+    def _forget_lost(self, view: BlockView) -> None:
+        """Cancel a lost block's batch job once (a hung job must not hold nodes).
+
+        Lost blocks no longer count as alive (see :func:`classify_blocks`), so a new block
+        starts for the tasks still waiting.
+        """
+        ex = self._executor
+        for block in view.lost:
+            with self._lock:
+                if self._lost.get(block) == "cancelled":
+                    continue
+                why = self._lost.get(block, "its workers disconnected")
+                self._lost[block] = "cancelled"
+            job = ex.blocks_to_job_id.get(block)
+            logger.warning("block %s (job %s) was lost: %s; cancelling it", block, job, why)
+            try:
+                if job is not None:
+                    ex.provider.cancel([job])
+            except Exception as exc:  # noqa: BLE001 - usually the job is already gone
+                logger.info("cancelling lost block %s: %s", block, exc)
 
     def status(self) -> EngineStatus:
         """Blocks, workers and tasks right now (asks the interchange: call at heartbeat pace)."""
@@ -138,22 +258,31 @@ class Engine:
             managers = ex.connected_managers()
         except Exception as exc:  # noqa: BLE001
             logger.warning("cannot list worker managers: %s", exc)
-            managers = []
-        return summarize(
-            (s.state.name for s in ex.status_facade.values()),
-            managers,
-            ex.outstanding(),
-        )
+            managers = None
+        if managers is not None:
+            with self._lock:
+                self._connected_blocks = {str(m.get("block_id")) for m in managers}
+                self._seen_blocks |= self._connected_blocks
+                self._manager_blocks.update(
+                    (str(m.get("manager")), str(m.get("block_id"))) for m in managers
+                )
+        view = self._view()
+        st = summarize((), managers or [], ex.outstanding())
+        return EngineStatus(len(view.pending), len(view.running), st.workers, st.tasks_queued, st.tasks_running)
 
     def shutdown(self) -> None:
-        """Stop the blocks and the interchange."""
+        """Cancel the blocks and stop the interchange."""
         ex = self._executor
         if ex is None:
             return
         self._executor = None
         try:
-            job_ids = [j for j in ex.blocks_to_job_id.values() if j is not None]
+            job_ids = [
+                j for b, j in ex.blocks_to_job_id.items()
+                if j is not None and ex.status_facade.get(b) is not None and not ex.status_facade[b].terminal
+            ]
             if job_ids:
+                logger.info("cancelling %d block(s): %s", len(job_ids), ", ".join(map(str, job_ids)))
                 ex.provider.cancel(job_ids)
         except Exception:
             logger.exception("cancelling blocks failed")

@@ -6,12 +6,27 @@ from fnserve.messages import RemoteError, ResultMessage
 
 # Parsl exception class names, and the stable code a task failed by them gets.
 _CODES = {
+    "BlockLost": "worker_lost",
     "ManagerLost": "worker_lost",
     "WorkerLost": "worker_lost",
     "BadStateException": "engine_failed",
     "ScalingFailed": "engine_failed",
     "SerializationError": "engine_error",
 }
+
+
+class BlockLost(Exception):
+    """A task's block went away (``scancel``, node failure, walltime) before the task finished."""
+
+    def __init__(self, block: str | None, job_id: object, host: str, threshold: float) -> None:
+        self.block = block
+        self.job_id = job_id
+        self.host = host
+        where = f"block {block} (batch job {job_id})" if block is not None else "its block"
+        super().__init__(
+            f"{where} on {host} was lost: its workers sent no heartbeat for {threshold:g} s "
+            "(cancelled, node failure or walltime reached)"
+        )
 
 
 def failure_result(

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, help="endpoint config YAML file")
     parser.add_argument(
+        "--credentials", help="YAML file with endpoint_id, secret and forwarder (kept out of the config)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="validate the config, print the Parsl objects it makes, and exit"
+    )
+    parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)"
     )
     args = parser.parse_args(argv)
@@ -43,8 +49,30 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.credentials)
+        if args.check:
+            print(describe(config))
+            return 0
     except ConfigError as exc:
         print(f"fnserve site manager: {exc.message}", file=sys.stderr)
         return 1
     return run(config)
+
+
+def describe(config: EndpointConfig) -> str:
+    """Build the Parsl provider (and its launcher) a config makes, as Parsl's ``repr`` shows it.
+
+    Raises :class:`ConfigError` when Parsl refuses an option value (a wrong type, a missing
+    optional module such as ``kubernetes``).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from site_manager.engine import make_provider
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            provider = make_provider(config.provider, config.scaling, Path(tmp), config.launcher, config.worker_init)
+    except Exception as exc:
+        raise ConfigError(f"Parsl refused the {config.provider.type} provider settings: {exc}") from exc
+    return f"provider: {provider!r}"

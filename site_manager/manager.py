@@ -32,6 +32,7 @@ from site_manager.config import EndpointConfig
 from site_manager.engine import Engine
 from site_manager.failures import failure_result
 from site_manager.inbox import ResultInbox
+from site_manager.outputs import OutputRelay, advertised_host
 from site_manager.session import Action, Backoff, Exit, Reconnect, Send, Session, Submit
 from site_manager.status import EngineStatus
 
@@ -64,7 +65,12 @@ class SiteManager:
     def __init__(self, config: EndpointConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine or Engine(
-            config.engine, config.provider, config.run_path / "engine"
+            config.engine,
+            config.provider,
+            config.run_path / "engine",
+            launcher=config.launcher,
+            scaling=config.scaling,
+            worker_init=config.worker_init,
         )
         self.session = Session(
             endpoint_id=config.endpoint_id,
@@ -82,6 +88,9 @@ class SiteManager:
         self._drain_deadline: float | None = None
         self._poller = zmq.Poller()
         self._poller.register(self.inbox.fileno(), zmq.POLLIN)
+        # Side channel for fnserve.report() from workers (HTEX carries only tasks and results).
+        self.outputs = OutputRelay(self._context, *advertised_host(config.provider.type, config.engine.options))
+        self._poller.register(self.outputs.socket, zmq.POLLIN)
         self.exit_reason = ""
 
     # -- public ------------------------------------------------------------------------------
@@ -96,6 +105,7 @@ class SiteManager:
             self._close_socket()
             self.engine.shutdown()
             self.inbox.close()
+            self.outputs.close()
             self._context.term()
 
     def stop(self) -> None:
@@ -140,6 +150,9 @@ class SiteManager:
         actions: list[Action] = []
         if self._socket is not None and self._socket in ready:
             actions += self._receive_all()
+        if self.outputs.socket in ready or self.inbox.fileno() in ready:
+            # Before results: a task's last outputs reach the forwarder ahead of its result.
+            actions += self.session.outputs_ready(self.outputs.drain())
         if self.inbox.fileno() in ready:
             results = self.inbox.drain()
             if results:
@@ -193,6 +206,10 @@ class SiteManager:
         self._reconnect_at = None
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.config.forwarder_public_key:  # CurveZMQ: encrypted; the forwarder checks our key
+            sock.curve_serverkey = self.config.forwarder_public_key.encode()
+            sock.curve_publickey = self.config.curve_public_key.encode()
+            sock.curve_secretkey = self.config.curve_secret_key.encode()
         sock.connect(self.config.forwarder)
         self._socket = sock
         self._poller.register(sock, zmq.POLLIN)
@@ -227,6 +244,7 @@ class SiteManager:
         task.timings["site_received"] = time.time()
         task_id = task.task_id
         try:
+            task.outputs_address = self.outputs.address
             future = self.engine.submit(encode_task(task))
         except Exception as exc:  # noqa: BLE001 - engine in a bad state: fail the task clearly
             logger.error("engine refused task %s: %s", task_id, exc)

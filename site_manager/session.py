@@ -26,6 +26,8 @@ from fnserve.messages import (
     ResultMessage,
     TaskBatch,
     TaskMessage,
+    TaskOutput,
+    TaskOutputBatch,
     TaskStatusBatch,
 )
 from site_manager.status import EngineStatus, endpoint_status
@@ -199,6 +201,19 @@ class Session:
         if self.state is not State.READY or not fresh:
             return []  # kept in the ledger: resent once registered again
         return _batches(fresh)
+
+    def outputs_ready(self, outputs: list[TaskOutput]) -> list[Action]:
+        """Live outputs arrived from workers: relay them now if registered, else drop them.
+
+        They are best effort (a client reads them while the task runs), so unlike results they
+        are neither kept nor resent after a reconnect.
+        """
+        if self.state is not State.READY or not outputs:
+            return []
+        return [
+            Send(TaskOutputBatch(outputs=outputs[i : i + RESEND_CHUNK * 4]))
+            for i in range(0, len(outputs), RESEND_CHUNK * 4)
+        ]
 
     def tick(
         self, now: float, wall_time: float, status: Callable[[], EngineStatus]

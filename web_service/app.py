@@ -9,7 +9,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from fnserve.errors import FnserveError, ServiceUnavailable
-from web_service.auth import Authenticator, LocalTokenAuthenticator
+from web_service.auth import Authenticator, GlobusAuthenticator, LocalTokenAuthenticator
+from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.db import make_engine, make_session_factory, migrate
 from web_service.routes import register_blueprints
 from web_service.routes._http import respond
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=TaskStore(client, result_ttl=settings.result_ttl),
         authenticator=_authenticator(settings, sessions),
         ownership=OwnershipCache(settings.cache_seconds),
+        quotas=QuotaChecker(client, settings.cache_seconds),
+        limiter=RateLimiter(client, settings.rate_limit, settings.rate_burst),
     )
     app = Flask("web_service", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -54,7 +57,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _authenticator(settings: Settings, sessions: object) -> Authenticator:
     if settings.auth_mode == "local":
         return LocalTokenAuthenticator(sessions, settings.cache_seconds)  # type: ignore[arg-type]
-    raise ValueError(f"FNSERVE_AUTH_MODE={settings.auth_mode!r} is not supported (yet); use 'local'")
+    if settings.auth_mode == "globus":
+        return GlobusAuthenticator(
+            sessions, settings.globus_client_id, settings.globus_client_secret, settings.globus_scope,  # type: ignore[arg-type]
+        )
+    raise ValueError(f"FNSERVE_AUTH_MODE={settings.auth_mode!r} is not supported; use 'local' or 'globus'")
 
 
 def _error(code: str, message: str, status: int) -> Response:
@@ -64,7 +71,12 @@ def _error(code: str, message: str, status: int) -> Response:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(FnserveError)
     def fnserve_error(exc: FnserveError) -> Response:
-        return respond({"error": exc.to_dict()}, exc.http_status)
+        resp = respond({"error": exc.to_dict()}, exc.http_status)
+        if exc.http_status == 429 and "retry_after" in exc.details:
+            resp.headers["Retry-After"] = str(exc.details["retry_after"])
+        elif exc.http_status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="fnserve"'
+        return resp
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

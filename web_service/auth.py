@@ -1,8 +1,8 @@
 """Who is calling: bearer tokens to identities.
 
 The service talks to an :class:`Authenticator`; :class:`LocalTokenAuthenticator` is the built-in
-one for self-hosting and the embedded default. A Globus Auth authenticator (token introspection)
-can implement the same protocol later.
+one for self-hosting and the embedded default, :class:`GlobusAuthenticator` introspects Globus
+Auth tokens with the service's confidential client.
 
 Local tokens look like ``fns_<43 url-safe characters>`` and are stored only as their sha256 hex
 digest, so a database dump does not reveal usable tokens.
@@ -19,7 +19,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from fnserve.errors import Conflict, Unauthorized
+from fnserve.errors import Conflict, Forbidden, ServiceUnavailable, Unauthorized
 from web_service.registry.models import Token, User, utcnow
 from web_service.ttl_cache import TTLCache
 
@@ -93,6 +93,84 @@ class LocalTokenAuthenticator:
         return identity
 
 
+class GlobusAuthenticator:
+    """Globus Auth bearer tokens, checked by introspection (``POST /v2/oauth2/token/introspect``
+    through globus-sdk's ``ConfidentialAppAuthClient``).
+
+    A token must be active and carry ``required_scope``. The Globus identity (``sub``) maps to
+    a registry user, created on first sight and named after the identity's username. A positive
+    answer is cached in-process until the token expires (``exp``), capped by
+    ``max_cache_seconds`` when set; so a token revoked at Globus keeps working in this process
+    until then. Inactive tokens are remembered for ``negative_cache_seconds`` so that a client
+    retrying a dead token does not cost an introspection per request.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], client_id: str, client_secret: str, required_scope: str,
+                 *, max_cache_seconds: float | None = None, negative_cache_seconds: float = 30.0, auth_client: object = None):
+        if not (client_id and client_secret and required_scope):
+            raise ValueError("globus mode needs FNSERVE_GLOBUS_CLIENT_ID, FNSERVE_GLOBUS_CLIENT_SECRET and FNSERVE_GLOBUS_SCOPE")
+        import globus_sdk
+
+        self.sessions = sessions
+        self.required_scope = required_scope
+        # One quick retry at most: a request thread waits on this, and the caller can retry a 503.
+        from globus_sdk.transport import RetryConfig
+
+        retry = RetryConfig(max_retries=1, max_sleep=0.5)
+        self.client = auth_client or globus_sdk.ConfidentialAppAuthClient(client_id, client_secret, retry_config=retry)
+        self._cache: TTLCache[str, Identity] = TTLCache(max_cache_seconds or 366 * 86400)
+        self._dead: TTLCache[str, bool] = TTLCache(negative_cache_seconds)
+
+    def authenticate(self, bearer_token: str) -> Identity:
+        import globus_sdk
+
+        digest = hash_secret(bearer_token)
+        hit = self._cache.get(digest)
+        if hit is not None:
+            return hit
+        if self._dead.get(digest):
+            raise invalid_token()
+        try:
+            info = self.client.oauth2_token_introspect(bearer_token)  # type: ignore[attr-defined]
+        except globus_sdk.GlobusAPIError as exc:
+            # Our own client's credentials are wrong, or Globus Auth is failing: not the caller's fault.
+            raise ServiceUnavailable(f"cannot verify the token with Globus Auth (HTTP {exc.http_status}); retry later or tell the operator") from None
+        except globus_sdk.NetworkError:
+            raise ServiceUnavailable("cannot reach Globus Auth to verify the token; retry later") from None
+        now = utcnow().timestamp()
+        exp = float(info.get("exp") or 0)
+        if not info.get("active") or not info.get("sub") or (exp and exp <= now):
+            self._dead.put(digest, True)
+            raise invalid_token()
+        if self.required_scope not in str(info.get("scope", "")).split():
+            raise Forbidden(
+                f"the token does not carry the fnserve scope ({self.required_scope}); log in again with `fnserve login`",
+                code="insufficient_scope",
+            )
+        identity = self._user_for(str(info["sub"]), str(info.get("username") or info["sub"]))
+        self._cache.put(digest, identity, (exp - now) if exp else None)
+        return identity
+
+    def _user_for(self, sub: str, username: str) -> Identity:
+        """The registry user of Globus identity ``sub``, created on first sight."""
+        import sqlalchemy.exc
+
+        for _ in range(2):  # a concurrent first sight in another worker wins the insert
+            with self.sessions() as session:
+                row = session.execute(sa.select(User.id, User.username).where(User.globus_sub == sub)).first()
+                if row is not None:
+                    return Identity(user_id=row.id, username=row.username)
+                taken = session.scalar(sa.select(User.id).where(User.username == username)) is not None
+                user = User(username=f"{username}#{sub[:8]}" if taken else username, globus_sub=sub)
+                session.add(user)
+                try:
+                    session.commit()
+                    return Identity(user_id=user.id, username=user.username)
+                except sqlalchemy.exc.IntegrityError:
+                    session.rollback()
+        raise ServiceUnavailable("could not record the Globus identity; retry")
+
+
 # -- administration ----------------------------------------------------------------------------
 
 
@@ -122,14 +200,21 @@ def issue_token(session: Session, user_id: str, label: str | None = None, expire
 
 
 def revoke_token(session: Session, token: str) -> bool:
-    """Revoke ``token`` (the token text); False if it is unknown or already revoked. Commits.
+    """Revoke ``token`` (the token text, or a token id from ``list_tokens``); False if it is
+    unknown or already revoked. Commits.
 
     Processes that verified it in the last ``cache_seconds`` may still accept it that long.
     """
+    which = Token.id == token if len(token) == 36 and not token.startswith(TOKEN_PREFIX) else Token.token_hash == hash_secret(token)
     result = session.execute(
         sa.update(Token)
-        .where(Token.token_hash == hash_secret(token), Token.revoked_at.is_(None))
+        .where(which, Token.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
     session.commit()
     return bool(result.rowcount)
+
+
+def list_tokens(session: Session, user_id: str) -> list[Token]:
+    """A user's tokens (ids, labels, dates; never the tokens themselves)."""
+    return list(session.scalars(sa.select(Token).where(Token.user_id == user_id).order_by(Token.created_at)))

@@ -17,17 +17,23 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import zmq
 
 from fnserve import messages as m
 from fnserve.errors import FnserveError
 from web_service.task_store import WAKE_CHANNEL, TaskStore
+from fnserve.outputs import task_output_limit
+from web_service.task_outputs import OutputWriter
+from web_service.usage import log_usage, result_entries
 
 log = logging.getLogger(__name__)
 
 SecretVerifier = Callable[[str, str], bool]
+# CurveZMQ public key (Z85 text) -> the live endpoint it belongs to, or None.
+KeyLookup = Callable[[str], "str | None"]
+ZAP_DOMAIN = "fnserve"
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Connection:
     identity: bytes
     last_seen: float
     connected_at: float = field(default_factory=time.time)
+    key: str = ""  # the CurveZMQ public key it authenticated with ("" without CURVE)
 
 
 class Connections:
@@ -46,7 +53,7 @@ class Connections:
         self.by_endpoint: dict[str, Connection] = {}
         self.by_identity: dict[bytes, Connection] = {}
 
-    def register(self, endpoint_id: str, identity: bytes, now: float) -> Connection | None:
+    def register(self, endpoint_id: str, identity: bytes, now: float, key: str = "") -> Connection | None:
         """Bind ``identity`` to ``endpoint_id``; returns the connection it replaces, if any."""
         old = self.by_endpoint.get(endpoint_id)
         if old is not None:
@@ -54,7 +61,7 @@ class Connections:
         stale = self.by_identity.pop(identity, None)
         if stale is not None and stale.endpoint_id != endpoint_id:
             self.by_endpoint.pop(stale.endpoint_id, None)
-        conn = Connection(endpoint_id, identity, now)
+        conn = Connection(endpoint_id, identity, now, key=key)
         self.by_endpoint[endpoint_id] = conn
         self.by_identity[identity] = conn
         return old
@@ -92,8 +99,23 @@ class Forwarder:
         heartbeat_period: float = 2.0,
         heartbeat_threshold: float = 10.0,
         batch_size: int = 512,
+        server_keys: tuple[bytes, bytes] | None = None,
+        endpoint_for_key: KeyLookup | None = None,
+        output_limit: int | None = None,
     ):
+        """``server_keys`` (public, secret) turn on CurveZMQ: every connection is encrypted and
+        authenticated through ZAP, the client's key must belong to a live endpoint
+        (``endpoint_for_key``) and to the very endpoint it registers as. Without keys the
+        forwarder only binds to loopback (or ipc/inproc)."""
+        if server_keys is None and not _local_only(bind):
+            raise ValueError(f"refusing to serve {bind} in plaintext: CurveZMQ keys are required off loopback")
+        if server_keys is not None and endpoint_for_key is None:
+            raise ValueError("CurveZMQ needs endpoint_for_key to authenticate site managers")
+        self.server_keys = server_keys
+        self.endpoint_for_key = endpoint_for_key
         self.store = store
+        # Live outputs of running tasks (fnserve.report), bounded per task by output_limit bytes.
+        self.outputs = OutputWriter(store.r, store.result_ttl, task_output_limit() if output_limit is None else output_limit)
         self.verify_secret = verify_secret
         self.bind = bind
         self.heartbeat_period = heartbeat_period
@@ -121,6 +143,7 @@ class Forwarder:
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting site manager takes over its identity
+        authenticator = self._start_curve(router) if self.server_keys is not None else None
         if self.bind.endswith(":0"):
             port = router.bind_to_random_port(self.bind.rsplit(":", 1)[0])
             self.address = f"{self.bind.rsplit(':', 1)[0]}:{port}"
@@ -154,7 +177,35 @@ class Forwarder:
             for s in (router, wake, stop_sock):
                 s.close(0)
             relay.join(5)
+            if authenticator is not None:
+                authenticator.stop()
             self._ctx.term()
+
+    def _start_curve(self, router: zmq.Socket) -> Any:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        authenticator = ThreadAuthenticator(self._ctx, log=logging.getLogger("fnserve.forwarder.zap"))
+        authenticator.start()
+        authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
+        public, secret = self.server_keys  # type: ignore[misc]
+        router.curve_server = True
+        router.curve_publickey = public
+        router.curve_secretkey = secret
+        router.zap_domain = ZAP_DOMAIN.encode()
+        return authenticator
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP: admit a CURVE client only if its public key belongs to a live endpoint.
+
+        Runs on the authenticator's thread, once per connection (not per message)."""
+        try:
+            endpoint_id = self.endpoint_for_key(key.decode("ascii"))  # type: ignore[misc]
+        except Exception:
+            log.exception("could not look up an endpoint key")
+            return False
+        if endpoint_id is None:
+            log.warning("refused a CurveZMQ connection: the key belongs to no live endpoint")
+        return endpoint_id is not None
 
     def _relay_wakeups(self) -> None:
         """Relay Redis 'wake' messages (endpoint ids) into the loop's inproc socket."""
@@ -186,24 +237,39 @@ class Forwarder:
     # -- events ---------------------------------------------------------------------------------
 
     def _drain_router(self, router: zmq.Socket) -> None:
+        curve = self.server_keys is not None
         while True:
             try:
-                identity, payload = router.recv_multipart(zmq.NOBLOCK)
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=not curve)
             except zmq.Again:
                 return
-            except ValueError:
+            if len(frames) != 2:
                 continue  # wrong frame count: not a site manager
+            key = ""
+            if curve:
+                # ZAP put the client's authenticated public key on every message it sends.
+                key = frames[1].get("User-Id")
+                identity, payload = frames[0].bytes, frames[1].bytes
+            else:
+                identity, payload = frames
             try:
                 msg = m.decode_from_site(payload)
             except FnserveError as exc:
                 log.warning("dropping malformed message from a site manager: %s", exc)
                 continue
-            self._handle(router, identity, msg)
+            self._handle(router, identity, msg, key)
 
-    def _handle(self, router: zmq.Socket, identity: bytes, msg: m.SiteMessage) -> None:
+    def _handle(self, router: zmq.Socket, identity: bytes, msg: m.SiteMessage, key: str = "") -> None:
         now = time.time()
         if isinstance(msg, m.Register):
-            self._register(router, identity, msg, now)
+            self._register(router, identity, msg, now, key)
+            return
+        conn = self.connections.by_identity.get(identity)
+        if conn is not None and conn.key != key:
+            # Another endpoint's site manager took this routing id (ROUTER_HANDOVER): its key
+            # does not match the one that registered, so it may not speak for that endpoint.
+            log.warning("dropping a message for endpoint %s sent with another endpoint's key", conn.endpoint_id)
+            self._send(router, identity, m.Refused(code="invalid_credentials", reason="this connection's key does not match the registered endpoint"))
             return
         conn = self.connections.seen(identity, now)
         if conn is None:
@@ -213,6 +279,7 @@ class Forwarder:
         if isinstance(msg, m.ResultBatch):
             recorded = self.store.record_results(msg.results, conn.endpoint_id)
             self._send(router, identity, m.Ack(task_ids=[r.task_id for r in msg.results]))
+            self._account(conn.endpoint_id, msg.results, recorded, now)
             if len(recorded) < len(msg.results):
                 log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, len(msg.results) - len(recorded))
         elif isinstance(msg, m.TaskStatusBatch):
@@ -220,14 +287,26 @@ class Forwarder:
         elif isinstance(msg, m.Heartbeat):
             self._send(router, identity, m.Heartbeat(sent_at=now))
             self.store.touch(conn.endpoint_id)
+        elif isinstance(msg, m.TaskOutputBatch):
+            self.outputs.append(conn.endpoint_id, msg.outputs)
         elif isinstance(msg, m.EndpointStatus):
             self.store.touch(conn.endpoint_id, msg)
         elif isinstance(msg, m.Disconnect):
             self._lose(conn.endpoint_id, msg.reason or "site manager disconnected")
 
-    def _register(self, router: zmq.Socket, identity: bytes, msg: m.Register, now: float) -> None:
+    def _account(self, endpoint_id: str, results: list[m.ResultMessage], recorded: list[str], now: float) -> None:
+        """Log usage of the results recorded now, after the ack (one XADD; see web_service.usage)."""
+        try:
+            log_usage(self.store.r, result_entries(endpoint_id, results, recorded, now))
+        except Exception as exc:  # accounting must never cost a result
+            log.error("could not log usage of %d task(s) of endpoint %s: %s", len(recorded), endpoint_id, type(exc).__name__)
+
+    def _register(self, router: zmq.Socket, identity: bytes, msg: m.Register, now: float, key: str = "") -> None:
         try:
             ok = self.verify_secret(msg.endpoint_id, msg.secret)
+            if ok and self.server_keys is not None:
+                # Bind the key to the endpoint it claims: endpoint A's key cannot register as B.
+                ok = self.endpoint_for_key(key) == msg.endpoint_id  # type: ignore[misc]
         except Exception:
             log.exception("could not verify endpoint %s", msg.endpoint_id)
             ok = False
@@ -235,7 +314,7 @@ class Forwarder:
             log.warning("refused a site manager for endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
             self._send(router, identity, m.Refused(code="invalid_credentials", reason="unknown endpoint id or wrong secret"))
             return
-        old = self.connections.register(msg.endpoint_id, identity, now)
+        old = self.connections.register(msg.endpoint_id, identity, now, key)
         if old is not None and old.identity != identity:
             self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
         # Whatever was in flight and is not held by the (re)connecting site manager is lost.
@@ -289,6 +368,14 @@ class Forwarder:
             log.debug("send to a site manager failed: %s", exc)
 
 
+def _local_only(bind: str) -> bool:
+    """Whether ``bind`` is reachable from this host only (plaintext is tolerated there)."""
+    if bind.startswith(("ipc://", "inproc://")):
+        return True
+    host = bind.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def main() -> None:
     """``python -m web_service.forwarder``: serve site managers with settings from the environment.
 
@@ -299,7 +386,9 @@ def main() -> None:
     import signal
 
     from web_service.registry.db import migrate, session_factory
-    from web_service.services.endpoints import verify_endpoint_secret
+    from web_service.curve_keys import server_keys
+    from web_service.services.endpoints import endpoint_for_key, verify_endpoint_secret
+    from web_service.usage import UsageWriter
     from web_service.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -312,16 +401,26 @@ def main() -> None:
         with sessions() as session:
             return verify_endpoint_secret(session, endpoint_id, secret)
 
+    def key_owner(public_key: str) -> str | None:
+        with sessions() as session:
+            return endpoint_for_key(session, public_key)
+
     port = settings.forwarder_address.rsplit(":", 1)[-1]
     bind = os.environ.get("FNSERVE_FORWARDER_BIND") or f"tcp://0.0.0.0:{port}"
     fwd = Forwarder(
         TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl), verify, bind,
         heartbeat_period=float(os.environ.get("FNSERVE_HEARTBEAT_PERIOD", "2")),
         heartbeat_threshold=float(os.environ.get("FNSERVE_HEARTBEAT_THRESHOLD", "10")),
+        server_keys=server_keys(settings.forwarder_key_file) if settings.forwarder_curve else None,
+        endpoint_for_key=key_owner,
     )
+    writer = UsageWriter(fwd.store.r, sessions).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: fwd.stop())
-    fwd.run()
+    try:
+        fwd.run()
+    finally:
+        writer.stop()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,20 @@ class Settings:
     # How long a verified token / an ownership lookup is trusted in-process (see auth.py).
     cache_seconds: float = 5.0
     migrate_on_start: bool = True
+    # Per-user token bucket over every authenticated request (0: off): requests/s and burst.
+    rate_limit: float = 0.0
+    rate_burst: float = 100.0
+    # Globus mode (auth_mode="globus"): the service's confidential client (introspects tokens),
+    # the scope tokens must carry, and the native-app client id the SDK logs in with.
+    globus_client_id: str = ""
+    globus_client_secret: str = field(default="", repr=False)
+    globus_scope: str = ""
+    globus_native_client_id: str = ""
+    # The forwarder's CurveZMQ certificate (zmq.auth format: FILE and FILE_secret), created on
+    # first start; the web service reads only its public half to hand to new endpoints.
+    forwarder_key_file: str = field(default_factory=lambda: str(fnserve_home() / "service" / "forwarder.key"))
+    # CurveZMQ on the forwarder; off is allowed only when it binds to loopback.
+    forwarder_curve: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -66,4 +80,12 @@ class Settings:
             max_request_bytes=max(int(get("MAX_REQUEST_BYTES", str(d.max_request_bytes))), min_request),
             cache_seconds=float(get("CACHE_SECONDS", str(d.cache_seconds))),
             migrate_on_start=get("MIGRATE_ON_START", "1").lower() not in ("0", "false", "no"),
+            rate_limit=float(get("RATE_LIMIT", str(d.rate_limit))),
+            rate_burst=float(get("RATE_BURST", str(d.rate_burst))),
+            globus_client_id=get("GLOBUS_CLIENT_ID", ""),
+            globus_client_secret=get("GLOBUS_CLIENT_SECRET", ""),
+            globus_scope=get("GLOBUS_SCOPE", ""),
+            globus_native_client_id=get("GLOBUS_NATIVE_CLIENT_ID", ""),
+            forwarder_key_file=get("FORWARDER_KEY_FILE", str(fnserve_home() / "service" / "forwarder.key")),
+            forwarder_curve=get("FORWARDER_CURVE", "1").lower() not in ("0", "false", "no"),
         )

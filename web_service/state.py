@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from web_service.auth import Authenticator
+from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.services import OwnershipCache
 from web_service.settings import Settings
 from web_service.task_store import TaskStore
@@ -24,6 +25,8 @@ class ServiceState:
     store: TaskStore
     authenticator: Authenticator
     ownership: OwnershipCache
+    quotas: QuotaChecker
+    limiter: RateLimiter
 
 
 def current() -> ServiceState:

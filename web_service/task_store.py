@@ -9,7 +9,11 @@ Keys (all prefixed by ``fns:``)::
     ep:{id}:inflight     set of task ids sent to the endpoint and not yet finished
     ep:{id}:status       hash: connected, timestamps, and what the site manager last reported
     channel wake         published with an endpoint id whenever its queue grows
-    channel done:{user}  published with a task id whenever one of the user's tasks finishes
+    channel done:{user}  published with the ids (comma-separated) of the user's tasks that just
+                         finished, once per recorded batch
+    completed:{user}     stream: the user's completion log, one entry per recorded batch with the
+                         ``ids`` that finished and ``prev``, the id of the entry before it (so a
+                         reader can tell entries were trimmed past its cursor); capped, expiring
 
 Every multi-key change is one pipeline or one Lua script, so a task is never half-moved:
 accepted tasks are written before the REST call answers, a dispatched task is always in the
@@ -59,6 +63,15 @@ def done_channel(owner: str) -> str:
     return f"{P}done:{owner}"
 
 
+def completed_key(owner: str) -> str:
+    return f"{P}completed:{owner}"
+
+
+# Entries kept in a user's completion log (each holds one recorded batch of task ids). A reader
+# that falls further behind is told there is a gap and reads its tasks directly instead.
+COMPLETION_LOG_ENTRIES = 10_000
+
+
 @dataclass
 class NewTask:
     """A task accepted at submit, before it is written."""
@@ -94,6 +107,25 @@ class TaskRecord:
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL
+
+
+@dataclass
+class CompletedBatch:
+    """A read of a completion log: the new cursor and the ids of tasks that finished."""
+
+    cursor: str
+    task_ids: list[str]
+    gap: bool
+
+
+# Log entries read at once; each is one recorded batch (up to a few hundred ids).
+_READ_ENTRIES = 256
+_BLOCK_SLICE = 4.0  # seconds; below the web service's Redis socket timeout (5 s)
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 _TS_FIELDS = ("submitted", "dispatched", "running", "finished")
@@ -146,10 +178,25 @@ end
 return out
 """
 
-# Records results; the first one for a task wins. ARGV: now, ttl, then 8 values per result.
-_RECORD = """
+# Appends ids (ARGV[3], comma-separated) to a user's completion log (KEYS[1]) and publishes
+# them on the user's channel (KEYS[2]). ARGV: max entries, ttl, ids. One entry per batch.
+_LOG_COMPLETED = """
+local function log_completed(log, channel, maxlen, ttl, ids)
+  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+  local prev = '0-0'
+  if last[1] then prev = last[1][1] end
+  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'ids', ids, 'prev', prev)
+  redis.call('EXPIRE', log, ttl)
+  redis.call('PUBLISH', channel, ids)
+end
+"""
+
+# Records results; the first one for a task wins. ARGV: now, ttl, log max entries, then 8
+# values per result. Completions are logged and published once per owner, not once per task.
+_RECORD = _LOG_COMPLETED + """
 local recorded = {}
-for i = 3, #ARGV, 8 do
+local by_owner = {}
+for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local k = KEYS[2] .. id
   local st = redis.call('HGET', k, 'state')
@@ -160,11 +207,17 @@ for i = 3, #ARGV, 8 do
     redis.call('HDEL', k, 'payload')
     redis.call('EXPIRE', k, ARGV[2])
     redis.call('SREM', KEYS[1], id)
-    redis.call('PUBLISH', KEYS[3] .. redis.call('HGET', k, 'owner'), id)
+    local owner = redis.call('HGET', k, 'owner')
+    local ids = by_owner[owner]
+    if not ids then ids = {}; by_owner[owner] = ids end
+    table.insert(ids, id)
     table.insert(recorded, id)
   else
     redis.call('SREM', KEYS[1], id)
   end
+end
+for owner, ids in pairs(by_owner) do
+  log_completed(KEYS[4] .. owner, KEYS[3] .. owner, ARGV[3], ARGV[2], table.concat(ids, ','))
 end
 return recorded
 """
@@ -205,7 +258,7 @@ return 0
 """
 
 # Cancels a task that has not finished; removes it from the in-flight set.
-_CANCEL = """
+_CANCEL = _LOG_COMPLETED + """
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return false end
 if st == 'success' or st == 'failed' or st == 'cancelled' then return st end
@@ -214,7 +267,7 @@ redis.call('HSET', KEYS[1], 'state', 'cancelled', 't_finished', ARGV[1],
 redis.call('HDEL', KEYS[1], 'payload')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[4])
-redis.call('PUBLISH', KEYS[3], ARGV[4])
+log_completed(KEYS[4], KEYS[3], ARGV[5], ARGV[2], ARGV[4])
 return st
 """
 
@@ -305,6 +358,42 @@ class TaskStore:
         """Subscribe to ``owner``'s completions; use before submitting to wait without a race."""
         return Completions(self, owner)
 
+    def completion_cursor(self, owner: str) -> str:
+        """Where a new reader of ``owner``'s completion log starts: its last entry (or 0-0)."""
+        last = self.r.xrevrange(completed_key(owner), count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    def completed_since(self, owner: str, cursor: str, timeout: float, max_tasks: int) -> "CompletedBatch":
+        """Ids of ``owner``'s tasks that finished after ``cursor``, waiting up to ``timeout``.
+
+        Blocks in Redis (``XREAD BLOCK``) until an entry arrives: no polling. Whole entries only,
+        at least one, and no more than fit ``max_tasks`` ids after the first. ``gap`` is true when
+        entries after ``cursor`` were trimmed from the log before being read.
+        """
+        key = completed_key(owner)
+        deadline = time.monotonic() + timeout
+        while True:
+            # In slices: redis-py's socket timeout (the connect timeout unless set) would
+            # otherwise cut a long block short. An arriving entry ends a slice at once.
+            left = deadline - time.monotonic()
+            block = None if left <= 0 else max(1, int(min(left, _BLOCK_SLICE) * 1000))
+            answer = self.r.xread({key: cursor}, count=_READ_ENTRIES, block=block)
+            if answer or left <= _BLOCK_SLICE:
+                break
+        if not answer:
+            return CompletedBatch(cursor, [], False)
+        entries = answer[0][1]
+        ids: list[str] = []
+        last = cursor
+        for i, (entry_id, fields) in enumerate(entries):
+            batch = fields[b"ids"].decode().split(",")
+            if i and len(ids) + len(batch) > max_tasks:
+                break
+            ids += batch
+            last = entry_id.decode()
+        gap = _stream_id(entries[0][1][b"prev"].decode()) > _stream_id(cursor)
+        return CompletedBatch(last, ids, gap)
+
     def cancel(self, task_id: str, owner: str) -> str | None:
         """Cancel a task that has not finished. Returns its state before, or None if unknown."""
         rec = self.get(task_id)
@@ -312,8 +401,8 @@ class TaskStore:
             return None
         error = json.dumps({"code": "cancelled", "type": "TaskCancelled", "message": "cancelled by its owner"})
         before = self._cancel(
-            keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner)],
-            args=[repr(time.time()), self.result_ttl, error, task_id],
+            keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner), completed_key(owner)],
+            args=[repr(time.time()), self.result_ttl, error, task_id, COMPLETION_LOG_ENTRIES],
         )
         return before.decode() if isinstance(before, bytes) else None
 
@@ -359,7 +448,7 @@ class TaskStore:
         """Record results (first wins); returns the ids recorded now. Safe to call twice."""
         if not results:
             return []
-        args: list[Any] = [repr(time.time()), self.result_ttl]
+        args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES]
         for res in results:
             args += [
                 res.task_id,
@@ -371,7 +460,7 @@ class TaskStore:
                 json.dumps(res.timings),
                 json.dumps(res.resources),
             ]
-        recorded = self._record(keys=[inflight_key(endpoint_id), P + "task:", P + "done:"], args=args)
+        recorded = self._record(keys=[inflight_key(endpoint_id), P + "task:", P + "done:", P + "completed:"], args=args)
         return [r.decode() for r in recorded]
 
     def requeue_inflight(self, endpoint_id: str) -> int:
@@ -410,8 +499,8 @@ class TaskStore:
             "tasks_in_flight": int(inflight),
         }
         if "report" in raw:
-            report = json.loads(raw["report"])
-            report.pop("type", None)
+            # Every field, zeros included: the wire form leaves out fields at their defaults.
+            report = msgspec.structs.asdict(msgspec.json.decode(raw["report"], type=EndpointStatus))
             report.pop("v", None)
             status["site"] = report
         return status
@@ -448,8 +537,9 @@ class Completions:
             msg = self.pubsub.get_message(timeout=left)
             if msg is None or msg.get("type") != "message":
                 continue
-            tid = msg["data"].decode()
-            if tid in pending:
-                pending.discard(tid)
+            # One message per recorded batch: the ids that finished, comma-separated.
+            done = pending.intersection(msg["data"].decode().split(","))
+            if done:
+                pending -= done
                 finished_any = True
         return self.store.get_many(task_ids)

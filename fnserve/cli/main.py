@@ -3,9 +3,10 @@
     fnserve up                         bring up the embedded stack on this machine
     fnserve register FILE.py:FUNC      register a function, print its id
     fnserve run FUNCTION_ID --endpoint ENDPOINT_ID [ARGS...]
-    fnserve status|result|cancel TASK_ID
+    fnserve status|result|watch|cancel TASK_ID
     fnserve functions | endpoints
-    fnserve service start|stop|user add ...   fnserve endpoint create|start|stop NAME
+    fnserve service start|stop|user add ...
+    fnserve endpoint configure|start|stop|restart|list|delete NAME
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise  # `--help` on a subgroup: a RuntimeError to Python, not an error to the user
         except RemoteExecutionError as exc:
             click.echo(f"remote error: {exc}", err=True)
             sys.exit(1)
@@ -155,6 +158,30 @@ def result(task_id: str, timeout: float | None) -> None:
 
 @main.command()
 @click.argument("task_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to watch (default: until the task ends).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per output (for scripts).")
+def watch(task_id: str, timeout: float | None, as_json: bool) -> None:
+    """Print a task's live outputs (fnserve.report) as they arrive, until it finishes."""
+    client = _client()
+    for out in client.watch_outputs(task_id, timeout=timeout):
+        if as_json:
+            click.echo(json.dumps(out, separators=(",", ":")))
+        else:
+            values = "  ".join(f"{k}={_short(v)}" for k, v in out["values"].items())
+            click.echo(f"[{out['seq']}] {values}")
+    state = client.get_task(task_id)["state"]
+    click.echo(f"task {task_id}: {state}", err=True)
+    if state != "success":
+        sys.exit(1)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@main.command()
+@click.argument("task_id")
 def cancel(task_id: str) -> None:
     """Cancel a task that has not finished."""
     task = _client().cancel(task_id)
@@ -178,7 +205,9 @@ def endpoints() -> None:
     for e in rows:
         st = e.get("status") or {}
         state = "connected" if st.get("connected") else "disconnected"
-        click.echo(f"{e['endpoint_id']}  {e['name']:<16} {state:<12} waiting={st.get('tasks_waiting', 0)} in-flight={st.get('tasks_in_flight', 0)}")
+        site = st.get("site") or {}  # what the site manager last reported
+        click.echo(f"{e['endpoint_id']}  {e['name']:<16} {state:<12} waiting={st.get('tasks_waiting', 0)} in-flight={st.get('tasks_in_flight', 0)}"
+                   f" blocks={site.get('blocks_running', 0)} pending={site.get('blocks_pending', 0)} workers={site.get('workers', 0)}")
     if not rows:
         click.echo("no endpoints yet: `fnserve up` starts a local one")
 
@@ -268,18 +297,20 @@ def service_user() -> None:
 
 @service_user.command("add")
 @click.argument("username")
-def service_user_add(username: str) -> None:
+@click.option("--expires-in", type=float, metavar="DAYS", help="The token expires after DAYS days.")
+def service_user_add(username: str, expires_in: float | None) -> None:
     """Create a user and print a token for it (shown once)."""
     import subprocess
 
     from fnserve.cli.processes import python_module
 
-    raise SystemExit(subprocess.call(python_module("web_service.admin", "add-user", username)))
+    extra = ["--expires-in", str(expires_in)] if expires_in else []
+    raise SystemExit(subprocess.call(python_module("web_service.admin", "add-user", username, *extra)))
 
 
 @main.group()
 def endpoint() -> None:
-    """Create, start and stop endpoints (for site admins)."""
+    """Configure, start, stop, list and delete endpoints (for site admins)."""
 
 
 @endpoint.command("create")
@@ -292,25 +323,16 @@ def endpoint_create(name: str) -> None:
     click.echo(f"endpoint {name} = {data['endpoint_id']}; config: {stack.endpoint_config_path(name)}")
 
 
-@endpoint.command("start")
-@click.argument("name")
-def endpoint_start(name: str) -> None:
-    """Start endpoint NAME's site manager in the background."""
-    from fnserve.cli import stack
+from fnserve.cli import endpoint_cmds  # noqa: E402 - after the group it extends
 
-    if not stack.endpoint_config_path(name).exists():
-        raise click.ClickException(f"no endpoint {name!r}: create it first with `fnserve endpoint create {name}`")
-    proc = stack.start_endpoint(name)
-    click.echo(f"endpoint {name} started (pid {proc.pid()}, log {proc.log_file})")
+# configure, start, stop, restart, list, delete
+endpoint_cmds.add_commands(endpoint)
 
+from fnserve.cli import access_cmds  # noqa: E402 - login/whoami/usage/share, allowlists, tokens, quotas
 
-@endpoint.command("stop")
-@click.argument("name")
-def endpoint_stop(name: str) -> None:
-    """Stop endpoint NAME gracefully."""
-    from fnserve.cli import stack
-
-    click.echo(f"endpoint {name} " + ("stopped" if stack.endpoint_process(name).stop(timeout=40) else "was not running"))
+access_cmds.add_user_commands(main)
+access_cmds.add_endpoint_commands(endpoint)
+access_cmds.add_service_commands(service)
 
 
 if __name__ == "__main__":

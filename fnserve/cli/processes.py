@@ -50,17 +50,27 @@ class Managed:
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
 
-    def stop(self, timeout: float = 20.0) -> bool:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL the process group. True if it was running."""
+    def stop(self, timeout: float = 20.0, leader_first: bool = False) -> bool:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL the process group. True if it was running.
+
+        ``leader_first``: send SIGTERM to the process alone and let it stop its own children
+        (a site manager drains its tasks through its interchange), then SIGKILL what is left.
+        """
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        _signal_group(pid, signal.SIGTERM)
+        if leader_first:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        else:
+            _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if _alive(pid) or leader_first:
             _signal_group(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True

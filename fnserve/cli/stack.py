@@ -159,7 +159,8 @@ def create_endpoint(name: str, forwarder: str, client: Any, provider: dict[str, 
         data = yaml.safe_load(path.read_text())
         try:
             client.get_endpoint(data["endpoint_id"])
-            return dict(data)
+            if data.get("curve_public_key"):  # configs from before CurveZMQ: register anew
+                return dict(data)
         except Exception:
             pass  # registered with another service (or deleted): register again
     reg = client.register_endpoint(name, f"endpoint {name} on {os.uname().nodename}")
@@ -167,8 +168,10 @@ def create_endpoint(name: str, forwarder: str, client: Any, provider: dict[str, 
         "forwarder": reg.get("forwarder_address") or forwarder,
         "endpoint_id": reg["endpoint_id"],
         "secret": reg["secret"],
+        **curve_keys(reg),
         "run_dir": str(endpoint_dir(name) / "run"),
-        "engine": engine or {"max_workers_per_node": 2, "init_blocks": 1, "min_blocks": 0, "max_blocks": 1},
+        # The local block costs nothing idle: keep it (min_blocks 1) so calls stay warm.
+        "engine": engine or {"max_workers_per_node": 2, "init_blocks": 1, "min_blocks": 1, "max_blocks": 1},
         "provider": provider or {"type": "local"},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,15 +182,36 @@ def create_endpoint(name: str, forwarder: str, client: Any, provider: dict[str, 
     return data
 
 
+# CurveZMQ keys a registration answer carries and an endpoint config keeps.
+CURVE_KEYS = ("forwarder_public_key", "curve_public_key", "curve_secret_key")
+
+
+def curve_keys(reg: dict[str, Any]) -> dict[str, str]:
+    """The CurveZMQ keys of a registration answer (none when the forwarder runs plaintext)."""
+    return {k: reg[k] for k in CURVE_KEYS if reg.get(k)} if reg.get("forwarder_public_key") else {}
+
+
 def endpoint_process(name: str) -> Managed:
     return Managed("site_manager", endpoint_dir(name))
+
+
+def endpoint_credentials_path(name: str) -> Path:
+    """Where ``fnserve endpoint start`` keeps the identity it got at registration (0600)."""
+    return endpoint_dir(name) / "credentials.yaml"
+
+
+def site_manager_args(name: str) -> list[str]:
+    args = ["--config", str(endpoint_config_path(name))]
+    if endpoint_credentials_path(name).exists():
+        args += ["--credentials", str(endpoint_credentials_path(name))]
+    return args
 
 
 def start_endpoint(name: str) -> Managed:
     proc = endpoint_process(name)
     # Parsl starts its interchange and worker pool by name: keep this Python's bin on PATH.
     path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    proc.start(python_module("site_manager", "--config", str(endpoint_config_path(name))), {"PATH": path})
+    proc.start(python_module("site_manager", *site_manager_args(name)), {"PATH": path})
     return proc
 
 
@@ -200,7 +224,7 @@ def stop_all(say: Callable[[str], None] = print) -> None:
     root = home() / "endpoints"
     if root.exists():
         for ep in sorted(root.iterdir()):
-            if endpoint_process(ep.name).stop(timeout=40):
+            if endpoint_process(ep.name).stop(timeout=40, leader_first=True):
                 say(f"  stopped endpoint {ep.name}")
     procs = processes()
     for name in ("web", "forwarder", "redis"):

@@ -6,6 +6,7 @@ Everything is real: the Flask app over a real Redis and a real SQLite / PostgreS
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -26,8 +27,9 @@ MAX_BATCH = 50
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
+        forwarder_key_file=str(tmp_path / "forwarder.key"),
         database_url=database_url, redis_url=redis_url, max_payload_bytes=MAX_PAYLOAD,
         max_request_bytes=MAX_REQUEST, max_batch=MAX_BATCH, max_wait=5.0,
         forwarder_address="tcp://forwarder.example:55001",

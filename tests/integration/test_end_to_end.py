@@ -8,78 +8,30 @@ workers. Runs once with the registry on SQLite (the embedded default) and once o
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-from pathlib import Path
+import uuid
 
 import pytest
-import yaml
+from stack_support import running_stack
 
-from fnserve.client import Client
 from fnserve.errors import RemoteExecutionError
-
-REPO = Path(__file__).resolve().parents[2]
-FNSERVE = [sys.executable, "-m", "fnserve.cli.main"]
-
-
-def _free_base_port() -> int:
-    for base in range(21000, 40000, 7):
-        ok = True
-        for p in range(base, base + 3):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
-
-
-class Stack:
-    def __init__(self, env: dict[str, str], port: int):
-        self.env = env
-        self.url = f"http://127.0.0.1:{port}"
-        home = Path(env["FNSERVE_HOME"])
-        self.endpoint_id = yaml.safe_load((home / "endpoints/local/config.yaml").read_text())["endpoint_id"]
-        self.token = yaml.safe_load((home / "client.yaml").read_text())["token"]
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-        if check and out.returncode != 0:
-            raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
-        return out
-
-    def client(self) -> Client:
-        return Client(self.url, self.token)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(request, tmp_path_factory):
     home = tmp_path_factory.mktemp("fnserve-home")
-    port = _free_base_port()
-    env = {**os.environ, "FNSERVE_HOME": str(home)}
-    env.pop("FNSERVE_TOKEN", None)
-    env.pop("FNSERVE_SERVICE_URL", None)
+    database_url = None
     if request.param == "postgresql":
         admin = request.getfixturevalue("postgres_admin")
         import sqlalchemy as sa
 
-        name = f"fnserve_e2e_{port}"
+        name = f"fnserve_e2e_{uuid.uuid4().hex[:10]}"
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        env["FNSERVE_DATABASE_URL"] = str(admin.url.set(database=name).render_as_string(hide_password=False))
-    up = subprocess.run([*FNSERVE, "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=180)
-    assert up.returncode == 0, f"fnserve up failed:\n{up.stdout}\n{up.stderr}"
-    assert "connected" in up.stdout
-    try:
-        yield Stack(env, port)
-    finally:
-        down = subprocess.run([*FNSERVE, "down"], env=env, capture_output=True, text=True, timeout=120)
-        assert down.returncode == 0, down.stderr
+        database_url = str(admin.url.set(database=name).render_as_string(hide_password=False))
+    with running_stack(home, database_url) as stack:
+        yield stack
 
 
 def test_cli_registers_and_runs_a_function(stack):

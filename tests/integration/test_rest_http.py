@@ -24,7 +24,8 @@ PROTECTED = [("get", "/v1/functions"), ("post", "/v1/functions"), ("get", "/v1/e
 
 
 def test_version_and_health_need_no_token(client):
-    assert client.get("/v1/version").json == {"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1"}
+    assert client.get("/v1/version").json == {"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1",
+                                             "auth": {"mode": "local"}}
     health = client.get("/v1/health")
     assert health.status_code == 200 and health.json == {"status": "ok", "redis": True, "database": True}
 

@@ -29,7 +29,8 @@ def test_yaml_with_engine_and_provider_sections(tmp_path: Path) -> None:
         "provider:\n  type: local\n  worker_init: source venv/bin/activate\n"
     )
     config = load_config(path)
-    assert config.engine.max_workers_per_node == 4 and config.engine.max_blocks == 2
+    # Block counts under engine (configs from before the scaling section) still count.
+    assert config.engine.max_workers_per_node == 4 and config.scaling.max_blocks == 2
     assert config.provider.options == {"worker_init": "source venv/bin/activate"}
     assert config.run_path == Path.home() / "ep"
 
@@ -50,7 +51,7 @@ def test_provider_options_reach_the_parsl_provider(tmp_path: Path) -> None:
             "provider": {"type": "local", "worker_init": "true"},
         }
     )
-    provider = make_provider(config.provider, config.engine, tmp_path)
+    provider = make_provider(config.provider, config.scaling, tmp_path)
     assert isinstance(provider, LocalProvider)
     assert (provider.init_blocks, provider.max_blocks, provider.worker_init) == (
         0,
@@ -66,7 +67,7 @@ def test_provider_options_reach_the_parsl_provider(tmp_path: Path) -> None:
         ({"forwarder": "127.0.0.1:55001"}, "tcp://"),
         ({"colour": "blue"}, "unknown endpoint config keys: colour"),
         ({"provider": {"type": "cloud9"}}, "unknown provider type 'cloud9'"),
-        ({"engine": {"workers": 3}}, "bad engine section"),
+        ({"engine": {"workers": 3}}, "engine: unknown key 'workers' for HighThroughputExecutor; allowed: .*max_workers_per_node"),
         ({"engine": {"min_blocks": 2, "max_blocks": 1}}, "min_blocks"),
         ({"heartbeat_period": 5, "heartbeat_threshold": 2}, "heartbeat"),
     ],

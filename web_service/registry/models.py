@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, ForeignKey, LargeBinary, MetaData, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -38,6 +38,8 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     username: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Globus Auth identity id ("sub") of users created on first sight in globus mode.
+    globus_sub: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
 
 
 class Token(Base):
@@ -75,5 +77,91 @@ class Endpoint(Base):
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, default="")
     secret_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of the endpoint secret
+    # Z85 CurveZMQ public key the site manager must connect with (its secret key is not kept).
+    curve_public_key: Mapped[str | None] = mapped_column(String(40), index=True, unique=True)
+    # When true, only functions in endpoint_allowed_functions may run here (even for the owner).
+    restrict_functions: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Group(Base):
+    """A named set of users that resources can be shared with; managed by its owner."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class Grant(Base):
+    """Who besides the owner may use a resource: one row per (resource, grantee).
+
+    Generic over ``resource_type`` ("function", "endpoint", "runtime", ...), so a new kind of
+    resource gets sharing without a new table. ``grantee_type`` is "user", "group" or "public"
+    (then ``grantee_id`` is "*").
+    """
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "resource_id", "grantee_type", "grantee_id", name="uq_grants_resource"),
+        Index("ix_grants_resource", "resource_type", "resource_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    grantee_type: Mapped[str] = mapped_column(String(16))
+    grantee_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EndpointAllowedFunction(Base):
+    """The allowlist of a restricted endpoint."""
+
+    __tablename__ = "endpoint_allowed_functions"
+
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
+    function_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+
+class Quota(Base):
+    """Per-user limits set by the operator; a null limit means none."""
+
+    __tablename__ = "quotas"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16))  # hour | day | week | month (UTC, calendar-aligned)
+    max_tasks: Mapped[int | None] = mapped_column(Integer)
+    max_core_hours: Mapped[float | None] = mapped_column(Float)
+
+
+class Usage(Base):
+    """One finished task, for accounting (written by the forwarder's usage writer)."""
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ix_usage_user_id_finished_at", "user_id", "finished_at"),
+        Index("ix_usage_endpoint_id_finished_at", "endpoint_id", "finished_at"),
+    )
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36))
+    function_id: Mapped[str] = mapped_column(String(64))
+    endpoint_id: Mapped[str] = mapped_column(String(64))
+    runtime: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    wall_time: Mapped[float] = mapped_column(Float, default=0.0)  # seconds
+    cpu_time: Mapped[float] = mapped_column(Float, default=0.0)  # seconds (user + system)
+    max_rss_kb: Mapped[float] = mapped_column(Float, default=0.0)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -23,7 +23,9 @@ def require_identity() -> None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("send 'Authorization: Bearer <token>'", code="missing_token")
-    g.identity = current().authenticator.authenticate(token)
+    state = current()
+    g.identity = state.authenticator.authenticate(token)
+    state.limiter.check(g.identity.user_id)
 
 
 def identity() -> Identity:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
+from web_service.curve_keys import server_public_key
 from web_service.registry.models import Endpoint
 from web_service.routes._http import identity, iso, json_body, require_identity, respond
 from web_service.services import endpoints as service
@@ -17,7 +18,8 @@ bp.before_request(require_identity)
 
 
 def endpoint_view(ep: Endpoint) -> dict[str, Any]:
-    return {"endpoint_id": ep.id, "name": ep.name, "description": ep.description, "created_at": iso(ep.created_at)}
+    return {"endpoint_id": ep.id, "name": ep.name, "description": ep.description, "created_at": iso(ep.created_at),
+            "owner_id": ep.owner_id, "restricted": bool(ep.restrict_functions)}
 
 
 def _with_status(ep: Endpoint) -> dict[str, Any]:
@@ -31,15 +33,20 @@ def register() -> Response:
     name = require_str(body, "name")
     description = optional_str(body, "description", max_len=10_000, default="") or ""
     with state.sessions() as session:
-        ep, secret = service.register_endpoint(session, identity(), name, description)
-    return respond({**endpoint_view(ep), "secret": secret, "forwarder_address": state.settings.forwarder_address}, 201)
+        ep, secret, curve_secret = service.register_endpoint(session, identity(), name, description)
+    return respond({
+        **endpoint_view(ep), "secret": secret, "forwarder_address": state.settings.forwarder_address,
+        # The endpoint's CurveZMQ keys (the secret one shown only now) and the forwarder's public key.
+        "curve_public_key": ep.curve_public_key, "curve_secret_key": curve_secret,
+        "forwarder_public_key": server_public_key(state.settings.forwarder_key_file) if state.settings.forwarder_curve else None,
+    }, 201)
 
 
 @bp.get("/endpoints")
 def list_() -> Response:
     state = current()
     with state.sessions() as session:
-        eps = service.list_endpoints(session, identity())
+        eps = service.list_endpoints(session, identity(), shared=request.args.get("shared", "").lower() in ("1", "true", "yes"))
     return respond({"endpoints": [_with_status(ep) for ep in eps]})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from web_service.registry.models import Function
 from web_service.routes._http import identity, iso, json_body, require_identity, respond
@@ -19,7 +19,7 @@ bp.before_request(require_identity)
 def function_view(fn: Function) -> dict[str, Any]:
     return {
         "function_id": fn.id, "name": fn.name, "description": fn.description, "strategy": fn.strategy,
-        "python": fn.python, "created_at": iso(fn.created_at),
+        "python": fn.python, "created_at": iso(fn.created_at), "owner_id": fn.owner_id,
     }
 
 
@@ -41,7 +41,7 @@ def register() -> Response:
 def list_() -> Response:
     state = current()
     with state.sessions() as session:
-        fns = service.list_functions(session, identity())
+        fns = service.list_functions(session, identity(), shared=request.args.get("shared", "").lower() in ("1", "true", "yes"))
     return respond({"functions": [function_view(f) for f in fns]})
 
 

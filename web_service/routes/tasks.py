@@ -58,14 +58,14 @@ def submit() -> Response:
     wait = min(service.parse_wait(body.get("wait")), state.settings.max_wait)
     if wait <= 0:
         with state.sessions() as session:
-            task_ids = service.submit_tasks(session, state.store, identity(), specs, state.ownership)
+            task_ids = service.submit_tasks(session, state.store, identity(), specs, state.ownership, state.quotas)
         return respond({"task_ids": task_ids}, 202)
     # Submit-and-wait: one round trip for interactive calls. Subscribing to completions before
     # submitting means no result can slip past; the tasks are durable once submitted, and the
     # wait only decides how much of their outcome this answer carries.
     with state.store.completions(identity().user_id) as completions:
         with state.sessions() as session:
-            task_ids = service.submit_tasks(session, state.store, identity(), specs, state.ownership)
+            task_ids = service.submit_tasks(session, state.store, identity(), specs, state.ownership, state.quotas)
         recs = completions.wait(task_ids, wait, fresh=True)
     return respond({"task_ids": task_ids, "tasks": [task_view(r) for r in recs.values() if r is not None]}, 202)
 

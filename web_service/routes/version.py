@@ -17,7 +17,12 @@ log = logging.getLogger("fnserve.web.health")
 
 @bp.get("/version")
 def version() -> Response:
-    return respond({"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1"})
+    settings = current().settings
+    auth: dict[str, str] = {"mode": settings.auth_mode}
+    if settings.auth_mode == "globus":
+        # What `fnserve login` needs to start a Globus login for this service (all public).
+        auth.update(scope=settings.globus_scope, native_client_id=settings.globus_native_client_id)
+    return respond({"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1", "auth": auth})
 
 
 @bp.get("/health")

@@ -4,9 +4,9 @@ Each function takes the registry session and/or the task store explicitly, check
 and raises :mod:`fnserve.errors` subclasses with stable codes.
 """
 
-from web_service.ttl_cache import TTLCache
+from web_service.services.access import AccessCache
 
-# (kind, id) -> owner id of a live function ("function") or endpoint ("endpoint").
-OwnershipCache = TTLCache[tuple[str, str], str]
+# (kind, id) -> access snapshot of a live function or endpoint (owner, grants, allowlist).
+OwnershipCache = AccessCache
 
 __all__ = ["OwnershipCache"]

@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
 from web_service.auth import Identity, hash_secret
+from web_service.curve_keys import new_keypair
 from web_service.registry.models import Endpoint, utcnow
 from web_service.services import OwnershipCache
-from web_service.services.functions import forbidden
+from web_service.services.access import require_owner, require_use
+from web_service.services.functions import shared_with
 from web_service.task_store import P, TaskStore, inflight_key, queue_key
 
 log = logging.getLogger("fnserve.web.endpoints")
@@ -29,40 +31,49 @@ def tombstone_key(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:deleted"
 
 
-def register_endpoint(session: Session, owner: Identity, name: str, description: str = "") -> tuple[Endpoint, str]:
-    """Create an endpoint; returns ``(endpoint, secret)``. The secret is shown only this once."""
+def register_endpoint(session: Session, owner: Identity, name: str, description: str = "") -> tuple[Endpoint, str, str]:
+    """Create an endpoint with its secret and CurveZMQ keypair; returns
+    ``(endpoint, secret, curve_secret_key)``. Both secrets are shown only this once: the
+    registry keeps the secret's hash and the public key."""
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    ep = Endpoint(owner_id=owner.user_id, name=name, description=description, secret_hash=hash_secret(secret))
+    public_key, secret_key = new_keypair()
+    ep = Endpoint(owner_id=owner.user_id, name=name, description=description, secret_hash=hash_secret(secret),
+                  curve_public_key=public_key)
     session.add(ep)
     session.commit()
     log.info("endpoint %s registered by user %s", ep.id, owner.user_id)
-    return ep, secret
+    return ep, secret, secret_key
 
 
-def list_endpoints(session: Session, owner: Identity) -> list[Endpoint]:
+def endpoint_for_key(session: Session, public_key: str) -> str | None:
+    """The live endpoint whose CurveZMQ public key is ``public_key`` (for the forwarder's ZAP
+    handler); deleted endpoints have none, so their site managers cannot connect."""
+    return session.scalar(sa.select(Endpoint.id).where(Endpoint.curve_public_key == public_key, Endpoint.deleted_at.is_(None)))
+
+
+def list_endpoints(session: Session, owner: Identity, shared: bool = False) -> list[Endpoint]:
+    """The caller's live endpoints; with ``shared``, also those shared with them."""
     return list(session.scalars(
         sa.select(Endpoint)
-        .where(Endpoint.owner_id == owner.user_id, Endpoint.deleted_at.is_(None))
+        .where(shared_with(Endpoint, "endpoint", owner) if shared else Endpoint.owner_id == owner.user_id, Endpoint.deleted_at.is_(None))
         .order_by(Endpoint.created_at, Endpoint.id)
     ))
 
 
 def get_endpoint(session: Session, owner: Identity, endpoint_id: str) -> Endpoint:
-    """The live endpoint ``endpoint_id`` if ``owner`` may use it (404 / 403 otherwise)."""
-    ep = session.scalar(sa.select(Endpoint).where(Endpoint.id == endpoint_id, Endpoint.deleted_at.is_(None)))
-    if ep is None:
-        raise endpoint_not_found(endpoint_id)
-    if ep.owner_id != owner.user_id:
-        raise forbidden("endpoint", endpoint_id)
+    """The live endpoint ``endpoint_id`` if the caller owns it or it is shared with them."""
+    require_use(session, owner, "endpoint", endpoint_id)
+    ep = session.get(Endpoint, endpoint_id)
+    assert ep is not None
     return ep
 
 
 def delete_endpoint(session: Session, store: TaskStore, owner: Identity, endpoint_id: str, cache: OwnershipCache | None = None) -> int:
-    """Soft-delete an endpoint and cancel its unfinished tasks (nothing would ever run them).
-
-    Returns how many tasks were cancelled.
+    """Soft-delete an endpoint (owner only) and cancel its unfinished tasks (nothing would ever
+    run them). Returns how many tasks were cancelled. Its CurveZMQ key stops working at once:
+    the forwarder checks the registry on every connection.
     """
-    ep = get_endpoint(session, owner, endpoint_id)
+    ep = require_owner(session, owner, "endpoint", endpoint_id)
     ep.deleted_at = utcnow()
     session.commit()
     store.r.set(tombstone_key(endpoint_id), 1, ex=TOMBSTONE_TTL)
@@ -78,10 +89,14 @@ def _cancel_unfinished(store: TaskStore, endpoint_id: str) -> int:
     ids += [i.decode() for i in store.r.smembers(inflight_key(endpoint_id))]
     if not ids:
         return 0
+    from web_service.services.tasks import log_cancelled
+
     cancelled = 0
     for task_id, owner in store.owners(ids).items():
+        rec = store.get(task_id) if owner is not None else None
         # cancel() returns the state before; finished tasks are left as they are.
-        if owner is not None and store.cancel(task_id, owner) not in (None, "success", "failed", "cancelled"):
+        if rec is not None and store.cancel(task_id, rec.owner) not in (None, "success", "failed", "cancelled"):
+            log_cancelled(store, rec)
             cancelled += 1
     return cancelled
 

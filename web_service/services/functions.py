@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fnserve import serialize
-from fnserve.errors import Forbidden, NotFound, SerializationError
+from fnserve.errors import Forbidden, NotFound, SerializationError  # noqa: F401 (re-exported)
 from web_service.auth import Identity
-from web_service.registry.models import Function, utcnow
+from web_service.registry.models import Function, Grant, GroupMember, utcnow
 from web_service.services import OwnershipCache
+from web_service.services.access import require_owner, require_use
 from web_service.task_store import TaskStore
 
 log = logging.getLogger("fnserve.web.functions")
@@ -46,32 +47,39 @@ def register_function(session: Session, store: TaskStore, owner: Identity, name:
     return fn
 
 
-def list_functions(session: Session, owner: Identity) -> list[Function]:
+def list_functions(session: Session, owner: Identity, shared: bool = False) -> list[Function]:
+    """The caller's live functions; with ``shared``, also those shared with them (directly,
+    through a group, or public)."""
     return list(session.scalars(
         sa.select(Function)
-        .where(Function.owner_id == owner.user_id, Function.deleted_at.is_(None))
+        .where(shared_with(Function, "function", owner) if shared else Function.owner_id == owner.user_id, Function.deleted_at.is_(None))
         .order_by(Function.created_at, Function.id)
         .options(sa.orm.defer(Function.body))
     ))
 
 
+def shared_with(model: type, kind: str, who: Identity) -> sa.ColumnElement[bool]:
+    """SQL condition: ``who`` owns the row or it is shared with them (for list queries)."""
+    groups = sa.select(GroupMember.group_id).where(GroupMember.user_id == who.user_id)
+    granted = sa.select(Grant.resource_id).where(Grant.resource_type == kind, sa.or_(
+        Grant.grantee_type == "public",
+        sa.and_(Grant.grantee_type == "user", Grant.grantee_id == who.user_id),
+        sa.and_(Grant.grantee_type == "group", Grant.grantee_id.in_(groups)),
+    ))
+    return sa.or_(model.owner_id == who.user_id, model.id.in_(granted))  # type: ignore[attr-defined]
+
+
 def get_function(session: Session, owner: Identity, function_id: str) -> Function:
-    """The live function ``function_id`` if ``owner`` may see it (404 / 403 otherwise)."""
-    fn = session.scalar(
-        sa.select(Function)
-        .where(Function.id == function_id, Function.deleted_at.is_(None))
-        .options(sa.orm.defer(Function.body))
-    )
-    if fn is None:
-        raise function_not_found(function_id)
-    if fn.owner_id != owner.user_id:
-        raise forbidden("function", function_id)
+    """The live function ``function_id`` if the caller owns it or it is shared with them."""
+    require_use(session, owner, "function", function_id)
+    fn = session.scalar(sa.select(Function).where(Function.id == function_id).options(sa.orm.defer(Function.body)))
+    assert fn is not None
     return fn
 
 
 def delete_function(session: Session, store: TaskStore, owner: Identity, function_id: str, cache: OwnershipCache | None = None) -> None:
-    """Soft-delete: the function can no longer be used; tasks already queued still find it gone."""
-    fn = get_function(session, owner, function_id)
+    """Soft-delete (owner only): the function can no longer be used; tasks already queued still find it gone."""
+    fn = require_owner(session, owner, "function", function_id)
     fn.deleted_at = utcnow()
     session.commit()
     # Other processes may still trust a cached ownership entry, but submit re-checks SQL for
@@ -87,4 +95,6 @@ def function_not_found(function_id: str, **details: object) -> NotFound:
 
 
 def forbidden(kind: str, ident: str, **details: object) -> Forbidden:
-    return Forbidden(f"{kind} {ident!r} belongs to another user", details={f"{kind}_id": ident, **details})
+    from web_service.services.access import forbidden as _forbidden
+
+    return _forbidden(kind, ident, **details)

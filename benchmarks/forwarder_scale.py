@@ -1,0 +1,180 @@
+"""Forwarder scale: 100 and 1,000 endpoints connected at once, tasks routed per second.
+
+    python benchmarks/forwarder_scale.py [--endpoints 100 1000] [--tasks 30000]
+
+Real pieces: redis-server, the task store, and the forwarder (``web_service.forwarder.Forwarder``
+in its own process, plaintext ZMQ on loopback). The endpoints are light simulated site managers:
+ZMQ DEALER sockets in two processes that register, heartbeat, and answer every TaskBatch at
+once with a ResultBatch (no Parsl behind them), so the forwarder and Redis are what is measured.
+Their secrets are checked by a stand-in verifier (a dict) instead of the SQL registry.
+Tasks are submitted through ``TaskStore.submit`` (what ``POST /v1/tasks`` calls), spread evenly
+over the endpoints, in batches of 1,000.
+
+Reported: tasks routed per second (first submit to last result recorded), and the dispatch
+delay of each task: from its submit batch being written to Redis to the simulated site manager
+receiving it (p50, p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import summarize, write_results  # noqa: E402
+
+OWNER = "bench-user"
+
+
+def _secret(endpoint_id: str) -> str:
+    return "s-" + endpoint_id
+
+
+def forwarder_process(redis_url: str, bind: str, ready: Any) -> None:
+    import logging
+
+    from web_service.forwarder import Forwarder
+    from web_service.task_store import TaskStore
+
+    logging.basicConfig(level=logging.ERROR)
+    fwd = Forwarder(TaskStore.from_url(redis_url), lambda eid, secret: secret == _secret(eid), bind)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: fwd.stop())
+    ready.set()
+    fwd.run()
+
+
+def endpoints_process(address: str, endpoint_ids: list[str], registered: Any, out: Any, stop: Any) -> None:
+    """Simulated site managers: register, heartbeat every 2 s, answer tasks at once."""
+    import zmq
+
+    from fnserve import messages as m
+
+    ctx = zmq.Context()
+    ctx.max_sockets = 8192
+    sockets = {}
+    poller = zmq.Poller()
+    for eid in endpoint_ids:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(address)
+        s.send(m.encode(m.Register(endpoint_id=eid, secret=_secret(eid))))
+        sockets[s] = eid
+        poller.register(s, zmq.POLLIN)
+    received: list[tuple[str, float]] = []
+    pending_registrations = set(endpoint_ids)
+    next_heartbeat = time.monotonic() + 2.0
+    while not stop.is_set():
+        for s, _ in poller.poll(200):
+            while True:
+                try:
+                    frame = s.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msg = m.decode_from_forwarder(frame)
+                if isinstance(msg, m.TaskBatch):
+                    now = time.time()
+                    received += [(t.task_id, now) for t in msg.tasks]
+                    s.send(m.encode(m.ResultBatch(results=[m.ResultMessage(task_id=t.task_id, ok=True, data=b"fns1 json-data 3\\nnull") for t in msg.tasks])))
+                elif isinstance(msg, m.Registered):
+                    pending_registrations.discard(sockets[s])
+                    if not pending_registrations:
+                        registered.set()
+        if time.monotonic() >= next_heartbeat:
+            next_heartbeat += 2.0
+            for s in sockets:
+                s.send(m.encode(m.Heartbeat(sent_at=time.time())))
+    out.put(received)
+    for s in sockets:
+        s.close(0)
+    ctx.term()
+
+
+def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[str, Any]:
+    import redis
+
+    from web_service.task_store import NewTask, TaskStore, completed_key
+
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    store = TaskStore(r)
+    store.cache_function("f-noop", b"fns1 source 3.11\nnoop\ndef noop():\n    return None\n")
+    ctx = mp.get_context("spawn")
+    address = f"tcp://127.0.0.1:{port}"
+    ready, stop = ctx.Event(), ctx.Event()
+    fwd = ctx.Process(target=forwarder_process, args=(redis_url, address, ready), daemon=True)
+    fwd.start()
+    ready.wait(30)
+    ids = [f"ep-{i:05d}" for i in range(n_endpoints)]
+    groups = [ids[0::2], ids[1::2]]
+    out = ctx.Queue()
+    regs = [ctx.Event() for _ in groups]
+    sims = [ctx.Process(target=endpoints_process, args=(address, g, ev, out, stop), daemon=True) for g, ev in zip(groups, regs)]
+    for p in sims:
+        p.start()
+    t_reg = time.perf_counter()
+    for ev in regs:
+        if not ev.wait(120):
+            raise RuntimeError("simulated endpoints did not all register")
+    register_s = time.perf_counter() - t_reg
+    cursor = store.completion_cursor(OWNER)
+    submitted_at: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for start in range(0, n_tasks, 1000):
+        batch = [NewTask(task_id=f"t{i}", owner=OWNER, function_id="f-noop", endpoint_id=ids[i % n_endpoints], payload=b"fns1 json-data 3\n{}")
+                 for i in range(start, min(n_tasks, start + 1000))]
+        now = time.time()
+        store.submit(batch)
+        submitted_at.update((t.task_id, now) for t in batch)
+    done = 0
+    while done < n_tasks:
+        page = store.completed_since(OWNER, cursor, 30.0, 100_000)
+        if not page.task_ids:
+            raise RuntimeError(f"stalled: {done}/{n_tasks} results recorded")
+        done += len(page.task_ids)
+        cursor = page.cursor
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    received: list[tuple[str, float]] = []
+    for _ in sims:
+        received += out.get(timeout=60)
+    for p in sims:
+        p.join(30)
+    fwd.terminate()
+    fwd.join(30)
+    delays = [at - submitted_at[tid] for tid, at in received if tid in submitted_at]
+    return {"endpoints": n_endpoints, "tasks": n_tasks, "seconds": elapsed, "tasks_per_s": n_tasks / elapsed,
+            "register_all_s": register_s, "dispatch_delay": summarize(delays)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--endpoints", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--tasks", type=int, default=30_000)
+    args = parser.parse_args()
+    from fnserve._redis_server import start_redis
+
+    proc, url = start_redis(Path(tempfile.mkdtemp(prefix="fwd-bench-")), appendonly=True)
+    results: dict[str, Any] = {"tasks": args.tasks, "scenarios": []}
+    try:
+        for i, n in enumerate(args.endpoints):
+            res = scenario(url, n, args.tasks, 18850 + i)
+            results["scenarios"].append(res)
+            d = res["dispatch_delay"]
+            print(f"{n:5d} endpoints: {res['tasks_per_s']:7.0f} tasks/s routed, dispatch delay p50 {d['p50_ms']:.1f} ms "
+                  f"p99 {d['p99_ms']:.1f} ms (all registered in {res['register_all_s']:.1f} s)", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"(results in {write_results('forwarder_scale', results)})")
+
+
+if __name__ == "__main__":
+    main()

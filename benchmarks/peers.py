@@ -1,0 +1,59 @@
+"""The peers fnserve is measured against, set up the same way in every benchmark.
+
+* bare Parsl ``HighThroughputExecutor`` on ``LocalProvider`` (one block, ``workers`` workers), no
+  DataFlowKernel: what fnserve's site manager runs tasks on, without anything in front of it;
+* Dask distributed ``LocalCluster`` with ``workers`` single-threaded worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+# Peer workers import benchmark functions by module name: let them find this folder.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_HERE, os.environ.get("PYTHONPATH", "")) if p)
+
+
+@contextmanager
+def bare_htex(workers: int) -> Iterator[Any]:
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    run_dir = tempfile.mkdtemp(prefix="htex-bench-")
+    ex = HighThroughputExecutor(label="bench", provider=LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1),
+                                max_workers_per_node=workers, encrypted=False)
+    ex.run_dir = run_dir
+    ex.provider.script_dir = run_dir
+    ex.start()
+    ex.scale_out_facade(1)
+    try:
+        # Warm: every worker has run something.
+        for f in [ex.submit(_noop, {}) for _ in range(4 * workers)]:
+            f.result(timeout=120)
+        yield ex
+    finally:
+        ex.shutdown()
+
+
+@contextmanager
+def dask_client(workers: int) -> Iterator[Any]:
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    try:
+        client.gather(client.map(_noop, range(4 * workers), pure=False))
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _noop(*_: Any) -> None:
+    return None

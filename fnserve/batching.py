@@ -1,0 +1,117 @@
+"""The decisions behind :class:`fnserve.Executor`, free of sockets, threads and clocks.
+
+:class:`BatchPolicy` decides when queued submissions go out and how many at once;
+:class:`Outstanding` pairs task ids with their futures and the completions that arrive, including
+a completion that arrives before the submit request that created the task has returned.
+Both are fed plain values and answer plain values, so they are tested without a service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Hashable, Iterable, TypeVar
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """When to send queued submissions.
+
+    ``batch_size`` caps tasks per request. ``max_delay`` (seconds) is how long the oldest queued
+    task may wait for company; 0 (the default) sends whatever is queued as soon as the sender is
+    free. Batches then form by themselves: while one request is in flight, new submissions queue
+    up and leave together in the next, so a lone task pays no delay and a burst pays one
+    request per ``batch_size`` tasks.
+    """
+
+    batch_size: int = 1000
+    max_delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.max_delay < 0:
+            raise ValueError("max_delay must be >= 0")
+
+    def decide(self, queued: int, oldest_age: float, closing: bool = False) -> int | float | None:
+        """How many queued tasks to send now (an ``int`` > 0), or how long to wait for more
+        (a ``float``, seconds), or ``None``: nothing queued, wait for a submission.
+
+        ``closing`` (shutdown) sends at once whatever is queued.
+        """
+        if queued <= 0:
+            return None
+        if queued >= self.batch_size:
+            return self.batch_size
+        if closing or self.max_delay <= 0 or oldest_age >= self.max_delay:
+            return queued
+        return float(self.max_delay - oldest_age)
+
+
+class Outstanding(Generic[F]):
+    """Futures of submitted tasks by task id, and completions waiting for their future.
+
+    A task can finish, and its completion be read, before the request that submitted it has
+    returned its id. While a submit request is in flight, completions of unknown tasks are kept
+    (:meth:`completed`) and matched when the ids arrive (:meth:`sent`); otherwise an unknown id is
+    another client's task of the same user, and is ignored.
+    """
+
+    def __init__(self) -> None:
+        self.futures: dict[str, F] = {}
+        self._early: dict[str, Any] = {}
+        self._posting = 0
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def posting(self) -> None:
+        """A submit request is about to be sent."""
+        self._posting += 1
+
+    @property
+    def posting_now(self) -> bool:
+        """A submit request is in flight (its tasks may finish before it returns)."""
+        return self._posting > 0
+
+    def sent(self, pairs: Iterable[tuple[str, F]]) -> list[tuple[F, Any]]:
+        """A submit request returned (``pairs`` of task id and future; none if it failed).
+
+        Returns ``(future, completion)`` for tasks whose completion came first.
+        """
+        self._posting -= 1
+        ready = []
+        for task_id, future in pairs:
+            early = self._early.pop(task_id, None)
+            if early is None:
+                self.futures[task_id] = future
+            else:
+                ready.append((future, early))
+        if not self._posting:
+            self._early.clear()  # whatever is left belongs to someone else
+        return ready
+
+    def completed(self, completions: Iterable[tuple[str, Any]]) -> list[tuple[F, Any]]:
+        """Completions read from the service, as ``(task_id, completion)``; returns the
+        ``(future, completion)`` pairs to resolve, each task once."""
+        ready = []
+        for task_id, completion in completions:
+            future = self.futures.pop(task_id, None)
+            if future is not None:
+                ready.append((future, completion))
+            elif self._posting:
+                self._early[task_id] = completion
+        return ready
+
+    def forget(self, task_id: str) -> F | None:
+        """Stop waiting for ``task_id`` (resolved some other way, e.g. cancelled)."""
+        return self.futures.pop(task_id, None)
+
+    def ids(self) -> list[str]:
+        return list(self.futures)
+
+
+def chunks(items: list[Hashable], size: int) -> list[list[Hashable]]:
+    """``items`` in consecutive lists of at most ``size``."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,142 @@
+"""Helpers for tests that run endpoints on the real single-node Slurm (scripts/start_slurm.sh).
+
+The stack is real throughout: `fnserve up` (Redis, gunicorn web service, ZMQ forwarder), the
+`fnserve endpoint ...` CLI, the site manager, Parsl's SlurmProvider submitting real sbatch jobs,
+and node managers in worker pools inside those jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fnserve.client import Client
+
+REPO = Path(__file__).resolve().parents[2]
+FNSERVE = [sys.executable, "-m", "fnserve.cli.main"]
+
+
+def require_slurm() -> None:
+    """Fail (not skip) when Slurm is not up: scripts/test.sh starts it."""
+    if shutil.which("sinfo") is None:
+        pytest.fail("Slurm is not installed: run scripts/start_slurm.sh (scripts/test.sh does)")
+    out = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], capture_output=True, text=True, check=False)
+    if out.returncode != 0 or not out.stdout.strip().startswith(("idle", "mix", "alloc")):
+        pytest.fail(f"Slurm is not usable ({out.stdout.strip()} {out.stderr.strip()}): run scripts/start_slurm.sh")
+
+
+def free_base_port() -> int:
+    for base in range(41000, 60000, 7):
+        ok = True
+        for p in range(base, base + 3):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    """Test-side wait for an outside effect (a batch job appearing or leaving the queue)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+
+
+class Stack:
+    """`fnserve up` in its own FNSERVE_HOME, and the CLI and SDK pointed at it."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_base_port()
+        self.env = {**os.environ, "FNSERVE_HOME": str(home),
+                    "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.env.pop("FNSERVE_TOKEN", None)
+        self.env.pop("FNSERVE_SERVICE_URL", None)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        out = subprocess.run([*FNSERVE, "up", "--port", str(self.port)], env=self.env, capture_output=True,
+                             text=True, timeout=180, cwd=self.home, check=False)
+        assert out.returncode == 0, f"fnserve up failed:\n{out.stdout}\n{out.stderr}"
+        self.token = yaml.safe_load((self.home / "client.yaml").read_text())["token"]
+
+    def down(self) -> None:
+        subprocess.run([*FNSERVE, "down"], env=self.env, capture_output=True, text=True, timeout=180, cwd=self.home, check=False)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                             cwd=self.home, check=False)
+        if check and out.returncode != 0:
+            raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def client(self) -> Client:
+        return Client(self.url, self.token)
+
+    def endpoint_dir(self, name: str) -> Path:
+        return self.home / "endpoints" / name
+
+    def configure(self, name: str, template: str, **sections: dict[str, Any]) -> dict[str, Any]:
+        """`fnserve endpoint configure NAME --template T`, then apply test settings per section."""
+        self.cli("endpoint", "configure", name, "--template", template)
+        path = self.endpoint_dir(name) / "config.yaml"
+        config = yaml.safe_load(path.read_text())
+        for section, values in sections.items():
+            if isinstance(values, dict) and "type" not in values:  # with a type: the whole section
+                config.setdefault(section, {}).update(values)
+            else:
+                config[section] = values
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return config
+
+    def endpoint_id(self, name: str) -> str:
+        return str(yaml.safe_load((self.endpoint_dir(name) / "credentials.yaml").read_text())["endpoint_id"])
+
+    def log(self, name: str) -> str:
+        path = self.endpoint_dir(name) / "site_manager.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def batch_jobs(run_dir: Path) -> list[str]:
+    """Ids of the batch jobs in the queue whose submit script lives under ``run_dir``."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%o"], capture_output=True, text=True, check=True)
+    jobs = []
+    for line in out.stdout.splitlines():
+        job_id, state, command = line.split("|", 2)
+        if command.startswith(str(run_dir)) and state not in ("COMPLETED", "CANCELLED", "FAILED"):
+            jobs.append(job_id)
+    return jobs
+
+
+def where_am_i() -> dict[str, Any]:
+    """Runs on a worker: which batch job it ran in."""
+    import os
+    import socket
+
+    return {"job": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,73 @@
+"""The embedded stack as tests drive it: `fnserve up` in a temporary FNSERVE_HOME, real processes.
+
+Used by the end-to-end tests and the Executor tests (a module-scoped fixture each).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from fnserve.client import Client
+
+REPO = Path(__file__).resolve().parents[2]
+FNSERVE = [sys.executable, "-m", "fnserve.cli.main"]
+
+
+def free_base_port() -> int:
+    """The first of 3 consecutive free local ports (web, forwarder, Redis)."""
+    for base in range(21000, 40000, 7):
+        ok = True
+        for p in range(base, base + 3):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], port: int):
+        self.env = env
+        self.url = f"http://127.0.0.1:{port}"
+        home = Path(env["FNSERVE_HOME"])
+        self.endpoint_id = yaml.safe_load((home / "endpoints/local/config.yaml").read_text())["endpoint_id"]
+        self.token = yaml.safe_load((home / "client.yaml").read_text())["token"]
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        if check and out.returncode != 0:
+            raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def client(self) -> Client:
+        return Client(self.url, self.token)
+
+
+@contextmanager
+def running_stack(home: Path, database_url: str | None = None) -> Iterator[Stack]:
+    """`fnserve up` in ``home`` (registry on SQLite unless ``database_url``); `fnserve down` after."""
+    port = free_base_port()
+    env = {**os.environ, "FNSERVE_HOME": str(home)}
+    env.pop("FNSERVE_TOKEN", None)
+    env.pop("FNSERVE_SERVICE_URL", None)
+    if database_url:
+        env["FNSERVE_DATABASE_URL"] = database_url
+    up = subprocess.run([*FNSERVE, "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert up.returncode == 0, f"fnserve up failed:\n{up.stdout}\n{up.stderr}"
+    assert "connected" in up.stdout
+    try:
+        yield Stack(env, port)
+    finally:
+        down = subprocess.run([*FNSERVE, "down"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert down.returncode == 0, down.stderr

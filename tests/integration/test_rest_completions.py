@@ -1,0 +1,99 @@
+"""REST: GET /v1/tasks/completions, the per-user completion log read with one long-poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from fnserve import serialize
+from fnserve.messages import ResultMessage
+from rest_support import (  # noqa: F401  (fixtures)
+    alice, app, assert_error, bob, client, register_endpoint, register_function, settings, state, store,
+)
+from web_service.task_store import completed_key
+
+
+@pytest.fixture
+def fid(client, alice):
+    return register_function(client, alice)
+
+
+@pytest.fixture
+def eid(client, alice):
+    return register_endpoint(client, alice)["endpoint_id"]
+
+
+def submit(client, headers, fid, eid, n):
+    tasks = [{"function_id": fid, "endpoint_id": eid, "args": [i]} for i in range(n)]
+    return client.post("/v1/tasks", json={"tasks": tasks}, headers=headers).json["task_ids"]
+
+
+def finish(store, eid, *task_ids):
+    """What the forwarder does with a batch of results from the endpoint."""
+    store.claim(eid, 100)
+    results = [ResultMessage(task_id=t, ok=True, data=serialize.serialize_data(t, "json-data")) for t in task_ids]
+    store.record_results(results, eid)
+
+
+def read(client, headers, **params):
+    resp = client.get("/v1/tasks/completions", query_string=params, headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.json
+
+
+def test_cursor_then_long_poll_returns_each_finished_task_once_with_its_result(client, alice, fid, eid, store):
+    cursor = read(client, alice)["cursor"]
+    ids = submit(client, alice, fid, eid, 3)
+    threading.Timer(0.2, finish, (store, eid, ids[0], ids[1])).start()
+    t0 = time.monotonic()
+    page = read(client, alice, cursor=cursor, wait=5)
+    assert time.monotonic() - t0 < 3  # woken by the completion, not by the timeout
+    assert {t["task_id"]: t["result_json"] for t in page["tasks"]} == {ids[0]: ids[0], ids[1]: ids[1]}
+    assert page["gap"] is False
+
+    finish(store, eid, ids[2])
+    nxt = read(client, alice, cursor=page["cursor"], wait=5)
+    assert [t["task_id"] for t in nxt["tasks"]] == [ids[2]] and nxt["tasks"][0]["state"] == "success"
+    empty = read(client, alice, cursor=nxt["cursor"], wait=0.2)
+    assert empty["tasks"] == [] and empty["cursor"] == nxt["cursor"]
+
+
+def test_cancelled_tasks_are_in_the_log_and_other_users_see_nothing(client, alice, bob, fid, eid, store):
+    mine, bobs = read(client, alice)["cursor"], read(client, bob)["cursor"]
+    tid = submit(client, alice, fid, eid, 1)[0]
+    assert client.post(f"/v1/tasks/{tid}/cancel", headers=alice).json["state"] == "cancelled"
+    page = read(client, alice, cursor=mine, wait=2)
+    assert [(t["task_id"], t["state"]) for t in page["tasks"]] == [(tid, "cancelled")]
+    assert read(client, bob, cursor=bobs, wait=0.2)["tasks"] == []
+
+
+def test_max_tasks_splits_at_batch_boundaries(client, alice, fid, eid, store):
+    cursor = read(client, alice)["cursor"]
+    ids = submit(client, alice, fid, eid, 4)
+    for tid in ids:
+        finish(store, eid, tid)
+    first = read(client, alice, cursor=cursor, max_tasks=2)
+    rest = read(client, alice, cursor=first["cursor"], max_tasks=2)
+    assert [t["task_id"] for t in first["tasks"] + rest["tasks"]] == ids
+    assert len(first["tasks"]) == 2
+
+
+def test_a_reader_behind_a_trimmed_log_is_told_of_the_gap(client, alice, fid, eid, store):
+    cursor = read(client, alice)["cursor"]
+    ids = submit(client, alice, fid, eid, 3)
+    for tid in ids:
+        finish(store, eid, tid)
+    key = next(k for k in store.r.scan_iter(completed_key("*")))
+    store.r.xtrim(key, maxlen=1, approximate=False)  # what the MAXLEN cap does to a reader that fell behind
+    page = read(client, alice, cursor=cursor)
+    assert page["gap"] is True and [t["task_id"] for t in page["tasks"]] == [ids[2]]
+
+
+def test_bad_cursor_and_max_tasks_are_400(client, alice):
+    for params, field in (({"cursor": "yesterday"}, "cursor"), ({"cursor": "1-0", "max_tasks": "0"}, "max_tasks"),
+                          ({"cursor": "1-0", "wait": "soon"}, "wait")):
+        err = assert_error(client.get("/v1/tasks/completions", query_string=params, headers=alice), 400, "invalid_request")
+        assert err["details"]["field"] == field
+    assert_error(client.get("/v1/tasks/completions"), 401, "missing_token")

@@ -1,0 +1,156 @@
+"""An endpoint on the real single-node Slurm, driven the way a site admin drives it.
+
+`fnserve endpoint configure --template slurm` / `start` / `list` / `stop` / `restart` / `delete`
+against the embedded stack (`fnserve up`), with Parsl's SlurmProvider and SrunLauncher
+submitting real sbatch jobs (scripts/start_slurm.sh brings Slurm up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from fnserve.errors import NotFound, TaskFailed
+from tests.integration.slurm_support import (
+    Stack,
+    batch_jobs,
+    nap,
+    require_slurm,
+    wait_for,
+    where_am_i,
+)
+
+# Short enough to watch an idle endpoint give its block back, and a lost block be noticed.
+IDLE_SECONDS = 4
+ENGINE = {"max_workers_per_node": 2, "heartbeat_period": 1, "heartbeat_threshold": 4}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    require_slurm()
+    s = Stack(tmp_path_factory.mktemp("fnserve-slurm"))
+    s.up()
+    try:
+        yield s
+    finally:
+        s.down()
+
+
+def _configure(stack: Stack, name: str) -> None:
+    stack.configure(
+        name, "slurm",
+        engine=ENGINE,
+        provider={"walltime": "00:10:00"},
+        scaling={"init_blocks": 0, "min_blocks": 0, "max_blocks": 1, "max_idletime": IDLE_SECONDS},
+        worker_init="",
+    )
+
+
+def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(stack: Stack) -> None:
+    fc = stack.client()
+    run_dir = stack.endpoint_dir("hpc") / "run"
+    _configure(stack, "hpc")
+
+    started = stack.cli("endpoint", "start", "hpc")
+    assert "registered endpoint hpc" in started.stdout and "connected" in started.stdout
+    endpoint_id = stack.endpoint_id("hpc")
+    creds = stack.endpoint_dir("hpc") / "credentials.yaml"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert "fnse_" not in (stack.endpoint_dir("hpc") / "config.yaml").read_text()  # no secret in the config
+
+    # 0 blocks at start: nothing in the batch queue until a task arrives.
+    assert batch_jobs(run_dir) == []
+    status = fc.get_endpoint_status(endpoint_id)
+    assert status["connected"] is True
+    assert wait_for(lambda: fc.get_endpoint_status(endpoint_id).get("site"), 15, "first status report")["blocks_running"] == 0
+
+    # The first task scales out a block (an sbatch job) and runs inside it.
+    fid = fc.register_function(where_am_i, serializer="source")
+    first = fc.get_result(fc.run(fid, endpoint_id), timeout=120)
+    assert first["job"] is not None
+    assert batch_jobs(run_dir) == [first["job"]]
+
+    # Status while the block is up: the REST route, the SDK and both CLI listings show it.
+    site = wait_for(lambda: (fc.get_endpoint_status(endpoint_id).get("site") or {}).get("workers") and
+                    fc.get_endpoint_status(endpoint_id)["site"], 20, "workers in the status report")
+    assert site["blocks_running"] == 1 and site["workers"] == 2
+    req = urllib.request.Request(f"{stack.url}/v1/endpoints/{endpoint_id}/status",
+                                 headers={"Authorization": f"Bearer {stack.token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        rest = json.loads(resp.read())
+    assert rest["endpoint_id"] == endpoint_id and rest["connected"] is True and rest["site"]["blocks_running"] == 1
+    listed = stack.cli("endpoint", "list").stdout
+    line = next(ln for ln in listed.splitlines() if ln.startswith("hpc "))
+    assert "running" in line and endpoint_id in line and "workers=2" in line
+    overview = stack.cli("endpoints").stdout
+    assert endpoint_id in overview and "blocks=1" in overview
+
+    # Idle for IDLE_SECONDS: the block is cancelled and the nodes go back to Slurm.
+    wait_for(lambda: batch_jobs(run_dir) == [], 30, "idle block cancelled")
+    assert "cancelled block(s)" in stack.log("hpc")
+
+    # The next task is a cold start again, on a new block.
+    second = fc.get_result(fc.run(fid, endpoint_id), timeout=120)
+    assert second["job"] not in (None, first["job"])
+
+    # One stop is enough: the process is gone and so are its batch jobs.
+    stopped = stack.cli("endpoint", "stop", "hpc", timeout=120)
+    assert "stopped" in stopped.stdout
+    assert batch_jobs(run_dir) == []
+    line = next(ln for ln in stack.cli("endpoint", "list").stdout.splitlines() if ln.startswith("hpc "))
+    assert "stopped" in line
+    assert wait_for(lambda: not fc.get_endpoint_status(endpoint_id)["connected"], 20, "disconnected at the service")
+
+    # Restart keeps the identity: no new registration, same endpoint id, tasks run again.
+    restarted = stack.cli("endpoint", "restart", "hpc")
+    assert "registered" not in restarted.stdout and "connected" in restarted.stdout
+    assert stack.endpoint_id("hpc") == endpoint_id
+    assert fc.get_result(fc.run(fid, endpoint_id), timeout=120)["job"] is not None
+
+    # Delete: stopped, gone from the service, its directory removed.
+    deleted = stack.cli("endpoint", "delete", "hpc", "--yes", timeout=120)
+    assert f"deleted endpoint {endpoint_id}" in deleted.stdout
+    assert not stack.endpoint_dir("hpc").exists()
+    assert batch_jobs(run_dir) == []
+    with pytest.raises(NotFound):
+        fc.get_endpoint(endpoint_id)
+
+
+def test_scancel_of_a_block_mid_task_fails_its_tasks_naming_the_block_and_a_new_block_takes_over(stack: Stack) -> None:
+    fc = stack.client()
+    run_dir = stack.endpoint_dir("lossy") / "run"
+    _configure(stack, "lossy")
+    stack.cli("endpoint", "start", "lossy")
+    endpoint_id = stack.endpoint_id("lossy")
+    try:
+        fid = fc.register_function(nap, serializer="source")
+        task_ids = [fc.run(fid, endpoint_id, 120) for _ in range(2)]
+        # Wait until the block's workers hold both tasks (as the endpoint reports it).
+        wait_for(lambda: (fc.get_endpoint_status(endpoint_id).get("site") or {}).get("tasks_running") == 2,
+                 120, "both tasks running in the block")
+        jobs = batch_jobs(run_dir)
+        assert len(jobs) == 1
+        lost_at = time.monotonic()
+        subprocess.run(["scancel", jobs[0]], check=True)
+
+        # Never hung: both tasks end, well before their 120 s of sleep, with an error naming the block.
+        for task_id in task_ids:
+            with pytest.raises(TaskFailed) as info:
+                fc.get_result(task_id, timeout=60)
+            assert info.value.code == "worker_lost", info.value
+            assert f"block 0 (batch job {jobs[0]})" in info.value.message
+        assert time.monotonic() - lost_at < 60
+
+        # A new block takes over for the next task.
+        where = fc.get_result(fc.run(fc.register_function(where_am_i, serializer="source"), endpoint_id), timeout=120)
+        assert where["job"] not in (None, jobs[0])
+    finally:
+        stack.cli("endpoint", "stop", "lossy", timeout=120)
+    assert batch_jobs(run_dir) == []
+    assert os.path.exists(stack.endpoint_dir("lossy") / "config.yaml")

@@ -1,0 +1,183 @@
+"""Per-user quotas (tasks and core-hours per period) and the per-user request rate limit.
+
+Quotas are set by the operator (``fnserve service quota set``) in the ``quotas`` table and
+checked at submit:
+
+- tasks per period: a Redis counter per (user, period window), incremented atomically by the
+  batch size and given back if over the limit, so concurrent submits cannot overshoot;
+- core-hours per period: the sum of CPU time in the ``usage`` table since the window started
+  (cached for ``cache_seconds``; usage rows arrive within about a second of a task finishing,
+  so a user can overshoot by what is running and what finished in that time).
+
+Periods are calendar-aligned in UTC (an hour, a day from midnight, an ISO week from Monday, a
+month from the 1st), so "when it resets" has one clear answer.
+
+The rate limit is a token bucket per user in Redis (one Lua call per request): ``rate``
+requests per second sustained, bursts of ``burst``; over it, 429 ``rate_limited`` with
+``Retry-After``. Off when ``rate`` is 0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from fnserve.errors import QuotaExceeded, RateLimited
+from web_service.registry.models import Quota
+from web_service.ttl_cache import TTLCache
+from web_service.usage import core_hours_since
+
+PERIODS = ("hour", "day", "week", "month")
+
+
+def window(period: str, now: datetime) -> tuple[datetime, datetime]:
+    """The UTC window of ``period`` holding ``now``: ``(start, end)``."""
+    now = now.astimezone(timezone.utc)
+    if period == "hour":
+        start = now.replace(minute=0, second=0, microsecond=0)
+        return start, start + timedelta(hours=1)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    if period == "month":
+        start = day.replace(day=1)
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        return start, end
+    raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    period: str
+    max_tasks: int | None
+    max_core_hours: float | None
+
+
+_NONE = QuotaLimits("day", None, None)
+
+
+class QuotaChecker:
+    """Checks quotas at submit; keeps per-process caches so users without quotas cost nothing."""
+
+    def __init__(self, r: redis.Redis, cache_seconds: float):
+        self.r = r
+        self._limits: TTLCache[str, QuotaLimits] = TTLCache(cache_seconds)
+        self._core_hours: TTLCache[tuple[str, datetime], float] = TTLCache(cache_seconds)
+
+    def limits(self, session: Session, user_id: str) -> QuotaLimits:
+        hit = self._limits.get(user_id)
+        if hit is None:
+            row = session.get(Quota, user_id)
+            hit = _NONE if row is None else QuotaLimits(row.period, row.max_tasks, row.max_core_hours)
+            self._limits.put(user_id, hit)
+        return hit
+
+    def reserve(self, session: Session, user_id: str, n_tasks: int, now: datetime | None = None) -> "Reservation | None":
+        """Count ``n_tasks`` against the user's quotas or raise 429 ``quota_exceeded``.
+
+        Returns a reservation to :meth:`Reservation.release` if the submit then fails.
+        """
+        q = self.limits(session, user_id)
+        if q.max_tasks is None and q.max_core_hours is None:
+            return None
+        now = now or datetime.now(timezone.utc)
+        start, end = window(q.period, now)
+        if q.max_core_hours is not None:
+            used = self._core_hours.get((user_id, start))
+            if used is None:
+                used = core_hours_since(session, user_id, start)
+                self._core_hours.put((user_id, start), used)
+            if used >= q.max_core_hours:
+                raise _exceeded("core-hours", f"{used:.3f} of {q.max_core_hours:g} core-hours", q.period, end)
+        if q.max_tasks is None:
+            return None
+        key = f"fns:quota:{user_id}:{int(start.timestamp())}:tasks"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.incrby(key, n_tasks)
+        pipe.expireat(key, int(end.timestamp()) + 3600)
+        count = int(pipe.execute()[0])
+        if count > q.max_tasks:
+            self.r.decrby(key, n_tasks)
+            raise _exceeded("tasks", f"{count - n_tasks} of {q.max_tasks} tasks used, {n_tasks} more asked", q.period, end)
+        return Reservation(self.r, key, n_tasks)
+
+
+@dataclass
+class Reservation:
+    r: redis.Redis
+    key: str
+    n: int
+
+    def release(self) -> None:
+        self.r.decrby(self.key, self.n)
+
+
+def _exceeded(which: str, used: str, period: str, resets: datetime) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"{which} quota per {period} exceeded ({used}); it resets at {resets.isoformat()}",
+        details={"quota": which, "period": period, "resets_at": resets.isoformat(),
+                 "retry_after": max(1, math.ceil((resets - datetime.now(timezone.utc)).total_seconds()))},
+    )
+
+
+def set_quota(session: Session, user_id: str, period: str, max_tasks: int | None, max_core_hours: float | None) -> None:
+    """Set (or, with both limits None, remove) a user's quota. Commits."""
+    window(period, datetime.now(timezone.utc))  # validates the period
+    session.execute(sa.delete(Quota).where(Quota.user_id == user_id))
+    if max_tasks is not None or max_core_hours is not None:
+        session.add(Quota(user_id=user_id, period=period, max_tasks=max_tasks, max_core_hours=max_core_hours))
+    session.commit()
+
+
+# -- rate limit ------------------------------------------------------------------------------------
+
+# Token bucket. KEYS[1]: bucket hash. ARGV: rate (tokens/s), burst, now (s), cost.
+# Returns 0 when allowed, else milliseconds until enough tokens.
+_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= cost then
+  tokens = tokens - cost
+else
+  wait = math.ceil((cost - tokens) / rate * 1000)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"""
+
+
+class RateLimiter:
+    """Per-user token bucket in Redis, shared by every web worker."""
+
+    def __init__(self, r: redis.Redis, rate: float, burst: float):
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self._script = r.register_script(_BUCKET)
+
+    def check(self, user_id: str) -> None:
+        if self.rate <= 0:
+            return
+        wait_ms = int(self._script(keys=[f"fns:rl:{user_id}"], args=[self.rate, self.burst, repr(time.time()), 1]))
+        if wait_ms > 0:
+            retry = max(1, math.ceil(wait_ms / 1000))
+            raise RateLimited(
+                f"too many requests: the limit is {self.rate:g} per second (bursts of {self.burst:g}); retry in {retry} s",
+                details={"retry_after": retry},
+            )

@@ -1,0 +1,91 @@
+"""Sharing, allowlists and groups:
+
+    GET|PUT /v1/functions/<id>/sharing        {"public": bool, "users": [...], "groups": [...]}
+    GET|PUT /v1/endpoints/<id>/sharing
+    GET|PUT /v1/endpoints/<id>/allowed_functions   {"restricted": bool, "function_ids": [...]}
+    GET|POST /v1/groups                       {"name": ...}
+    POST /v1/groups/<name>/members            {"add": [usernames], "remove": [usernames]}
+
+Managing is owner-only; PUT replaces the whole list.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from web_service.routes._http import identity, json_body, require_identity, respond
+from web_service.services import access as service
+from web_service.state import current
+from web_service.validation import invalid, require_str
+
+bp = Blueprint("access", __name__)
+bp.before_request(require_identity)
+
+_KINDS = {"functions": "function", "endpoints": "endpoint"}
+
+
+def _kind(collection: str) -> str:
+    kind = _KINDS.get(collection)
+    if kind is None:
+        from fnserve.errors import NotFound
+
+        raise NotFound(f"nothing to share under /v1/{collection}", code="not_found")
+    return kind
+
+
+@bp.get("/<any(functions, endpoints):collection>/<ident>/sharing")
+def get_sharing(collection: str, ident: str) -> Response:
+    with current().sessions() as session:
+        return respond(service.get_sharing(session, identity(), _kind(collection), ident))
+
+
+@bp.put("/<any(functions, endpoints):collection>/<ident>/sharing")
+def set_sharing(collection: str, ident: str) -> Response:
+    state = current()
+    public, users, groups = service.parse_sharing(json_body())
+    with state.sessions() as session:
+        view = service.set_sharing(session, identity(), _kind(collection), ident, public=public, users=users,
+                                   groups=groups, cache=state.ownership)
+    return respond(view)
+
+
+@bp.get("/endpoints/<endpoint_id>/allowed_functions")
+def get_allowlist(endpoint_id: str) -> Response:
+    with current().sessions() as session:
+        return respond(service.get_allowlist(session, identity(), endpoint_id))
+
+
+@bp.put("/endpoints/<endpoint_id>/allowed_functions")
+def set_allowlist(endpoint_id: str) -> Response:
+    state = current()
+    ids = service.parse_allowlist(json_body())
+    with state.sessions() as session:
+        return respond(service.set_allowlist(session, identity(), endpoint_id, ids, state.ownership))
+
+
+@bp.get("/groups")
+def list_groups() -> Response:
+    with current().sessions() as session:
+        return respond({"groups": service.list_groups(session, identity())})
+
+
+@bp.post("/groups")
+def create_group() -> Response:
+    name = require_str(json_body(), "name")
+    with current().sessions() as session:
+        group = service.create_group(session, identity(), name)
+        return respond(service.group_view(session, group), 201)
+
+
+@bp.post("/groups/<name>/members")
+def members(name: str) -> Response:
+    state = current()
+    body = json_body()
+    lists = []
+    for key in ("add", "remove"):
+        value = body.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise invalid(key, "must be a list of usernames")
+        lists.append(value)
+    with state.sessions() as session:
+        return respond(service.set_members(session, identity(), name, lists[0], lists[1], state.ownership))

@@ -1,0 +1,70 @@
+"""Reading a user's completion log: the tasks that finished since a cursor, with a long-poll.
+
+Every recorded result (and every cancellation) appends the finished task ids to the owner's log
+in Redis (see :mod:`web_service.task_store`), one entry per recorded batch. A client keeps one
+cursor and one long-poll open for all its outstanding tasks, however many there are, instead of
+naming them in each request or asking per task.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from web_service.auth import Identity
+from web_service.task_store import TaskRecord, TaskStore
+from web_service.validation import invalid
+
+_CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
+DEFAULT_MAX_TASKS = 5000
+
+
+@dataclass
+class CompletionPage:
+    """What one read of the log answers: the cursor to send next, the finished tasks, and
+    whether entries were trimmed past the given cursor (the reader may have missed tasks)."""
+
+    cursor: str
+    tasks: list[TaskRecord]
+    gap: bool
+
+
+def parse_cursor(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _CURSOR.fullmatch(value):
+        raise invalid("cursor", "must be a cursor returned by this route (like '1716000000000-0')")
+    return value
+
+
+def parse_max_tasks(value: Any, max_batch: int) -> int:
+    if value is None or value == "":
+        return min(DEFAULT_MAX_TASKS, max_batch)
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise invalid("max_tasks", "must be a positive integer") from None
+    if n < 1:
+        raise invalid("max_tasks", "must be a positive integer")
+    return min(n, max_batch)
+
+
+def read_completions(store: TaskStore, owner: Identity, cursor: str | None, wait: float, max_tasks: int) -> CompletionPage:
+    """The owner's tasks that finished after ``cursor``, waiting up to ``wait`` s for the first.
+
+    Without a cursor, answers at once with the cursor of the log's end: a reader takes it
+    *before* submitting, so no completion of its tasks can fall before it.
+    """
+    if cursor is None:
+        return CompletionPage(store.completion_cursor(owner.user_id), [], False)
+    batch = store.completed_since(owner.user_id, cursor, wait, max_tasks)
+    if not batch.task_ids:
+        return CompletionPage(batch.cursor, [], batch.gap)
+    records = store.get_many(batch.task_ids)
+    # The log is per owner, so every id is the owner's; an expired task is simply left out.
+    tasks = [rec for rec in records.values() if rec is not None and rec.finished and rec.owner == owner.user_id]
+    return CompletionPage(batch.cursor, tasks, batch.gap)
+
+
+__all__ = ["CompletionPage", "parse_cursor", "parse_max_tasks", "read_completions"]

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import embedded_stack, write_results  # noqa: E402
-from peers import bare_htex, dask_client  # noqa: E402
+from common import embedded_stack, write_results
+from peers import bare_htex, dask_client
 
 DURATIONS = (0.001, 0.010, 0.100)
 

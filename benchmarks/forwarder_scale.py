@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import summarize, write_results  # noqa: E402
+from common import summarize, write_results
 
 OWNER = "bench-user"
 
@@ -100,7 +100,7 @@ def endpoints_process(address: str, endpoint_ids: list[str], registered: Any, ou
 def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[str, Any]:
     import redis
 
-    from web_service.task_store import NewTask, TaskStore, completed_key
+    from web_service.task_store import NewTask, TaskStore
 
     r = redis.Redis.from_url(redis_url)
     r.flushdb()

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import embedded_stack, write_results  # noqa: E402
+from common import embedded_stack, write_results
 
 
 def noop(x: Any = None) -> None:

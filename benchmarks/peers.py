@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 # Peer workers import benchmark functions by module name: let them find this folder.
 _HERE = os.path.dirname(os.path.abspath(__file__))

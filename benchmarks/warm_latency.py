@@ -18,8 +18,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import embedded_stack, summarize, time_calls, write_results  # noqa: E402
-from peers import bare_htex, dask_client  # noqa: E402
+from common import embedded_stack, summarize, time_calls, write_results
+from peers import bare_htex, dask_client
 
 WORKERS = 1
 

@@ -8,8 +8,9 @@ Both are fed plain values and answer plain values, so they are tested without a 
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Hashable, Iterable, TypeVar
+from typing import Any, Generic, TypeVar
 
 F = TypeVar("F")
 

@@ -91,18 +91,51 @@ class Client:
     # -- functions ------------------------------------------------------------------------------
 
     def register_function(self, function: Callable[..., Any], name: str | None = None, description: str = "", *,
-                          serializer: str | None = None) -> str:
-        """Register ``function`` and return its id. ``serializer``: ``"dill-code"`` or ``"source"``."""
+                          serializer: str | None = None, runtime: str | None = None) -> str:
+        """Register ``function`` and return its id. ``serializer``: ``"dill-code"`` or ``"source"``.
+        ``runtime``: id or name of the runtime its tasks run in unless a task names another."""
         buf = serialize.serialize_function(function, serializer)
-        return self._register(buf, name or function.__name__, description)
+        return self._register(buf, name or function.__name__, description, runtime)
 
-    def register_source(self, source: str, entry_point: str, name: str | None = None, description: str = "") -> str:
+    def register_source(self, source: str, entry_point: str, name: str | None = None, description: str = "", *,
+                        runtime: str | None = None) -> str:
         """Register the function ``entry_point`` defined in ``source`` (e.g. a whole .py file)."""
-        return self._register(serialize.serialize_source(source, entry_point), name or entry_point, description)
+        return self._register(serialize.serialize_source(source, entry_point), name or entry_point, description, runtime)
 
-    def _register(self, buf: bytes, name: str, description: str) -> str:
-        body = {"name": name, "function": _b64(buf), **({"description": description} if description else {})}
+    def _register(self, buf: bytes, name: str, description: str, runtime: str | None = None) -> str:
+        body = {"name": name, "function": _b64(buf), **({"description": description} if description else {}),
+                **({"runtime": runtime} if runtime else {})}
         return str(self.transport.post("/v1/functions", body)["function_id"])
+
+    # -- runtimes -------------------------------------------------------------------------------
+
+    def register_runtime(self, name: str, type: str, image: str = "", description: str = "") -> str:
+        """Register a runtime and return its id.
+
+        ``type``: host, venv, apptainer, singularity, podman, docker or charliecloud; ``image``:
+        the image location, or for ``venv`` the interpreter's path. Endpoints run it when their
+        admin configured a runtime of the same ``name`` (see docs/runtimes.md)::
+
+            rid = client.register_runtime("sci-py311", "podman", image="localhost/fnserve-worker:latest")
+            fid = client.register_function(simulate, runtime=rid)
+        """
+        body = {"name": name, "type": type, **({"image": image} if image else {}),
+                **({"description": description} if description else {})}
+        return str(self.transport.post("/v1/runtimes", body)["runtime_id"])
+
+    def get_runtime(self, runtime: str) -> dict[str, Any]:
+        """A runtime by id or name."""
+        return self.transport.get(f"/v1/runtimes/{runtime}")  # type: ignore[no-any-return]
+
+    def list_runtimes(self, shared: bool = False) -> list[dict[str, Any]]:
+        """Your runtimes; with ``shared``, also those others shared with you."""
+        return list(self.transport.get("/v1/runtimes", **({"shared": "true"} if shared else {}))["runtimes"])
+
+    def delete_runtime(self, runtime: str) -> None:
+        self.transport.delete(f"/v1/runtimes/{runtime}")
+
+    def share_runtime(self, runtime_id: str, **who: Any) -> dict[str, Any]:
+        return self.share("runtime", runtime_id, **who)
 
     def get_function(self, function_id: str) -> dict[str, Any]:
         return self.transport.get(f"/v1/functions/{function_id}")  # type: ignore[no-any-return]
@@ -220,9 +253,13 @@ class Client:
         return self.submit(function_id, endpoint_id, args, kwargs)
 
     def submit(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
-               runtime: str | None = None, walltime: float | None = None, serializer: str | None = None) -> str:
-        """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``."""
+               runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
+               max_retries: int | None = None) -> str:
+        """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``, and
+        ``max_retries`` (reruns after a lost worker; default: the endpoint's setting)."""
         spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer)
+        if max_retries is not None:
+            spec["max_retries"] = max_retries
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
 
     def create_batch(self) -> Batch:
@@ -357,8 +394,8 @@ def _globus_tokens(cfg: ClientConfig, service_url: str) -> Callable[[], str]:
 
 
 def _collection(kind: str) -> str:
-    if kind not in ("function", "endpoint"):
-        raise ValueError(f"kind must be 'function' or 'endpoint', not {kind!r}")
+    if kind not in ("function", "endpoint", "runtime"):
+        raise ValueError(f"kind must be 'function', 'endpoint' or 'runtime', not {kind!r}")
     return kind + "s"
 
 

@@ -37,13 +37,21 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable
+from typing import Any
 
 from fnserve import serialize
 from fnserve.batching import BatchPolicy, Outstanding, chunks
 from fnserve.client import Client, _task_spec, result_of
-from fnserve.errors import FnserveError, RemoteExecutionError, ServiceUnavailable, TaskCancelled, TaskFailed, TaskPending
+from fnserve.errors import (
+    FnserveError,
+    RemoteExecutionError,
+    ServiceUnavailable,
+    TaskCancelled,
+    TaskFailed,
+    TaskPending,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +70,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     task in the service too.
     """
 
-    def __init__(self, executor: "Executor") -> None:
+    def __init__(self, executor: Executor) -> None:
         super().__init__()
         self.task_id: str | None = None
         self.task: dict[str, Any] | None = None
@@ -207,7 +215,7 @@ class Executor(concurrent.futures.Executor):
                 self._reader.join()
             self._close_progress()
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -308,9 +316,10 @@ class Executor(concurrent.futures.Executor):
                 self._lock.notify_all()
             for future, _ in batch:
                 future._sent.set()
-            if self._bar is not None:
-                self._bar.total += len(batch)
-                self._bar.refresh()
+            bar = self._bar
+            if bar is not None:
+                bar.total += len(batch)
+                bar.refresh()
             self._resolve_all(early)
 
     def _fail_batch(self, batch: list[tuple[TaskFuture, dict[str, Any]]], exc: Exception) -> None:
@@ -402,8 +411,9 @@ class Executor(concurrent.futures.Executor):
         for future, task in ready:
             task.setdefault("timestamps", {})["delivered"] = delivered
             _resolve(future, task)
-        if self._bar is not None:
-            self._bar.update(len(ready))
+        bar = self._bar
+        if bar is not None:
+            bar.update(len(ready))
 
     def _close_progress(self) -> None:
         bar, self._bar = self._bar, None

@@ -74,6 +74,7 @@ def login_globus(service_url: str, auth: dict[str, Any], login_flow_manager: Any
     if not scope:
         raise Unauthorized("the service does not say which Globus scope it needs; ask its operator", code="login_failed")
     creds = _headless_credentials()
+    response: Any
     if creds is not None:
         response = globus_sdk.ConfidentialAppAuthClient(*creds).oauth2_client_credentials_tokens(requested_scopes=scope)
     else:
@@ -99,6 +100,7 @@ def globus_access_token(cfg: ClientConfig, path: Any = None) -> str:
     if data is not None and data.expires_at_seconds > time.time() + _EXPIRY_MARGIN:
         return str(data.access_token)
     creds = _headless_credentials()
+    response: Any
     if creds is not None:
         response = globus_sdk.ConfidentialAppAuthClient(*creds).oauth2_client_credentials_tokens(requested_scopes=scope)
     elif data is not None and data.refresh_token:

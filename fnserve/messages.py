@@ -50,6 +50,10 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     payload: bytes  # serialized arguments
     runtime: str | None = None
     walltime: float | None = None  # seconds; None means no limit
+    # Reruns after a system failure (lost worker/block); None: the endpoint's max_retries.
+    max_retries: int | None = None
+    # Largest serialized result the endpoint sends back (bytes); set by the site manager.
+    max_result_bytes: int | None = None
     result_strategy: str | None = None  # "json-data" when the caller wants JSON back
     timings: dict[str, float] = {}  # hop -> unix time, filled as the task moves
     # Where the worker sends live outputs (fnserve.report): the site manager's PULL socket.

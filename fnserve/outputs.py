@@ -108,7 +108,7 @@ class _Channel:
 
         self._zmq = zmq
         self.pid = os.getpid()
-        self._context = zmq.Context.instance()
+        self._context: Any = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, _SEND_HWM)
         self._socket.setsockopt(zmq.LINGER, 1000)  # a worker exiting still flushes for a moment

@@ -103,6 +103,9 @@ def _register_source(body: bytes) -> None:
     linecache.cache[filename] = (len(source), None, lines, filename)
 
 
+DEFAULT_MAX_RESULT_BYTES = 10 * 1024 * 1024  # when the site manager sets no limit
+
+
 def execute_task(task_bytes: bytes) -> bytes:
     """Run one encoded ``TaskMessage`` and return the encoded ``ResultMessage``.
 
@@ -183,6 +186,16 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             result.ok = False
             result.error = _serialization_error(
                 exc, "return value", code="result_not_serializable"
+            )
+        limit = task.max_result_bytes or DEFAULT_MAX_RESULT_BYTES
+        if len(result.data) > limit:
+            # Refused here, in the worker: the big buffer is dropped and the worker lives on.
+            size = len(result.data)
+            result.ok, result.data = False, b""
+            result.error = RemoteError(
+                code="result_too_large", type="ResultTooLarge",
+                message=f"the task's result is {size} bytes serialized, over the endpoint's limit of "
+                        f"{limit} bytes (max_result_bytes); return less data or write it to shared storage",
             )
     return result
 

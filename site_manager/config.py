@@ -27,6 +27,8 @@ Reads like Parsl's own composition, in YAML for site admins, and maps onto Parsl
       nodes_per_block: 1
       max_idletime: 120             # seconds with nothing to do before idle blocks are cancelled
     worker_init: "source ~/venv/bin/activate"
+    runtimes:                       # warm pools in containers / other Pythons: site_manager/runtimes.py
+      sci: {type: podman, image: localhost/fnserve-worker:latest, min_warm_workers: 1}
 
 Every key of ``provider`` / ``launcher`` except ``type`` is passed to the Parsl class unchanged,
 and checked against that class's own signature, so a typo is named with the allowed keys.
@@ -255,12 +257,18 @@ class EndpointConfig:
     reconnect_max_delay: float = 30.0
     # On SIGTERM: how long to wait for running tasks and for the forwarder's acks.
     drain_timeout: float = 30.0
+    # Reruns of a task whose worker or block was lost (a task's own max_retries overrides it).
+    max_retries: int = 2
+    # Largest serialized result a task may return; a bigger one fails with result_too_large.
+    max_result_bytes: int = 10 * 1024 * 1024
     engine: EngineConfig = field(default_factory=EngineConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     # Shell lines run in each block before the workers start (e.g. activate a venv).
     worker_init: str = ""
+    # Runtimes beside the host one: name -> site_manager.runtimes.RuntimeConfig (warm pools).
+    runtimes: dict[str, Any] = field(default_factory=dict)
     # CurveZMQ (Z85 text, from registration): the forwarder's public key and this endpoint's
     # keypair. Set all three, or none for a plaintext forwarder on loopback.
     forwarder_public_key: str = ""
@@ -282,6 +290,12 @@ class EndpointConfig:
             or self.heartbeat_threshold <= self.heartbeat_period
         ):
             raise ConfigError("need 0 < heartbeat_period < heartbeat_threshold")
+        if type(self.max_retries) is not int or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}",
+                              details={"key": "max_retries"})
+        if type(self.max_result_bytes) is not int or self.max_result_bytes <= 0:
+            raise ConfigError(f"max_result_bytes must be a positive integer, got {self.max_result_bytes!r}",
+                              details={"key": "max_result_bytes"})
 
     @property
     def run_path(self) -> Path:
@@ -315,6 +329,9 @@ class EndpointConfig:
         data["scaling"] = _section(ScalingConfig, "scaling", scaling)
         data["provider"] = ProviderConfig.from_dict(data.pop("provider", None))
         data["launcher"] = LauncherConfig.from_dict(data.pop("launcher", None))
+        from site_manager.runtimes import parse_runtimes  # (it imports ConfigError from here)
+
+        data["runtimes"] = parse_runtimes(data.pop("runtimes", None))
         if data.get("worker_init") and "worker_init" in data["provider"].options:
             raise ConfigError("worker_init is set both at the top level and in provider: keep one",
                               details={"key": "provider.worker_init"})

@@ -106,8 +106,11 @@ class Engine:
         launcher: LauncherConfig | None = None,
         scaling: ScalingConfig | None = None,
         worker_init: str = "",
+        launch_cmd: str | None = None,
     ) -> None:
         self.config = engine
+        # The worker pool's command (Parsl's own when None): a runtime wraps it in its container.
+        self.launch_cmd = launch_cmd
         self.provider_config = provider
         self.launcher_config = launcher or LauncherConfig()
         self.scaling = scaling or ScalingConfig()
@@ -148,6 +151,7 @@ class Engine:
             # failures; here lost blocks are replaced and their tasks fail with a clear error.
             block_error_handler=False,
             encrypted=False,
+            **({"launch_cmd": self.launch_cmd} if self.launch_cmd else {}),
             **cfg.options,
         )
         ex.run_dir = str(self.run_dir)
@@ -166,6 +170,8 @@ class Engine:
         return outer
 
     def _settle(self, outer: Future[bytes], inner: Future[bytes]) -> None:
+        if outer.done():
+            return  # already failed by its runtime pool (workers that could not start)
         exc = inner.exception()
         if exc is None:
             outer.set_result(inner.result())
@@ -245,6 +251,33 @@ class Engine:
                     ex.provider.cancel([job])
             except Exception as exc:  # noqa: BLE001 - usually the job is already gone
                 logger.info("cancelling lost block %s: %s", block, exc)
+
+    def outstanding(self) -> int:
+        """Tasks submitted and not finished (queued at the interchange or running)."""
+        ex = self._executor
+        return int(ex.outstanding()) if ex is not None else 0
+
+    def failed_starts(self) -> list[tuple[str, str]]:
+        """Blocks that ended before any worker connected, with the tail of their stderr.
+
+        Such a block never ran anything: its workers could not start (a missing image, a
+        container that refuses to start, an interpreter without fnserve). Read from the
+        provider's last poll (refreshed by :meth:`status`).
+        """
+        ex = self._executor
+        if ex is None:
+            return []
+        with self._lock:
+            seen = set(self._seen_blocks)
+        out = []
+        for block, st in list(ex.status_facade.items()):
+            if block in seen or not st.terminal or st.state.name in ("SCALED_IN",) or st.message == "cancelled":
+                continue
+            if st.state.name == "CANCELLED" and st.message != "Killed":
+                continue  # cancelled by us (scale-in, shutdown)
+            err = (st.stderr_summary or st.message or "").strip()
+            out.append((block, "\n".join(err.splitlines()[-6:]) or f"exit code {st.exit_code}"))
+        return out
 
     def status(self) -> EngineStatus:
         """Blocks, workers and tasks right now (asks the interchange: call at heartbeat pace)."""

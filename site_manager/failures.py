@@ -12,6 +12,8 @@ _CODES = {
     "BadStateException": "engine_failed",
     "ScalingFailed": "engine_failed",
     "SerializationError": "engine_error",
+    "RuntimeNotSupported": "runtime_not_supported",
+    "RuntimeUnavailable": "runtime_unavailable",
 }
 
 
@@ -40,6 +42,8 @@ def failure_result(
     code = _CODES.get(name, "engine_error")
     if code == "worker_lost":
         message = f"the worker running this task was lost before it finished: {exc}"
+    elif code.startswith("runtime_"):
+        message = str(exc)  # names the runtime and the cause (site_manager.runtime_pool)
     elif code == "engine_failed":
         message = f"the endpoint's engine cannot run tasks: {exc}"
     else:

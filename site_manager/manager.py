@@ -30,6 +30,7 @@ from fnserve.messages import (
 from fnserve.version import PROTOCOL_VERSION, __version__
 from site_manager.config import EndpointConfig
 from site_manager.engine import Engine
+from site_manager.runtime_pool import RuntimePool
 from site_manager.failures import failure_result
 from site_manager.inbox import ResultInbox
 from site_manager.outputs import OutputRelay, advertised_host
@@ -64,14 +65,8 @@ class SiteManager:
 
     def __init__(self, config: EndpointConfig, engine: Engine | None = None) -> None:
         self.config = config
-        self.engine = engine or Engine(
-            config.engine,
-            config.provider,
-            config.run_path / "engine",
-            launcher=config.launcher,
-            scaling=config.scaling,
-            worker_init=config.worker_init,
-        )
+        # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools.
+        self.engine = engine or RuntimePool.from_config(config)
         self.session = Session(
             endpoint_id=config.endpoint_id,
             secret=config.secret,
@@ -79,6 +74,7 @@ class SiteManager:
             heartbeat_period=config.heartbeat_period,
             heartbeat_threshold=config.heartbeat_threshold,
             backoff=Backoff(config.reconnect_delay, config.reconnect_max_delay),
+            max_retries=config.max_retries,
         )
         self.inbox = ResultInbox()
         self._context = zmq.Context()
@@ -245,7 +241,11 @@ class SiteManager:
         task_id = task.task_id
         try:
             task.outputs_address = self.outputs.address
-            future = self.engine.submit(encode_task(task))
+            task.max_result_bytes = self.config.max_result_bytes
+            if task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
+                future = self.engine.submit(encode_task(task), runtime=task.runtime)
+            else:
+                future = self.engine.submit(encode_task(task))
         except Exception as exc:  # noqa: BLE001 - engine in a bad state: fail the task clearly
             logger.error("engine refused task %s: %s", task_id, exc)
             self.inbox.put(failure_result(task_id, exc, task.timings))

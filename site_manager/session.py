@@ -30,6 +30,7 @@ from fnserve.messages import (
     TaskOutputBatch,
     TaskStatusBatch,
 )
+from site_manager.retries import final_result, should_retry
 from site_manager.status import EngineStatus, endpoint_status
 
 # Results per ResultBatch when resending a backlog, to keep frames of a sane size.
@@ -142,6 +143,7 @@ class Session:
         heartbeat_period: float,
         heartbeat_threshold: float,
         backoff: Backoff | None = None,
+        max_retries: int = 2,
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software
@@ -152,6 +154,10 @@ class Session:
         self.state = State.DISCONNECTED
         self.ledger = ResultLedger()
         self.running: set[str] = set()
+        self.max_retries = max_retries
+        # Running tasks' messages and runs so far: what a retry after a lost worker resubmits.
+        self._tasks: dict[str, TaskMessage] = {}
+        self._attempts: dict[str, int] = {}
         self.draining = False
         self._last_heard = 0.0
         self._next_heartbeat = 0.0
@@ -193,14 +199,24 @@ class Session:
     def results_ready(self, results: list[ResultMessage]) -> list[Action]:
         """Tasks finished: record them until acked, and send them if we are registered."""
         fresh = []
+        retries: list[Action] = []
         for result in results:
-            self.running.discard(result.task_id)
+            task = self._tasks.get(result.task_id)
+            if task is not None:
+                attempts = self._attempts.get(result.task_id, 1)
+                limit = self.max_retries if task.max_retries is None else task.max_retries
+                if should_retry(result, attempts, limit) and not self.draining:
+                    self._attempts[result.task_id] = attempts + 1
+                    retries.append(Submit(task))
+                    continue  # still running, as far as anyone outside knows
+                result = final_result(result, attempts, limit)
+            self._forget(result.task_id)
             if result.task_id not in self.ledger:
                 self.ledger.add(result)
                 fresh.append(result)
         if self.state is not State.READY or not fresh:
-            return []  # kept in the ledger: resent once registered again
-        return _batches(fresh)
+            return retries  # kept in the ledger: resent once registered again
+        return retries + _batches(fresh)
 
     def outputs_ready(self, outputs: list[TaskOutput]) -> list[Action]:
         """Live outputs arrived from workers: relay them now if registered, else drop them.
@@ -281,11 +297,18 @@ class Session:
                 )  # a re-dispatch of a finished task: answer, don't rerun
                 continue
             self.running.add(task.task_id)
+            self._tasks[task.task_id] = task
+            self._attempts[task.task_id] = 1
             started.append(task.task_id)
             actions.append(Submit(task))
         if started:
             actions.append(Send(TaskStatusBatch(running=started, started_at=wall_time)))
         return actions + _batches(done)
+
+    def _forget(self, task_id: str) -> None:
+        self.running.discard(task_id)
+        self._tasks.pop(task_id, None)
+        self._attempts.pop(task_id, None)
 
     def connection_lost(self, reason: str) -> list[Action]:
         """The connection is unusable: reconnect after the next backoff delay."""

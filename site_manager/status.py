@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fnserve.messages import EndpointStatus
@@ -18,6 +18,8 @@ class EngineStatus:
     workers: int = 0
     tasks_queued: int = 0
     tasks_running: int = 0
+    # Runtime name -> workers, blocks, tasks (and failed starts): see site_manager.runtime_pool.
+    runtimes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def count_blocks(states: Iterable[str]) -> tuple[int, int]:
@@ -51,6 +53,7 @@ def endpoint_status(status: EngineStatus) -> EndpointStatus:
         workers=status.workers,
         tasks_queued=status.tasks_queued,
         tasks_running=status.tasks_running,
+        runtimes=dict(status.runtimes),
     )
 
 

@@ -15,15 +15,16 @@ arrive as MessagePack primitives from the wire and are stored and served as JSON
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 import redis
 
 from fnserve.messages import TaskOutput
 from fnserve.outputs import DEFAULT_TASK_OUTPUT_BYTES
-from web_service.task_store import DEFAULT_RESULT_TTL, P, task_key
+from web_service.task_store import DEFAULT_RESULT_TTL, P
 
 # Entries one read returns at most.
 MAX_READ = 1000

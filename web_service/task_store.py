@@ -84,6 +84,7 @@ class NewTask:
     runtime: str | None = None
     walltime: float | None = None
     result_strategy: str | None = None
+    max_retries: int | None = None
 
 
 @dataclass
@@ -171,8 +172,8 @@ for _, id in ipairs(ids) do
   if redis.call('HGET', k, 'state') == 'waiting-for-endpoint' then
     redis.call('HSET', k, 'state', 'dispatched', 't_dispatched', ARGV[2])
     redis.call('SADD', KEYS[2], id)
-    local f = redis.call('HMGET', k, 'function_id', 'payload', 'runtime', 'walltime', 'result_strategy')
-    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or ''})
+    local f = redis.call('HMGET', k, 'function_id', 'payload', 'runtime', 'walltime', 'result_strategy', 'max_retries')
+    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or ''})
   end
 end
 return out
@@ -317,6 +318,8 @@ class TaskStore:
                 fields["walltime"] = repr(float(t.walltime))
             if t.result_strategy:
                 fields["result_strategy"] = t.result_strategy
+            if t.max_retries is not None:
+                fields["max_retries"] = str(int(t.max_retries))
             pipe.hset(task_key(t.task_id), mapping=fields)
             endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
         for endpoint_id, ids in endpoints.items():
@@ -415,12 +418,12 @@ class TaskStore:
             return []
         bodies = self._function_bodies({row[1].decode() for row in rows})
         tasks = []
-        for task_id, function_id, payload, runtime, walltime, strategy in rows:
+        for task_id, function_id, payload, runtime, walltime, strategy, retries in rows:
             fid = function_id.decode()
             tasks.append(TaskMessage(
                 task_id=task_id.decode(), function_id=fid, function=bodies.get(fid, b""), payload=payload,
                 runtime=runtime.decode() or None, walltime=float(walltime) if walltime else None,
-                result_strategy=strategy.decode() or None,
+                result_strategy=strategy.decode() or None, max_retries=int(retries) if retries else None,
             ))
         return tasks
 

@@ -87,7 +87,7 @@ def add_user_commands(main: click.Group) -> None:
         return (f"{who:<28} tasks={t['tasks']} (ok {t['succeeded']}, failed {t['failed']}, cancelled {t['cancelled']}) "
                 f"core-hours={t['core_hours']:.4f} wall={t['wall_time_s']:.1f}s peak-mem={t['peak_memory_kb'] / 1024:.1f}MiB")
 
-    kinds = click.Choice(["function", "endpoint"])
+    kinds = click.Choice(["function", "endpoint", "runtime"])
 
     @main.command()
     @click.argument("kind", type=kinds)

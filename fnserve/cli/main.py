@@ -71,7 +71,8 @@ def main() -> None:
 @click.argument("target", metavar="FILE.py:FUNC")
 @click.option("--name", help="Name to register under (default: FUNC).")
 @click.option("--description", default="", help="A line saying what the function does.")
-def register(target: str, name: str | None, description: str) -> None:
+@click.option("--runtime", help="Runtime (id or name) its tasks run in by default.")
+def register(target: str, name: str | None, description: str, runtime: str | None = None) -> None:
     """Register function FUNC defined in FILE.py; prints its function id.
 
     The whole file travels as source, so the function may use the file's imports and helpers.
@@ -88,7 +89,7 @@ def register(target: str, name: str | None, description: str) -> None:
     defined = {n.name for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     if func not in defined:
         raise click.BadParameter(f"{path} defines no top-level function {func!r} (it has: {', '.join(sorted(defined)) or 'none'})")
-    click.echo(_client().register_source(source, func, name=name, description=description))
+    click.echo(_client().register_source(source, func, name=name, description=description, runtime=runtime))
 
 
 @main.command()
@@ -333,6 +334,10 @@ from fnserve.cli import access_cmds  # noqa: E402 - login/whoami/usage/share, al
 access_cmds.add_user_commands(main)
 access_cmds.add_endpoint_commands(endpoint)
 access_cmds.add_service_commands(service)
+
+from fnserve.cli import runtime_cmds  # noqa: E402 - fnserve runtime register|list|show|delete
+
+runtime_cmds.add_commands(main)
 
 
 if __name__ == "__main__":

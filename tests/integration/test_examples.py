@@ -71,7 +71,7 @@ def test_md_notebook_plots_temperature_while_the_task_runs(stack, tmp_path, monk
     assert temperatures[0] < 1.0 and 200 < sum(temperatures[-5:]) / 5 < 400
 
     pdb = (tmp_path / "md_final.pdb").read_text()
-    assert pdb.startswith("REMARK") or pdb.startswith("CRYST1")
+    assert pdb.startswith(("REMARK", "CRYST1"))
     assert pdb.count("HOH") > 100 and " NA " in pdb and " CL " in pdb
     assert "batches of outputs read" in stream_text(nb)
 

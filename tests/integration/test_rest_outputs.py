@@ -7,12 +7,21 @@ import time
 
 import msgspec
 import pytest
+from rest_support import (  # noqa: F401  (fixtures)
+    alice,
+    app,
+    assert_error,
+    bob,
+    client,
+    register_endpoint,
+    register_function,
+    settings,
+    state,
+    store,
+)
 
 from fnserve import serialize
 from fnserve.messages import ResultMessage, TaskOutput
-from rest_support import (  # noqa: F401  (fixtures)
-    alice, app, assert_error, bob, client, register_endpoint, register_function, settings, state, store,
-)
 from web_service.services.outputs import END_GRACE
 from web_service.task_outputs import OutputWriter, info_key, outputs_key
 

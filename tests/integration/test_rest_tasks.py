@@ -57,6 +57,7 @@ def test_batch_is_queued_durably_in_order(client, alice, fid, eid, store):
 
 
 def test_json_arguments_are_wrapped_and_ask_for_json_results(client, alice, fid, eid, store):
+    client.post("/v1/runtimes", json={"name": "py311", "type": "host"}, headers=alice)
     ids = submit(
         client, alice,
         {"function_id": fid, "endpoint_id": eid, "args": [2], "kwargs": {"k": "v"}, "walltime": 3, "runtime": "py311"},

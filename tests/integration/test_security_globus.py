@@ -10,7 +10,6 @@ import pytest
 import responses
 from globus_sdk.testing import load_response
 
-from fnserve.client import Client
 from fnserve.config import ClientConfig
 from fnserve.login import logout
 from tests.integration import globus_standin as standin

@@ -18,12 +18,13 @@ from web_service.auth import issue_token, revoke_token
 from web_service.registry.models import User
 
 # Routes that need no token (ARCHITECTURE.md: version / health / OpenAPI).
-PUBLIC = {"version.version", "version.health"}
+PUBLIC = {"version.version", "version.health", "version.openapi"}
 # Routes that name no other user's resource: another user's token gets their own view, which
 # must not contain anything of the first user's.
 OWN_VIEW = {
     "functions.list_", "endpoints.list_", "functions.register", "endpoints.register", "access.list_groups",
     "access.create_group", "identity.whoami", "identity.usage", "completions.completions",
+    "runtimes.list_", "runtimes.register",
 }
 
 
@@ -45,19 +46,29 @@ def world(app, client, alice) -> dict[str, Any]:
     task = client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid, "args": [1]}]}, headers=alice)
     assert task.status_code == 202, task.json
     assert client.post("/v1/groups", json={"name": "alices-lab"}, headers=alice).status_code == 201
-    return {"function_id": fid, "endpoint_id": eid, "task_id": task.json["task_ids"][0], "name": "alices-lab"}
+    ids = {"function_id": fid, "endpoint_id": eid, "task_id": task.json["task_ids"][0], "name": "alices-lab"}
+    if any(r.rule == "/v1/runtimes" for r in app.url_map.iter_rules()):
+        rt = client.post("/v1/runtimes", json={"name": "alices-env", "type": "host"}, headers=alice)
+        assert rt.status_code == 201, rt.json
+        ids["runtime_id"] = rt.json["runtime_id"]
+    return ids
 
 
 def _urls(rule: Any, ids: dict[str, str]) -> Iterator[str]:
-    """Concrete URLs for ``rule`` naming alice's resources."""
-    if "collection" in rule.arguments:
-        for collection, key in (("functions", "function_id"), ("endpoints", "endpoint_id")):
-            yield rule.rule.replace("<any(functions, endpoints):collection>", collection).replace("<ident>", ids[key])
-        return
-    url = rule.rule
-    for arg in rule.arguments:
-        url = url.replace(f"<{arg}>", ids[arg])
-    yield url
+    """Concrete URLs for ``rule`` naming alice's resources (``<ident>`` is the id of the
+    resource kind the URL is under; ``<any(...):collection>`` yields one URL per kind)."""
+    import re
+
+    any_ = re.search(r"<any\(([^)]*)\):collection>", rule.rule)
+    collections = [c.strip() for c in any_.group(1).split(",")] if any_ else [None]
+    for collection in collections:
+        url = rule.rule if any_ is None else rule.rule.replace(any_.group(0), collection)
+        for arg in rule.arguments - {"collection"}:
+            key = arg
+            if arg == "ident":
+                key = (collection or url.split("/")[2]).rstrip("s") + "_id"
+            url = url.replace(f"<{arg}>", ids[key])
+        yield url
 
 
 def _call(client: Any, method: str, url: str, headers: dict[str, str], ids: dict[str, str]) -> Any:

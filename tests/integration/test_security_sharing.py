@@ -167,4 +167,5 @@ def test_usage_totals_per_user_and_per_endpoint_for_its_owner(app, client, alice
     assert bob_view["user"]["tasks"] == 3 and bob_view["endpoints"] == []  # bob owns no endpoint
     # A period before the tasks ran is empty; bad times are 400s.
     assert client.get("/v1/usage?since=2000-01-01T00:00:00Z&until=2000-02-01", headers=alice).json["user"]["tasks"] == 0
-    assert_error(client.get("/v1/usage?since=yesterday", headers=alice), 400, "invalid_request")
+    for bad in ("since=yesterday", "until=Inf", "since=nan", "until=1e30"):
+        assert_error(client.get(f"/v1/usage?{bad}", headers=alice), 400, "invalid_request")

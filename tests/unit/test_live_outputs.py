@@ -12,7 +12,14 @@ import zmq
 
 import fnserve
 from fnserve import outputs, serialize
-from fnserve.messages import TaskMessage, TaskOutput, decode_output, decode_result, encode_output, encode_task
+from fnserve.messages import (
+    TaskMessage,
+    TaskOutput,
+    decode_output,
+    decode_result,
+    encode_output,
+    encode_task,
+)
 from node_manager.execute import execute_task
 from site_manager.outputs import OutputRelay
 from site_manager.session import Send, Session, State

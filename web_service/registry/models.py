@@ -67,6 +67,28 @@ class Function(Base):
     body_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Runtime its tasks run in when a task names none (see Runtime); None: the endpoint's default.
+    runtime_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Runtime(Base):
+    """A named environment functions run in: a container image or a Python interpreter.
+
+    The ``name`` is what travels to the endpoint (``TaskMessage.runtime``): an endpoint runs a
+    runtime its site admin configured under that name (the site decides where the image lives
+    locally; ``image`` here tells users and admins what it is and where to get it).
+    """
+
+    __tablename__ = "runtimes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(32))  # host, venv, apptainer, singularity, podman, docker, charliecloud
+    image: Mapped[str] = mapped_column(Text, default="")  # image location, or the interpreter's path for venv
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Endpoint(Base):

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 from web_service.registry.models import Function
 from web_service.routes._http import identity, iso, json_body, require_identity, respond
 from web_service.services import functions as service
+from web_service.services.runtimes import resolve_runtime
 from web_service.state import current
 from web_service.validation import decode_base64, invalid, optional_str, require_str
 
@@ -19,7 +20,7 @@ bp.before_request(require_identity)
 def function_view(fn: Function) -> dict[str, Any]:
     return {
         "function_id": fn.id, "name": fn.name, "description": fn.description, "strategy": fn.strategy,
-        "python": fn.python, "created_at": iso(fn.created_at), "owner_id": fn.owner_id,
+        "python": fn.python, "created_at": iso(fn.created_at), "owner_id": fn.owner_id, "runtime_id": fn.runtime_id,
     }
 
 
@@ -32,8 +33,11 @@ def register() -> Response:
     if body.get("function") is None:
         raise invalid("function", "is required (base64 of a buffer made by fnserve.serialize)")
     buf = decode_base64(body["function"], "function", state.settings.max_payload_bytes)
+    runtime = optional_str(body, "runtime", max_len=128)
     with state.sessions() as session:
-        fn = service.register_function(session, state.store, identity(), name, buf, description)
+        # The function's default runtime (id or name), checked now: a typo is a 404 here, not at submit.
+        runtime_id = resolve_runtime(session, identity(), runtime, state.ownership).runtime_id if runtime else None
+        fn = service.register_function(session, state.store, identity(), name, buf, description, runtime_id)
     return respond(function_view(fn), 201)
 
 

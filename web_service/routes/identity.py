@@ -30,14 +30,20 @@ def _time_arg(name: str, default: datetime) -> datetime:
     text = request.args.get(name)
     if not text:
         return default
+    bad = invalid(name, "must be an ISO 8601 time (2025-01-31T00:00:00Z) or unix seconds")
     try:
-        return datetime.fromtimestamp(float(text), timezone.utc)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        try:  # inf, nan and years past 9999 are not times
+            return datetime.fromtimestamp(seconds, timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise bad from None
     try:
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise invalid(name, "must be an ISO 8601 time (2025-01-31T00:00:00Z) or unix seconds") from None
+        raise bad from None
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 

@@ -25,6 +25,20 @@ def version() -> Response:
     return respond({"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1", "auth": auth})
 
 
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The REST contract (OpenAPI 3), built once per process: it is constant data."""
+    global _openapi
+    if _openapi is None:
+        from web_service.openapi import document
+
+        _openapi = respond(document()).get_data()
+    return Response(_openapi, mimetype="application/json")
+
+
+_openapi: bytes | None = None
+
+
 @bp.get("/health")
 def health() -> Response:
     state = current()

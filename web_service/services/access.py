@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import BadRequest, Forbidden, NotFound
 from web_service.auth import Identity
-from web_service.registry.models import Endpoint, EndpointAllowedFunction, Function, Grant, Group, GroupMember, User
+from web_service.registry.models import Endpoint, EndpointAllowedFunction, Function, Grant, Group, GroupMember, Runtime, User
 from web_service.ttl_cache import TTLCache
 
-# Kinds of shareable resources and their models. The runtimes issue adds "runtime" here.
-RESOURCE_MODELS: dict[str, Any] = {"function": Function, "endpoint": Endpoint}
+# Kinds of shareable resources and their models.
+RESOURCE_MODELS: dict[str, Any] = {"function": Function, "endpoint": Endpoint, "runtime": Runtime}
 PUBLIC = "*"
 
 

@@ -20,7 +20,8 @@ from web_service.task_store import TaskStore
 log = logging.getLogger("fnserve.web.functions")
 
 
-def register_function(session: Session, store: TaskStore, owner: Identity, name: str, buf: bytes, description: str = "") -> Function:
+def register_function(session: Session, store: TaskStore, owner: Identity, name: str, buf: bytes, description: str = "",
+                      runtime_id: str | None = None) -> Function:
     """Store a function buffer (a code strategy: ``dill-code`` or ``source``) and cache it.
 
     Only the buffer's header is read: the service never loads user code.
@@ -34,7 +35,7 @@ def register_function(session: Session, store: TaskStore, owner: Identity, name:
         )
     fn = Function(
         owner_id=owner.user_id, name=name, description=description, strategy=header.strategy,
-        python=header.python, body=buf, body_sha256=hashlib.sha256(buf).hexdigest(),
+        python=header.python, body=buf, body_sha256=hashlib.sha256(buf).hexdigest(), runtime_id=runtime_id,
     )
     session.add(fn)
     session.commit()

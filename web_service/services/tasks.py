@@ -23,6 +23,7 @@ from web_service.services import OwnershipCache
 from web_service.services.access import access_for, function_not_allowed, may_use
 from web_service.services.endpoints import endpoint_not_found, tombstone_key
 from web_service.services.functions import forbidden, function_not_found
+from web_service.services.runtimes import task_runtimes
 from web_service.quotas import QuotaChecker
 from web_service.usage import UsageEntry, log_usage
 from web_service.task_store import NewTask, TaskRecord, TaskStore, function_key
@@ -31,6 +32,7 @@ from web_service.validation import decode_base64, invalid, optional_number, opti
 RESULT_FORMATS = ("json", "python")
 RETURN_WHEN = ("ALL_COMPLETED", "FIRST_COMPLETED")
 MAX_ID_LENGTH = 64
+MAX_RETRIES = 100  # per task: reruns after a lost worker or block
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class TaskSpec:
     runtime: str | None = None
     walltime: float | None = None
     result_strategy: str | None = None
+    max_retries: int | None = None
 
 
 # -- validation (pure) ---------------------------------------------------------------------------
@@ -70,6 +73,9 @@ def parse_task(index: int, item: Any, max_payload_bytes: int) -> TaskSpec:
         endpoint_id = require_str(item, "endpoint_id", f"{prefix}.endpoint_id", MAX_ID_LENGTH)
         runtime = optional_str(item, "runtime", f"{prefix}.runtime", 128)
         walltime = optional_number(item, "walltime", f"{prefix}.walltime", exclusive=True)
+        max_retries = item.get("max_retries")
+        if max_retries is not None and (type(max_retries) is not int or not 0 <= max_retries <= MAX_RETRIES):
+            raise invalid(f"{prefix}.max_retries", f"must be an integer from 0 to {MAX_RETRIES}")
         result_format = item.get("result_format")
         if result_format is not None and result_format not in RESULT_FORMATS:
             raise invalid(f"{prefix}.result_format", f"must be one of {', '.join(RESULT_FORMATS)}")
@@ -81,7 +87,7 @@ def parse_task(index: int, item: Any, max_payload_bytes: int) -> TaskSpec:
         result_strategy: str | None = serialize.JSON_DATA
     else:
         result_strategy = None
-    return TaskSpec(function_id, endpoint_id, payload, runtime, walltime, result_strategy)
+    return TaskSpec(function_id, endpoint_id, payload, runtime, walltime, result_strategy, max_retries)
 
 
 _JSON_HEADER_START = f"{serialize.MAGIC} {serialize.JSON_DATA} ".encode()
@@ -163,12 +169,13 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
     _authorize(session, owner, first_use, cache)
     _check_allowlists(specs, cache, session)
     _ensure_usable(session, store, first_use, cache)
+    runtimes = task_runtimes(session, store, owner, [(s.function_id, s.endpoint_id, s.runtime) for s in specs], cache)
     tasks = [
         NewTask(
             task_id=str(uuid.uuid4()), owner=owner.user_id, function_id=s.function_id, endpoint_id=s.endpoint_id,
-            payload=s.payload, runtime=s.runtime, walltime=s.walltime, result_strategy=s.result_strategy,
+            payload=s.payload, runtime=rt, walltime=s.walltime, result_strategy=s.result_strategy, max_retries=s.max_retries,
         )
-        for s in specs
+        for s, rt in zip(specs, runtimes)
     ]
     reservation = quotas.reserve(session, owner.user_id, len(tasks)) if quotas is not None else None
     try:

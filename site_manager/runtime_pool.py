@@ -1,0 +1,213 @@
+"""Warm pools: one engine (HighThroughputExecutor) per runtime, started inside that runtime.
+
+The endpoint's own engine is the runtime ``host``; each runtime of the ``runtimes:`` config gets
+an :class:`~site_manager.engine.Engine` whose worker pool is launched inside its container or
+Python env (:func:`site_manager.runtimes.launch_command`). A runtime's engine starts with its
+first task (a cold start: the block scales out at once), or with the site manager when it keeps
+hot spares (``min_warm_workers``). Each engine scales and reaps its own blocks with
+:func:`site_manager.scaling.decide` and the runtime's ``max_idletime``.
+
+A runtime whose workers die before connecting is shut down and not restarted in a tight loop:
+its tasks fail at once, naming the runtime and the cause, until :class:`PoolHealth` says retry.
+Other runtimes are not affected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from site_manager.config import EndpointConfig, ScalingConfig
+from site_manager.engine import Engine
+from site_manager.runtimes import HOST, PoolHealth, RuntimeConfig, launch_command, route
+from site_manager.status import EngineStatus
+
+logger = logging.getLogger(__name__)
+
+
+class RuntimeNotSupported(Exception):
+    """The task names a runtime this endpoint does not run."""
+
+
+class RuntimeUnavailable(Exception):
+    """The task's runtime cannot start workers right now (image missing, no fnserve in it...)."""
+
+
+def _hint(error: str) -> str:
+    low = error.lower()
+    if "no module named" in low or "cannot import" in low:
+        return "install fnserve[site] (with Parsl) into that environment or image"
+    if "image not known" in low or "no such image" in low or "not found" in low or "does not exist" in low \
+            or "no such file" in low or "manifest unknown" in low:
+        return "build or pull the image on the endpoint's host (see docs/runtimes.md)"
+    return "check the runtime's settings in the endpoint config"
+
+
+class RuntimePool:
+    """Runs each task on its runtime's engine; quacks like :class:`Engine` for the site manager.
+
+    Example::
+
+        pool = RuntimePool.from_config(config)
+        pool.start()
+        result = pool.submit(encode_task(task), runtime="sci").result()
+    """
+
+    def __init__(self, host: Engine, runtimes: dict[str, RuntimeConfig], make_engine: Callable[[RuntimeConfig], Engine],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.host = host
+        self.runtimes = dict(runtimes)
+        self._make_engine = make_engine
+        self._clock = clock
+        self.engines: dict[str, Engine] = {}
+        self.health: dict[str, PoolHealth] = {name: PoolHealth() for name in self.runtimes}
+        self._pending: dict[str, set[Future[bytes]]] = {name: set() for name in self.runtimes}
+        self._workers: dict[str, int] = {}
+        self._lock = threading.Lock()  # engines and pending futures are also touched from Parsl's threads
+
+    @classmethod
+    def from_config(cls, config: EndpointConfig) -> RuntimePool:
+        """The host engine as configured, plus one engine per entry of ``config.runtimes``."""
+        host = Engine(config.engine, config.provider, config.run_path / "engine", launcher=config.launcher,
+                      scaling=config.scaling, worker_init=config.worker_init)
+
+        def make(rt: RuntimeConfig) -> Engine:
+            run_dir = config.run_path / "runtimes" / rt.name
+            min_blocks = rt.min_blocks(config.engine.max_workers_per_node * config.scaling.nodes_per_block)
+            scaling = ScalingConfig(init_blocks=min_blocks, min_blocks=min_blocks, max_blocks=rt.max_blocks,
+                                    nodes_per_block=config.scaling.nodes_per_block, max_idletime=rt.max_idletime)
+            from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+
+            cmd = launch_command(rt, DEFAULT_LAUNCH_CMD, [str(run_dir)])
+            return Engine(config.engine, config.provider, run_dir, label=f"fnserve-{rt.name}", launcher=config.launcher,
+                          scaling=scaling, worker_init=config.worker_init, launch_cmd=cmd)
+
+        return cls(host, getattr(config, "runtimes", {}) or {}, make)
+
+    # -- the Engine interface ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the host engine, and the runtimes that keep hot spares."""
+        self.host.start()
+        for rt in self.runtimes.values():
+            if rt.min_warm_workers > 0:
+                try:
+                    self._engine(rt)
+                except Exception as exc:  # noqa: BLE001 - a broken runtime must not stop the endpoint
+                    self._start_failed(rt, f"its engine did not start: {exc}")
+
+    def submit(self, task_bytes: bytes, runtime: str | None = None) -> Future[bytes]:
+        """Run an encoded task on its runtime (``None``: the host engine)."""
+        with self._lock:
+            warm = {n for n, w in self._workers.items() if w > 0}
+        fallbacks = {n: rt.fallbacks for n, rt in self.runtimes.items() if rt.fallbacks}
+        name = route(runtime, {HOST, *self.runtimes}, warm | {HOST}, fallbacks)
+        if name is None:
+            raise RuntimeNotSupported(
+                f"this endpoint does not run runtime {runtime!r}; it runs: {', '.join(sorted({HOST, *self.runtimes}))}")
+        if name == HOST:
+            return self.host.submit(task_bytes)
+        rt = self.runtimes[name]
+        health = self.health[name]
+        if not health.usable(self._clock()):
+            raise RuntimeUnavailable(
+                f"{health.error} (retrying in {max(0.0, health.retry_at - self._clock()):.0f} s)")
+        future = self._engine(rt).submit(task_bytes)
+        with self._lock:
+            self._pending[name].add(future)
+        future.add_done_callback(lambda f: self._discard(name, f))
+        return future
+
+    def status(self) -> EngineStatus:
+        """Everything summed, with per-runtime figures in ``runtimes`` (heartbeat pace)."""
+        host = self.host.status()
+        per = {HOST: _figures(host)}
+        total = [host.blocks_pending, host.blocks_running, host.workers, host.tasks_queued, host.tasks_running]
+        for name, rt in self.runtimes.items():
+            engine = self.engines.get(name)
+            if engine is None:
+                per[name] = {"workers": 0, "blocks": 0, "tasks": 0, "failures": self.health[name].failures}
+                continue
+            st = engine.status()
+            with self._lock:
+                self._workers[name] = st.workers
+            if st.workers:
+                self.health[name].started()
+            else:
+                failed = engine.failed_starts()
+                if failed:
+                    self._start_failed(rt, f"its workers did not start: {failed[-1][1]}")
+                    st = EngineStatus()
+            per[name] = {**_figures(st), "failures": self.health[name].failures}
+            for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running)):
+                total[i] += v
+        return EngineStatus(*total, runtimes=per)
+
+    def scale(self, now: float | None = None) -> int:
+        """Scale every engine (each within its runtime's blocks and idle time)."""
+        change = self.host.scale(now)
+        for name, engine in list(self.engines.items()):
+            change += engine.scale(now)
+        return change
+
+    def shutdown(self) -> None:
+        with self._lock:
+            engines = list(self.engines.values())
+            self.engines.clear()
+        for engine in engines:
+            engine.shutdown()
+        self.host.shutdown()
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _engine(self, rt: RuntimeConfig) -> Engine:
+        engine = self.engines.get(rt.name)
+        if engine is None:
+            logger.info("starting %s", rt.describe())
+            engine = self._make_engine(rt)
+            engine.start()
+            self.engines[rt.name] = engine
+        return engine
+
+    def _discard(self, name: str, future: Future[bytes]) -> None:
+        with self._lock:
+            self._pending[name].discard(future)
+
+    def _start_failed(self, rt: RuntimeConfig, cause: str) -> None:
+        """Stop a runtime whose workers cannot start; fail its waiting tasks with the cause."""
+        health = self.health[rt.name]
+        message = f"{rt.describe()}: {cause.rstrip('.')}; {_hint(cause)}"
+        health.start_failed(self._clock(), message)
+        logger.error("%s; not retried for %.0f s", message, health.retry_at - self._clock())
+        with self._lock:
+            engine = self.engines.pop(rt.name, None)
+            pending = list(self._pending[rt.name])
+            self._pending[rt.name].clear()
+            self._workers[rt.name] = 0
+        for future in pending:
+            if not future.done():
+                try:
+                    future.set_exception(RuntimeUnavailable(message))
+                except Exception:  # noqa: BLE001 - settled meanwhile by Parsl's thread
+                    pass
+        if engine is not None:
+            try:
+                engine.shutdown()
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("stopping %s: %s", rt.describe(), exc)
+
+    def runtime_names(self) -> list[str]:
+        """Runtimes this endpoint runs (reported to the service, checked at submit)."""
+        return sorted({HOST, *self.runtimes})
+
+
+def _figures(st: EngineStatus) -> dict[str, int]:
+    return {"workers": st.workers, "blocks": st.blocks_pending + st.blocks_running,
+            "tasks": st.tasks_queued + st.tasks_running}
+
+
+__all__ = ["RuntimePool", "RuntimeNotSupported", "RuntimeUnavailable"]
+

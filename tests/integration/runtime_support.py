@@ -1,0 +1,54 @@
+"""Runtimes as the runtime tests and benchmarks set them up: real venvs and a real podman image."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/fnserve-worker:test"
+IMAGE_DIR = Path("/var/cache/fnserve/worker-image")
+
+
+def have_podman() -> bool:
+    return shutil.which("podman") is not None
+
+
+def build_image() -> str:
+    """The worker image (scripts/build_worker_image.sh; cached between runs)."""
+    out = subprocess.run([str(REPO / "scripts/build_worker_image.sh"), str(IMAGE_DIR)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"building the worker image failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout.strip().splitlines()[-1]
+
+
+def make_venv(path: Path, with_fnserve: bool) -> str:
+    """A real venv; with fnserve means it sees this Python's packages (fnserve is installed there)."""
+    args = [sys.executable, "-m", "venv", "--without-pip"]
+    if with_fnserve:
+        args.append("--system-site-packages")
+    subprocess.run([*args, str(path)], check=True, timeout=120)
+    return str(path / "bin" / "python")
+
+
+def add_runtimes(config_path: Path, runtimes: dict[str, Any], **scaling: Any) -> None:
+    """Write a ``runtimes:`` section into an endpoint config (restart the endpoint after)."""
+    data = yaml.safe_load(config_path.read_text())
+    data["runtimes"] = runtimes
+    if scaling:
+        data.setdefault("scaling", {}).update(scaling)
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.chmod(config_path, 0o600)
+
+
+def where() -> dict[str, Any]:
+    """What a task reports about the worker it ran in (the functions the tests register)."""
+    import os
+    import sys
+
+    return {"pid": os.getpid(), "prefix": sys.prefix, "container": os.path.exists("/run/.containerenv")}

@@ -1,0 +1,111 @@
+"""Faults at small scale on a real `fnserve up` stack: a worker process killed with SIGKILL.
+
+The task reports its worker's pid through a file; the test kills that process with kill -9 and
+checks what the user sees: the task is rerun (bounded by max_retries) and succeeds, or, out of
+retries, fails with `worker_lost` naming the attempts. The endpoint keeps working afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from stack_support import running_stack
+
+from fnserve.errors import TaskFailed
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("faults")) as s:
+        yield s
+
+
+def pid_recorder():
+    """A function (nested, so dill ships it by value) that notes its worker's pid in a file and,
+    on its first run, sleeps (the test kills it); later runs return the number of runs so far."""
+
+    def record_pid_then_sleep(path: str) -> int:
+        import os
+        import time
+        from pathlib import Path
+
+        p = Path(path)
+        runs = p.read_text().split() if p.exists() else []
+        p.write_text(" ".join([*runs, str(os.getpid())]))
+        if not runs:
+            time.sleep(300)
+        return len(runs) + 1
+
+    return record_pid_then_sleep
+
+
+def _wait_for_pids(path: Path, count: int, timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the test's own wait for a process it does not control
+        if path.exists():
+            pids = [int(p) for p in path.read_text().split()]
+            if len(pids) >= count:
+                return pids
+        time.sleep(0.05)
+    raise AssertionError(f"the task did not start within {timeout} s")
+
+
+def test_a_task_whose_worker_is_killed_is_rerun_and_succeeds(stack, tmp_path):
+    client = stack.client()
+    fid = client.register_function(pid_recorder())
+    marker = tmp_path / "pids"
+    task_id = client.submit(fid, stack.endpoint_id, (str(marker),))
+    pid = _wait_for_pids(marker, 1)[0]
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    assert client.get_result(task_id, timeout=90) == 2  # ran twice: the kill cost one attempt
+    second = _wait_for_pids(marker, 2)[1]
+    assert second != pid
+    # The endpoint keeps working.
+    assert client.get_result(client.submit(fid, stack.endpoint_id, (str(marker),)), timeout=60) == 3
+
+
+def test_a_task_out_of_retries_fails_with_worker_lost_and_the_attempts(stack, tmp_path):
+    client = stack.client()
+    fid = client.register_function(pid_recorder())
+    marker = tmp_path / "pids"
+    task_id = client.submit(fid, stack.endpoint_id, (str(marker),), max_retries=0)
+    os.kill(_wait_for_pids(marker, 1)[0], signal.SIGKILL)
+    with pytest.raises(TaskFailed) as info:
+        client.get_result(task_id, timeout=90)
+    task = client.get_task(task_id)
+    assert task["state"] == "failed" and task["error"]["code"] == "worker_lost", task["error"]
+    assert "lost" in task["error"]["message"] and "1 attempt(s)" in task["error"]["message"]
+    assert "max_retries=0" in str(info.value) or "max_retries=0" in task["error"]["message"]
+    assert len(marker.read_text().split()) == 1  # not rerun
+
+
+def test_a_result_over_10_mib_fails_clearly_and_the_worker_survives(stack):
+    client = stack.client()
+
+    def big_then_pid(n: int) -> tuple[int, bytes]:
+        import os
+
+        return os.getpid(), b"x" * n
+
+    fid = client.register_function(big_then_pid)
+
+    def worker_pids() -> set[int]:
+        ids = [client.submit(fid, stack.endpoint_id, (10,)) for _ in range(6)]
+        return {client.get_result(t, timeout=60)[0] for t in ids}
+
+    before = worker_pids()
+    task_id = client.submit(fid, stack.endpoint_id, (11 * 1024 * 1024,))
+    with pytest.raises(TaskFailed):
+        client.get_result(task_id, timeout=60)
+    error = client.get_task(task_id)["error"]
+    assert error["code"] == "result_too_large" and "limit of 10485760 bytes" in error["message"], error
+    # No worker died for it: the ones from before are alive and the endpoint keeps serving.
+    for pid in before:
+        os.kill(pid, 0)
+    assert worker_pids() <= before  # no replacement worker was started
+    assert client.get_result(client.submit(fid, stack.endpoint_id, (3,)), timeout=60)[1] == b"xxx"

@@ -1,0 +1,296 @@
+"""The REST contract as data: the OpenAPI 3 document served at ``GET /v1/openapi.json``.
+
+Hand-written dicts (not generated from the routes), because the routes validate bodies by hand
+with stable error codes; a unit test checks that every Flask route under ``/v1`` is described
+here, and the schemathesis run in tests/integration/test_rest_contract.py checks that the live
+service answers as described.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fnserve.version import __version__
+from web_service.services.runtimes import RUNTIME_TYPES
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _str(max_len: int = 255, **extra: Any) -> Schema:
+    return {"type": "string", "minLength": 1, "maxLength": max_len, **extra}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {**schema, "nullable": True}
+
+
+def _obj(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+_BASE64 = {"type": "string", "pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
+_ID = _str(64)
+_TIMESTAMP = {"type": "string", "description": "ISO 8601 time, UTC"}
+_WAIT_QUERY = {"name": "wait", "in": "query", "required": False,
+               "description": "seconds to long-poll (capped by the service's FNSERVE_MAX_WAIT)",
+               "schema": {"type": "number", "minimum": 0}}
+_CURSOR = {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"}
+_SHARED_QUERY = {"name": "shared", "in": "query", "required": False,
+                 "description": "true: also list what others share with the caller",
+                 "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]}}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _obj({
+        "error": _obj({
+            "code": {"type": "string", "description": "stable machine-readable code"},
+            "message": {"type": "string"},
+            "details": {"type": "object"},
+        }, ["code", "message"]),
+    }, ["error"]),
+    "Function": _obj({
+        "function_id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+        "strategy": {"type": "string"}, "python": {"type": "string"}, "created_at": _TIMESTAMP,
+        "owner_id": {"type": "string"},
+    }, ["function_id", "name", "strategy", "created_at", "owner_id"]),
+    "Endpoint": _obj({
+        "endpoint_id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+        "created_at": _TIMESTAMP, "owner_id": {"type": "string"}, "restricted": {"type": "boolean"},
+        "status": _ref("EndpointStatus"),
+    }, ["endpoint_id", "name", "created_at", "owner_id", "restricted"]),
+    "EndpointRegistered": {"allOf": [_ref("Endpoint"), _obj({
+        "secret": {"type": "string"}, "forwarder_address": {"type": "string"},
+        "curve_public_key": _nullable({"type": "string"}), "curve_secret_key": _nullable({"type": "string"}),
+        "forwarder_public_key": _nullable({"type": "string"}),
+    }, ["secret", "forwarder_address"])]},
+    "EndpointStatus": _obj({
+        "connected": {"type": "boolean"}, "last_heartbeat": _nullable({"type": "number"}),
+        "connected_since": _nullable({"type": "number"}), "disconnected_since": _nullable({"type": "number"}),
+        "tasks_waiting": {"type": "integer"}, "tasks_in_flight": {"type": "integer"},
+        "site": {"type": "object"},
+    }, ["connected", "tasks_waiting", "tasks_in_flight"]),
+    "TaskError": _obj({
+        "code": {"type": "string"}, "type": {"type": "string"}, "message": {"type": "string"},
+        "traceback": {"type": "string"},
+    }, ["code", "message"]),
+    "Task": _obj({
+        "task_id": {"type": "string"},
+        "state": {"type": "string", "enum": ["waiting-for-endpoint", "dispatched", "running", "success", "failed", "cancelled"]},
+        "function_id": {"type": "string"}, "endpoint_id": {"type": "string"},
+        "runtime": _nullable({"type": "string"}),
+        "timestamps": {"type": "object", "additionalProperties": {"type": "number"}},
+        "result": _nullable({**_BASE64, "description": "base64 of the serialized result"}),
+        "result_json": {"description": "the result as JSON, for results made with the JSON strategy"},
+        "error": _nullable(_ref("TaskError")),
+        "stdout": _nullable({"type": "string"}), "stderr": _nullable({"type": "string"}),
+        "timings": _nullable({"type": "object"}), "resources": _nullable({"type": "object"}),
+    }, ["task_id", "state", "function_id", "endpoint_id", "timestamps"]),
+    "TaskSpec": _obj({
+        "function_id": _ID, "endpoint_id": _ID, "runtime": _str(128),
+        "walltime": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+        "result_format": {"type": "string", "enum": ["json", "python"]},
+        "max_retries": {"type": "integer", "minimum": 0, "maximum": 100,
+                        "description": "reruns after a lost worker or block (default: the endpoint's max_retries)"},
+        "payload": {**_BASE64, "description": "base64 of arguments made by fnserve.serialize (not with args/kwargs)"},
+        "args": {"type": "array", "description": "JSON arguments (instead of payload)"},
+        "kwargs": {"type": "object", "description": "JSON keyword arguments (instead of payload)"},
+    }, ["function_id", "endpoint_id"]),
+    "Sharing": _obj({
+        "public": {"type": "boolean"},
+        "users": {"type": "array", "items": _str(), "maxItems": 1000},
+        "groups": {"type": "array", "items": _str(), "maxItems": 1000},
+    }),
+    "Allowlist": _obj({
+        "restricted": {"type": "boolean"},
+        "function_ids": {"type": "array", "items": _ID, "maxItems": 10_000},
+    }),
+    "Group": _obj({
+        "group_id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
+        "members": {"type": "array", "items": {"type": "string"}},
+    }, ["group_id", "name"]),
+    "Runtime": _obj({
+        "runtime_id": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string"},
+        "image": {"type": "string"}, "description": {"type": "string"}, "owner_id": {"type": "string"},
+        "created_at": _TIMESTAMP,
+    }, ["runtime_id", "name", "type"]),
+    "Outputs": _obj({
+        "task_id": {"type": "string"}, "state": {"type": "string"},
+        "outputs": {"type": "array", "items": {"type": "object"}},
+        "cursor": {"type": "string"}, "complete": {"type": "boolean"}, "truncated": {"type": "boolean"},
+    }, ["task_id", "outputs", "cursor", "complete"]),
+}
+
+# Every error status a route may answer; each has the Error body.
+_ERRORS = {
+    "400": "invalid request (the body names the field)", "401": "missing, invalid or expired token",
+    "403": "not allowed for this user", "404": "no such resource", "405": "method not allowed",
+    "409": "conflict", "413": "request, payload or batch too large", "429": "rate limited or over quota",
+    "503": "a backing store (Redis or the database) is unavailable",
+}
+
+
+def _responses(status: str, schema: Schema, description: str = "success") -> dict[str, Any]:
+    out: dict[str, Any] = {status: {"description": description, "content": {"application/json": {"schema": schema}}}}
+    for code, text in _ERRORS.items():
+        out[code] = {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+    return out
+
+
+def _op(summary: str, status: str, response: Schema, *, body: Schema | None = None, params: list[Schema] | None = None,
+        public: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": _responses(status, response)}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    if public:
+        op["security"] = []
+    return op
+
+
+def _path_param(name: str) -> Schema:
+    # Any text fits the route; the service answers 404 for unknown ids.
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
+
+
+def _list_of(key: str, item: str) -> Schema:
+    return _obj({key: {"type": "array", "items": _ref(item)}}, [key])
+
+
+def _deleted(key: str) -> Schema:
+    return _obj({key: {"type": "string"}, "deleted": {"type": "boolean"}}, [key, "deleted"])
+
+
+_TOTALS = {"type": "object"}
+
+
+def _sharing_paths(kind: str) -> dict[str, Any]:
+    p = [_path_param("ident")]
+    return {f"/v1/{kind}/{{ident}}/sharing": {
+        "get": _op(f"who the {kind[:-1]} is shared with (owner only)", "200", _ref("Sharing"), params=p),
+        "put": _op(f"replace the {kind[:-1]}'s sharing (owner only)", "200", _ref("Sharing"), params=p, body=_ref("Sharing")),
+    }}
+
+
+PATHS: dict[str, Any] = {
+    "/v1/version": {"get": _op("service and protocol version, auth mode", "200", _obj({
+        "version": {"type": "string"}, "protocol_version": {"type": "integer"}, "api": {"type": "string"},
+        "auth": {"type": "object"},
+    }, ["version", "protocol_version", "api", "auth"]), public=True)},
+    "/v1/health": {"get": {**_op("Redis and database reachable", "200", _obj({
+        "status": {"type": "string", "enum": ["ok", "unavailable"]}, "redis": {"type": "boolean"},
+        "database": {"type": "boolean"},
+    }, ["status", "redis", "database"]), public=True)}},
+    "/v1/openapi.json": {"get": _op("this document", "200", {"type": "object"}, public=True)},
+    "/v1/whoami": {"get": _op("the caller", "200", _obj({
+        "user_id": {"type": "string"}, "username": {"type": "string"}, "auth_mode": {"type": "string"},
+    }, ["user_id", "username", "auth_mode"]))},
+    "/v1/usage": {"get": _op("the caller's usage totals, and per owned endpoint", "200", _obj({
+        "since": {"type": "string"}, "until": {"type": "string"}, "user": _TOTALS,
+        "endpoints": {"type": "array", "items": _TOTALS},
+    }, ["since", "until", "user", "endpoints"]), params=[
+        {"name": n, "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "ISO 8601 time or unix seconds"} for n in ("since", "until")])},
+    "/v1/functions": {
+        "get": _op("the caller's functions", "200", _list_of("functions", "Function"), params=[_SHARED_QUERY]),
+        "post": _op("register a function", "201", _ref("Function"), body=_obj({
+            "name": _str(), "description": _nullable(_str(10_000)),
+            "function": {**_BASE64, "description": "base64 of a function buffer made by fnserve.serialize"},
+        }, ["name", "function"])),
+    },
+    "/v1/functions/{function_id}": {
+        "get": _op("one function", "200", _ref("Function"), params=[_path_param("function_id")]),
+        "delete": _op("delete a function (owner only)", "200", _deleted("function_id"), params=[_path_param("function_id")]),
+    },
+    **_sharing_paths("functions"),
+    "/v1/endpoints": {
+        "get": _op("the caller's endpoints, with status", "200", _list_of("endpoints", "Endpoint"), params=[_SHARED_QUERY]),
+        "post": _op("register an endpoint; the answer holds its secrets, shown once", "201", _ref("EndpointRegistered"),
+                    body=_obj({"name": _str(), "description": _nullable(_str(10_000))}, ["name"])),
+    },
+    "/v1/endpoints/{endpoint_id}": {
+        "get": _op("one endpoint, with status", "200", _ref("Endpoint"), params=[_path_param("endpoint_id")]),
+        "delete": _op("delete an endpoint; its queued tasks are cancelled", "200", _obj({
+            "endpoint_id": {"type": "string"}, "deleted": {"type": "boolean"}, "tasks_cancelled": {"type": "integer"},
+        }, ["endpoint_id", "deleted"]), params=[_path_param("endpoint_id")]),
+    },
+    "/v1/endpoints/{endpoint_id}/status": {
+        "get": _op("an endpoint's connection and queue", "200", {"allOf": [
+            _obj({"endpoint_id": {"type": "string"}}, ["endpoint_id"]), _ref("EndpointStatus")]},
+            params=[_path_param("endpoint_id")]),
+    },
+    "/v1/endpoints/{endpoint_id}/allowed_functions": {
+        "get": _op("the endpoint's function allowlist (owner only)", "200", _ref("Allowlist"),
+                   params=[_path_param("endpoint_id")]),
+        "put": _op("restrict the endpoint to functions, or lift it (owner only)", "200", _ref("Allowlist"),
+                   params=[_path_param("endpoint_id")], body=_ref("Allowlist")),
+    },
+    **_sharing_paths("endpoints"),
+    "/v1/tasks": {"post": _op("submit a batch of tasks; with wait, also answer with those finished by then", "202", _obj({
+        "task_ids": {"type": "array", "items": {"type": "string"}},
+        "tasks": {"type": "array", "items": _ref("Task")},
+    }, ["task_ids"]), body=_obj({
+        "tasks": {"type": "array", "items": _ref("TaskSpec"), "minItems": 1},
+        "wait": {"type": "number", "minimum": 0},
+    }, ["tasks"]))},
+    "/v1/tasks/results": {"post": _op("read many tasks, optionally waiting for them", "200", _list_of("tasks", "Task"), body=_obj({
+        "task_ids": {"type": "array", "items": _ID, "minItems": 1},
+        "wait": {"type": "number", "minimum": 0},
+        "return_when": {"type": "string", "enum": ["ALL_COMPLETED", "FIRST_COMPLETED"]},
+    }, ["task_ids"]))},
+    "/v1/tasks/completions": {"get": _op("the caller's finished tasks after a cursor (long-poll)", "200", _obj({
+        "cursor": {"type": "string"}, "tasks": {"type": "array", "items": _ref("Task")}, "gap": {"type": "boolean"},
+    }, ["cursor", "tasks", "gap"]), params=[
+        {"name": "cursor", "in": "query", "required": False, "schema": _CURSOR}, _WAIT_QUERY,
+        {"name": "max_tasks", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+    ])},
+    "/v1/tasks/{task_id}": {"get": _op("one task, optionally waiting for it to finish", "200", _ref("Task"),
+                                       params=[_path_param("task_id"), _WAIT_QUERY])},
+    "/v1/tasks/{task_id}/cancel": {"post": _op("cancel a task: a queued one is dropped, a running one killed", "200",
+                                               _ref("Task"), params=[_path_param("task_id")])},
+    "/v1/tasks/{task_id}/outputs": {"get": _op("a task's live outputs after a cursor (long-poll)", "200", _ref("Outputs"), params=[
+        _path_param("task_id"), {"name": "since", "in": "query", "required": False, "schema": _CURSOR}, _WAIT_QUERY,
+    ])},
+    "/v1/runtimes": {
+        "get": _op("the caller's runtimes", "200", _list_of("runtimes", "Runtime"), params=[_SHARED_QUERY]),
+        "post": _op("register a runtime (a container image or Python environment)", "201", _ref("Runtime"), body=_obj({
+            "name": _str(128, pattern=r"^\S+$"), "type": {"type": "string", "enum": list(RUNTIME_TYPES)},
+            "image": _nullable(_str(4096)), "description": _nullable(_str(10_000)),
+        }, ["name", "type"])),
+    },
+    "/v1/runtimes/{ident}": {
+        "get": _op("one runtime", "200", _ref("Runtime"), params=[_path_param("ident")]),
+        "delete": _op("delete a runtime (owner only)", "200", _deleted("runtime"), params=[_path_param("ident")]),
+    },
+    **_sharing_paths("runtimes"),
+    "/v1/groups": {
+        "get": _op("the caller's groups", "200", _obj({"groups": {"type": "array", "items": _ref("Group")}}, ["groups"])),
+        "post": _op("create a group", "201", _ref("Group"), body=_obj({"name": _str()}, ["name"])),
+    },
+    "/v1/groups/{name}/members": {"post": _op("add and remove members (owner only)", "200", _ref("Group"),
+                                              params=[_path_param("name")], body=_obj({
+        "add": {"type": "array", "items": _str()}, "remove": {"type": "array", "items": _str()},
+    }))},
+}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of the ``/v1`` API."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "fnserve", "version": __version__,
+                 "description": "Function serving for science. Errors are {\"error\": {\"code\", \"message\", \"details\"}}."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+        },
+        "paths": PATHS,
+    }

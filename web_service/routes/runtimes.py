@@ -1,0 +1,42 @@
+"""``/v1/runtimes``: register, list, get, delete (sharing is under ``/v1/runtimes/<id>/sharing``)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from web_service.routes._http import identity, json_body, require_identity, respond
+from web_service.services import runtimes as service
+from web_service.state import current
+
+bp = Blueprint("runtimes", __name__)
+bp.before_request(require_identity)
+
+
+@bp.post("/runtimes")
+def register() -> Response:
+    fields = service.parse_runtime(json_body())
+    with current().sessions() as session:
+        rt = service.register_runtime(session, identity(), **fields)
+        return respond(service.runtime_view(rt), 201)
+
+
+@bp.get("/runtimes")
+def list_() -> Response:
+    shared = request.args.get("shared", "").lower() in ("1", "true", "yes")
+    with current().sessions() as session:
+        return respond({"runtimes": [service.runtime_view(r) for r in service.list_runtimes(session, identity(), shared)]})
+
+
+@bp.get("/runtimes/<ident>")
+def get(ident: str) -> Response:
+    state = current()
+    with state.sessions() as session:
+        return respond(service.runtime_view(service.get_runtime(session, identity(), ident, state.ownership)))
+
+
+@bp.delete("/runtimes/<ident>")
+def delete(ident: str) -> Response:
+    state = current()
+    with state.sessions() as session:
+        service.delete_runtime(session, identity(), ident, state.ownership)
+    return respond({"runtime": ident, "deleted": True})

@@ -29,14 +29,14 @@ def _rss_mb(pid: int) -> float:
     total = 0
     pids = [pid]
     try:
-        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
         pids += [int(c) for c in children]
     except OSError:
         pass
     for p in pids:
-        for line in open(f"/proc/{p}/status"):
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
+        with open(f"/proc/{p}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     return total / 1024
 
 

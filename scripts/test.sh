@@ -12,7 +12,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 log "system packages"
-APT_PACKAGES=(redis-server postgresql)
+APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -36,6 +36,14 @@ export FNSERVE_TEST_POSTGRES_URL="postgresql+psycopg://fnserve:fnserve@127.0.0.1
 
 log "Slurm (single node, for tests/integration/test_slurm_*.py)"
 scripts/start_slurm.sh
+
+log "worker image (tests/integration/test_runtimes_*.py; cached)"
+if [ ! -f /etc/containers/containers.conf ]; then  # podman 4.3 here: runc, and ulimits it can set
+  $SUDO mkdir -p /etc/containers
+  printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n\n[engine]\nruntime = "runc"\n' |
+    $SUDO tee /etc/containers/containers.conf >/dev/null
+fi
+scripts/build_worker_image.sh
 
 log "tests"
 set +e

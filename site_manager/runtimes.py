@@ -152,7 +152,8 @@ def launch_command(rt: RuntimeConfig, default_launch_cmd: str, binds: list[str],
     elif rt.type == "charliecloud":
         mounts = " ".join(f"-b {q(b)}:{q(b)}" for b in binds)
         envs = " ".join(f"--set-env={q(k)}={q(v)}" for k, v in env.items())
-        parts = [binary, "--unset-env=PYTHONPATH", mounts, envs, opts, q(rt.image), "--", pool]
+        # ch-run refuses to start without $USER, which daemons often lack.
+        parts = ['env USER="$(id -un)"', binary, "--unset-env=PYTHONPATH", mounts, envs, opts, q(rt.image), "--", pool]
     else:  # apptainer / singularity: the same exec interface
         mounts = " ".join(f"--bind {q(b)}" for b in binds)
         envs = " ".join(f"--env {q(k)}={q(v)}" for k, v in env.items())

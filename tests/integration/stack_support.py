@@ -45,7 +45,7 @@ class Stack:
         self.token = yaml.safe_load((home / "client.yaml").read_text())["token"]
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
         if check and out.returncode != 0:
             raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
         return out
@@ -63,11 +63,11 @@ def running_stack(home: Path, database_url: str | None = None) -> Iterator[Stack
     env.pop("FNSERVE_SERVICE_URL", None)
     if database_url:
         env["FNSERVE_DATABASE_URL"] = database_url
-    up = subprocess.run([*FNSERVE, "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+    up = subprocess.run([*FNSERVE, "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
     assert up.returncode == 0, f"fnserve up failed:\n{up.stdout}\n{up.stderr}"
     assert "connected" in up.stdout
     try:
         yield Stack(env, port)
     finally:
-        down = subprocess.run([*FNSERVE, "down"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+        down = subprocess.run([*FNSERVE, "down"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
         assert down.returncode == 0, down.stderr

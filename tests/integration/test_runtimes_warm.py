@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from fnserve.errors import Conflict, TaskFailed
-from runtime_support import IMAGE, add_runtimes, build_image, have_podman, make_venv
+from runtime_support import IMAGE, IMAGE_DIR, add_runtimes, build_image, have_podman, make_venv
 from stack_support import running_stack
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,7 @@ def stack(tmp_path_factory):
                 "apt": {"type": "apptainer", "image": str(sif), "command": str(bin_dir / "apptainer")},
                 "apt-missing": {"type": "apptainer", "image": str(tmp / "gone.sif"), "command": str(bin_dir / "apptainer")},
                 "pod": {"type": "podman", "image": image, "max_idletime": 600},
+                "ch": {"type": "charliecloud", "image": str(IMAGE_DIR / "rootfs")},
                 "py-venv": {"type": "venv", "python": good, "max_idletime": 600},
                 "py-bare": {"type": "venv", "python": bare},
                 "pod-missing": {"type": "podman", "image": "localhost/fnserve-no-such-image:1"},
@@ -85,6 +86,7 @@ def test_podman_and_venv_functions_run_from_the_sdk_and_warm_calls_reuse_the_wor
     host = fc.call(host_fn, stack.endpoint_id)
 
     assert all(r["container"] for r in pod) and not host["container"]  # really inside podman
+    assert {r["prefix"] for r in pod} == {"/opt/python"}  # with the image's Python
     assert {r["prefix"] for r in venv} == {str(stack.venv)}  # really the venv's interpreter
     assert host["prefix"] != str(stack.venv)
     # Warm: the six calls of each runtime ran in its pool's few long-lived workers, never in a
@@ -152,3 +154,11 @@ def test_apptainer_runtime_launches_workers_through_the_apptainer_binary(stack):
         fc.get_result(fc.run(gone, stack.endpoint_id), timeout=90)
     assert failed.value.code == "runtime_unavailable"
     assert "'apt-missing'" in str(failed.value) and "gone.sif" in str(failed.value)
+
+
+def test_charliecloud_runtime_runs_in_the_image_directory(stack):
+    fc = stack.client()
+    fid = _register(fc, "where-ch", "ch", "charliecloud", str(IMAGE_DIR / "rootfs"))
+    runs = [fc.call(fid, stack.endpoint_id) for _ in range(3)]
+    assert {r["prefix"] for r in runs} == {"/opt/python"}  # the image's Python, not the host's
+    assert len({r["pid"] for r in runs}) <= stack.workers

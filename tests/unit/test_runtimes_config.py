@@ -54,7 +54,7 @@ def test_venv_runs_its_own_interpreter_isolated_from_the_endpoints_path():
 
 def test_other_container_runtimes_and_the_host():
     ch = launch_command(RuntimeConfig("c", "charliecloud", image="/img/dir"), PARSL_CMD, ["/run"])
-    assert ch.startswith("ch-run --unset-env=PYTHONPATH -b /run:/run /img/dir -- python3 -m node_manager.pool ")
+    assert ch.startswith('env USER="$(id -un)" ch-run --unset-env=PYTHONPATH -b /run:/run /img/dir -- python3 -m node_manager.pool ')
     ap = launch_command(RuntimeConfig("a", "apptainer", image="/img/x.sif", command="/opt/bin/apptainer"), PARSL_CMD, ["/run"])
     assert ap.startswith("/opt/bin/apptainer exec --cleanenv --bind /run /img/x.sif python3 -m node_manager.pool ")
     assert launch_command(RuntimeConfig("host"), PARSL_CMD, []) is None

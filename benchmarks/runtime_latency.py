@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import summarize, write_results  # noqa: E402
+from common import summarize, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_DIR = "/var/cache/fnserve/worker-image"
@@ -125,7 +125,7 @@ def main() -> None:
             colds = []
             for _ in range(args.cold):
                 time.sleep(2.5)  # past the next status report, so it reflects the last call's block
-                _wait(lambda: reaped(name), 60, f"{name} to be reaped")
+                _wait(lambda n=name: reaped(n), 60, f"{name} to be reaped")
                 colds.append(_one(fc, fid, eid, name))
             row["cold_ms"] = statistics.median(colds) * 1e3
             row["cold_samples_ms"] = [round(c * 1e3, 1) for c in colds]

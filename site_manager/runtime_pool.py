@@ -14,11 +14,12 @@ Other runtimes are not affected.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 from site_manager.config import EndpointConfig, ScalingConfig
 from site_manager.engine import Engine
@@ -189,10 +190,8 @@ class RuntimePool:
             self._workers[rt.name] = 0
         for future in pending:
             if not future.done():
-                try:
+                with contextlib.suppress(InvalidStateError):  # settled meanwhile by Parsl's thread
                     future.set_exception(RuntimeUnavailable(message))
-                except Exception:  # noqa: BLE001 - settled meanwhile by Parsl's thread
-                    pass
         if engine is not None:
             try:
                 engine.shutdown()
@@ -209,5 +208,5 @@ def _figures(st: EngineStatus) -> dict[str, int]:
             "tasks": st.tasks_queued + st.tasks_running}
 
 
-__all__ = ["RuntimePool", "RuntimeNotSupported", "RuntimeUnavailable"]
+__all__ = ["RuntimeNotSupported", "RuntimePool", "RuntimeUnavailable"]
 

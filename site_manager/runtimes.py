@@ -133,7 +133,7 @@ def launch_command(rt: RuntimeConfig, default_launch_cmd: str, binds: list[str],
     if rt.type == HOST:
         return None
     # Braces in paths or options must survive Parsl's str.format of the whole command.
-    q = lambda s: shlex.quote(s).replace("{", "{{").replace("}", "}}")  # noqa: E731
+    q = lambda s: shlex.quote(s).replace("{", "{{").replace("}", "}}")
     pool = f"{q(rt.python)} -m {POOL_MODULE} {_pool_args(default_launch_cmd)}"
     env = env or {}
     opts = " ".join(q(o) for o in rt.run_options)

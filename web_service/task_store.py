@@ -121,7 +121,7 @@ class CompletedBatch:
 
 # Log entries read at once; each is one recorded batch (up to a few hundred ids).
 _READ_ENTRIES = 256
-_BLOCK_SLICE = 4.0  # seconds; below the web service's Redis socket timeout (5 s)
+_BLOCK_SLICE = 1.0  # seconds; well below the web service's Redis socket timeout (5 s)
 
 
 def _stream_id(entry_id: str) -> tuple[int, int]:

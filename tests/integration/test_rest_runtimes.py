@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
+from rest_support import (  # noqa: F401  (fixtures)
+    alice,
+    app,
+    assert_error,
+    b64,
+    bob,
+    client,
+    register_endpoint,
+    register_function,
+    settings,
+    state,
+    store,
+)
 
 from fnserve.messages import EndpointStatus
-from rest_support import (  # noqa: F401  (fixtures)
-    alice, app, assert_error, b64, bob, client, register_endpoint, register_function, settings, state, store,
-)
-from web_service.task_store import status_key
 
 
 def register_runtime(client, headers, name="sci", type="podman", image="localhost/fnserve-worker:latest"):

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from runtime_support import (
+    IMAGE,
+    IMAGE_DIR,
+    add_runtimes,
+    build_image,
+    have_podman,
+    make_venv,
+)
+from stack_support import running_stack
 
 from fnserve.errors import Conflict, TaskFailed
-from runtime_support import IMAGE, IMAGE_DIR, add_runtimes, build_image, have_podman, make_venv
-from stack_support import running_stack
 
 pytestmark = pytest.mark.integration
 STANDIN = Path(__file__).with_name("apptainer_standin.py")

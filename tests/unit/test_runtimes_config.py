@@ -7,7 +7,13 @@ import shlex
 import pytest
 
 from site_manager.config import ConfigError, EndpointConfig
-from site_manager.runtimes import PoolHealth, RuntimeConfig, launch_command, parse_runtimes, route
+from site_manager.runtimes import (
+    PoolHealth,
+    RuntimeConfig,
+    launch_command,
+    parse_runtimes,
+    route,
+)
 
 PARSL_CMD = "process_worker_pool.py {debug} -a {addresses} --logdir={logdir} --block_id={{block_id}}"
 BASE = {"forwarder": "tcp://127.0.0.1:1", "endpoint_id": "e", "secret": "s"}

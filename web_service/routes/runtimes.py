@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, request
 
-from web_service.routes._http import identity, json_body, require_identity, respond
+from web_service.registry.models import Runtime
+from web_service.routes._http import identity, iso, json_body, require_identity, respond
 from web_service.services import runtimes as service
 from web_service.state import current
 
@@ -12,26 +15,31 @@ bp = Blueprint("runtimes", __name__)
 bp.before_request(require_identity)
 
 
+def runtime_view(rt: Runtime) -> dict[str, Any]:
+    return {"runtime_id": rt.id, "name": rt.name, "type": rt.type, "image": rt.image, "description": rt.description,
+            "owner_id": rt.owner_id, "created_at": iso(rt.created_at)}
+
+
 @bp.post("/runtimes")
 def register() -> Response:
     fields = service.parse_runtime(json_body())
     with current().sessions() as session:
         rt = service.register_runtime(session, identity(), **fields)
-        return respond(service.runtime_view(rt), 201)
+        return respond(runtime_view(rt), 201)
 
 
 @bp.get("/runtimes")
 def list_() -> Response:
     shared = request.args.get("shared", "").lower() in ("1", "true", "yes")
     with current().sessions() as session:
-        return respond({"runtimes": [service.runtime_view(r) for r in service.list_runtimes(session, identity(), shared)]})
+        return respond({"runtimes": [runtime_view(r) for r in service.list_runtimes(session, identity(), shared)]})
 
 
 @bp.get("/runtimes/<ident>")
 def get(ident: str) -> Response:
     state = current()
     with state.sessions() as session:
-        return respond(service.runtime_view(service.get_runtime(session, identity(), ident, state.ownership)))
+        return respond(runtime_view(service.get_runtime(session, identity(), ident, state.ownership)))
 
 
 @bp.delete("/runtimes/<ident>")

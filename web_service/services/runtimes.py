@@ -37,7 +37,7 @@ DEFAULT_RUNTIME = "host"
 _function_runtime: TTLCache[str, tuple[str | None]] = TTLCache(3600.0)
 # (user, id-or-name) -> runtime id: names may be reused after a delete, so entries follow the
 # access cache's lifetime; liveness and permission are re-checked through that cache anyway.
-_resolved: TTLCache[tuple[str, str], "RuntimeRef"] = TTLCache(30.0)
+_resolved: TTLCache[tuple[str, str], RuntimeRef] = TTLCache(30.0)
 
 
 @dataclass(frozen=True)
@@ -211,16 +211,19 @@ def check_endpoint_runs(store: TaskStore, endpoint_id: str, runtime: str, **deta
         )
 
 
-def runtime_view(rt: Runtime) -> dict[str, Any]:
-    from web_service.routes._http import iso
-
-    return {"runtime_id": rt.id, "name": rt.name, "type": rt.type, "image": rt.image, "description": rt.description,
-            "owner_id": rt.owner_id, "created_at": iso(rt.created_at)}
-
-
 __all__ = [
-    "RUNTIME_TYPES", "DEFAULT_RUNTIME", "RuntimeRef", "parse_runtime", "register_runtime", "list_runtimes",
-    "get_runtime", "delete_runtime", "resolve_runtime", "function_runtimes", "check_endpoint_runs", "runtime_not_found",
+    "DEFAULT_RUNTIME",
+    "RUNTIME_TYPES",
+    "RuntimeRef",
+    "check_endpoint_runs",
+    "delete_runtime",
+    "function_runtimes",
+    "get_runtime",
+    "list_runtimes",
+    "parse_runtime",
+    "register_runtime",
+    "resolve_runtime",
+    "runtime_not_found",
 ]
 
 

@@ -113,6 +113,18 @@ class Outstanding(Generic[F]):
         return list(self.futures)
 
 
+def completions_wanted(outstanding: int, linger: float, threshold: int = 64) -> tuple[int, float]:
+    """``(min_tasks, linger)`` for the next completions read.
+
+    With few tasks outstanding every result is wanted at once. With many, the service may hold
+    an answer up to ``linger`` seconds to gather a quarter of them: under load that turns hundreds
+    of tiny requests a second into a few large ones, and costs nothing when results are scarce.
+    """
+    if outstanding < threshold or linger <= 0:
+        return 1, 0.0
+    return min(outstanding // 4, 2000), linger
+
+
 def chunks(items: list[Hashable], size: int) -> list[list[Hashable]]:
     """``items`` in consecutive lists of at most ``size``."""
     return [items[i : i + size] for i in range(0, len(items), size)]

@@ -42,7 +42,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from fnserve import serialize
-from fnserve.batching import BatchPolicy, Outstanding, chunks
+from fnserve.batching import BatchPolicy, Outstanding, chunks, completions_wanted
 from fnserve.client import Client, _task_spec, result_of
 from fnserve.errors import (
     FnserveError,
@@ -126,7 +126,8 @@ class Executor(concurrent.futures.Executor):
     under load). ``walltime``: per-task limit (s). ``serializer``: how functions are serialized
     (``"dill-code"`` or ``"source"``; default dill, falling back to source). ``progress``: show a
     progress bar (tqdm: a widget in Jupyter, text in a terminal). ``wait``: seconds each result
-    long-poll may stay open.
+    long-poll may stay open. ``result_linger``: with many tasks outstanding, how long (s) the
+    service may hold a results answer to gather more (fewer, larger answers under load).
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class Executor(concurrent.futures.Executor):
         serializer: str | None = None,
         progress: bool = False,
         wait: float = 30.0,
+        result_linger: float = 0.05,
     ) -> None:
         self.endpoint_id = str(endpoint_id)
         self.client = client or Client()
@@ -149,6 +151,7 @@ class Executor(concurrent.futures.Executor):
         self.serializer = serializer
         self.policy = BatchPolicy(batch_size, batch_delay)
         self.wait = wait
+        self.result_linger = result_linger
         self.requests = {"submit": 0, "completions": 0}  # HTTP requests made, by kind
         self._progress_wanted = progress
         self._bar: Any = None
@@ -343,7 +346,12 @@ class Executor(concurrent.futures.Executor):
 
     def _get_completions(self, cursor: str | None, wait: float) -> dict[str, Any]:
         self.requests["completions"] += 1
-        params: dict[str, Any] = {"wait": wait} if cursor is None else {"cursor": cursor, "wait": wait}
+        params: dict[str, Any] = {"wait": wait}
+        if cursor is not None:
+            min_tasks, linger = completions_wanted(len(self._outstanding), self.result_linger)
+            params["cursor"] = cursor
+            if min_tasks > 1:
+                params.update(min_tasks=min_tasks, linger=linger)
         return self.client.transport.get("/v1/tasks/completions", **params, _timeout=wait + self.client.transport.timeout)  # type: ignore[no-any-return]
 
     def _idle(self) -> bool:

@@ -249,6 +249,8 @@ PATHS: dict[str, Any] = {
     }, ["cursor", "tasks", "gap"]), params=[
         {"name": "cursor", "in": "query", "required": False, "schema": _CURSOR}, _WAIT_QUERY,
         {"name": "max_tasks", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+        {"name": "min_tasks", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+        {"name": "linger", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0, "maximum": 1}},
     ])},
     "/v1/tasks/{task_id}": {"get": _op("one task, optionally waiting for it to finish", "200", _ref("Task"),
                                        params=[_path_param("task_id"), _WAIT_QUERY])},

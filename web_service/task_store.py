@@ -366,15 +366,38 @@ class TaskStore:
         last = self.r.xrevrange(completed_key(owner), count=1)
         return last[0][0].decode() if last else "0-0"
 
-    def completed_since(self, owner: str, cursor: str, timeout: float, max_tasks: int) -> "CompletedBatch":
+    def completed_since(self, owner: str, cursor: str, timeout: float, max_tasks: int,
+                        min_tasks: int = 1, linger: float = 0.0) -> "CompletedBatch":
         """Ids of ``owner``'s tasks that finished after ``cursor``, waiting up to ``timeout``.
 
         Blocks in Redis (``XREAD BLOCK``) until an entry arrives: no polling. Whole entries only,
-        at least one, and no more than fit ``max_tasks`` ids after the first. ``gap`` is true when
-        entries after ``cursor`` were trimmed from the log before being read.
+        at least one, and no more than fit ``max_tasks`` ids after the first. With ``min_tasks``
+        > 1, once the first entry is in, it keeps blocking for more for at most ``linger``
+        seconds (a reader with many tasks outstanding then gets them in fewer, larger answers).
+        ``gap`` is true when entries after ``cursor`` were trimmed from the log before being read.
         """
         key = completed_key(owner)
-        deadline = time.monotonic() + timeout
+        entries = self._read_log(key, cursor, time.monotonic() + timeout)
+        if not entries:
+            return CompletedBatch(cursor, [], False)
+        gap = _stream_id(entries[0][1][b"prev"].decode()) > _stream_id(cursor)
+        ids: list[str] = []
+        last = cursor
+        linger_until = time.monotonic() + linger
+        while entries:
+            for entry_id, fields in entries:
+                batch = fields[b"ids"].decode().split(",")
+                if ids and len(ids) + len(batch) > max_tasks:
+                    return CompletedBatch(last, ids, gap)
+                ids += batch
+                last = entry_id.decode()
+            if len(ids) >= min_tasks or time.monotonic() >= linger_until:
+                break
+            entries = self._read_log(key, last, linger_until)
+        return CompletedBatch(last, ids, gap)
+
+    def _read_log(self, key: str, cursor: str, deadline: float) -> list[Any]:
+        """Entries after ``cursor``, blocking until one arrives or ``deadline`` (monotonic)."""
         while True:
             # In slices: redis-py's socket timeout (the connect timeout unless set) would
             # otherwise cut a long block short. An arriving entry ends a slice at once.
@@ -382,20 +405,7 @@ class TaskStore:
             block = None if left <= 0 else max(1, int(min(left, _BLOCK_SLICE) * 1000))
             answer = self.r.xread({key: cursor}, count=_READ_ENTRIES, block=block)
             if answer or left <= _BLOCK_SLICE:
-                break
-        if not answer:
-            return CompletedBatch(cursor, [], False)
-        entries = answer[0][1]
-        ids: list[str] = []
-        last = cursor
-        for i, (entry_id, fields) in enumerate(entries):
-            batch = fields[b"ids"].decode().split(",")
-            if i and len(ids) + len(batch) > max_tasks:
-                break
-            ids += batch
-            last = entry_id.decode()
-        gap = _stream_id(entries[0][1][b"prev"].decode()) > _stream_id(cursor)
-        return CompletedBatch(last, ids, gap)
+                return list(answer[0][1]) if answer else []
 
     def cancel(self, task_id: str, owner: str) -> str | None:
         """Cancel a task that has not finished. Returns its state before, or None if unknown."""

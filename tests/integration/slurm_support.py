@@ -135,6 +135,15 @@ def where_am_i() -> dict[str, Any]:
     return {"job": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid()}
 
 
+def nap_then_where(seconds: float) -> str | None:
+    """Runs on a worker: sleeps, then says which batch job it finished in."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def nap(seconds: float) -> float:
     import time
 

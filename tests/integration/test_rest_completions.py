@@ -80,6 +80,22 @@ def test_max_tasks_splits_at_batch_boundaries(client, alice, fid, eid, store):
     assert len(first["tasks"]) == 2
 
 
+def test_min_tasks_gathers_batches_for_up_to_linger(client, alice, fid, eid, store):
+    cursor = read(client, alice)["cursor"]
+    ids = submit(client, alice, fid, eid, 3)
+    finish(store, eid, ids[0])
+    threading.Timer(0.2, finish, (store, eid, ids[1])).start()
+    page = read(client, alice, cursor=cursor, wait=5, min_tasks=2, linger=1)
+    assert [t["task_id"] for t in page["tasks"]] == ids[:2]  # waited for the second batch
+    t0 = time.monotonic()
+    alone = read(client, alice, cursor=page["cursor"], wait=0.1, min_tasks=5, linger=0.3)
+    assert alone["tasks"] == [] and time.monotonic() - t0 < 1  # nothing arrived: no linger
+    finish(store, eid, ids[2])
+    t0 = time.monotonic()
+    last = read(client, alice, cursor=page["cursor"], wait=5, min_tasks=5, linger=0.3)
+    assert [t["task_id"] for t in last["tasks"]] == [ids[2]] and 0.25 < time.monotonic() - t0 < 2
+
+
 def test_a_reader_behind_a_trimmed_log_is_told_of_the_gap(client, alice, fid, eid, store):
     cursor = read(client, alice)["cursor"]
     ids = submit(client, alice, fid, eid, 3)
@@ -93,7 +109,8 @@ def test_a_reader_behind_a_trimmed_log_is_told_of_the_gap(client, alice, fid, ei
 
 def test_bad_cursor_and_max_tasks_are_400(client, alice):
     for params, field in (({"cursor": "yesterday"}, "cursor"), ({"cursor": "1-0", "max_tasks": "0"}, "max_tasks"),
-                          ({"cursor": "1-0", "wait": "soon"}, "wait")):
+                          ({"cursor": "1-0", "wait": "soon"}, "wait"), ({"cursor": "1-0", "min_tasks": "x"}, "min_tasks"),
+                          ({"cursor": "1-0", "linger": "5"}, "linger")):
         err = assert_error(client.get("/v1/tasks/completions", query_string=params, headers=alice), 400, "invalid_request")
         assert err["details"]["field"] == field
     assert_error(client.get("/v1/tasks/completions"), 401, "missing_token")

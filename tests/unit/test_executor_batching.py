@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fnserve import serialize
-from fnserve.batching import BatchPolicy, Outstanding
+from fnserve.batching import BatchPolicy, Outstanding, completions_wanted
 
 
 def test_a_lone_task_goes_at_once_and_a_burst_goes_in_full_batches():
@@ -75,3 +75,11 @@ def test_other_objects_still_go_through_dill():
     buf = serialize.serialize_args((Point(3), lambda y: y + 1))
     (point, fn), _ = serialize.deserialize_args(buf)
     assert point.x == 3 and fn(1) == 2
+
+
+def test_results_are_gathered_only_when_many_tasks_are_outstanding():
+    assert completions_wanted(1, 0.05) == (1, 0.0)
+    assert completions_wanted(63, 0.05) == (1, 0.0)
+    assert completions_wanted(1000, 0.05) == (250, 0.05)
+    assert completions_wanted(100_000, 0.05) == (2000, 0.05)
+    assert completions_wanted(1000, 0.0) == (1, 0.0)

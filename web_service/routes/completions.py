@@ -9,6 +9,9 @@ it (or ``wait`` seconds pass, capped by ``FNSERVE_MAX_WAIT``) and answers with t
 as ``GET /v1/tasks/{id}`` shows them (results included), and the cursor to send next. One
 request serves any number of outstanding tasks, so a client never asks per task.
 ``max_tasks`` (default 5000) bounds the tasks in one answer; the rest come with the next cursor.
+``min_tasks`` and ``linger`` (s, at most 1) coalesce under load: once the first task is in, the
+answer waits up to ``linger`` more for ``min_tasks`` in all (a reader with many tasks outstanding
+makes fewer, larger requests; with one outstanding task it sends neither and pays no delay).
 
 ``gap`` is true when the log was trimmed past ``cursor`` (the reader fell more than
 10,000 batches behind): some finished tasks may be missing from the answers, so the reader should
@@ -36,5 +39,7 @@ def completions() -> Response:
     cursor = service.parse_cursor(request.args.get("cursor"))
     wait = min(parse_wait(request.args.get("wait")), state.settings.max_wait)
     max_tasks = service.parse_max_tasks(request.args.get("max_tasks"), state.settings.max_batch)
-    page = service.read_completions(state.store, identity(), cursor, wait, max_tasks)
+    min_tasks = service.parse_max_tasks(request.args.get("min_tasks"), state.settings.max_batch, "min_tasks", 1)
+    linger = service.parse_linger(request.args.get("linger"))
+    page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger)
     return respond({"cursor": page.cursor, "tasks": [task_view(r) for r in page.tasks], "gap": page.gap})

@@ -18,6 +18,7 @@ from web_service.validation import invalid
 
 _CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
 DEFAULT_MAX_TASKS = 5000
+MAX_LINGER = 1.0
 
 
 @dataclass
@@ -38,27 +39,42 @@ def parse_cursor(value: Any) -> str | None:
     return value
 
 
-def parse_max_tasks(value: Any, max_batch: int) -> int:
+def parse_max_tasks(value: Any, max_batch: int, field: str = "max_tasks", default: int = DEFAULT_MAX_TASKS) -> int:
     if value is None or value == "":
-        return min(DEFAULT_MAX_TASKS, max_batch)
+        return min(default, max_batch)
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise invalid("max_tasks", "must be a positive integer") from None
+        raise invalid(field, "must be a positive integer") from None
     if n < 1:
-        raise invalid("max_tasks", "must be a positive integer")
+        raise invalid(field, "must be a positive integer")
     return min(n, max_batch)
 
 
-def read_completions(store: TaskStore, owner: Identity, cursor: str | None, wait: float, max_tasks: int) -> CompletionPage:
-    """The owner's tasks that finished after ``cursor``, waiting up to ``wait`` s for the first.
+def parse_linger(value: Any) -> float:
+    """Seconds to keep gathering after the first completion (0 when absent), at most 1 s."""
+    if value is None or value == "":
+        return 0.0
+    try:
+        linger = float(value)
+    except (TypeError, ValueError):
+        raise invalid("linger", "must be a number of seconds between 0 and 1") from None
+    if not 0 <= linger <= MAX_LINGER:
+        raise invalid("linger", "must be a number of seconds between 0 and 1")
+    return linger
+
+
+def read_completions(store: TaskStore, owner: Identity, cursor: str | None, wait: float, max_tasks: int,
+                     min_tasks: int = 1, linger: float = 0.0) -> CompletionPage:
+    """The owner's tasks that finished after ``cursor``, waiting up to ``wait`` s for the first,
+    then up to ``linger`` s more while fewer than ``min_tasks`` are in.
 
     Without a cursor, answers at once with the cursor of the log's end: a reader takes it
     *before* submitting, so no completion of its tasks can fall before it.
     """
     if cursor is None:
         return CompletionPage(store.completion_cursor(owner.user_id), [], False)
-    batch = store.completed_since(owner.user_id, cursor, wait, max_tasks)
+    batch = store.completed_since(owner.user_id, cursor, wait, max_tasks, min(min_tasks, max_tasks), linger)
     if not batch.task_ids:
         return CompletionPage(batch.cursor, [], batch.gap)
     records = store.get_many(batch.task_ids)
@@ -67,4 +83,4 @@ def read_completions(store: TaskStore, owner: Identity, cursor: str | None, wait
     return CompletionPage(batch.cursor, tasks, batch.gap)
 
 
-__all__ = ["CompletionPage", "parse_cursor", "parse_max_tasks", "read_completions"]
+__all__ = ["CompletionPage", "parse_cursor", "parse_linger", "parse_max_tasks", "read_completions"]

@@ -129,6 +129,7 @@ def main() -> None:
             run(f"{name}.py", *plan[name])
         print(f"\nall benchmarks: {time.time() - t0:.0f} s")
     plot()
+    run("report.py")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +20,7 @@ import pytest
 import yaml
 
 from fnserve.client import Client
-
-REPO = Path(__file__).resolve().parents[2]
-FNSERVE = [sys.executable, "-m", "fnserve.cli.main"]
+from tests.integration.stack_support import FNSERVE, REPO, free_base_port
 
 
 def require_slurm() -> None:
@@ -33,20 +30,6 @@ def require_slurm() -> None:
     out = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], capture_output=True, text=True, check=False)
     if out.returncode != 0 or not out.stdout.strip().startswith(("idle", "mix", "alloc")):
         pytest.fail(f"Slurm is not usable ({out.stdout.strip()} {out.stderr.strip()}): run scripts/start_slurm.sh")
-
-
-def free_base_port() -> int:
-    for base in range(41000, 60000, 7):
-        ok = True
-        for p in range(base, base + 3):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
@@ -130,7 +113,6 @@ def batch_jobs(run_dir: Path) -> list[str]:
 def where_am_i() -> dict[str, Any]:
     """Runs on a worker: which batch job it ran in."""
     import os
-    import socket
 
     return {"job": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid()}
 

@@ -1,0 +1,174 @@
+"""Write the latest benchmark figures into ``docs/performance.md``.
+
+    python benchmarks/report.py
+
+Reads ``benchmarks/results/*.json`` (written by each benchmark) and replaces the part of
+``docs/performance.md`` between the ``figures:begin`` and ``figures:end`` markers with tables of
+those figures, each target judged against the peer measured in the same run. The prose around
+the markers (what the figures mean, why a target is missed) is written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOC = HERE.parent / "docs" / "performance.md"
+BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _ms(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def warm_latency(r: dict[str, Any]) -> str:
+    base = r["bare_htex"]["p50_ms"]
+    rows = [["bare Parsl HTEX (peer)", r["bare_htex"]], ["Dask LocalCluster (peer)", r["dask"]],
+            ["fnserve `Executor.submit().result()`", r["fnserve"]["executor"]],
+            ["fnserve `Client.call` (one request)", r["fnserve"]["call"]],
+            ["fnserve `Client.run` + `get_result`", r["fnserve"]["run_get_result"]]]
+    table = _table(["system", "p50 ms", "p90 ms", "p99 ms", "p50 / HTEX"],
+                   [[n, _ms(s["p50_ms"]), _ms(s["p90_ms"]), _ms(s["p99_ms"]), f"{s['p50_ms'] / base:.2f}x"] for n, s in rows])
+    best = min(r["fnserve"][k]["p50_ms"] for k in ("executor", "call", "run_get_result"))
+    return (f"{r['calls']:,} sequential no-op calls per system, {r['workers_per_node']} worker.\n\n{table}\n\n"
+            f"Target warm p50 at most 1.3x bare HTEX: best fnserve path {best / base:.2f}x, {_met(best / base <= 1.3)}.\n\n"
+            "![warm latency](img/bench_warm_latency.png)")
+
+
+def hops(r: dict[str, Any]) -> str:
+    total = r["total (client)"]
+    rows = [[hop, _ms(ms), f"{100 * ms / total:.0f}%"] for hop, ms in r.items() if hop != "total (client)"]
+    rows.append(["**total seen by the client**", _ms(total), "100%"])
+    return "Median of each hop over warm no-op calls (timestamps recorded on every task).\n\n" + _table(["hop", "ms", "share"], rows)
+
+
+def throughput(r: dict[str, Any]) -> str:
+    f, h, d = r["fnserve"], r["bare_htex"], r["dask"]
+    rows = [["fnserve `Executor`", f"{f['tasks_per_s']:,.0f}", f"{f['seconds']:.1f}", f"{f['tasks_per_s'] / h['tasks_per_s']:.2f}x"],
+            ["bare Parsl HTEX (peer)", f"{h['tasks_per_s']:,.0f}", f"{h['seconds']:.1f}", "1.00x"],
+            ["Dask LocalCluster (peer)", f"{d['tasks_per_s']:,.0f}", f"{d['seconds']:.1f}", f"{d['tasks_per_s'] / h['tasks_per_s']:.2f}x"]]
+    ratio_h, ratio_d = f["tasks_per_s"] / h["tasks_per_s"], f["tasks_per_s"] / d["tasks_per_s"]
+    extra = [f"{k.replace('_', ' ')}: {f[k]}" for k in ("submit_requests", "completion_requests", "failed", "requeued") if k in f]
+    return (f"{r['tasks']:,} no-op tasks, {r['workers']} workers, submitted in batches of {r.get('batch_size', '?')}.\n\n"
+            + _table(["system", "tasks/s", "seconds", "vs HTEX"], rows)
+            + f"\n\nTargets: at least 0.8x bare HTEX ({ratio_h:.2f}x, {_met(ratio_h >= 0.8)}); at least Dask "
+            f"({ratio_d:.2f}x, {_met(ratio_d >= 1.0)}). fnserve {'; '.join(extra)}.\n\n![throughput](img/bench_throughput.png)")
+
+
+def efficiency(r: dict[str, Any]) -> str:
+    durations = list(r["fnserve"])
+    rows = [[name] + [f"{r[key][d]['efficiency']:.2f}" for d in durations]
+            for key, name in (("fnserve", "fnserve `Executor`"), ("bare_htex", "bare Parsl HTEX (peer)"), ("dask", "Dask (peer)"))]
+    return (f"Ideal time / measured time for a bag of equal tasks on {r['workers']} workers "
+            f"({', '.join(str(r['fnserve'][d]['tasks']) + ' x ' + d for d in durations)}).\n\n"
+            + _table(["system"] + [f"{d} tasks" for d in durations], rows) + "\n\n![efficiency](img/bench_efficiency.png)")
+
+
+def forwarder_scale(r: dict[str, Any]) -> str:
+    rows = [[f"{s['endpoints']:,}", f"{s['tasks']:,}", f"{s['tasks_per_s']:,.0f}", f"{s['register_all_s']:.2f}",
+             _ms(s["dispatch_delay"]["p50_ms"]), _ms(s["dispatch_delay"]["p99_ms"])] for s in r["scenarios"]]
+    big = max(r["scenarios"], key=lambda s: s["endpoints"])
+    return ("Light simulated endpoints (real ZMQ DEALERs that register, heartbeat and answer every task) "
+            "connected to one forwarder at once; a burst of tasks spread over all of them.\n\n"
+            + _table(["endpoints", "tasks", "tasks routed/s", "all registered (s)", "dispatch delay p50 ms", "p99 ms"], rows)
+            + f"\n\nTarget at least 5,000 tasks/s with 1,000 endpoints: {big['tasks_per_s']:,.0f}/s with "
+            f"{big['endpoints']:,}, {_met(big['endpoints'] >= 1000 and big['tasks_per_s'] >= 5000)}.\n\n"
+            "![forwarder scale](img/bench_forwarder_scale.png)")
+
+
+def memory(r: dict[str, Any]) -> str:
+    g = r["growth_per_100k_tasks_mb"]
+    rows = [["Redis `used_memory`", f"{r['before']['redis_used_memory_mb']:.1f}", f"{r['after']['redis_used_memory_mb']:.1f}", f"{g['redis_used_memory_mb']:.1f}"],
+            ["web service RSS", f"{r['before']['web_rss_mb']:.1f}", f"{r['after']['web_rss_mb']:.1f}", f"{g['web_rss_mb']:.1f}"],
+            ["forwarder RSS", f"{r['before']['forwarder_rss_mb']:.1f}", f"{r['after']['forwarder_rss_mb']:.1f}", f"{g['forwarder_rss_mb']:.1f}"]]
+    return (f"{r['queued']:,} tasks queued for an endpoint that is not connected (submitted at "
+            f"{r['submit_tasks_per_s']:,.0f} tasks/s); {r['redis_bytes_per_task']:.0f} bytes of Redis per queued task.\n\n"
+            + _table(["process", "before (MiB)", "after (MiB)", "growth per 100,000 tasks (MiB)"], rows)
+            + "\n\n![memory](img/bench_memory.png)")
+
+
+def slurm_latency(r: dict[str, Any]) -> str:
+    h, f = r["bare_htex"], r["fnserve"]
+    rows = [["bare Parsl HTEX + SlurmProvider (peer)", ", ".join(f"{c:.1f}" for c in h["cold_s"]), _ms(h["warm"]["p50_ms"]), _ms(h["warm"]["p99_ms"])],
+            ["fnserve endpoint (`Client.call`)", ", ".join(f"{c:.1f}" for c in f["cold_s"]), _ms(f["warm"]["p50_ms"]), _ms(f["warm"]["p99_ms"])],
+            ["fnserve endpoint (`run` + `get_result`)", "", _ms(f["run_get_result"]["p50_ms"]), _ms(f["run_get_result"]["p99_ms"])]]
+    return (f"Local single-node Slurm, {r['launcher']} launcher, {r['workers_per_node']} worker per node; cold = submit to result "
+            f"with 0 blocks (includes sbatch, the job starting and the worker pool connecting), {r['cold_runs']} runs; "
+            f"warm = {r['calls']} sequential no-op calls.\n\n"
+            + _table(["system", "cold first task (s)", "warm p50 ms", "warm p99 ms"], rows)
+            + f"\n\nCold median fnserve / HTEX: {r['cold_median_ratio']:.2f}x; warm p50: {r['warm_p50_ratio']:.1f}x.")
+
+
+def runtime_latency(r: dict[str, Any]) -> str:
+    host = r["host"]["warm"]["p50_ms"]
+    rows = []
+    for name, limit in (("host", 1500), ("venv", 1500), ("podman", 2500), ("charliecloud", 2500)):
+        if name not in r:
+            continue
+        s = r[name]
+        warm = s["warm"]["p50_ms"]
+        rows.append([name, f"{s['cold_ms']:,.0f}", f"{limit:,} ({'met' if s['cold_ms'] <= limit else 'not met'})",
+                     _ms(warm), _ms(s["warm"]["p99_ms"]),
+                     "" if name == "host" else f"{warm / host:.2f}x ({'met' if name == 'venv' or warm / host <= 1.2 else 'not met'})",
+                     f"{s['spare_first_ms']:.0f} ({'met' if s['spare_first_ms'] <= 1.5 * warm else 'not met'})"])
+    return (f"One local endpoint; image `{r['image']}`. Cold = first call after the runtime's pool was reaped (median of 3); "
+            "warm = 50 sequential calls; hot spare = first call with `min_warm_workers: 1`.\n\n"
+            + _table(["runtime", "cold ms", "cold target ms", "warm p50 ms", "warm p99 ms", "warm / host (target 1.2x)",
+                      "hot-spare first call ms (target: warm)"], rows))
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str], str]] = [
+    ("warm_latency", "Warm latency of a no-op", warm_latency, "python benchmarks/warm_latency.py --calls 1000"),
+    ("hops", "Where the time goes, hop by hop", hops, "python benchmarks/hops.py"),
+    ("throughput", "Throughput: 100,000 no-op tasks", throughput, "python benchmarks/throughput.py --tasks 100000"),
+    ("efficiency", "Efficiency of 1 ms, 10 ms and 100 ms tasks", efficiency, "python benchmarks/efficiency.py"),
+    ("forwarder_scale", "Forwarder scale: 100 and 1,000 endpoints", forwarder_scale, "python benchmarks/forwarder_scale.py"),
+    ("memory", "Memory per 100,000 queued tasks", memory, "python benchmarks/memory.py"),
+    ("slurm_latency", "Endpoints on Slurm: cold and warm", slurm_latency, "python benchmarks/slurm_latency.py"),
+    ("runtime_latency", "Runtimes: cold, warm and hot spares", runtime_latency, "python benchmarks/runtime_latency.py"),
+]
+
+
+def render() -> str:
+    parts = []
+    for name, title, fn, command in SECTIONS:
+        r = _load(name)
+        if r is None:
+            parts.append(f"### {title}\n\nNot measured yet: `{command}`.")
+            continue
+        parts.append(f"### {title}\n\n{fn(r)}\n\nReproduce: `{command}` (results: `benchmarks/results/{name}.json`).")
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOC} has no {BEGIN} ... {END} markers to fill")
+    body = render()
+    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text, flags=re.S)
+    DOC.write_text(text)
+    print(f"wrote the figures into {DOC}")
+
+
+if __name__ == "__main__":
+    main()

@@ -105,6 +105,9 @@ class Register(_Message, tag="register"):
     # Tasks this site manager still runs or holds results for (after a reconnect): the
     # forwarder leaves these in flight instead of dispatching them again.
     holding: list[str] = []
+    # Flow control: the most tasks this site manager wants in flight at once (dispatched and
+    # not yet finished); the forwarder keeps the rest queued. 0: no limit.
+    capacity: int = 0
 
 
 class Registered(_Message, tag="registered"):

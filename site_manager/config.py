@@ -261,6 +261,9 @@ class EndpointConfig:
     max_retries: int = 2
     # Largest serialized result a task may return; a bigger one fails with result_too_large.
     max_result_bytes: int = 10 * 1024 * 1024
+    # Most tasks the endpoint holds at once (sent to it, not yet finished); the service keeps
+    # the rest queued. 0: automatic (see `task_capacity`).
+    max_tasks_held: int = 0
     engine: EngineConfig = field(default_factory=EngineConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
@@ -293,9 +296,26 @@ class EndpointConfig:
         if type(self.max_retries) is not int or self.max_retries < 0:
             raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}",
                               details={"key": "max_retries"})
+        if type(self.max_tasks_held) is not int or self.max_tasks_held < 0:
+            raise ConfigError(f"max_tasks_held must be an integer >= 0 (0: automatic), got {self.max_tasks_held!r}",
+                              details={"key": "max_tasks_held"})
         if type(self.max_result_bytes) is not int or self.max_result_bytes <= 0:
             raise ConfigError(f"max_result_bytes must be a positive integer, got {self.max_result_bytes!r}",
                               details={"key": "max_result_bytes"})
+
+    @property
+    def task_capacity(self) -> int:
+        """Tasks to hold at once: ``max_tasks_held``, or by default enough to keep every worker
+        the endpoint may start busy (4 per worker, for every runtime's pool), at least 1,024.
+
+        Bounded so that a burst of 100,000 tasks waits in the service's queue (where it can
+        still be cancelled or re-routed) instead of swamping this process and its heartbeats.
+        """
+        if self.max_tasks_held:
+            return self.max_tasks_held
+        s = self.scaling
+        workers = self.engine.max_workers_per_node * s.nodes_per_block * max(s.max_blocks, 1)
+        return max(4096, 4 * workers * (1 + len(self.runtimes)))
 
     @property
     def run_path(self) -> Path:

@@ -27,6 +27,7 @@ from site_manager.config import (
     parsl_class,
 )
 from site_manager.failures import BlockLost
+from site_manager.interchange import LAUNCH_CMD as INTERCHANGE_LAUNCH_CMD
 from site_manager.scaling import BlockView, classify_blocks, decide
 from site_manager.status import EngineStatus, summarize
 
@@ -152,7 +153,7 @@ class Engine:
             block_error_handler=False,
             encrypted=False,
             **({"launch_cmd": self.launch_cmd} if self.launch_cmd else {}),
-            **cfg.options,
+            **{"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD, **cfg.options},
         )
         ex.run_dir = str(self.run_dir)
         ex.start()

@@ -75,6 +75,7 @@ class SiteManager:
             heartbeat_threshold=config.heartbeat_threshold,
             backoff=Backoff(config.reconnect_delay, config.reconnect_max_delay),
             max_retries=config.max_retries,
+            capacity=config.task_capacity,
         )
         self.inbox = ResultInbox()
         self._context = zmq.Context()

@@ -144,9 +144,10 @@ class Session:
         heartbeat_threshold: float,
         backoff: Backoff | None = None,
         max_retries: int = 2,
+        capacity: int = 0,
     ) -> None:
         self._register = Register(
-            endpoint_id=endpoint_id, secret=secret, software=software
+            endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity
         )
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold

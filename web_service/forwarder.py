@@ -36,6 +36,10 @@ KeyLookup = Callable[[str], "str | None"]
 ZAP_DOMAIN = "fnserve"
 
 
+# Messages handled per drain pass before what they carried is flushed to Redis.
+DRAIN_MAX = 1000
+
+
 @dataclass
 class Connection:
     endpoint_id: str
@@ -43,6 +47,7 @@ class Connection:
     last_seen: float
     connected_at: float = field(default_factory=time.time)
     key: str = ""  # the CurveZMQ public key it authenticated with ("" without CURVE)
+    capacity: int = 0  # most tasks it wants in flight at once (0: no limit)
 
 
 class Connections:
@@ -53,7 +58,7 @@ class Connections:
         self.by_endpoint: dict[str, Connection] = {}
         self.by_identity: dict[bytes, Connection] = {}
 
-    def register(self, endpoint_id: str, identity: bytes, now: float, key: str = "") -> Connection | None:
+    def register(self, endpoint_id: str, identity: bytes, now: float, key: str = "", capacity: int = 0) -> Connection | None:
         """Bind ``identity`` to ``endpoint_id``; returns the connection it replaces, if any."""
         old = self.by_endpoint.get(endpoint_id)
         if old is not None:
@@ -61,7 +66,7 @@ class Connections:
         stale = self.by_identity.pop(identity, None)
         if stale is not None and stale.endpoint_id != endpoint_id:
             self.by_endpoint.pop(stale.endpoint_id, None)
-        conn = Connection(endpoint_id, identity, now, key=key)
+        conn = Connection(endpoint_id, identity, now, key=key, capacity=capacity)
         self.by_endpoint[endpoint_id] = conn
         self.by_identity[identity] = conn
         return old
@@ -81,11 +86,33 @@ class Connections:
         return [c.endpoint_id for c in self.by_endpoint.values() if now - c.last_seen > self.threshold]
 
     def next_deadline(self, now: float) -> float:
-        """Seconds until the earliest connection could expire (for the poll timeout)."""
+        """Unix time at which the earliest connection could expire.
+
+        Connections only ever get later deadlines (each message moves ``last_seen`` on), so
+        the loop checks expiry at this time and not on every event: with 1,000 endpoints that
+        is one scan per expiry deadline instead of two per message.
+        """
         if not self.by_endpoint:
-            return self.threshold
-        oldest = min(c.last_seen for c in self.by_endpoint.values())
-        return max(0.0, oldest + self.threshold - now) + 0.01
+            return now + self.threshold
+        return min(c.last_seen for c in self.by_endpoint.values()) + self.threshold + 0.01
+
+
+class _Pending:
+    """Results and 'running' updates gathered during one drain pass, per connection."""
+
+    def __init__(self) -> None:
+        self.results: dict[bytes, tuple[Connection, list[m.ResultMessage]]] = {}
+        self.running: dict[float, list[str]] = {}
+
+    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch) -> None:
+        if isinstance(msg, m.ResultBatch):
+            self.results.setdefault(conn.identity, (conn, []))[1].extend(msg.results)
+        else:
+            self.running.setdefault(msg.started_at, []).extend(msg.running)
+
+    def clear(self) -> None:
+        self.results.clear()
+        self.running.clear()
 
 
 class Forwarder:
@@ -162,15 +189,19 @@ class Forwarder:
         poller.register(router, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
         poller.register(stop_sock, zmq.POLLIN)
+        check_at = self.connections.next_deadline(time.time())
         try:
             while not self._stop.is_set():
-                timeout_ms = int(self.connections.next_deadline(time.time()) * 1000)
+                timeout_ms = max(0, int((check_at - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 if router in events:
                     self._drain_router(router)
                 if wake in events:
                     self._drain_wakeups(router, wake)
-                self._expire(time.time())
+                now = time.time()
+                if now >= check_at:
+                    self._expire(now)
+                    check_at = self.connections.next_deadline(now)
         finally:
             for conn in list(self.connections.by_endpoint.values()):
                 self._lose(conn.endpoint_id, "forwarder stopped")
@@ -237,31 +268,41 @@ class Forwarder:
     # -- events ---------------------------------------------------------------------------------
 
     def _drain_router(self, router: zmq.Socket) -> None:
+        """Handle every message that has arrived (at most ``DRAIN_MAX``), then flush the
+        results and status updates they carried: one Redis call per endpoint and kind for the
+        whole pass instead of one per message. Nothing waits for more to arrive."""
         curve = self.server_keys is not None
-        while True:
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK, copy=not curve)
-            except zmq.Again:
-                return
-            if len(frames) != 2:
-                continue  # wrong frame count: not a site manager
-            key = ""
-            if curve:
-                # ZAP put the client's authenticated public key on every message it sends.
-                key = frames[1].get("User-Id")
-                identity, payload = frames[0].bytes, frames[1].bytes
-            else:
-                identity, payload = frames
-            try:
-                msg = m.decode_from_site(payload)
-            except FnserveError as exc:
-                log.warning("dropping malformed message from a site manager: %s", exc)
-                continue
-            self._handle(router, identity, msg, key)
+        pending = _Pending()
+        try:
+            for _ in range(DRAIN_MAX):
+                try:
+                    frames = router.recv_multipart(zmq.NOBLOCK, copy=not curve)
+                except zmq.Again:
+                    return
+                if len(frames) != 2:
+                    continue  # wrong frame count: not a site manager
+                key = ""
+                if curve:
+                    # ZAP put the client's authenticated public key on every message it sends.
+                    key = frames[1].get("User-Id")
+                    identity, payload = frames[0].bytes, frames[1].bytes
+                else:
+                    identity, payload = frames
+                try:
+                    msg = m.decode_from_site(payload)
+                except FnserveError as exc:
+                    log.warning("dropping malformed message from a site manager: %s", exc)
+                    continue
+                self._handle(router, identity, msg, key, pending)
+        finally:
+            self._flush(router, pending)
 
-    def _handle(self, router: zmq.Socket, identity: bytes, msg: m.SiteMessage, key: str = "") -> None:
+    def _handle(self, router: zmq.Socket, identity: bytes, msg: m.SiteMessage, key: str = "",
+                pending: _Pending | None = None) -> None:
         now = time.time()
         if isinstance(msg, m.Register):
+            if pending is not None:
+                self._flush(router, pending)  # what the old connection sent comes first
             self._register(router, identity, msg, now, key)
             return
         conn = self.connections.by_identity.get(identity)
@@ -276,12 +317,11 @@ class Forwarder:
             # Not registered here (e.g. this forwarder restarted): ask it to register again.
             self._send(router, identity, m.Disconnect(reason="not registered with this forwarder; register again"))
             return
+        if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch)) and pending is not None:
+            pending.add(conn, msg)
+            return
         if isinstance(msg, m.ResultBatch):
-            recorded = self.store.record_results(msg.results, conn.endpoint_id)
-            self._send(router, identity, m.Ack(task_ids=[r.task_id for r in msg.results]))
-            self._account(conn.endpoint_id, msg.results, recorded, now)
-            if len(recorded) < len(msg.results):
-                log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, len(msg.results) - len(recorded))
+            self._record(router, conn, msg.results, now)
         elif isinstance(msg, m.TaskStatusBatch):
             self.store.mark_running(msg.running, msg.started_at or None)
         elif isinstance(msg, m.Heartbeat):
@@ -292,7 +332,29 @@ class Forwarder:
         elif isinstance(msg, m.EndpointStatus):
             self.store.touch(conn.endpoint_id, msg)
         elif isinstance(msg, m.Disconnect):
+            if pending is not None:
+                self._flush(router, pending)
             self._lose(conn.endpoint_id, msg.reason or "site manager disconnected")
+
+    def _flush(self, router: zmq.Socket, pending: _Pending) -> None:
+        """Record what a drain pass gathered: status first (a result must win over 'running')."""
+        for started_at, task_ids in pending.running.items():
+            self.store.mark_running(task_ids, started_at or None)
+        now = time.time()
+        for conn, results in pending.results.values():
+            if self.connections.by_identity.get(conn.identity) is conn:
+                self._record(router, conn, results, now)
+        pending.clear()
+
+    def _record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
+        """Record results (first wins), ack them all, then send what their room lets through."""
+        recorded = self.store.record_results(results, conn.endpoint_id)
+        self._send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
+        if conn.capacity:
+            self._dispatch(router, conn.endpoint_id)  # results free room: send what waits
+        self._account(conn.endpoint_id, results, recorded, now)
+        if len(recorded) < len(results):
+            log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, len(results) - len(recorded))
 
     def _account(self, endpoint_id: str, results: list[m.ResultMessage], recorded: list[str], now: float) -> None:
         """Log usage of the results recorded now, after the ack (one XADD; see web_service.usage)."""
@@ -314,7 +376,7 @@ class Forwarder:
             log.warning("refused a site manager for endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
             self._send(router, identity, m.Refused(code="invalid_credentials", reason="unknown endpoint id or wrong secret"))
             return
-        old = self.connections.register(msg.endpoint_id, identity, now, key)
+        old = self.connections.register(msg.endpoint_id, identity, now, key, capacity=max(0, msg.capacity))
         if old is not None and old.identity != identity:
             self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
         # Whatever was in flight and is not held by the (re)connecting site manager is lost.
@@ -339,9 +401,10 @@ class Forwarder:
                 self._dispatch(router, endpoint_id)
 
     def _dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
+        """Send the endpoint its waiting tasks in batches, no more than its capacity in flight."""
         conn = self.connections.by_endpoint[endpoint_id]
         while True:
-            tasks = self.store.claim(endpoint_id, self.batch_size)
+            tasks = self.store.claim(endpoint_id, self.batch_size, conn.capacity)
             if not tasks:
                 return
             for t in tasks:

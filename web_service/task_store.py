@@ -161,10 +161,20 @@ def _record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
     )
 
 
-# Pops up to ARGV[1] ids from the queue, skips tasks that are no longer waiting (cancelled),
-# marks the rest dispatched, adds them to the in-flight set and returns their dispatch fields.
+# Pops up to ARGV[1] ids from the queue (and, when ARGV[4] > 0, no more than leaves ARGV[4]
+# tasks in the in-flight set: the endpoint's capacity; nothing until a quarter of it is free, so
+# a busy endpoint gets a few large batches rather than one per finished task), skips tasks that are no longer waiting
+# (cancelled), marks the rest dispatched, adds them to the in-flight set and returns their
+# dispatch fields.
 _CLAIM = """
-local ids = redis.call('LPOP', KEYS[1], ARGV[1])
+local n = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[4])
+if capacity > 0 then
+  local room = capacity - redis.call('SCARD', KEYS[2])
+  if room < math.max(1, math.floor(capacity / 4)) then return {} end
+  n = math.min(n, room)
+end
+local ids = redis.call('LPOP', KEYS[1], n)
 if not ids then return {} end
 local out = {}
 for _, id in ipairs(ids) do
@@ -421,9 +431,14 @@ class TaskStore:
 
     # -- forwarder side ------------------------------------------------------------------------
 
-    def claim(self, endpoint_id: str, max_tasks: int) -> list[TaskMessage]:
-        """Take up to ``max_tasks`` waiting tasks of an endpoint, marking them dispatched."""
-        rows = self._claim(keys=[queue_key(endpoint_id), inflight_key(endpoint_id)], args=[max_tasks, repr(time.time()), P + "task:"])
+    def claim(self, endpoint_id: str, max_tasks: int, capacity: int = 0) -> list[TaskMessage]:
+        """Take up to ``max_tasks`` waiting tasks of an endpoint, marking them dispatched.
+
+        With ``capacity`` > 0, no more than leaves ``capacity`` tasks in flight for it, and none
+        until at least a quarter of ``capacity`` is free.
+        """
+        rows = self._claim(keys=[queue_key(endpoint_id), inflight_key(endpoint_id)],
+                           args=[max_tasks, repr(time.time()), P + "task:", capacity])
         if not rows:
             return []
         bodies = self._function_bodies({row[1].decode() for row in rows})

@@ -147,3 +147,40 @@ def test_heartbeat_is_answered_and_unregistered_peer_told_to_register(forwarder)
     site.send(m.Heartbeat(sent_at=time.time()))
     assert isinstance(site.recv_type(m.Heartbeat), m.Heartbeat)
     site.close()
+
+
+def test_an_endpoint_with_a_capacity_never_holds_more_yet_gets_every_task(forwarder):
+    """Flow control: the forwarder sends no more than the capacity the site manager registered
+    with; each result batch makes room for more, until all tasks ran, each exactly once."""
+    fwd, store = forwarder
+    ids = _submit(store, 50)
+    site = Site(fwd.address)
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret", capacity=8))
+    assert isinstance(site.recv(), m.Registered)
+    held: set[str] = set()
+    ran: list[str] = []
+    most_held = 0
+    while len(ran) < len(ids):
+        msg = site.recv()
+        if isinstance(msg, m.TaskBatch):
+            held |= {t.task_id for t in msg.tasks}
+            most_held = max(most_held, len(held))
+            # Finish 3 at a time: results free room (2 = a quarter of 8 at least), and the
+            # forwarder fills it.
+            done = sorted(held)[:3]
+            held -= set(done)
+            ran += done
+            site.send(m.ResultBatch(results=[m.ResultMessage(task_id=i, ok=True) for i in done]))
+        elif isinstance(msg, m.Ack) and held and not site.sock.poll(200):
+            # No new batch came (no room was made yet): finish what is held.
+            done = sorted(held)
+            held.clear()
+            ran += done
+            site.send(m.ResultBatch(results=[m.ResultMessage(task_id=i, ok=True) for i in done]))
+    assert most_held == 8
+    assert sorted(ran) == sorted(ids)  # every task, once
+    acked: set[str] = set()
+    while ran[-1] not in acked:  # the last results are recorded once acked
+        acked |= set(site.recv_type(m.Ack).task_ids)
+    assert all(store.get(i).state is TaskState.SUCCESS for i in ids)
+    site.close()

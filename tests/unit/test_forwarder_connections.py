@@ -22,8 +22,12 @@ def test_reregistering_endpoint_replaces_old_identity():
     assert c.by_endpoint["ep1"].identity == b"new"
 
 
-def test_poll_deadline_follows_oldest_connection():
+def test_expiry_check_time_follows_the_oldest_connection():
     c = Connections(heartbeat_threshold=10)
     assert c.next_deadline(0) == 10
     c.register("ep1", b"a", now=100)
-    assert 4.9 < c.next_deadline(105) < 5.1
+    c.register("ep2", b"b", now=103)
+    assert 110 <= c.next_deadline(105) < 110.1
+    c.seen(b"a", now=106)  # heard from: its deadline moves on, the other one is now first
+    assert 113 <= c.next_deadline(106) < 113.1
+    assert c.expired(113.5) == ["ep2"]

@@ -90,3 +90,17 @@ def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_task_capacity_defaults_to_enough_for_every_worker_and_can_be_set():
+    from site_manager.config import EndpointConfig
+
+    base = {"forwarder": "tcp://127.0.0.1:1", "endpoint_id": "e", "secret": "s"}
+    assert EndpointConfig.from_dict(base).task_capacity == 4096  # small endpoint: the floor
+    big = EndpointConfig.from_dict({**base, "engine": {"max_workers_per_node": 64},
+                                    "scaling": {"max_blocks": 10, "nodes_per_block": 4, "init_blocks": 0}})
+    assert big.task_capacity == 4 * 64 * 4 * 10
+    assert EndpointConfig.from_dict({**base, "max_tasks_held": 16}).task_capacity == 16
+    with pytest.raises(ConfigError) as info:
+        EndpointConfig.from_dict({**base, "max_tasks_held": -1})
+    assert info.value.details["key"] == "max_tasks_held"

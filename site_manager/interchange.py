@@ -1,0 +1,31 @@
+"""The HTEX interchange as the site manager starts it: Parsl's own, with DEBUG records off.
+
+    python -m site_manager.interchange     (HTEX's ``interchange_launch_cmd``; config on stdin)
+
+Parsl's file logger sets the interchange's logger to DEBUG and filters at the handler, so the
+interchange builds a log record for every debug line on its per-task path: about a quarter of
+its CPU under a throughput run (py-spy). ``logging.disable(DEBUG)`` drops those calls before a
+record is built; then Parsl's interchange module runs exactly as its ``interchange.py`` script
+would. Set ``FNSERVE_INTERCHANGE_DEBUG=1`` in the site manager's environment to keep them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import sys
+
+INTERCHANGE_MODULE = "parsl.executors.high_throughput.interchange"
+LAUNCH_CMD = [sys.executable, "-m", "site_manager.interchange"]
+
+
+def main() -> None:
+    if not os.environ.get("FNSERVE_INTERCHANGE_DEBUG"):
+        logging.disable(logging.DEBUG)
+    sys.argv[0] = "interchange.py"
+    runpy.run_module(INTERCHANGE_MODULE, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

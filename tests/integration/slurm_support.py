@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -111,8 +110,9 @@ def batch_jobs(run_dir: Path) -> list[str]:
 
 
 def where_am_i() -> dict[str, Any]:
-    """Runs on a worker: which batch job it ran in."""
+    """Runs on a worker: which batch job it ran in (serialized as source: imports inside)."""
     import os
+    import socket
 
     return {"job": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid()}
 

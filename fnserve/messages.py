@@ -12,6 +12,7 @@ Forwarder <-> site manager (ZMQ ROUTER/DEALER, one message per frame)::
                       <-------------  Registered | Refused
     Heartbeat         <------------>  Heartbeat
                       <-------------  TaskBatch
+                      <-------------  CancelTasks       (cancelled after dispatch: stop them)
     TaskStatusBatch   ------------->                (tasks handed to workers: "running")
     ResultBatch       ------------->
                       <-------------  Ack
@@ -58,6 +59,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     timings: dict[str, float] = {}  # hop -> unix time, filled as the task moves
     # Where the worker sends live outputs (fnserve.report): the site manager's PULL socket.
     outputs_address: str | None = None
+    # Node-local directory where the worker notes which task it runs (node_manager.running),
+    # so that the site manager can stop a cancelled one.
+    control_dir: str | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -128,6 +132,12 @@ class TaskBatch(_Message, tag="tasks"):
     tasks: list[TaskMessage]
 
 
+class CancelTasks(_Message, tag="cancel"):
+    """The owner cancelled these tasks after they were sent: stop them, send no result."""
+
+    task_ids: list[str]
+
+
 class TaskStatusBatch(_Message, tag="task_status"):
     running: list[str] = []
     started_at: float = 0.0
@@ -161,7 +171,7 @@ class Disconnect(_Message, tag="disconnect"):
 
 
 SiteMessage = Union[Register, Heartbeat, TaskStatusBatch, ResultBatch, EndpointStatus, TaskOutputBatch, Disconnect]
-ForwarderMessage = Union[Registered, Refused, Heartbeat, TaskBatch, Ack, Disconnect]
+ForwarderMessage = Union[Registered, Refused, Heartbeat, TaskBatch, CancelTasks, Ack, Disconnect]
 
 
 class ProtocolError(BadRequest):

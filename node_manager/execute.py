@@ -29,6 +29,7 @@ from fnserve.messages import (
     decode_task,
     encode_result,
 )
+from node_manager import running
 from node_manager.capture import OutputCapture
 
 # Our own source folders: frames from them are trimmed from user tracebacks.
@@ -144,6 +145,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             timings=timings,
         )
 
+    running.mark(task.control_dir, task.task_id)
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     capture = OutputCapture()

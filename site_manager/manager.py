@@ -34,7 +34,9 @@ from site_manager.runtime_pool import RuntimePool
 from site_manager.failures import failure_result
 from site_manager.inbox import ResultInbox
 from site_manager.outputs import OutputRelay, advertised_host
-from site_manager.session import Action, Backoff, Exit, Reconnect, Send, Session, Submit
+from site_manager.cancel import control_dir, kill_tasks
+from site_manager.ledger_store import LedgerStore
+from site_manager.session import Action, Backoff, Exit, Kill, Reconnect, ResultLedger, Send, Session, Submit
 from site_manager.status import EngineStatus
 
 logger = logging.getLogger(__name__)
@@ -76,8 +78,11 @@ class SiteManager:
             backoff=Backoff(config.reconnect_delay, config.reconnect_max_delay),
             max_retries=config.max_retries,
             capacity=config.task_capacity,
+            # Unacked results survive a kill -9 of this process (replayed after a restart).
+            ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
         )
         self.inbox = ResultInbox()
+        self.control_dir = control_dir(config.endpoint_id)
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
         self._reconnect_at: float | None = 0.0  # connect at once
@@ -178,6 +183,8 @@ class SiteManager:
                 self._send(action.message)
             elif isinstance(action, Submit):
                 self._submit(action.task)
+            elif isinstance(action, Kill):
+                kill_tasks(self.control_dir, action.task_ids)
             elif isinstance(action, Reconnect):
                 logger.warning(
                     "reconnecting in %.1f s: %s", action.delay, action.reason
@@ -242,6 +249,7 @@ class SiteManager:
         task_id = task.task_id
         try:
             task.outputs_address = self.outputs.address
+            task.control_dir = str(self.control_dir)
             task.max_result_bytes = self.config.max_result_bytes
             if task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
                 future = self.engine.submit(encode_task(task), runtime=task.runtime)

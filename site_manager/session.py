@@ -11,12 +11,14 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import dataclass
 
 import msgspec
 
 from fnserve.messages import (
     Ack,
+    CancelTasks,
     Disconnect,
     Heartbeat,
     Refused,
@@ -68,7 +70,14 @@ class Exit:
     reason: str
 
 
-Action = Send | Submit | Reconnect | Exit
+@dataclass(frozen=True)
+class Kill:
+    """Stop the workers running these (cancelled) tasks."""
+
+    task_ids: tuple[str, ...]
+
+
+Action = Send | Submit | Reconnect | Exit | Kill
 
 
 class Backoff:
@@ -89,17 +98,39 @@ class Backoff:
 
 
 class ResultLedger:
-    """Results sent (or waiting to be sent) and not yet acked by the forwarder, oldest first."""
+    """Results sent (or waiting to be sent) and not yet acked by the forwarder, oldest first.
 
-    def __init__(self) -> None:
+    With a ``store`` (site_manager.ledger_store.LedgerStore) every change is also written to
+    disk, and what a previous process left unacked is loaded back at once.
+    """
+
+    def __init__(self, store: Any = None) -> None:
         self._unacked: OrderedDict[str, ResultMessage] = OrderedDict()
+        self._store = store
+        if store is not None:
+            for result in store.load():
+                self._unacked.setdefault(result.task_id, result)
 
     def add(self, result: ResultMessage) -> None:
-        self._unacked.setdefault(result.task_id, result)  # first result for a task wins
+        self.add_many([result])
+
+    def add_many(self, results: list[ResultMessage]) -> None:
+        """Keep new results (the first result for a task wins), on disk first when stored."""
+        fresh = [r for r in results if r.task_id not in self._unacked]
+        if self._store is not None and fresh:
+            self._store.add(fresh)
+        for r in fresh:
+            self._unacked[r.task_id] = r
 
     def ack(self, task_ids: Iterable[str]) -> int:
         """Forget acked results; returns how many were known."""
-        return sum(self._unacked.pop(task_id, None) is not None for task_id in task_ids)
+        known = [t for t in task_ids if self._unacked.pop(t, None) is not None]
+        if self._store is not None and known:
+            self._store.ack(known)
+        return len(known)
+
+    def task_ids(self) -> list[str]:
+        return list(self._unacked)
 
     def get(self, task_id: str) -> ResultMessage | None:
         return self._unacked.get(task_id)
@@ -145,6 +176,7 @@ class Session:
         backoff: Backoff | None = None,
         max_retries: int = 2,
         capacity: int = 0,
+        ledger: ResultLedger | None = None,
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity
@@ -153,12 +185,14 @@ class Session:
         self.heartbeat_threshold = heartbeat_threshold
         self.backoff = backoff or Backoff()
         self.state = State.DISCONNECTED
-        self.ledger = ResultLedger()
+        self.ledger = ledger if ledger is not None else ResultLedger()
         self.running: set[str] = set()
         self.max_retries = max_retries
         # Running tasks' messages and runs so far: what a retry after a lost worker resubmits.
         self._tasks: dict[str, TaskMessage] = {}
         self._attempts: dict[str, int] = {}
+        # Cancelled while running: their results are dropped when they arrive.
+        self.cancelled: set[str] = set()
         self.draining = False
         self._last_heard = 0.0
         self._next_heartbeat = 0.0
@@ -169,7 +203,9 @@ class Session:
         """A new connection is open: introduce ourselves."""
         self.state = State.REGISTERING
         self._last_heard = now  # the registration gets a full threshold to be answered
-        return [Send(self._register)]
+        # Tasks still running here or with results not yet acked: not to be dispatched again.
+        holding = sorted(self.running | set(self.ledger.task_ids()))
+        return [Send(msgspec.structs.replace(self._register, holding=holding))]
 
     def received(
         self, msg: msgspec.Struct, now: float, wall_time: float
@@ -191,6 +227,8 @@ class Session:
         if isinstance(msg, Ack):
             self.ledger.ack(msg.task_ids)
             return []
+        if isinstance(msg, CancelTasks):
+            return self._on_cancel(msg.task_ids)
         if isinstance(msg, Disconnect):
             return self.connection_lost(
                 f"the forwarder asked us to disconnect: {msg.reason or 'no reason given'}"
@@ -199,9 +237,15 @@ class Session:
 
     def results_ready(self, results: list[ResultMessage]) -> list[Action]:
         """Tasks finished: record them until acked, and send them if we are registered."""
-        fresh = []
+        fresh: list[ResultMessage] = []
+        seen: set[str] = set()
         retries: list[Action] = []
         for result in results:
+            if result.task_id in self.cancelled:
+                # Cancelled while it ran: the service already ended it; nothing to retry or send.
+                self.cancelled.discard(result.task_id)
+                self._forget(result.task_id)
+                continue
             task = self._tasks.get(result.task_id)
             if task is not None:
                 attempts = self._attempts.get(result.task_id, 1)
@@ -212,9 +256,10 @@ class Session:
                     continue  # still running, as far as anyone outside knows
                 result = final_result(result, attempts, limit)
             self._forget(result.task_id)
-            if result.task_id not in self.ledger:
-                self.ledger.add(result)
+            if result.task_id not in self.ledger and result.task_id not in seen:
+                seen.add(result.task_id)
                 fresh.append(result)
+        self.ledger.add_many(fresh)
         if self.state is not State.READY or not fresh:
             return retries  # kept in the ledger: resent once registered again
         return retries + _batches(fresh)
@@ -305,6 +350,16 @@ class Session:
         if started:
             actions.append(Send(TaskStatusBatch(running=started, started_at=wall_time)))
         return actions + _batches(done)
+
+    def _on_cancel(self, task_ids: list[str]) -> list[Action]:
+        """The owner cancelled tasks we were sent: stop the ones still running here.
+
+        Their results (the killed worker's 'lost' report, or a result that raced the cancel)
+        are dropped when they come; a task that already finished is left alone.
+        """
+        running = tuple(t for t in task_ids if t in self.running and t not in self.cancelled)
+        self.cancelled.update(running)
+        return [Kill(running)] if running else []
 
     def _forget(self, task_id: str) -> None:
         self.running.discard(task_id)

@@ -385,6 +385,7 @@ class Forwarder:
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
         self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold))
+        self._relay_cancels(router, msg.endpoint_id)
         self._dispatch(router, msg.endpoint_id)
 
     def _drain_wakeups(self, router: zmq.Socket, wake: zmq.Socket) -> None:
@@ -398,7 +399,14 @@ class Forwarder:
             endpoints = set(self.connections.by_endpoint)
         for endpoint_id in endpoints:
             if endpoint_id in self.connections.by_endpoint:
+                self._relay_cancels(router, endpoint_id)
                 self._dispatch(router, endpoint_id)
+
+    def _relay_cancels(self, router: zmq.Socket, endpoint_id: str) -> None:
+        """Tell the endpoint's site manager which of its tasks were cancelled after dispatch."""
+        task_ids = self.store.take_cancels(endpoint_id)
+        if task_ids:
+            self._send(router, self.connections.by_endpoint[endpoint_id].identity, m.CancelTasks(task_ids=task_ids))
 
     def _dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
         """Send the endpoint its waiting tasks in batches, no more than its capacity in flight."""

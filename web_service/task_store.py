@@ -51,6 +51,11 @@ def inflight_key(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:inflight"
 
 
+def cancels_key(endpoint_id: str) -> str:
+    """Ids of tasks cancelled after dispatch, for the forwarder to relay to the endpoint."""
+    return f"{P}cancels:{endpoint_id}"
+
+
 def status_key(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:status"
 
@@ -279,6 +284,12 @@ redis.call('HDEL', KEYS[1], 'payload')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[4])
 log_completed(KEYS[4], KEYS[3], ARGV[5], ARGV[2], ARGV[4])
+if st == 'dispatched' or st == 'running' then
+  -- At the endpoint already: tell its forwarder, which tells the site manager to stop it.
+  redis.call('RPUSH', KEYS[5], ARGV[4])
+  redis.call('EXPIRE', KEYS[5], ARGV[2])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
 return st
 """
 
@@ -424,12 +435,18 @@ class TaskStore:
             return None
         error = json.dumps({"code": "cancelled", "type": "TaskCancelled", "message": "cancelled by its owner"})
         before = self._cancel(
-            keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner), completed_key(owner)],
-            args=[repr(time.time()), self.result_ttl, error, task_id, COMPLETION_LOG_ENTRIES],
+            keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner), completed_key(owner),
+                  cancels_key(rec.endpoint_id)],
+            args=[repr(time.time()), self.result_ttl, error, task_id, COMPLETION_LOG_ENTRIES, WAKE_CHANNEL, rec.endpoint_id],
         )
         return before.decode() if isinstance(before, bytes) else None
 
     # -- forwarder side ------------------------------------------------------------------------
+
+    def take_cancels(self, endpoint_id: str, max_ids: int = 10_000) -> list[str]:
+        """Ids of the endpoint's dispatched tasks cancelled since the last call (each once)."""
+        ids = self.r.lpop(cancels_key(endpoint_id), max_ids)
+        return [i.decode() for i in ids] if ids else []
 
     def claim(self, endpoint_id: str, max_tasks: int, capacity: int = 0) -> list[TaskMessage]:
         """Take up to ``max_tasks`` waiting tasks of an endpoint, marking them dispatched.

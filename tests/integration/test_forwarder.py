@@ -73,12 +73,18 @@ def test_wrong_secret_is_refused(forwarder):
     site.close()
 
 
-def test_tasks_waiting_for_endpoint_are_dispatched_when_it_connects(forwarder):
-    fwd, store = forwarder
-    ids = _submit(store, 3)
+def _registered_site(fwd) -> Site:
+    """A site manager stand-in connected and registered as endpoint ep1 (first message: Registered)."""
     site = Site(fwd.address)
     site.send(m.Register(endpoint_id="ep1", secret="s3cret"))
     assert isinstance(site.recv(), m.Registered)
+    return site
+
+
+def test_tasks_waiting_for_endpoint_are_dispatched_when_it_connects(forwarder):
+    fwd, store = forwarder
+    ids = _submit(store, 3)
+    site = _registered_site(fwd)
     batch = site.recv_type(m.TaskBatch)
     assert [t.task_id for t in batch.tasks] == ids
     assert batch.tasks[0].function == b"FN"
@@ -101,9 +107,7 @@ def test_tasks_waiting_for_endpoint_are_dispatched_when_it_connects(forwarder):
 
 def test_silent_endpoint_is_dropped_and_its_tasks_requeued(forwarder):
     fwd, store = forwarder
-    site = Site(fwd.address)
-    site.send(m.Register(endpoint_id="ep1", secret="s3cret"))
-    site.recv_type(m.Registered)
+    site = _registered_site(fwd)
     _submit(store, 2)
     site.recv_type(m.TaskBatch)
     assert store.inflight("ep1") == {"t0", "t1"}
@@ -123,9 +127,7 @@ def test_silent_endpoint_is_dropped_and_its_tasks_requeued(forwarder):
 
 def test_reconnect_holding_tasks_does_not_redispatch_them(forwarder):
     fwd, store = forwarder
-    site = Site(fwd.address)
-    site.send(m.Register(endpoint_id="ep1", secret="s3cret"))
-    site.recv_type(m.Registered)
+    site = _registered_site(fwd)
     _submit(store, 2)
     site.recv_type(m.TaskBatch)
     site.close()
@@ -183,4 +185,19 @@ def test_an_endpoint_with_a_capacity_never_holds_more_yet_gets_every_task(forwar
     while ran[-1] not in acked:  # the last results are recorded once acked
         acked |= set(site.recv_type(m.Ack).task_ids)
     assert all(store.get(i).state is TaskState.SUCCESS for i in ids)
+    site.close()
+
+
+def test_a_task_cancelled_after_dispatch_is_named_to_its_site_manager_once(forwarder):
+    fwd, store = forwarder
+    ids = _submit(store, 2)
+    site = _registered_site(fwd)
+    assert [t.task_id for t in site.recv_type(m.TaskBatch).tasks] == ids
+    assert store.cancel("t0", "u") == "dispatched"
+    assert site.recv_type(m.CancelTasks).task_ids == ["t0"]
+    assert store.take_cancels("ep1") == []  # relayed once
+    # A task cancelled while queued is simply never sent: nothing to relay.
+    store.submit([NewTask(task_id="t9", owner="u", function_id="f", endpoint_id="ep2", payload=b"x")])
+    assert store.cancel("t9", "u") == "waiting-for-endpoint"
+    assert store.take_cancels("ep2") == []
     site.close()

@@ -258,3 +258,19 @@ def test_next_deadline_is_the_earlier_of_heartbeat_and_silence_limit() -> None:
     s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW, 0.0)
     s.tick(NOW, 0.0, lambda: EngineStatus())
     assert s.next_deadline() == NOW + 2.0
+
+
+def test_a_cancel_kills_only_tasks_running_here_and_their_results_are_dropped_not_retried() -> None:
+    from fnserve.messages import CancelTasks, RemoteError
+    from site_manager.session import Kill
+
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("t1"), task("t2")]), NOW, 0.0)
+    s.results_ready([result("t2")])  # t2 already finished
+    actions = s.received(CancelTasks(task_ids=["t1", "t2", "unknown"]), NOW, 0.0)
+    assert actions == [Kill(("t1",))]
+    assert s.received(CancelTasks(task_ids=["t1"]), NOW, 0.0) == []  # once is enough
+    # The killed worker's report comes back as a lost worker: not retried, not sent.
+    lost = ResultMessage(task_id="t1", ok=False, error=RemoteError(code="worker_lost", type="WorkerLost", message="gone"))
+    assert s.results_ready([lost]) == []
+    assert "t1" not in s.running and "t1" not in s.ledger and not s.cancelled

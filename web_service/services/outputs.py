@@ -29,7 +29,8 @@ def parse_since(value: Any) -> str:
     """The ``since`` cursor (absent: from the first output)."""
     if value is None or value == "":
         return START
-    if not isinstance(value, str) or not _CURSOR.fullmatch(value):
+    # A Redis stream id: two unsigned 64-bit numbers (larger ones are refused by Redis).
+    if not isinstance(value, str) or not _CURSOR.fullmatch(value) or max(map(int, value.split("-"))) >= 2**64:
         raise invalid("since", "must be a cursor returned by this route (like '1716000000000-0'), or absent to read from the start")
     return value
 

@@ -1,0 +1,50 @@
+"""Which task each worker process runs, for the site manager to stop a cancelled one.
+
+Each worker process keeps one small file, ``<control_dir>/<pid>``, holding the id of the task it
+runs now (written when a task starts: one write to a tmpfs file, a few microseconds). The site
+manager, on a cancel, finds the pid whose file names the task and kills that process; Parsl's
+worker pool then starts a fresh worker in its place.
+
+Only processes on the site manager's own node, in its PID namespace, can be found this way
+(local and single-node endpoints; host, venv and Charliecloud runtimes). Elsewhere the cancelled
+task runs to its end and its result is dropped: the service has already ended it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def mark(control_dir: str | None, task_id: str) -> None:
+    """Record that this process now runs ``task_id`` (best effort: never fails a task)."""
+    if not control_dir:
+        return
+    try:
+        fd = os.open(os.path.join(control_dir, str(os.getpid())), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, task_id.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # no control dir here (another node, a container): the task cannot be killed
+
+
+def pids_running(control_dir: str | Path, task_ids: set[str]) -> dict[str, int]:
+    """``task_id -> pid`` of the worker processes whose mark names one of ``task_ids``."""
+    found: dict[str, int] = {}
+    try:
+        entries = list(os.scandir(control_dir))
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(entry.path, "rb") as f:
+                task_id = f.read().decode()
+        except OSError:
+            continue
+        if task_id in task_ids:
+            found[task_id] = int(entry.name)
+    return found

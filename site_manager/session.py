@@ -211,6 +211,10 @@ class Session:
         self, msg: msgspec.Struct, now: float, wall_time: float
     ) -> list[Action]:
         """A message from the forwarder arrived."""
+        if self.state is State.DISCONNECTED:
+            # Queued behind a message that ended the connection (for example one 'register
+            # again' per message we sent while the forwarder was away): that connection is over.
+            return []
         self._last_heard = now
         if isinstance(msg, Registered):
             return self._on_registered(msg, now)

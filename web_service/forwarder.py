@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import redis
 import zmq
 
 from fnserve import messages as m
@@ -194,14 +195,18 @@ class Forwarder:
             while not self._stop.is_set():
                 timeout_ms = max(0, int((check_at - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
-                if router in events:
-                    self._drain_router(router)
-                if wake in events:
-                    self._drain_wakeups(router, wake)
-                now = time.time()
-                if now >= check_at:
-                    self._expire(now)
-                    check_at = self.connections.next_deadline(now)
+                try:
+                    if router in events:
+                        self._drain_router(router)
+                    if wake in events:
+                        self._drain_wakeups(router, wake)
+                    now = time.time()
+                    if now >= check_at:
+                        self._expire(now)
+                        check_at = self.connections.next_deadline(now)
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                    self._store_lost(router, exc)
+                    check_at = self.connections.next_deadline(time.time())
         finally:
             for conn in list(self.connections.by_endpoint.values()):
                 self._lose(conn.endpoint_id, "forwarder stopped")
@@ -420,6 +425,31 @@ class Forwarder:
             self._send(router, conn.identity, m.TaskBatch(tasks=tasks))
             if len(tasks) < self.batch_size:
                 return
+
+    def _store_lost(self, router: zmq.Socket, exc: Exception) -> None:
+        """Redis went away (a restart, a failover): wait for it, then have every site manager
+        register again.
+
+        What this process was doing when Redis failed may be half done (a result batch recorded
+        but not acked, a registration not answered); nothing is lost by starting over: a site
+        manager resends its unacked results after registering, says which tasks it still holds,
+        and the first result recorded for a task wins. In-flight tasks are not requeued here:
+        each endpoint's registration settles its own (``requeue_inflight_except``).
+        """
+        log.warning("Redis unavailable (%s); waiting for it", exc)
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self.store.r.ping()
+                break
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                self._stop.wait(delay)  # fault path only, not the task path
+                delay = min(delay * 2, 2.0)
+        dropped = list(self.connections.by_endpoint.values())
+        for conn in dropped:
+            self.connections.drop(conn.endpoint_id)
+            self._send(router, conn.identity, m.Disconnect(reason="the service's task store restarted; register again"))
+        log.warning("Redis is back; asked %d site manager(s) to register again", len(dropped))
 
     def _expire(self, now: float) -> None:
         for endpoint_id in self.connections.expired(now):

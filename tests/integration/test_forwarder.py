@@ -201,3 +201,45 @@ def test_a_task_cancelled_after_dispatch_is_named_to_its_site_manager_once(forwa
     assert store.cancel("t9", "u") == "waiting-for-endpoint"
     assert store.take_cancels("ep2") == []
     site.close()
+
+
+def test_the_forwarder_outlives_a_redis_restart_and_has_site_managers_register_again(tmp_path):
+    """Redis stopped (SIGTERM, AOF on) while a task is in flight, then started again on the same
+    port and data: the forwarder keeps running, asks the site manager to register again, and
+    takes the result that was held over the outage (recorded once)."""
+    from fnserve._redis_server import free_port, start_redis
+
+    port = free_port()
+    proc, url = start_redis(tmp_path / "redis", port=port)
+    store = TaskStore.from_url(url)
+    fwd = Forwarder(store, lambda e, s: SECRETS.get(e) == s, "tcp://127.0.0.1:0", heartbeat_period=0.2, heartbeat_threshold=30)
+    th = threading.Thread(target=fwd.run, daemon=True)
+    th.start()
+    try:
+        assert fwd.bound.wait(5)
+        ids = _submit(store, 1)
+        site = _registered_site(fwd)
+        assert [t.task_id for t in site.recv_type(m.TaskBatch).tasks] == ids
+
+        proc.terminate()
+        proc.wait(10)
+        # The result comes while Redis is down: the forwarder cannot record it.
+        site.send(m.ResultBatch(results=[m.ResultMessage(task_id="t0", ok=True, data=b"42")]))
+        time.sleep(0.5)  # let the forwarder meet the outage (the test's pacing, not the system's)
+        proc, _ = start_redis(tmp_path / "redis", port=port)
+
+        again = site.recv_type(m.Disconnect, timeout=10)
+        assert "register again" in again.reason
+        assert th.is_alive()
+        site.send(m.Register(endpoint_id="ep1", secret="s3cret", holding=["t0"]))
+        site.recv_type(m.Registered)
+        site.send(m.ResultBatch(results=[m.ResultMessage(task_id="t0", ok=True, data=b"42")]))
+        assert site.recv_type(m.Ack).task_ids == ["t0"]
+        rec = store.get("t0")
+        assert rec.state is TaskState.SUCCESS
+        site.close()
+    finally:
+        fwd.stop()
+        th.join(10)
+        proc.terminate()
+        proc.wait(10)

@@ -166,6 +166,16 @@ def test_forwarder_disconnect_means_reconnect() -> None:
     assert isinstance(action, Reconnect) and "restarting" in action.reason
 
 
+def test_a_burst_of_disconnects_is_one_reconnect_at_the_first_delay() -> None:
+    # A restarted forwarder answers each message queued while it was away with 'register
+    # again': one reconnect, soon, not a backoff grown by every queued answer.
+    s = ready_session()
+    actions = [a for _ in range(20) for a in s.received(Disconnect(reason="register again"), NOW, 0.0)]
+    assert len(actions) == 1 and isinstance(actions[0], Reconnect) and actions[0].delay == 0.5
+    (register,) = sent(s.connected(NOW + 1))
+    assert isinstance(register, Register)
+
+
 def test_a_task_batch_submits_each_task_and_reports_one_status_batch() -> None:
     s = ready_session()
     actions = s.received(TaskBatch(tasks=[task("a"), task("b"), task("c")]), NOW, 42.0)

@@ -1,0 +1,347 @@
+"""Fault injection: short tasks through a kill -9 or restart of every part; lost, duplicated, hung.
+
+    python benchmarks/chaos.py [--tasks 10000] [--task-ms 20] [--faults site_manager_kill9 ...] [--out FILE]
+
+One real stack (`fnserve up` in a temporary FNSERVE_HOME: embedded Redis with AOF, gunicorn web
+service, forwarder, a local endpoint with 2 workers) plus, for the `scancel` fault, an endpoint
+on the local Slurm (scripts/start_slurm.sh). The faults, in turn: kill -9 of the site manager
+(its whole process group) and of the forwarder; SIGTERM and restart of the web service, of
+Redis, of the site manager (`fnserve endpoint restart`) and of the forwarder; kill -9 of a worker
+process; `scancel` of the Slurm endpoint's block. The tasks are split evenly over the faults; for each
+fault its tasks are submitted (accepted: the service answered with their ids), the fault is
+injected once about a quarter of them have run, the broken part is started again, and the script
+then waits for every task to end. Each task appends its index to a file when it starts, so the
+report also counts executions (a task may run again after its worker died: at-least-once).
+
+Per fault: accepted; completed (success, the right value); failed with a clear error (a stable
+code and a message); lost (accepted, then unknown to the service, or ended without a clear
+error); duplicated (a task's final state or result changed after it was first seen, or a wrong
+value); hung (not ended within --hung-after seconds after the fault); reruns (tasks executed
+more than once). Target: 0 lost, 0 duplicated, 0 hung. Results: benchmarks/results/chaos.json,
+figures in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import write_results
+
+from fnserve.cli.stack import wait_until as _wait
+
+REPO = Path(__file__).resolve().parents[1]
+FNSERVE = [sys.executable, "-m", "fnserve.cli.main"]
+FINAL = ("success", "failed", "cancelled")
+FAULTS = ("site_manager_kill9", "forwarder_kill9", "web_restart", "redis_restart", "worker_kill9", "slurm_scancel",
+          "site_manager_sigterm", "forwarder_sigterm")
+
+
+def record(i: int, path: str, ms: float) -> int:
+    """The task: note the run (index and worker pid, one O_APPEND write), work ``ms``, return ``i``."""
+    import os
+    import time
+
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{i} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    time.sleep(ms / 1000)
+    return i
+
+
+def _free_port() -> int:
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from stack_support import free_base_port
+
+    return free_base_port()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+class Stack:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = _free_port()
+        self.env = {**os.environ, "FNSERVE_HOME": str(home)}
+        self.env.pop("FNSERVE_TOKEN", None)
+        self.env.pop("FNSERVE_SERVICE_URL", None)
+
+    def cli(self, *args: str, timeout: float = 240) -> str:
+        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                             cwd=self.home, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def up(self) -> None:
+        """Start whatever part of the stack is not running (all of it the first time)."""
+        self.cli("up", "--port", str(self.port))
+
+    def client(self) -> Any:
+        from fnserve.client import Client
+
+        token = yaml.safe_load((self.home / "client.yaml").read_text())["token"]
+        return Client(f"http://127.0.0.1:{self.port}", token)
+
+    def pid(self, *where: str) -> int:
+        return int((self.home.joinpath(*where)).read_text().strip())
+
+    def endpoint_id(self, name: str) -> str:
+        d = self.home / "endpoints" / name
+        f = d / "credentials.yaml" if (d / "credentials.yaml").exists() else d / "config.yaml"
+        return str(yaml.safe_load(f.read_text())["endpoint_id"])
+
+    def add_slurm_endpoint(self) -> str:
+        self.cli("endpoint", "configure", "hpc", "--template", "slurm")
+        path = self.home / "endpoints" / "hpc" / "config.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["engine"].update({"max_workers_per_node": 2, "heartbeat_period": 1, "heartbeat_threshold": 4})
+        config["provider"].update({"walltime": "00:30:00"})
+        config.setdefault("scaling", {}).update({"init_blocks": 1, "min_blocks": 1, "max_blocks": 1})
+        config["worker_init"] = ""
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.cli("endpoint", "start", "hpc")
+        return self.endpoint_id("hpc")
+
+
+# -- the faults: each breaks one part, then brings it back -------------------------------------
+
+
+def kill_site_manager(stack: Stack, runs: Path) -> str:
+    pid = stack.pid("endpoints", "local", "site_manager.pid")
+    os.killpg(pid, signal.SIGKILL)  # the site manager, its interchange and its workers
+    _wait(lambda: not _alive(pid), 10, "site manager gone")
+    stack.up()
+    return f"kill -9 of the site manager's process group (pid {pid}), `fnserve up` again"
+
+
+def kill_forwarder(stack: Stack, runs: Path) -> str:
+    pid = stack.pid("service", "run", "forwarder.pid")
+    os.kill(pid, signal.SIGKILL)
+    _wait(lambda: not _alive(pid), 10, "forwarder gone")
+    stack.up()
+    return f"kill -9 of the forwarder (pid {pid}), `fnserve up` again"
+
+
+def _restart_service_process(name: str, what: str) -> Callable[[Stack, Path], str]:
+    """A fault: SIGTERM to one of the service's processes (its group), then `fnserve up` again."""
+
+    def restart(stack: Stack, runs: Path) -> str:
+        pid = stack.pid("service", "run", f"{name}.pid")
+        os.killpg(pid, signal.SIGTERM)
+        _wait(lambda: not _alive(pid), 30, f"{name} (pid {pid}) to stop")
+        stack.up()
+        return f"SIGTERM to {what} (pid {pid}), `fnserve up` again"
+
+    return restart
+
+
+def restart_endpoint(stack: Stack, runs: Path) -> str:
+    pid = stack.pid("endpoints", "local", "site_manager.pid")
+    stack.cli("endpoint", "restart", "local")  # SIGTERM: drains, hands back what it cannot finish
+    return f"`fnserve endpoint restart local` (SIGTERM to the site manager, pid {pid}, then start)"
+
+
+def kill_worker(stack: Stack, runs: Path) -> str:
+    pid = int(runs.read_text().split()[-1])  # the worker that started the latest task
+    os.kill(pid, signal.SIGKILL)
+    return f"kill -9 of a worker process (pid {pid}) in the middle of its task"
+
+
+def scancel_block(stack: Stack, runs: Path) -> str:
+    run_dir = str(stack.home / "endpoints" / "hpc")
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%o"], capture_output=True, text=True, check=True).stdout
+    jobs = [ln.split("|", 1)[0] for ln in out.splitlines() if ln.split("|", 1)[1].startswith(run_dir)]
+    if not jobs:
+        raise RuntimeError("no batch job of the Slurm endpoint to cancel")
+    subprocess.run(["scancel", *jobs], check=True)
+    return f"scancel of the Slurm endpoint's block (batch job {', '.join(jobs)})"
+
+
+INJECT: dict[str, Callable[[Stack, Path], str]] = {
+    "site_manager_kill9": kill_site_manager,
+    "forwarder_kill9": kill_forwarder,
+    "web_restart": _restart_service_process("web", "the web service (gunicorn)"),
+    # redis-server writes its AOF on SIGTERM
+    "redis_restart": _restart_service_process("redis", "Redis (AOF on, appendfsync everysec)"),
+    "worker_kill9": kill_worker,
+    "slurm_scancel": scancel_block,
+    "site_manager_sigterm": restart_endpoint,
+    "forwarder_sigterm": _restart_service_process("forwarder", "the forwarder"),
+}
+
+
+# -- one phase: submit, break, recover, count ----------------------------------------------------
+
+
+def _poll(stack: Stack, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The tasks' current records (a task the service does not know is left out)."""
+    from fnserve.errors import FnserveError
+
+    seen: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(task_ids), 1000):
+        chunk = task_ids[i:i + 1000]
+        for attempt in range(60):  # the web service or Redis may be coming back
+            try:
+                for t in stack.client().transport.post("/v1/tasks/results", {"task_ids": chunk, "wait": 0})["tasks"]:
+                    if t.get("state"):
+                        seen[t["task_id"]] = t
+                break
+            except (FnserveError, OSError) as exc:
+                if attempt == 59:
+                    raise
+                print(f"    (service not answering: {exc}; retrying)")
+                time.sleep(1)
+    return seen
+
+
+def _value(task: dict[str, Any]) -> Any:
+    from fnserve.client import result_of
+
+    try:
+        return result_of(task)
+    except Exception as exc:  # a failed task: its error
+        return repr(exc)
+
+
+def run_phase(stack: Stack, fault: str, fid: str, endpoint_id: str, n: int, offset: int, ms: float,
+              hung_after: float, work: Path) -> dict[str, Any]:
+    runs = work / f"runs-{fault}"
+    client = stack.client()
+    task_ids: list[str] = []
+    for start in range(offset, offset + n, 1000):
+        batch = client.create_batch()
+        for i in range(start, min(start + 1000, offset + n)):
+            batch.add(fid, endpoint_id, (i, str(runs), ms))
+        task_ids += client.batch_run(batch)
+    index = {tid: offset + k for k, tid in enumerate(task_ids)}
+    _wait(lambda: runs.exists() and len(runs.read_text().splitlines()) >= n // 4, 300, f"{fault}: a quarter of the tasks to run")
+    injected_at = time.time()
+    how = INJECT[fault](stack, runs)
+    print(f"  {fault}: {how}")
+    recovered_at = time.time()
+
+    first: dict[str, tuple[str, Any]] = {}
+    changed: set[str] = set()
+    deadline = time.monotonic() + hung_after
+    while True:
+        seen = _poll(stack, task_ids)
+        for tid, t in seen.items():
+            if t["state"] in FINAL:
+                now = (t["state"], _value(t))
+                if tid not in first:
+                    first[tid] = now
+                elif first[tid] != now:
+                    changed.add(tid)
+        if len(first) == len(task_ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    finished_at = time.time()
+    final = _poll(stack, task_ids)  # one more read: a late second result would show here
+    for tid, t in final.items():
+        if tid in first and (t["state"], _value(t)) != first[tid]:
+            changed.add(tid)
+
+    executions = Counter(int(line.split()[0]) for line in runs.read_text().splitlines())
+    completed = failed_clear = lost = hung = wrong = 0
+    errors: Counter[str] = Counter()
+    for tid in task_ids:
+        t = final.get(tid)
+        if t is None:
+            lost += 1
+        elif t["state"] not in FINAL:
+            hung += 1
+        elif t["state"] == "success":
+            if _value(t) == index[tid]:
+                completed += 1
+            else:
+                wrong += 1
+        else:
+            err = t.get("error") or {}
+            if err.get("code") and err.get("message"):
+                failed_clear += 1
+                errors[err["code"]] += 1
+            else:
+                lost += 1
+    return {
+        "fault": fault, "how": how, "accepted": len(task_ids), "completed": completed,
+        "failed_with_clear_error": failed_clear, "error_codes": dict(errors), "lost": lost,
+        "duplicated": len(changed) + wrong, "hung": hung,
+        "reruns": sum(1 for i in index.values() if executions[i] > 1),
+        "never_ran_but_succeeded": sum(1 for tid, i in index.items() if executions[i] == 0 and tid in final and final[tid]["state"] == "success"),
+        "seconds_fault_to_all_done": round(finished_at - injected_at, 1),
+        "seconds_to_restart": round(recovered_at - injected_at, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", type=int, default=10_000, help="tasks in all, split over the faults")
+    ap.add_argument("--task-ms", type=float, default=20.0, help="how long each task works")
+    ap.add_argument("--hung-after", type=float, default=300.0, help="seconds after a fault a task may take to end")
+    ap.add_argument("--faults", nargs="*", default=list(FAULTS), choices=FAULTS)
+    ap.add_argument("--out", type=Path, help="write the results here (default: benchmarks/results/chaos.json)")
+    args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, also in a log file
+
+    home = Path(tempfile.mkdtemp(prefix="fnserve-chaos-"))
+    work = home / "work"
+    work.mkdir()
+    stack = Stack(home)
+    print(f"fnserve up in {home}")
+    stack.up()
+    rows = []
+    try:
+        client = stack.client()
+        fid = client.register_function(record)
+        endpoints = {"local": stack.endpoint_id("local")}
+        if "slurm_scancel" in args.faults:
+            if shutil.which("sinfo") is None:
+                raise SystemExit("the slurm_scancel fault needs Slurm: run scripts/start_slurm.sh")
+            endpoints["hpc"] = stack.add_slurm_endpoint()
+        per_fault = args.tasks // len(args.faults)
+        for k, fault in enumerate(args.faults):
+            ep = endpoints["hpc" if fault == "slurm_scancel" else "local"]
+            row = run_phase(stack, fault, fid, ep, per_fault, k * per_fault, args.task_ms, args.hung_after, work)
+            print(f"  {fault}: " + ", ".join(f"{k2}={v}" for k2, v in row.items() if k2 not in ("fault", "how")))
+            rows.append(row)
+    finally:
+        stack.cli("down")
+    totals = {k: sum(r[k] for r in rows) for k in ("accepted", "completed", "failed_with_clear_error", "lost", "duplicated", "hung", "reruns")}
+    print("totals: " + ", ".join(f"{k}={v}" for k, v in totals.items()))
+    results = {"tasks": args.tasks, "task_ms": args.task_ms, "workers": 2, "faults": rows, "totals": totals}
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    else:
+        write_results("chaos", results)
+    if totals["lost"] or totals["duplicated"] or totals["hung"]:
+        raise SystemExit("target missed: tasks were lost, duplicated or hung")
+
+
+if __name__ == "__main__":
+    main()

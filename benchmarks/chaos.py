@@ -200,17 +200,26 @@ INJECT: dict[str, Callable[[Stack, Path], str]] = {
 
 
 def _poll(stack: Stack, task_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The tasks' current records (a task the service does not know is left out)."""
-    from fnserve.errors import FnserveError
+    """The tasks' current records (a task the service does not know is left out: lost)."""
+    from fnserve.errors import FnserveError, NotFound
 
     seen: dict[str, dict[str, Any]] = {}
+    client = stack.client()
     for i in range(0, len(task_ids), 1000):
         chunk = task_ids[i:i + 1000]
         for attempt in range(60):  # the web service or Redis may be coming back
             try:
-                for t in stack.client().transport.post("/v1/tasks/results", {"task_ids": chunk, "wait": 0})["tasks"]:
-                    if t.get("state"):
-                        seen[t["task_id"]] = t
+                try:
+                    tasks = client.transport.post("/v1/tasks/results", {"task_ids": chunk, "wait": 0})["tasks"]
+                except NotFound:  # one unknown id fails the whole read: read them one by one
+                    tasks = []
+                    for tid in chunk:
+                        try:
+                            tasks.append(client.get_task(tid))
+                        except NotFound:
+                            pass
+                for t in tasks:
+                    seen[t["task_id"]] = t
                 break
             except (FnserveError, OSError) as exc:
                 if attempt == 59:

@@ -266,6 +266,8 @@ class Forwarder:
                     continue
                 if msg and msg.get("type") == "message":
                     out.send(msg["data"])
+        except zmq.ContextTerminated:
+            pass  # the forwarder stopped while a wake was on its way: nobody is left to wake
         finally:
             pubsub.close()
             out.close(0)

@@ -135,10 +135,20 @@ _ERRORS = {
 }
 
 
+# Answered by the HTTP server (gunicorn) before a request reaches the service, as HTML: a request
+# line over 4 KiB (a URL that long is not a request this API defines) or oversized headers.
+_SERVER_ERRORS = {
+    "414": "request line longer than the HTTP server accepts (4 KiB); answered as HTML by the server",
+    "431": "request headers larger than the HTTP server accepts; answered as HTML by the server",
+}
+
+
 def _responses(status: str, schema: Schema, description: str = "success") -> dict[str, Any]:
     out: dict[str, Any] = {status: {"description": description, "content": {"application/json": {"schema": schema}}}}
     for code, text in _ERRORS.items():
         out[code] = {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+    for code, text in _SERVER_ERRORS.items():
+        out[code] = {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
     return out
 
 

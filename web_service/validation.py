@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -12,6 +13,17 @@ import msgspec
 from fnserve.errors import BadRequest, PayloadTooLarge
 
 _decoder = msgspec.json.Decoder()
+
+
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def is_stream_id(value: Any) -> bool:
+    """Whether ``value`` is a Redis stream id Redis accepts: two unsigned 64-bit numbers, 'ms-seq'.
+
+    The cursors of the completions and outputs routes are stream ids; a larger number made
+    Redis refuse the read (a 500 before this check)."""
+    return isinstance(value, str) and bool(_STREAM_ID.fullmatch(value)) and all(int(n) < 2**64 for n in value.split("-"))
 
 
 def invalid(field: str, message: str, **details: Any) -> BadRequest:

@@ -108,7 +108,9 @@ def test_a_reader_behind_a_trimmed_log_is_told_of_the_gap(client, alice, fid, ei
 
 
 def test_bad_cursor_and_max_tasks_are_400(client, alice):
-    for params, field in (({"cursor": "yesterday"}, "cursor"), ({"cursor": "1-0", "max_tasks": "0"}, "max_tasks"),
+    # A cursor shaped right but past Redis's 64-bit stream ids is refused too (schemathesis found a 500).
+    for params, field in (({"cursor": "yesterday"}, "cursor"), ({"cursor": "09708-72356291205755132818"}, "cursor"),
+                          ({"cursor": "1-0", "max_tasks": "0"}, "max_tasks"),
                           ({"cursor": "1-0", "wait": "soon"}, "wait"), ({"cursor": "1-0", "min_tasks": "x"}, "min_tasks"),
                           ({"cursor": "1-0", "linger": "5"}, "linger")):
         err = assert_error(client.get("/v1/tasks/completions", query_string=params, headers=alice), 400, "invalid_request")

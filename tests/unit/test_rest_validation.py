@@ -107,3 +107,11 @@ def test_wait_and_return_when():
     assert error(parse_return_when, {"return_when": "first"}).code == "invalid_request"
     assert parse_task_ids({"task_ids": ["a", "b"]}, 5) == ["a", "b"]
     assert error(parse_task_ids, {"task_ids": ["a"] * 6}, 5).code == "batch_too_large"
+
+
+def test_stream_id_cursors_are_checked_against_redis_limits() -> None:
+    from web_service.validation import is_stream_id
+
+    assert is_stream_id("1716000000000-0") and is_stream_id(f"{2**64 - 1}-{2**64 - 1}")
+    assert not is_stream_id(f"{2**64}-0") and not is_stream_id("1-18446744073709551616")
+    assert not is_stream_id("yesterday") and not is_stream_id(None) and not is_stream_id("1-")

@@ -8,15 +8,13 @@ naming them in each request or asking per task.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from web_service.auth import Identity
 from web_service.task_store import TaskRecord, TaskStore
-from web_service.validation import invalid
+from web_service.validation import invalid, is_stream_id
 
-_CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
 DEFAULT_MAX_TASKS = 5000
 MAX_LINGER = 1.0
 
@@ -34,7 +32,7 @@ class CompletionPage:
 def parse_cursor(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _CURSOR.fullmatch(value):
+    if not is_stream_id(value):
         raise invalid("cursor", "must be a cursor returned by this route (like '1716000000000-0')")
     return value
 

@@ -9,7 +9,6 @@ task's outputs ahead of its result, so the grace is only a safety net.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -17,9 +16,8 @@ from web_service.auth import Identity
 from web_service.services.tasks import get_tasks
 from web_service.task_outputs import MAX_READ, OutputPage, outputs_key, read
 from web_service.task_store import TaskRecord, TaskStore, completed_key
-from web_service.validation import invalid
+from web_service.validation import invalid, is_stream_id
 
-_CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
 END_GRACE = 2.0
 _DEFAULT_SOCKET_TIMEOUT = 5.0  # redis-py's own default when the client sets none
 START = "0-0"
@@ -29,8 +27,7 @@ def parse_since(value: Any) -> str:
     """The ``since`` cursor (absent: from the first output)."""
     if value is None or value == "":
         return START
-    # A Redis stream id: two unsigned 64-bit numbers (larger ones are refused by Redis).
-    if not isinstance(value, str) or not _CURSOR.fullmatch(value) or max(map(int, value.split("-"))) >= 2**64:
+    if not is_stream_id(value):
         raise invalid("since", "must be a cursor returned by this route (like '1716000000000-0'), or absent to read from the start")
     return value
 

@@ -29,8 +29,8 @@ def control_dir(endpoint_id: str) -> Path:
     return path
 
 
-def kill_tasks(directory: Path, task_ids: tuple[str, ...]) -> list[str]:
-    """SIGKILL the local workers running ``task_ids``; returns the ids whose worker was found."""
+def kill_tasks(directory: Path, task_ids: tuple[str, ...]) -> None:
+    """SIGKILL the local workers running ``task_ids``."""
     found = pids_running(directory, set(task_ids))
     for task_id, pid in found.items():
         try:
@@ -42,4 +42,3 @@ def kill_tasks(directory: Path, task_ids: tuple[str, ...]) -> list[str]:
             logger.warning("cancelled task %s: not allowed to kill its worker (pid %d)", task_id, pid)
     for task_id in set(task_ids) - set(found):
         logger.info("cancelled task %s: its worker is not on this node or has not started it; its result will be dropped", task_id)
-    return list(found)

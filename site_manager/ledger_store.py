@@ -58,6 +58,3 @@ class LedgerStore:
     def load(self) -> list[ResultMessage]:
         """What was left unacked, oldest first."""
         return [_decoder.decode(body) for (body,) in self._db.execute("SELECT body FROM unacked ORDER BY seq")]
-
-    def close(self) -> None:
-        self._db.close()

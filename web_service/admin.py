@@ -61,6 +61,29 @@ def get_user_quota(settings: Settings, username: str) -> dict[str, Any] | None:
         return None if q is None else {"period": q.period, "max_tasks": q.max_tasks, "max_core_hours": q.max_core_hours}
 
 
+def disable_user(settings: Settings, username: str, disabled: bool = True) -> None:
+    """Disable (or enable) a user: effective within ``cache_seconds`` in every web worker."""
+    from web_service.services.users import set_disabled
+
+    with _session(settings) as session:
+        set_disabled(session, username, disabled)
+
+
+def delete_user(settings: Settings, username: str) -> dict[str, Any]:
+    """Delete a user (see :mod:`web_service.services.users`); returns what was done."""
+    import dataclasses
+
+    from web_service.services.users import delete_user as delete
+    from web_service.task_store import TaskStore
+
+    store = TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl)
+    try:
+        with _session(settings) as session:
+            return dataclasses.asdict(delete(session, store, username))
+    finally:
+        store.r.close()
+
+
 def add_user(settings: Settings, username: str, *, exist_ok: bool = False, expires_in: timedelta | None = None) -> str:
     """Create ``username`` (migrating the database first) and return a new token for them.
 
@@ -107,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         python -m web_service.admin revoke-token TOKEN_OR_ID      ('-' reads it from stdin)
         python -m web_service.admin set-quota NAME --period day [--tasks N] [--core-hours H]
         python -m web_service.admin show-quota NAME
+        python -m web_service.admin disable-user|enable-user NAME
+        python -m web_service.admin delete-user NAME --yes
     """
     import argparse
     import json
@@ -135,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     quota.add_argument("--core-hours", type=float, help="core-hours (CPU hours) per period")
     show = commands.add_parser("show-quota", help="print a user's quota as JSON")
     show.add_argument("username")
+    for name, text in (("disable-user", "refuse the user's requests (403 user_disabled) until enabled again"),
+                       ("enable-user", "undo disable-user")):
+        commands.add_parser(name, help=text).add_argument("username")
+    delete = commands.add_parser("delete-user", help="revoke the user's tokens, delete their functions, endpoints, "
+                                 "runtimes and groups, cancel their unfinished tasks")
+    delete.add_argument("username")
+    delete.add_argument("--yes", action="store_true", help="required: deleting cannot be undone")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     expires = timedelta(days=args.expires_in) if getattr(args, "expires_in", None) else None
@@ -151,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                 print("error: no such token, or already revoked", file=sys.stderr)
                 return 1
             print("revoked")
+        elif args.command in ("disable-user", "enable-user"):
+            disable_user(settings, args.username, args.command == "disable-user")
+            print(f"{args.command.split('-')[0]}d {args.username}")
+        elif args.command == "delete-user":
+            if not args.yes:
+                print("error: deleting a user cannot be undone; add --yes", file=sys.stderr)
+                return 2
+            print(json.dumps(delete_user(settings, args.username)))
         elif args.command == "set-quota":
             set_user_quota(settings, args.username, args.period, args.tasks, args.core_hours)
             print(json.dumps(get_user_quota(settings, args.username)))

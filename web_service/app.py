@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from fnserve.errors import FnserveError, ServiceUnavailable
 from web_service.auth import Authenticator, GlobusAuthenticator, LocalTokenAuthenticator
+from web_service.log_safety import register_access_log
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.db import make_engine, make_session_factory, migrate
 from web_service.routes import register_blueprints
@@ -18,6 +19,8 @@ from web_service.services import OwnershipCache
 from web_service.settings import Settings
 from web_service.state import EXTENSION, ServiceState
 from web_service.task_store import TaskStore
+from web_service.validation import too_deep as validation_too_deep
+from web_service.waits import WaitGate
 
 log = logging.getLogger("fnserve.web")
 
@@ -45,10 +48,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         ownership=OwnershipCache(settings.cache_seconds),
         quotas=QuotaChecker(client, settings.cache_seconds),
         limiter=RateLimiter(client, settings.rate_limit, settings.rate_burst),
+        address_limiter=RateLimiter(client, settings.anon_rate_limit, settings.anon_rate_burst, scope="address"),
+        waits=WaitGate(client, settings.max_waits_per_user, settings.max_open_waits),
     )
     app = Flask("web_service", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions[EXTENSION] = state
+    if settings.proxy_hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    if settings.access_log:
+        register_access_log(app)
     register_blueprints(app)
     _register_error_handlers(app)
     return app
@@ -60,6 +71,7 @@ def _authenticator(settings: Settings, sessions: object) -> Authenticator:
     if settings.auth_mode == "globus":
         return GlobusAuthenticator(
             sessions, settings.globus_client_id, settings.globus_client_secret, settings.globus_scope,  # type: ignore[arg-type]
+            cache_seconds=settings.cache_seconds,
         )
     raise ValueError(f"FNSERVE_AUTH_MODE={settings.auth_mode!r} is not supported; use 'local' or 'globus'")
 
@@ -72,7 +84,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(FnserveError)
     def fnserve_error(exc: FnserveError) -> Response:
         resp = respond({"error": exc.to_dict()}, exc.http_status)
-        if exc.http_status == 429 and "retry_after" in exc.details:
+        if exc.http_status in (429, 503) and "retry_after" in exc.details:
             resp.headers["Retry-After"] = str(exc.details["retry_after"])
         elif exc.http_status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="fnserve"'
@@ -90,6 +102,12 @@ def _register_error_handlers(app: Flask) -> None:
         elif status == 405:
             message = f"{request.method} is not allowed on {request.path}"
         return _error(code, message, status)
+
+    @app.errorhandler(RecursionError)
+    def too_deep(exc: RecursionError) -> Response:
+        # Only input nests this deep here (JSON bodies, arguments): the caller's to fix, not a 500.
+        err = validation_too_deep()
+        return respond({"error": err.to_dict()}, err.http_status)
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -39,6 +39,10 @@ class Authenticator(Protocol):
         """The identity behind ``bearer_token``; raises :class:`Unauthorized` (``invalid_token``)."""
         ...
 
+    def cached(self, bearer_token: str) -> Identity | None:
+        """The identity if this process verified the token recently (no I/O), else None."""
+        ...
+
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -53,6 +57,34 @@ def invalid_token() -> Unauthorized:
     return Unauthorized("the token is unknown, expired or revoked", code="invalid_token")
 
 
+def user_disabled() -> Forbidden:
+    return Forbidden("this account is disabled by the service's operator; ask them to enable it", code="user_disabled")
+
+
+# Unknown, revoked and expired tokens never become valid again: remembered this long so that a
+# client (or an attacker) retrying one costs no SQL query. A disabled account is remembered only
+# for the token cache time, so enabling it takes effect as fast as disabling.
+NEGATIVE_CACHE_SECONDS = 60.0
+
+
+class ActiveUsers:
+    """Whether a user may act (not disabled or deleted), cached for ``cache_seconds``."""
+
+    def __init__(self, sessions: sessionmaker[Session], cache_seconds: float):
+        self.sessions = sessions
+        self._cache: TTLCache[str, bool] = TTLCache(cache_seconds)
+
+    def check(self, user_id: str) -> None:
+        active = self._cache.get(user_id)
+        if active is None:
+            with self.sessions() as session:
+                row = session.execute(sa.select(User.disabled_at).where(User.id == user_id)).first()
+            active = row is not None and row.disabled_at is None
+            self._cache.put(user_id, active)
+        if not active:
+            raise user_disabled()
+
+
 def _aware(ts: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything is stored in UTC.
     return ts.replace(tzinfo=timezone.utc) if ts is not None and ts.tzinfo is None else ts
@@ -62,31 +94,43 @@ class LocalTokenAuthenticator:
     """Checks tokens against the registry's ``tokens`` table.
 
     A verified token is remembered in-process for ``cache_seconds`` (never past its expiry) to
-    keep the hot path to zero SQL queries. Consequence: a revoked token keeps working for up to
-    ``cache_seconds`` in processes that verified it just before. Unknown tokens are not cached.
+    keep the hot path to zero SQL queries. Consequence: a revoked token, or a disabled user's
+    token, keeps working for up to ``cache_seconds`` in processes that verified it just before.
+    Unknown, revoked and expired tokens are remembered for :data:`NEGATIVE_CACHE_SECONDS` (a
+    disabled user's for ``cache_seconds``), so retrying one costs no SQL query.
     """
 
     def __init__(self, sessions: sessionmaker[Session], cache_seconds: float = 5.0):
         self.sessions = sessions
         self._cache: TTLCache[str, Identity] = TTLCache(cache_seconds)
+        self._dead: TTLCache[str, str] = TTLCache(max(cache_seconds, NEGATIVE_CACHE_SECONDS) if cache_seconds > 0 else 0)
+        self._cache_seconds = cache_seconds
+
+    def cached(self, bearer_token: str) -> Identity | None:
+        return self._cache.get(hash_secret(bearer_token))
 
     def authenticate(self, bearer_token: str) -> Identity:
         digest = hash_secret(bearer_token)
         hit = self._cache.get(digest)
         if hit is not None:
             return hit
+        dead = self._dead.get(digest)
+        if dead is not None:
+            raise user_disabled() if dead == "disabled" else invalid_token()
         with self.sessions() as session:
             row = session.execute(
-                sa.select(Token.expires_at, Token.revoked_at, User.id, User.username)
+                sa.select(Token.expires_at, Token.revoked_at, User.id, User.username, User.disabled_at)
                 .join(User, User.id == Token.user_id)
                 .where(Token.token_hash == digest)
             ).first()
-        if row is None or row.revoked_at is not None:
-            raise invalid_token()
-        expires_at = _aware(row.expires_at)
+        expires_at = _aware(row.expires_at) if row is not None else None
         now = utcnow()
-        if expires_at is not None and expires_at <= now:
+        if row is None or row.revoked_at is not None or (expires_at is not None and expires_at <= now):
+            self._dead.put(digest, "invalid")
             raise invalid_token()
+        if row.disabled_at is not None:
+            self._dead.put(digest, "disabled", self._cache_seconds)
+            raise user_disabled()
         identity = Identity(user_id=row.id, username=row.username)
         ttl = None if expires_at is None else (expires_at - now).total_seconds()
         self._cache.put(digest, identity, ttl)
@@ -106,7 +150,8 @@ class GlobusAuthenticator:
     """
 
     def __init__(self, sessions: sessionmaker[Session], client_id: str, client_secret: str, required_scope: str,
-                 *, max_cache_seconds: float | None = None, negative_cache_seconds: float = 30.0, auth_client: object = None):
+                 *, max_cache_seconds: float | None = None, negative_cache_seconds: float = 30.0, auth_client: object = None,
+                 cache_seconds: float = 5.0):
         if not (client_id and client_secret and required_scope):
             raise ValueError("globus mode needs FNSERVE_GLOBUS_CLIENT_ID, FNSERVE_GLOBUS_CLIENT_SECRET and FNSERVE_GLOBUS_SCOPE")
         import globus_sdk
@@ -120,6 +165,15 @@ class GlobusAuthenticator:
         self.client = auth_client or globus_sdk.ConfidentialAppAuthClient(client_id, client_secret, retry_config=retry)
         self._cache: TTLCache[str, Identity] = TTLCache(max_cache_seconds or 366 * 86400)
         self._dead: TTLCache[str, bool] = TTLCache(negative_cache_seconds)
+        # Introspections are cached until the token expires; whether the account is disabled
+        # is checked apart, so an operator's disable applies within ``cache_seconds``.
+        self.active = ActiveUsers(sessions, cache_seconds)
+
+    def cached(self, bearer_token: str) -> Identity | None:
+        hit = self._cache.get(hash_secret(bearer_token))
+        if hit is not None:
+            self.active.check(hit.user_id)
+        return hit
 
     def authenticate(self, bearer_token: str) -> Identity:
         import globus_sdk
@@ -127,6 +181,7 @@ class GlobusAuthenticator:
         digest = hash_secret(bearer_token)
         hit = self._cache.get(digest)
         if hit is not None:
+            self.active.check(hit.user_id)
             return hit
         if self._dead.get(digest):
             raise invalid_token()
@@ -148,6 +203,7 @@ class GlobusAuthenticator:
                 code="insufficient_scope",
             )
         identity = self._user_for(str(info["sub"]), str(info.get("username") or info["sub"]))
+        self.active.check(identity.user_id)
         self._cache.put(digest, identity, (exp - now) if exp else None)
         return identity
 

@@ -27,6 +27,7 @@ from fnserve.errors import FnserveError
 from web_service.task_store import CANCEL_WAKE, WAKE_CHANNEL, TaskStore
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
+from web_service.result_limits import within_limits
 from web_service.usage import log_usage, result_entries
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class Forwarder:
         server_keys: tuple[bytes, bytes] | None = None,
         endpoint_for_key: KeyLookup | None = None,
         output_limit: int | None = None,
+        max_result_bytes: int = 10 * 1024 * 1024,
     ):
         """``server_keys`` (public, secret) turn on CurveZMQ: every connection is encrypted and
         authenticated through ZAP, the client's key must belong to a live endpoint
@@ -145,6 +147,7 @@ class Forwarder:
         # Live outputs of running tasks (fnserve.report), bounded per task by output_limit bytes.
         self.outputs = OutputWriter(store.r, store.result_ttl, task_output_limit() if output_limit is None else output_limit)
         self.verify_secret = verify_secret
+        self.max_result_bytes = max_result_bytes  # the service's own bound (web_service.result_limits)
         self.bind = bind
         self.heartbeat_period = heartbeat_period
         self.batch_size = batch_size
@@ -355,6 +358,7 @@ class Forwarder:
 
     def _record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
         """Record results (first wins), ack them all, then send what their room lets through."""
+        results = [within_limits(r, self.max_result_bytes) for r in results]
         recorded = self.store.record_results(results, conn.endpoint_id)
         self._send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
         if conn.capacity:
@@ -501,8 +505,10 @@ def main() -> None:
     from web_service.services.endpoints import endpoint_for_key, verify_endpoint_secret
     from web_service.usage import UsageWriter
     from web_service.settings import Settings
+    from web_service.log_safety import install_log_escaping
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_escaping()  # endpoints send text (reasons, names) that may reach the log
     settings = Settings.from_env()
     if settings.migrate_on_start:
         migrate(settings.database_url)
@@ -523,7 +529,7 @@ def main() -> None:
         heartbeat_period=float(os.environ.get("FNSERVE_HEARTBEAT_PERIOD", "2")),
         heartbeat_threshold=float(os.environ.get("FNSERVE_HEARTBEAT_THRESHOLD", "10")),
         server_keys=server_keys(settings.forwarder_key_file) if settings.forwarder_curve else None,
-        endpoint_for_key=key_owner,
+        endpoint_for_key=key_owner, max_result_bytes=settings.max_result_bytes,
     )
     writer = UsageWriter(fwd.store.r, sessions).start()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -140,7 +140,8 @@ def set_quota(session: Session, user_id: str, period: str, max_tasks: int | None
 
 # -- rate limit ------------------------------------------------------------------------------------
 
-# Token bucket. KEYS[1]: bucket hash. ARGV: rate (tokens/s), burst, now (s), cost.
+# Token bucket. KEYS[1]: bucket hash. ARGV: rate (tokens/s), burst, now (s), cost. A cost of 0
+# only looks: allowed while a token is left, nothing taken.
 # Returns 0 when allowed, else milliseconds until enough tokens.
 _BUCKET = """
 local rate = tonumber(ARGV[1])
@@ -151,11 +152,12 @@ local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]) or burst
 local ts = tonumber(b[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local need = math.max(cost, 1)
 local wait = 0
-if tokens >= cost then
+if tokens >= need then
   tokens = tokens - cost
 else
-  wait = math.ceil((cost - tokens) / rate * 1000)
+  wait = math.ceil((need - tokens) / rate * 1000)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
@@ -164,20 +166,26 @@ return wait
 
 
 class RateLimiter:
-    """Per-user token bucket in Redis, shared by every web worker."""
+    """Token buckets in Redis, shared by every web worker: per user (``scope="user"``), or per
+    client address for requests without a verified token (``scope="address"``)."""
 
-    def __init__(self, r: redis.Redis, rate: float, burst: float):
+    def __init__(self, r: redis.Redis, rate: float, burst: float, scope: str = "user"):
         self.rate = rate
         self.burst = max(burst, 1.0)
+        self.scope = scope
+        self._prefix = "fns:rl:" if scope == "user" else f"fns:rl:{scope}:"
         self._script = r.register_script(_BUCKET)
 
-    def check(self, user_id: str) -> None:
+    def check(self, who: str, cost: int = 1) -> None:
+        """Take ``cost`` tokens from ``who``'s bucket, or raise 429 ``rate_limited``. A ``cost``
+        of 0 takes none: it only checks that one is left."""
         if self.rate <= 0:
             return
-        wait_ms = int(self._script(keys=[f"fns:rl:{user_id}"], args=[self.rate, self.burst, repr(time.time()), 1]))
+        wait_ms = int(self._script(keys=[self._prefix + who], args=[self.rate, self.burst, repr(time.time()), cost]))
         if wait_ms > 0:
             retry = max(1, math.ceil(wait_ms / 1000))
+            what = "" if self.scope == "user" else " without a valid token from your address"
             raise RateLimited(
-                f"too many requests: the limit is {self.rate:g} per second (bursts of {self.burst:g}); retry in {retry} s",
+                f"too many requests{what}: the limit is {self.rate:g} per second (bursts of {self.burst:g}); retry in {retry} s",
                 details={"retry_after": retry},
             )

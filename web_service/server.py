@@ -1,31 +1,68 @@
-"""Run the web service: gunicorn (threads) by default, or Werkzeug's threaded server.
+"""Run the web service: gunicorn (gevent, else threads) by default, or Werkzeug's threaded server.
 
-    python -m web_service.server --bind 127.0.0.1:8780 [--workers 2 --threads 32]
+    python -m web_service.server --bind 127.0.0.1:8780 [--workers 2] [--worker-class gevent|gthread]
 
-Settings come from the environment (see :mod:`web_service.settings`). Long-poll requests hold a
-thread each while they wait, so give gunicorn enough threads for the waiting clients.
+Settings come from the environment (see :mod:`web_service.settings`). Long-polls must not hold
+what quick requests need (``GET /v1/health`` answers in milliseconds with hundreds of long-polls
+open; see :mod:`web_service.waits` and benchmarks/longpoll_health.py):
+
+- ``gevent`` (the default when gevent is installed, as ``fnserve[service]`` does): a waiting
+  request is a parked greenlet blocked on a Redis socket; the worker holds up to
+  ``FNSERVE_MAX_OPEN_WAITS`` of them plus 1000 other connections.
+- ``gthread``: ``--threads`` request threads plus one more thread per allowed open wait
+  (``FNSERVE_MAX_OPEN_WAITS``); waits past that are refused (503), so they can never take the
+  threads that other requests need.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
 from typing import Any
 
+from web_service.log_safety import install_log_escaping
 
-def serve_gunicorn(bind: str, workers: int, threads: int) -> None:
+
+def default_worker_class() -> str:
+    """``$FNSERVE_WEB_WORKER_CLASS``, else gevent when it is installed, else gthread."""
+    chosen = os.environ.get("FNSERVE_WEB_WORKER_CLASS")
+    if chosen:
+        return chosen
+    return "gevent" if importlib.util.find_spec("gevent") is not None else "gthread"
+
+
+def gunicorn_config(bind: str, workers: int, threads: int, worker_class: str, max_open_waits: int) -> dict[str, Any]:
+    """Gunicorn's settings for the service (the ``accesslog`` is our own: see app.py)."""
+    config: dict[str, Any] = {
+        "bind": bind, "workers": workers, "worker_class": worker_class,
+        "timeout": 120, "graceful_timeout": 20, "keepalive": 75, "accesslog": None,
+    }
+    if worker_class == "gevent":
+        config["worker_connections"] = max_open_waits + 1000
+    elif worker_class == "gthread":
+        config["threads"] = threads + max_open_waits
+    else:
+        raise ValueError(f"worker class must be gevent or gthread, not {worker_class!r}")
+    return config
+
+
+def serve_gunicorn(bind: str, workers: int, threads: int, worker_class: str) -> None:
     from gunicorn.app.base import BaseApplication
+
+    from web_service.settings import Settings
+
+    config = gunicorn_config(bind, workers, threads, worker_class, Settings.from_env().max_open_waits)
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in {
-                "bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread",
-                "timeout": 120, "graceful_timeout": 20, "keepalive": 75, "accesslog": None,
-            }.items():
+            for key, value in config.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            # Built in each worker after the fork, so no DB or Redis connection is shared.
+            # Built in each worker after the fork (and, for gevent, after its monkey-patching),
+            # so no DB or Redis connection is shared.
             from web_service.app import create_app
 
             return create_app()
@@ -47,11 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bind", default="127.0.0.1:8780")
     parser.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--worker-class", choices=["gevent", "gthread"], default=default_worker_class())
+    parser.add_argument("--threads", type=int, default=32, help="gthread: request threads besides the long-poll ones")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_escaping()
     if args.server == "gunicorn":
-        serve_gunicorn(args.bind, args.workers, args.threads)
+        serve_gunicorn(args.bind, args.workers, args.threads, args.worker_class)
     else:
         serve_werkzeug(args.bind)
 

@@ -55,6 +55,21 @@ class Settings:
     forwarder_key_file: str = field(default_factory=lambda: str(fnserve_home() / "service" / "forwarder.key"))
     # CurveZMQ on the forwarder; off is allowed only when it binds to loopback.
     forwarder_curve: bool = True
+    # Long-polls: open at once per user (across every web worker; past it 429 too_many_waits),
+    # and per web worker process (past it 503 service_busy; bounds sockets and Redis connections).
+    max_waits_per_user: int = 32
+    max_open_waits: int = 256
+    # Longest walltime a task may ask for (s); more is 400 invalid_request.
+    max_walltime: float = 30 * 24 * 3600.0  # 30 days
+    # Largest serialized result the forwarder records (an endpoint's own limit may be lower).
+    max_result_bytes: int = 10 * MIB
+    # Requests whose token is not already verified in this process (unknown tokens, no token,
+    # the public routes): per client address, requests/s and burst, checked before any SQL.
+    # ``proxy_hops``: trusted reverse proxies in front (their X-Forwarded-For names the client).
+    anon_rate_limit: float = 20.0
+    anon_rate_burst: float = 200.0
+    proxy_hops: int = 0
+    access_log: bool = True  # one INFO line per request on the logger fnserve.access
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -88,4 +103,12 @@ class Settings:
             globus_native_client_id=get("GLOBUS_NATIVE_CLIENT_ID", ""),
             forwarder_key_file=get("FORWARDER_KEY_FILE", str(fnserve_home() / "service" / "forwarder.key")),
             forwarder_curve=get("FORWARDER_CURVE", "1").lower() not in ("0", "false", "no"),
+            max_waits_per_user=int(get("MAX_WAITS_PER_USER", str(d.max_waits_per_user))),
+            max_open_waits=int(get("MAX_OPEN_WAITS", str(d.max_open_waits))),
+            max_walltime=float(get("MAX_WALLTIME", str(d.max_walltime))),
+            max_result_bytes=int(get("MAX_RESULT_BYTES", str(d.max_result_bytes))),
+            anon_rate_limit=float(get("ANON_RATE_LIMIT", str(d.anon_rate_limit))),
+            anon_rate_burst=float(get("ANON_RATE_BURST", str(d.anon_rate_burst))),
+            proxy_hops=int(get("PROXY_HOPS", str(d.proxy_hops))),
+            access_log=get("ACCESS_LOG", "1").lower() not in ("0", "false", "no"),
         )

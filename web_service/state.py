@@ -13,6 +13,7 @@ from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.services import OwnershipCache
 from web_service.settings import Settings
 from web_service.task_store import TaskStore
+from web_service.waits import WaitGate
 
 EXTENSION = "fnserve"
 
@@ -27,6 +28,8 @@ class ServiceState:
     ownership: OwnershipCache
     quotas: QuotaChecker
     limiter: RateLimiter
+    address_limiter: RateLimiter  # requests without a verified token, per client address
+    waits: WaitGate
 
 
 def current() -> ServiceState:

@@ -36,9 +36,16 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         body = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:
+        raise too_deep() from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_request", details={"field": "(body)"})
     return body
+
+
+def too_deep() -> BadRequest:
+    return BadRequest("request body is nested too deeply (hundreds of levels of arrays or objects); flatten it",
+                      code="json_too_deep")
 
 
 def require_str(body: dict[str, Any], key: str, field: str | None = None, max_len: int = 255) -> str:

@@ -309,6 +309,41 @@ def service_user_add(username: str, expires_in: float | None) -> None:
     raise SystemExit(subprocess.call(python_module("web_service.admin", "add-user", username, *extra)))
 
 
+@service_user.command("disable")
+@click.argument("username")
+def service_user_disable(username: str) -> None:
+    """Refuse USERNAME's requests (403 user_disabled) within the token cache time; `enable` undoes it."""
+    _service_admin("disable-user", username)
+
+
+@service_user.command("enable")
+@click.argument("username")
+def service_user_enable(username: str) -> None:
+    """Let a disabled USERNAME in again."""
+    _service_admin("enable-user", username)
+
+
+@service_user.command("delete")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def service_user_delete(username: str, yes: bool) -> None:
+    """Delete USERNAME: revoke their tokens, delete their functions, endpoints, runtimes and
+    groups, and cancel their unfinished tasks (docs/security.md)."""
+    if not yes:
+        click.confirm(f"delete user {username} and everything they own? This cannot be undone", abort=True)
+    _service_admin("delete-user", username, "--yes")
+
+
+def _service_admin(*args: str) -> None:
+    import subprocess
+
+    from fnserve.cli.processes import python_module
+
+    code = subprocess.call(python_module("web_service.admin", *args))
+    if code:
+        raise SystemExit(code)
+
+
 @main.group()
 def endpoint() -> None:
     """Configure, start, stop, list and delete endpoints (for site admins)."""

@@ -42,7 +42,7 @@ def test_health_is_503_when_redis_is_down(settings):
 def test_requests_while_redis_is_down_get_503_not_500(settings, alice):
     down = create_app(dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     try:
-        assert_error(down.test_client().get("/v1/tasks/x", headers=alice), 503, "service_unavailable")
+        assert_error(down.test_client().get("/v1/tasks/0b7f1c2e-1d2a-4c3b-9e8f-0123456789ab", headers=alice), 503, "service_unavailable")
     finally:
         state(down).engine.dispose()
 

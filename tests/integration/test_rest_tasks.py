@@ -17,6 +17,9 @@ from rest_support import (  # noqa: F401  (fixtures)
 from web_service.task_store import function_key, queue_key
 
 
+SOME_ID = "0b7f1c2e-1d2a-4c3b-9e8f-0123456789ab"  # the form of a task id, of no task
+
+
 @pytest.fixture
 def fid(client, alice):
     return register_function(client, alice)
@@ -165,7 +168,7 @@ def test_results_call_refuses_unknown_or_foreign_ids_as_a_whole(client, alice, b
 
 def test_bad_results_requests(client, alice):
     cases = [({}, "task_ids"), ({"task_ids": []}, "task_ids"), ({"task_ids": [1]}, "task_ids[0]"),
-             ({"task_ids": ["a"], "wait": "x"}, "wait"), ({"task_ids": ["a"], "return_when": "SOMETIME"}, "return_when")]
+             ({"task_ids": [SOME_ID], "wait": "x"}, "wait"), ({"task_ids": [SOME_ID], "return_when": "SOMETIME"}, "return_when")]
     for body, field in cases:
         err = assert_error(client.post("/v1/tasks/results", json=body, headers=alice), 400, "invalid_request")
         assert err["details"]["field"] == field

@@ -105,8 +105,29 @@ def test_wait_and_return_when():
         assert error(parse_wait, bad).code == "invalid_request"
     assert parse_return_when({}) is False and parse_return_when({"return_when": "FIRST_COMPLETED"}) is True
     assert error(parse_return_when, {"return_when": "first"}).code == "invalid_request"
-    assert parse_task_ids({"task_ids": ["a", "b"]}, 5) == ["a", "b"]
-    assert error(parse_task_ids, {"task_ids": ["a"] * 6}, 5).code == "batch_too_large"
+    a, b = "0b7f1c2e-1d2a-4c3b-9e8f-0123456789ab", "f0e1d2c3-b4a5-4697-8877-665544332211"
+    assert parse_task_ids({"task_ids": [a, b]}, 5) == [a, b]
+    assert error(parse_task_ids, {"task_ids": [a] * 6}, 5).code == "batch_too_large"
+    # Not the form of a task id (``<id>:out`` named another Redis key type: a 500 before).
+    for bad in ("a", f"{a}:out", f"{a}:outinfo", a.upper(), f"{a} "):
+        err = error(parse_task_ids, {"task_ids": [b, bad]}, 5)
+        assert err.code == "task_not_found" and err.http_status == 404 and err.details["index"] == 1
+
+
+def test_walltime_is_bounded_by_the_services_maximum() -> None:
+    task = {"function_id": "f", "endpoint_id": "e", "args": []}
+    assert batch({**task, "walltime": 3600})[0].walltime == 3600.0
+    for bad in (1e308, 31 * 24 * 3600):
+        err = error(batch, {**task, "walltime": bad})
+        assert err.code == "invalid_request" and err.details["field"] == "tasks[0].walltime" and "FNSERVE_MAX_WALLTIME" in err.message
+    err = error(lambda: parse_task_batch({"tasks": [{**task, "walltime": 100}]}, max_payload_bytes=LIMIT, max_batch=5, max_walltime=60))
+    assert err.details["limit"] == 60
+
+
+def test_json_nested_too_deeply_is_a_400_not_a_crash() -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    err = error(parse_json_object, b'{"tasks": ' + deep + b"}")
+    assert err.code == "json_too_deep" and err.http_status == 400
 
 
 def test_stream_id_cursors_are_checked_against_redis_limits() -> None:

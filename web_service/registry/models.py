@@ -40,6 +40,10 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Globus Auth identity id ("sub") of users created on first sight in globus mode.
     globus_sub: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    # Set by the operator (`fnserve service user disable|delete`): the user's tokens stop working
+    # within the token cache time. A deleted user stays as a disabled row (usage history names it).
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Token(Base):

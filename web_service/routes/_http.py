@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
-from flask import Response, g, request
+import redis
+from flask import Response, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fnserve.errors import Unauthorized
 from web_service.auth import Identity
@@ -17,15 +19,39 @@ _encoder = msgspec.json.Encoder()
 
 
 def require_identity() -> None:
-    """``before_request`` hook of every protected blueprint: sets ``g.identity``."""
+    """``before_request`` hook of every protected blueprint: sets ``g.identity``.
+
+    A token this process verified recently costs no I/O. Any other token is looked up only
+    while the caller's address has refused requests left in its bucket (one Redis call, before
+    any SQL query or token introspection); each refusal (no token, a bad one) takes one. So a
+    flood of bad tokens from one address is answered 429 without touching the database, while
+    the many users behind one login node's address, whose tokens are good, are never counted.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("send 'Authorization: Bearer <token>'", code="missing_token")
     state = current()
-    g.identity = state.authenticator.authenticate(token)
-    state.limiter.check(g.identity.user_id)
+    if scheme.lower() != "bearer" or not token:
+        check_address()
+        raise Unauthorized("send 'Authorization: Bearer <token>'", code="missing_token")
+    ident = state.authenticator.cached(token)
+    if ident is None:
+        check_address(cost=0)
+        try:
+            ident = state.authenticator.authenticate(token)
+        except Unauthorized:
+            check_address()
+            raise
+    g.identity = ident
+    state.limiter.check(ident.user_id)
+
+
+def check_address(cost: int = 1) -> None:
+    """The per-client-address rate limit of unauthenticated requests (429 ``rate_limited``)."""
+    try:
+        current().address_limiter.check(request.remote_addr or "-", cost)
+    except redis.RedisError:
+        pass  # open when Redis is down: health must still say so, and the routes answer 503
 
 
 def identity() -> Identity:
@@ -33,7 +59,13 @@ def identity() -> Identity:
 
 
 def json_body() -> dict[str, Any]:
-    return parse_json_object(request.get_data(cache=False))
+    raw = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    # A chunked body (no Content-Length) is read up to the limit and silently cut there by
+    # Werkzeug; one byte more on the wire means it was larger: refuse it rather than use a cut.
+    if limit is not None and len(raw) >= limit and request.content_length is None and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return parse_json_object(raw)
 
 
 def respond(body: Any, status: int = 200) -> Response:

@@ -41,5 +41,7 @@ def completions() -> Response:
     max_tasks = service.parse_max_tasks(request.args.get("max_tasks"), state.settings.max_batch)
     min_tasks = service.parse_max_tasks(request.args.get("min_tasks"), state.settings.max_batch, "min_tasks", 1)
     linger = service.parse_linger(request.args.get("linger"))
-    page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger)
+    # Without a cursor it answers at once: no long-poll place needed.
+    with state.waits.admit(identity().user_id, wait if cursor is not None else 0):
+        page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger)
     return respond({"cursor": page.cursor, "tasks": [task_view(r) for r in page.tasks], "gap": page.gap})

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, request
 
 from web_service.routes._http import identity, require_identity, respond
 from web_service.services import outputs as service
-from web_service.services.tasks import parse_wait
+from web_service.services.tasks import check_task_id, parse_wait
 from web_service.state import current
 
 bp = Blueprint("outputs", __name__)
@@ -26,5 +26,7 @@ bp.before_request(require_identity)
 def task_outputs(task_id: str) -> Response:
     state = current()
     since = service.parse_since(request.args.get("since"))
+    check_task_id(task_id)
     wait = min(parse_wait(request.args.get("wait")), state.settings.max_wait)
-    return respond(service.read_outputs(state.store, identity(), task_id, since, wait))
+    with state.waits.admit(identity().user_id, wait):
+        return respond(service.read_outputs(state.store, identity(), task_id, since, wait))

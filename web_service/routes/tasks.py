@@ -54,7 +54,8 @@ def _error_view(error: dict[str, Any] | None) -> dict[str, Any] | None:
 def submit() -> Response:
     state = current()
     body = json_body()
-    specs = service.parse_task_batch(body, max_payload_bytes=state.settings.max_payload_bytes, max_batch=state.settings.max_batch)
+    specs = service.parse_task_batch(body, max_payload_bytes=state.settings.max_payload_bytes, max_batch=state.settings.max_batch,
+                                     max_walltime=state.settings.max_walltime)
     wait = min(service.parse_wait(body.get("wait")), state.settings.max_wait)
     if wait <= 0:
         with state.sessions() as session:
@@ -63,7 +64,8 @@ def submit() -> Response:
     # Submit-and-wait: one round trip for interactive calls. Subscribing to completions before
     # submitting means no result can slip past; the tasks are durable once submitted, and the
     # wait only decides how much of their outcome this answer carries.
-    with state.store.completions(identity().user_id) as completions:
+    # Admitted before submitting: a refused wait must not leave tasks the caller never heard of.
+    with state.waits.admit(identity().user_id, wait), state.store.completions(identity().user_id) as completions:
         with state.sessions() as session:
             task_ids = service.submit_tasks(session, state.store, identity(), specs, state.ownership, state.quotas)
         recs = completions.wait(task_ids, wait, fresh=True)
@@ -73,8 +75,10 @@ def submit() -> Response:
 @bp.get("/tasks/<task_id>")
 def get(task_id: str) -> Response:
     state = current()
+    service.check_task_id(task_id)
     wait = min(service.parse_wait(request.args.get("wait")), state.settings.max_wait)
-    rec = service.get_tasks(state.store, identity(), [task_id], wait)[0]
+    with state.waits.admit(identity().user_id, wait):
+        rec = service.get_tasks(state.store, identity(), [task_id], wait)[0]
     return respond(task_view(rec))
 
 
@@ -85,11 +89,13 @@ def results() -> Response:
     task_ids = service.parse_task_ids(body, state.settings.max_batch)
     wait = min(service.parse_wait(body.get("wait")), state.settings.max_wait)
     any_ = service.parse_return_when(body)
-    recs = service.get_tasks(state.store, identity(), task_ids, wait, any_)
+    with state.waits.admit(identity().user_id, wait):
+        recs = service.get_tasks(state.store, identity(), task_ids, wait, any_)
     return respond({"tasks": [task_view(r) for r in recs]})
 
 
 @bp.post("/tasks/<task_id>/cancel")
 def cancel(task_id: str) -> Response:
     state = current()
+    service.check_task_id(task_id)
     return respond(task_view(service.cancel_task(state.store, identity(), task_id)))

@@ -8,10 +8,12 @@ import sqlalchemy as sa
 from flask import Blueprint, Response
 
 from fnserve.version import PROTOCOL_VERSION, __version__
-from web_service.routes._http import respond
+from web_service.routes._http import check_address, respond
 from web_service.state import current
 
 bp = Blueprint("version", __name__)
+# Public routes cost a Redis ping and a SQL query (health): rate-limited per client address.
+bp.before_request(check_address)
 log = logging.getLogger("fnserve.web.health")
 
 

@@ -218,6 +218,7 @@ def set_sharing(session: Session, who: Identity, kind: str, ident: str, *, publi
     require_owner(session, who, kind, ident)
     user_ids = _ids_by_name(session, User, User.username, users, "user")
     group_ids = _ids_by_name(session, Group, Group.name, groups, "group")
+    _check_group_standing(session, who, groups, group_ids)
     wanted = {("user", u) for u in user_ids} | {("group", g) for g in group_ids} | ({("public", PUBLIC)} if public else set())
     session.execute(sa.delete(Grant).where(Grant.resource_type == kind, Grant.resource_id == ident))
     session.add_all(Grant(resource_type=kind, resource_id=ident, grantee_type=t, grantee_id=i) for t, i in sorted(wanted))
@@ -225,6 +226,19 @@ def set_sharing(session: Session, who: Identity, kind: str, ident: str, *, publi
     if cache is not None:
         cache.forget((kind, ident))
     return _sharing_view(session, kind, ident)
+
+
+def _check_group_standing(session: Session, who: Identity, names: list[str], group_ids: list[str]) -> None:
+    """Share only with groups you own or belong to: anything else would push your resources
+    into the lists of strangers' groups (group-name squatting)."""
+    if not group_ids:
+        return
+    mine = set(groups_of(session, who.user_id)) | set(
+        session.scalars(sa.select(Group.id).where(Group.owner_id == who.user_id, Group.id.in_(group_ids))))
+    for name, gid in zip(names, group_ids):
+        if gid not in mine:
+            raise Forbidden(f"you can share only with groups you own or belong to, and group {name!r} is neither",
+                            code="not_group_member", details={"group": name})
 
 
 def _ids_by_name(session: Session, model: Any, column: Any, names: list[str], what: str) -> list[str]:

@@ -7,6 +7,7 @@ function bodies are cached and endpoints not deleted, then one pipelined Redis w
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -51,7 +52,11 @@ class TaskSpec:
 # -- validation (pure) ---------------------------------------------------------------------------
 
 
-def parse_task_batch(body: dict[str, Any], *, max_payload_bytes: int, max_batch: int) -> list[TaskSpec]:
+DEFAULT_MAX_WALLTIME = 30 * 24 * 3600.0  # FNSERVE_MAX_WALLTIME's default
+
+
+def parse_task_batch(body: dict[str, Any], *, max_payload_bytes: int, max_batch: int,
+                     max_walltime: float = DEFAULT_MAX_WALLTIME) -> list[TaskSpec]:
     """Validate a whole ``POST /v1/tasks`` body; the first bad task's error names its index."""
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not tasks:
@@ -61,10 +66,10 @@ def parse_task_batch(body: dict[str, Any], *, max_payload_bytes: int, max_batch:
             f"a batch may hold at most {max_batch} tasks, this one has {len(tasks)}; split it",
             code="batch_too_large", details={"field": "tasks", "limit": max_batch, "count": len(tasks)},
         )
-    return [parse_task(i, item, max_payload_bytes) for i, item in enumerate(tasks)]
+    return [parse_task(i, item, max_payload_bytes, max_walltime) for i, item in enumerate(tasks)]
 
 
-def parse_task(index: int, item: Any, max_payload_bytes: int) -> TaskSpec:
+def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: float = DEFAULT_MAX_WALLTIME) -> TaskSpec:
     prefix = f"tasks[{index}]"
     if not isinstance(item, dict):
         raise invalid(prefix, "must be an object", index=index)
@@ -73,6 +78,10 @@ def parse_task(index: int, item: Any, max_payload_bytes: int) -> TaskSpec:
         endpoint_id = require_str(item, "endpoint_id", f"{prefix}.endpoint_id", MAX_ID_LENGTH)
         runtime = optional_str(item, "runtime", f"{prefix}.runtime", 128)
         walltime = optional_number(item, "walltime", f"{prefix}.walltime", exclusive=True)
+        if walltime is not None and walltime > max_walltime:
+            # Bounded: a walltime like 1e308 overflows the worker's timers (and means "never").
+            raise invalid(f"{prefix}.walltime", f"must be at most {max_walltime:g} s (the service's FNSERVE_MAX_WALLTIME)",
+                          limit=max_walltime)
         max_retries = item.get("max_retries")
         if max_retries is not None and (type(max_retries) is not int or not 0 <= max_retries <= MAX_RETRIES):
             raise invalid(f"{prefix}.max_retries", f"must be an integer from 0 to {MAX_RETRIES}")
@@ -122,6 +131,23 @@ def _payload(item: dict[str, Any], prefix: str, max_bytes: int) -> bytes:
     return buf
 
 
+# What the service hands out as task ids (str(uuid4())). Anything else names no task, and is
+# never used to build a Redis key (``<id>:out`` would name another key type: a 500 before this).
+_TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def task_not_found(task_id: str, **details: Any) -> NotFound:
+    return NotFound(f"no task {task_id!r} (unknown, or expired after its result TTL)", code="task_not_found",
+                    details={"task_id": task_id, **details})
+
+
+def check_task_id(task_id: str, **details: Any) -> str:
+    """``task_id`` if it has the form of a task id, else 404 ``task_not_found``."""
+    if not _TASK_ID.fullmatch(task_id):
+        raise task_not_found(task_id, **details)
+    return task_id
+
+
 def parse_task_ids(body: dict[str, Any], max_batch: int) -> list[str]:
     ids = body.get("task_ids")
     if not isinstance(ids, list) or not ids:
@@ -131,6 +157,7 @@ def parse_task_ids(body: dict[str, Any], max_batch: int) -> list[str]:
     for i, tid in enumerate(ids):
         if not isinstance(tid, str) or not tid or len(tid) > MAX_ID_LENGTH:
             raise invalid(f"task_ids[{i}]", "must be a task id string", index=i)
+        check_task_id(tid, index=i)
     return ids
 
 
@@ -270,7 +297,7 @@ def get_tasks(store: TaskStore, owner: Identity, task_ids: list[str], wait: floa
 def _check_owned(records: Iterable[tuple[str, TaskRecord | None]], owner: Identity) -> None:
     for tid, rec in records:
         if rec is None:
-            raise NotFound(f"no task {tid!r} (unknown, or expired after its result TTL)", code="task_not_found", details={"task_id": tid})
+            raise task_not_found(tid)
         if rec.owner != owner.user_id:
             raise Forbidden(f"task {tid!r} belongs to another user", details={"task_id": tid})
 
@@ -295,6 +322,6 @@ def log_cancelled(store: TaskStore, rec: TaskRecord) -> None:
 
 
 __all__ = [
-    "TaskSpec", "parse_task_batch", "parse_task", "parse_task_ids", "parse_return_when", "parse_wait",
+    "TaskSpec", "check_task_id", "parse_task_batch", "parse_task", "parse_task_ids", "parse_return_when", "parse_wait",
     "submit_tasks", "get_tasks", "cancel_task",
 ]

@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         migrate(engine)
     sessions = make_session_factory(engine)
     # No socket_timeout: long-polls legitimately sit on the connection for up to max_wait.
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    # Each open long-poll holds a connection (redis-py 8's pool stops at 100 unless told).
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30,
+                                  max_connections=settings.max_open_waits + 256)
     state = ServiceState(
         settings=settings, engine=engine, sessions=sessions,
         store=TaskStore(client, result_ttl=settings.result_ttl),

@@ -31,6 +31,8 @@ from fnserve.messages import (
 )
 from node_manager import running
 from node_manager.capture import OutputCapture
+from node_manager.fd_capture import FdCapture
+from node_manager.peak_memory import TaskMemory
 
 # Our own source folders: frames from them are trimmed from user tracebacks.
 _OUR_DIRS = tuple(
@@ -148,10 +150,12 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     running.mark(task.control_dir, task.task_id)
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    memory = TaskMemory()
     capture = OutputCapture()
+    fd_capture = FdCapture()
     value: Any = None
     error: RemoteError | None = None
-    with capture:
+    with fd_capture, capture:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.
             with outputs.reporting(task.task_id, task.outputs_address):
@@ -172,13 +176,13 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         task_id=task.task_id,
         ok=error is None,
         error=error,
-        stdout=capture.stdout,
-        stderr=capture.stderr,
+        stdout=capture.stdout + fd_capture.stdout,
+        stderr=capture.stderr + fd_capture.stderr,
         timings=timings,
         resources={
             "wall_time": finished - timings["worker_started"],
             "cpu_time": _cpu_seconds(usage_after) - _cpu_seconds(usage_before),
-            "max_rss_kb": float(usage_after.ru_maxrss),  # kilobytes on Linux
+            "max_rss_kb": memory.peak_kb(usage_after),  # this task's peak, not the worker's
         },
     )
     if error is None:

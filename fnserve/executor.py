@@ -51,6 +51,7 @@ from fnserve.errors import (
     TaskCancelled,
     TaskFailed,
     TaskPending,
+    TooManyRequests,
 )
 
 log = logging.getLogger(__name__)
@@ -373,7 +374,10 @@ class Executor(concurrent.futures.Executor):
             while not self._idle():
                 try:
                     page = self._get_completions(self._cursor, self.wait)
-                except ServiceUnavailable as exc:
+                except (ServiceUnavailable, TooManyRequests) as exc:
+                    # e.g. 429 too_many_waits: this user holds as many long-polls as the service
+                    # allows (other clients of theirs); wait as long as the service says.
+                    delay = max(delay, float(exc.details.get("retry_after", 0)))
                     log.warning("results: %s; retrying in %.1f s", exc.message, delay)
                     time.sleep(delay)  # reconnect backoff, not on the path of a result
                     delay = min(delay * 2, _RETRY_MAX)

@@ -45,8 +45,9 @@ class BoundedWriter(io.TextIOBase):
 class OutputCapture:
     """Swap ``sys.stdout``/``sys.stderr`` for bounded buffers while a task runs.
 
-    Only output written through Python's ``sys`` streams is captured; output a C library or a
-    child process writes straight to file descriptors 1 and 2 goes to the worker's own logs.
+    Only output written through Python's ``sys`` streams is captured here; what a C library or a
+    child process writes straight to file descriptors 1 and 2 is captured by
+    :mod:`node_manager.fd_capture`.
     """
 
     def __init__(self, limit: int = MAX_CAPTURE_CHARS) -> None:

@@ -23,9 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from common import summarize  # noqa: E402
-from fnserve._redis_server import start_redis  # noqa: E402
-from web_server_support import web_server  # noqa: E402
+from common import summarize
+from web_server_support import web_server
+
+from fnserve._redis_server import start_redis
 
 RESULTS = Path(__file__).parent / "results" / "longpoll_health.json"
 

@@ -22,10 +22,7 @@ import os
 import struct
 import sys
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
-
-if TYPE_CHECKING:
-    import subprocess
+from typing import Self
 
 DEFAULT_LIMIT = 64 * 1024  # bytes kept per stream per task
 CUT = "\n[fnserve: output written to file descriptor {fd} cut at {limit} bytes; {dropped} more bytes not kept]\n"
@@ -211,9 +208,9 @@ def _drop_helper() -> None:
     if _helper is not None:
         try:
             _helper.close()
-        except Exception:  # noqa: BLE001 - a helper that will not stop is left to die with us
+        except Exception:
             pass
     _helper = None
 
 
-__all__ = ["CUT", "DEFAULT_LIMIT", "FdCapture", "HELPER"]
+__all__ = ["CUT", "DEFAULT_LIMIT", "HELPER", "FdCapture"]

@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from os_accounts import as_account, readable_copy, unprivileged_account
+from web_server_support import web_server
 
 from fnserve import serialize
 from fnserve.messages import ResultMessage
-from os_accounts import as_account, readable_copy, unprivileged_account
 from web_service.task_store import TaskStore
-from web_server_support import web_server
 
 ATTACKS = Path(__file__).parent / "attacks"
 CAP = 5  # long-polls per user

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,11 +26,10 @@ from os_accounts import as_account, readable_copy, unprivileged_account
 from rest_support import (  # noqa: F401  (fixtures)
     alice, app, assert_error, b64, bearer, bob, client, register_endpoint, register_function, settings, state, store,
 )
-from test_forwarder import _registered_site
+from test_forwarder import _registered_site, forwarder  # noqa: F401  (fixture)
 from web_server_support import web_server
 from web_service.admin import add_user
 from web_service.app import create_app
-from web_service.forwarder import Forwarder
 from web_service.task_outputs import OutputWriter
 from web_service.task_store import NewTask, TaskStore
 
@@ -210,20 +208,9 @@ def test_operator_disables_enables_and_deletes_a_user_within_the_cache_time(sett
 # -- the forwarder bounds what an endpoint sends back --------------------------------------------------
 
 
-@pytest.fixture
-def small_forwarder(redis_client):
-    store = TaskStore(redis_client)
-    fwd = Forwarder(store, lambda e, s: e == "ep1" and s == "s3cret", "tcp://127.0.0.1:0", max_result_bytes=1000)
-    th = threading.Thread(target=fwd.run, daemon=True)
-    th.start()
-    assert fwd.bound.wait(5)
-    yield fwd, store
-    fwd.stop()
-    th.join(10)
-
-
-def test_the_forwarder_records_a_result_over_the_services_limit_as_result_too_large(small_forwarder):
-    fwd, store = small_forwarder
+def test_the_forwarder_records_a_result_over_the_services_limit_as_result_too_large(forwarder):
+    fwd, store = forwarder
+    fwd.max_result_bytes = 1000  # FNSERVE_MAX_RESULT_BYTES, small for the test
     store.cache_function("f", b"FN")
     store.submit([NewTask(task_id=t, owner="u", function_id="f", endpoint_id="ep1", payload=b"x") for t in ("big", "ok")])
     site = _registered_site(fwd)

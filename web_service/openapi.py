@@ -93,7 +93,8 @@ SCHEMAS: dict[str, Schema] = {
     }, ["task_id", "state", "function_id", "endpoint_id", "timestamps"]),
     "TaskSpec": _obj({
         "function_id": _ID, "endpoint_id": _ID, "runtime": _str(128),
-        "walltime": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+        "walltime": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                     "description": "seconds; at most the service's FNSERVE_MAX_WALLTIME (30 days by default)"},
         "result_format": {"type": "string", "enum": ["json", "python"]},
         "max_retries": {"type": "integer", "minimum": 0, "maximum": 100,
                         "description": "reruns after a lost worker or block (default: the endpoint's max_retries)"},
@@ -130,8 +131,11 @@ SCHEMAS: dict[str, Schema] = {
 _ERRORS = {
     "400": "invalid request (the body names the field)", "401": "missing, invalid or expired token",
     "403": "not allowed for this user", "404": "no such resource", "405": "method not allowed",
-    "409": "conflict", "413": "request, payload or batch too large", "429": "rate limited or over quota",
-    "503": "a backing store (Redis or the database) is unavailable",
+    "409": "conflict", "413": "request, payload or batch too large (a chunked body too: refused, never cut)",
+    "429": "rate limited (per user, or per address without a valid token), over quota, or too many long-polls open "
+           "(too_many_waits); with Retry-After",
+    "503": "a backing store (Redis or the database) is unavailable, or this web worker holds its most long-polls "
+           "(service_busy, with Retry-After)",
 }
 
 

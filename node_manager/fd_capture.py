@@ -165,19 +165,23 @@ class FdCapture:
         helper = _get_helper(self.limit)
         if helper is None:
             return self
+        try:
+            saved = (os.dup(1), os.dup(2))
+        except OSError:  # the worker runs with fd 1 or 2 closed: nothing to capture there
+            return self
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             helper.start([out_r, err_r])
         except OSError:
-            for fd in (out_r, out_w, err_r, err_w):
+            for fd in (out_r, out_w, err_r, err_w, *saved):
                 os.close(fd)
             _drop_helper()
             return self
         os.close(out_r)
         os.close(err_r)
         _flush_python_streams()  # what the worker printed before is not the task's
-        self._saved = (os.dup(1), os.dup(2))
+        self._saved = saved
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.close(out_w)

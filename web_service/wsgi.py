@@ -1,7 +1,10 @@
-"""WSGI entry point: ``gunicorn -k gthread --threads 16 'web_service.wsgi:app'``.
+"""WSGI entry point: ``gunicorn -k gevent 'web_service.wsgi:app'`` (what ``python -m
+web_service.server`` runs by default).
 
-Long-polls hold a thread each, so use threaded (gthread) or async workers, not sync ones.
-Configuration comes from ``FNSERVE_*`` environment variables (see :mod:`web_service.settings`).
+Long-polls stay open for up to ``FNSERVE_MAX_WAIT`` seconds: use gevent, or gthread with
+``--threads`` at least 32 + ``FNSERVE_MAX_OPEN_WAITS`` (each allowed wait holds a thread), never
+sync workers. Configuration comes from ``FNSERVE_*`` environment variables (see
+:mod:`web_service.settings`).
 """
 
 from web_service.app import create_app

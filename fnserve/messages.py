@@ -82,6 +82,8 @@ class ResultMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     stderr: str = ""
     timings: dict[str, float] = {}
     resources: dict[str, float] = {}  # wall_time, cpu_time, max_rss_kb
+    # Where it ran: block, job_id (the block's batch job), node, runtime, container (node_manager.placement).
+    placement: dict[str, str] = {}
 
 
 class TaskOutput(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -33,6 +33,7 @@ from node_manager import running
 from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
+from node_manager.placement import placement
 
 # Our own source folders: frames from them are trimmed from user tracebacks.
 _OUR_DIRS = tuple(
@@ -123,11 +124,12 @@ def execute_task(task_bytes: bytes) -> bytes:
         result = _run(task, received)
     except BaseException as exc:  # noqa: BLE001 - last resort: this function must always answer
         result = ResultMessage(task_id=task_id, ok=False, error=_system_error(exc))
+    result.placement = placement()
     try:
         return encode_result(result)
     except Exception as exc:  # noqa: BLE001 - e.g. lone surrogates in captured output
         fallback = ResultMessage(
-            task_id=task_id, ok=False, error=_system_error(exc), timings=result.timings
+            task_id=task_id, ok=False, error=_system_error(exc), timings=result.timings, placement=result.placement
         )
         return encode_result(fallback)
 

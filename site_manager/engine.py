@@ -253,6 +253,11 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - usually the job is already gone
                 logger.info("cancelling lost block %s: %s", block, exc)
 
+    def block_states(self) -> dict[str, str]:
+        """Each block's state at the provider's last poll (``RUNNING``, ``COMPLETED``...)."""
+        ex = self._executor
+        return {b: s.state.name for b, s in list(ex.status_facade.items())} if ex is not None else {}
+
     def outstanding(self) -> int:
         """Tasks submitted and not finished (queued at the interchange or running)."""
         ex = self._executor

@@ -8,8 +8,10 @@ hot spares (``min_warm_workers``). Each engine scales and reaps its own blocks w
 :func:`site_manager.scaling.decide` and the runtime's ``max_idletime``.
 
 A runtime whose workers die before connecting is shut down and not restarted in a tight loop:
-its tasks fail at once, naming the runtime and the cause, until :class:`PoolHealth` says retry.
-Other runtimes are not affected.
+its tasks fail at once, naming the runtime and the cause in one line, until :class:`PoolHealth`
+says retry; a runtime that keeps hot spares comes back on its own then. Where blocks run on this
+host, a missing image is found before any block starts (:mod:`site_manager.runtimes.checks`),
+and containers left by earlier runs or dead blocks are removed. Other runtimes are not affected.
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ from concurrent.futures import Future, InvalidStateError
 
 from site_manager.config import EndpointConfig, ScalingConfig
 from site_manager.engine import Engine
-from site_manager.runtimes import HOST, PoolHealth, RuntimeConfig, launch_command, route
+from site_manager.runtimes import (
+    CONTAINER_TYPES,
+    HOST,
+    BlockContext,
+    PoolHealth,
+    RuntimeConfig,
+    launch_command,
+    route,
+    spares_to_restart,
+    start_failure,
+    write_block_script,
+)
+from site_manager.runtimes import checks
 from site_manager.status import EngineStatus
 
 logger = logging.getLogger(__name__)
@@ -37,16 +51,6 @@ class RuntimeUnavailable(Exception):
     """The task's runtime cannot start workers right now (image missing, no fnserve in it...)."""
 
 
-def _hint(error: str) -> str:
-    low = error.lower()
-    if "no module named" in low or "cannot import" in low:
-        return "install fnserve[site] (with Parsl) into that environment or image"
-    if "image not known" in low or "no such image" in low or "not found" in low or "does not exist" in low \
-            or "no such file" in low or "manifest unknown" in low:
-        return "build or pull the image on the endpoint's host (see docs/runtimes.md)"
-    return "check the runtime's settings in the endpoint config"
-
-
 class RuntimePool:
     """Runs each task on its runtime's engine; quacks like :class:`Engine` for the site manager.
 
@@ -58,7 +62,7 @@ class RuntimePool:
     """
 
     def __init__(self, host: Engine, runtimes: dict[str, RuntimeConfig], make_engine: Callable[[RuntimeConfig], Engine],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, endpoint_id: str = "", local: bool = False) -> None:
         self.host = host
         self.runtimes = dict(runtimes)
         self._make_engine = make_engine
@@ -67,6 +71,9 @@ class RuntimePool:
         self.health: dict[str, PoolHealth] = {name: PoolHealth() for name in self.runtimes}
         self._pending: dict[str, set[Future[bytes]]] = {name: set() for name in self.runtimes}
         self._workers: dict[str, int] = {}
+        self.endpoint_id = endpoint_id
+        self.local = local  # blocks run on this host: images are checked and containers cleaned here
+        self._ended: dict[str, set[str]] = {name: set() for name in self.runtimes}  # blocks already cleaned up
         self._lock = threading.Lock()  # engines and pending futures are also touched from Parsl's threads
 
     @classmethod
@@ -82,23 +89,26 @@ class RuntimePool:
                                     nodes_per_block=config.scaling.nodes_per_block, max_idletime=rt.max_idletime)
             from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
-            cmd = launch_command(rt, DEFAULT_LAUNCH_CMD, [str(run_dir)])
+            ctx = BlockContext(config.endpoint_id, run_dir, local=config.provider.type == "local")
+            cmd = launch_command(rt, DEFAULT_LAUNCH_CMD, write_block_script(rt, ctx))
             return Engine(config.engine, config.provider, run_dir, label=f"fnserve-{rt.name}", launcher=config.launcher,
                           scaling=scaling, worker_init=config.worker_init, launch_cmd=cmd)
 
-        return cls(host, getattr(config, "runtimes", {}) or {}, make)
+        return cls(host, getattr(config, "runtimes", {}) or {}, make, endpoint_id=config.endpoint_id,
+                   local=config.provider.type == "local")
 
     # -- the Engine interface ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the host engine, and the runtimes that keep hot spares."""
         self.host.start()
+        if self.local:
+            for rt in self.runtimes.values():
+                if rt.type in CONTAINER_TYPES:
+                    checks.remove_leftovers(rt, self.endpoint_id, None, "left by an earlier run of this endpoint")
         for rt in self.runtimes.values():
             if rt.min_warm_workers > 0:
-                try:
-                    self._engine(rt)
-                except Exception as exc:  # noqa: BLE001 - a broken runtime must not stop the endpoint
-                    self._start_failed(rt, f"its engine did not start: {exc}")
+                self._start_or_fail(rt)
 
     def submit(self, task_bytes: bytes, runtime: str | None = None) -> Future[bytes]:
         """Run an encoded task on its runtime (``None``: the host engine)."""
@@ -116,7 +126,10 @@ class RuntimePool:
         if not health.usable(self._clock()):
             raise RuntimeUnavailable(
                 f"{health.error} (retrying in {max(0.0, health.retry_at - self._clock()):.0f} s)")
-        future = self._engine(rt).submit(task_bytes)
+        engine = self.engines.get(name) or self._start_or_fail(rt)
+        if engine is None:
+            raise RuntimeUnavailable(health.error)
+        future = engine.submit(task_bytes)
         with self._lock:
             self._pending[name].add(future)
         future.add_done_callback(lambda f: self._discard(name, f))
@@ -140,8 +153,9 @@ class RuntimePool:
             else:
                 failed = engine.failed_starts()
                 if failed:
-                    self._start_failed(rt, f"its workers did not start: {failed[-1][1]}")
+                    self._start_failed(rt, start_failure(rt, failed[-1][1]))
                     st = EngineStatus()
+            self._clean_ended_blocks(rt, engine)
             per[name] = {**_figures(st), "failures": self.health[name].failures}
             for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running)):
                 total[i] += v
@@ -152,6 +166,9 @@ class RuntimePool:
         change = self.host.scale(now)
         for name, engine in list(self.engines.items()):
             change += engine.scale(now)
+        # Hot spares whose start failed come back on their own once their backoff has passed.
+        for name in spares_to_restart(self.runtimes, set(self.engines), self.health, self._clock()):
+            self._start_or_fail(self.runtimes[name])
         return change
 
     def shutdown(self) -> None:
@@ -161,17 +178,35 @@ class RuntimePool:
         for engine in engines:
             engine.shutdown()
         self.host.shutdown()
+        if self.local:
+            for rt in self.runtimes.values():
+                if rt.type in CONTAINER_TYPES:
+                    checks.remove_leftovers(rt, self.endpoint_id, None, "the endpoint is stopping")
 
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _engine(self, rt: RuntimeConfig) -> Engine:
         engine = self.engines.get(rt.name)
         if engine is None:
+            if self.local:
+                problem = checks.problem(rt)
+                if problem:
+                    raise RuntimeUnavailable(problem)
             logger.info("starting %s", rt.describe())
             engine = self._make_engine(rt)
             engine.start()
             self.engines[rt.name] = engine
         return engine
+
+    def _start_or_fail(self, rt: RuntimeConfig) -> Engine | None:
+        """The runtime's engine, started now if need be; None (and the runtime backed off) if it cannot start."""
+        try:
+            return self._engine(rt)
+        except RuntimeUnavailable as exc:
+            self._start_failed(rt, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a broken runtime must not stop the endpoint
+            self._start_failed(rt, f"{rt.describe()}: its engine did not start: {exc}")
+        return None
 
     def _discard(self, name: str, future: Future[bytes]) -> None:
         with self._lock:
@@ -180,7 +215,7 @@ class RuntimePool:
     def _start_failed(self, rt: RuntimeConfig, cause: str) -> None:
         """Stop a runtime whose workers cannot start; fail its waiting tasks with the cause."""
         health = self.health[rt.name]
-        message = f"{rt.describe()}: {cause.rstrip('.')}; {_hint(cause)}"
+        message = cause
         health.start_failed(self._clock(), message)
         logger.error("%s; not retried for %.0f s", message, health.retry_at - self._clock())
         with self._lock:
@@ -197,6 +232,16 @@ class RuntimePool:
                 engine.shutdown()
             except Exception as exc:  # noqa: BLE001
                 logger.warning("stopping %s: %s", rt.describe(), exc)
+
+    def _clean_ended_blocks(self, rt: RuntimeConfig, engine: Engine) -> None:
+        """Remove the containers of blocks that ended (a block script killed before its cleanup)."""
+        if not self.local or rt.type not in CONTAINER_TYPES:
+            return
+        states = engine.block_states()
+        ended = {b for b, st in states.items() if st in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "MISSING", "SCALED_IN")}
+        if ended - self._ended[rt.name]:
+            self._ended[rt.name] |= ended
+            checks.remove_leftovers(rt, self.endpoint_id, set(states) - ended, "its block ended")
 
     def runtime_names(self) -> list[str]:
         """Runtimes this endpoint runs (reported to the service, checked at submit)."""

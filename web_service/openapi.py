@@ -90,6 +90,8 @@ SCHEMAS: dict[str, Schema] = {
         "error": _nullable(_ref("TaskError")),
         "stdout": _nullable({"type": "string"}), "stderr": _nullable({"type": "string"}),
         "timings": _nullable({"type": "object"}), "resources": _nullable({"type": "object"}),
+        "placement": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "where it ran: block, job_id (the block's batch job), node, runtime, container"},
     }, ["task_id", "state", "function_id", "endpoint_id", "timestamps"]),
     "TaskSpec": _obj({
         "function_id": _ID, "endpoint_id": _ID, "runtime": _str(128),

@@ -112,6 +112,9 @@ class TaskRecord:
     stderr: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
+    # Where it ran (block, job_id, node, runtime, container); kept in the hash's resources field
+    # under PLACEMENT_KEY, so recording a result stays one field per value.
+    placement: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -148,10 +151,14 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
+PLACEMENT_KEY = "placement"
+
+
 def _record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
     row = dict(zip(_RECORD_FIELDS, values))
     if row["state"] is None:
         return None
+    resources = json.loads(row["resources"]) if row["resources"] else {}
     return TaskRecord(
         task_id=task_id,
         owner=_text(row["owner"]) or "",
@@ -165,7 +172,8 @@ def _record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
         stdout=_text(row["stdout"]) or "",
         stderr=_text(row["stderr"]) or "",
         timings=json.loads(row["timings"]) if row["timings"] else {},
-        resources=json.loads(row["resources"]) if row["resources"] else {},
+        placement=resources.pop(PLACEMENT_KEY, None) or {},
+        resources=resources,
     )
 
 
@@ -507,7 +515,7 @@ class TaskStore:
                 res.stdout,
                 res.stderr,
                 json.dumps(res.timings),
-                json.dumps(res.resources),
+                json.dumps({**res.resources, PLACEMENT_KEY: res.placement} if res.placement else res.resources),
             ]
         recorded = self._record(keys=[inflight_key(endpoint_id), P + "task:", P + "done:", P + "completed:"], args=args)
         return [r.decode() for r in recorded]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -44,26 +45,28 @@ def test_bad_runtimes_name_the_key(section, key):
     assert err.value.details["key"] == key
 
 
-def test_podman_wraps_the_worker_pool_with_the_log_dir_mounted_and_braces_kept_for_parsl():
-    rt = RuntimeConfig("sci", "podman", image="localhost/img:1", run_options=("--cpus=2",))
-    cmd = launch_command(rt, PARSL_CMD, ["/run/ep"])
-    assert cmd.startswith("podman run --rm --network host -v /run/ep:/run/ep --cpus=2 localhost/img:1 python3 -m node_manager.pool ")
-    # Parsl fills these in later: they must survive untouched.
-    assert cmd.endswith("{debug} -a {addresses} --logdir={logdir} --block_id={{block_id}}")
-    assert cmd.format(debug="", addresses="a", logdir="/l").endswith("--block_id={block_id}")
+def test_a_runtime_launches_its_block_script_and_keeps_parsls_fields_for_later():
+    rt = RuntimeConfig("sci", "podman", image="localhost/img:1")
+    cmd = launch_command(rt, PARSL_CMD, Path("/run/{ep}/block.sh"))
+    # Parsl fills these in later (the block id last): they must survive untouched.
+    first = cmd.format(debug="", addresses="a", logdir="/l")
+    assert first == "bash '/run/{{ep}}/block.sh' {block_id}  -a a --logdir=/l --block_id={block_id}"
+    assert shlex.split(first.format(block_id=3)) == ["bash", "/run/{ep}/block.sh", "3", "-a", "a", "--logdir=/l", "--block_id=3"]
+    assert launch_command(RuntimeConfig("host"), PARSL_CMD, Path("/x")) is None
 
 
-def test_venv_runs_its_own_interpreter_isolated_from_the_endpoints_path():
-    cmd = launch_command(RuntimeConfig("env", "venv", python="/opt/my env/bin/python"), PARSL_CMD, ["/run"])
-    assert shlex.split(cmd.format(debug="", addresses="a", logdir="/l"))[:4] == ["/opt/my env/bin/python", "-I", "-m", "node_manager.pool"]
-
-
-def test_other_container_runtimes_and_the_host():
-    ch = launch_command(RuntimeConfig("c", "charliecloud", image="/img/dir"), PARSL_CMD, ["/run"])
-    assert ch.startswith('env USER="$(id -un)" ch-run --unset-env=PYTHONPATH -b /run:/run /img/dir -- python3 -m node_manager.pool ')
-    ap = launch_command(RuntimeConfig("a", "apptainer", image="/img/x.sif", command="/opt/bin/apptainer"), PARSL_CMD, ["/run"])
-    assert ap.startswith("/opt/bin/apptainer exec --cleanenv --bind /run /img/x.sif python3 -m node_manager.pool ")
-    assert launch_command(RuntimeConfig("host"), PARSL_CMD, []) is None
+@pytest.mark.parametrize("section, key", [
+    ({"x": {"type": "podman", "image": "i", "pull": "sometimes"}}, "runtimes.x.pull"),
+    ({"x": {"type": "docker", "image": "i", "gpus": "tpu"}}, "runtimes.x.gpus"),
+    ({"x": {"type": "venv", "python": "/p", "gpus": "nvidia"}}, "runtimes.x.gpus"),
+    ({"x": {"type": "apptainer", "image": "/i.sif", "env": {"A": "1,2"}}}, "runtimes.x.env.A"),
+    ({"x": {"type": "apptainer", "image": "/i.sif", "env": {"1A": "x"}}}, "runtimes.x.env"),
+    ({"bad name!": {"type": "host"}}, "runtimes"),
+])
+def test_new_runtime_keys_are_checked(section, key):
+    with pytest.raises(ConfigError) as err:
+        parse_runtimes(section)
+    assert err.value.details["key"] == key
 
 
 def test_failed_starts_back_off_exponentially_up_to_a_cap_and_success_resets():

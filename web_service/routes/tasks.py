@@ -25,7 +25,7 @@ def task_view(rec: TaskRecord) -> dict[str, Any]:
         "endpoint_id": rec.endpoint_id, "runtime": rec.runtime, "timestamps": rec.timestamps,
         "result": encode_base64(rec.result) if rec.result else None,
         "error": _error_view(rec.error), "stdout": rec.stdout, "stderr": rec.stderr,
-        "timings": rec.timings, "resources": rec.resources,
+        "timings": rec.timings, "resources": rec.resources, "placement": rec.placement,
     }
     if rec.result:
         try:

@@ -1,7 +1,6 @@
-"""Runtimes an endpoint runs: the ``runtimes:`` config section and worker launch commands (pure).
+"""The ``runtimes:`` section of an endpoint config, and the pure decisions about runtimes.
 
-Each runtime gets its own HighThroughputExecutor whose worker pool starts *inside* the runtime:
-the pool's launch command is wrapped by the container runtime, or run by another interpreter::
+::
 
     runtimes:
       sci:                              # the name tasks and the registry use
@@ -10,19 +9,22 @@ the pool's launch command is wrapped by the container runtime, or run by another
         min_warm_workers: 1             # hot spares: workers kept running before the first call
         max_blocks: 2
         max_idletime: 300               # seconds idle before its workers are stopped
+        pull: never                     # podman/docker: never (default), missing or always
+        gpus: nvidia                    # none (default), nvidia or amd: --nv / --rocm / --gpus / CDI
+        binds: [/scratch]               # more host paths the workers see (run_dir is always bound)
+        env: {OMP_NUM_THREADS: "1"}     # environment set inside the runtime
         run_options: ["--cpus=2"]       # extra arguments for `podman run` / `apptainer exec` / `ch-run`
       py-env:
         type: venv
         python: /opt/envs/sci/bin/python
 
 The endpoint's own engine is the runtime named ``host`` (tasks naming no runtime run there).
-Inside a runtime the worker pool is ``python -m node_manager.pool``, which names a missing
-fnserve installation clearly instead of failing on a bare import.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +34,13 @@ from site_manager.config import ConfigError
 HOST = "host"
 RUNTIME_TYPES = ("host", "venv", "podman", "docker", "charliecloud", "apptainer", "singularity")
 CONTAINER_TYPES = ("podman", "docker", "charliecloud", "apptainer", "singularity")
+OCI_TYPES = ("podman", "docker")
+APPTAINER_TYPES = ("apptainer", "singularity")
+PULL_POLICIES = ("never", "missing", "always")
+GPU_KINDS = ("none", "nvidia", "amd")
 # Parsl's worker pool, started as a module of the runtime's own Python (see node_manager.pool).
 POOL_MODULE = "node_manager.pool"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -42,16 +49,27 @@ class RuntimeConfig:
 
     name: str
     type: str = HOST
-    image: str = ""  # container image (name, .sif path or directory), for container types
+    # Container image: a name (podman/docker), a .sif path, a library://, docker:// or oras:// URI
+    # or a sandbox folder (apptainer/singularity), an image folder (charliecloud).
+    image: str = ""
     python: str = "python3"  # interpreter: the venv's bin/python, or python3 inside an image
     min_warm_workers: int = 0
     max_blocks: int = 1
     max_idletime: float = 120.0
     run_options: tuple[str, ...] = ()
-    # Where the container runtime binary is (default: found on PATH by its type's name).
+    # Where the container runtime binary is (default: found on PATH by its type's name; for
+    # apptainer, `apptainer` then `singularity`).
     command: str = ""
     # Runtimes able to run the same functions: a warm one is used instead of cold-starting this.
     fallbacks: tuple[str, ...] = ()
+    # podman/docker: use only local images (never), pull when absent (missing), or always pull.
+    pull: str = "never"
+    gpus: str = "none"
+    binds: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    # apptainer/singularity: `instance start` once per block and `exec instance://` the pool
+    # (named, listable, stopped on exit) instead of one plain `exec` per pool.
+    instance: bool = False
 
     def __post_init__(self) -> None:
         key = f"runtimes.{self.name}"
@@ -67,6 +85,20 @@ class RuntimeConfig:
             raise ConfigError(f"{key}: need min_warm_workers >= 0 and max_blocks >= 1", details={"key": f"{key}.max_blocks"})
         if self.max_idletime < 0:
             raise ConfigError(f"{key}.max_idletime must be 0 or more seconds", details={"key": f"{key}.max_idletime"})
+        for what, value, allowed in (("pull", self.pull, PULL_POLICIES), ("gpus", self.gpus, GPU_KINDS)):
+            if value not in allowed:
+                raise ConfigError(f"{key}.{what} must be one of {', '.join(allowed)}, not {value!r}",
+                                  details={"key": f"{key}.{what}", "allowed": list(allowed)})
+        for name, value in self.env.items():
+            if not _ENV_NAME.match(name):
+                raise ConfigError(f"{key}.env: {name!r} is not an environment variable name", details={"key": f"{key}.env"})
+            if self.type in APPTAINER_TYPES and "," in value:
+                # `--env A=B,C=D` splits on commas: such a value would arrive cut in two.
+                raise ConfigError(f"{key}.env.{name}: apptainer's --env cannot carry a comma; set it in the image instead",
+                                  details={"key": f"{key}.env.{name}"})
+        if self.gpus != "none" and self.type in ("host", "venv"):
+            raise ConfigError(f"{key}.gpus is for container runtimes: host and venv workers see the node's GPUs already",
+                              details={"key": f"{key}.gpus"})
 
     def min_blocks(self, workers_per_block: int) -> int:
         """Blocks that hold ``min_warm_workers`` hot spares (within ``max_blocks``)."""
@@ -88,8 +120,10 @@ def parse_runtimes(data: Any) -> dict[str, RuntimeConfig]:
     out: dict[str, RuntimeConfig] = {}
     for name, spec in data.items():
         name = str(name)
-        if not name or any(c.isspace() for c in name):
-            raise ConfigError(f"runtime name {name!r} must be non-empty without spaces", details={"key": "runtimes"})
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+            # The name goes into container names and labels: keep to what every runtime accepts.
+            raise ConfigError(f"runtime name {name!r}: use letters, digits, '_', '.' and '-' (starting with a letter or digit)",
+                              details={"key": "runtimes"})
         spec = dict(spec or {})
         for key in spec:
             if key not in allowed:
@@ -98,67 +132,25 @@ def parse_runtimes(data: Any) -> dict[str, RuntimeConfig]:
         if name == HOST and spec.get("type", HOST) != HOST:
             raise ConfigError("runtime name 'host' is the endpoint's own engine: give this runtime another name",
                               details={"key": "runtimes.host"})
-        if "fallbacks" in spec:
-            spec["fallbacks"] = tuple(str(f) for f in (spec["fallbacks"] or ()))
+        for key in ("fallbacks", "binds"):
+            if key in spec:
+                spec[key] = tuple(str(f) for f in (spec[key] or ()))
         if "run_options" in spec:
             opts = spec["run_options"]
             if isinstance(opts, str):
                 opts = shlex.split(opts)
             spec["run_options"] = tuple(str(o) for o in opts)
+        if "env" in spec:
+            if not isinstance(spec["env"], dict):
+                raise ConfigError(f"runtimes.{name}.env must be a mapping of NAME: value", details={"key": f"runtimes.{name}.env"})
+            spec["env"] = {str(k): str(v) for k, v in spec["env"].items()}
+        if "gpus" in spec and spec["gpus"] in (None, False):
+            spec["gpus"] = "none"
         try:
             out[name] = RuntimeConfig(name=name, **spec)
         except TypeError as exc:
             raise ConfigError(f"bad runtimes.{name} section: {exc}") from exc
     return out
-
-
-def _pool_args(default_launch_cmd: str) -> str:
-    """Parsl's default launch command without its leading ``process_worker_pool.py``."""
-    head, _, rest = default_launch_cmd.partition(" ")
-    assert head.endswith("process_worker_pool.py"), default_launch_cmd
-    return rest
-
-
-def launch_command(rt: RuntimeConfig, default_launch_cmd: str, binds: list[str], env: dict[str, str] | None = None) -> str | None:
-    """The HighThroughputExecutor ``launch_cmd`` that starts ``rt``'s worker pool inside it.
-
-    ``default_launch_cmd`` is Parsl's (its ``{...}`` fields are filled in by Parsl later);
-    ``binds`` are host directories the workers must see at the same path (Parsl's log
-    directory). ``None`` for the host runtime: Parsl's own command as is.
-
-    >>> cmd = launch_command(RuntimeConfig("sci", "podman", image="img"), "process_worker_pool.py -p {x}", ["/run"])
-    >>> cmd
-    'podman run --rm --network host -v /run:/run img python3 -m node_manager.pool -p {x}'
-    """
-    if rt.type == HOST:
-        return None
-    # Braces in paths or options must survive Parsl's str.format of the whole command.
-    q = lambda s: shlex.quote(s).replace("{", "{{").replace("}", "}}")
-    pool = f"{q(rt.python)} -m {POOL_MODULE} {_pool_args(default_launch_cmd)}"
-    env = env or {}
-    opts = " ".join(q(o) for o in rt.run_options)
-    if rt.type == "venv":
-        # Isolated (-I): only the environment's own packages, not the endpoint's PYTHONPATH or
-        # working directory, which would hide a venv that lacks fnserve.
-        sets = " ".join(f"{k}={q(v)}" for k, v in env.items())
-        return f"{'env ' + sets + ' ' if sets else ''}{q(rt.python)} -I -m {POOL_MODULE} {_pool_args(default_launch_cmd)}"
-    binary = q(rt.command or ("ch-run" if rt.type == "charliecloud" else rt.type))
-    if rt.type in ("podman", "docker"):
-        # Host network: workers connect to the interchange on this host. On scale-in Parsl
-        # signals the `podman run` client, which passes the signal on to the pool (sig-proxy).
-        mounts = " ".join(f"-v {q(b)}:{q(b)}" for b in binds)
-        envs = " ".join(f"-e {q(k)}={q(v)}" for k, v in env.items())
-        parts = [binary, "run --rm --network host", mounts, envs, opts, q(rt.image), pool]
-    elif rt.type == "charliecloud":
-        mounts = " ".join(f"-b {q(b)}:{q(b)}" for b in binds)
-        envs = " ".join(f"--set-env={q(k)}={q(v)}" for k, v in env.items())
-        # ch-run refuses to start without $USER, which daemons often lack.
-        parts = ['env USER="$(id -un)"', binary, "--unset-env=PYTHONPATH", mounts, envs, opts, q(rt.image), "--", pool]
-    else:  # apptainer / singularity: the same exec interface
-        mounts = " ".join(f"--bind {q(b)}" for b in binds)
-        envs = " ".join(f"--env {q(k)}={q(v)}" for k, v in env.items())
-        parts = [binary, "exec --cleanenv", mounts, envs, opts, q(rt.image), pool]
-    return " ".join(p for p in parts if p)
 
 
 @dataclass
@@ -183,7 +175,6 @@ class PoolHealth:
     failures: int = 0
     retry_at: float = 0.0
     error: str = ""
-    _history: list[float] = field(default_factory=list, repr=False)
 
     def start_failed(self, now: float, error: str) -> None:
         self.failures += 1
@@ -196,6 +187,22 @@ class PoolHealth:
 
     def usable(self, now: float) -> bool:
         return not self.failures or now >= self.retry_at
+
+
+def spares_to_restart(runtimes: dict[str, RuntimeConfig], running: set[str], health: dict[str, PoolHealth], now: float) -> list[str]:
+    """Runtimes keeping hot spares whose pool is down and whose backoff has passed (pure).
+
+    A hot spare whose start failed (its image was not there yet) comes back on its own, at the
+    pace :class:`PoolHealth` allows, without waiting for a task.
+
+    >>> rts = {"a": RuntimeConfig("a", "podman", image="i", min_warm_workers=1), "b": RuntimeConfig("b", "podman", image="i")}
+    >>> h = {"a": PoolHealth(), "b": PoolHealth()}
+    >>> h["a"].start_failed(10.0, "image not found")
+    >>> spares_to_restart(rts, set(), h, 11.0), spares_to_restart(rts, set(), h, 12.0), spares_to_restart(rts, {"a"}, h, 12.0)
+    ([], ['a'], [])
+    """
+    return sorted(n for n, rt in runtimes.items()
+                  if rt.min_warm_workers > 0 and n not in running and health[n].failures and health[n].usable(now))
 
 
 def route(requested: str | None, configured: set[str], warm: set[str], fallbacks: dict[str, tuple[str, ...]] | None = None) -> str | None:
@@ -220,3 +227,29 @@ def route(requested: str | None, configured: set[str], warm: set[str], fallbacks
         if alt in configured and alt in warm:
             return alt
     return name
+
+
+_IMAGE_MISSING = re.compile(
+    r"image not known|no such image|unable to find image|manifest unknown|repository does not exist"
+    r"|could not open image|image .*not found|failed to retrieve path|not an image directory|can't find image"
+    r"|no such file or directory.*(image|\.sif)|pull access denied", re.IGNORECASE)
+
+
+def start_failure(rt: RuntimeConfig, output: str) -> str:
+    """One line saying why ``rt``'s workers did not start, from what its block printed (pure).
+
+    >>> rt = RuntimeConfig("sci", "podman", image="localhost/nope:1")
+    >>> start_failure(rt, "Error: localhost/nope:1: image not known")
+    "runtime 'sci' (podman localhost/nope:1): image not found: localhost/nope:1 (podman has no such local image; build or pull it on the nodes, or set pull: missing)"
+    """
+    low = output.lower()
+    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "") or "no output"
+    if _IMAGE_MISSING.search(output):
+        if rt.type in OCI_TYPES:
+            how = f"{rt.type} has no such local image; build or pull it on the nodes" + (", or set pull: missing" if rt.pull == "never" else "")
+        else:
+            how = "no such image there; build it (fnserve runtime build) or fix `image`"
+        return f"{rt.describe()}: image not found: {rt.image} ({how})"
+    if "cannot import" in low or "no module named" in low:
+        return f"{rt.describe()}: its workers did not start: {last}; install fnserve[site] (with Parsl) into that environment or image"
+    return f"{rt.describe()}: its workers did not start: {last}; check the runtime's settings in the endpoint config"

@@ -12,10 +12,14 @@ cd "$(dirname "$0")/.."
 OUT=${1:-/var/cache/fnserve/worker-image}
 IMAGE=${FNSERVE_WORKER_IMAGE:-localhost/fnserve-worker:test}
 PY=$(python3 -c 'import sys; print(sys.executable)')
+DOCKER_IMAGE=${FNSERVE_DOCKER_WORKER_IMAGE:-$IMAGE}
 
 key=$( { "$PY" -c 'import sys, parsl; print(sys.version, parsl.__version__)'; cat fnserve/*.py node_manager/*.py "$0"; } | sha256sum | cut -c1-16)
 # (fnserve's sources are in the key: the image carries its own copy of the core and node manager)
-if [ -f "$OUT/key" ] && [ "$(cat "$OUT/key")" = "$key" ] && podman image exists "$IMAGE" && [ -x "$OUT/rootfs/opt/python/bin/python3" ]; then
+# Docker gets the same image when its daemon runs here (the Docker runtime's tests).
+docker_up() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+docker_has() { ! docker_up || docker image inspect "$DOCKER_IMAGE" >/dev/null 2>&1; }
+if [ -f "$OUT/key" ] && [ "$(cat "$OUT/key")" = "$key" ] && podman image exists "$IMAGE" && [ -x "$OUT/rootfs/opt/python/bin/python3" ] && docker_has; then
   echo "$IMAGE"
   exit 0
 fi
@@ -33,14 +37,15 @@ for m in ("parsl.executors.high_throughput.process_worker_pool", "node_manager.e
     importlib.import_module(m)
 stdlib, purelib = sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]
 skip = shutil.ignore_patterns("test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "lib2to3")
-shutil.copytree(stdlib, dest(prefix + "/lib/python3.11"), ignore=skip, symlinks=True)
+lib = f"{prefix}/lib/python{sys.version_info[0]}.{sys.version_info[1]}"  # this Python's own layout
+shutil.copytree(stdlib, dest(lib), ignore=skip, symlinks=True)
 tops = set()
 for mod in list(sys.modules.values()):
     f = getattr(mod, "__file__", None) or ""
     if f.startswith(purelib + os.sep):
         tops.add(os.path.relpath(f, purelib).split(os.sep)[0])
 tops |= {d for d in ("pyzmq.libs", "psutil.libs") if os.path.isdir(os.path.join(purelib, d))}  # bundled shared libraries
-site = dest(prefix + "/lib/python3.11/site-packages")
+site = dest(lib + "/site-packages")
 os.makedirs(site, exist_ok=True)
 for top in sorted(tops):
     # Editable-install hooks, and AWS clients Parsl imports only when present (100 MB a worker never uses).
@@ -95,6 +100,12 @@ tar -C "$OUT/rootfs" -cf "$OUT/rootfs.tar" .
 podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
 podman import --change 'ENV PATH=/opt/python/bin:/usr/bin:/bin' --change 'ENV PYTHONHOME=/opt/python' \
   --change 'ENV PYTHONDONTWRITEBYTECODE=1' "$OUT/rootfs.tar" "$IMAGE" >/dev/null
+if docker_up; then
+  docker rmi -f "$DOCKER_IMAGE" >/dev/null 2>&1 || true
+  docker import --change 'ENV PATH=/opt/python/bin:/usr/bin:/bin' --change 'ENV PYTHONHOME=/opt/python' \
+    --change 'ENV PYTHONDONTWRITEBYTECODE=1' "$OUT/rootfs.tar" "$DOCKER_IMAGE" >/dev/null
+  docker run --rm "$DOCKER_IMAGE" python3 -c 'import node_manager.execute' >/dev/null
+fi
 rm -f "$OUT/rootfs.tar"
 podman run --rm "$IMAGE" python3 -c 'import node_manager.execute, parsl.executors.high_throughput.process_worker_pool' 
 echo "$key" > "$OUT/key"

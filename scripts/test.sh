@@ -12,7 +12,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 log "system packages"
-APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime)
+APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -36,6 +36,9 @@ export FNSERVE_TEST_POSTGRES_URL="postgresql+psycopg://fnserve:fnserve@127.0.0.1
 
 log "Slurm (single node, for tests/integration/test_slurm_*.py)"
 scripts/start_slurm.sh
+
+log "Docker daemon (tests/integration/test_runtimes_*.py run the Docker runtime for real)"
+scripts/start_dockerd.sh
 
 log "worker image (tests/integration/test_runtimes_*.py; cached)"
 if [ ! -f /etc/containers/containers.conf ]; then  # podman 4.3 here: runc, and ulimits it can set

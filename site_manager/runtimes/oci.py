@@ -90,7 +90,7 @@ def leftover_containers(rt: RuntimeConfig, endpoint_id: str, keep_blocks: set[st
     if exe is None:
         return []
     args = [exe, "ps", "-a", "--filter", f"label={LABEL}.endpoint={endpoint_id}", "--filter", f"label={LABEL}.runtime={rt.name}",
-            "--format", '{{.Names}} {{.Label "fnserve.block"}}']
+            "--format", "{{.Names}} " + ('{{index .Labels "fnserve.block"}}' if rt.type == "podman" else '{{.Label "fnserve.block"}}')]
     out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     if out.returncode != 0:
         logger.warning("cannot list %s containers: %s", rt.type, out.stderr.strip()[-300:])

@@ -9,15 +9,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "localhost/fnserve-worker:test"
-IMAGE_DIR = Path("/var/cache/fnserve/worker-image")
+# FNSERVE_WORKER_IMAGE / _DIR: another image and cache, e.g. for work on node_manager beside a shared one.
+IMAGE = os.environ.get("FNSERVE_WORKER_IMAGE", "localhost/fnserve-worker:test")
+IMAGE_DIR = Path(os.environ.get("FNSERVE_WORKER_IMAGE_DIR", "/var/cache/fnserve/worker-image"))
 
 
 def have_podman() -> bool:
     return shutil.which("podman") is not None
+
+
+def require_docker() -> None:
+    """Fail (not skip) when the Docker daemon does not answer: scripts/start_dockerd.sh starts it."""
+    out = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False) if shutil.which("docker") else None
+    if out is None or out.returncode != 0:
+        pytest.fail(f"the Docker daemon does not answer ({out.stderr.strip()[-300:] if out else 'no docker'}): "
+                    "run scripts/start_dockerd.sh (scripts/test.sh does)")
 
 
 def build_image() -> str:
@@ -51,4 +61,5 @@ def where() -> dict[str, Any]:
     import os
     import sys
 
-    return {"pid": os.getpid(), "prefix": sys.prefix, "container": os.path.exists("/run/.containerenv")}
+    with open("/proc/1/cmdline", "rb") as f:  # in a podman/Docker container the pool is PID 1
+        return {"pid": os.getpid(), "prefix": sys.prefix, "container": b"node_manager.pool" in f.read()}

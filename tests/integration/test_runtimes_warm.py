@@ -192,9 +192,8 @@ def test_missing_image_is_one_line_before_any_block_starts_while_other_runtimes_
     with pytest.raises(TaskFailed) as failed:
         fc.get_result(bad, timeout=30)
     assert failed.value.code == "runtime_unavailable"
-    assert failed.value.message.startswith(
-        "runtime 'pod-missing' (podman localhost/fnserve-no-such-image:1): image not found: localhost/fnserve-no-such-image:1 "
-        "(podman has no such local image")
+    assert (": runtime 'pod-missing' (podman localhost/fnserve-no-such-image:1): image not found: localhost/fnserve-no-such-image:1 "
+            "(podman has no such local image") in failed.value.message
     assert "\n" not in failed.value.message
     assert not (stack.run_dir / "runtimes" / "pod-missing").exists()  # found before any block: nothing was started
     assert fc.call(ok_fn, stack.endpoint_id)["prefix"] == str(stack.venv)

@@ -96,7 +96,7 @@ def add_user_commands(main: click.Group) -> None:
     @click.option("--group", "groups", multiple=True, help="Group to share with (repeatable).")
     @click.option("--public", is_flag=True, help="Let every user use it.")
     def share(kind: str, resource_id: str, users: tuple[str, ...], groups: tuple[str, ...], public: bool) -> None:
-        """Share a function or endpoint you own."""
+        """Share a function, endpoint or runtime you own (KIND: function, endpoint or runtime)."""
         _echo_json(_client().share(kind, resource_id, users=users, groups=groups, public=True if public else None))
 
     @main.command()

@@ -100,11 +100,13 @@ def register(target: str, name: str | None, description: str, runtime: str | Non
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the result (default: until done).")
 @click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
 @click.option("--walltime", type=float, default=None, help="Seconds the function may run.")
+@click.option("--runtime", default=None, help="Runtime (id or name) to run in; default: the function's own, else the endpoint's host.")
 def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: str | None, timeout: float | None,
-        no_wait: bool, walltime: float | None) -> None:
-    """Run FUNCTION_ID on an endpoint with ARGS (each a JSON value) and print the result.
+        no_wait: bool, walltime: float | None, runtime: str | None = None) -> None:
+    """Run FUNCTION_ID on an endpoint with ARGS (each a JSON value); waits and prints the result
+    (with --no-wait: prints the task id at once).
 
-    Example: fnserve run 1f0c... --endpoint 9a2b... 2 3 '"text"' --kwargs '{"scale": 2}'
+    Example: fnserve run 1f0c... --endpoint 9a2b... 2 3 '"text"' --kwargs '{"scale": 2}' --runtime sci
     """
     from fnserve import serialize
 
@@ -113,7 +115,7 @@ def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: 
         raise click.BadParameter("--kwargs must be a JSON object")
     client = _client()
     task_id = client.submit(function_id, endpoint_id, [_parse_arg(a) for a in args], kwargs,
-                            walltime=walltime, serializer=serialize.JSON_DATA)
+                            walltime=walltime, serializer=serialize.JSON_DATA, runtime=runtime)
     if no_wait:
         click.echo(task_id)
         return

@@ -130,6 +130,9 @@ def test_podman_docker_and_venv_functions_run_from_the_sdk_warm_and_each_task_sa
     assert {r["prefix"] for r in pod + dock} == {"/opt/python"}  # with the image's Python
     assert {r["prefix"] for r in venv} == {str(stack.venv)}  # really the venv's interpreter
     assert host["prefix"] != str(stack.venv)
+    # The CLI names a runtime per run too, and waits for the result.
+    out = stack.cli("run", host_fn, "--endpoint", stack.endpoint_id, "--runtime", "py-venv")
+    assert f'"prefix": "{stack.venv}"' in out.stdout
     # Warm: the calls of each runtime ran in its pool's few long-lived workers, never in a fresh process.
     for runs in (pod, dock, venv):
         assert len({r["pid"] for r in runs}) <= stack.workers

@@ -1,4 +1,4 @@
-"""Starting points for ``fnserve endpoint configure NAME --template local|slurm|pbs``.
+"""Starting points for ``fnserve endpoint configure NAME --template local|slurm|pbs|kubernetes``.
 
 Each is a documented YAML endpoint config; ``{run_dir}`` is filled in. The endpoint's identity
 (id, secret, forwarder address) is not here: ``fnserve endpoint start`` registers the endpoint
@@ -102,7 +102,37 @@ scaling:
 worker_init: "{worker_init}"
 """
 
-TEMPLATES: dict[str, str] = {"local": _LOCAL, "slurm": _SLURM, "pbs": _PBS}
+_KUBERNETES = """\
+# Pods connect OUT to the interchange at engine.address, on engine.worker_port: run this
+# endpoint where pods can reach it (in the cluster, as a Deployment with a Service exposing
+# that port; or on a host with an address routable from the pods) and put that address above
+# (e.g. address: fnserve-endpoint.science.svc.cluster.local; worker_port: 54000).
+# Needs `pip install 'fnserve[kubernetes]'` and a kubeconfig (or the pod's service account).
+provider:
+  type: kubernetes                    # parsl.providers.KubernetesProvider: blocks are pods
+  image: registry.example.org/fnserve-worker:latest   # containers/Dockerfile, pushed where the cluster pulls
+  namespace: science
+  init_cpu: 1                         # requests
+  init_mem: 1Gi
+  max_cpu: 4                          # limits
+  max_mem: 8Gi
+  # service_account_name: fnserve-worker
+  # secret: regcred                   # image pull secret
+  # persistent_volumes: [[shared-data, /data]]
+  # extra_limits: {{"nvidia.com/gpu": "1"}}
+
+scaling:
+  init_blocks: 0
+  min_blocks: 0
+  max_blocks: 4
+  nodes_per_block: 1
+  max_idletime: 300
+
+# Shell lines each pod runs before starting workers (the image already has fnserve[site]).
+worker_init: "{worker_init}"
+"""
+
+TEMPLATES: dict[str, str] = {"local": _LOCAL, "slurm": _SLURM, "pbs": _PBS, "kubernetes": _KUBERNETES}
 
 
 def render(template: str, run_dir: str, worker_init: str = "") -> str:
@@ -110,7 +140,11 @@ def render(template: str, run_dir: str, worker_init: str = "") -> str:
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; known: {', '.join(sorted(TEMPLATES))}")
     remote = template != "local"
-    header = _HEADER.format(
+    header = _HEADER.replace("  # address: 10.0.0.5                 # this host's address as compute nodes see it\n",
+                             "  address: fnserve-endpoint.science.svc.cluster.local   # where pods reach this endpoint\n"
+                             "  worker_port: 54000                  # the interchange's worker port, fixed for a Service\n"
+                             ) if template == "kubernetes" else _HEADER
+    header = header.format(
         template=template,
         run_dir=run_dir,
         workers=2 if template == "local" else 4,

@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "python packages"
-python3 -m pip install -q --disable-pip-version-check -e ".[service,site,test,examples]"
+python3 -m pip install -q --disable-pip-version-check -e ".[service,site,test,examples,kubernetes]"
 
 log "PostgreSQL"
 PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)

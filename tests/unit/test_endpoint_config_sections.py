@@ -12,12 +12,16 @@ BASE = {"forwarder": "tcp://127.0.0.1:55001", "endpoint_id": "ep-1", "secret": "
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
-def test_every_template_is_a_valid_config_that_builds_its_parsl_provider(template: str, tmp_path) -> None:
+def test_every_template_is_a_valid_config_that_builds_its_parsl_provider(template: str, tmp_path, monkeypatch) -> None:
     from site_manager.engine import make_provider
 
+    if template == "kubernetes":  # a kubeconfig naming no reachable cluster: the provider only reads it
+        from tests.unit.test_kubernetes_provider import use_kubeconfig
+
+        use_kubeconfig(tmp_path, monkeypatch)
     config = EndpointConfig.from_dict({**yaml.safe_load(render(template, str(tmp_path / "run"))), **BASE})
     provider = make_provider(config.provider, config.scaling, tmp_path, config.launcher, config.worker_init)
-    expected = {"local": "LocalProvider", "slurm": "SlurmProvider", "pbs": "PBSProProvider"}[template]
+    expected = {"local": "LocalProvider", "slurm": "SlurmProvider", "pbs": "PBSProProvider", "kubernetes": "KubernetesProvider"}[template]
     assert type(provider).__name__ == expected
     assert provider.nodes_per_block == config.scaling.nodes_per_block
     assert config.run_path == tmp_path / "run"

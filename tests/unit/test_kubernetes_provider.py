@@ -27,20 +27,25 @@ current-context: x
 """
 
 
+def use_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the kubernetes client at a kubeconfig (its default path is read at import time)."""
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+
+
 class RecordingApi:
     """Stands in for the Kubernetes API server: records the pods it is asked to create."""
 
     def __init__(self) -> None:
         self.pods: list[tuple[str, object]] = []
 
-    def create_namespaced_pod(self, namespace: str, body: object) -> None:
+    def create_namespaced_pod(self, namespace: str, body: object) -> object:
         self.pods.append((namespace, body))
+        return type("V1Pod", (), {"status": "Pending"})()  # what the provider logs of the answer
 
 
 def test_kubernetes_template_builds_the_provider_and_the_pod_it_would_create(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    pytest.importorskip("kubernetes", reason="pip install 'fnserve[kubernetes]'")
-    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    use_kubeconfig(tmp_path, monkeypatch)
     data = yaml.safe_load(render("kubernetes", str(tmp_path / "run"), worker_init="echo pod up"))
     config = EndpointConfig.from_dict({**data, **CREDS})
     assert config.engine.options == {"address": "fnserve-endpoint.science.svc.cluster.local", "worker_port": 54000}

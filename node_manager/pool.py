@@ -34,6 +34,8 @@ def main() -> None:
         # Exiting here ends the container and, with it, every worker in its PID namespace.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: os._exit(0))
+    # Worker logs land in the endpoint's run dir (bind-mounted into containers): private.
+    os.umask(0o077)
     sys.argv[0] = "process_worker_pool.py"
     runpy.run_module("parsl.executors.high_throughput.process_worker_pool", run_name="__main__", alter_sys=True)
 

@@ -14,6 +14,9 @@ Reads like Parsl's own composition, in YAML for site admins, and maps onto Parsl
       prefetch_capacity: 0
       heartbeat_period: 30          # worker manager <-> interchange, seconds
       heartbeat_threshold: 120      # silence before a block's workers count as lost
+      encrypted: true               # CurveZMQ interchange <-> workers (default; see docs/security.md)
+      # address: 10.0.0.5           # interface the interchange binds (default: loopback for
+                                    # local blocks, every interface for batch providers)
     provider:                       # where blocks come from: local, slurm, pbspro, torque, kubernetes
       type: slurm
       partition: debug
@@ -80,7 +83,7 @@ _PROVIDER_KEYS_ELSEWHERE = {
 
 # HighThroughputExecutor arguments the engine sets itself (not for the config).
 _ENGINE_RESERVED = {
-    "label", "provider", "launch_cmd", "interchange_launch_cmd", "encrypted",
+    "label", "provider", "launch_cmd", "interchange_launch_cmd",
     "block_error_handler", "storage_access", "manager_selector", "remote_monitoring_radio",
 }
 # Older names of engine keys, still read.
@@ -210,6 +213,9 @@ class EngineConfig:
     # Seconds between Parsl's worker-manager heartbeats, and silence before a manager is lost.
     heartbeat_period: int = 30
     heartbeat_threshold: int = 120
+    # CurveZMQ between the interchange and its worker pools (Parsl's own): without it, anyone who
+    # can reach the interchange's worker port can send it a pickle that runs as this account.
+    encrypted: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -219,6 +225,9 @@ class EngineConfig:
             raise ConfigError("engine.cores_per_worker must be more than 0", details={"key": "engine.cores_per_worker"})
         if self.prefetch_capacity < 0:
             raise ConfigError("engine.prefetch_capacity must be 0 or more", details={"key": "engine.prefetch_capacity"})
+        if type(self.encrypted) is not bool:
+            raise ConfigError(f"engine.encrypted must be true or false, not {self.encrypted!r}",
+                              details={"key": "engine.encrypted"})
         if not 0 < self.heartbeat_period < self.heartbeat_threshold:
             raise ConfigError(
                 "need 0 < engine.heartbeat_period < engine.heartbeat_threshold",

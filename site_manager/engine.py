@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from fnserve.private_files import private_dir
 from site_manager.config import (
     LAUNCHERS,
     PROVIDERS,
@@ -68,6 +69,21 @@ def make_provider(
     )
     obj.script_dir = str(script_dir)
     return obj
+
+
+def interchange_address(provider_type: str, options: dict[str, Any]) -> dict[str, str]:
+    """Where the interchange listens for worker pools (pure): the narrowest address the provider
+    needs. Local blocks run on this host, so loopback; batch blocks run on compute nodes, so
+    Parsl's default (every interface) unless the admin names one with ``engine.address``.
+
+    >>> interchange_address("local", {})
+    {'address': '127.0.0.1'}
+    >>> interchange_address("slurm", {})
+    {}
+    """
+    if "address" in options or provider_type != "local":
+        return {}
+    return {"address": "127.0.0.1"}
 
 
 def _prepare_environment() -> None:
@@ -133,9 +149,8 @@ class Engine:
         from parsl.executors import HighThroughputExecutor
 
         _prepare_environment()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        script_dir = self.run_dir / "submit_scripts"
-        script_dir.mkdir(exist_ok=True)
+        private_dir(self.run_dir)
+        script_dir = private_dir(self.run_dir / "submit_scripts")
         cfg = self.config
         ex = HighThroughputExecutor(
             label=self.label,
@@ -151,11 +166,18 @@ class Engine:
             # Parsl's error handler would put the executor in a bad state for good after block
             # failures; here lost blocks are replaced and their tasks fail with a clear error.
             block_error_handler=False,
-            encrypted=False,
+            # CurveZMQ: Parsl writes the keys under run_dir (0700), which workers in containers
+            # see through their bind mount and batch jobs through the shared file system.
+            encrypted=cfg.encrypted,
             **({"launch_cmd": self.launch_cmd} if self.launch_cmd else {}),
-            **{"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD, **cfg.options},
+            **{"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD,
+               **interchange_address(self.provider_config.type, cfg.options), **cfg.options},
         )
         ex.run_dir = str(self.run_dir)
+        if not cfg.encrypted:
+            logger.warning("engine.encrypted is off: any process that reaches the interchange's worker port (%s) can "
+                           "run code as this account; turn it on unless every such process is trusted",
+                           ex.address or "every interface")
         ex.start()
         self._executor = ex
         if self.scaling.init_blocks:

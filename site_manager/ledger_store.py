@@ -14,6 +14,7 @@ endpoint's in-flight tasks are requeued when it does not come back holding them)
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from fnserve.messages import ResultMessage
+from fnserve.private_files import private_dir
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ResultMessage)
@@ -31,7 +33,9 @@ class LedgerStore:
     """Unacked results in ``path`` (a SQLite file in the endpoint's run directory)."""
 
     def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(Path(path).parent)
+        # 0600 from the start (SQLite gives its -wal and -shm files the database file's mode).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

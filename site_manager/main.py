@@ -17,10 +17,16 @@ def run(config: EndpointConfig | dict[str, Any]) -> int:
 
     0: stopped cleanly. 2: the forwarder refused this endpoint (reason logged and printed).
     """
+    from fnserve.private_files import check_private, private_dir, private_umask
     from site_manager.manager import SiteManager
 
     if not isinstance(config, EndpointConfig):
         config = EndpointConfig.from_dict(config)
+    # Everything this endpoint and its children (interchange, worker pools, batch jobs) write is
+    # private; say so when a state folder was left readable by other accounts.
+    private_umask()
+    for problem in check_private([private_dir(config.run_path)]):
+        logger.warning("%s", problem)
     manager = SiteManager(config)
     status = manager.run()
     if status != 0 and manager.exit_reason:

@@ -15,7 +15,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from fnserve._redis_server import start_redis
+from fnserve._redis_server import redis_auth, start_redis
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "FNSERVE_TEST_POSTGRES_URL", "postgresql+psycopg://fnserve:fnserve@127.0.0.1:5432/postgres"
@@ -24,8 +24,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a real redis-server started for this test session."""
-    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    """URL of a real redis-server started for this test session: with a password and reached
+    through its private unix socket, as the embedded stack runs it."""
+    state = tmp_path_factory.mktemp("redis")
+    proc, url = start_redis(state / "data", auth=redis_auth(state))
     try:
         yield url
     finally:
@@ -39,6 +41,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def attacker() -> Iterator["OsAccount"]:
+    """An unprivileged OS account of its own (useradd), for attacks run with runuser; removed
+    after the module (tests/os_accounts.py)."""
+    from tests.os_accounts import os_account
+
+    with os_account() as account:
+        yield account
 
 
 @pytest.fixture(scope="session")

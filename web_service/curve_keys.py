@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 
 import zmq
+
+from fnserve.private_files import open_private, private_dir
 import zmq.auth
 
 
@@ -32,13 +34,13 @@ def server_keys(key_file: str | os.PathLike[str]) -> tuple[bytes, bytes]:
     """
     path = Path(key_file)
     secret_path = Path(f"{path}_secret")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
+    private_dir(path.parent)
+    with os.fdopen(open_private(f"{path}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not secret_path.exists():
             public, secret = zmq.curve_keypair()
             _write(secret_path, public, secret, 0o600)
-            _write(path, public, None, 0o644)
+            _write(path, public, None, 0o600)  # public, but state: private like all of it
     public, secret = zmq.auth.load_certificate(secret_path)
     if secret is None:
         raise ValueError(f"{secret_path} holds no secret key")

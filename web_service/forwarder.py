@@ -24,7 +24,7 @@ import zmq
 
 from fnserve import messages as m
 from fnserve.errors import FnserveError
-from web_service.task_store import CANCEL_WAKE, WAKE_CHANNEL, TaskStore
+from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.result_limits import within_limits
@@ -157,6 +157,9 @@ class Forwarder:
         self._wake_addr = f"inproc://fnserve-wake-{id(self)}"
         self.bound = threading.Event()
         self.address: str | None = None
+        # Results / live outputs dropped because the endpoint sending them did not hold the task.
+        self.rejected_results = 0
+        self.rejected_outputs = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -338,7 +341,10 @@ class Forwarder:
             self._send(router, identity, m.Heartbeat(sent_at=now))
             self.store.touch(conn.endpoint_id)
         elif isinstance(msg, m.TaskOutputBatch):
-            self.outputs.append(conn.endpoint_id, msg.outputs)
+            kept, dropped = self.outputs.append_checked(conn.endpoint_id, msg.outputs)
+            if dropped:
+                self.rejected_outputs += dropped
+                log.warning("endpoint %s sent %d live output(s) for tasks not in flight there; dropped", conn.endpoint_id, dropped)
         elif isinstance(msg, m.EndpointStatus):
             self.store.touch(conn.endpoint_id, msg)
         elif isinstance(msg, m.Disconnect):
@@ -359,13 +365,19 @@ class Forwarder:
     def _record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
         """Record results (first wins), ack them all, then send what their room lets through."""
         results = [within_limits(r, self.max_result_bytes) for r in results]
-        recorded = self.store.record_results(results, conn.endpoint_id)
+        recorded, rejected = self.store.record_results_from(results, conn.endpoint_id)
+        # Rejected ones are acked too: a site manager must not resend them forever.
         self._send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
         if conn.capacity:
             self._dispatch(router, conn.endpoint_id)  # results free room: send what waits
         self._account(conn.endpoint_id, results, recorded, now)
-        if len(recorded) < len(results):
-            log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, len(results) - len(recorded))
+        if rejected:
+            self.rejected_results += len(rejected)
+            log.warning("endpoint %s sent %d result(s) for tasks it does not hold; dropped (not recorded, not billed): %s",
+                        conn.endpoint_id, len(rejected), ", ".join(rejected[:10]) + (" ..." if len(rejected) > 10 else ""))
+        duplicates = len(results) - len(recorded) - len(rejected)
+        if duplicates:
+            log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, duplicates)
 
     def _account(self, endpoint_id: str, results: list[m.ResultMessage], recorded: list[str], now: float) -> None:
         """Log usage of the results recorded now, after the ack (one XADD; see web_service.usage)."""
@@ -402,17 +414,24 @@ class Forwarder:
     def _drain_wakeups(self, router: zmq.Socket, wake: zmq.Socket) -> None:
         endpoints: set[str] = set()
         cancels: set[str] = set()
+        revoked: set[str] = set()
         while True:
             try:
                 word = wake.recv(zmq.NOBLOCK).decode()
             except zmq.Again:
                 break
+            if word.startswith(REVOKE_WAKE):
+                revoked.add(word[len(REVOKE_WAKE):])
+                continue
             if word.startswith(CANCEL_WAKE):
                 word = word[len(CANCEL_WAKE):]
                 cancels.add(word)
             endpoints.add(word)
         if "*" in endpoints:  # Redis came back: anything may have happened meanwhile
             endpoints = cancels = set(self.connections.by_endpoint)
+            revoked |= self._deleted_meanwhile()
+        for endpoint_id in revoked:
+            self._revoke(router, endpoint_id)
         # The cancel list is read only when a cancel said so: no Redis call per dispatch wake.
         for endpoint_id in cancels:
             if endpoint_id in self.connections.by_endpoint:
@@ -420,6 +439,24 @@ class Forwarder:
         for endpoint_id in endpoints:
             if endpoint_id in self.connections.by_endpoint:
                 self._dispatch(router, endpoint_id)
+
+    def _revoke(self, router: zmq.Socket, endpoint_id: str) -> None:
+        """The endpoint was deleted: refuse its site manager now and forget its connection, so
+        nothing more it sends (heartbeats, results, outputs) is accepted."""
+        conn = self.connections.by_endpoint.get(endpoint_id)
+        if conn is None:
+            return
+        self.connections.drop(endpoint_id)
+        self._send(router, conn.identity, m.Refused(code="endpoint_deleted", reason="this endpoint was deleted"))
+        self.store.set_connected(endpoint_id, False, reason="endpoint deleted")
+        log.warning("endpoint %s was deleted: its connection is cut", endpoint_id)
+
+    def _deleted_meanwhile(self) -> set[str]:
+        """Connected endpoints deleted while the wake channel was down (their tombstones)."""
+        ids = list(self.connections.by_endpoint)
+        if not ids:
+            return set()
+        return {e for e, gone in zip(ids, self.store.r.mget([tombstone_key(e) for e in ids])) if gone}
 
     def _relay_cancels(self, router: zmq.Socket, endpoint_id: str) -> None:
         """Tell the endpoint's site manager which of its tasks were cancelled after dispatch."""
@@ -507,6 +544,9 @@ def main() -> None:
     from web_service.settings import Settings
     from web_service.log_safety import install_log_escaping
 
+    from fnserve.private_files import private_umask
+
+    private_umask()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_escaping()  # endpoints send text (reasons, names) that may reach the log
     settings = Settings.from_env()

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker-class", choices=["gevent", "gthread"], default=default_worker_class())
     parser.add_argument("--threads", type=int, default=32, help="gthread: request threads besides the long-poll ones")
     args = parser.parse_args(argv)
+    from fnserve.private_files import private_umask
+
+    private_umask()  # the registry database and anything else it writes: 0600 / 0700
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_escaping()
     if args.server == "gunicorn":

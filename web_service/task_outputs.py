@@ -15,6 +15,7 @@ arrive as MessagePack primitives from the wire and are stored and served as JSON
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,13 @@ import redis
 
 from fnserve.messages import TaskOutput
 from fnserve.outputs import DEFAULT_TASK_OUTPUT_BYTES
-from web_service.task_store import DEFAULT_RESULT_TTL, P
+from web_service.task_store import DEFAULT_RESULT_TTL, P, inflight_key
 
 # Entries one read returns at most.
 MAX_READ = 1000
+# Seconds after its task finished that an output of it still counts (the worker's `end` marker
+# travels beside the result, on another channel, and can come second).
+LATE_OUTPUT_GRACE = 2.0
 
 
 def outputs_key(task_id: str) -> str:
@@ -38,18 +42,25 @@ def info_key(task_id: str) -> str:
     return f"{P}task:{task_id}:outinfo"
 
 
-# ARGV: key prefix, endpoint id, default ttl, byte limit, then 5 values per output
-# (task id, kind, seq, time, values JSON). An output counts only for a task of that endpoint,
-# so a site manager cannot write into other endpoints' tasks. Streams expire with their task:
-# the task hash has a TTL once finished; until then, the result TTL (plus a minute, as the
-# result follows its last outputs) from now.
+# KEYS: the endpoint's in-flight set. ARGV: key prefix, endpoint id, default ttl, byte limit,
+# now, grace, then 5 values per output (task id, kind, seq, time, values JSON). An output counts
+# only for a task of that endpoint in flight there, or finished there less than ``grace``
+# seconds ago (web_service.result_origin.output_accepted), so a site manager cannot write into
+# other endpoints' tasks, nor into long-finished ones. Returns {kept,
+# dropped}. Streams expire with their task: the task hash has a TTL once finished; until then,
+# the result TTL (plus a minute, as the result follows its last outputs) from now.
 _APPEND = """
 local prefix, endpoint, ttl, limit = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local kept = 0
-for i = 5, #ARGV, 5 do
+local now, grace = tonumber(ARGV[5]), tonumber(ARGV[6])
+local kept, dropped = 0, 0
+for i = 7, #ARGV, 5 do
   local id, kind, seq, t, values = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local task = prefix .. id
-  if redis.call('HGET', task, 'endpoint_id') == endpoint then
+  local f = redis.call('HMGET', task, 'endpoint_id', 't_finished')
+  local late = f[2] and now - tonumber(f[2]) <= grace
+  if f[1] ~= endpoint or not (late or redis.call('SISMEMBER', KEYS[1], id) == 1) then
+    dropped = dropped + 1
+  else
     local out, info = task .. ':out', task .. ':outinfo'
     local truncated = redis.call('HGET', info, 'truncated')
     if kind == 'output' then
@@ -78,7 +89,7 @@ for i = 5, #ARGV, 5 do
     redis.call('EXPIRE', info, left)
   end
 end
-return kept
+return {kept, dropped}
 """
 
 
@@ -93,13 +104,18 @@ class OutputWriter:
 
     def append(self, endpoint_id: str, outputs: Iterable[TaskOutput]) -> int:
         """Append outputs of ``endpoint_id``'s tasks in order; returns how many were kept."""
-        args: list[Any] = [P + "task:", endpoint_id, self.result_ttl, self.limit]
+        return self.append_checked(endpoint_id, outputs)[0]
+
+    def append_checked(self, endpoint_id: str, outputs: Iterable[TaskOutput]) -> tuple[int, int]:
+        """Like :meth:`append`; returns ``(kept, dropped for tasks not in flight on endpoint_id)``."""
+        args: list[Any] = [P + "task:", endpoint_id, self.result_ttl, self.limit, repr(time.time()), LATE_OUTPUT_GRACE]
         for out in outputs:
             values = msgspec.json.encode(out.values) if out.kind == "output" else b""
             args += [out.task_id, out.kind, out.seq, repr(out.time), values]
-        if len(args) == 4:
-            return 0
-        return int(self._append(args=args))
+        if len(args) == 6:
+            return 0, 0
+        kept, dropped = self._append(keys=[inflight_key(endpoint_id)], args=args)
+        return int(kept), int(dropped)
 
 
 @dataclass

@@ -8,7 +8,9 @@ Keys (all prefixed by ``fns:``)::
     ep:{id}:queue        list of task ids waiting for the endpoint (oldest at the left)
     ep:{id}:inflight     set of task ids sent to the endpoint and not yet finished
     ep:{id}:status       hash: connected, timestamps, and what the site manager last reported
-    channel wake         published with an endpoint id whenever its queue grows
+    stats:rejected_results  hash: endpoint id -> results it sent for tasks it did not hold
+    channel wake         published with an endpoint id whenever its queue grows ("cancel:" +
+                         id: dispatched tasks were cancelled; "revoke:" + id: it was deleted)
     channel done:{user}  published with the ids (comma-separated) of the user's tasks that just
                          finished, once per recorded batch
     completed:{user}     stream: the user's completion log, one entry per recorded batch with the
@@ -38,7 +40,12 @@ WAKE_CHANNEL = P + "wake"
 # A wake message is an endpoint id (tasks to dispatch) or CANCEL_WAKE + an endpoint id (dispatched
 # tasks were cancelled: the forwarder reads the endpoint's cancel list only then).
 CANCEL_WAKE = "cancel:"
+# REVOKE_WAKE + an endpoint id: the endpoint was deleted or disabled; the forwarder serving it
+# cuts its connection at once.
+REVOKE_WAKE = "revoke:"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
+# Hash: endpoint id -> results it sent for tasks it did not hold (dropped; see result_origin).
+REJECTED_RESULTS = P + "stats:rejected_results"
 _BODY_CACHE_SIZE = 1024
 
 
@@ -57,6 +64,11 @@ def inflight_key(endpoint_id: str) -> str:
 def cancels_key(endpoint_id: str) -> str:
     """Ids of tasks cancelled after dispatch, for the forwarder to relay to the endpoint."""
     return f"{P}cancels:{endpoint_id}"
+
+
+def tombstone_key(endpoint_id: str) -> str:
+    """Set (with a TTL) when an endpoint is deleted: submit and the forwarder check it."""
+    return f"{P}ep:{endpoint_id}:deleted"
 
 
 def status_key(endpoint_id: str) -> str:
@@ -218,16 +230,32 @@ local function log_completed(log, channel, maxlen, ttl, ids)
 end
 """
 
-# Records results; the first one for a task wins. ARGV: now, ttl, log max entries, then 8
-# values per result. Completions are logged and published once per owner, not once per task.
+# Records results; the first one for a task wins, and only the endpoint that holds the task may
+# record it (web_service.result_origin.result_verdict, applied here). KEYS: the reporting
+# endpoint's in-flight set, task prefix, done prefix, completed prefix, the rejected-results
+# counter hash. ARGV: now, ttl, log max entries, the reporting endpoint id, then 8 values per
+# result. Completions are logged and published once per owner, not once per task. Returns
+# {recorded ids, rejected ids}.
 _RECORD = _LOG_COMPLETED + """
 local recorded = {}
+local rejected = {}
 local by_owner = {}
-for i = 4, #ARGV, 8 do
+local endpoint = ARGV[4]
+for i = 5, #ARGV, 8 do
   local id = ARGV[i]
   local k = KEYS[2] .. id
-  local st = redis.call('HGET', k, 'state')
-  if st and st ~= 'success' and st ~= 'failed' and st ~= 'cancelled' then
+  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched')
+  local st, ep = f[1], f[2]
+  local held = redis.call('SISMEMBER', KEYS[1], id) == 1
+  local verdict = 'reject'
+  if st and ep == endpoint then
+    if st == 'success' or st == 'failed' or st == 'cancelled' then
+      verdict = 'duplicate'
+    elseif held or (st == 'waiting-for-endpoint' and f[3]) then
+      verdict = 'record'
+    end
+  end
+  if verdict == 'record' then
     redis.call('HSET', k, 'state', ARGV[i + 1], 'result', ARGV[i + 2], 'error', ARGV[i + 3],
                'stdout', ARGV[i + 4], 'stderr', ARGV[i + 5], 'timings', ARGV[i + 6],
                'resources', ARGV[i + 7], 't_finished', ARGV[1])
@@ -239,14 +267,19 @@ for i = 4, #ARGV, 8 do
     if not ids then ids = {}; by_owner[owner] = ids end
     table.insert(ids, id)
     table.insert(recorded, id)
-  else
+  elseif verdict == 'duplicate' then
     redis.call('SREM', KEYS[1], id)
+  else
+    table.insert(rejected, id)
   end
+end
+if #rejected > 0 then
+  redis.call('HINCRBY', KEYS[5], endpoint, #rejected)
 end
 for owner, ids in pairs(by_owner) do
   log_completed(KEYS[4] .. owner, KEYS[3] .. owner, ARGV[3], ARGV[2], table.concat(ids, ','))
 end
-return recorded
+return {recorded, rejected}
 """
 
 # Moves an endpoint's in-flight tasks back to the front of its queue as waiting again, except
@@ -455,6 +488,10 @@ class TaskStore:
 
     # -- forwarder side ------------------------------------------------------------------------
 
+    def revoke_endpoint(self, endpoint_id: str) -> None:
+        """Tell every forwarder to cut ``endpoint_id``'s live connection now (it was deleted)."""
+        self.r.publish(WAKE_CHANNEL, REVOKE_WAKE + endpoint_id)
+
     def take_cancels(self, endpoint_id: str, max_ids: int = 10_000) -> list[str]:
         """Ids of the endpoint's dispatched tasks cancelled since the last call (each once)."""
         ids = self.r.lpop(cancels_key(endpoint_id), max_ids)
@@ -503,9 +540,18 @@ class TaskStore:
 
     def record_results(self, results: list[ResultMessage], endpoint_id: str) -> list[str]:
         """Record results (first wins); returns the ids recorded now. Safe to call twice."""
+        return self.record_results_from(results, endpoint_id)[0]
+
+    def record_results_from(self, results: list[ResultMessage], endpoint_id: str) -> tuple[list[str], list[str]]:
+        """Record the results ``endpoint_id`` sent: ``(recorded now, rejected)``.
+
+        Rejected: results for tasks that endpoint does not hold (another endpoint's task, one
+        never dispatched, an unknown id; see :func:`web_service.result_origin.result_verdict`).
+        They are not recorded and are counted per endpoint in ``fns:stats:rejected_results``.
+        """
         if not results:
-            return []
-        args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES]
+            return [], []
+        args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES, endpoint_id]
         for res in results:
             args += [
                 res.task_id,
@@ -517,8 +563,13 @@ class TaskStore:
                 json.dumps(res.timings),
                 json.dumps({**res.resources, PLACEMENT_KEY: res.placement} if res.placement else res.resources),
             ]
-        recorded = self._record(keys=[inflight_key(endpoint_id), P + "task:", P + "done:", P + "completed:"], args=args)
-        return [r.decode() for r in recorded]
+        recorded, rejected = self._record(
+            keys=[inflight_key(endpoint_id), P + "task:", P + "done:", P + "completed:", REJECTED_RESULTS], args=args)
+        return [r.decode() for r in recorded], [r.decode() for r in rejected]
+
+    def rejected_results(self, endpoint_id: str) -> int:
+        """How many results ``endpoint_id`` sent for tasks it did not hold (dropped)."""
+        return int(self.r.hget(REJECTED_RESULTS, endpoint_id) or 0)
 
     def requeue_inflight(self, endpoint_id: str) -> int:
         """Put an endpoint's in-flight tasks back at the head of its queue (it was lost)."""

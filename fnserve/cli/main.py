@@ -62,6 +62,9 @@ class _Group(click.Group):
 @click.version_option(package_name="fnserve")
 def main() -> None:
     """fnserve: function serving for science."""
+    from fnserve.private_files import private_umask
+
+    private_umask()  # state, logs and every process started from here: private (0600 / 0700)
 
 
 # -- functions and tasks ------------------------------------------------------------------------

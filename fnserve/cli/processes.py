@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fnserve.private_files import PRIVATE_UMASK, open_private, private_dir, write_private
+
 
 @dataclass
 class Managed:
@@ -38,16 +40,20 @@ class Managed:
 
     def start(self, argv: list[str], env: dict[str, str] | None = None) -> int:
         """Start ``argv`` in its own session, output to the log file; returns the pid."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)
         existing = self.pid()
         if existing:
             return existing
-        with open(self.log_file, "ab") as log:
+        log = open_private(self.log_file)
+        try:
+            # umask: whatever the process and its children create is private (0600 / 0700).
             proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, start_new_session=True,
+                env={**os.environ, **(env or {})}, start_new_session=True, umask=PRIVATE_UMASK,
             )
-        self.pid_file.write_text(str(proc.pid))
+        finally:
+            os.close(log)
+        write_private(self.pid_file, str(proc.pid))
         return proc.pid
 
     def stop(self, timeout: float = 20.0, leader_first: bool = False) -> bool:

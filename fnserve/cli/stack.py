@@ -20,6 +20,7 @@ import yaml
 
 from fnserve.cli.processes import Managed, python_module
 from fnserve.config import ClientConfig, home
+from fnserve.private_files import check_private, private_dir
 
 
 @dataclass
@@ -88,19 +89,20 @@ def start_service(ports: StackPorts, embedded_redis: bool = True, say: Callable[
         wanted["redis"] = ports.redis
     _check_ports(procs, wanted)
     redis_url = None
+    for problem in check_private([service_dir()]):
+        say(f"  warning: {problem}")
     if embedded_redis:
-        from fnserve._redis_server import redis_server_binary
+        from fnserve._redis_server import redis_args, redis_auth, wait_for_port
 
-        data = service_dir() / "redis"
-        data.mkdir(parents=True, exist_ok=True)
-        procs["redis"].start([
-            redis_server_binary(), "--port", str(ports.redis), "--bind", "127.0.0.1", "--dir", str(data),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        ])
-        from fnserve._redis_server import wait_for_port
-
+        data = private_dir(service_dir() / "redis")
+        # A password (ACL user) and a unix socket only this account can open; the service
+        # processes on this host use the socket.
+        auth = redis_auth(service_dir())
+        procs["redis"].start(redis_args(data, ports.redis, auth))
         wait_for_port("127.0.0.1", ports.redis, 15)
-        say(f"  redis      redis://127.0.0.1:{ports.redis}  (data in {data})")
+        redis_url = auth.socket_url()
+        say(f"  redis      {auth.socket} and 127.0.0.1:{ports.redis}, user {auth.username}, password in "
+            f"{service_dir() / 'secrets' / 'redis.password'}  (data in {data})")
     else:
         redis_url = os.environ.get("FNSERVE_REDIS_URL")
     env = service_env(ports, redis_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -9,6 +10,8 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from fnserve.private_files import open_private, private_dir
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -23,7 +26,10 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     options: dict[str, Any] = {"hide_parameters": True, **kwargs}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(parsed.database).parent)
+            # The registry holds every user's functions: 0600 from the start (its -wal and
+            # -shm files take the database file's mode).
+            os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT, 0o600))
         options.setdefault("connect_args", {"timeout": 30})
         engine = sa.create_engine(url, **options)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -86,7 +92,7 @@ def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
         return
     import fcntl
 
-    with open(f"{database}.migrate.lock", "a") as lock:
+    with os.fdopen(open_private(f"{database}.migrate.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -16,19 +16,15 @@ from web_service.registry.models import Endpoint, utcnow
 from web_service.services import OwnershipCache
 from web_service.services.access import require_owner, require_use
 from web_service.services.functions import shared_with
-from web_service.task_store import P, TaskStore, inflight_key, queue_key
+from web_service.task_store import TaskStore, inflight_key, queue_key, tombstone_key
 
 log = logging.getLogger("fnserve.web.endpoints")
 
 SECRET_PREFIX = "fnse_"
-# Set when an endpoint is deleted, checked at submit in the same Redis round trip as function
-# bodies: closes the window in which another process still trusts a cached ownership entry.
-# Only needs to outlive that cache (seconds).
+# Set when an endpoint is deleted (web_service.task_store.tombstone_key), checked at submit in
+# the same Redis round trip as function bodies: closes the window in which another process
+# still trusts a cached ownership entry. Only needs to outlive that cache (seconds).
 TOMBSTONE_TTL = 3600
-
-
-def tombstone_key(endpoint_id: str) -> str:
-    return f"{P}ep:{endpoint_id}:deleted"
 
 
 def register_endpoint(session: Session, owner: Identity, name: str, description: str = "") -> tuple[Endpoint, str, str]:
@@ -77,6 +73,8 @@ def delete_endpoint(session: Session, store: TaskStore, owner: Identity, endpoin
     ep.deleted_at = utcnow()
     session.commit()
     store.r.set(tombstone_key(endpoint_id), 1, ex=TOMBSTONE_TTL)
+    # Its live connection is cut now (the ZAP handler refuses its key for new ones).
+    store.revoke_endpoint(endpoint_id)
     if cache is not None:
         cache.forget(("endpoint", endpoint_id))
     cancelled = _cancel_unfinished(store, endpoint_id)

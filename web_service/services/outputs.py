@@ -14,11 +14,11 @@ from typing import Any
 
 from web_service.auth import Identity
 from web_service.services.tasks import get_tasks
-from web_service.task_outputs import MAX_READ, OutputPage, outputs_key, read
+from web_service.task_outputs import LATE_OUTPUT_GRACE, MAX_READ, OutputPage, outputs_key, read
 from web_service.task_store import TaskRecord, TaskStore, completed_key
 from web_service.validation import invalid, is_stream_id
 
-END_GRACE = 2.0
+END_GRACE = LATE_OUTPUT_GRACE  # late outputs are accepted for as long (web_service.task_outputs)
 _DEFAULT_SOCKET_TIMEOUT = 5.0  # redis-py's own default when the client sets none
 START = "0-0"
 

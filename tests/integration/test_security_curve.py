@@ -7,7 +7,6 @@ import threading
 
 import pytest
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from fnserve import messages as m
 from web_service.auth import Identity, create_user
@@ -16,6 +15,7 @@ from web_service.forwarder import Forwarder
 from web_service.registry.db import migrate, session_factory
 from web_service.services.endpoints import delete_endpoint, endpoint_for_key, register_endpoint, verify_endpoint_secret
 from web_service.task_store import TaskStore
+from zmq_site import Site
 
 
 @pytest.fixture
@@ -60,42 +60,6 @@ def forwarder(registry, redis_client, tmp_path):
     fwd.stop()
     th.join(10)
     assert not th.is_alive()
-
-
-class Site:
-    """A DEALER speaking the site manager's side, with the CurveZMQ keys it is given."""
-
-    def __init__(self, address: str, server_public: str | None, public: str | None, secret: str | None):
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        if server_public:
-            self.sock.curve_serverkey = server_public.encode()
-            self.sock.curve_publickey = public.encode()
-            self.sock.curve_secretkey = secret.encode()
-        self.monitor = self.sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        self.sock.connect(address)
-
-    def handshake(self, timeout: float = 5.0) -> int:
-        """The first handshake event ZMQ reports for this connection."""
-        assert self.monitor.poll(int(timeout * 1000)), "no handshake event"
-        return int(recv_monitor_message(self.monitor)["event"])
-
-    def register(self, endpoint_id: str, secret: str):
-        try:  # a DEALER with no completed handshake has no peer to queue for: do not block
-            self.sock.send(m.encode(m.Register(endpoint_id=endpoint_id, secret=secret)), zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        if not self.sock.poll(1500):
-            return None
-        return m.decode_from_forwarder(self.sock.recv())
-
-    def close(self) -> None:
-        self.sock.disable_monitor()
-        self.monitor.close(0)
-        self.sock.close(0)
 
 
 def test_endpoint_with_its_own_keys_registers_over_an_encrypted_connection(forwarder, endpoints):

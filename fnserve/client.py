@@ -30,6 +30,8 @@ from fnserve.config import ClientConfig
 from fnserve.errors import RemoteExecutionError, TaskCancelled, TaskFailed, TaskPending
 from fnserve.transport import Transport
 
+# A json-data header, to check a result the service already sent as JSON against a policy.
+_JSON_HEADER = serialize.serialize_data(None, serialize.JSON_DATA)
 # The service caps one long-poll (FNSERVE_MAX_WAIT); longer waits chain several.
 _LONG_POLL = 30.0
 
@@ -53,12 +55,12 @@ class Batch:
 
 
 def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-               runtime: str | None, walltime: float | None, serializer: str | None) -> dict[str, Any]:
+               runtime: str | None, walltime: float | None, serializer: str | None, json_results: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "function_id": str(function_id),
         "endpoint_id": str(endpoint_id),
         "payload": _b64(serialize.serialize_args(args, kwargs, strategy=serializer or serialize.DILL_DATA)),
-        "result_format": "json" if serializer == serialize.JSON_DATA else "python",
+        "result_format": "json" if serializer == serialize.JSON_DATA or json_results else "python",
     }
     if runtime:
         spec["runtime"] = runtime
@@ -71,10 +73,17 @@ class Client:
     """A connection to an fnserve service, acting as one user."""
 
     def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
-                 config: ClientConfig | None = None):
+                 config: ClientConfig | None = None, allowed_result_serializers: Iterable[str] | None = None):
         """``token`` overrides the configured one. With a Globus login (``fnserve login``) or
         ``FNSERVE_CLIENT_ID``/``FNSERVE_CLIENT_SECRET`` set, tokens come from globus-sdk and are
-        renewed when they expire."""
+        renewed when they expire.
+
+        ``allowed_result_serializers``: the strategies this client loads results from, e.g.
+        ``["json-data"]`` when the endpoint's owner is not someone you trust with your process:
+        a dill result is code the endpoint chose. Others are refused (``serializer_not_allowed``)
+        without being loaded, and tasks ask for JSON results."""
+        self.allowed_result_serializers = serialize.parse_policy(
+            None if allowed_result_serializers is None else list(allowed_result_serializers), "allowed_result_serializers")
         cfg = config or ClientConfig.load()
         self.service_url = service_url or cfg.service_url
         refresh = None
@@ -257,7 +266,7 @@ class Client:
                max_retries: int | None = None) -> str:
         """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``, and
         ``max_retries`` (reruns after a lost worker; default: the endpoint's setting)."""
-        spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer)
+        spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer, self._json_results)
         if max_retries is not None:
             spec["max_retries"] = max_retries
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
@@ -299,7 +308,7 @@ class Client:
         Raises :class:`TaskPending` if ``timeout`` seconds pass first.
         """
         task = self.wait([task_id], timeout)[0]
-        return result_of(task)
+        return result_of(task, self.allowed_result_serializers)
 
     def get_batch_result(self, task_ids: list[str], timeout: float | None = None) -> dict[str, dict[str, Any]]:
         """Wait for several tasks; returns ``{task_id: {"state", "result" | "exception"}}``."""
@@ -307,7 +316,7 @@ class Client:
         for task in self.wait(task_ids, timeout):
             entry: dict[str, Any] = {"state": task["state"]}
             try:
-                entry["result"] = result_of(task)
+                entry["result"] = result_of(task, self.allowed_result_serializers)
             except (RemoteExecutionError, TaskFailed, TaskCancelled, TaskPending) as exc:
                 entry["exception"] = exc
             out[task["task_id"]] = entry
@@ -315,12 +324,18 @@ class Client:
 
     def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
         """Run and wait for the result, in one request while it finishes within a long-poll."""
-        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None)
+        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results)
         answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):
-            return result_of(task)
+            return result_of(task, self.allowed_result_serializers)
         return self.get_result(task["task_id"])
+
+    @property
+    def _json_results(self) -> bool:
+        """Ask endpoints for JSON results when this client refuses dill ones."""
+        allowed = self.allowed_result_serializers
+        return allowed is not None and serialize.DILL_DATA not in allowed
 
     # -- live outputs ---------------------------------------------------------------------------
 
@@ -399,13 +414,22 @@ def _collection(kind: str) -> str:
     return kind + "s"
 
 
-def result_of(task: dict[str, Any]) -> Any:
-    """The value of a finished task object from the REST API, or the error it ended with."""
+def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -> Any:
+    """The value of a finished task object from the REST API, or the error it ended with.
+
+    ``allowed``: the serializer strategies to load a result from (None: any); another one raises
+    :class:`~fnserve.errors.SerializationError` (``serializer_not_allowed``) unloaded.
+    """
     state = task["state"]
     if state == "success":
         if "result_json" in task:
+            serialize.check_allowed(_JSON_HEADER, allowed, f"the result of task {task['task_id']}")
             return task["result_json"]
-        return serialize.deserialize_data(base64.b64decode(task["result"])) if task.get("result") else None
+        if not task.get("result"):
+            return None
+        buf = base64.b64decode(task["result"])
+        serialize.check_allowed(buf, allowed, f"the result of task {task['task_id']}")
+        return serialize.deserialize_data(buf)
     error = task.get("error") or {}
     if state == "failed" and error.get("code") == "user_exception":
         raise RemoteExecutionError(error.get("type", "Exception"), error.get("message", ""), error.get("traceback", ""), task["task_id"])

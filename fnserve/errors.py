@@ -48,6 +48,14 @@ class SerializationError(FnserveError):
     http_status = 400
 
 
+class SerializerNotAllowed(SerializationError):
+    """A buffer's strategy is not one the reader accepts (an endpoint's ``allowed_serializers``,
+    a function-restricted endpoint's data-only arguments, ``Client(allowed_result_serializers=...)``).
+    The buffer was not loaded."""
+
+    code = "serializer_not_allowed"
+
+
 class Unauthorized(FnserveError):
     code = "unauthorized"
     http_status = 401

@@ -62,6 +62,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Node-local directory where the worker notes which task it runs (node_manager.running),
     # so that the site manager can stop a cancelled one.
     control_dir: str | None = None
+    # Serializer strategies the worker may load for this task's function and arguments (None:
+    # any); the worker checks the headers before loading anything (see fnserve.serialize).
+    allowed_serializers: list[str] | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -114,6 +117,9 @@ class Register(_Message, tag="register"):
     # Flow control: the most tasks this site manager wants in flight at once (dispatched and
     # not yet finished); the forwarder keeps the rest queued. 0: no limit.
     capacity: int = 0
+    # Serializer strategies this endpoint loads (its config's allowed_serializers; None: any):
+    # the service refuses other argument strategies at submit.
+    allowed_serializers: list[str] | None = None
 
 
 class Registered(_Message, tag="registered"):

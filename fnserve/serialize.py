@@ -19,6 +19,8 @@ version is refused with a ``version_mismatch`` error naming both versions, becau
 objects are not portable across them.
 
 The web service only ever reads headers (:func:`parse_header`); it never calls :func:`loads`.
+Where a policy limits the strategies (an endpoint's ``allowed_serializers``, a client's
+``allowed_result_serializers``), :func:`check_allowed` refuses a buffer from its header alone.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fnserve.errors import SerializationError
+from fnserve.errors import SerializationError, SerializerNotAllowed
 
 MAGIC = "fns1"
 DILL_CODE = "dill-code"
@@ -87,6 +89,66 @@ def parse_header(buf: bytes) -> Header:
             code="unknown_strategy",
         )
     return Header(strategy=strategy, python=python, length=end + 1)
+
+
+# -- serializer policy -------------------------------------------------------------------------
+#
+# Which strategies a party accepts. Every strategy but ``json-data`` is code: a function is code by
+# design, and loading a dill-data buffer can run anything (pickle's __reduce__). An endpoint names
+# the strategies it accepts for functions and arguments (``allowed_serializers`` in its config);
+# a caller names the ones it accepts for results (``Client(allowed_result_serializers=...)``).
+
+# Strategies whose loading can run code chosen by whoever made the buffer.
+CODE_CAPABLE = frozenset({DILL_CODE, SOURCE, DILL_DATA})
+
+
+def parse_policy(value: object, key: str = "allowed_serializers") -> tuple[str, ...] | None:
+    """A list of strategy names from a config or call, checked (``None`` means: any)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):  # type: ignore[attr-defined]
+        raise SerializationError(f"{key} must be a list of strategy names ({', '.join(STRATEGIES)})",
+                                 code="invalid_serializer_policy", details={"key": key})
+    names = tuple(dict.fromkeys(value))  # type: ignore[arg-type]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise SerializationError(f"{key}: unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}",
+                                 code="invalid_serializer_policy", details={"key": key, "allowed": list(STRATEGIES)})
+    return names
+
+
+def narrow(*policies: tuple[str, ...] | list[str] | None) -> tuple[str, ...] | None:
+    """What every one of ``policies`` allows (``None`` entries allow everything).
+
+    >>> narrow(None, ("source", "json-data"), ("dill-code", "source", "json-data"))
+    ('source', 'json-data')
+    """
+    out: tuple[str, ...] | None = None
+    for p in policies:
+        if p is not None:
+            out = tuple(p) if out is None else tuple(s for s in out if s in p)
+    return out
+
+
+def data_only(policy: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """``policy`` with its code-capable data strategies removed (functions left as they are)."""
+    return tuple(s for s in (policy if policy is not None else STRATEGIES) if s != DILL_DATA)
+
+
+def check_allowed(buf: bytes, allowed: tuple[str, ...] | list[str] | None, what: str) -> Header:
+    """``buf``'s header, if its strategy is in ``allowed``; else ``serializer_not_allowed``.
+
+    Reads only the header: a refused buffer is never loaded.
+    """
+    header = parse_header(buf)
+    if allowed is not None and header.strategy not in allowed:
+        hint = " (JSON: serializer='json-data')" if JSON_DATA in allowed and not header.is_code else ""
+        raise SerializerNotAllowed(
+            f"{what}: serializer {header.strategy!r} is not allowed here; allowed: "
+            f"{', '.join(allowed) or 'none'}{hint}",
+            details={"strategy": header.strategy, "allowed": list(allowed)},
+        )
+    return header
 
 
 def _check_python(header: Header) -> None:

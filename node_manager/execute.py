@@ -138,6 +138,11 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     timings = dict(task.timings)
     timings["worker_received"] = received
     try:
+        if task.allowed_serializers is not None:
+            # Headers only: a buffer this endpoint does not accept is never loaded (a dill
+            # argument can run code before the allowed function is even called).
+            serialize.check_allowed(task.function, task.allowed_serializers, "the function")
+            serialize.check_allowed(task.payload, task.allowed_serializers, "the arguments")
         fn = function_cache.get(task.function_id, task.function)
         args, kwargs = serialize.deserialize_args(task.payload)
     except SerializationError as exc:

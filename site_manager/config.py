@@ -32,6 +32,7 @@ Reads like Parsl's own composition, in YAML for site admins, and maps onto Parsl
     worker_init: "source ~/venv/bin/activate"
     runtimes:                       # warm pools in containers / other Pythons: site_manager/runtimes.py
       sci: {type: podman, image: localhost/fnserve-worker:latest, min_warm_workers: 1}
+    allowed_serializers: [dill-code, source, json-data]   # optional: arguments as JSON only
 
 Every key of ``provider`` / ``launcher`` except ``type`` is passed to the Parsl class unchanged,
 and checked against that class's own signature, so a typo is named with the allowed keys.
@@ -286,6 +287,9 @@ class EndpointConfig:
     forwarder_public_key: str = ""
     curve_public_key: str = ""
     curve_secret_key: str = field(default="", repr=False)
+    # Serializer strategies workers may load (functions and arguments); None: any. E.g.
+    # [dill-code, source, json-data]: functions as usual, arguments JSON only (no pickles).
+    allowed_serializers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         keys = (self.forwarder_public_key, self.curve_public_key, self.curve_secret_key)
@@ -308,9 +312,24 @@ class EndpointConfig:
         if type(self.max_tasks_held) is not int or self.max_tasks_held < 0:
             raise ConfigError(f"max_tasks_held must be an integer >= 0 (0: automatic), got {self.max_tasks_held!r}",
                               details={"key": "max_tasks_held"})
+        self._check_serializers()
         if type(self.max_result_bytes) is not int or self.max_result_bytes <= 0:
             raise ConfigError(f"max_result_bytes must be a positive integer, got {self.max_result_bytes!r}",
                               details={"key": "max_result_bytes"})
+
+    def _check_serializers(self) -> None:
+        from fnserve.serialize import CODE_STRATEGIES, DATA_STRATEGIES, parse_policy
+
+        try:
+            self.allowed_serializers = parse_policy(self.allowed_serializers)
+        except BadRequest as exc:
+            raise ConfigError(exc.message, details={"key": "allowed_serializers"}) from None
+        allowed = self.allowed_serializers
+        if allowed is not None and not (set(allowed) & set(CODE_STRATEGIES) and set(allowed) & set(DATA_STRATEGIES)):
+            raise ConfigError(
+                f"allowed_serializers must name at least one function strategy ({', '.join(CODE_STRATEGIES)}) and one "
+                f"data strategy ({', '.join(DATA_STRATEGIES)}), or nothing could run; got {list(allowed)}",
+                details={"key": "allowed_serializers"})
 
     @property
     def task_capacity(self) -> int:

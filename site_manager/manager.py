@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from fnserve.errors import FnserveError
+from fnserve.serialize import narrow
 from fnserve.messages import (
     Disconnect,
     ResultMessage,
@@ -80,6 +81,7 @@ class SiteManager:
             capacity=config.task_capacity,
             # Unacked results survive a kill -9 of this process (replayed after a restart).
             ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
+            allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
         )
         self.inbox = ResultInbox()
         self.control_dir = control_dir(config.endpoint_id)
@@ -251,6 +253,10 @@ class SiteManager:
             task.outputs_address = self.outputs.address
             task.control_dir = str(self.control_dir)
             task.max_result_bytes = self.config.max_result_bytes
+            # What the service asks (data only for a function-restricted endpoint) and what this
+            # endpoint's admin allows, both: the worker loads nothing else.
+            allowed = narrow(task.allowed_serializers, self.config.allowed_serializers)
+            task.allowed_serializers = None if allowed is None else list(allowed)
             if task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
                 future = self.engine.submit(encode_task(task), runtime=task.runtime)
             else:

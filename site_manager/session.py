@@ -185,9 +185,11 @@ class Session:
         max_retries: int = 2,
         capacity: int = 0,
         ledger: ResultLedger | None = None,
+        allowed_serializers: list[str] | None = None,
     ) -> None:
         self._register = Register(
-            endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity
+            endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity,
+            allowed_serializers=allowed_serializers,
         )
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold

@@ -404,7 +404,9 @@ class Forwarder:
             self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
         # Whatever was in flight and is not held by the (re)connecting site manager is lost.
         requeued = self.store.requeue_inflight_except(msg.endpoint_id, set(msg.holding))
-        self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""))
+        # The serializers it loads: the web service refuses other argument strategies at submit.
+        serializers = "*" if msg.allowed_serializers is None else ",".join(msg.allowed_serializers)
+        self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""), serializers=serializers)
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
         self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold))

@@ -7,7 +7,8 @@ Keys (all prefixed by ``fns:``)::
     fn:{id}              the serialized function body, cached for dispatch
     ep:{id}:queue        list of task ids waiting for the endpoint (oldest at the left)
     ep:{id}:inflight     set of task ids sent to the endpoint and not yet finished
-    ep:{id}:status       hash: connected, timestamps, and what the site manager last reported
+    ep:{id}:status       hash: connected, timestamps, what the site manager last reported, the
+                         serializers it accepts (``serializers``) and ``restricted`` (allowlist)
     stats:rejected_results  hash: endpoint id -> results it sent for tasks it did not hold
     channel wake         published with an endpoint id whenever its queue grows ("cancel:" +
                          id: dispatched tasks were cancelled; "revoke:" + id: it was deleted)
@@ -33,6 +34,7 @@ import msgspec
 import redis
 
 from fnserve.messages import EndpointStatus, ResultMessage, TaskMessage
+from fnserve.serialize import data_only
 from fnserve.states import TERMINAL, TaskState
 
 P = "fns:"
@@ -193,7 +195,7 @@ def _record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
 # tasks in the in-flight set: the endpoint's capacity; nothing until a quarter of it is free, so
 # a busy endpoint gets a few large batches rather than one per finished task), skips tasks that are no longer waiting
 # (cancelled), marks the rest dispatched, adds them to the in-flight set and returns their
-# dispatch fields.
+# dispatch fields, with the endpoint's `restricted` flag (KEYS[3], its status hash).
 _CLAIM = """
 local n = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[4])
@@ -204,6 +206,7 @@ if capacity > 0 then
 end
 local ids = redis.call('LPOP', KEYS[1], n)
 if not ids then return {} end
+local restricted = redis.call('HGET', KEYS[3], 'restricted') or '0'
 local out = {}
 for _, id in ipairs(ids) do
   local k = ARGV[3] .. id
@@ -211,7 +214,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 'state', 'dispatched', 't_dispatched', ARGV[2])
     redis.call('SADD', KEYS[2], id)
     local f = redis.call('HMGET', k, 'function_id', 'payload', 'runtime', 'walltime', 'result_strategy', 'max_retries')
-    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or ''})
+    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or '', restricted})
   end
 end
 return out
@@ -503,18 +506,21 @@ class TaskStore:
         With ``capacity`` > 0, no more than leaves ``capacity`` tasks in flight for it, and none
         until at least a quarter of ``capacity`` is free.
         """
-        rows = self._claim(keys=[queue_key(endpoint_id), inflight_key(endpoint_id)],
+        rows = self._claim(keys=[queue_key(endpoint_id), inflight_key(endpoint_id), status_key(endpoint_id)],
                            args=[max_tasks, repr(time.time()), P + "task:", capacity])
         if not rows:
             return []
         bodies = self._function_bodies({row[1].decode() for row in rows})
         tasks = []
-        for task_id, function_id, payload, runtime, walltime, strategy, retries in rows:
+        for task_id, function_id, payload, runtime, walltime, strategy, retries, restricted in rows:
             fid = function_id.decode()
             tasks.append(TaskMessage(
                 task_id=task_id.decode(), function_id=fid, function=bodies.get(fid, b""), payload=payload,
                 runtime=runtime.decode() or None, walltime=float(walltime) if walltime else None,
                 result_strategy=strategy.decode() or None, max_retries=int(retries) if retries else None,
+                # A function-restricted endpoint's workers load no code-capable arguments, even
+                # for tasks queued before the restriction.
+                allowed_serializers=list(data_only(None)) if restricted == b"1" else None,
             ))
         return tasks
 
@@ -591,6 +597,11 @@ class TaskStore:
         if report is not None:
             fields["report"] = msgspec.json.encode(report)
         self.r.hset(status_key(endpoint_id), mapping=fields)
+
+    def set_restricted(self, endpoint_id: str, restricted: bool) -> None:
+        """Note that the endpoint runs only allowed functions (dispatch then stamps its tasks
+        data-only; see ``claim``)."""
+        self.r.hset(status_key(endpoint_id), "restricted", int(restricted))
 
     def endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
         raw = {k.decode(): v for k, v in self.r.hgetall(status_key(endpoint_id)).items()}

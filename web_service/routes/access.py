@@ -61,7 +61,9 @@ def set_allowlist(endpoint_id: str) -> Response:
     state = current()
     ids = service.parse_allowlist(json_body())
     with state.sessions() as session:
-        return respond(service.set_allowlist(session, identity(), endpoint_id, ids, state.ownership))
+        answer = service.set_allowlist(session, identity(), endpoint_id, ids, state.ownership)
+    state.store.set_restricted(endpoint_id, ids is not None)
+    return respond(answer)
 
 
 @bp.get("/groups")

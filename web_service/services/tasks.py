@@ -27,7 +27,7 @@ from web_service.services.functions import forbidden, function_not_found
 from web_service.services.runtimes import task_runtimes
 from web_service.quotas import QuotaChecker
 from web_service.usage import UsageEntry, log_usage
-from web_service.task_store import NewTask, TaskRecord, TaskStore, function_key
+from web_service.task_store import NewTask, TaskRecord, TaskStore, function_key, status_key
 from web_service.validation import decode_base64, invalid, optional_number, optional_str, require_str
 
 RESULT_FORMATS = ("json", "python")
@@ -195,7 +195,8 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
         first_use.setdefault(("endpoint", spec.endpoint_id), i)
     _authorize(session, owner, first_use, cache)
     _check_allowlists(specs, cache, session)
-    _ensure_usable(session, store, first_use, cache)
+    declared = _ensure_usable(session, store, first_use, cache)
+    _check_serializers(specs, declared, cache, session)
     runtimes = task_runtimes(session, store, owner, [(s.function_id, s.endpoint_id, s.runtime) for s in specs], cache)
     tasks = [
         NewTask(
@@ -240,14 +241,21 @@ def _check_allowlists(specs: list[TaskSpec], cache: OwnershipCache | None, sessi
             raise function_not_allowed(function_id, endpoint_id, index=index)
 
 
-def _ensure_usable(session: Session, store: TaskStore, first_use: dict[tuple[str, str], int], cache: OwnershipCache | None) -> None:
-    """One Redis round trip: function bodies present, endpoints not deleted meanwhile."""
+def _ensure_usable(session: Session, store: TaskStore, first_use: dict[tuple[str, str], int],
+                   cache: OwnershipCache | None) -> dict[str, tuple[str, ...] | None]:
+    """One Redis round trip: function bodies present, endpoints not deleted meanwhile; returns
+    the serializers each endpoint said it loads (None: any, or not said yet)."""
     keys = list(first_use)
+    endpoints = [ident for kind, ident in keys if kind == "endpoint"]
     pipe = store.r.pipeline(transaction=False)
     for kind, ident in keys:
         pipe.exists(function_key(ident) if kind == "function" else tombstone_key(ident))
+    for ident in endpoints:
+        pipe.hget(status_key(ident), "serializers")
+    answers = pipe.execute()
+    declared = {e: _policy(v) for e, v in zip(endpoints, answers[len(keys):])}
     missing: list[str] = []
-    for (kind, ident), found in zip(keys, pipe.execute()):
+    for (kind, ident), found in zip(keys, answers):
         if kind == "endpoint" and found:
             if cache is not None:
                 cache.forget((kind, ident))
@@ -256,6 +264,33 @@ def _ensure_usable(session: Session, store: TaskStore, first_use: dict[tuple[str
             missing.append(ident)
     if missing:
         _recache_functions(session, store, missing, first_use, cache)
+    return declared
+
+
+def _policy(raw: bytes | None) -> tuple[str, ...] | None:
+    if raw is None or raw == b"*":
+        return None
+    return tuple(s for s in raw.decode().split(",") if s)
+
+
+def _check_serializers(specs: list[TaskSpec], declared: dict[str, tuple[str, ...] | None], cache: OwnershipCache | None,
+                       session: Session) -> None:
+    """Arguments only in strategies the endpoint loads; and for an endpoint restricted to
+    allowed functions, no code-capable argument strategy (a dill argument is code that runs
+    before the allowed function does). Headers only: nothing is loaded here."""
+    access = access_for(session, [("endpoint", e) for e in declared], cache)
+    for i, s in enumerate(specs):
+        acc = access.get(("endpoint", s.endpoint_id))
+        restricted = acc is not None and acc.restricted
+        policy = serialize.narrow(declared.get(s.endpoint_id), serialize.data_only(None) if restricted else None)
+        if policy is None:
+            continue
+        try:
+            serialize.check_allowed(s.payload, policy, f"tasks[{i}] arguments")
+        except SerializationError as exc:
+            why = "it runs only allowed functions" if restricted else "its allowed_serializers"
+            raise type(exc)(f"{exc.message} (endpoint {s.endpoint_id}: {why})", code=exc.code,
+                                     details={**exc.details, "index": i, "endpoint_id": s.endpoint_id}) from None
 
 
 def _recache_functions(session: Session, store: TaskStore, function_ids: list[str], first_use: dict[tuple[str, str], int], cache: OwnershipCache | None) -> None:

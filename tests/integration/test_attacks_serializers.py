@@ -69,26 +69,45 @@ def test_an_endpoint_that_runs_only_allowed_functions_refuses_dill_arguments_at_
         fc.set_allowed_functions(stack.endpoint_id, None)
 
 
-def test_workers_refuse_code_arguments_that_reached_them_before_the_policy(stack):
-    """Tasks queued while the endpoint was down, before its owner restricted it and its admin
-    set ``allowed_serializers``: the worker checks the arguments' header and loads nothing."""
-    fc = stack.client()
-    fid = fc.register_source(ECHO, "echo")
-    marker = stack.tmp / "worker-marker"
-    stack.cli("endpoint", "stop", "local")
-    queued = [fc.submit(fid, stack.endpoint_id, [Smuggled(str(marker))]) for _ in range(2)]
-    config = stack.home / "endpoints/local/config.yaml"
-    data = yaml.safe_load(config.read_text())
-    data["allowed_serializers"] = ["dill-code", "source", "json-data"]
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
-    stack.cli("endpoint", "start", "local")
-    for task_id in queued:
+def _fails_unloaded(fc, task_ids, marker) -> None:
+    for task_id in task_ids:
         with pytest.raises(TaskFailed) as failed:
             fc.get_result(task_id, timeout=90)
         assert failed.value.code == "serializer_not_allowed", failed.value
         assert "'dill-data' is not allowed" in str(failed.value)
     assert not marker.exists(), marker.read_text()
-    # The endpoint told the service what it loads: new dill arguments are refused at submit.
+
+
+def test_workers_refuse_code_arguments_queued_before_the_endpoint_was_restricted(stack):
+    """Tasks queued while the endpoint was down, before its owner restricted it to allowed
+    functions: dispatch marks them data-only and the worker loads nothing but the header."""
+    fc = stack.client()
+    fid = fc.register_source(ECHO, "echo")
+    marker = stack.tmp / "queued-marker"
+    stack.cli("endpoint", "stop", "local")
+    queued = [fc.submit(fid, stack.endpoint_id, [Smuggled(str(marker))]) for _ in range(2)]
+    fc.set_allowed_functions(stack.endpoint_id, [fid])
+    try:
+        stack.cli("endpoint", "start", "local")
+        _fails_unloaded(fc, queued, marker)
+    finally:
+        fc.set_allowed_functions(stack.endpoint_id, None)
+
+
+def test_an_endpoint_admits_only_the_serializers_its_admin_allows(stack):
+    """``allowed_serializers`` in the endpoint config: workers refuse other strategies (tasks
+    queued before it was set), and the service refuses them at submit once the endpoint said so."""
+    fc = stack.client()
+    fid = fc.register_source(ECHO, "echo")
+    marker = stack.tmp / "config-marker"
+    stack.cli("endpoint", "stop", "local")
+    queued = [fc.submit(fid, stack.endpoint_id, [Smuggled(str(marker))])]
+    config = stack.home / "endpoints/local/config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["allowed_serializers"] = ["dill-code", "source", "json-data"]
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    stack.cli("endpoint", "start", "local")
+    _fails_unloaded(fc, queued, marker)
     with pytest.raises(SerializationError) as refused:
         fc.submit(fid, stack.endpoint_id, [Smuggled(str(marker))])
     assert refused.value.code == "serializer_not_allowed" and "allowed_serializers" in str(refused.value)

@@ -32,7 +32,13 @@ def mark(control_dir: str | None, task_id: str) -> None:
 
 def pids_running(control_dir: str | Path, task_ids: set[str]) -> dict[str, int]:
     """``task_id -> pid`` of the worker processes whose mark names one of ``task_ids``."""
-    found: dict[str, int] = {}
+    return {t: pid for t, (pid, _) in tasks_started(control_dir, task_ids).items()}
+
+
+def tasks_started(control_dir: str | Path, task_ids: set[str]) -> dict[str, tuple[int, float]]:
+    """``task_id -> (pid, unix time it started)`` for the marks naming one of ``task_ids``
+    (a mark is written when its worker starts the task: its mtime is the start)."""
+    found: dict[str, tuple[int, float]] = {}
     try:
         entries = list(os.scandir(control_dir))
     except OSError:
@@ -43,8 +49,9 @@ def pids_running(control_dir: str | Path, task_ids: set[str]) -> dict[str, int]:
         try:
             with open(entry.path, "rb") as f:
                 task_id = f.read().decode()
+            started = entry.stat().st_mtime
         except OSError:
             continue
         if task_id in task_ids:
-            found[task_id] = int(entry.name)
+            found[task_id] = (int(entry.name), started)
     return found

@@ -269,6 +269,9 @@ class EndpointConfig:
     drain_timeout: float = 30.0
     # Reruns of a task whose worker or block was lost (a task's own max_retries overrides it).
     max_retries: int = 2
+    # Seconds past its walltime a task may keep running before the site manager kills its worker
+    # (site_manager.walltime: the limit enforced from outside the task).
+    walltime_grace: float = 5.0
     # Largest serialized result a task may return; a bigger one fails with result_too_large.
     max_result_bytes: int = 10 * 1024 * 1024
     # Most tasks the endpoint holds at once (sent to it, not yet finished); the service keeps
@@ -313,6 +316,9 @@ class EndpointConfig:
             raise ConfigError(f"max_tasks_held must be an integer >= 0 (0: automatic), got {self.max_tasks_held!r}",
                               details={"key": "max_tasks_held"})
         self._check_serializers()
+        if isinstance(self.walltime_grace, bool) or not isinstance(self.walltime_grace, (int, float)) or not 0 < self.walltime_grace <= 3600:
+            raise ConfigError(f"walltime_grace must be a number of seconds in (0, 3600], got {self.walltime_grace!r}",
+                              details={"key": "walltime_grace"})
         if type(self.max_result_bytes) is not int or self.max_result_bytes <= 0:
             raise ConfigError(f"max_result_bytes must be a positive integer, got {self.max_result_bytes!r}",
                               details={"key": "max_result_bytes"})

@@ -35,12 +35,17 @@ from site_manager.runtime_pool import RuntimePool
 from site_manager.failures import failure_result
 from site_manager.inbox import ResultInbox
 from site_manager.outputs import OutputRelay, advertised_host
+from node_manager.running import tasks_started
 from site_manager.cancel import control_dir, kill_tasks
+from site_manager.walltime import overdue
 from site_manager.ledger_store import LedgerStore
 from site_manager.session import Action, Backoff, Exit, Kill, Reconnect, ResultLedger, Send, Session, Submit
 from site_manager.status import EngineStatus
 
 logger = logging.getLogger(__name__)
+
+# Seconds between checks for tasks past their walltime (only while such tasks run).
+WALLTIME_CHECK = 1.0
 
 
 def software_versions() -> dict[str, str]:
@@ -90,6 +95,7 @@ class SiteManager:
         self._reconnect_at: float | None = 0.0  # connect at once
         self._stop_requested = threading.Event()
         self._drain_deadline: float | None = None
+        self._walltime_check_at: float | None = None  # set while tasks with a walltime run
         self._poller = zmq.Poller()
         self._poller.register(self.inbox.fileno(), zmq.POLLIN)
         # Side channel for fnserve.report() from workers (HTEX carries only tasks and results).
@@ -128,6 +134,7 @@ class SiteManager:
             actions += self.session.tick(
                 time.monotonic(), time.time(), self._engine_status
             )
+            actions += self._enforce_walltimes(time.monotonic())
             if self._stop_requested.is_set() and self._drain_deadline is None:
                 self._begin_drain()
             code = self._perform(actions)
@@ -136,6 +143,24 @@ class SiteManager:
             if self._drain_deadline is not None and self._drain_finished():
                 return self._leave()
 
+    def _enforce_walltimes(self, now: float) -> list[Action]:
+        """Kill the workers of tasks past walltime + grace (checked every WALLTIME_CHECK s,
+        and only while tasks with a walltime run)."""
+        if self._walltime_check_at is None or now < self._walltime_check_at:
+            if self._walltime_check_at is None and self.session.walltimes():
+                self._walltime_check_at = now + WALLTIME_CHECK
+            return []
+        walltimes = self.session.walltimes()
+        self._walltime_check_at = now + WALLTIME_CHECK if walltimes else None
+        if not walltimes:
+            return []
+        started = {t: at for t, (_, at) in tasks_started(self.control_dir, set(walltimes)).items()}
+        late = overdue(started, walltimes, time.time(), self.config.walltime_grace)
+        if late:
+            logger.warning("task(s) %s ran past walltime + %g s grace: killing their workers", ", ".join(late),
+                           self.config.walltime_grace)
+        return self.session.walltime_passed(late, self.config.walltime_grace)
+
     def _poll_timeout(self, now: float) -> float:
         deadlines = [
             d
@@ -143,6 +168,7 @@ class SiteManager:
                 self.session.next_deadline(),
                 self._reconnect_at,
                 self._drain_deadline,
+                self._walltime_check_at,
             )
             if d is not None
         ]

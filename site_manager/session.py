@@ -34,6 +34,7 @@ from fnserve.messages import (
 )
 from site_manager.retries import final_result, should_retry
 from site_manager.status import EngineStatus, endpoint_status
+from site_manager.walltime import walltime_result
 
 if TYPE_CHECKING:
     from site_manager.ledger_store import LedgerStore
@@ -201,7 +202,8 @@ class Session:
         # Running tasks' messages and runs so far: what a retry after a lost worker resubmits.
         self._tasks: dict[str, TaskMessage] = {}
         self._attempts: dict[str, int] = {}
-        # Cancelled while running: their results are dropped when they arrive.
+        # Cancelled while running, or already reported as past their walltime: their results
+        # (the killed worker's 'lost' report) are dropped when they arrive.
         self.cancelled: set[str] = set()
         self.draining = False
         self._last_heard = 0.0
@@ -303,6 +305,30 @@ class Session:
             self._next_heartbeat = now + self.heartbeat_period
             return [Send(Heartbeat(sent_at=wall_time)), Send(endpoint_status(status()))]
         return []
+
+    def walltimes(self) -> dict[str, float]:
+        """Walltimes of the tasks running here that have one (for the outside watchdog)."""
+        return {t: task.walltime for t, task in self._tasks.items()
+                if task.walltime and t in self.running and t not in self.cancelled}
+
+    def walltime_passed(self, task_ids: list[str], grace: float) -> list[Action]:
+        """These tasks ran past walltime + grace: kill their workers and report them failed now
+        (``walltime_exceeded``, never retried); the worker's 'lost' report is dropped later."""
+        results = []
+        for t in task_ids:
+            task = self._tasks.get(t)
+            if task is None or t not in self.running or t in self.cancelled:
+                continue
+            results.append(walltime_result(t, task.walltime or 0.0, grace, task.timings))
+        if not results:
+            return []
+        killed = tuple(r.task_id for r in results)
+        self.cancelled.update(killed)
+        for t in killed:
+            self.running.discard(t)  # ended here; _forget runs when the lost report comes
+        fresh = self.ledger.add_many(results)
+        actions: list[Action] = [Kill(killed)]
+        return actions + (_batches(fresh) if self.state is State.READY else [])
 
     def start_drain(self) -> None:
         """Stop taking new tasks (shutdown): tasks that arrive now are left to the forwarder."""

@@ -19,13 +19,13 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_HERE, os.environ.get("PY
 
 
 @contextmanager
-def bare_htex(workers: int) -> Iterator[Any]:
+def bare_htex(workers: int, encrypted: bool = False) -> Iterator[Any]:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
     run_dir = tempfile.mkdtemp(prefix="htex-bench-")
     ex = HighThroughputExecutor(label="bench", provider=LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1),
-                                max_workers_per_node=workers, encrypted=False)
+                                max_workers_per_node=workers, encrypted=encrypted)
     ex.run_dir = run_dir
     ex.provider.script_dir = run_dir
     ex.start()

@@ -8,6 +8,7 @@ node manager on the bytes as they came from the forwarder and Parsl never pickle
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -35,6 +36,7 @@ from site_manager.status import EngineStatus, summarize
 logger = logging.getLogger(__name__)
 
 TASK_EXECUTOR = {"task_executor": {"f": "node_manager.execute.execute_task"}}
+WORKER_UMASK = "umask 077"
 
 
 def make_launcher(launcher: LauncherConfig) -> Any:
@@ -58,6 +60,10 @@ def make_provider(
     options = dict(provider.options)
     if worker_init:
         options["worker_init"] = worker_init
+    if "worker_init" in inspect.signature(cls.__init__).parameters:
+        # Block files (worker logs, Parsl's run dirs) private on every scheduler, whatever
+        # umask the batch system gives jobs (PBS does not pass the submitter's on).
+        options["worker_init"] = f"{WORKER_UMASK}\n{options.get('worker_init') or ''}".rstrip("\n")
     if provider.type != "kubernetes":  # pods start their worker pool themselves
         options["launcher"] = make_launcher(launcher or LauncherConfig())
     obj = cls(

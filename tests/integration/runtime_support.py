@@ -63,3 +63,16 @@ def where() -> dict[str, Any]:
 
     with open("/proc/1/cmdline", "rb") as f:  # in a podman/Docker container the pool is PID 1
         return {"pid": os.getpid(), "prefix": sys.prefix, "container": b"node_manager.pool" in f.read()}
+
+
+def assert_interchange_encrypted(engine_run_dir: Path) -> None:
+    """The engine under ``engine_run_dir`` ran CurveZMQ: its worker pools were launched with the
+    certificates folder Parsl made (0700), not ``--cert_dir None``."""
+    import stat
+
+    certs = sorted(engine_run_dir.glob("*/certificates"))
+    assert certs, f"no CurveZMQ certificates under {engine_run_dir}"
+    assert stat.S_IMODE(certs[0].stat().st_mode) == 0o700
+    scripts = [p.read_text(errors="replace") for p in (engine_run_dir / "submit_scripts").iterdir() if p.is_file()]
+    assert scripts and all("--cert_dir None" not in s for s in scripts), scripts[:1]
+    assert any(f"--cert_dir {certs[0]}" in s for s in scripts), scripts[:1]

@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 from apptainer_support import install, make_sif
-from runtime_support import IMAGE, IMAGE_DIR, add_runtimes, build_image, have_podman, make_venv, require_docker
+from runtime_support import (
+    IMAGE,
+    IMAGE_DIR,
+    add_runtimes,
+    assert_interchange_encrypted,
+    build_image,
+    have_podman,
+    make_venv,
+    require_docker,
+)
 from stack_support import REPO, running_stack
 
 from fnserve.errors import Conflict, TaskFailed
@@ -130,6 +139,9 @@ def test_podman_docker_and_venv_functions_run_from_the_sdk_warm_and_each_task_sa
     assert {r["prefix"] for r in pod + dock} == {"/opt/python"}  # with the image's Python
     assert {r["prefix"] for r in venv} == {str(stack.venv)}  # really the venv's interpreter
     assert host["prefix"] != str(stack.venv)
+    # Inside the container too, workers reached the interchange over CurveZMQ (keys bind-mounted).
+    assert_interchange_encrypted(stack.run_dir / "runtimes/pod")
+    assert_interchange_encrypted(stack.run_dir / "engine")
     # The CLI names a runtime per run too, and waits for the result.
     out = stack.cli("run", host_fn, "--endpoint", stack.endpoint_id, "--runtime", "py-venv")
     assert f'"prefix": "{stack.venv}"' in out.stdout

@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 
 from fnserve.errors import NotFound, TaskFailed
+from tests.integration.runtime_support import assert_interchange_encrypted
 from tests.integration.slurm_support import (
     Stack,
     batch_jobs,
@@ -76,6 +77,8 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     first = fc.get_result(fc.run(fid, endpoint_id), timeout=120)
     assert first["job"] is not None
     assert batch_jobs(run_dir) == [first["job"]]
+    # The batch job's workers reached the interchange over CurveZMQ, keys from the shared run_dir.
+    assert_interchange_encrypted(run_dir / "engine")
 
     # Status while the block is up: the REST route, the SDK and both CLI listings show it.
     site = wait_for(lambda: (fc.get_endpoint_status(endpoint_id).get("site") or {}).get("workers") and

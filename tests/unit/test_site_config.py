@@ -53,10 +53,11 @@ def test_provider_options_reach_the_parsl_provider(tmp_path: Path) -> None:
     )
     provider = make_provider(config.provider, config.scaling, tmp_path)
     assert isinstance(provider, LocalProvider)
+    # The admin's worker_init runs after the umask that keeps block files private.
     assert (provider.init_blocks, provider.max_blocks, provider.worker_init) == (
         0,
         3,
-        "true",
+        "umask 077\ntrue",
     )
     assert provider.script_dir == str(tmp_path)
 

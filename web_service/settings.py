@@ -29,7 +29,7 @@ class Settings:
     """
 
     database_url: str = field(default_factory=default_database_url)
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
     max_payload_bytes: int = 10 * MIB  # one function body, or one task's arguments
     result_ttl: int = 7 * 24 * 3600  # seconds a finished task stays readable
     forwarder_address: str = "tcp://127.0.0.1:55001"  # what endpoints are told to connect to

@@ -177,6 +177,12 @@ def test_no_state_file_is_readable_by_another_account(stack, attacker):
         if attacker.can_read(path):
             readable.append(rel)
     assert not readable, f"another account read: {readable}"
+    # The Redis password is in its file only: not in any log, not on any command line.
+    password = (stack.home / "service/secrets/redis.password").read_text().strip()
+    for log in stack.home.rglob("*.log"):
+        assert password not in log.read_text(errors="replace"), log
+    pid = int((stack.home / "service/run/redis.pid").read_text())
+    assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def test_a_loosened_state_folder_is_named_in_a_warning_at_start(stack):

@@ -27,7 +27,15 @@ engine:
   prefetch_capacity: 0                # tasks a node may hold beyond its idle workers
   heartbeat_period: {hb_period:<18}# seconds between worker <-> site manager heartbeats
   heartbeat_threshold: {hb_threshold:<15}# seconds of silence before a block counts as lost
-  # address: 10.0.0.5                 # this host's address as compute nodes see it
+  # address: 10.0.0.5                 # this host's address as compute nodes see it (the
+                                      # interchange binds it; default: loopback for local blocks)
+  encrypted: true                     # CurveZMQ interchange <-> workers; off lets anyone who
+                                      # reaches the interchange run code as you
+
+# Serializers workers may load (default: any). Arguments as JSON only, no pickles:
+# allowed_serializers: [dill-code, source, json-data]
+# Seconds past a task's walltime before its worker is killed (walltime_exceeded).
+# walltime_grace: 5
 """
 
 _LOCAL = """\

@@ -41,6 +41,8 @@ class Stack:
         self.env = env
         self.url = f"http://127.0.0.1:{port}"
         home = Path(env["FNSERVE_HOME"])
+        self.home = home
+        self.tmp = home.parent  # the test's own folder beside it (marker files, logs)
         self.endpoint_id = yaml.safe_load((home / "endpoints/local/config.yaml").read_text())["endpoint_id"]
         self.token = yaml.safe_load((home / "client.yaml").read_text())["token"]
 

@@ -42,10 +42,7 @@ class _Payload:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hostile")
-    with running_stack(tmp / "home") as st:
-        st.home = tmp / "home"
-        st.tmp = tmp
+    with running_stack(tmp_path_factory.mktemp("hostile") / "home") as st:
         yield st
 
 

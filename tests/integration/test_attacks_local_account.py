@@ -55,8 +55,6 @@ except Exception as exc:
 @pytest.fixture(scope="module")
 def stack():
     with shared_host_dir() as base, running_stack(base / "home") as st:
-        st.home = base / "home"
-        st.base = base
         yield st
 
 
@@ -87,7 +85,7 @@ def _slow_task(stack) -> tuple[str, str]:
 
 def test_interchange_runs_no_pickle_from_another_account_and_real_tasks_still_run(stack, attacker):
     port = _interchange_port(stack)
-    marker = stack.base / "interchange-marker"
+    marker = stack.tmp / "interchange-marker"
     # The interchange listens on loopback only (local blocks): not on the host's other interfaces.
     bound = (stack.home / "endpoints/local/run/engine/fnserve/interchange.log").read_text()
     assert f"tcp://*:{port}" not in bound

@@ -44,10 +44,7 @@ class Smuggled:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serializers")
-    with running_stack(tmp / "home") as st:
-        st.home = tmp / "home"
-        st.tmp = tmp
+    with running_stack(tmp_path_factory.mktemp("serializers") / "home") as st:
         yield st
 
 

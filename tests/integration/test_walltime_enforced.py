@@ -54,7 +54,6 @@ def stack(tmp_path_factory):
         data["engine"].update(heartbeat_period=2, heartbeat_threshold=10)
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         st.cli("endpoint", "restart", "local")
-        st.tmp = tmp
         yield st
 
 

@@ -172,7 +172,8 @@ class Executor(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
         """Run ``fn(*args, **kwargs)`` on the endpoint; returns its future at once."""
         function_id = self.register(fn)
-        spec = _task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None)
+        spec = _task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
+                          self.client._json_results)
         future = TaskFuture(self)
         with self._lock:
             if self._shutdown:
@@ -458,7 +459,8 @@ def _resolve(future: TaskFuture, task: dict[str, Any]) -> None:
     if future.done():
         return
     try:
-        value = result_of(task)
+        # The client's allowed_result_serializers hold for futures too.
+        value = result_of(task, future._executor.client.allowed_result_serializers)
     except TaskCancelled:
         future._cancel_locally()
         return

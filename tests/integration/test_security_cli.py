@@ -63,7 +63,8 @@ def test_cli_login_share_allowlist_usage_and_operator_commands(service, capfd):
     assert json.loads(_as(runner, ann_home, "endpoint", "allow", eid, fid).output)["function_ids"] == [fid]
     assert json.loads(_as(runner, ann_home, "endpoint", "allowlist", eid).output)["restricted"] is True
     ben = Client(url, ben_token)
-    ben.submit(fid, eid, (1,))
+    # A restricted endpoint takes data-only (JSON) arguments (docs/security.md, serializer policy).
+    ben.submit(fid, eid, (1,), serializer="json-data")
     refused = _as(runner, ben_home, "share", "function", fid, "--user", "eve")
     assert refused.exit_code == 1 and "owner_only" in refused.output
     assert json.loads(_as(runner, ann_home, "unshare", "function", fid, "--user", "ben").output)["users"] == []

@@ -104,12 +104,11 @@ def _start_site_manager(reg: dict, run_dir: Path) -> subprocess.Popen:
 
 
 @pytest.fixture(params=["local", "globus"])
-def deployment(request, tmp_path, redis_client, monkeypatch):
+def deployment(request, tmp_path, redis_url, redis_client, monkeypatch):
     mode = request.param
     fport = _free_port()
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}", redis_url=redis_client.connection_pool.connection_kwargs and
-        f"redis://127.0.0.1:{redis_client.connection_pool.connection_kwargs['port']}/0",
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}", redis_url=redis_url,
         forwarder_address=f"tcp://127.0.0.1:{fport}", forwarder_key_file=str(tmp_path / "forwarder.key"), max_wait=10,
         auth_mode=mode, globus_client_id=standin.SERVICE_CLIENT_ID if mode == "globus" else "",
         globus_client_secret="service-secret" if mode == "globus" else "", globus_scope=standin.SCOPE if mode == "globus" else "",
@@ -185,7 +184,8 @@ def test_share_run_refuse_and_account_in_both_identity_modes(deployment, monkeyp
 
         # Bob runs it on the shared endpoint.
         sizes = [1000, 20000, 300000]
-        task_ids = [bob.submit(fid, eid, (n,), {"label": "PAYLOAD-MARKER-7f3a"}) for n in sizes]
+        # (JSON arguments: a function-restricted endpoint takes no code-capable ones.)
+        task_ids = [bob.submit(fid, eid, (n,), {"label": "PAYLOAD-MARKER-7f3a"}, serializer="json-data") for n in sizes]
         results = bob.get_batch_result(task_ids, timeout=60)
         import math
 

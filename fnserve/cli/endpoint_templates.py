@@ -27,8 +27,8 @@ engine:
   prefetch_capacity: 0                # tasks a node may hold beyond its idle workers
   heartbeat_period: {hb_period:<18}# seconds between worker <-> site manager heartbeats
   heartbeat_threshold: {hb_threshold:<15}# seconds of silence before a block counts as lost
-  # address: 10.0.0.5                 # this host's address as compute nodes see it (the
-                                      # interchange binds it; default: loopback for local blocks)
+  # address: 10.0.0.5                 # this host's address as compute nodes see it
+                                      # (the interchange binds it; default: loopback for local blocks)
   encrypted: true                     # CurveZMQ interchange <-> workers; off lets anyone who
                                       # reaches the interchange run code as you
 
@@ -115,6 +115,9 @@ _KUBERNETES = """\
 # endpoint where pods can reach it (in the cluster, as a Deployment with a Service exposing
 # that port; or on a host with an address routable from the pods) and put that address above
 # (e.g. address: fnserve-endpoint.science.svc.cluster.local; worker_port: 54000).
+# engine.encrypted (on by default) needs Parsl's CurveZMQ keys in the pods at the same path:
+# mount {run_dir}/engine/fnserve/certificates there (provider.persistent_volumes), or, only
+# where no one else can reach the interchange's port, set engine.encrypted: false.
 # Needs `pip install 'fnserve[kubernetes]'` and a kubeconfig (or the pod's service account).
 provider:
   type: kubernetes                    # parsl.providers.KubernetesProvider: blocks are pods

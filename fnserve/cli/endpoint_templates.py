@@ -116,7 +116,7 @@ _KUBERNETES = """\
 # that port; or on a host with an address routable from the pods) and put that address above
 # (e.g. address: fnserve-endpoint.science.svc.cluster.local; worker_port: 54000).
 # engine.encrypted (on by default) needs Parsl's CurveZMQ keys in the pods at the same path:
-# mount {run_dir}/engine/fnserve/certificates there (provider.persistent_volumes), or, only
+# mount <run_dir>/engine/fnserve/certificates there (provider.persistent_volumes), or, only
 # where no one else can reach the interchange's port, set engine.encrypted: false.
 # Needs `pip install 'fnserve[kubernetes]'` and a kubeconfig (or the pod's service account).
 provider:

@@ -62,6 +62,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Node-local directory where the worker notes which task it runs (node_manager.running),
     # so that the site manager can stop a cancelled one.
     control_dir: str | None = None
+    # What the submitter asked of the resources (a JSON object, e.g. {"num_nodes": 2}); the
+    # service records and forwards it, the endpoint decides what it means.
+    resource_specification: dict[str, Any] | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -71,6 +74,11 @@ class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str
     message: str
     traceback: str = ""
+    # The exception's class as module and qualified name, and its args when they are plain
+    # JSON scalars: enough for a client to raise the same class again (never a pickle).
+    module: str = ""
+    qualname: str = ""
+    args: list[Any] | None = None
 
 
 class ResultMessage(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -117,7 +117,7 @@ class Client(AccessMethods):
         if not self.transport.token and self.transport.refresh_token is not None:
             self.transport.token = self.transport.refresh_token()
         if not self.transport.token:
-            raise Unauthorized("no token: log in with `fnserve login`", code="missing_token")
+            raise Unauthorized("no token is configured for this client", code="missing_token")
         return self.transport.token
 
     # -- functions ------------------------------------------------------------------------------

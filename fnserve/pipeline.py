@@ -14,9 +14,11 @@ blocks on HTTP), and stops once shut down with nothing queued.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,7 @@ class Pipeline:
         self._progress_wanted = progress
         self._on_refused = on_refused  # called with (function ids, error) when the service lost functions
         self.bar: Any = None
+        _LIVE.add(self)
 
     # -- called by the Executor and its futures -----------------------------------------------
 
@@ -105,6 +108,17 @@ class Pipeline:
             self.reader.abort()  # its long-poll waits for nothing: break it off now
         self.reader.join()
         self.close_progress()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until every queued task has been sent; True if so."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.queue or self.outstanding.posting_now:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.sender_done:
+                    break
+                self.lock.wait(left)
+            return not self.queue and not self.outstanding.posting_now
 
     def ensure_cursor(self) -> None:
         """Take the completions cursor (once, before the first task exists, so that no
@@ -233,7 +247,7 @@ class Pipeline:
         with self.lock:
             early = self.outstanding.sent(accepted)
             self._cancels.extend(task_id for task_id, _ in late_cancels)
-            self.lock.notify_all()
+            self.lock.notify_all()  # flush() and the reader wait for this
         for future, _ in part:
             future._sent.set()
         lost = {spec["function_id"] for _, spec, exc in refused if exc.code == "function_not_found"}
@@ -269,6 +283,20 @@ class Pipeline:
         bar, self.bar = self.bar, None
         if bar is not None:
             bar.close()
+
+
+# Executors alive in this process: at exit (a script's end, a notebook kernel's restart) what
+# they queued is still sent, so that the tasks exist and reload_tasks() finds them later.
+_LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_EXIT_FLUSH_SECONDS = 4.0  # a kernel restart waits about 5 s before it kills the kernel
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    deadline = time.monotonic() + _EXIT_FLUSH_SECONDS
+    for pipeline in list(_LIVE):
+        if pipeline.queue or pipeline.outstanding.posting_now:
+            pipeline.flush(max(0.0, deadline - time.monotonic()))
 
 
 __all__ = ["Pipeline"]

@@ -127,8 +127,9 @@ def test_executor_future_gives_a_live_view_of_its_outputs(stack):
 
 
 def run_notebook_with_restarts(name: str, stack, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[nbformat.NotebookNode, list[int]]:
-    """Execute examples/NAME cell by cell, restarting the kernel (as Kernel > Restart does) before
-    each cell tagged ``restart-kernel``; returns the notebook and the kernel's pid per run."""
+    """Execute examples/NAME cell by cell, restarting the kernel (as Kernel > Restart does: the
+    kernel is asked to shut down, then started again) before each cell tagged ``restart-kernel``;
+    returns the notebook and the kernel's pid per run."""
     from jupyter_core.utils import run_sync
 
     monkeypatch.setenv("FNSERVE_HOME", stack.env["FNSERVE_HOME"])
@@ -141,7 +142,7 @@ def run_notebook_with_restarts(name: str, stack, workdir: Path, monkeypatch: pyt
         for index, cell in enumerate(nb.cells):
             if "restart-kernel" in cell.metadata.get("tags", []):
                 pids.append(client.km.provisioner.pid)
-                run_sync(client.km.restart_kernel)(now=True)
+                run_sync(client.km.restart_kernel)(now=False)
                 run_sync(client.kc.wait_for_ready)(timeout=60)
             client.execute_cell(cell, index)
         pids.append(client.km.provisioner.pid)

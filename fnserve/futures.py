@@ -3,7 +3,7 @@
 It follows the standard library where the standard library defines behaviour:
 
 * states go PENDING -> RUNNING -> FINISHED (or PENDING -> CANCELLED); ``running()`` is true
-  once the service reports the task running on the endpoint;
+  once the service reports the task running: a worker started the function;
 * ``cancel()`` never blocks: it returns False once the task runs or finished, and otherwise
   cancels the future at once (True) and the task in the service in the background (a task that
   finished in the service meanwhile keeps its result there; the future stays cancelled);

@@ -98,8 +98,10 @@ class TaskOutput(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One live output of a running task (``fnserve.report(**values)``), or a marker.
 
     ``kind`` is ``"output"`` (``values`` holds JSON values), ``"truncated"`` (the task passed
-    its output budget: later outputs were dropped) or ``"end"`` (the function returned: nothing
-    follows from this attempt). ``seq`` counts a task attempt's outputs from 0.
+    its output budget: later outputs were dropped), ``"end"`` (the function returned: nothing
+    follows from this attempt) or ``"start"`` (a worker starts the function now; seq -1: the
+    site manager turns it into a ``TaskStatusBatch`` and does not relay it). ``seq`` counts a
+    task attempt's outputs from 0.
     """
 
     task_id: str

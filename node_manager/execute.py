@@ -150,6 +150,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         )
 
     running.mark(task.control_dir, task.task_id)
+    outputs.announce_start(task.task_id, task.outputs_address)  # the task's state becomes "running"
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     memory = TaskMemory()

@@ -24,7 +24,8 @@ from typing import Any
 from fnserve import serialize
 from fnserve.client import _DEFAULT_LIMITS, _LONG_POLL, Client, _b64, _status_entry, _task_spec, result_of
 from fnserve.config import ClientConfig
-from fnserve.errors import FnserveError, ServiceUnavailable, error_from_dict
+from fnserve.errors import ServiceUnavailable
+from fnserve.transport import decode_answer
 
 _FINISHED = ("success", "failed", "cancelled")
 
@@ -69,17 +70,7 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise ServiceUnavailable(f"cannot reach the fnserve service at {self.service_url} ({type(exc).__name__}); "
                                      "is it running? (`fnserve up` starts a local one)", code="service_unreachable") from exc
-        try:
-            payload = resp.json() if resp.content else None
-        except ValueError:
-            payload = None
-        if resp.status_code >= 400:
-            if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-                raise error_from_dict(payload["error"], resp.status_code)
-            err = FnserveError(f"HTTP {resp.status_code} from the service", code="http_error")
-            err.http_status = resp.status_code
-            raise err
-        return payload
+        return decode_answer(resp.status_code, resp.content)
 
     async def limits(self) -> dict[str, int]:
         """The service's size limits, as :meth:`fnserve.Client.limits`."""

@@ -96,17 +96,7 @@ class Transport:
 
     @staticmethod
     def _decode(resp: urllib3.BaseHTTPResponse) -> Any:
-        try:
-            payload = json.loads(resp.data) if resp.data else None
-        except ValueError:
-            payload = None
-        if resp.status >= 400:
-            if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-                raise error_from_dict(payload["error"], resp.status)
-            err = FnserveError(f"HTTP {resp.status} from the service", code="http_error")
-            err.http_status = resp.status
-            raise err
-        return payload
+        return decode_answer(resp.status, resp.data)
 
     def get(self, path: str, **params: Any) -> Any:
         timeout = params.pop("_timeout", None)
@@ -117,3 +107,18 @@ class Transport:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+
+def decode_answer(status: int, data: bytes) -> Any:
+    """A REST answer's JSON, or its error raised as the matching :class:`FnserveError`."""
+    try:
+        payload = json.loads(data) if data else None
+    except ValueError:
+        payload = None
+    if status >= 400:
+        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+            raise error_from_dict(payload["error"], status)
+        err = FnserveError(f"HTTP {status} from the service", code="http_error")
+        err.http_status = status
+        raise err
+    return payload

@@ -10,11 +10,11 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from stack_support import running_stack
-from test_executor import CountingTransport
+from test_executor import client  # noqa: F401, F811 - the counting client fixture, on this module's stack
+from test_faults import _wait_for_pids, pid_recorder
 
 from fnserve.aio import AsyncClient
 from fnserve.aio_executor import AsyncExecutor
@@ -27,13 +27,6 @@ from fnserve.executor import Executor
 def stack(tmp_path_factory):
     with running_stack(tmp_path_factory.mktemp("parity")) as stack:
         yield stack
-
-
-@pytest.fixture
-def client(stack):
-    fc = Client(stack.url, stack.token)
-    fc.transport = CountingTransport(stack.url, stack.token, timeout=60)
-    return fc
 
 
 def napper():
@@ -84,39 +77,12 @@ def test_reload_tasks_gives_futures_back_to_a_new_executor(stack, client):
     assert Executor(stack.endpoint_id, client).reload_tasks(group)[3].result(timeout=5) == 3
 
 
-def pid_recorder():
-    """Notes its worker's pid in a file and, on its first run, sleeps (the test kills it)."""
-
-    def record_pid_then_sleep(path: str) -> int:
-        import os
-        import time
-        from pathlib import Path
-
-        p = Path(path)
-        runs = p.read_text().split() if p.exists() else []
-        p.write_text(" ".join([*runs, str(os.getpid())]))
-        if not runs:
-            time.sleep(300)
-        return len(runs) + 1
-
-    return record_pid_then_sleep
-
-
-def _wait_for_pid(path: Path, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:  # the test waits for a process it does not control
-        if path.exists() and path.read_text().split():
-            return int(path.read_text().split()[0])
-        time.sleep(0.05)
-    raise AssertionError("the task did not start")
-
-
 def test_max_retries_and_resource_specification_travel_with_each_task(stack, client, tmp_path):
     spec = {"num_nodes": 1, "ranks_per_node": 2}
     marker = tmp_path / "pids"
     with Executor(stack.endpoint_id, client, max_retries=0, resource_specification=spec) as ex:
         future = ex.submit(pid_recorder(), str(marker))
-        os.kill(_wait_for_pid(marker), signal.SIGKILL)  # the worker is lost: with 0 retries, the task fails
+        os.kill(_wait_for_pids(marker, 1)[0], signal.SIGKILL)  # the worker is lost: with 0 retries, the task fails
         with pytest.raises(TaskFailed) as info:
             future.result(timeout=90)
     assert info.value.code == "worker_lost" and "max_retries=0" in str(info.value)

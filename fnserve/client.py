@@ -13,8 +13,9 @@ Example::
     fc.get_result(tid, timeout=30)         # -> 3
 
 Results are delivered by long-poll: ``get_result`` blocks in the service until the result is
-recorded (no client-side sleeping or polling). A function that raised is re-raised here as
-:class:`~fnserve.errors.RemoteExecutionError` with the remote traceback attached.
+recorded (no client-side sleeping or polling). A function that raised is re-raised here as its
+own type when that class is imported here, else as :class:`~fnserve.errors.RemoteExecutionError`,
+with the remote traceback attached (:mod:`fnserve.remote_errors`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ from typing import Any, Callable, Iterable, Iterator
 
 from fnserve import serialize
 from fnserve.config import ClientConfig
-from fnserve.errors import RemoteExecutionError, TaskCancelled, TaskFailed, TaskPending
+from fnserve.errors import FnserveError, RemoteExecutionError, SerializationError, TaskCancelled, TaskFailed, TaskPending, Unauthorized, error_from_dict
+from fnserve.remote_errors import remote_exception
+from fnserve.client_access import AccessMethods
 from fnserve.transport import Transport
 
 # A json-data header, to check a result the service already sent as JSON against a policy.
 _JSON_HEADER = serialize.serialize_data(None, serialize.JSON_DATA)
+
 # The service caps one long-poll (FNSERVE_MAX_WAIT); longer waits chain several.
 _LONG_POLL = 30.0
+# A service too old to announce its limits has these defaults.
+_DEFAULT_LIMITS = {"max_payload_bytes": 10 * 1024 * 1024, "max_request_bytes": 64 * 1024 * 1024, "max_batch": 10_000}
 
 
 def _b64(buf: bytes) -> str:
@@ -42,20 +48,32 @@ def _b64(buf: bytes) -> str:
 
 @dataclass
 class Batch:
-    """Several task submissions sent in one request (see :meth:`Client.batch_run`)."""
+    """Several task submissions sent in one request (see :meth:`Client.batch_run`).
+
+    ``task_group_id`` and ``resource_specification``, when set, apply to every task added."""
 
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    task_group_id: str | None = None
+    resource_specification: dict[str, Any] | None = None
+    json_results: bool = False  # the client refuses dill results: ask for JSON
 
     def add(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
-            runtime: str | None = None, walltime: float | None = None, serializer: str | None = None) -> None:
-        self.tasks.append(_task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer))
+            runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
+            max_retries: int | None = None) -> None:
+        self.tasks.append(_task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
+                                     self.json_results, max_retries=max_retries, task_group_id=self.task_group_id,
+                                     resource_specification=self.resource_specification))
 
     def __len__(self) -> int:
         return len(self.tasks)
 
 
 def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-               runtime: str | None, walltime: float | None, serializer: str | None, json_results: bool = False) -> dict[str, Any]:
+               runtime: str | None, walltime: float | None, serializer: str | None, json_results: bool = False,
+               **options: Any) -> dict[str, Any]:
+    """One task of a ``POST /v1/tasks`` body. ``json_results``: ask for a JSON result (a client
+    that refuses dill results). ``options``: ``max_retries``, ``task_group_id``,
+    ``resource_specification`` (left out when None)."""
     spec: dict[str, Any] = {
         "function_id": str(function_id),
         "endpoint_id": str(endpoint_id),
@@ -66,10 +84,11 @@ def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs
         spec["runtime"] = runtime
     if walltime is not None:
         spec["walltime"] = walltime
+    spec.update((k, v) for k, v in options.items() if v is not None)
     return spec
 
 
-class Client:
+class Client(AccessMethods):
     """A connection to an fnserve service, acting as one user."""
 
     def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
@@ -91,20 +110,40 @@ class Client:
             refresh = _globus_tokens(cfg, self.service_url)
         self.transport = Transport(self.service_url, token or (None if refresh else cfg.token), timeout=timeout,
                                    refresh_token=refresh)
+        self._limits: dict[str, int] | None = None
 
     # -- service --------------------------------------------------------------------------------
 
     def version(self) -> dict[str, Any]:
         return self.transport.get("/v1/version")  # type: ignore[no-any-return]
 
+    def limits(self) -> dict[str, int]:
+        """The service's size limits (read once): ``max_payload_bytes`` (one task's arguments),
+        ``max_request_bytes`` (one request), ``max_batch`` (tasks per request)."""
+        if self._limits is None:
+            found = self.version().get("limits") or {}
+            self._limits = {**_DEFAULT_LIMITS, **{k: int(v) for k, v in found.items() if k in _DEFAULT_LIMITS}}
+        return self._limits
+
+    def token(self) -> str:
+        """The bearer token this client sends (renewed first if it is a Globus token that expired)."""
+        if not self.transport.token and self.transport.refresh_token is not None:
+            self.transport.token = self.transport.refresh_token()
+        if not self.transport.token:
+            raise Unauthorized("no token is configured for this client", code="missing_token")
+        return self.transport.token
+
     # -- functions ------------------------------------------------------------------------------
 
     def register_function(self, function: Callable[..., Any], name: str | None = None, description: str = "", *,
-                          serializer: str | None = None, runtime: str | None = None) -> str:
-        """Register ``function`` and return its id. ``serializer``: ``"dill-code"`` or ``"source"``.
-        ``runtime``: id or name of the runtime its tasks run in unless a task names another."""
+                          serializer: str | None = None, runtime: str | None = None, function_name: str | None = None) -> str:
+        """Register ``function`` and return its id. ``serializer``: ``"dill-code"`` (dill only),
+        ``"source"`` (source text only) or ``"auto"`` (the default: dill, else source text with a
+        warning, see :func:`fnserve.serialize.serialize_function`). ``runtime``: id or name of the
+        runtime its tasks run in unless a task names another. ``function_name`` is Globus
+        Compute's spelling of ``name``."""
         buf = serialize.serialize_function(function, serializer)
-        return self._register(buf, name or function.__name__, description, runtime)
+        return self._register(buf, name or function_name or function.__name__, description, runtime)
 
     def register_source(self, source: str, entry_point: str, name: str | None = None, description: str = "", *,
                         runtime: str | None = None) -> str:
@@ -177,72 +216,6 @@ class Client:
     def delete_endpoint(self, endpoint_id: str) -> None:
         self.transport.delete(f"/v1/endpoints/{endpoint_id}")
 
-    # -- sharing, allowlists, groups ------------------------------------------------------------
-
-    def get_sharing(self, kind: str, resource_id: str) -> dict[str, Any]:
-        """Who a ``"function"`` or ``"endpoint"`` you own is shared with:
-        ``{"public": bool, "users": [...], "groups": [...]}``."""
-        return self.transport.get(f"/v1/{_collection(kind)}/{resource_id}/sharing")  # type: ignore[no-any-return]
-
-    def set_sharing(self, kind: str, resource_id: str, *, public: bool = False, users: Iterable[str] = (),
-                    groups: Iterable[str] = ()) -> dict[str, Any]:
-        """Replace who a function or endpoint you own is shared with (usernames, group names)."""
-        body = {"public": public, "users": list(users), "groups": list(groups)}
-        return self.transport.request("PUT", f"/v1/{_collection(kind)}/{resource_id}/sharing", body=body)  # type: ignore[no-any-return]
-
-    def share(self, kind: str, resource_id: str, *, users: Iterable[str] = (), groups: Iterable[str] = (),
-              public: bool | None = None) -> dict[str, Any]:
-        """Add users / groups (and optionally make it public) to what is already shared.
-
-        Example: ``fc.share("function", fid, users=["bob"])``."""
-        now = self.get_sharing(kind, resource_id)
-        return self.set_sharing(kind, resource_id, public=now["public"] if public is None else public,
-                                users=sorted(set(now["users"]) | set(users)), groups=sorted(set(now["groups"]) | set(groups)))
-
-    def unshare(self, kind: str, resource_id: str, *, users: Iterable[str] = (), groups: Iterable[str] = (),
-                public: bool = False) -> dict[str, Any]:
-        """Remove users / groups (and, with ``public=True``, public access)."""
-        now = self.get_sharing(kind, resource_id)
-        return self.set_sharing(kind, resource_id, public=now["public"] and not public,
-                                users=sorted(set(now["users"]) - set(users)), groups=sorted(set(now["groups"]) - set(groups)))
-
-    def share_function(self, function_id: str, **who: Any) -> dict[str, Any]:
-        return self.share("function", function_id, **who)
-
-    def share_endpoint(self, endpoint_id: str, **who: Any) -> dict[str, Any]:
-        return self.share("endpoint", endpoint_id, **who)
-
-    def get_allowed_functions(self, endpoint_id: str) -> dict[str, Any]:
-        """``{"restricted": bool, "function_ids": [...]}`` of an endpoint you own."""
-        return self.transport.get(f"/v1/endpoints/{endpoint_id}/allowed_functions")  # type: ignore[no-any-return]
-
-    def set_allowed_functions(self, endpoint_id: str, function_ids: Iterable[str] | None) -> dict[str, Any]:
-        """Restrict an endpoint you own to ``function_ids`` (then only they run there, for anyone);
-        ``None`` lifts the restriction."""
-        body: dict[str, Any] = {"restricted": False} if function_ids is None else {"restricted": True, "function_ids": list(function_ids)}
-        return self.transport.request("PUT", f"/v1/endpoints/{endpoint_id}/allowed_functions", body=body)  # type: ignore[no-any-return]
-
-    def allow_functions(self, endpoint_id: str, *function_ids: str) -> dict[str, Any]:
-        """Add functions to an endpoint's allowlist (restricting it if it was not)."""
-        now = self.get_allowed_functions(endpoint_id)
-        return self.set_allowed_functions(endpoint_id, sorted(set(now["function_ids"]) | set(function_ids)))
-
-    def disallow_functions(self, endpoint_id: str, *function_ids: str) -> dict[str, Any]:
-        now = self.get_allowed_functions(endpoint_id)
-        return self.set_allowed_functions(endpoint_id, sorted(set(now["function_ids"]) - set(function_ids)))
-
-    def create_group(self, name: str) -> dict[str, Any]:
-        return self.transport.post("/v1/groups", {"name": name})  # type: ignore[no-any-return]
-
-    def list_groups(self) -> list[dict[str, Any]]:
-        return list(self.transport.get("/v1/groups")["groups"])
-
-    def add_group_members(self, name: str, *usernames: str) -> dict[str, Any]:
-        return self.transport.post(f"/v1/groups/{name}/members", {"add": list(usernames)})  # type: ignore[no-any-return]
-
-    def remove_group_members(self, name: str, *usernames: str) -> dict[str, Any]:
-        return self.transport.post(f"/v1/groups/{name}/members", {"remove": list(usernames)})  # type: ignore[no-any-return]
-
     # -- identity and accounting ----------------------------------------------------------------
 
     def whoami(self) -> dict[str, Any]:
@@ -263,22 +236,36 @@ class Client:
 
     def submit(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
                runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
-               max_retries: int | None = None) -> str:
-        """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``, and
-        ``max_retries`` (reruns after a lost worker; default: the endpoint's setting)."""
-        spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer, self._json_results)
-        if max_retries is not None:
-            spec["max_retries"] = max_retries
+               max_retries: int | None = None, task_group_id: str | None = None,
+               resource_specification: dict[str, Any] | None = None) -> str:
+        """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``,
+        ``max_retries`` (reruns after a lost worker; default: the endpoint's setting),
+        ``task_group_id`` and ``resource_specification`` (a JSON object for the endpoint)."""
+        spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
+                          self._json_results, max_retries=max_retries, task_group_id=task_group_id,
+                          resource_specification=resource_specification)
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
 
-    def create_batch(self) -> Batch:
-        return Batch()
+    def create_batch(self, task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None) -> Batch:
+        return Batch(task_group_id=None if task_group_id is None else str(task_group_id),
+                     resource_specification=resource_specification, json_results=self._json_results)
 
-    def batch_run(self, batch: Batch) -> list[str]:
-        """Submit a whole batch in one request; returns task ids in the order added."""
+    def batch_run(self, batch: Batch, *, atomic: bool = True) -> list[Any]:
+        """Submit a whole batch in one request; returns task ids in the order added.
+
+        ``atomic`` (the default): all or nothing, a bad task raises its error (its
+        ``details["errors"]`` names every bad task). ``atomic=False``: the good tasks run; the
+        list holds, in place of each refused task's id, the :class:`FnserveError` that refused it."""
         if not batch.tasks:
             return []
-        return list(self.transport.post("/v1/tasks", {"tasks": batch.tasks})["task_ids"])
+        answer = self.transport.post("/v1/tasks", {"tasks": batch.tasks, "atomic": atomic})
+        errors = {e["index"]: error_from_dict(e, int(e.get("status", 400))) for e in answer.get("errors") or []}
+        return [tid if tid else errors.get(i, FnserveError("refused")) for i, tid in enumerate(answer["task_ids"])]
+
+    def get_task_group(self, task_group_id: str, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """A page of your tasks in a task group, oldest first: ``{"task_group_id", "tasks",
+        "total", "next_offset"}`` (``next_offset`` is None on the last page)."""
+        return self.transport.get(f"/v1/task_groups/{task_group_id}/tasks", offset=offset, limit=limit)  # type: ignore[no-any-return]
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """The task's state, timestamps, and its result or error once finished."""
@@ -310,16 +297,16 @@ class Client:
         task = self.wait([task_id], timeout)[0]
         return result_of(task, self.allowed_result_serializers)
 
-    def get_batch_result(self, task_ids: list[str], timeout: float | None = None) -> dict[str, dict[str, Any]]:
-        """Wait for several tasks; returns ``{task_id: {"state", "result" | "exception"}}``."""
+    def get_batch_result(self, task_ids: list[str], timeout: float = 0.0) -> dict[str, dict[str, Any]]:
+        """The status of many tasks at once, as Globus Compute's method of the same name answers:
+        ``{task_id: {"pending": bool, "status": state, "result" | "exception": ...}}``.
+
+        Answers at once by default; with ``timeout`` (s), first waits that long for them all to
+        finish. Any number of ids (read 1,000 per request)."""
         out: dict[str, dict[str, Any]] = {}
-        for task in self.wait(task_ids, timeout):
-            entry: dict[str, Any] = {"state": task["state"]}
-            try:
-                entry["result"] = result_of(task, self.allowed_result_serializers)
-            except (RemoteExecutionError, TaskFailed, TaskCancelled, TaskPending) as exc:
-                entry["exception"] = exc
-            out[task["task_id"]] = entry
+        for start in range(0, len(task_ids), 1000):
+            for task in self.wait(task_ids[start:start + 1000], timeout):
+                out[task["task_id"]] = _status_entry(task, self.allowed_result_serializers)
         return out
 
     def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -408,10 +395,17 @@ def _globus_tokens(cfg: ClientConfig, service_url: str) -> Callable[[], str]:
     return token
 
 
-def _collection(kind: str) -> str:
-    if kind not in ("function", "endpoint", "runtime"):
-        raise ValueError(f"kind must be 'function', 'endpoint' or 'runtime', not {kind!r}")
-    return kind + "s"
+def _status_entry(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"pending": task["state"] not in ("success", "failed", "cancelled"), "status": task["state"],
+                             "state": task["state"]}
+    if not entry["pending"]:
+        try:
+            entry["result"] = result_of(task, allowed)
+        except (RemoteExecutionError, TaskFailed, TaskCancelled, SerializationError) as exc:
+            entry["exception"] = exc
+        if "finished" in task.get("timestamps", {}):
+            entry["completion_t"] = task["timestamps"]["finished"]
+    return entry
 
 
 def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -> Any:
@@ -432,7 +426,7 @@ def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -> A
         return serialize.deserialize_data(buf)
     error = task.get("error") or {}
     if state == "failed" and error.get("code") == "user_exception":
-        raise RemoteExecutionError(error.get("type", "Exception"), error.get("message", ""), error.get("traceback", ""), task["task_id"])
+        raise remote_exception(error, task["task_id"])
     if state == "failed":
         raise TaskFailed(f"task {task['task_id']} failed: {error.get('message', 'unknown error')}", code=error.get("code", "task_failed"), details=error)
     if state == "cancelled":

@@ -130,8 +130,10 @@ class RemoteExecutionError(Exception):
     """The user's function raised on the endpoint.
 
     ``remote_type`` and ``remote_message`` describe the original exception and
-    ``remote_traceback`` is its formatted traceback, as printed on the worker. When the original
-    exception could be rebuilt locally it is chained as ``__cause__``.
+    ``remote_traceback`` is its formatted traceback, as printed on the worker; ``__cause__`` is a
+    :class:`fnserve.remote_errors.RemoteTraceback` holding that traceback. When the original
+    exception's class is imported in this process, what is raised is an instance of that class
+    too (``except ValueError`` catches it): see :mod:`fnserve.remote_errors`.
     """
 
     def __init__(self, remote_type: str, remote_message: str, remote_traceback: str, task_id: str | None = None):
@@ -144,6 +146,9 @@ class RemoteExecutionError(Exception):
     def __str__(self) -> str:
         where = f" (task {self.task_id})" if self.task_id else ""
         return f"{self.remote_type}: {self.remote_message}{where}\n\nRemote traceback:\n{self.remote_traceback}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.remote_type, self.remote_message, self.remote_traceback, self.task_id))
 
 
 _BY_CODE: dict[str, type[FnserveError]] = {}

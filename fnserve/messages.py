@@ -65,6 +65,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Serializer strategies the worker may load for this task's function and arguments (None:
     # any); the worker checks the headers before loading anything (see fnserve.serialize).
     allowed_serializers: list[str] | None = None
+    # What the submitter asked of the resources (a JSON object, e.g. {"num_nodes": 2}); the
+    # service records and forwards it, the endpoint decides what it means.
+    resource_specification: dict[str, Any] | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -74,6 +77,11 @@ class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str
     message: str
     traceback: str = ""
+    # The exception's class as module and qualified name, and its args when they are plain
+    # JSON scalars: enough for a client to raise the same class again (never a pickle).
+    module: str = ""
+    qualname: str = ""
+    args: list[Any] | None = None
 
 
 class ResultMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -93,8 +101,10 @@ class TaskOutput(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One live output of a running task (``fnserve.report(**values)``), or a marker.
 
     ``kind`` is ``"output"`` (``values`` holds JSON values), ``"truncated"`` (the task passed
-    its output budget: later outputs were dropped) or ``"end"`` (the function returned: nothing
-    follows from this attempt). ``seq`` counts a task attempt's outputs from 0.
+    its output budget: later outputs were dropped), ``"end"`` (the function returned: nothing
+    follows from this attempt) or ``"start"`` (a worker starts the function now; seq -1: the
+    site manager turns it into a ``TaskStatusBatch`` and does not relay it). ``seq`` counts a
+    task attempt's outputs from 0.
     """
 
     task_id: str

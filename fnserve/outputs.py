@@ -188,6 +188,17 @@ class _Reporter:
 _current: _Reporter | None = None
 
 
+def announce_start(task_id: str, address: str | None) -> None:
+    """Tell the site manager that a worker starts running ``task_id`` now (a ``start`` marker on
+    the outputs channel, used by the node manager): from it the task's state becomes
+    ``running``. Best effort and never blocking, like every output."""
+    if not address:
+        return
+    ch = _channel(address)
+    if ch is not None:
+        ch.send(encode_output(TaskOutput(task_id=task_id, seq=-1, time=time.time(), kind="start")))
+
+
 @contextmanager
 def reporting(task_id: str, address: str | None) -> Iterator[None]:
     """Route ``report()`` calls to ``address`` while the block runs (used by the node manager).

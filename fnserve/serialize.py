@@ -166,21 +166,67 @@ def _check_python(header: Header) -> None:
 # -- functions -------------------------------------------------------------------------------
 
 
+AUTO = "auto"  # serialize_function: dill, else the source text with a warning
+
+
+class SourceFallbackWarning(UserWarning):
+    """A function dill could not serialize was sent as its source text instead."""
+
+
 def serialize_function(fn: Callable[..., Any], strategy: str | None = None) -> bytes:
-    """Serialize ``fn`` with ``strategy`` (default: dill, falling back to source text)."""
+    """Serialize ``fn`` with ``strategy``.
+
+    ``"dill-code"``: dill only (an error if dill cannot). ``"source"``: the source text only.
+    ``"auto"`` or None (the default): dill; if dill cannot, the source text, with a
+    :class:`SourceFallbackWarning` saying why, but only when the source alone is enough: a
+    function that uses names from around it (globals, closure variables, imported modules) would
+    fail on the endpoint with a ``NameError``, so that is a :class:`SerializationError` here.
+    """
     if not callable(fn):
         raise SerializationError(f"{fn!r} is not callable", code="not_callable")
-    if strategy in (None, DILL_CODE):
-        try:
-            import dill
-
-            return _header(DILL_CODE) + dill.dumps(fn, recurse=True)
-        except Exception as exc:  # dill raises many types; fall back to source if allowed
-            if strategy == DILL_CODE:
-                raise SerializationError(f"dill could not serialize {fn!r}: {exc}") from exc
-    if strategy in (None, SOURCE):
+    if strategy not in (None, AUTO, DILL_CODE, SOURCE):
+        raise SerializationError(f"{strategy!r} is not a function strategy; use one of {CODE_STRATEGIES} or {AUTO!r}")
+    if strategy == SOURCE:
         return serialize_source(_function_source(fn), fn.__name__)
-    raise SerializationError(f"{strategy!r} is not a function strategy; use one of {CODE_STRATEGIES}")
+    try:
+        import dill
+
+        return _header(DILL_CODE) + dill.dumps(fn, recurse=True)
+    except Exception as exc:  # dill raises many types
+        reason = f"{type(exc).__name__}: {exc}"
+        if strategy == DILL_CODE:
+            raise SerializationError(f"dill could not serialize {_name(fn)}: {reason}", code="not_serializable") from exc
+    missing = _names_from_around(fn)
+    if missing:
+        raise SerializationError(
+            f"dill could not serialize {_name(fn)} ({reason}), and its source text alone would not work: it uses "
+            f"{', '.join(missing)} from around it. Import or define those inside the function, or make what it "
+            "uses serializable by dill", code="not_serializable", details={"names": missing})
+    try:
+        buf = serialize_source(_function_source(fn), fn.__name__)
+    except SerializationError as src_exc:
+        raise SerializationError(f"dill could not serialize {_name(fn)} ({reason}), nor could its source text be used: "
+                                 f"{src_exc.message}", code="not_serializable") from src_exc
+    import warnings
+
+    warnings.warn(f"dill could not serialize {_name(fn)} ({reason}); sending its source text instead. "
+                  "serializer='source' chooses that without this warning, serializer='dill-code' makes it an error",
+                  SourceFallbackWarning, stacklevel=3)
+    return buf
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _names_from_around(fn: Callable[..., Any]) -> list[str]:
+    """Names ``fn`` reads that its source text would not bring along (closure variables and
+    module globals, imported modules included)."""
+    try:
+        found = inspect.getclosurevars(fn)
+    except (TypeError, ValueError):
+        return []
+    return sorted(set(found.nonlocals) | set(found.globals))
 
 
 def serialize_source(source: str, name: str) -> bytes:

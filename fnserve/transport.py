@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import socket
+import weakref
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -23,8 +26,43 @@ class Transport:
         self.refresh_token = refresh_token
         self.timeout = timeout
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
+        self._connections: weakref.WeakSet[Any] | None = None  # tracked only by fork()
+        self._aborted = False
+
+    def fork(self) -> "Transport":
+        """A transport like this one (same service, token, class) with its own connections,
+        which :meth:`abort` can break off: for a thread that long-polls and must be stoppable."""
+        other = copy.copy(self)
+        other.pool = urllib3.PoolManager(num_pools=1, maxsize=1, retries=False)
+        other._aborted = False
+        connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        other._connections = connections
+        pool = other.pool.connection_from_url(self.base_url)
+        base = pool.ConnectionCls
+
+        def connect(conn: Any) -> None:
+            base.connect(conn)
+            connections.add(conn)
+
+        # The pool makes its connections from this class: each one is noted once connected.
+        pool.ConnectionCls = type(f"Tracked{base.__name__}", (base,), {"connect": connect})  # type: ignore[misc]
+        return other
+
+    def abort(self) -> None:
+        """Break off this (forked) transport's requests in flight, from any thread; later
+        requests fail at once. A blocked long-poll returns with ``ServiceUnavailable``."""
+        self._aborted = True
+        for conn in list(self._connections or ()):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        if self._aborted:
+            raise ServiceUnavailable("the request was aborted (the client is shutting down)", code="request_aborted")
         if self.refresh_token is not None and not self.token:
             self.token = self.refresh_token()
         try:
@@ -58,17 +96,7 @@ class Transport:
 
     @staticmethod
     def _decode(resp: urllib3.BaseHTTPResponse) -> Any:
-        try:
-            payload = json.loads(resp.data) if resp.data else None
-        except ValueError:
-            payload = None
-        if resp.status >= 400:
-            if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-                raise error_from_dict(payload["error"], resp.status)
-            err = FnserveError(f"HTTP {resp.status} from the service", code="http_error")
-            err.http_status = resp.status
-            raise err
-        return payload
+        return decode_answer(resp.status, resp.data)
 
     def get(self, path: str, **params: Any) -> Any:
         timeout = params.pop("_timeout", None)
@@ -79,3 +107,18 @@ class Transport:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+
+def decode_answer(status: int, data: bytes) -> Any:
+    """A REST answer's JSON, or its error raised as the matching :class:`FnserveError`."""
+    try:
+        payload = json.loads(data) if data else None
+    except ValueError:
+        payload = None
+    if status >= 400:
+        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+            raise error_from_dict(payload["error"], status)
+        err = FnserveError(f"HTTP {status} from the service", code="http_error")
+        err.http_status = status
+        raise err
+    return payload

@@ -155,6 +155,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         )
 
     running.mark(task.control_dir, task.task_id)
+    outputs.announce_start(task.task_id, task.outputs_address)  # the task's state becomes "running"
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     memory = TaskMemory()
@@ -307,12 +308,33 @@ def _user_traceback(exc: BaseException) -> str:
 
 
 def _user_error(exc: BaseException) -> RemoteError:
+    cls = type(exc)
     return RemoteError(
         code="user_exception",
-        type=_qualified_name(type(exc)),
+        type=_qualified_name(cls),
         message=_safe_str(exc),
         traceback=_user_traceback(exc),
+        module=str(getattr(cls, "__module__", "")),
+        qualname=str(getattr(cls, "__qualname__", "")),
+        args=_plain_args(exc),
     )
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain_args(exc: BaseException) -> list[object] | None:
+    """The exception's args if each is a plain JSON scalar (a client can call the class with
+    them again); None otherwise. Only data crosses: never an object to unpickle."""
+    try:
+        args = exc.args
+    except Exception:  # noqa: BLE001 - a user's exception can break its own args
+        return None
+    if not isinstance(args, tuple) or len(args) > 16:
+        return None
+    if all(type(a) in _SCALARS and (type(a) is not str or len(a) <= 65536) for a in args):
+        return list(args)
+    return None
 
 
 def _serialization_error(

@@ -285,7 +285,15 @@ class Session:
         """
         if self.state is not State.READY or not outputs:
             return []
-        return [
+        # A worker's start marker: the task runs now (reported first: an output of a task that
+        # runs must not reach the client before its state says so).
+        starts = [o for o in outputs if o.kind == "start"]
+        outputs = [o for o in outputs if o.kind != "start"] if starts else outputs
+        running = list(dict.fromkeys(o.task_id for o in starts if o.task_id in self.running and o.task_id not in self.cancelled))
+        actions: list[Action] = []
+        if running:
+            actions.append(Send(TaskStatusBatch(running=running, started_at=min(o.time for o in starts))))
+        return actions + [
             Send(TaskOutputBatch(outputs=outputs[i : i + RESEND_CHUNK * 4]))
             for i in range(0, len(outputs), RESEND_CHUNK * 4)
         ]
@@ -368,7 +376,6 @@ class Session:
         if self.draining:
             return []  # not started here, so the forwarder re-dispatches them after we leave
         actions: list[Action] = []
-        started: list[str] = []
         done: list[ResultMessage] = []
         for task in tasks:
             if task.task_id in self.running:
@@ -382,10 +389,9 @@ class Session:
             self.running.add(task.task_id)
             self._tasks[task.task_id] = task
             self._attempts[task.task_id] = 1
-            started.append(task.task_id)
             actions.append(Submit(task))
-        if started:
-            actions.append(Send(TaskStatusBatch(running=started, started_at=wall_time)))
+        # "running" is reported when a worker starts a task (its start marker, in outputs_ready),
+        # not here: a task queued behind busy workers can still be cancelled as not started.
         return actions + _batches(done)
 
     def _on_cancel(self, task_ids: list[str]) -> list[Action]:

@@ -78,7 +78,15 @@ SCHEMAS: dict[str, Schema] = {
     "TaskError": _obj({
         "code": {"type": "string"}, "type": {"type": "string"}, "message": {"type": "string"},
         "traceback": {"type": "string"},
+        "module": {"type": "string", "description": "module of the exception's class (user_exception)"},
+        "qualname": {"type": "string", "description": "qualified name of the exception's class"},
+        "args": {"type": "array", "description": "the exception's args, when all are JSON scalars"},
     }, ["code", "message"]),
+    "BatchError": _obj({
+        "index": {"type": "integer", "minimum": 0, "description": "the refused task's position in the batch"},
+        "status": {"type": "integer", "description": "the HTTP status this error has on its own"},
+        "code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"},
+    }, ["index", "status", "code", "message"]),
     "Task": _obj({
         "task_id": {"type": "string"},
         "state": {"type": "string", "enum": ["waiting-for-endpoint", "dispatched", "running", "success", "failed", "cancelled"]},
@@ -92,6 +100,8 @@ SCHEMAS: dict[str, Schema] = {
         "timings": _nullable({"type": "object"}), "resources": _nullable({"type": "object"}),
         "placement": {"type": "object", "additionalProperties": {"type": "string"},
                       "description": "where it ran: block, job_id (the block's batch job), node, runtime, container"},
+        "max_retries": {"type": "integer"}, "task_group_id": {"type": "string"},
+        "resource_specification": {"type": "object"},
     }, ["task_id", "state", "function_id", "endpoint_id", "timestamps"]),
     "TaskSpec": _obj({
         "function_id": _ID, "endpoint_id": _ID, "runtime": _str(128),
@@ -103,6 +113,9 @@ SCHEMAS: dict[str, Schema] = {
         "payload": {**_BASE64, "description": "base64 of arguments made by fnserve.serialize (not with args/kwargs)"},
         "args": {"type": "array", "description": "JSON arguments (instead of payload)"},
         "kwargs": {"type": "object", "description": "JSON keyword arguments (instead of payload)"},
+        "task_group_id": {**_ID, "description": "a task group of the caller's to add the task to (any id they choose)"},
+        "resource_specification": {"type": "object", "description": "what the task asks of the endpoint's resources "
+                                   "(recorded and forwarded to the endpoint; at most 4 KiB as JSON)"},
     }, ["function_id", "endpoint_id"]),
     "Sharing": _obj({
         "public": {"type": "boolean"},
@@ -194,10 +207,31 @@ def _sharing_paths(kind: str) -> dict[str, Any]:
     }}
 
 
+def _submit_op() -> dict[str, Any]:
+    answer = _obj({
+        "task_ids": {"type": "array", "items": _nullable({"type": "string"}),
+                     "description": "in batch order; null for a refused task"},
+        "errors": {"type": "array", "items": _ref("BatchError")},
+        "tasks": {"type": "array", "items": _ref("Task")},
+    }, ["task_ids"])
+    op = _op("submit a batch of tasks, judged task by task (or whole, with atomic); with wait, also answer with "
+             "those finished by then", "202", answer, body=_obj({
+                 "tasks": {"type": "array", "items": _ref("TaskSpec"), "minItems": 1},
+                 "wait": {"type": "number", "minimum": 0},
+                 "atomic": {"type": "boolean", "description": "refuse the whole batch if any task is bad"},
+             }, ["tasks"]))
+    op["responses"]["202"]["description"] = "every task accepted"
+    op["responses"]["207"] = {"description": "some tasks accepted, others refused (see errors)",
+                              "content": {"application/json": {"schema": answer}}}
+    return op
+
+
 PATHS: dict[str, Any] = {
     "/v1/version": {"get": _op("service and protocol version, auth mode", "200", _obj({
         "version": {"type": "string"}, "protocol_version": {"type": "integer"}, "api": {"type": "string"},
         "auth": {"type": "object"},
+        "limits": _obj({"max_payload_bytes": {"type": "integer"}, "max_request_bytes": {"type": "integer"},
+                        "max_batch": {"type": "integer"}}),
     }, ["version", "protocol_version", "api", "auth"]), public=True)},
     "/v1/health": {"get": {**_op("Redis and database reachable", "200", _obj({
         "status": {"type": "string", "enum": ["ok", "unavailable"]}, "redis": {"type": "boolean"},
@@ -248,13 +282,7 @@ PATHS: dict[str, Any] = {
                    params=[_path_param("endpoint_id")], body=_ref("Allowlist")),
     },
     **_sharing_paths("endpoints"),
-    "/v1/tasks": {"post": _op("submit a batch of tasks; with wait, also answer with those finished by then", "202", _obj({
-        "task_ids": {"type": "array", "items": {"type": "string"}},
-        "tasks": {"type": "array", "items": _ref("Task")},
-    }, ["task_ids"]), body=_obj({
-        "tasks": {"type": "array", "items": _ref("TaskSpec"), "minItems": 1},
-        "wait": {"type": "number", "minimum": 0},
-    }, ["tasks"]))},
+    "/v1/tasks": {"post": _submit_op()},
     "/v1/tasks/results": {"post": _op("read many tasks, optionally waiting for them", "200", _list_of("tasks", "Task"), body=_obj({
         "task_ids": {"type": "array", "items": _ID, "minItems": 1},
         "wait": {"type": "number", "minimum": 0},
@@ -267,6 +295,16 @@ PATHS: dict[str, Any] = {
         {"name": "max_tasks", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
         {"name": "min_tasks", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
         {"name": "linger", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+        {"name": "running", "in": "query", "required": False, "description": "true: also tasks that started running",
+         "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]}},
+    ])},
+    "/v1/task_groups/{task_group_id}/tasks": {"get": _op("a page of the caller's tasks in a task group, oldest first", "200", _obj({
+        "task_group_id": {"type": "string"}, "tasks": {"type": "array", "items": _ref("Task")},
+        "total": {"type": "integer"}, "next_offset": _nullable({"type": "integer"}),
+    }, ["task_group_id", "tasks", "total", "next_offset"]), params=[
+        _path_param("task_group_id"),
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
     ])},
     "/v1/tasks/{task_id}": {"get": _op("one task, optionally waiting for it to finish", "200", _ref("Task"),
                                        params=[_path_param("task_id"), _WAIT_QUERY])},

@@ -16,7 +16,11 @@ Keys (all prefixed by ``fns:``)::
                          finished, once per recorded batch
     completed:{user}     stream: the user's completion log, one entry per recorded batch with the
                          ``ids`` that finished and ``prev``, the id of the entry before it (so a
-                         reader can tell entries were trimmed past its cursor); capped, expiring
+                         reader can tell entries were trimmed past its cursor); capped, expiring.
+                         Entries with ``kind`` = ``running`` list tasks that started running
+                         (read only by readers that ask for them; never published on done:{user})
+    group:{user}:{group} list of the task ids of one of the user's task groups, in submission
+                         order (expires with the tasks, ``result_ttl`` after the last submission)
 
 Every multi-key change is one pipeline or one Lua script, so a task is never half-moved:
 accepted tasks are written before the REST call answers, a dispatched task is always in the
@@ -89,6 +93,10 @@ def completed_key(owner: str) -> str:
     return f"{P}completed:{owner}"
 
 
+def group_key(owner: str, task_group_id: str) -> str:
+    return f"{P}group:{owner}:{task_group_id}"
+
+
 # Entries kept in a user's completion log (each holds one recorded batch of task ids). A reader
 # that falls further behind is told there is a gap and reads its tasks directly instead.
 COMPLETION_LOG_ENTRIES = 10_000
@@ -107,6 +115,8 @@ class NewTask:
     walltime: float | None = None
     result_strategy: str | None = None
     max_retries: int | None = None
+    task_group_id: str | None = None
+    resource_specification: bytes | None = None  # JSON object text, forwarded as is
 
 
 @dataclass
@@ -129,6 +139,9 @@ class TaskRecord:
     # Where it ran (block, job_id, node, runtime, container); kept in the hash's resources field
     # under PLACEMENT_KEY, so recording a result stays one field per value.
     placement: dict[str, str] = field(default_factory=dict)
+    max_retries: int | None = None
+    task_group_id: str | None = None
+    resource_specification: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -142,6 +155,7 @@ class CompletedBatch:
     cursor: str
     task_ids: list[str]
     gap: bool
+    running: list[str] = field(default_factory=list)  # started running (readers that asked)
 
 
 # Log entries read at once; each is one recorded batch (up to a few hundred ids).
@@ -157,7 +171,7 @@ def _stream_id(entry_id: str) -> tuple[int, int]:
 _TS_FIELDS = ("submitted", "dispatched", "running", "finished")
 _RECORD_FIELDS = (
     "owner", "function_id", "endpoint_id", "state", "runtime", "result", "error", "stdout", "stderr",
-    "timings", "resources", *(f"t_{n}" for n in _TS_FIELDS),
+    "timings", "resources", *(f"t_{n}" for n in _TS_FIELDS), "max_retries", "task_group", "resource_spec",
 )
 
 
@@ -188,6 +202,9 @@ def _record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
         timings=json.loads(row["timings"]) if row["timings"] else {},
         placement=resources.pop(PLACEMENT_KEY, None) or {},
         resources=resources,
+        max_retries=int(row["max_retries"]) if row["max_retries"] else None,
+        task_group_id=_text(row["task_group"]) or None,
+        resource_specification=json.loads(row["resource_spec"]) if row["resource_spec"] else None,
     )
 
 
@@ -213,8 +230,9 @@ for _, id in ipairs(ids) do
   if redis.call('HGET', k, 'state') == 'waiting-for-endpoint' then
     redis.call('HSET', k, 'state', 'dispatched', 't_dispatched', ARGV[2])
     redis.call('SADD', KEYS[2], id)
-    local f = redis.call('HMGET', k, 'function_id', 'payload', 'runtime', 'walltime', 'result_strategy', 'max_retries')
-    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or '', restricted})
+    local f = redis.call('HMGET', k, 'function_id', 'payload', 'runtime', 'walltime', 'result_strategy', 'max_retries',
+                         'resource_spec')
+    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[7] or '', restricted})
   end
 end
 return out
@@ -308,14 +326,29 @@ end
 return moved
 """
 
-# Marks tasks running unless they already moved on.
+# Marks tasks running unless they already moved on, and notes them in their owners' completion
+# logs as a ``running`` entry (one per owner; not published: nothing waits on it but readers of
+# the log). ARGV: now, ttl, log max entries, then the task ids.
 _RUNNING = """
-for i = 2, #ARGV do
+local by_owner = {}
+for i = 4, #ARGV do
   local k = KEYS[1] .. ARGV[i]
   local st = redis.call('HGET', k, 'state')
   if st == 'dispatched' then
     redis.call('HSET', k, 'state', 'running', 't_running', ARGV[1])
+    local owner = redis.call('HGET', k, 'owner')
+    local ids = by_owner[owner]
+    if not ids then ids = {}; by_owner[owner] = ids end
+    table.insert(ids, ARGV[i])
   end
+end
+for owner, ids in pairs(by_owner) do
+  local log = KEYS[2] .. owner
+  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+  local prev = '0-0'
+  if last[1] then prev = last[1][1] end
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[3], '*', 'ids', table.concat(ids, ','), 'prev', prev, 'kind', 'running')
+  redis.call('EXPIRE', log, ARGV[2])
 end
 return 0
 """
@@ -375,6 +408,7 @@ class TaskStore:
         now = repr(time.time())
         pipe = self.r.pipeline(transaction=True)
         endpoints: dict[str, list[str]] = {}
+        groups: dict[str, list[str]] = {}
         for t in tasks:
             fields: dict[str, Any] = {
                 "owner": t.owner, "function_id": t.function_id, "endpoint_id": t.endpoint_id,
@@ -388,8 +422,16 @@ class TaskStore:
                 fields["result_strategy"] = t.result_strategy
             if t.max_retries is not None:
                 fields["max_retries"] = str(int(t.max_retries))
+            if t.resource_specification:
+                fields["resource_spec"] = t.resource_specification
+            if t.task_group_id:
+                fields["task_group"] = t.task_group_id
+                groups.setdefault(group_key(t.owner, t.task_group_id), []).append(t.task_id)
             pipe.hset(task_key(t.task_id), mapping=fields)
             endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
+        for key, ids in groups.items():
+            pipe.rpush(key, *ids)
+            pipe.expire(key, self.result_ttl)
         for endpoint_id, ids in endpoints.items():
             pipe.rpush(queue_key(endpoint_id), *ids)
         for endpoint_id in endpoints:
@@ -425,6 +467,15 @@ class TaskStore:
             # Read again once subscribed: a result recorded in between is not missed.
             return completions.wait(task_ids, timeout, any_)
 
+    def group_task_ids(self, owner: str, task_group_id: str, offset: int, limit: int) -> tuple[list[str], int]:
+        """A page of the ids in one of ``owner``'s task groups (submission order), and how many
+        ids the group holds."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lrange(group_key(owner, task_group_id), offset, offset + limit - 1)
+        pipe.llen(group_key(owner, task_group_id))
+        ids, total = pipe.execute()
+        return [i.decode() for i in ids], int(total)
+
     def completions(self, owner: str) -> "Completions":
         """Subscribe to ``owner``'s completions; use before submitting to wait without a race."""
         return Completions(self, owner)
@@ -435,7 +486,7 @@ class TaskStore:
         return last[0][0].decode() if last else "0-0"
 
     def completed_since(self, owner: str, cursor: str, timeout: float, max_tasks: int,
-                        min_tasks: int = 1, linger: float = 0.0) -> "CompletedBatch":
+                        min_tasks: int = 1, linger: float = 0.0, running: bool = False) -> "CompletedBatch":
         """Ids of ``owner``'s tasks that finished after ``cursor``, waiting up to ``timeout``.
 
         Blocks in Redis (``XREAD BLOCK``) until an entry arrives: no polling. Whole entries only,
@@ -443,26 +494,39 @@ class TaskStore:
         > 1, once the first entry is in, it keeps blocking for more for at most ``linger``
         seconds (a reader with many tasks outstanding then gets them in fewer, larger answers).
         ``gap`` is true when entries after ``cursor`` were trimmed from the log before being read.
+        With ``running``, ids of tasks that started running come too (in ``running``, answered
+        at once); without it those entries are passed over.
         """
         key = completed_key(owner)
-        entries = self._read_log(key, cursor, time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        entries = self._read_log(key, cursor, deadline)
         if not entries:
             return CompletedBatch(cursor, [], False)
         gap = _stream_id(entries[0][1][b"prev"].decode()) > _stream_id(cursor)
         ids: list[str] = []
+        started: list[str] = []
         last = cursor
-        linger_until = time.monotonic() + linger
+        linger_until: float | None = None
         while entries:
             for entry_id, fields in entries:
                 batch = fields[b"ids"].decode().split(",")
-                if ids and len(ids) + len(batch) > max_tasks:
-                    return CompletedBatch(last, ids, gap)
-                ids += batch
+                is_running = fields.get(b"kind") == b"running"
+                if is_running and not running:
+                    last = entry_id.decode()
+                    continue
+                if (ids or started) and len(ids) + len(started) + len(batch) > max_tasks:
+                    return CompletedBatch(last, ids, gap, started)
+                (started if is_running else ids).extend(batch)
                 last = entry_id.decode()
-            if len(ids) >= min_tasks or time.monotonic() >= linger_until:
+            if not ids and not started:  # only entries this reader passes over: keep waiting
+                entries = self._read_log(key, last, deadline)
+                continue
+            if linger_until is None:
+                linger_until = time.monotonic() + linger
+            if started or len(ids) >= min_tasks or time.monotonic() >= linger_until:
                 break
             entries = self._read_log(key, last, linger_until)
-        return CompletedBatch(last, ids, gap)
+        return CompletedBatch(last, ids, gap, started)
 
     def _read_log(self, key: str, cursor: str, deadline: float) -> list[Any]:
         """Entries after ``cursor``, blocking until one arrives or ``deadline`` (monotonic)."""
@@ -512,7 +576,7 @@ class TaskStore:
             return []
         bodies = self._function_bodies({row[1].decode() for row in rows})
         tasks = []
-        for task_id, function_id, payload, runtime, walltime, strategy, retries, restricted in rows:
+        for task_id, function_id, payload, runtime, walltime, strategy, retries, spec, restricted in rows:
             fid = function_id.decode()
             tasks.append(TaskMessage(
                 task_id=task_id.decode(), function_id=fid, function=bodies.get(fid, b""), payload=payload,
@@ -521,6 +585,7 @@ class TaskStore:
                 # A function-restricted endpoint's workers load no code-capable arguments, even
                 # for tasks queued before the restriction.
                 allowed_serializers=list(data_only(None)) if restricted == b"1" else None,
+                resource_specification=json.loads(spec) if spec else None,
             ))
         return tasks
 
@@ -542,7 +607,8 @@ class TaskStore:
 
     def mark_running(self, task_ids: list[str], started_at: float | None = None) -> None:
         if task_ids:
-            self._running(keys=[P + "task:"], args=[repr(started_at or time.time()), *task_ids])
+            self._running(keys=[P + "task:", P + "completed:"],
+                          args=[repr(started_at or time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES, *task_ids])
 
     def record_results(self, results: list[ResultMessage], endpoint_id: str) -> list[str]:
         """Record results (first wins); returns the ids recorded now. Safe to call twice."""

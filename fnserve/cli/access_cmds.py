@@ -25,7 +25,7 @@ def _client() -> Any:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))
 
 
 def _admin(*args: str, stdin: str | None = None) -> None:

@@ -5,6 +5,7 @@
     fnserve run FUNCTION_ID --endpoint ENDPOINT_ID [ARGS...]
     fnserve status|result|watch|cancel TASK_ID
     fnserve functions | endpoints
+    fnserve token                      print the token the SDK sends (for curl)
     fnserve service start|stop|user add ...
     fnserve endpoint configure|start|stop|restart|list|delete NAME
 """
@@ -18,7 +19,8 @@ from typing import Any
 
 import click
 
-from fnserve.errors import FnserveError, RemoteExecutionError
+from fnserve.cli.errors import Group, fail, remote_error_line
+from fnserve.errors import RemoteExecutionError
 
 
 def _client() -> Any:
@@ -28,7 +30,7 @@ def _client() -> Any:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))
 
 
 def _parse_arg(text: str) -> Any:
@@ -39,26 +41,7 @@ def _parse_arg(text: str) -> Any:
         return text
 
 
-class _Group(click.Group):
-    """Turns fnserve errors into a one-line message and exit code 1 (no traceback)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.exceptions.Exit:
-            raise  # `--help` on a subgroup: a RuntimeError to Python, not an error to the user
-        except RemoteExecutionError as exc:
-            click.echo(f"remote error: {exc}", err=True)
-            sys.exit(1)
-        except FnserveError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except (RuntimeError, FileNotFoundError) as exc:  # start-up problems: say what, no traceback
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Group)
+@click.group(cls=Group)
 @click.version_option(package_name="fnserve")
 def main() -> None:
     """fnserve: function serving for science."""
@@ -83,16 +66,28 @@ def register(target: str, name: str | None, description: str, runtime: str | Non
     path_text, sep, func = target.rpartition(":")
     if not sep or not func:
         raise click.BadParameter("expected FILE.py:FUNC", param_hint="TARGET")
-    path = Path(path_text)
-    if not path.is_file():
-        raise click.BadParameter(f"{path} is not a file", param_hint="TARGET")
-    source = path.read_text()
+    source = _read_source(Path(path_text))
     import ast
 
-    defined = {n.name for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    try:
+        tree = ast.parse(source, filename=path_text)
+    except SyntaxError as exc:
+        fail(f"{path_text} line {exc.lineno}: {exc.msg}; fix the file and register again")
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     if func not in defined:
-        raise click.BadParameter(f"{path} defines no top-level function {func!r} (it has: {', '.join(sorted(defined)) or 'none'})")
+        raise click.BadParameter(f"{path_text} defines no top-level function {func!r} (it has: {', '.join(sorted(defined)) or 'none'})")
     click.echo(_client().register_source(source, func, name=name, description=description, runtime=runtime))
+
+
+def _read_source(path: Path) -> str:
+    if not path.is_file():
+        raise click.BadParameter(f"{path} is not a file", param_hint="TARGET")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        fail(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8 and register again")
 
 
 @main.command()
@@ -104,8 +99,9 @@ def register(target: str, name: str | None, description: str, runtime: str | Non
 @click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
 @click.option("--walltime", type=float, default=None, help="Seconds the function may run.")
 @click.option("--runtime", default=None, help="Runtime (id or name) to run in; default: the function's own, else the endpoint's host.")
+@click.option("--traceback", "show_traceback", is_flag=True, help="If the function raised, also print the remote traceback.")
 def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: str | None, timeout: float | None,
-        no_wait: bool, walltime: float | None, runtime: str | None = None) -> None:
+        no_wait: bool, walltime: float | None, runtime: str | None = None, show_traceback: bool = False) -> None:
     """Run FUNCTION_ID on an endpoint with ARGS (each a JSON value); waits and prints the result
     (with --no-wait: prints the task id at once).
 
@@ -123,19 +119,24 @@ def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: 
         click.echo(task_id)
         return
     task = client.wait([task_id], timeout)[0]
-    _print_outcome(task)
+    _print_outcome(task, show_traceback)
 
 
-def _print_outcome(task: dict[str, Any]) -> None:
+def _print_outcome(task: dict[str, Any], show_traceback: bool = False) -> None:
     from fnserve.client import result_of
 
     if task.get("stdout"):
         click.echo(task["stdout"], nl=False, err=True)
     if task["state"] not in ("success", "failed", "cancelled"):
-        click.echo(f"task {task['task_id']} is still {task['state']}", err=True)
-        sys.exit(2)
-    value = result_of(task)
-    click.echo(json.dumps(value) if _is_json(value) else repr(value))
+        fail(f"task {task['task_id']} is still {task['state']}: wait longer with `fnserve result {task['task_id']}`", 2)
+    try:
+        value = result_of(task)
+    except RemoteExecutionError as exc:
+        if show_traceback:
+            click.echo(exc.remote_traceback.rstrip(), err=True)
+        click.echo(remote_error_line(exc), err=True)
+        sys.exit(1)
+    click.echo(json.dumps(value, ensure_ascii=False) if _is_json(value) else repr(value))
 
 
 def _is_json(value: Any) -> bool:
@@ -157,9 +158,10 @@ def status(task_id: str) -> None:
 @main.command()
 @click.argument("task_id")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait (default: until done).")
-def result(task_id: str, timeout: float | None) -> None:
+@click.option("--traceback", "show_traceback", is_flag=True, help="If the function raised, also print the remote traceback.")
+def result(task_id: str, timeout: float | None, show_traceback: bool) -> None:
     """Wait for a task and print its result (or its remote error)."""
-    _print_outcome(_client().wait([task_id], timeout)[0])
+    _print_outcome(_client().wait([task_id], timeout)[0], show_traceback)
 
 
 @main.command()
@@ -171,19 +173,31 @@ def watch(task_id: str, timeout: float | None, as_json: bool) -> None:
     client = _client()
     for out in client.watch_outputs(task_id, timeout=timeout):
         if as_json:
-            click.echo(json.dumps(out, separators=(",", ":")))
+            click.echo(json.dumps(out, separators=(",", ":"), ensure_ascii=False))
         else:
             values = "  ".join(f"{k}={_short(v)}" for k, v in out["values"].items())
             click.echo(f"[{out['seq']}] {values}")
-    state = client.get_task(task_id)["state"]
-    click.echo(f"task {task_id}: {state}", err=True)
-    if state != "success":
+    task = client.get_task(task_id)
+    error = task.get("error") or {}
+    if task["state"] == "failed":
+        what = f"{error.get('type')}: {error.get('message')}" if error.get("code") == "user_exception" else \
+            f"[{error.get('code')}] {error.get('message')}"
+        click.echo(f"task {task_id}: failed: {' '.join(what.split())} (`fnserve result {task_id} --traceback` shows more)", err=True)
+    else:
+        click.echo(f"task {task_id}: {task['state']}", err=True)
+    if task["state"] != "success":
         sys.exit(1)
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+@main.command()
+def token() -> None:
+    """Print the token the SDK and CLI send, for scripts: curl -H "Authorization: Bearer $(fnserve token)"."""
+    click.echo(_client().token())
 
 
 @main.command()

@@ -80,7 +80,7 @@ def add_commands(main: click.Group) -> None:
     @click.argument("runtime")
     def show(runtime: str) -> None:
         """Show runtime RUNTIME (id or name)."""
-        click.echo(json.dumps(_client().get_runtime(runtime), indent=2, sort_keys=True))
+        click.echo(json.dumps(_client().get_runtime(runtime), indent=2, sort_keys=True, ensure_ascii=False))
 
     @runtime.command("delete")
     @click.argument("runtime")

@@ -38,6 +38,10 @@ def test_cancelling_a_running_task_kills_its_worker_and_the_endpoint_keeps_worki
     marker = tmp_path / "pids"
     task_id = client.submit(fid, stack.endpoint_id, (str(marker),))
     pid = _wait_for_pids(marker, 1)[0]  # running: it sleeps 300 s
+    # The worker's start marker reaches the service a moment after the function began.
+    deadline = time.monotonic() + 10
+    while client.get_task(task_id)["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.get_task(task_id)["state"] == "running"
 
     answer = client.cancel(task_id)

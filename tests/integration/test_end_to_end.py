@@ -68,6 +68,9 @@ def test_remote_exception_is_reraised_with_remote_traceback(stack):
     assert err.remote_type.endswith("RuntimeError") and err.remote_message == "boom"
     assert "raise RuntimeError(message)" in err.remote_traceback
     cli = stack.cli("run", fid, "--endpoint", stack.endpoint_id, '"from the CLI"', check=False)
+    # One line by default; the remote traceback on request.
+    assert cli.returncode == 1 and cli.stderr.startswith("remote error: RuntimeError: from the CLI") and cli.stderr.count("\n") == 1
+    cli = stack.cli("run", fid, "--endpoint", stack.endpoint_id, '"from the CLI"', "--traceback", check=False)
     assert cli.returncode == 1 and "from the CLI" in cli.stderr and "Traceback" in cli.stderr
 
 

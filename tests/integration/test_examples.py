@@ -124,3 +124,41 @@ def test_executor_future_gives_a_live_view_of_its_outputs(stack):
         seen = [o["values"] for o in fut.outputs(timeout=60)]
         assert fut.result(60) == "ok"
     assert seen == [{"done": i, "of": 4} for i in range(1, 5)]
+
+
+def run_notebook_with_restarts(name: str, stack, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[nbformat.NotebookNode, list[int]]:
+    """Execute examples/NAME cell by cell, restarting the kernel (as Kernel > Restart does: the
+    kernel is asked to shut down, then started again) before each cell tagged ``restart-kernel``;
+    returns the notebook and the kernel's pid per run."""
+    from jupyter_core.utils import run_sync
+
+    monkeypatch.setenv("FNSERVE_HOME", stack.env["FNSERVE_HOME"])
+    monkeypatch.delenv("FNSERVE_TOKEN", raising=False)
+    monkeypatch.delenv("FNSERVE_SERVICE_URL", raising=False)
+    nb = nbformat.read(EXAMPLES / name, as_version=4)
+    client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
+    pids = []
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            if "restart-kernel" in cell.metadata.get("tags", []):
+                pids.append(client.km.provisioner.pid)
+                run_sync(client.km.restart_kernel)(now=False)
+                run_sync(client.kc.wait_for_ready)(timeout=60)
+            client.execute_cell(cell, index)
+        pids.append(client.km.provisioner.pid)
+    return nb, pids
+
+
+def test_globus_compute_notebook_runs_and_gets_its_futures_back_after_a_kernel_restart(stack, tmp_path, monkeypatch):
+    nb, pids = run_notebook_with_restarts("globus_compute_port.ipynb", stack, tmp_path, monkeypatch)
+    assert len(set(pids)) == 2  # the second half ran in a new kernel process
+    text = stream_text(nb)
+    assert "Hello Globus Compute user, from" in text
+    assert 2.9 < float(text.split("pi is about ")[1].split()[0]) < 3.4
+    assert "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in text
+    reloaded = text.split("reloaded ")[1]
+    assert reloaded.startswith("6 futures, ") and int(reloaded.split(", ")[1].split()[0]) >= 1  # some were still running
+    assert "results: [0, 1, 4, 9, 16, 25]" in text
+    # The only changes from Globus Compute are the marked import and endpoint id lines.
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "globus_compute_sdk" not in code.replace("# was: from globus_compute_sdk", "")

@@ -116,3 +116,26 @@ def test_bad_cursor_and_max_tasks_are_400(client, alice):
         err = assert_error(client.get("/v1/tasks/completions", query_string=params, headers=alice), 400, "invalid_request")
         assert err["details"]["field"] == field
     assert_error(client.get("/v1/tasks/completions"), 401, "missing_token")
+
+
+def test_running_tasks_come_only_to_readers_that_ask_and_do_not_end_other_long_polls(client, alice, fid, eid, store):
+    cursor = read(client, alice)["cursor"]
+    ids = submit(client, alice, fid, eid, 2)
+    store.claim(eid, 10)
+    threading.Timer(0.2, store.mark_running, ([ids[0]],)).start()
+    t0 = time.monotonic()
+    page = read(client, alice, cursor=cursor, wait=5, running="true")
+    assert time.monotonic() - t0 < 3  # answered when the task started, not at the timeout
+    assert [(t["task_id"], t["state"]) for t in page["tasks"]] == [(ids[0], "running")]
+    # A reader that did not ask passes over the running entry and keeps waiting for a result.
+    threading.Timer(0.3, finish, (store, eid, ids[1])).start()
+    t0 = time.monotonic()
+    plain = read(client, alice, cursor=cursor, wait=5)
+    assert 0.25 < time.monotonic() - t0 < 3
+    assert [(t["task_id"], t["state"]) for t in plain["tasks"]] == [(ids[1], "success")]
+    # A task that already finished when the running entry is read is left to its own entry.
+    finish(store, eid, ids[0])
+    after = read(client, alice, cursor=cursor, wait=1, running="true")
+    assert [(t["task_id"], t["state"]) for t in after["tasks"]] == [(ids[1], "success"), (ids[0], "success")]
+    assert_error(client.get("/v1/tasks/completions", query_string={"cursor": cursor, "running": "maybe"}, headers=alice),
+                 400, "invalid_request")

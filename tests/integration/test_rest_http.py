@@ -12,7 +12,7 @@ from fnserve import serialize
 from fnserve._redis_server import free_port
 from fnserve.version import PROTOCOL_VERSION, __version__
 from rest_support import (  # noqa: F401  (fixtures)
-    MAX_REQUEST, alice, app, assert_error, b64, bearer, client, register_endpoint, register_function,
+    MAX_BATCH, MAX_PAYLOAD, MAX_REQUEST, alice, app, assert_error, b64, bearer, client, register_endpoint, register_function,
     settings, state,
 )
 from web_service.app import create_app
@@ -25,7 +25,9 @@ PROTECTED = [("get", "/v1/functions"), ("post", "/v1/functions"), ("get", "/v1/e
 
 def test_version_and_health_need_no_token(client):
     assert client.get("/v1/version").json == {"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1",
-                                             "auth": {"mode": "local"}}
+                                             "auth": {"mode": "local"},
+                                             "limits": {"max_payload_bytes": MAX_PAYLOAD, "max_request_bytes": MAX_REQUEST,
+                                                        "max_batch": MAX_BATCH}}
     health = client.get("/v1/health")
     assert health.status_code == 200 and health.json == {"status": "ok", "redis": True, "database": True}
 

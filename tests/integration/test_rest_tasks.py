@@ -34,6 +34,11 @@ def submit(client, headers, *tasks):
     return client.post("/v1/tasks", json={"tasks": list(tasks)}, headers=headers)
 
 
+def atomic(client, headers, *tasks):
+    """A batch that is refused whole if any task is bad (the behaviour before per-task answers)."""
+    return client.post("/v1/tasks", json={"tasks": list(tasks), "atomic": True}, headers=headers)
+
+
 def finish(store, task_id, endpoint_id, value=None, error=None):
     """What the forwarder does when a result arrives."""
     store.claim(endpoint_id, 100)
@@ -194,17 +199,24 @@ def test_tasks_are_private_to_their_owner(client, alice, bob, fid, eid):
 def test_others_functions_and_endpoints_cannot_be_used(client, alice, bob, fid, eid):
     bob_fid = register_function(client, bob)
     bob_eid = register_endpoint(client, bob)["endpoint_id"]
-    err = assert_error(submit(client, alice, {"function_id": fid, "endpoint_id": eid, "args": []},
+    err = assert_error(atomic(client, alice, {"function_id": fid, "endpoint_id": eid, "args": []},
                               {"function_id": bob_fid, "endpoint_id": eid, "args": []}), 403, "forbidden")
     assert err["details"] == {"function_id": bob_fid, "index": 1}
+    # Judged task by task (the default), only the task using bob's function is refused.
+    resp = submit(client, alice, {"function_id": fid, "endpoint_id": eid, "args": []},
+                  {"function_id": bob_fid, "endpoint_id": eid, "args": []})
+    assert resp.status_code == 207 and resp.json["task_ids"][0] and resp.json["task_ids"][1] is None
+    assert resp.json["errors"] == [{"index": 1, "status": 403, "code": "forbidden", "message": resp.json["errors"][0]["message"],
+                                    "details": {"function_id": bob_fid}}]
     err = assert_error(submit(client, alice, {"function_id": fid, "endpoint_id": bob_eid, "args": []}), 403, "forbidden")
     assert err["details"]["endpoint_id"] == bob_eid
 
 
-def test_a_bad_task_rejects_the_whole_batch_and_names_its_index(client, alice, fid, eid, store):
+def bad_task_cases(fid, eid):
+    """(bad task, status, code, field) for a task placed at index 1 of a batch."""
     good = {"function_id": fid, "endpoint_id": eid, "args": [1]}
     dill_code = serialize.serialize_source("def f():\n    pass\n", "f")
-    cases = [
+    return [
         ({**good, "walltime": 0}, 400, "invalid_request", "tasks[1].walltime"),
         ({**good, "walltime": True}, 400, "invalid_request", "tasks[1].walltime"),
         ({**good, "runtime": 7}, 400, "invalid_request", "tasks[1].runtime"),
@@ -223,14 +235,55 @@ def test_a_bad_task_rejects_the_whole_batch_and_names_its_index(client, alice, f
         ("not an object", 400, "invalid_request", "tasks[1]"),
         ({**good, "function_id": "00000000-0000-4000-8000-000000000000"}, 404, "function_not_found", None),
         ({**good, "endpoint_id": "00000000-0000-4000-8000-000000000000"}, 404, "endpoint_not_found", None),
+        ({**good, "resource_specification": [1]}, 400, "invalid_request", "tasks[1].resource_specification"),
+        ({**good, "resource_specification": {"k": "x" * 5000}}, 400, "invalid_request", "tasks[1].resource_specification"),
+        ({**good, "task_group_id": "g" * 65}, 400, "invalid_request", "tasks[1].task_group_id"),
+        ({**good, "runtime": "no-such-runtime"}, 404, "runtime_not_found", None),
     ]
-    for bad, status, code, field in cases:
-        err = assert_error(submit(client, alice, good, bad, good), status, code)
+
+
+def test_an_atomic_batch_with_a_bad_task_is_refused_whole_and_names_its_index(client, alice, fid, eid, store):
+    good = {"function_id": fid, "endpoint_id": eid, "args": [1]}
+    for bad, status, code, field in bad_task_cases(fid, eid):
+        err = assert_error(atomic(client, alice, good, bad, good), status, code)
         assert err["details"]["index"] == 1, (bad, err)
         if field:
             assert err["details"]["field"] == field, (bad, err)
     assert store.queue_length(eid) == 0
     assert store.r.keys("fns:task:*") == []
+
+
+def test_a_bad_task_fails_alone_with_its_code_and_the_others_are_queued(client, alice, fid, eid, store):
+    good = {"function_id": fid, "endpoint_id": eid, "args": [1]}
+    cases = bad_task_cases(fid, eid)
+    for bad, status, code, field in cases:
+        resp = submit(client, alice, good, bad, good)
+        assert resp.status_code == 207, (bad, resp.json)
+        first, refused, third = resp.json["task_ids"]
+        assert first and third and refused is None
+        [err] = resp.json["errors"]
+        assert (err["index"], err["status"], err["code"]) == (1, status, code), (bad, err)
+        assert err["message"] and "index" not in err.get("details", {})
+        if field:
+            assert err["details"]["field"] == field, (bad, err)
+        assert [t.task_id for t in store.claim(eid, 10)] == [first, third]
+    assert store.queue_length(eid) == 0 and len(store.r.keys("fns:task:*")) == 2 * len(cases)
+
+
+def test_a_batch_with_no_good_task_answers_the_first_error_with_every_task_named(client, alice, fid, eid, store):
+    unknown = "00000000-0000-4000-8000-000000000000"
+    resp = submit(client, alice, {"function_id": fid, "endpoint_id": unknown, "args": [1]},
+                  {"function_id": fid, "endpoint_id": eid, "walltime": -1})
+    err = assert_error(resp, 404, "endpoint_not_found")
+    assert err["details"]["index"] == 0
+    assert [(e["index"], e["status"], e["code"]) for e in err["details"]["errors"]] == [
+        (0, 404, "endpoint_not_found"), (1, 400, "invalid_request")]
+    # One bad task alone answers as it always did: its own error, nothing more.
+    err = assert_error(submit(client, alice, {"function_id": fid, "endpoint_id": unknown}), 404, "endpoint_not_found")
+    assert err["details"] == {"endpoint_id": unknown, "index": 0}
+    assert store.r.keys("fns:task:*") == []
+    assert_error(client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid}], "atomic": "yes"},
+                             headers=alice), 400, "invalid_request")
 
 
 def test_batch_shape_errors(client, alice, fid, eid):
@@ -294,3 +347,33 @@ def test_submit_with_wait_times_out_with_the_task_still_accepted(client, alice, 
     [task] = resp.json["tasks"]
     assert task["state"] == "waiting-for-endpoint"
     assert store.get(task["task_id"]).state.value == "waiting-for-endpoint"
+
+
+def test_retries_task_group_and_resource_specification_are_kept_and_forwarded(client, alice, fid, eid, store):
+    spec = {"num_nodes": 2, "ranks_per_node": 4, "partition": "debug"}
+    ids = submit(client, alice, *({"function_id": fid, "endpoint_id": eid, "args": [i], "max_retries": 0,
+                                   "task_group_id": "tg-1", "resource_specification": spec} for i in range(3)),
+                 {"function_id": fid, "endpoint_id": eid, "args": [9]}).json["task_ids"]
+    task = client.get(f"/v1/tasks/{ids[0]}", headers=alice).json
+    assert (task["max_retries"], task["task_group_id"], task["resource_specification"]) == (0, "tg-1", spec)
+    plain = client.get(f"/v1/tasks/{ids[3]}", headers=alice).json
+    assert not {"max_retries", "task_group_id", "resource_specification"} & set(plain)
+    sent = store.claim(eid, 10)  # what the forwarder puts in the TaskMessages to the endpoint
+    assert [(m.max_retries, m.resource_specification) for m in sent] == [(0, spec)] * 3 + [(None, None)]
+
+
+def test_a_task_group_lists_its_tasks_in_order_for_its_owner_only(client, alice, bob, fid, eid, store):
+    first = submit(client, alice, *({"function_id": fid, "endpoint_id": eid, "args": [i], "task_group_id": "runs"}
+                                    for i in range(3))).json["task_ids"]
+    second = submit(client, alice, {"function_id": fid, "endpoint_id": eid, "args": [3], "task_group_id": "runs"},
+                    {"function_id": fid, "endpoint_id": eid, "args": [4], "task_group_id": "other"}).json["task_ids"]
+    page = client.get("/v1/task_groups/runs/tasks", query_string={"limit": 3}, headers=alice).json
+    assert [t["task_id"] for t in page["tasks"]] == first and page["total"] == 4 and page["next_offset"] == 3
+    rest = client.get("/v1/task_groups/runs/tasks", query_string={"offset": 3}, headers=alice).json
+    assert [t["task_id"] for t in rest["tasks"]] == second[:1] and rest["next_offset"] is None
+    assert rest["tasks"][0]["state"] == "waiting-for-endpoint"
+    # Bob's group of the same name is his own: he sees none of alice's tasks.
+    assert client.get("/v1/task_groups/runs/tasks", headers=bob).json == {"task_group_id": "runs", "tasks": [], "total": 0,
+                                                                          "next_offset": None}
+    assert_error(client.get("/v1/task_groups/runs/tasks", query_string={"limit": 0}, headers=alice), 400, "invalid_request")
+    assert_error(client.get("/v1/task_groups/runs/tasks", query_string={"offset": "x"}, headers=alice), 400, "invalid_request")

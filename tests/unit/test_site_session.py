@@ -14,6 +14,8 @@ from fnserve.messages import (
     ResultMessage,
     TaskBatch,
     TaskMessage,
+    TaskOutput,
+    TaskOutputBatch,
     TaskStatusBatch,
 )
 from site_manager.session import (
@@ -176,13 +178,18 @@ def test_a_burst_of_disconnects_is_one_reconnect_at_the_first_delay() -> None:
     assert isinstance(register, Register)
 
 
-def test_a_task_batch_submits_each_task_and_reports_one_status_batch() -> None:
+def test_a_task_batch_submits_each_task_and_reports_running_only_when_a_worker_starts_it() -> None:
     s = ready_session()
     actions = s.received(TaskBatch(tasks=[task("a"), task("b"), task("c")]), NOW, 42.0)
     assert [a.task.task_id for a in actions if isinstance(a, Submit)] == ["a", "b", "c"]
-    (status,) = sent(actions)
-    assert status == TaskStatusBatch(running=["a", "b", "c"], started_at=42.0)
+    assert sent(actions) == []  # queued for the workers is not running yet
     assert s.running == {"a", "b", "c"}
+    started = [TaskOutput(task_id=t, seq=-1, time=50.0 + i, kind="start") for i, t in enumerate("ab")]
+    report = TaskOutput(task_id="a", seq=0, time=52.0, values={"step": 1})
+    stray = TaskOutput(task_id="not-ours", seq=-1, time=53.0, kind="start")
+    status, outputs = sent(s.outputs_ready([*started, report, stray]))
+    assert status == TaskStatusBatch(running=["a", "b"], started_at=50.0)  # before the outputs
+    assert outputs == TaskOutputBatch(outputs=[report])  # markers are not relayed
 
 
 def test_results_are_sent_in_one_batch_and_kept_until_acked() -> None:
@@ -233,8 +240,7 @@ def test_redispatched_tasks_are_not_run_twice() -> None:
         TaskBatch(tasks=[task("running"), task("done"), task("new")]), NOW, 0.0
     )
     assert [a.task.task_id for a in actions if isinstance(a, Submit)] == ["new"]
-    status, batch = sent(actions)
-    assert status.running == ["new"]
+    (batch,) = sent(actions)
     assert [r.task_id for r in batch.results] == [
         "done"
     ]  # answered from the unacked result

@@ -13,6 +13,9 @@ request serves any number of outstanding tasks, so a client never asks per task.
 answer waits up to ``linger`` more for ``min_tasks`` in all (a reader with many tasks outstanding
 makes fewer, larger requests; with one outstanding task it sends neither and pays no delay).
 
+``running=true`` also answers, at once, with tasks that started running after ``cursor`` (state
+``running``): how ``fnserve.Executor`` knows a future is running.
+
 ``gap`` is true when the log was trimmed past ``cursor`` (the reader fell more than
 10,000 batches behind): some finished tasks may be missing from the answers, so the reader should
 read the tasks it still waits for with ``POST /v1/tasks/results``. Each user's log is their own:
@@ -41,7 +44,8 @@ def completions() -> Response:
     max_tasks = service.parse_max_tasks(request.args.get("max_tasks"), state.settings.max_batch)
     min_tasks = service.parse_max_tasks(request.args.get("min_tasks"), state.settings.max_batch, "min_tasks", 1)
     linger = service.parse_linger(request.args.get("linger"))
+    running = service.parse_flag(request.args.get("running"), "running")
     # Without a cursor it answers at once: no long-poll place needed.
     with state.waits.admit(identity().user_id, wait if cursor is not None else 0):
-        page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger)
+        page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger, running)
     return respond({"cursor": page.cursor, "tasks": [task_view(r) for r in page.tasks], "gap": page.gap})

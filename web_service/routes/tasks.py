@@ -1,4 +1,13 @@
-"""``/v1/tasks``: submit a batch, read one task (optionally long-polling), read many, cancel."""
+"""``/v1/tasks``: submit a batch, read one task (optionally long-polling), read many, cancel;
+``/v1/task_groups/{id}/tasks``: the tasks of one of the caller's task groups.
+
+A submitted batch is judged task by task (unless it asks to be ``atomic``): the answer is 202
+when every task was accepted, 207 (Multi-Status) when some were and others refused, with
+``task_ids`` in batch order (``null`` for a refused task) and ``errors`` naming each refused
+task's ``index``, ``status``, ``code`` and ``message``; a batch in which no task was accepted is
+answered with the first refused task's error status and body, every task's error in
+``details.errors``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from fnserve import serialize
-from fnserve.errors import SerializationError
+from fnserve.errors import FnserveError, SerializationError
 from web_service.routes._http import identity, json_body, require_identity, respond
 from web_service.services import tasks as service
 from web_service.state import current
@@ -27,6 +36,12 @@ def task_view(rec: TaskRecord) -> dict[str, Any]:
         "error": _error_view(rec.error), "stdout": rec.stdout, "stderr": rec.stderr,
         "timings": rec.timings, "resources": rec.resources, "placement": rec.placement,
     }
+    if rec.max_retries is not None:
+        view["max_retries"] = rec.max_retries
+    if rec.task_group_id:
+        view["task_group_id"] = rec.task_group_id
+    if rec.resource_specification is not None:
+        view["resource_specification"] = rec.resource_specification
     if rec.result:
         try:
             text = serialize.json_body(rec.result)
@@ -44,32 +59,53 @@ def task_view(rec: TaskRecord) -> dict[str, Any]:
 def _error_view(error: dict[str, Any] | None) -> dict[str, Any] | None:
     if not error:
         return None
-    return {
+    view = {
         "code": error.get("code", "error"), "type": error.get("type", ""),
         "message": error.get("message", ""), "traceback": error.get("traceback", ""),
     }
+    # Where the exception's class lives and its plain args: a client raises the same class.
+    for key in ("module", "qualname", "args"):
+        if error.get(key):
+            view[key] = error[key]
+    return view
 
 
 @bp.post("/tasks")
 def submit() -> Response:
     state = current()
     body = json_body()
-    specs = service.parse_task_batch(body, max_payload_bytes=state.settings.max_payload_bytes, max_batch=state.settings.max_batch,
+    items = service.parse_task_items(body, max_payload_bytes=state.settings.max_payload_bytes, max_batch=state.settings.max_batch,
                                      max_walltime=state.settings.max_walltime)
+    atomic = service.parse_atomic(body)
     wait = min(service.parse_wait(body.get("wait")), state.settings.max_wait)
     if wait <= 0:
         with state.sessions() as session:
-            task_ids = service.submit_tasks(session, state.store, identity(), specs, state.ownership, state.quotas)
-        return respond({"task_ids": task_ids}, 202)
+            outcomes = _submit(session, items, atomic)
+        return _submitted(outcomes)
     # Submit-and-wait: one round trip for interactive calls. Subscribing to completions before
     # submitting means no result can slip past; the tasks are durable once submitted, and the
     # wait only decides how much of their outcome this answer carries.
     # Admitted before submitting: a refused wait must not leave tasks the caller never heard of.
     with state.waits.admit(identity().user_id, wait), state.store.completions(identity().user_id) as completions:
         with state.sessions() as session:
-            task_ids = service.submit_tasks(session, state.store, identity(), specs, state.ownership, state.quotas)
+            outcomes = _submit(session, items, atomic)
+        task_ids = [o for o in outcomes if isinstance(o, str)]
         recs = completions.wait(task_ids, wait, fresh=True)
-    return respond({"task_ids": task_ids, "tasks": [task_view(r) for r in recs.values() if r is not None]}, 202)
+    return _submitted(outcomes, [task_view(r) for r in recs.values() if r is not None])
+
+
+def _submit(session: Any, items: list[service.Outcome], atomic: bool) -> list[str | FnserveError]:
+    state = current()
+    return service.submit_tasks(session, state.store, identity(), items, state.ownership, state.quotas, atomic=atomic)
+
+
+def _submitted(outcomes: list[str | FnserveError], tasks: list[dict[str, Any]] | None = None) -> Response:
+    task_ids = [o if isinstance(o, str) else None for o in outcomes]
+    errors = [service.error_entry(i, o) for i, o in enumerate(outcomes) if isinstance(o, FnserveError)]
+    body: dict[str, Any] = {"task_ids": task_ids, "errors": errors}
+    if tasks is not None:
+        body["tasks"] = tasks
+    return respond(body, 207 if errors else 202)
 
 
 @bp.get("/tasks/<task_id>")
@@ -99,3 +135,15 @@ def cancel(task_id: str) -> Response:
     state = current()
     service.check_task_id(task_id)
     return respond(task_view(service.cancel_task(state.store, identity(), task_id)))
+
+
+@bp.get("/task_groups/<task_group_id>/tasks")
+def group_tasks(task_group_id: str) -> Response:
+    """A page of the caller's tasks in a task group, oldest first (expired tasks left out)."""
+    state = current()
+    offset = service.parse_count(request.args.get("offset"), "offset", 0, minimum=0)
+    limit = min(service.parse_count(request.args.get("limit"), "limit", 1000), state.settings.max_batch)
+    recs, total = service.group_tasks(state.store, identity(), task_group_id, offset, limit)
+    next_offset = offset + limit if offset + limit < total else None
+    return respond({"task_group_id": task_group_id, "tasks": [task_view(r) for r in recs], "total": total,
+                    "next_offset": next_offset})

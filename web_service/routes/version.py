@@ -24,7 +24,10 @@ def version() -> Response:
     if settings.auth_mode == "globus":
         # What `fnserve login` needs to start a Globus login for this service (all public).
         auth.update(scope=settings.globus_scope, native_client_id=settings.globus_native_client_id)
-    return respond({"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1", "auth": auth})
+    # Clients size their submit requests by these (the SDK splits batches to fit them).
+    limits = {"max_payload_bytes": settings.max_payload_bytes, "max_request_bytes": settings.max_request_bytes,
+              "max_batch": settings.max_batch}
+    return respond({"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1", "auth": auth, "limits": limits})
 
 
 @bp.get("/openapi.json")

@@ -3,6 +3,10 @@
 The submit hot path: validate the whole batch in memory, authorize each distinct function and
 endpoint (in-process cache, else one SQL query for all of them), one pipelined Redis check that
 function bodies are cached and endpoints not deleted, then one pipelined Redis write.
+
+A batch is judged task by task: every check yields an outcome per task (a :class:`TaskSpec`
+still good, or the error that refused it, naming its index), so one bad task fails alone. An
+``atomic`` batch is refused whole when any task is bad (the first bad task's error).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -34,6 +39,7 @@ RESULT_FORMATS = ("json", "python")
 RETURN_WHEN = ("ALL_COMPLETED", "FIRST_COMPLETED")
 MAX_ID_LENGTH = 64
 MAX_RETRIES = 100  # per task: reruns after a lost worker or block
+MAX_RESOURCE_SPEC_BYTES = 4096  # a task's resource_specification, as JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,12 @@ class TaskSpec:
     walltime: float | None = None
     result_strategy: str | None = None
     max_retries: int | None = None
+    task_group_id: str | None = None
+    resource_specification: bytes | None = None  # a JSON object, kept as its text
+
+
+# What one task of a batch came to: still good, or the error that refused it.
+Outcome = TaskSpec | FnserveError
 
 
 # -- validation (pure) ---------------------------------------------------------------------------
@@ -58,6 +70,15 @@ DEFAULT_MAX_WALLTIME = 30 * 24 * 3600.0  # FNSERVE_MAX_WALLTIME's default
 def parse_task_batch(body: dict[str, Any], *, max_payload_bytes: int, max_batch: int,
                      max_walltime: float = DEFAULT_MAX_WALLTIME) -> list[TaskSpec]:
     """Validate a whole ``POST /v1/tasks`` body; the first bad task's error names its index."""
+    items = parse_task_items(body, max_payload_bytes=max_payload_bytes, max_batch=max_batch, max_walltime=max_walltime)
+    raise_first_error(items)
+    return items  # type: ignore[return-value]
+
+
+def parse_task_items(body: dict[str, Any], *, max_payload_bytes: int, max_batch: int,
+                     max_walltime: float = DEFAULT_MAX_WALLTIME) -> list[Outcome]:
+    """Validate a ``POST /v1/tasks`` body task by task: a spec per good task, the error (naming
+    its index) per bad one. A body that is not a batch at all raises."""
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise invalid("tasks", "must be a non-empty list")
@@ -66,7 +87,36 @@ def parse_task_batch(body: dict[str, Any], *, max_payload_bytes: int, max_batch:
             f"a batch may hold at most {max_batch} tasks, this one has {len(tasks)}; split it",
             code="batch_too_large", details={"field": "tasks", "limit": max_batch, "count": len(tasks)},
         )
-    return [parse_task(i, item, max_payload_bytes, max_walltime) for i, item in enumerate(tasks)]
+    items: list[Outcome] = []
+    for i, item in enumerate(tasks):
+        try:
+            items.append(parse_task(i, item, max_payload_bytes, max_walltime))
+        except FnserveError as exc:
+            exc.details.setdefault("index", i)
+            items.append(exc)
+    return items
+
+
+def parse_atomic(body: dict[str, Any]) -> bool:
+    """``atomic``: refuse the whole batch if any task is bad (default false: judge each task)."""
+    value = body.get("atomic", False)
+    if not isinstance(value, bool):
+        raise invalid("atomic", "must be true or false")
+    return value
+
+
+def error_entry(index: int, exc: FnserveError) -> dict[str, Any]:
+    """How the answer to a batch names one refused task."""
+    details = {k: v for k, v in exc.details.items() if k not in ("index", "errors")}
+    return {"index": index, "status": exc.http_status, "code": exc.code, "message": exc.message,
+            **({"details": details} if details else {})}
+
+
+def raise_first_error(items: list[Outcome]) -> None:
+    """Raise the error of the first refused task, if any (what an atomic batch answers)."""
+    for item in items:
+        if isinstance(item, FnserveError):
+            raise item
 
 
 def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: float = DEFAULT_MAX_WALLTIME) -> TaskSpec:
@@ -88,6 +138,8 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
         result_format = item.get("result_format")
         if result_format is not None and result_format not in RESULT_FORMATS:
             raise invalid(f"{prefix}.result_format", f"must be one of {', '.join(RESULT_FORMATS)}")
+        task_group_id = optional_str(item, "task_group_id", f"{prefix}.task_group_id", MAX_ID_LENGTH)
+        resource_specification = _resource_specification(item.get("resource_specification"), prefix)
         payload = _payload(item, prefix, max_payload_bytes)
     except FnserveError as exc:
         exc.details.setdefault("index", index)
@@ -96,7 +148,23 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
         result_strategy: str | None = serialize.JSON_DATA
     else:
         result_strategy = None
-    return TaskSpec(function_id, endpoint_id, payload, runtime, walltime, result_strategy, max_retries)
+    return TaskSpec(function_id, endpoint_id, payload, runtime, walltime, result_strategy, max_retries, task_group_id,
+                    resource_specification)
+
+
+def _resource_specification(value: Any, prefix: str) -> bytes | None:
+    """A JSON object the endpoint gets with the task (e.g. ``{"num_nodes": 2}``); kept as text.
+
+    The service only records and forwards it: what the keys mean is the endpoint's business."""
+    if value is None:
+        return None
+    field = f"{prefix}.resource_specification"
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise invalid(field, "must be a JSON object")
+    text = msgspec.json.encode(value)
+    if len(text) > MAX_RESOURCE_SPEC_BYTES:
+        raise invalid(field, f"must be at most {MAX_RESOURCE_SPEC_BYTES} bytes as JSON", limit=MAX_RESOURCE_SPEC_BYTES)
+    return text
 
 
 _JSON_HEADER_START = f"{serialize.MAGIC} {serialize.JSON_DATA} ".encode()
@@ -185,26 +253,40 @@ def parse_wait(value: Any, field: str = "wait") -> float:
 # -- submit ----------------------------------------------------------------------------------------
 
 
-def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: list[TaskSpec], cache: OwnershipCache | None = None,
-                 quotas: QuotaChecker | None = None) -> list[str]:
-    """Authorize, count against quotas and durably queue a validated batch; all or nothing.
-    Returns the task ids."""
-    first_use: dict[tuple[str, str], int] = {}
-    for i, spec in enumerate(specs):
-        first_use.setdefault(("function", spec.function_id), i)
-        first_use.setdefault(("endpoint", spec.endpoint_id), i)
-    _authorize(session, owner, first_use, cache)
-    _check_allowlists(specs, cache, session)
-    declared = _ensure_usable(session, store, first_use, cache)
-    _check_serializers(specs, declared, cache, session)
-    runtimes = task_runtimes(session, store, owner, [(s.function_id, s.endpoint_id, s.runtime) for s in specs], cache)
-    tasks = [
-        NewTask(
+def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: list[Outcome], cache: OwnershipCache | None = None,
+                 quotas: QuotaChecker | None = None, *, atomic: bool = True) -> list[str | FnserveError]:
+    """Authorize, count against quotas and durably queue a validated batch.
+
+    ``specs`` holds a spec per task, or the error that already refused it (see
+    :func:`parse_task_items`). Returns, in batch order, the task id of each accepted task and
+    the error of each refused one. ``atomic``: refuse the whole batch (raise the first task's
+    error) unless every task passes; otherwise the good tasks are queued and the bad ones fail
+    alone. A batch in which no task passes raises its first error either way.
+    """
+    outcomes = list(specs)
+    live = [i for i, s in enumerate(outcomes) if isinstance(s, TaskSpec)]
+    for stage in (_authorize, _check_allowlists, _ensure_usable):
+        if not live:
+            break
+        refused = stage(session, store, owner, {i: outcomes[i] for i in live}, cache)  # type: ignore[misc]
+        for i, err in refused.items():
+            outcomes[i] = err
+        live = [i for i in live if i not in refused]
+    runtimes = _runtimes(session, store, owner, outcomes, live, cache)
+    if atomic or not runtimes:
+        errors = [error_entry(i, o) for i, o in enumerate(outcomes) if isinstance(o, FnserveError)]
+        if len(errors) > 1:  # refused whole: the first error's body lists every bad task
+            next(o for o in outcomes if isinstance(o, FnserveError)).details["errors"] = errors
+        raise_first_error(outcomes)
+    tasks: list[NewTask] = []
+    for i, runtime in runtimes.items():
+        s = outcomes[i]
+        assert isinstance(s, TaskSpec)
+        tasks.append(NewTask(
             task_id=str(uuid.uuid4()), owner=owner.user_id, function_id=s.function_id, endpoint_id=s.endpoint_id,
-            payload=s.payload, runtime=rt, walltime=s.walltime, result_strategy=s.result_strategy, max_retries=s.max_retries,
-        )
-        for s, rt in zip(specs, runtimes)
-    ]
+            payload=s.payload, runtime=runtime, walltime=s.walltime, result_strategy=s.result_strategy,
+            max_retries=s.max_retries, task_group_id=s.task_group_id, resource_specification=s.resource_specification,
+        ))
     reservation = quotas.reserve(session, owner.user_id, len(tasks)) if quotas is not None else None
     try:
         store.submit(tasks)
@@ -212,40 +294,50 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
         if reservation is not None:
             reservation.release()
         raise
-    return [t.task_id for t in tasks]
+    for i, task in zip(runtimes, tasks):
+        outcomes[i] = task.task_id  # type: ignore[call-overload]
+    return outcomes  # type: ignore[return-value]
 
 
-def _authorize(session: Session, owner: Identity, first_use: dict[tuple[str, str], int], cache: OwnershipCache | None) -> None:
-    """Each function and endpoint is live and usable by ``owner`` (owned, shared or public), and
-    each function is on the allowlist of a restricted endpoint it is sent to. Cached snapshots
-    make this zero SQL queries on the warm path."""
-    access = access_for(session, first_use, cache)
-    # Report the first offending task of the batch, whatever made it bad.
-    for key, index in sorted(first_use.items(), key=lambda kv: kv[1]):
-        kind, ident = key
-        acc = access.get(key)
-        if acc is None:
-            raise (function_not_found if kind == "function" else endpoint_not_found)(ident, index=index)
-        if not may_use(session, owner, acc, cache):
-            raise forbidden(kind, ident, index=index)
+def _authorize(session: Session, store: TaskStore, owner: Identity, specs: dict[int, TaskSpec],
+               cache: OwnershipCache | None) -> dict[int, FnserveError]:
+    """Each task's function and endpoint are live and usable by ``owner`` (owned, shared or
+    public). Cached snapshots make this zero SQL queries on the warm path."""
+    keys = {k: None for s in specs.values() for k in (("function", s.function_id), ("endpoint", s.endpoint_id))}
+    access = access_for(session, keys, cache)
+    usable: dict[tuple[str, str], bool] = {}
+    refused: dict[int, FnserveError] = {}
+    for i, s in specs.items():
+        for kind, ident in (("function", s.function_id), ("endpoint", s.endpoint_id)):
+            acc = access.get((kind, ident))
+            if acc is None:
+                refused[i] = (function_not_found if kind == "function" else endpoint_not_found)(ident, index=i)
+                break
+            if (kind, ident) not in usable:
+                usable[(kind, ident)] = may_use(session, owner, acc, cache)
+            if not usable[(kind, ident)]:
+                refused[i] = forbidden(kind, ident, index=i)
+                break
+    return refused
 
 
-def _check_allowlists(specs: list[TaskSpec], cache: OwnershipCache | None, session: Session) -> None:
-    pairs: dict[tuple[str, str], int] = {}
-    for i, s in enumerate(specs):
-        pairs.setdefault((s.endpoint_id, s.function_id), i)
-    access = access_for(session, [("endpoint", e) for e, _ in pairs], cache)
-    for (endpoint_id, function_id), index in pairs.items():
-        acc = access.get(("endpoint", endpoint_id))
-        if acc is not None and acc.restricted and function_id not in acc.allowed:
-            raise function_not_allowed(function_id, endpoint_id, index=index)
+def _check_allowlists(session: Session, store: TaskStore, owner: Identity, specs: dict[int, TaskSpec],
+                      cache: OwnershipCache | None) -> dict[int, FnserveError]:
+    """A restricted endpoint runs only the functions on its allowlist."""
+    access = access_for(session, {("endpoint", s.endpoint_id): None for s in specs.values()}, cache)
+    refused: dict[int, FnserveError] = {}
+    for i, s in specs.items():
+        acc = access.get(("endpoint", s.endpoint_id))
+        if acc is not None and acc.restricted and s.function_id not in acc.allowed:
+            refused[i] = function_not_allowed(s.function_id, s.endpoint_id, index=i)
+    return refused
 
 
-def _ensure_usable(session: Session, store: TaskStore, first_use: dict[tuple[str, str], int],
-                   cache: OwnershipCache | None) -> dict[str, tuple[str, ...] | None]:
-    """One Redis round trip: function bodies present, endpoints not deleted meanwhile; returns
-    the serializers each endpoint said it loads (None: any, or not said yet)."""
-    keys = list(first_use)
+def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: dict[int, TaskSpec],
+                   cache: OwnershipCache | None) -> dict[int, FnserveError]:
+    """One Redis round trip: function bodies present, endpoints not deleted meanwhile, and each
+    task's arguments in a strategy its endpoint loads (:func:`_serializer_refusal`)."""
+    keys = list({k: None for s in specs.values() for k in (("function", s.function_id), ("endpoint", s.endpoint_id))})
     endpoints = [ident for kind, ident in keys if kind == "endpoint"]
     pipe = store.r.pipeline(transaction=False)
     for kind, ident in keys:
@@ -254,17 +346,30 @@ def _ensure_usable(session: Session, store: TaskStore, first_use: dict[tuple[str
         pipe.hget(status_key(ident), "serializers")
     answers = pipe.execute()
     declared = {e: _policy(v) for e, v in zip(endpoints, answers[len(keys):])}
+    gone: set[tuple[str, str]] = set()
     missing: list[str] = []
     for (kind, ident), found in zip(keys, answers):
         if kind == "endpoint" and found:
             if cache is not None:
                 cache.forget((kind, ident))
-            raise endpoint_not_found(ident, index=first_use[(kind, ident)])
+            gone.add((kind, ident))
         if kind == "function" and not found:
             missing.append(ident)
     if missing:
-        _recache_functions(session, store, missing, first_use, cache)
-    return declared
+        gone |= {("function", f) for f in _recache_functions(session, store, missing, cache)}
+    refused: dict[int, FnserveError] = {}
+    for i, s in specs.items():
+        if ("function", s.function_id) in gone:
+            refused[i] = function_not_found(s.function_id, index=i)
+        elif ("endpoint", s.endpoint_id) in gone:
+            refused[i] = endpoint_not_found(s.endpoint_id, index=i)
+    access = access_for(session, {("endpoint", e): None for e in declared}, cache)
+    for i, s in specs.items():
+        if i not in refused:
+            err = _serializer_refusal(i, s, declared.get(s.endpoint_id), access.get(("endpoint", s.endpoint_id)))
+            if err is not None:
+                refused[i] = err
+    return refused
 
 
 def _policy(raw: bytes | None) -> tuple[str, ...] | None:
@@ -273,40 +378,58 @@ def _policy(raw: bytes | None) -> tuple[str, ...] | None:
     return tuple(s for s in raw.decode().split(",") if s)
 
 
-def _check_serializers(specs: list[TaskSpec], declared: dict[str, tuple[str, ...] | None], cache: OwnershipCache | None,
-                       session: Session) -> None:
+def _serializer_refusal(index: int, s: TaskSpec, declared: tuple[str, ...] | None, acc: Any) -> FnserveError | None:
     """Arguments only in strategies the endpoint loads; and for an endpoint restricted to
     allowed functions, no code-capable argument strategy (a dill argument is code that runs
     before the allowed function does). Headers only: nothing is loaded here."""
-    access = access_for(session, [("endpoint", e) for e in declared], cache)
-    for i, s in enumerate(specs):
-        acc = access.get(("endpoint", s.endpoint_id))
-        restricted = acc is not None and acc.restricted
-        policy = serialize.narrow(declared.get(s.endpoint_id), serialize.data_only(None) if restricted else None)
-        if policy is None:
-            continue
-        try:
-            serialize.check_allowed(s.payload, policy, f"tasks[{i}] arguments")
-        except SerializationError as exc:
-            why = "it runs only allowed functions" if restricted else "its allowed_serializers"
-            raise type(exc)(f"{exc.message} (endpoint {s.endpoint_id}: {why})", code=exc.code,
-                                     details={**exc.details, "index": i, "endpoint_id": s.endpoint_id}) from None
+    restricted = acc is not None and acc.restricted
+    policy = serialize.narrow(declared, serialize.data_only(None) if restricted else None)
+    if policy is None:
+        return None
+    try:
+        serialize.check_allowed(s.payload, policy, f"tasks[{index}] arguments")
+    except SerializationError as exc:
+        why = "it runs only allowed functions" if restricted else "its allowed_serializers"
+        return type(exc)(f"{exc.message} (endpoint {s.endpoint_id}: {why})", code=exc.code,
+                         details={**exc.details, "index": index, "endpoint_id": s.endpoint_id})
+    return None
 
 
-def _recache_functions(session: Session, store: TaskStore, function_ids: list[str], first_use: dict[tuple[str, str], int], cache: OwnershipCache | None) -> None:
+def _recache_functions(session: Session, store: TaskStore, function_ids: list[str], cache: OwnershipCache | None) -> list[str]:
+    """Cache the bodies of live functions again; returns the ids that are gone."""
     # Rare: after a Redis flush/restart, or the function was deleted by another process.
     rows: dict[str, bytes] = {
         fid: body for fid, body in session.execute(
             sa.select(Function.id, Function.body).where(Function.id.in_(function_ids), Function.deleted_at.is_(None))
         )
     }
-    for fid in function_ids:
-        if fid not in rows:
-            if cache is not None:
-                cache.forget(("function", fid))
-            raise function_not_found(fid, index=first_use[("function", fid)])
+    gone = [fid for fid in function_ids if fid not in rows]
+    for fid in gone:
+        if cache is not None:
+            cache.forget(("function", fid))
     for fid, body in rows.items():
         store.cache_function(fid, body)
+    return gone
+
+
+def _runtimes(session: Session, store: TaskStore, owner: Identity, outcomes: list[Outcome], live: list[int],
+              cache: OwnershipCache | None) -> dict[int, str | None]:
+    """The runtime each live task runs in; a task whose runtime is refused gets its error in
+    ``outcomes`` instead (checked again without it, which happens only when one is refused)."""
+    live = list(live)
+    while live:
+        specs = [outcomes[i] for i in live]
+        try:
+            names = task_runtimes(session, store, owner, [(s.function_id, s.endpoint_id, s.runtime) for s in specs], cache)  # type: ignore[union-attr]
+        except FnserveError as exc:
+            pos = exc.details.get("index")
+            if not isinstance(pos, int) or not 0 <= pos < len(live):
+                raise
+            exc.details["index"] = live[pos]
+            outcomes[live.pop(pos)] = exc
+            continue
+        return dict(zip(live, names))
+    return {}
 
 
 # -- reading, waiting, cancelling --------------------------------------------------------------------
@@ -337,6 +460,31 @@ def _check_owned(records: Iterable[tuple[str, TaskRecord | None]], owner: Identi
             raise Forbidden(f"task {tid!r} belongs to another user", details={"task_id": tid})
 
 
+def group_tasks(store: TaskStore, owner: Identity, task_group_id: str, offset: int, limit: int) -> tuple[list[TaskRecord], int]:
+    """A page of the owner's tasks in one of their task groups, and how many ids it holds.
+
+    Groups are kept per owner (another user's group of the same id is another group), and a
+    task that expired after its result TTL is left out."""
+    if len(task_group_id) > MAX_ID_LENGTH:
+        raise invalid("task_group_id", f"must be 1 to {MAX_ID_LENGTH} characters")
+    ids, total = store.group_task_ids(owner.user_id, task_group_id, offset, limit)
+    records = store.get_many(ids) if ids else {}
+    return [r for r in records.values() if r is not None and r.owner == owner.user_id], total
+
+
+def parse_count(value: Any, field: str, default: int, minimum: int = 1) -> int:
+    """A non-negative integer from a query parameter."""
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise invalid(field, f"must be an integer >= {minimum}") from None
+    if n < minimum:
+        raise invalid(field, f"must be an integer >= {minimum}")
+    return n
+
+
 def cancel_task(store: TaskStore, owner: Identity, task_id: str) -> TaskRecord:
     """Cancel one of the owner's tasks unless it already finished; returns it afterwards."""
     rec = get_tasks(store, owner, [task_id])[0]
@@ -357,6 +505,7 @@ def log_cancelled(store: TaskStore, rec: TaskRecord) -> None:
 
 
 __all__ = [
-    "TaskSpec", "check_task_id", "parse_task_batch", "parse_task", "parse_task_ids", "parse_return_when", "parse_wait",
-    "submit_tasks", "get_tasks", "cancel_task",
+    "Outcome", "TaskSpec", "check_task_id", "error_entry", "parse_atomic", "parse_task_batch", "parse_task_items", "raise_first_error",
+    "parse_task", "parse_task_ids", "parse_return_when", "parse_wait", "submit_tasks", "get_tasks", "cancel_task", "group_tasks",
+    "parse_count",
 ]

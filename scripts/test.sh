@@ -12,7 +12,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 log "system packages"
-APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io)
+# chromium + chromium-driver: the dashboard's browser tests (Playwright drives the system browser).
+APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -2,15 +2,22 @@
 
 Keys (all prefixed by ``fns:``)::
 
-    task:{id}            hash: owner, function_id, endpoint_id, state, payload, t_* timestamps,
-                         result fields once finished (expires ``result_ttl`` after finishing)
+    task:{id}            hash: owner, function_id, endpoint_id, state, payload, arg_bytes (its
+                         size, kept after the payload is dropped), t_* timestamps, result fields
+                         once finished (expires ``result_ttl`` after finishing)
+    user:{id}:tasks      sorted set: the user's most recent task ids (score: submit time),
+                         capped at USER_INDEX_ENTRIES, expiring a day after the result TTL (the
+                         dashboard's task list; ids whose task expired are skipped by readers)
     fn:{id}              the serialized function body, cached for dispatch
     ep:{id}:queue        list of task ids waiting for the endpoint (oldest at the left)
     ep:{id}:inflight     set of task ids sent to the endpoint and not yet finished
     ep:{id}:status       hash: connected, timestamps, and what the site manager last reported
+    channel ep:{id}:changed  published with the endpoint id whenever its status hash changes
+                         (connect, disconnect, heartbeat, report): the dashboard's live view
     channel wake         published with an endpoint id whenever its queue grows
     channel done:{user}  published with the ids (comma-separated) of the user's tasks that just
                          finished, once per recorded batch
+    channel submitted:{user}  published with the number of tasks the user just submitted
     completed:{user}     stream: the user's completion log, one entry per recorded batch with the
                          ``ids`` that finished and ``prev``, the id of the entry before it (so a
                          reader can tell entries were trimmed past its cursor); capped, expiring
@@ -63,6 +70,18 @@ def status_key(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:status"
 
 
+def status_channel(endpoint_id: str) -> str:
+    return f"{P}ep:{endpoint_id}:changed"
+
+
+def user_tasks_key(owner: str) -> str:
+    return f"{P}user:{owner}:tasks"
+
+
+def submitted_channel(owner: str) -> str:
+    return f"{P}submitted:{owner}"
+
+
 def function_key(function_id: str) -> str:
     return f"{P}fn:{function_id}"
 
@@ -74,6 +93,9 @@ def done_channel(owner: str) -> str:
 def completed_key(owner: str) -> str:
     return f"{P}completed:{owner}"
 
+
+# Task ids kept in a user's index of recent tasks (about 100 bytes of Redis memory each).
+USER_INDEX_ENTRIES = 50_000
 
 # Entries kept in a user's completion log (each holds one recorded batch of task ids). A reader
 # that falls further behind is told there is a gap and reads its tasks directly instead.
@@ -336,13 +358,16 @@ class TaskStore:
 
     def submit(self, tasks: list[NewTask]) -> None:
         """Write tasks durably and queue them; returns once Redis has them all."""
-        now = repr(time.time())
+        when = time.time()
+        now = repr(when)
         pipe = self.r.pipeline(transaction=True)
         endpoints: dict[str, list[str]] = {}
-        for t in tasks:
+        owners: dict[str, dict[str, float]] = {}
+        for i, t in enumerate(tasks):
             fields: dict[str, Any] = {
                 "owner": t.owner, "function_id": t.function_id, "endpoint_id": t.endpoint_id,
                 "state": TaskState.WAITING.value, "payload": t.payload, "t_submitted": now,
+                "arg_bytes": len(t.payload),
             }
             if t.runtime:
                 fields["runtime"] = t.runtime
@@ -354,10 +379,18 @@ class TaskStore:
                 fields["max_retries"] = str(int(t.max_retries))
             pipe.hset(task_key(t.task_id), mapping=fields)
             endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
+            # A microsecond apart: the index keeps a batch in submission order.
+            owners.setdefault(t.owner, {})[t.task_id] = when + i * 1e-6
         for endpoint_id, ids in endpoints.items():
             pipe.rpush(queue_key(endpoint_id), *ids)
         for endpoint_id in endpoints:
             pipe.publish(WAKE_CHANNEL, endpoint_id)
+        for owner, scored in owners.items():
+            index = user_tasks_key(owner)
+            pipe.zadd(index, scored)
+            pipe.zremrangebyrank(index, 0, -USER_INDEX_ENTRIES - 1)
+            pipe.expire(index, self.result_ttl + 86400)
+            pipe.publish(submitted_channel(owner), len(scored))
         pipe.execute()
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -533,13 +566,20 @@ class TaskStore:
 
     def set_connected(self, endpoint_id: str, connected: bool, **info: Any) -> None:
         fields = {"connected": int(connected), "changed_at": repr(time.time()), **{k: str(v) for k, v in info.items()}}
-        self.r.hset(status_key(endpoint_id), mapping=fields)
+        self._set_status(endpoint_id, fields)
 
     def touch(self, endpoint_id: str, report: EndpointStatus | None = None) -> None:
         fields: dict[str, Any] = {"last_heartbeat": repr(time.time())}
         if report is not None:
             fields["report"] = msgspec.json.encode(report)
-        self.r.hset(status_key(endpoint_id), mapping=fields)
+        self._set_status(endpoint_id, fields)
+
+    def _set_status(self, endpoint_id: str, fields: dict[str, Any]) -> None:
+        # One round trip; the publish lets live views follow the endpoint without polling.
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(status_key(endpoint_id), mapping=fields)
+        pipe.publish(status_channel(endpoint_id), endpoint_id)
+        pipe.execute()
 
     def endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
         raw = {k.decode(): v for k, v in self.r.hgetall(status_key(endpoint_id)).items()}

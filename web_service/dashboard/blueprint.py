@@ -200,9 +200,15 @@ def redis_down(exc: Exception) -> Any:
 
 def safe_next(target: str | None) -> str:
     """Where to go after login: a dashboard path only (never another site)."""
-    if target and target.startswith("/dashboard/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("dashboard.endpoints")
+    return target if target is not None and is_local_path(target) else url_for("dashboard.endpoints")
+
+
+def is_local_path(target: str | None) -> bool:
+    """A path under /dashboard/ of this site: no scheme, host, backslash or control character
+    that a browser could read as another site."""
+    if not target or not target.startswith("/dashboard/"):
+        return False
+    return not any(c in target for c in "\\\r\n\t") and "//" not in target and "/.." not in target
 
 
 __all__ = ["CSP", "DashboardState", "bp", "dashboard_state", "error_page", "init_state", "is_operator", "who"]

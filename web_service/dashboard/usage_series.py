@@ -62,8 +62,11 @@ def _bucket(dialect: str, hourly: bool) -> Any:
     """SQL for a row's bucket label, the same text :func:`bucket_label` makes."""
     if dialect == "postgresql":
         return sa.func.to_char(sa.func.timezone("UTC", Usage.finished_at), "YYYY-MM-DD HH24:00" if hourly else "YYYY-MM-DD")
-    # SQLite keeps times as UTC text.
-    return sa.func.strftime("%Y-%m-%d %H:00" if hourly else "%Y-%m-%d", Usage.finished_at)
+    # SQLite keeps times as UTC text ('2025-01-31 13:04:05.123456'): a prefix is the bucket,
+    # and cutting text costs a fraction of strftime() per row.
+    if hourly:
+        return sa.func.substr(Usage.finished_at, 1, 13).concat(":00")
+    return sa.func.substr(Usage.finished_at, 1, 10)
 
 
 def usage_series(session: Session, user_id: str, since: datetime, until: datetime) -> UsageSeries:

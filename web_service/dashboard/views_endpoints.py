@@ -19,6 +19,9 @@ from web_service.services import access as access_service
 from web_service.services import endpoints as endpoint_service
 from web_service.state import current
 from web_service.task_store import done_channel, status_channel, submitted_channel
+from web_service.usage import endpoint_totals
+
+USE_DAYS = 7  # the owner's table of who used the endpoint covers this many days
 
 
 @dataclass
@@ -80,12 +83,17 @@ def endpoint(endpoint_id: str) -> str:
     allowed_names: dict[str, str] = {}
     with state.sessions() as session:
         fails = recent_failures(session, me.user_id, ep.id)
+        use = None
         if ep.owner_id == me.user_id:
             sharing = access_service.get_sharing(session, me, "endpoint", ep.id)
             allowlist = access_service.get_allowlist(session, me, ep.id)
             allowed_names = names(session, me, allowlist["function_ids"], ())
+            until = datetime.now(timezone.utc)
+            use = endpoint_totals(session, [ep.id], until - timedelta(days=USE_DAYS), until)[ep.id]
+            owners.update(usernames(session, use["by_user"]))
     return render_template("dashboard/endpoint.html", card=card(ep, state.store.endpoint_status(ep.id), owners, failures),
-                           failures=fails, sharing=sharing, allowlist=allowlist, allowed_names=allowed_names)
+                           failures=fails, sharing=sharing, allowlist=allowlist, allowed_names=allowed_names, use=use,
+                           use_days=USE_DAYS, users=owners)
 
 
 def render_card(c: EndpointCard, view: str) -> str:
@@ -106,10 +114,8 @@ def endpoint_stream() -> Response:
     listener = live.Listener(state.store.r, [*channels, *own])
 
     def render(ids: list[str]) -> Iterator[str]:
-        rows = [{"id": i, "html": render_card(card(by_id[i], state.store.endpoint_status(i), owners, failures), view)}
-                for i in ids]
-        if rows:
-            yield live.event("rows", rows)
+        yield live.event("rows", [{"id": i, "html": render_card(card(by_id[i], state.store.endpoint_status(i), owners, failures), view)}
+                                  for i in ids])
 
     def on_wake(wake: live.Wake) -> Iterator[str]:
         # The caller's own submits and results move queues and in-flight counts everywhere.

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
-import sqlalchemy as sa
 from flask import Response, render_template, request
 
 from web_service.dashboard import live
@@ -14,13 +13,11 @@ from web_service.dashboard.blueprint import bp, require_operator, who
 from web_service.dashboard.charts import BarChart, bar_chart, gauge
 from web_service.dashboard.formatting import number, size
 from web_service.dashboard.operator_stats import operator_view
-from web_service.dashboard.labels import names, usernames
+from web_service.dashboard.labels import names
 from web_service.dashboard.usage_series import RANGES, Series, usage_series
 from web_service.quotas import quota_usage
-from web_service.registry.models import Endpoint
 from web_service.state import current
 from web_service.task_store import status_channel
-from web_service.usage import endpoint_totals
 
 
 def _days() -> int:
@@ -54,12 +51,6 @@ def usage() -> str:
         data = usage_series(session, me.user_id, since, until)
         quota = quota_usage(session, state.store.r, me.user_id, until)
         labels = names(session, me, (), [s.endpoint_id for s in data.endpoints])
-        owned = session.execute(
-            sa.select(Endpoint.id, Endpoint.name).where(Endpoint.owner_id == me.user_id, Endpoint.deleted_at.is_(None))
-            .order_by(Endpoint.created_at)).all()
-        totals = endpoint_totals(session, [e.id for e in owned], since, until)
-        user_ids = {u for t in totals.values() for u in t["by_user"]}
-        users = usernames(session, user_ids)
     # A task quota per bucket's length is drawn on the task charts (an hourly quota on hourly bars...).
     bucket = "hour" if data.hourly else "day"
     limit = float(quota.limits.max_tasks) if quota and quota.limits.max_tasks and quota.limits.period == bucket else None
@@ -71,7 +62,7 @@ def usage() -> str:
             gauges["core_hours"] = gauge(quota.core_hours, quota.limits.max_core_hours)
     charts = [(s, series_charts(s, data.labels, limit)) for s in data.endpoints]
     return render_template("dashboard/usage.html", days=days, ranges=RANGES, data=data, charts=charts, names=labels,
-                           quota=quota, gauges=gauges, owned=owned, totals=totals, usernames=users)
+                           quota=quota, gauges=gauges)
 
 
 @bp.get("/operators")

@@ -89,7 +89,7 @@ def not_reloaded(page: object) -> bool:
 
 @pytest.fixture(scope="module")
 def alice(browser: object, stack: Stack) -> object:
-    _admin(stack, "set-operator", stack.client().whoami()["username"])  # the stack's own user
+    stack.cli("service", "user", "operator", stack.client().whoami()["username"])  # the stack's own user
     return log_in(browser, stack, stack.token)
 
 

@@ -35,7 +35,6 @@ BATCH = 500
 def seed(app, settings, n_tasks: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """A user with one function, one endpoint and ``n_tasks`` tasks; returns ids to visit."""
     import base64
-    from datetime import datetime, timedelta, timezone
 
     from web_service.admin import add_user, set_operator
     from web_service.task_store import NewTask
@@ -148,8 +147,9 @@ def main() -> int:
             flag = "" if stats["p99_ms"] < GOAL_MS else f"  OVER {GOAL_MS:.0f} ms"
             print(f"{name:24s} p50 {stats['p50_ms']:7.2f} ms   p99 {stats['p99_ms']:7.2f} ms{flag}")
         backend = "postgresql" if args.database_url else "sqlite"
-        path = write_results("dashboard" if backend == "sqlite" else f"dashboard-{backend}", {"tasks": args.tasks, "requests_per_page": args.requests, "registry": backend,
-                                           "goal_ms": GOAL_MS, "pages": results})
+        name = "dashboard" if backend == "sqlite" else f"dashboard-{backend}"
+        path = write_results(name, {"tasks": args.tasks, "requests_per_page": args.requests, "registry": backend,
+                                    "goal_ms": GOAL_MS, "pages": results})
         print(f"results in {path}")
         return 0 if all(s["p99_ms"] < GOAL_MS for s in results.values()) else 1
     finally:

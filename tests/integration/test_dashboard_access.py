@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import responses
-import sqlalchemy as sa
 
 from tests.integration import globus_standin as standin
 from tests.integration.dashboard_support import form_csrf, log_in, page_csrf, read_events, token_of
 from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice, app, b64, bob, client, register_endpoint, register_function, settings, source_function, state,
+    alice,
+    app,
+    b64,
+    bob,
+    client,
+    register_endpoint,
+    register_function,
+    settings,
+    source_function,
+    state,
 )
 from web_service.admin import set_operator
 from web_service.app import create_app

@@ -116,7 +116,8 @@ def authenticate() -> Response | None:
         return None
     state = current()
     session = dashboard_state().sessions.load(request.cookies.get(COOKIE), time.time())
-    if session is None or not _check_session(state, session).valid:
+    check = _check_session(state, session) if session is not None else None
+    if session is None or check is None or not check.valid:
         if session is not None:
             dashboard_state().sessions.destroy(session.sid)
         if _wants_html():
@@ -124,7 +125,7 @@ def authenticate() -> Response | None:
         raise Unauthorized("log in to the dashboard first", code="login_required")
     g.dashboard_session = session
     g.identity = session.identity
-    g.operator = _check_session(state, session).operator
+    g.operator = check.operator
     state.limiter.check(session.user_id)
     if needs_csrf(request.method):
         given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)

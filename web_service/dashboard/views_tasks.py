@@ -5,6 +5,7 @@ another user's task is a 403 here too."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -59,8 +60,6 @@ def task_details(task_id: str) -> dict[str, Any]:
     arg_bytes = state.store.r.hget(task_key(task_id), "arg_bytes")
     result_text = None
     if "result_json" in view:
-        import json
-
         result_text = json.dumps(view["result_json"], indent=2)[:RESULT_PREVIEW]
     with state.sessions() as session:
         labels = task_names(session, me, [TaskRow(rec.task_id, rec.function_id, rec.endpoint_id, rec.state.value, "", None, None, None)])

@@ -12,8 +12,8 @@ from web_service.dashboard import live
 from web_service.dashboard.blueprint import bp, require_operator, who
 from web_service.dashboard.charts import BarChart, bar_chart, gauge
 from web_service.dashboard.formatting import number, size
-from web_service.dashboard.operator_stats import operator_view
 from web_service.dashboard.labels import names
+from web_service.dashboard.operator_stats import operator_view
 from web_service.dashboard.usage_series import RANGES, Series, usage_series
 from web_service.quotas import quota_usage
 from web_service.state import current

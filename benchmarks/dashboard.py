@@ -98,12 +98,21 @@ def log_in(app, token: str):  # type: ignore[no-untyped-def]
     return client
 
 
+def older_page(client, n: int) -> str:  # type: ignore[no-untyped-def]
+    """The URL of the task list ``n`` pages back, found by following its "Older" links."""
+    url = "/dashboard/tasks"
+    for _ in range(n):
+        html = client.get(url).get_data(as_text=True)
+        url = html.split('rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    return url
+
+
 def pages(ids: dict[str, str]) -> dict[str, str]:
     return {
         "endpoints": "/dashboard/endpoints",
         "endpoint": f"/dashboard/endpoints/{ids['endpoint_id']}",
         "tasks (newest page)": "/dashboard/tasks",
-        "tasks (page 100)": "/dashboard/tasks?page=100",
+        "tasks (page 100)": ids["page_100"],
         "task (success)": f"/dashboard/tasks/{ids['finished']}",
         "task (failed)": f"/dashboard/tasks/{ids['failed']}",
         "task (waiting)": f"/dashboard/tasks/{ids['newest']}",
@@ -136,6 +145,7 @@ def main() -> int:
         ids = seed(app, settings, args.tasks)
         print(f"seeded {args.tasks} tasks in {time.perf_counter() - t0:.1f} s")
         client = log_in(app, ids["token"])
+        ids["page_100"] = older_page(client, 100)
         results = {}
         for name, path in pages(ids).items():
             def call(path: str = path) -> None:

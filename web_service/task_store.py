@@ -5,9 +5,11 @@ Keys (all prefixed by ``fns:``)::
     task:{id}            hash: owner, function_id, endpoint_id, state, payload, arg_bytes (its
                          size, kept after the payload is dropped), t_* timestamps, result fields
                          once finished (expires ``result_ttl`` after finishing)
-    user:{id}:tasks      sorted set: the user's most recent task ids (score: submit time),
-                         capped at USER_INDEX_ENTRIES, expiring a day after the result TTL (the
-                         dashboard's task list; ids whose task expired are skipped by readers)
+    submitted:{user}     stream: the user's submission log, one entry per submitted batch with
+                         its task ids in order (``ids``, comma-separated); about
+                         SUBMIT_LOG_ENTRIES entries, expiring a day after the result TTL (renewed
+                         at most once a minute per process). The dashboard lists a user's tasks
+                         from it, skipping ids whose task expired. One O(1) XADD per batch.
     fn:{id}              the serialized function body, cached for dispatch
     ep:{id}:queue        list of task ids waiting for the endpoint (oldest at the left)
     ep:{id}:inflight     set of task ids sent to the endpoint and not yet finished
@@ -17,7 +19,8 @@ Keys (all prefixed by ``fns:``)::
     channel wake         published with an endpoint id whenever its queue grows
     channel done:{user}  published with the ids (comma-separated) of the user's tasks that just
                          finished, once per recorded batch
-    channel submitted:{user}  published with the number of tasks the user just submitted
+    channel submitted:{user}  published with the number of tasks the user just submitted (a
+                         channel and a stream may share a name: they are different namespaces)
     completed:{user}     stream: the user's completion log, one entry per recorded batch with the
                          ``ids`` that finished and ``prev``, the id of the entry before it (so a
                          reader can tell entries were trimmed past its cursor); capped, expiring
@@ -74,8 +77,8 @@ def status_channel(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:changed"
 
 
-def user_tasks_key(owner: str) -> str:
-    return f"{P}user:{owner}:tasks"
+def submit_log_key(owner: str) -> str:
+    return f"{P}submitted:{owner}"
 
 
 def submitted_channel(owner: str) -> str:
@@ -94,8 +97,15 @@ def completed_key(owner: str) -> str:
     return f"{P}completed:{owner}"
 
 
-# Task ids kept in a user's index of recent tasks (about 100 bytes of Redis memory each).
-USER_INDEX_ENTRIES = 50_000
+# Entries (submitted batches) kept in a user's submission log, trimmed approximately by XADD.
+SUBMIT_LOG_ENTRIES = 50_000
+# The log's TTL is renewed at most this often per user and process.
+LOG_UPKEEP_SECONDS = 60.0
+
+
+def log_upkeep_due(last: float | None, now: float) -> bool:
+    """Whether a submit should renew the TTL of a user's submission log (monotonic seconds)."""
+    return last is None or now - last >= LOG_UPKEEP_SECONDS
 
 # Entries kept in a user's completion log (each holds one recorded batch of task ids). A reader
 # that falls further behind is told there is a gap and reads its tasks directly instead.
@@ -340,6 +350,7 @@ class TaskStore:
         self._cancel = client.register_script(_CANCEL)
         # Function bodies never change under an id: the forwarder keeps the ones it dispatched.
         self._bodies: dict[str, bytes] = {}
+        self._log_upkeep: dict[str, float] = {}  # owner -> last TTL renewal of their submission log
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "TaskStore":
@@ -358,12 +369,11 @@ class TaskStore:
 
     def submit(self, tasks: list[NewTask]) -> None:
         """Write tasks durably and queue them; returns once Redis has them all."""
-        when = time.time()
-        now = repr(when)
+        now = repr(time.time())
         pipe = self.r.pipeline(transaction=True)
         endpoints: dict[str, list[str]] = {}
-        owners: dict[str, dict[str, float]] = {}
-        for i, t in enumerate(tasks):
+        owners: dict[str, list[str]] = {}
+        for t in tasks:
             fields: dict[str, Any] = {
                 "owner": t.owner, "function_id": t.function_id, "endpoint_id": t.endpoint_id,
                 "state": TaskState.WAITING.value, "payload": t.payload, "t_submitted": now,
@@ -379,18 +389,21 @@ class TaskStore:
                 fields["max_retries"] = str(int(t.max_retries))
             pipe.hset(task_key(t.task_id), mapping=fields)
             endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
-            # A microsecond apart: the index keeps a batch in submission order.
-            owners.setdefault(t.owner, {})[t.task_id] = when + i * 1e-6
+            owners.setdefault(t.owner, []).append(t.task_id)
         for endpoint_id, ids in endpoints.items():
             pipe.rpush(queue_key(endpoint_id), *ids)
         for endpoint_id in endpoints:
             pipe.publish(WAKE_CHANNEL, endpoint_id)
-        for owner, scored in owners.items():
-            index = user_tasks_key(owner)
-            pipe.zadd(index, scored)
-            pipe.zremrangebyrank(index, 0, -USER_INDEX_ENTRIES - 1)
-            pipe.expire(index, self.result_ttl + 86400)
-            pipe.publish(submitted_channel(owner), len(scored))
+        mono = time.monotonic()
+        for owner, ids in owners.items():
+            log = submit_log_key(owner)
+            pipe.xadd(log, {"ids": ",".join(ids)}, maxlen=SUBMIT_LOG_ENTRIES, approximate=True)
+            pipe.publish(submitted_channel(owner), len(ids))
+            if log_upkeep_due(self._log_upkeep.get(owner), mono):
+                if len(self._log_upkeep) >= 100_000:
+                    self._log_upkeep.clear()
+                self._log_upkeep[owner] = mono
+                pipe.expire(log, self.result_ttl + 86400)
         pipe.execute()
 
     def get(self, task_id: str) -> TaskRecord | None:

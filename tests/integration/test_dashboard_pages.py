@@ -23,10 +23,10 @@ from tests.integration.rest_support import (  # noqa: F401 - fixtures
 )
 from web_service.admin import set_operator, set_user_quota
 from web_service.dashboard.operator_stats import operator_view
-from web_service.dashboard.task_list import PAGE_SIZE, recent_tasks
+from web_service.dashboard.task_list import PAGE_SIZE, parse_cursor, recent_tasks
 from web_service.dashboard.usage_series import usage_series
 from web_service.quotas import quota_usage
-from web_service.task_store import USER_INDEX_ENTRIES, task_key, user_tasks_key
+from web_service.task_store import SUBMIT_LOG_ENTRIES, submit_log_key, task_key
 from web_service.usage import UsageEntry, insert_entries
 
 
@@ -37,28 +37,41 @@ def _submit(client, headers, fid, eid, n: int) -> list[str]:
     return resp.json["task_ids"]
 
 
-def test_the_task_list_is_the_users_own_newest_first_paged_and_forgets_expired_tasks(app, client, alice, bob):
+def test_the_task_list_is_the_users_own_newest_first_paged_by_cursor_and_skips_expired_tasks(app, client, alice, bob):
     fid, eid = register_function(client, alice), register_endpoint(client, alice)["endpoint_id"]
     ids = _submit(client, alice, fid, eid, 30) + _submit(client, alice, fid, eid, 40) + _submit(client, alice, fid, eid, 50)
     bob_fid, bob_eid = register_function(client, bob), register_endpoint(client, bob, "bobs")["endpoint_id"]
     bob_ids = _submit(client, bob, bob_fid, bob_eid, 3)
     r = state(app).store.r
     uid = r.hget(task_key(ids[0]), "owner").decode()
-    first = recent_tasks(r, uid, 0)
-    assert [row.task_id for row in first.rows] == ids[::-1][:PAGE_SIZE] and first.total == 120 and first.pages == 3
-    assert [row.task_id for row in recent_tasks(r, uid, 2).rows] == ids[::-1][100:]
-    assert not set(bob_ids) & {row.task_id for p in range(3) for row in recent_tasks(r, uid, p).rows}
-    # A task past its result TTL is gone from Redis: the list skips it and drops it from the index.
-    r.delete(task_key(ids[-1]))
-    page = recent_tasks(r, uid, 0)
-    assert page.rows[0].task_id == ids[-2] and page.total == 119 and r.zscore(user_tasks_key(uid), ids[-1]) is None
-    assert r.ttl(user_tasks_key(uid)) > state(app).settings.result_ttl
-    assert USER_INDEX_ENTRIES >= 10_000
-    # The page itself: rows link to the tasks, page 2 has no live stream (only the newest page moves).
+    newest_first = ids[::-1]
+    pages, cursor, seen = [], None, []
+    for _ in range(4):
+        page = recent_tasks(r, uid, cursor)
+        pages.append([row.task_id for row in page.rows])
+        cursor = page.older
+        if cursor is None:
+            break
+        assert parse_cursor(str(cursor)) == cursor
+    # 120 tasks in three batches: pages of 50 across the batches' edges, in submission order.
+    assert pages == [newest_first[:50], newest_first[50:100], newest_first[100:]]
+    assert not set(bob_ids) & {i for p in pages for i in p}
+    assert r.xlen(submit_log_key(uid)) == 3 and r.ttl(submit_log_key(uid)) > state(app).settings.result_ttl
+    assert SUBMIT_LOG_ENTRIES >= 10_000
+    # A task past its result TTL is gone from Redis: the list skips it and fills the page.
+    r.delete(task_key(ids[-1]), task_key(ids[-3]))
+    page = recent_tasks(r, uid)
+    assert [row.task_id for row in page.rows] == [i for i in newest_first if i not in (ids[-1], ids[-3])][:50]
+    # Malformed cursors mean the newest page, never an error.
+    assert parse_cursor("1-0:x") is None and parse_cursor("../../") is None and parse_cursor(None) is None
+    # The page itself: rows link to the tasks; an older page has no live stream (only the newest moves).
     log_in(client, token_of(alice))
     html = client.get("/dashboard/tasks").get_data(as_text=True)
     assert html.count('<tr data-id="') == PAGE_SIZE and f'href="/dashboard/tasks/{ids[-2]}"' in html and "data-stream" in html
-    assert "data-stream" not in client.get("/dashboard/tasks?page=1").get_data(as_text=True)
+    older = html.split('rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    second = client.get(older).get_data(as_text=True)
+    assert "data-stream" not in second and second.count('<tr data-id="') == PAGE_SIZE and newest_first[52] in second
+    assert client.get("/dashboard/tasks?before=nonsense").status_code == 200
 
 
 def test_the_task_page_shows_argument_size_traceback_output_and_the_hop_timeline(app, client, alice):

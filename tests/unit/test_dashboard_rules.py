@@ -115,3 +115,11 @@ def test_operators_see_disconnected_endpoints_with_work_first_then_the_busiest()
 
     loads = [load("idle", True, 0), load("busy", True, 50, 3), load("stuck", False, 5), load("gone", False, 0), load("warm", True, 0, 9)]
     assert [e.name for e in busiest(loads, 4)] == ["stuck", "busy", "warm", "gone"]
+
+
+def test_the_submission_logs_ttl_is_renewed_first_then_at_most_once_a_minute():
+    from web_service.task_store import LOG_UPKEEP_SECONDS, log_upkeep_due
+
+    assert log_upkeep_due(None, 5.0)
+    assert not log_upkeep_due(5.0, 5.0 + LOG_UPKEEP_SECONDS - 0.1)
+    assert log_upkeep_due(5.0, 5.0 + LOG_UPKEEP_SECONDS)

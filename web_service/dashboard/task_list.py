@@ -1,23 +1,29 @@
 """The user's recent tasks, as the dashboard lists them.
 
-Reads the user's task index (``user:{id}:tasks``, a sorted set by submit time written by
-:meth:`TaskStore.submit`) one page at a time, then only the fields a table row shows (never a
-payload, result or output): a page costs two Redis round trips whatever the history's size.
+Reads the user's submission log (``submitted:{user}``, a Redis stream with one entry per
+submitted batch, written by :meth:`TaskStore.submit`) newest first, one page at a time, then only
+the fields a table row shows (never a payload, result or output). A page starts at a cursor into
+the log, so any page costs what the first does, whatever the history's size; tasks that expired
+after their result TTL are skipped.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
 import redis
 
 from fnserve.states import TERMINAL, TaskState
-from web_service.task_store import task_key, user_tasks_key
+from web_service.task_store import submit_log_key, task_key
 
 PAGE_SIZE = 50
-MAX_PAGE = 1000  # 50,000 tasks: the index's cap
+# Ids one page may look at: a history of expired tasks cannot make a page read without end.
+SCAN_LIMIT = 2000
+_ENTRIES_PER_READ = 64
 _ROW_FIELDS = ("owner", "function_id", "endpoint_id", "state", "runtime", "t_submitted", "t_running", "t_finished")
+_CURSOR = re.compile(r"^(\d{1,20}-\d{1,20}):(\d{1,9})$")
 
 
 @dataclass(frozen=True)
@@ -50,14 +56,27 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
+class Cursor:
+    """A place in a submission log: entry ``entry``, after its first ``skip`` ids (newest first)."""
+
+    entry: str
+    skip: int
+
+    def __str__(self) -> str:
+        return f"{self.entry}:{self.skip}"
+
+
+def parse_cursor(text: str | None) -> Cursor | None:
+    """A cursor from a page link (None: the newest page; a malformed one too)."""
+    match = _CURSOR.match(text or "")
+    return Cursor(match.group(1), int(match.group(2))) if match else None
+
+
+@dataclass(frozen=True)
 class TaskPage:
     rows: list[TaskRow]
-    page: int
-    total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, min(MAX_PAGE, -(-self.total // PAGE_SIZE)))
+    first: bool  # the newest page
+    older: Cursor | None  # where the next (older) page starts; None at the end
 
 
 def _float(value: bytes | None) -> float | None:
@@ -84,24 +103,38 @@ def read_rows(r: redis.Redis, owner: str, task_ids: Iterable[str]) -> list[TaskR
     return rows
 
 
-def recent_ids(r: redis.Redis, owner: str, offset: int = 0, count: int = PAGE_SIZE) -> list[str]:
-    """Ids of ``owner``'s most recent tasks, newest first."""
-    return [m.decode() for m in r.zrevrange(user_tasks_key(owner), offset, offset + count - 1)]
+def recent_ids(r: redis.Redis, owner: str, before: Cursor | None = None, count: int = PAGE_SIZE) -> tuple[list[str], Cursor | None]:
+    """Up to ``count`` ids of ``owner``'s tasks from ``before`` (or the newest), newest first,
+    and the cursor after them (None when the log ends there)."""
+    key = submit_log_key(owner)
+    top, skip = ("+", 0) if before is None else (before.entry, before.skip)
+    out: list[str] = []
+    while True:
+        entries = r.xrevrange(key, max=top, min="-", count=_ENTRIES_PER_READ)
+        if not entries:
+            return out, None
+        for entry_id, fields in entries:
+            ids = fields[b"ids"].decode().split(",")[::-1]
+            taken = ids[skip:skip + count - len(out)]
+            out += taken
+            skip += len(taken)
+            if len(out) == count:
+                return out, Cursor(entry_id.decode(), skip)
+            skip = 0
+        top = "(" + entries[-1][0].decode()
 
 
-def recent_tasks(r: redis.Redis, owner: str, page: int = 0) -> TaskPage:
-    """One page of ``owner``'s tasks, newest first (page 0 is the most recent)."""
-    page = max(0, min(page, MAX_PAGE - 1))
-    pipe = r.pipeline(transaction=False)
-    pipe.zrevrange(user_tasks_key(owner), page * PAGE_SIZE, (page + 1) * PAGE_SIZE - 1)
-    pipe.zcard(user_tasks_key(owner))
-    members, total = pipe.execute()
-    ids = [m.decode() for m in members]
-    rows = read_rows(r, owner, ids)
-    gone = set(ids) - {row.task_id for row in rows}
-    if gone:  # expired after their result TTL: drop them from the index as they are met
-        r.zrem(user_tasks_key(owner), *gone)
-    return TaskPage(rows, page, int(total) - len(gone))
+def recent_tasks(r: redis.Redis, owner: str, before: Cursor | None = None, count: int = PAGE_SIZE) -> TaskPage:
+    """One page of ``owner``'s tasks, newest first, starting at ``before`` (None: the newest)."""
+    rows: list[TaskRow] = []
+    cursor, scanned = before, 0
+    while len(rows) < count and scanned < SCAN_LIMIT:
+        ids, cursor = recent_ids(r, owner, cursor, count - len(rows))
+        scanned += len(ids)
+        rows += read_rows(r, owner, ids)
+        if cursor is None:
+            break
+    return TaskPage(rows, before is None, cursor)
 
 
-__all__ = ["PAGE_SIZE", "TaskPage", "TaskRow", "read_rows", "recent_ids", "recent_tasks"]
+__all__ = ["PAGE_SIZE", "Cursor", "TaskPage", "TaskRow", "parse_cursor", "read_rows", "recent_ids", "recent_tasks"]

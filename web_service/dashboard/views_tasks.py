@@ -16,7 +16,7 @@ from web_service.dashboard import live
 from web_service.dashboard.blueprint import bp, who
 from web_service.dashboard.charts import task_hops, timeline
 from web_service.dashboard.labels import task_names
-from web_service.dashboard.task_list import PAGE_SIZE, TaskRow, read_rows, recent_ids, recent_tasks
+from web_service.dashboard.task_list import PAGE_SIZE, TaskRow, parse_cursor, read_rows, recent_ids, recent_tasks
 from web_service.routes._http import respond
 from web_service.routes.tasks import task_view
 from web_service.services import outputs as output_service
@@ -26,13 +26,6 @@ from web_service.task_store import done_channel, status_channel, submitted_chann
 
 # A result shown on the page is cut to this many characters (the SDK gets all of it).
 RESULT_PREVIEW = 20_000
-
-
-def _page_arg() -> int:
-    try:
-        return max(0, int(request.args.get("page", "0")))
-    except ValueError:
-        return 0
 
 
 def render_rows(rows: list[TaskRow]) -> list[dict[str, str]]:
@@ -46,7 +39,7 @@ def render_rows(rows: list[TaskRow]) -> list[dict[str, str]]:
 @bp.get("/tasks")
 def tasks() -> str:
     state, me = current(), who()
-    page = recent_tasks(state.store.r, me.user_id, _page_arg())
+    page = recent_tasks(state.store.r, me.user_id, parse_cursor(request.args.get("before")))
     with state.sessions() as session:
         labels = task_names(session, me, page.rows)
     return render_template("dashboard/tasks.html", page=page, names=labels, now=time.time(), page_size=PAGE_SIZE)
@@ -119,7 +112,7 @@ def task_stream() -> Response:
         listener.follow(busy)
 
     def snapshot() -> Iterator[str]:
-        rows = recent_tasks(r, me.user_id, 0).rows
+        rows = recent_tasks(r, me.user_id).rows
         order[:] = [row.task_id for row in rows]
         remember(rows)
         yield live.event("reset", {"html": "".join(row["html"] for row in render_rows(rows))})
@@ -127,7 +120,7 @@ def task_stream() -> Response:
     def on_wake(wake: live.Wake) -> Iterator[str]:
         changed: list[TaskRow] = []
         if submitted in wake.channels():
-            fresh = read_rows(r, me.user_id, [i for i in recent_ids(r, me.user_id, 0, PAGE_SIZE) if i not in shown])
+            fresh = read_rows(r, me.user_id, [i for i in recent_ids(r, me.user_id)[0] if i not in shown])
             order[:0] = [row.task_id for row in fresh]
             changed += reversed(fresh)  # oldest first: each new row goes on top
         finished = {i for data in wake.data_on(done) for i in data.split(",")} & set(shown)

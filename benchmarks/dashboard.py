@@ -18,6 +18,7 @@ import re
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -56,7 +57,7 @@ def seed(app, settings, n_tasks: int) -> dict[str, str]:  # type: ignore[no-unty
     now = time.time()
     entries = []
     for start in range(0, n_tasks, BATCH):
-        batch = [NewTask(task_id=f"bench-{i:06d}", owner=uid, function_id=fid, endpoint_id=eid, payload=payload)
+        batch = [NewTask(task_id=str(uuid.uuid4()), owner=uid, function_id=fid, endpoint_id=eid, payload=payload)
                  for i in range(start, min(n_tasks, start + BATCH))]
         store.submit(batch)
         ids += [t.task_id for t in batch]

@@ -261,3 +261,38 @@ def test_globus_login_runs_the_authorization_code_flow_against_the_stand_in(sett
 def test_the_root_sends_browsers_to_the_dashboard(client):
     resp = client.get("/")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/dashboard/")
+
+
+def test_a_disabled_users_session_ends_and_wrong_logins_spend_the_address_bucket(alice, settings):
+    from web_service.admin import disable_user
+
+    app = create_app(dataclasses.replace(settings, cache_seconds=0, anon_rate_limit=0.01, anon_rate_burst=3))
+    client = app.test_client()
+    log_in(client, token_of(alice))
+    assert client.get("/dashboard/tasks").status_code == 200
+    disable_user(settings, "alice")
+    assert client.get("/dashboard/tasks").status_code == 302  # back to the login form
+    other = app.test_client()
+    statuses = []
+    for _ in range(4):
+        csrf = form_csrf(other.get("/dashboard/login").get_data(as_text=True))
+        statuses.append(other.post("/dashboard/login", data={"csrf_token": csrf, "token": "fns_" + "B" * 43}).status_code)
+    # The refused session above took one: two wrong tokens are refused, then the address waits.
+    assert statuses == [401, 401, 429, 429], statuses
+    state(app).engine.dispose()
+
+
+def test_live_streams_count_as_long_polls_and_give_their_place_back(alice, settings):
+    app = create_app(dataclasses.replace(settings, max_waits_per_user=1))
+    client = app.test_client()
+    log_in(client, token_of(alice))
+    first = client.get("/dashboard/stream/tasks", buffered=False)
+    assert first.status_code == 200
+    second = client.get("/dashboard/stream/endpoints", buffered=False)
+    assert second.status_code == 429 and second.json["error"]["code"] == "too_many_waits"
+    assert second.headers.get("Retry-After")
+    first.close()
+    third = client.get("/dashboard/stream/endpoints", buffered=False)
+    assert third.status_code == 200
+    third.close()
+    state(app).engine.dispose()

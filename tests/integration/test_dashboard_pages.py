@@ -97,6 +97,7 @@ def test_the_task_page_shows_argument_size_traceback_output_and_the_hop_timeline
     assert page.count('class="hop hop-') == 7 and ">running</text>" in page and ">1.0 s</text>" in page
     failed = client.get(f"/dashboard/tasks/{bad}/detail").get_data(as_text=True)
     assert "Remote error: ValueError" in failed and "ValueError: bad &lt;input&gt;" in failed and "line 2, in double" in failed
+    assert client.get(f"/dashboard/tasks/{ok}:out").status_code == 404  # a key beside the task, not a task
     missing = client.get("/dashboard/tasks/no-such-task")
     assert missing.status_code == 404 and "task_not_found" in missing.get_data(as_text=True)
 

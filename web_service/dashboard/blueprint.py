@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from fnserve.errors import FnserveError, Forbidden, Unauthorized
@@ -27,6 +27,7 @@ from web_service.dashboard.sessions import (
     COOKIE, CSRF_FIELD, CSRF_HEADER, DashboardSession, SessionStore, cookie_options, needs_csrf, tokens_match,
 )
 from web_service.registry.models import Token, User
+from web_service.routes._http import check_address
 from web_service.state import ServiceState, current
 from web_service.ttl_cache import TTLCache
 
@@ -84,19 +85,21 @@ def secure_request() -> bool:
 
 
 def _check_session(state: ServiceState, session: DashboardSession) -> SessionCheck:
-    """The user still exists, and a local login's token is neither revoked nor expired."""
+    """The user still exists and is not disabled (nor deleted), and a local login's token is
+    neither revoked nor expired: what the REST authenticator checks of a bearer token."""
     key = (session.user_id, session.token_id or "")
     hit = dashboard_state().checks.get(key)
     if hit is not None:
         return hit
     with state.sessions() as db:
-        operator = db.scalar(sa.select(User.is_operator).where(User.id == session.user_id))
-        valid = operator is not None
+        user = db.execute(sa.select(User.is_operator, User.disabled_at).where(User.id == session.user_id)).first()
+        operator = user is not None and bool(user.is_operator)
+        valid = user is not None and user.disabled_at is None
         if valid and session.token_id:
             row = db.execute(sa.select(Token.revoked_at, Token.expires_at).where(Token.id == session.token_id)).first()
             valid = row is not None and row.revoked_at is None and (
                 row.expires_at is None or utc_seconds(row.expires_at) > time.time())
-    check = SessionCheck(valid, bool(operator))
+    check = SessionCheck(valid, operator)
     dashboard_state().checks.put(key, check)
     return check
 
@@ -118,6 +121,8 @@ def authenticate() -> Response | None:
     session = dashboard_state().sessions.load(request.cookies.get(COOKIE), time.time())
     check = _check_session(state, session) if session is not None else None
     if session is None or check is None or not check.valid:
+        # A refused request takes from the caller's address bucket, as a bad bearer token does.
+        check_address()
         if session is not None:
             dashboard_state().sessions.destroy(session.sid)
         if _wants_html():
@@ -174,9 +179,11 @@ def error_page(status: int, code: str, message: str) -> tuple[str, int]:
 def fnserve_error(exc: FnserveError) -> Any:
     if exc.http_status == 401 and _wants_html():
         return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
-    if not _wants_html():
-        return {"error": exc.to_dict()}, exc.http_status
-    return error_page(exc.http_status, exc.code, exc.message)
+    body, status = ({"error": exc.to_dict()}, exc.http_status) if not _wants_html() else error_page(exc.http_status, exc.code, exc.message)
+    resp = make_response(body, status)
+    if status in (429, 503) and "retry_after" in exc.details:
+        resp.headers["Retry-After"] = str(exc.details["retry_after"])
+    return resp
 
 
 @bp.errorhandler(HTTPException)

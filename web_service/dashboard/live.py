@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -95,7 +96,20 @@ class Listener:
 def stream(listener: Listener, snapshot: Callable[[], Iterator[str]], on_wake: Callable[[Wake], Iterator[str]],
            lifetime: float, min_interval: float = 0.5) -> Response:
     """An event stream: ``snapshot()`` first, then ``on_wake(wake)`` per wake-up, until
-    ``lifetime`` passes. The listener is closed when the stream ends or the client goes."""
+    ``lifetime`` passes. The stream holds a long-poll place of its user (429 / 503 past the
+    caps of :mod:`web_service.waits`, before anything is sent); the place and the listener are
+    given back when the stream ends or the client goes."""
+    from flask import g
+
+    from web_service.state import current
+
+    held = ExitStack()
+    try:
+        held.enter_context(current().waits.admit(g.identity.user_id, lifetime))
+    except BaseException:
+        listener.close()
+        raise
+    held.callback(listener.close)
 
     def generate() -> Iterator[str]:
         try:
@@ -109,10 +123,11 @@ def stream(listener: Listener, snapshot: Callable[[], Iterator[str]], on_wake: C
                     continue
                 yield from on_wake(wake)
         finally:
-            listener.close()
+            held.close()
 
     resp = Response(stream_with_context(generate()), mimetype="text/event-stream")
     resp.headers["X-Accel-Buffering"] = "no"  # proxies (nginx) must pass events at once
+    resp.call_on_close(held.close)  # also when the stream is closed before it started
     return resp
 
 

@@ -27,6 +27,7 @@ from web_service.dashboard.sessions import (
     COOKIE, CSRF_FIELD, LOGIN_COOKIE, OAUTH_COOKIE, cookie_options, new_secret, tokens_match,
 )
 from web_service.registry.models import Token
+from web_service.routes._http import check_address
 from web_service.state import current
 
 log = logging.getLogger("fnserve.web.dashboard")
@@ -61,8 +62,11 @@ def login_submit() -> Response:
     try:
         if not token:
             raise BadRequest("paste a token to log in", code="missing_token")
+        check_address(cost=0)  # an address that spent its refusals gets 429 before any SQL
         identity = state.authenticator.authenticate(token)
     except FnserveError as exc:
+        if exc.http_status in (400, 401):
+            check_address()  # a refused login takes from the address's bucket, as a bad bearer token does
         return _login_form(exc.message, exc.http_status)
     with state.sessions() as db:
         row = db.execute(sa.select(Token.id, Token.expires_at).where(Token.token_hash == hash_secret(token))).one()

@@ -48,6 +48,7 @@ def tasks() -> str:
 def task_details(task_id: str) -> dict[str, Any]:
     """What a task page shows; raises like ``GET /v1/tasks/<id>`` (404 unknown, 403 not yours)."""
     state, me = current(), who()
+    task_service.check_task_id(task_id)  # not a task id (say "<id>:out"): 404 before any Redis key
     rec = task_service.get_tasks(state.store, me, [task_id])[0]
     view = task_view(rec)
     arg_bytes = state.store.r.hget(task_key(task_id), "arg_bytes")
@@ -76,6 +77,7 @@ def task_detail(task_id: str) -> str:
 
 @bp.post("/tasks/<task_id>/cancel")
 def cancel(task_id: str) -> Response:
+    task_service.check_task_id(task_id)
     task_service.cancel_task(current().store, who(), task_id)
     return redirect(url_for("dashboard.task", task_id=task_id))  # type: ignore[return-value]
 
@@ -85,8 +87,10 @@ def outputs(task_id: str) -> Response:
     """``GET /v1/tasks/<id>/outputs`` for the page's script (session instead of bearer token)."""
     state = current()
     since = output_service.parse_since(request.args.get("since"))
+    task_service.check_task_id(task_id)
     wait = min(task_service.parse_wait(request.args.get("wait")), state.settings.max_wait)
-    return respond(output_service.read_outputs(state.store, who(), task_id, since, wait))
+    with state.waits.admit(who().user_id, wait):  # a long-poll like any other: same caps
+        return respond(output_service.read_outputs(state.store, who(), task_id, since, wait))
 
 
 @bp.get("/stream/tasks")

@@ -35,7 +35,11 @@
   function follow(target) {
     const source = new EventSource(target.dataset.stream);
     source.onopen = () => setLive("live");
-    source.onerror = () => setLive("reconnecting");
+    source.onerror = () => {
+      setLive("reconnecting");
+      // An HTTP error (429 too many open streams, 503 busy) closes an EventSource for good.
+      if (source.readyState === EventSource.CLOSED) setTimeout(() => follow(target), 5000);
+    };
     source.addEventListener("reset", (e) => {
       const html = JSON.parse(e.data).html;
       if (html || !target.querySelector("[data-empty]")) target.replaceChildren(fragment(html));

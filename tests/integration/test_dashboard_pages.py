@@ -12,14 +12,7 @@ from fnserve import serialize
 from fnserve.messages import EndpointStatus, RemoteError, ResultMessage
 from tests.integration.dashboard_support import log_in, read_events, token_of
 from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice,
-    app,
-    bob,
-    client,
-    register_endpoint,
-    register_function,
-    settings,
-    state,
+    alice, app, bob, client, register_endpoint, register_function, settings, state,
 )
 from web_service.admin import set_operator, set_user_quota
 from web_service.dashboard.operator_stats import operator_view

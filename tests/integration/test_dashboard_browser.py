@@ -136,7 +136,6 @@ def test_a_task_goes_from_waiting_to_success_live_and_the_endpoint_goes_disconne
     assert fc.get_result(task_id, timeout=30) == 42
     assert not_reloaded(tasks) and not_reloaded(endpoints)
     assert "triple" in tasks.inner_text(f'tr[data-id="{task_id}"]')
-    screenshot(tasks, shots, "tasks")
     screenshot(endpoints, shots, "endpoints")
     endpoints.goto(f"{stack.url}/dashboard/endpoints/{stack.endpoint_id}")
     endpoints.wait_for_selector("text=Runtimes and warm pools")
@@ -221,6 +220,9 @@ def test_usage_functions_and_operators_pages(alice, stack, shots):
     while fc.usage()["user"]["tasks"] < 3:  # usage rows follow results by about a second
         assert time.monotonic() < deadline, fc.usage()
         time.sleep(0.2)
+    alice.goto(stack.url + "/dashboard/tasks")
+    assert alice.locator("tbody tr[data-state]").count() >= 4
+    screenshot(alice, shots, "tasks")
     alice.goto(stack.url + "/dashboard/usage")
     assert alice.locator(f'section[data-id="{stack.endpoint_id}"] svg rect.bar').count() >= 7  # a week of days
     screenshot(alice, shots, "usage")

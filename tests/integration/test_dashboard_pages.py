@@ -38,7 +38,7 @@ def test_the_task_list_is_the_users_own_newest_first_paged_by_cursor_and_skips_e
     r = state(app).store.r
     uid = r.hget(task_key(ids[0]), "owner").decode()
     newest_first = ids[::-1]
-    pages, cursor, seen = [], None, []
+    pages, cursor = [], None
     for _ in range(4):
         page = recent_tasks(r, uid, cursor)
         pages.append([row.task_id for row in page.rows])

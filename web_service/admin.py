@@ -84,6 +84,14 @@ def delete_user(settings: Settings, username: str) -> dict[str, Any]:
         store.r.close()
 
 
+def set_operator(settings: Settings, username: str, on: bool = True) -> None:
+    """Make ``username`` an operator (or, with ``on=False``, no longer one): operators see the
+    dashboard's Operators page (service health, queues, error rates of every endpoint)."""
+    with _session(settings) as session:
+        session.execute(sa.update(User).where(User.id == _user_id(session, username)).values(is_operator=on))
+        session.commit()
+
+
 def add_user(settings: Settings, username: str, *, exist_ok: bool = False, expires_in: timedelta | None = None) -> str:
     """Create ``username`` (migrating the database first) and return a new token for them.
 
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         python -m web_service.admin show-quota NAME
         python -m web_service.admin disable-user|enable-user NAME
         python -m web_service.admin delete-user NAME --yes
+        python -m web_service.admin set-operator NAME [--off]
     """
     import argparse
     import json
@@ -167,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "runtimes and groups, cancel their unfinished tasks")
     delete.add_argument("username")
     delete.add_argument("--yes", action="store_true", help="required: deleting cannot be undone")
+    operator = commands.add_parser("set-operator", help="let a user see the dashboard's Operators page")
+    operator.add_argument("username")
+    operator.add_argument("--off", action="store_true", help="take the operator flag away")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     expires = timedelta(days=args.expires_in) if getattr(args, "expires_in", None) else None
@@ -194,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "set-quota":
             set_user_quota(settings, args.username, args.period, args.tasks, args.core_hours)
             print(json.dumps(get_user_quota(settings, args.username)))
+        elif args.command == "set-operator":
+            set_operator(settings, args.username, on=not args.off)
+            print(f"{args.username} is {'no longer ' if args.off else ''}an operator")
         else:
             print(json.dumps(get_user_quota(settings, args.username)))
     except FnserveError as exc:

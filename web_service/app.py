@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from fnserve.errors import FnserveError, ServiceUnavailable
 from web_service.auth import Authenticator, GlobusAuthenticator, LocalTokenAuthenticator
+from web_service.dashboard import register_dashboard
 from web_service.log_safety import register_access_log
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.db import make_engine, make_session_factory, migrate
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.access_log:
         register_access_log(app)
     register_blueprints(app)
+    register_dashboard(app, state)
     _register_error_handlers(app)
     return app
 

@@ -100,7 +100,7 @@ class QuotaChecker:
                 raise _exceeded("core-hours", f"{used:.3f} of {q.max_core_hours:g} core-hours", q.period, end)
         if q.max_tasks is None:
             return None
-        key = f"fns:quota:{user_id}:{int(start.timestamp())}:tasks"
+        key = tasks_counter_key(user_id, start)
         pipe = self.r.pipeline(transaction=True)
         pipe.incrby(key, n_tasks)
         pipe.expireat(key, int(end.timestamp()) + 3600)
@@ -109,6 +109,33 @@ class QuotaChecker:
             self.r.decrby(key, n_tasks)
             raise _exceeded("tasks", f"{count - n_tasks} of {q.max_tasks} tasks used, {n_tasks} more asked", q.period, end)
         return Reservation(self.r, key, n_tasks)
+
+
+def tasks_counter_key(user_id: str, window_start: datetime) -> str:
+    """The Redis counter of the tasks ``user_id`` submitted in the window starting then."""
+    return f"fns:quota:{user_id}:{int(window_start.timestamp())}:tasks"
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A user's quota and what they used of it in the current window (for the dashboard)."""
+
+    limits: QuotaLimits
+    window_start: datetime
+    window_end: datetime
+    tasks: int
+    core_hours: float
+
+
+def quota_usage(session: Session, r: redis.Redis, user_id: str, now: datetime | None = None) -> QuotaUsage | None:
+    """The user's quota and its use in the current window, or None without a quota."""
+    row = session.get(Quota, user_id)
+    if row is None:
+        return None
+    start, end = window(row.period, now or datetime.now(timezone.utc))
+    tasks = int(r.get(tasks_counter_key(user_id, start)) or 0)
+    return QuotaUsage(QuotaLimits(row.period, row.max_tasks, row.max_core_hours), start, end, tasks,
+                      core_hours_since(session, user_id, start))
 
 
 @dataclass

@@ -2,18 +2,28 @@
 
 Keys (all prefixed by ``fns:``)::
 
-    task:{id}            hash: owner, function_id, endpoint_id, state, payload, t_* timestamps,
-                         result fields once finished (expires ``result_ttl`` after finishing)
+    task:{id}            hash: owner, function_id, endpoint_id, state, payload, arg_bytes (its
+                         size, kept after the payload is dropped), t_* timestamps, result fields
+                         once finished (expires ``result_ttl`` after finishing)
+    submitted:{user}     stream: the user's submission log, one entry per submitted batch with
+                         its task ids in order (``ids``, comma-separated); about
+                         SUBMIT_LOG_ENTRIES entries, expiring a day after the result TTL (renewed
+                         at most once a minute per process). The dashboard lists a user's tasks
+                         from it, skipping ids whose task expired. One O(1) XADD per batch.
     fn:{id}              the serialized function body, cached for dispatch
     ep:{id}:queue        list of task ids waiting for the endpoint (oldest at the left)
     ep:{id}:inflight     set of task ids sent to the endpoint and not yet finished
     ep:{id}:status       hash: connected, timestamps, what the site manager last reported, the
                          serializers it accepts (``serializers``) and ``restricted`` (allowlist)
+    channel ep:{id}:changed  published with the endpoint id whenever its status hash changes
+                         (connect, disconnect, heartbeat, report): the dashboard's live view
     stats:rejected_results  hash: endpoint id -> results it sent for tasks it did not hold
     channel wake         published with an endpoint id whenever its queue grows ("cancel:" +
                          id: dispatched tasks were cancelled; "revoke:" + id: it was deleted)
     channel done:{user}  published with the ids (comma-separated) of the user's tasks that just
                          finished, once per recorded batch
+    channel submitted:{user}  published with the number of tasks the user just submitted (a
+                         channel and a stream may share a name: they are different namespaces)
     completed:{user}     stream: the user's completion log, one entry per recorded batch with the
                          ``ids`` that finished and ``prev``, the id of the entry before it (so a
                          reader can tell entries were trimmed past its cursor); capped, expiring.
@@ -81,6 +91,18 @@ def status_key(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:status"
 
 
+def status_channel(endpoint_id: str) -> str:
+    return f"{P}ep:{endpoint_id}:changed"
+
+
+def submit_log_key(owner: str) -> str:
+    return f"{P}submitted:{owner}"
+
+
+def submitted_channel(owner: str) -> str:
+    return f"{P}submitted:{owner}"
+
+
 def function_key(function_id: str) -> str:
     return f"{P}fn:{function_id}"
 
@@ -95,6 +117,17 @@ def completed_key(owner: str) -> str:
 
 def group_key(owner: str, task_group_id: str) -> str:
     return f"{P}group:{owner}:{task_group_id}"
+
+
+# Entries (submitted batches) kept in a user's submission log, trimmed approximately by XADD.
+SUBMIT_LOG_ENTRIES = 50_000
+# The log's TTL is renewed at most this often per user and process.
+LOG_UPKEEP_SECONDS = 60.0
+
+
+def log_upkeep_due(last: float | None, now: float) -> bool:
+    """Whether a submit should renew the TTL of a user's submission log (monotonic seconds)."""
+    return last is None or now - last >= LOG_UPKEEP_SECONDS
 
 
 # Entries kept in a user's completion log (each holds one recorded batch of task ids). A reader
@@ -387,6 +420,7 @@ class TaskStore:
         self._cancel = client.register_script(_CANCEL)
         # Function bodies never change under an id: the forwarder keeps the ones it dispatched.
         self._bodies: dict[str, bytes] = {}
+        self._log_upkeep: dict[str, float] = {}  # owner -> last TTL renewal of their submission log
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "TaskStore":
@@ -409,10 +443,12 @@ class TaskStore:
         pipe = self.r.pipeline(transaction=True)
         endpoints: dict[str, list[str]] = {}
         groups: dict[str, list[str]] = {}
+        owners: dict[str, list[str]] = {}
         for t in tasks:
             fields: dict[str, Any] = {
                 "owner": t.owner, "function_id": t.function_id, "endpoint_id": t.endpoint_id,
                 "state": TaskState.WAITING.value, "payload": t.payload, "t_submitted": now,
+                "arg_bytes": len(t.payload),
             }
             if t.runtime:
                 fields["runtime"] = t.runtime
@@ -429,6 +465,7 @@ class TaskStore:
                 groups.setdefault(group_key(t.owner, t.task_group_id), []).append(t.task_id)
             pipe.hset(task_key(t.task_id), mapping=fields)
             endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
+            owners.setdefault(t.owner, []).append(t.task_id)
         for key, ids in groups.items():
             pipe.rpush(key, *ids)
             pipe.expire(key, self.result_ttl)
@@ -436,6 +473,16 @@ class TaskStore:
             pipe.rpush(queue_key(endpoint_id), *ids)
         for endpoint_id in endpoints:
             pipe.publish(WAKE_CHANNEL, endpoint_id)
+        mono = time.monotonic()
+        for owner, ids in owners.items():
+            log = submit_log_key(owner)
+            pipe.xadd(log, {"ids": ",".join(ids)}, maxlen=SUBMIT_LOG_ENTRIES, approximate=True)
+            pipe.publish(submitted_channel(owner), len(ids))
+            if log_upkeep_due(self._log_upkeep.get(owner), mono):
+                if len(self._log_upkeep) >= 100_000:
+                    self._log_upkeep.clear()
+                self._log_upkeep[owner] = mono
+                pipe.expire(log, self.result_ttl + 86400)
         pipe.execute()
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -656,13 +703,20 @@ class TaskStore:
 
     def set_connected(self, endpoint_id: str, connected: bool, **info: Any) -> None:
         fields = {"connected": int(connected), "changed_at": repr(time.time()), **{k: str(v) for k, v in info.items()}}
-        self.r.hset(status_key(endpoint_id), mapping=fields)
+        self._set_status(endpoint_id, fields)
 
     def touch(self, endpoint_id: str, report: EndpointStatus | None = None) -> None:
         fields: dict[str, Any] = {"last_heartbeat": repr(time.time())}
         if report is not None:
             fields["report"] = msgspec.json.encode(report)
-        self.r.hset(status_key(endpoint_id), mapping=fields)
+        self._set_status(endpoint_id, fields)
+
+    def _set_status(self, endpoint_id: str, fields: dict[str, Any]) -> None:
+        # One round trip; the publish lets live views follow the endpoint without polling.
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(status_key(endpoint_id), mapping=fields)
+        pipe.publish(status_channel(endpoint_id), endpoint_id)
+        pipe.execute()
 
     def set_restricted(self, endpoint_id: str, restricted: bool) -> None:
         """Note that the endpoint runs only allowed functions (dispatch then stamps its tasks

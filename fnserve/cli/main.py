@@ -353,6 +353,14 @@ def service_user_delete(username: str, yes: bool) -> None:
     _service_admin("delete-user", username, "--yes")
 
 
+@service_user.command("operator")
+@click.argument("username")
+@click.option("--off", is_flag=True, help="Take the operator flag away.")
+def service_user_operator(username: str, off: bool) -> None:
+    """Let USERNAME see the dashboard's Operators page (service-wide health, queues, errors)."""
+    _service_admin("set-operator", username, *(["--off"] if off else []))
+
+
 def _service_admin(*args: str) -> None:
     import subprocess
 

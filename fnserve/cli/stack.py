@@ -112,6 +112,7 @@ def start_service(ports: StackPorts, embedded_redis: bool = True, say: Callable[
     url = f"http://127.0.0.1:{ports.web}"
     wait_until(lambda: _healthy(url), 60, "web service", procs["web"])
     say(f"  web        {url}")
+    say(f"  dashboard  {url}/dashboard/  (log in with the token in client.yaml)")
     say(f"  forwarder  {env['FNSERVE_FORWARDER_ADDRESS']}")
     return env
 

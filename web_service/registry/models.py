@@ -44,6 +44,8 @@ class User(Base):
     # within the token cache time. A deleted user stays as a disabled row (usage history names it).
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Operators see the service-wide Operators page of the dashboard (python -m web_service.admin set-operator).
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Token(Base):
@@ -178,6 +180,7 @@ class Usage(Base):
     __table_args__ = (
         Index("ix_usage_user_id_finished_at", "user_id", "finished_at"),
         Index("ix_usage_endpoint_id_finished_at", "endpoint_id", "finished_at"),
+        Index("ix_usage_finished_at", "finished_at"),  # service-wide error rates (Operators page)
     )
 
     task_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -9,7 +9,7 @@ from flask import Blueprint, Response
 
 from fnserve.version import PROTOCOL_VERSION, __version__
 from web_service.routes._http import check_address, respond
-from web_service.state import current
+from web_service.state import ServiceState, current
 
 bp = Blueprint("version", __name__)
 # Public routes cost a Redis ping and a SQL query (health): rate-limited per client address.
@@ -44,9 +44,8 @@ def openapi() -> Response:
 _openapi: bytes | None = None
 
 
-@bp.get("/health")
-def health() -> Response:
-    state = current()
+def check_health(state: ServiceState) -> dict[str, bool]:
+    """Whether Redis and the registry database answer (also shown on the dashboard)."""
     redis_ok = database_ok = True
     try:
         state.store.r.ping()
@@ -59,5 +58,11 @@ def health() -> Response:
     except Exception as exc:
         log.warning("health: database unreachable: %s", type(exc).__name__)
         database_ok = False
-    ok = redis_ok and database_ok
-    return respond({"status": "ok" if ok else "unavailable", "redis": redis_ok, "database": database_ok}, 200 if ok else 503)
+    return {"redis": redis_ok, "database": database_ok}
+
+
+@bp.get("/health")
+def health() -> Response:
+    checks = check_health(current())
+    ok = all(checks.values())
+    return respond({"status": "ok" if ok else "unavailable", **checks}, 200 if ok else 503)

@@ -14,6 +14,11 @@ from fnserve.errors import BadRequest, PayloadTooLarge
 
 _decoder = msgspec.json.Decoder()
 
+#: Deepest nesting of arrays/objects a request body may have. Checked explicitly: the decoder's
+#: own guard follows the interpreter's recursion limit, which imported libraries raise (jedi, which
+#: IPython imports, sets 3000), so a 1,000-deep body was accepted in one process and not another.
+MAX_JSON_DEPTH = 128
+
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
@@ -38,9 +43,21 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="malformed_json") from None
     except RecursionError:
         raise too_deep() from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise too_deep()
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_request", details={"field": "(body)"})
     return body
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and dicts (a scalar is 0), level by level, without recursion."""
+    depth, level = 0, [value] if isinstance(value, (list, dict)) else []
+    while level:
+        depth += 1
+        level = [c for node in level for c in (node.values() if type(node) is dict else node)
+                 if type(c) is dict or type(c) is list]
+    return depth
 
 
 def too_deep() -> BadRequest:

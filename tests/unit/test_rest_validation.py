@@ -130,6 +130,24 @@ def test_json_nested_too_deeply_is_a_400_not_a_crash() -> None:
     assert err.code == "json_too_deep" and err.http_status == 400
 
 
+def test_the_depth_limit_holds_whatever_the_recursion_limit_is() -> None:
+    # jedi (imported by IPython) raises the interpreter's limit to 3000; the limit must not move.
+    import sys
+
+    from web_service.validation import MAX_JSON_DEPTH, json_depth
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        err = error(parse_json_object, b'{"a": ' + b"[" * 1000 + b"]" * 1000 + b"}")
+        assert err.code == "json_too_deep"
+    finally:
+        sys.setrecursionlimit(old)
+    just_fits = b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1)
+    assert json_depth(parse_json_object(b'{"a": ' + just_fits + b"}")) == MAX_JSON_DEPTH
+    assert json_depth({"a": [1, {"b": []}], "c": 2}) == 4 and json_depth(3) == 0
+
+
 def test_stream_id_cursors_are_checked_against_redis_limits() -> None:
     from web_service.validation import is_stream_id
 

@@ -303,8 +303,8 @@ PATHS: dict[str, Any] = {
         "total": {"type": "integer"}, "next_offset": _nullable({"type": "integer"}),
     }, ["task_group_id", "tasks", "total", "next_offset"]), params=[
         _path_param("task_group_id"),
-        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
-        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}},
+        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}},
     ])},
     "/v1/tasks/{task_id}": {"get": _op("one task, optionally waiting for it to finish", "200", _ref("Task"),
                                        params=[_path_param("task_id"), _WAIT_QUERY])},

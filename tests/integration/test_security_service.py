@@ -122,7 +122,9 @@ def test_a_bad_token_flood_from_another_account_is_rate_limited_on_the_real_port
     folder.chmod(0o755)
     script = readable_copy(Path(__file__).parent / "attacks" / "bad_token_flood.py", folder)
     # A Redis database of its own: the per-address bucket of 127.0.0.1 is this test's alone.
-    with web_server(redis_url.rsplit("/", 1)[0] + "/3", tmp_path / "web", ANON_RATE_LIMIT="2", ANON_RATE_BURST="30") as server:
+    db3 = redis_url.replace("?db=0", "?db=3")  # the session's Redis is reached by its unix socket
+    assert db3 != redis_url
+    with web_server(db3, tmp_path / "web", ANON_RATE_LIMIT="2", ANON_RATE_BURST="30") as server:
         out = subprocess.run(as_account(attacker, str(script), server.url, "120"), capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         answers = json.loads(out.stdout)

@@ -154,3 +154,13 @@ def test_stream_id_cursors_are_checked_against_redis_limits() -> None:
     assert is_stream_id("1716000000000-0") and is_stream_id(f"{2**64 - 1}-{2**64 - 1}")
     assert not is_stream_id(f"{2**64}-0") and not is_stream_id("1-18446744073709551616")
     assert not is_stream_id("yesterday") and not is_stream_id(None) and not is_stream_id("1-")
+
+
+def test_query_counts_beyond_what_redis_takes_are_a_400() -> None:
+    from web_service.services.tasks import MAX_COUNT, parse_count
+
+    assert parse_count("0", "offset", 5, minimum=0) == 0 and parse_count(None, "offset", 5) == 5
+    assert parse_count(str(MAX_COUNT), "offset", 0, minimum=0) == MAX_COUNT
+    for bad in ("831926199017971380041809920", "-1", "x", "1" * 5000):
+        err = error(parse_count, bad, "offset", 0, 0)
+        assert err.code == "invalid_request" and err.details["field"] == "offset"

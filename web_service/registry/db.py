@@ -31,6 +31,11 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
             # -shm files take the database file's mode).
             os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT, 0o600))
         options.setdefault("connect_args", {"timeout": 30})
+        if parsed.database and parsed.database != ":memory:":
+            # A fresh connection per session: a pooled SQLite connection kept a read snapshot
+            # open between requests (WAL), so an operator's `service user enable` stayed unseen
+            # until the process restarted. Opening one costs ~0.1 ms; the hot path caches.
+            options.setdefault("poolclass", sa.pool.NullPool)
         engine = sa.create_engine(url, **options)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -472,16 +472,21 @@ def group_tasks(store: TaskStore, owner: Identity, task_group_id: str, offset: i
     return [r for r in records.values() if r is not None and r.owner == owner.user_id], total
 
 
-def parse_count(value: Any, field: str, default: int, minimum: int = 1) -> int:
-    """A non-negative integer from a query parameter."""
+#: Largest count a query parameter may carry: Redis takes signed 64-bit offsets, JSON clients
+#: exact integers up to 2**53; a larger one was a 500 from Redis before this bound.
+MAX_COUNT = 2**53 - 1
+
+
+def parse_count(value: Any, field: str, default: int, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """An integer from a query parameter, between ``minimum`` and ``maximum``."""
     if value is None or value == "":
         return default
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise invalid(field, f"must be an integer >= {minimum}") from None
-    if n < minimum:
-        raise invalid(field, f"must be an integer >= {minimum}")
+        n = None
+    if n is None or not minimum <= n <= maximum:
+        raise invalid(field, f"must be an integer from {minimum} to {maximum}")
     return n
 
 

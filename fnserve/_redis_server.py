@@ -57,7 +57,9 @@ class RedisAuth:
     (kept in a 0600 file in a 0700 folder) and a unix socket in a 0700 folder.
 
     Nothing else on the host gets in: the TCP port (loopback) needs the password, the socket's
-    folder admits only its owner, and Redis's ``default`` user is off.
+    folder admits only its owner, and Redis's ``default`` user needs the same password (it is
+    not switched off: Redis 7.0 replays the AOF's MULTI/EXEC blocks as ``default`` and, with that
+    user off, silently dropped every transaction on restart; redis/redis#14541).
     """
 
     password: str = field(repr=False)
@@ -73,7 +75,7 @@ class RedisAuth:
     def config(self) -> str:
         """redis.conf lines for this user and socket (passed in a 0600 file, never on argv,
         where every account on the host could read them in `ps`)."""
-        return (f"user default off\n"
+        return (f"user default on >{self.password} ~* &* +@all\n"
                 f"user {self.username} on >{self.password} ~* &* +@all\n"
                 f"unixsocket {self.socket}\nunixsocketperm 700\n")
 

@@ -122,7 +122,7 @@ def test_redis_gives_another_account_neither_payloads_nor_a_queue(stack, attacke
     assert "refused:" in out.stdout and "payload:" not in out.stdout, out.stdout + out.stderr
     out = attacker.run("redis-cli", "-p", str(port), "KEYS", "fns:*")
     assert "fns:task:" not in out.stdout and ("NOAUTH" in out.stdout + out.stderr or "Authentication" in out.stdout + out.stderr)
-    # Redis's default user is off: an empty or guessed password gets nowhere either.
+    # Redis's default user needs the password: an empty or guessed one gets nowhere either.
     out = attacker.run("redis-cli", "-p", str(port), "--user", "default", "--pass", "", "--no-auth-warning", "KEYS", "*")
     assert "fns:task:" not in out.stdout
     # Pushing a task into the endpoint's queue (it would run as the endpoint's account): refused.

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from slurm_support import require_slurm
 from stack_support import REPO
 
@@ -19,6 +20,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chaos import FAULTS  # noqa: E402
 
 
+@pytest.mark.timeout(900)  # eight faults in turn: ~100 s on an idle machine, several minutes loaded
 def test_every_fault_loses_duplicates_and_hangs_nothing(tmp_path):
     require_slurm()
     out = tmp_path / "chaos.json"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -59,9 +64,58 @@ def embedded_stack(port: int = 18780, engine: dict[str, Any] | None = None) -> I
             os.environ["FNSERVE_HOME"] = old
 
 
+# The packages whose versions a result depends on (missing ones are recorded as null).
+_PACKAGES = ("fnserve", "parsl", "pyzmq", "redis", "flask", "gunicorn", "gevent", "msgspec", "dill", "dask",
+             "distributed", "sqlalchemy", "psycopg")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_metadata() -> dict[str, Any]:
+    """What a result was measured with: commit (and whether the tree had changes), date, host,
+    CPU, cores, load at the time, Python and the versions of the packages on the path."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "tree_changed": bool(status) if status is not None else None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "versions": {name: ver(name) for name in _PACKAGES},
+    }
+
+
 def write_results(name: str, results: dict[str, Any]) -> Path:
+    """``benchmarks/results/<name>.json``, with :func:`run_metadata` under ``meta``."""
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"{name}.json"
-    path.write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps({**results, "meta": run_metadata()}, indent=2))
     return path

@@ -2,7 +2,11 @@
 
 * bare Parsl ``HighThroughputExecutor`` on ``LocalProvider`` (one block, ``workers`` workers), no
   DataFlowKernel: what fnserve's site manager runs tasks on, without anything in front of it;
-* Dask distributed ``LocalCluster`` with ``workers`` single-threaded worker processes.
+* Parsl's DataFlowKernel over the same HTEX (``parsl.load`` + ``@python_app``): what Parsl users
+  write, with Parsl's own task bookkeeping in front of the executor;
+* Dask distributed ``LocalCluster`` with ``workers`` single-threaded worker processes;
+* ``concurrent.futures.ProcessPoolExecutor`` with ``workers`` processes: the local floor (no
+  network hop, no service; a pickle through a pipe each way).
 """
 
 from __future__ import annotations
@@ -37,6 +41,46 @@ def bare_htex(workers: int, encrypted: bool = False) -> Iterator[Any]:
         yield ex
     finally:
         ex.shutdown()
+
+
+@contextmanager
+def parsl_dfk(workers: int) -> Iterator[Any]:
+    """Yields ``submit(fn, *args) -> Future`` through Parsl's DataFlowKernel (``@python_app``)."""
+    import parsl
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    run_dir = tempfile.mkdtemp(prefix="dfk-bench-")
+    config = Config(executors=[HighThroughputExecutor(label="dfk", max_workers_per_node=workers, encrypted=False,
+                                                      provider=LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1))],
+                    run_dir=run_dir, strategy="none", initialize_logging=False, usage_tracking=0)
+    dfk = parsl.load(config)
+    apps: dict[Any, Any] = {}
+
+    def submit(fn: Any, *args: Any) -> Any:
+        app = apps.get(fn)
+        if app is None:
+            app = apps[fn] = parsl.python_app(fn, executors=["dfk"])
+        return app(*args)
+
+    try:
+        for f in [submit(_noop) for _ in range(4 * workers)]:
+            f.result(timeout=120)
+        yield submit
+    finally:
+        dfk.cleanup()
+
+
+@contextmanager
+def process_pool(workers: int) -> Iterator[Any]:
+    """A warm ``ProcessPoolExecutor`` (forked workers, every one has run something)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        for f in [pool.submit(_noop) for _ in range(4 * workers)]:
+            f.result(timeout=60)
+        yield pool
 
 
 @contextmanager

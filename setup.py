@@ -24,7 +24,7 @@ ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no thre
 BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]
 # responses: the Globus Auth stand-in; schemathesis: the REST contract; playwright: drives Debian's
 # chromium in the dashboard's browser tests (executable_path: no browser is downloaded).
-TEST = ["pytest>=7", "pytest-timeout>=2", "responses>=0.25", "schemathesis>=4", "playwright>=1.40", *ASYNC]
+TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "responses>=0.25", "schemathesis>=4", "playwright>=1.40", *ASYNC]
 # What examples/ needs (notebooks, OpenMM on the CPU, scikit-image); the tests execute them.
 EXAMPLES = ["openmm>=8.1", "scikit-image>=0.22", "matplotlib>=3.7", "numpy>=1.24", "tqdm>=4.60", "ipywidgets>=8",
             "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25"]

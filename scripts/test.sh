@@ -51,6 +51,9 @@ if [ ! -f /etc/containers/containers.conf ]; then  # podman 4.3 here: runc, and 
 fi
 scripts/build_worker_image.sh
 
+log "lint (ruff, settings in pyproject.toml)"
+python3 -m ruff check fnserve web_service site_manager node_manager
+
 log "tests"
 set +e
 python3 -m pytest -p no:cacheprovider "$@"

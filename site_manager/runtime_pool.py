@@ -164,7 +164,7 @@ class RuntimePool:
     def scale(self, now: float | None = None) -> int:
         """Scale every engine (each within its runtime's blocks and idle time)."""
         change = self.host.scale(now)
-        for name, engine in list(self.engines.items()):
+        for engine in list(self.engines.values()):
             change += engine.scale(now)
         # Hot spares whose start failed come back on their own once their backoff has passed.
         for name in spares_to_restart(self.runtimes, set(self.engines), self.health, self._clock()):

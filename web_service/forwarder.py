@@ -259,7 +259,7 @@ class Forwarder:
             while not self._stop.is_set():
                 try:
                     msg = pubsub.get_message(timeout=1.0)
-                except Exception as exc:  # Redis restarting: keep trying, the loop re-drains on connect
+                except redis.RedisError as exc:  # Redis restarting: keep trying, the loop re-drains on connect
                     log.warning("wake channel: %s; retrying", exc)
                     self._stop.wait(0.5)
                     try:
@@ -267,8 +267,8 @@ class Forwarder:
                         pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
                         pubsub.subscribe(WAKE_CHANNEL)
                         out.send(b"*")  # re-check every connected endpoint
-                    except Exception:
-                        pass
+                    except redis.RedisError as again:
+                        log.debug("wake channel: still down: %s", type(again).__name__)
                     continue
                 if msg and msg.get("type") == "message":
                     out.send(msg["data"])
@@ -383,7 +383,7 @@ class Forwarder:
         """Log usage of the results recorded now, after the ack (one XADD; see web_service.usage)."""
         try:
             log_usage(self.store.r, result_entries(endpoint_id, results, recorded, now))
-        except Exception as exc:  # accounting must never cost a result
+        except Exception as exc:  # noqa: BLE001 - accounting must never cost a result
             log.error("could not log usage of %d task(s) of endpoint %s: %s", len(recorded), endpoint_id, type(exc).__name__)
 
     def _register(self, router: zmq.Socket, identity: bytes, msg: m.Register, now: float, key: str = "") -> None:

@@ -193,7 +193,7 @@ class UsageWriter:
                     # instead of one commit per result batch (which cost the forwarder's loop
                     # CPU and the GIL: 44% of its samples in a throughput run, py-spy).
                     self._stop.wait(LINGER)
-            except Exception as exc:  # DB or Redis down: entries stay pending; retry shortly
+            except Exception as exc:  # noqa: BLE001 - DB or Redis down: entries stay pending; retry shortly
                 log.warning("usage writer: %s; retrying", type(exc).__name__)
                 self._stop.wait(1.0)
 

@@ -20,6 +20,7 @@ import yaml
 
 from fnserve.cli.processes import Managed, python_module
 from fnserve.config import ClientConfig, home
+from fnserve.errors import FnserveError
 from fnserve.private_files import check_private, private_dir
 
 
@@ -164,7 +165,7 @@ def create_endpoint(name: str, forwarder: str, client: Any, provider: dict[str, 
             client.get_endpoint(data["endpoint_id"])
             if data.get("curve_public_key"):  # configs from before CurveZMQ: register anew
                 return dict(data)
-        except Exception:
+        except (FnserveError, KeyError, TypeError):
             pass  # registered with another service (or deleted): register again
     reg = client.register_endpoint(name, f"endpoint {name} on {os.uname().nodename}")
     data = {

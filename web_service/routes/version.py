@@ -49,13 +49,13 @@ def check_health(state: ServiceState) -> dict[str, bool]:
     redis_ok = database_ok = True
     try:
         state.store.r.ping()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - health reports any failure, it never raises
         log.warning("health: redis unreachable: %s", type(exc).__name__)
         redis_ok = False
     try:
         with state.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - health reports any failure, it never raises
         log.warning("health: database unreachable: %s", type(exc).__name__)
         database_ok = False
     return {"redis": redis_ok, "database": database_ok}

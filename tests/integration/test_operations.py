@@ -1,19 +1,33 @@
-"""Prometheus metrics of a real stack: `fnserve up` with 2 gunicorn workers, the forwarder and a
-local endpoint serving metrics; N tasks run, then every /metrics is scraped over HTTP and its
-counters must equal what was done (deltas against a scrape taken first)."""
+"""Operating a real stack: `fnserve up` with 2 gunicorn workers, the forwarder and a local
+endpoint serving Prometheus metrics.
+
+- N tasks run, then every /metrics is scraped over HTTP and its counters must equal what was
+  done (deltas against a scrape taken first); the Grafana dashboard uses only metrics that exist.
+- `fnserve endpoint enable-on-boot` writes a unit that `systemd-analyze verify` accepts. systemd
+  itself does not run here: the stand-in starts the unit's ExecStart= with only the unit's
+  Environment= (as systemd would), runs a task through it, and stops it as KillMode=mixed does
+  (SIGTERM to the main process alone): it must exit 0 and leave no process behind.
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
+import shlex
+import shutil
+import signal
 import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from stack_support import running_stack
+from stack_support import REPO, running_stack
 
 from fnserve.client import result_of
 
@@ -155,3 +169,85 @@ def test_metrics_refused_through_a_proxy_and_unknown_routes_share_one_label(stac
     text = Scrape(stack.url).text
     assert probe not in text
     assert 'route="<unmatched>"' in text
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist(stack):
+    exposed = set()
+    for scrape in _scrapes(stack):
+        exposed |= {name for name, _ in scrape.samples}
+    dashboard = json.loads((REPO / "deploy/grafana/fnserve-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for e in exprs for name in re.findall(r"fnserve_[a-z_]+", e)}
+    assert len(used) >= 12
+    assert used - exposed == set()
+    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+
+
+def _unit(text: str) -> tuple[list[str], dict[str, str]]:
+    """ExecStart= and Environment= of a unit, read as systemd reads them."""
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "ExecStart":
+            argv = [a.replace("%%", "%") for a in shlex.split(value)]
+        elif key == "Environment":
+            name, _, val = shlex.split(value)[0].partition("=")
+            env[name] = val
+    return argv, env
+
+
+def test_enable_on_boot_writes_a_unit_that_runs_the_endpoint(stack, tmp_path):
+    units = tmp_path / "units"
+    out = stack.cli("endpoint", "enable-on-boot", "local", "--unit-dir", str(units))
+    path = units / "fnserve-endpoint-local.service"
+    assert str(path) in out.stdout and "systemctl daemon-reload" in out.stdout
+    text = path.read_text()
+    assert "User=root" in text and "KillMode=mixed" in text and "RestartPreventExitStatus=2" in text
+    verify = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+
+    stack.cli("endpoint", "stop", "local")
+    argv, env = _unit(text)
+    assert env["FNSERVE_HOME"] == str(stack.home)
+    # What systemd would start: ExecStart= with the unit's environment and little else.
+    proc = subprocess.Popen(argv, env={"HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        fc = stack.client()
+        deadline = time.monotonic() + 90
+        while not fc.get_endpoint_status(stack.endpoint_id).get("connected"):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the unit's site manager did not connect"
+            time.sleep(0.2)
+        fid = fc.register_function(echo, serializer="source")
+        assert fc.get_result(fc.run(fid, stack.endpoint_id, "from the unit"), timeout=60) == "from the unit"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "the site manager runs its interchange and workers as children"
+        proc.send_signal(signal.SIGTERM)  # KillMode=mixed: the main process alone
+        assert proc.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], f"left behind: {alive}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stack.cli("endpoint", "disable-on-boot", "local", "--unit-dir", str(units))
+    assert not path.exists()
+
+
+def test_service_units_verify():
+    """deploy/systemd's units, with their venv path pointed at this Python (the stand-in for
+    an /opt/fnserve/venv install)."""
+    import sys
+
+    target = Path("/tmp") / f"fnserve-units-{uuid.uuid4().hex[:8]}"
+    target.mkdir()
+    try:
+        for unit in sorted((REPO / "deploy/systemd").glob("*.service")):
+            text = unit.read_text().replace("/opt/fnserve/venv/bin/python", sys.executable)
+            (target / unit.name).write_text(text)
+            verify = subprocess.run(["systemd-analyze", "verify", str(target / unit.name)], capture_output=True, text=True, check=False)
+            assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    finally:
+        shutil.rmtree(target)

@@ -122,7 +122,8 @@ def serve_werkzeug(bind: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="fnserve web service")
-    parser.add_argument("--bind", default="127.0.0.1:8780")
+    parser.add_argument("--bind", default=os.environ.get("FNSERVE_WEB_BIND") or "127.0.0.1:8780",
+                        help="HOST:PORT (default $FNSERVE_WEB_BIND, else 127.0.0.1:8780)")
     parser.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("FNSERVE_WEB_WORKERS") or 1),
                         help="gunicorn worker processes (default $FNSERVE_WEB_WORKERS, else 1)")

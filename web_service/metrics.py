@@ -100,14 +100,22 @@ def register_metrics(app: Flask, token: str) -> None:
     def _start() -> None:
         g.metrics_t0 = time.perf_counter()
 
+    # Label children by (route, method, status): .labels() takes a lock and builds a key each
+    # time; the set of routes is fixed, so these stay few.
+    counters: dict[tuple[str, str, int], tuple[object, object]] = {}
+
     @app.after_request
     def _count(resp: Response) -> Response:
         rule = request.url_rule
-        route = route_label(rule.rule if rule is not None else None)
-        REQUESTS.labels(route, request.method, str(resp.status_code)).inc()
+        key = (rule.rule if rule is not None else "", request.method, resp.status_code)
+        children = counters.get(key)
+        if children is None:
+            route = route_label(key[0])
+            children = counters.setdefault(key, (REQUESTS.labels(route, key[1], str(key[2])), DURATION.labels(route)))
+        children[0].inc()  # type: ignore[attr-defined]
         started = g.get("metrics_t0")
         if started is not None:
-            DURATION.labels(route).observe(time.perf_counter() - started)
+            children[1].observe(time.perf_counter() - started)  # type: ignore[attr-defined]
         return resp
 
     def metrics() -> Response:

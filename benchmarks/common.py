@@ -65,7 +65,7 @@ def embedded_stack(port: int = 18780, engine: dict[str, Any] | None = None) -> I
 
 
 # The packages whose versions a result depends on (missing ones are recorded as null).
-_PACKAGES = ("fnserve", "parsl", "pyzmq", "redis", "flask", "gunicorn", "gevent", "msgspec", "dill", "dask",
+_PACKAGES = ("fnserve", "parsl", "pyzmq", "redis", "flask", "gunicorn", "gevent", "msgspec", "dill", "dask", "prometheus_client",
              "distributed", "sqlalchemy", "psycopg")
 
 

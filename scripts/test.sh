@@ -15,7 +15,8 @@ log "system packages"
 # python3-zmq, python3-redis: the system Python that the attack tests' unprivileged OS accounts run
 # (tests/os_accounts.py; they cannot reach root's interpreter). redis-tools comes with redis-server.
 # chromium + chromium-driver: the dashboard's browser tests (Playwright drives the system browser).
-APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io python3-zmq python3-redis chromium chromium-driver)
+# systemd: only its systemd-analyze, which checks the unit files in deploy/systemd (systemd never runs here).
+APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io python3-zmq python3-redis chromium chromium-driver systemd)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

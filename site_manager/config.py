@@ -293,6 +293,8 @@ class EndpointConfig:
     # Serializer strategies workers may load (functions and arguments); None: any. E.g.
     # [dill-code, source, json-data]: functions as usual, arguments JSON only (no pickles).
     allowed_serializers: tuple[str, ...] | None = None
+    # Prometheus metrics on HOST:PORT (site_manager/metrics.py); "" : $FNSERVE_SITE_METRICS, else none.
+    metrics: str = ""
 
     def __post_init__(self) -> None:
         keys = (self.forwarder_public_key, self.curve_public_key, self.curve_secret_key)
@@ -319,6 +321,13 @@ class EndpointConfig:
         if isinstance(self.walltime_grace, bool) or not isinstance(self.walltime_grace, (int, float)) or not 0 < self.walltime_grace <= 3600:
             raise ConfigError(f"walltime_grace must be a number of seconds in (0, 3600], got {self.walltime_grace!r}",
                               details={"key": "walltime_grace"})
+        if self.metrics:
+            from fnserve.metrics_bind import MetricsBindError, parse_bind
+
+            try:
+                parse_bind(str(self.metrics))
+            except MetricsBindError as exc:
+                raise ConfigError(str(exc), details={"key": "metrics"}) from None
         if type(self.max_result_bytes) is not int or self.max_result_bytes <= 0:
             raise ConfigError(f"max_result_bytes must be a positive integer, got {self.max_result_bytes!r}",
                               details={"key": "max_result_bytes"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import signal
 import threading
@@ -39,6 +40,7 @@ from node_manager.running import tasks_started
 from site_manager.cancel import control_dir, kill_tasks
 from site_manager.walltime import overdue
 from site_manager.ledger_store import LedgerStore
+from site_manager.metrics import NoMetrics, SiteMetrics, site_metrics
 from site_manager.session import Action, Backoff, Exit, Kill, Reconnect, ResultLedger, Send, Session, Submit
 from site_manager.status import EngineStatus
 
@@ -102,12 +104,20 @@ class SiteManager:
         self.outputs = OutputRelay(self._context, *advertised_host(config.provider.type, config.engine.options))
         self._poller.register(self.outputs.socket, zmq.POLLIN)
         self.exit_reason = ""
+        self.metrics: SiteMetrics | NoMetrics = NoMetrics()  # served once run() starts
 
     # -- public ------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Start the engine and serve until stopped; returns the process exit status."""
         self._install_signal_handlers()
+        bind = self.config.metrics or os.environ.get("FNSERVE_SITE_METRICS", "")
+        try:
+            self.metrics = site_metrics(bind, lambda: len(self.session.running), logger)
+        except OSError as exc:
+            self.exit_reason = f"cannot serve metrics on {bind}: {exc.strerror or exc} (the endpoint config's metrics: HOST:PORT)"
+            logger.error("%s", self.exit_reason)
+            return 1
         self.engine.start()
         try:
             return self._loop()
@@ -186,6 +196,7 @@ class SiteManager:
         if self.inbox.fileno() in ready:
             results = self.inbox.drain()
             if results:
+                self.metrics.results(results)
                 actions += self.session.results_ready(results)
         return actions
 
@@ -274,6 +285,7 @@ class SiteManager:
 
     def _submit(self, task: TaskMessage) -> None:
         task.timings["site_received"] = time.time()
+        self.metrics.received()
         task_id = task.task_id
         try:
             task.outputs_address = self.outputs.address

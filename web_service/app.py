@@ -12,6 +12,7 @@ from fnserve.errors import FnserveError, ServiceUnavailable
 from web_service.auth import Authenticator, GlobusAuthenticator, LocalTokenAuthenticator
 from web_service.dashboard import register_dashboard
 from web_service.log_safety import register_access_log
+from web_service.metrics import register_metrics
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.db import make_engine, make_session_factory, migrate
 from web_service.routes import register_blueprints
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    register_metrics(app, settings.metrics_token)  # first: its clock starts before other hooks run
     if settings.access_log:
         register_access_log(app)
     register_blueprints(app)

@@ -24,6 +24,7 @@ import zmq
 
 from fnserve import messages as m
 from fnserve.errors import FnserveError
+from web_service import forwarder_metrics as metrics
 from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
@@ -366,6 +367,7 @@ class Forwarder:
         """Record results (first wins), ack them all, then send what their room lets through."""
         results = [within_limits(r, self.max_result_bytes) for r in results]
         recorded, rejected = self.store.record_results_from(results, conn.endpoint_id)
+        metrics.count_recorded(results, recorded, len(rejected), now)
         # Rejected ones are acked too: a site manager must not resend them forever.
         self._send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
         if conn.capacity:
@@ -404,6 +406,7 @@ class Forwarder:
             self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
         # Whatever was in flight and is not held by the (re)connecting site manager is lost.
         requeued = self.store.requeue_inflight_except(msg.endpoint_id, set(msg.holding))
+        metrics.count_requeued(requeued)
         # The serializers it loads: the web service refuses other argument strategies at submit.
         serializers = "*" if msg.allowed_serializers is None else ",".join(msg.allowed_serializers)
         self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""), serializers=serializers)
@@ -470,12 +473,15 @@ class Forwarder:
         """Send the endpoint its waiting tasks in batches, no more than its capacity in flight."""
         conn = self.connections.by_endpoint[endpoint_id]
         while True:
-            tasks = self.store.claim(endpoint_id, self.batch_size, conn.capacity)
-            if not tasks:
+            claimed = self.store.claim_timed(endpoint_id, self.batch_size, conn.capacity)
+            if not claimed:
                 return
+            now = time.time()
+            tasks = [t for t, _ in claimed]
             for t in tasks:
-                t.timings["forwarder_dispatched"] = time.time()
+                t.timings["forwarder_dispatched"] = now
             self._send(router, conn.identity, m.TaskBatch(tasks=tasks))
+            metrics.count_dispatched(claimed, now)
             if len(tasks) < self.batch_size:
                 return
 
@@ -511,6 +517,7 @@ class Forwarder:
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)
         requeued = self.store.requeue_inflight(endpoint_id)
+        metrics.count_requeued(requeued)
         self.store.set_connected(endpoint_id, False, reason=why)
         log.warning("endpoint %s disconnected (%s); %d in-flight task(s) requeued", endpoint_id, why, requeued)
 
@@ -534,7 +541,8 @@ def main() -> None:
     """``python -m web_service.forwarder``: serve site managers with settings from the environment.
 
     Binds ``FNSERVE_FORWARDER_BIND`` (default: the port of ``FNSERVE_FORWARDER_ADDRESS`` on all
-    interfaces). Stops cleanly on SIGTERM / SIGINT.
+    interfaces); serves Prometheus metrics on ``FNSERVE_FORWARDER_METRICS`` (``HOST:PORT``; unset:
+    none; see web_service/forwarder_metrics.py). Stops cleanly on SIGTERM / SIGINT.
     """
     import os
     import signal
@@ -573,6 +581,16 @@ def main() -> None:
         server_keys=server_keys(settings.forwarder_key_file) if settings.forwarder_curve else None,
         endpoint_for_key=key_owner, max_result_bytes=settings.max_result_bytes,
     )
+    metrics_bind = os.environ.get("FNSERVE_FORWARDER_METRICS")
+    if metrics_bind:
+        from prometheus_client import REGISTRY
+
+        from fnserve.metrics_bind import serve_metrics
+        from web_service.forwarder_metrics import ForwarderCollector
+
+        REGISTRY.register(ForwarderCollector(fwd))
+        host, metrics_port = serve_metrics(metrics_bind)
+        log.info("forwarder metrics on http://%s:%d/metrics", host, metrics_port)
     writer = UsageWriter(fwd.store.r, sessions).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: fwd.stop())

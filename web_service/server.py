@@ -12,6 +12,10 @@ open; see :mod:`web_service.waits` and benchmarks/longpoll_health.py):
 - ``gthread``: ``--threads`` request threads plus one more thread per allowed open wait
   (``FNSERVE_MAX_OPEN_WAITS``); waits past that are refused (503), so they can never take the
   threads that other requests need.
+
+Metrics: ``GET /metrics`` on the same port (web_service/metrics.py); under gunicorn every
+worker's values are summed (prometheus_client's multiprocess mode, in ``$PROMETHEUS_MULTIPROC_DIR``
+or a private temporary folder removed at exit).
 """
 
 from __future__ import annotations
@@ -48,12 +52,45 @@ def gunicorn_config(bind: str, workers: int, threads: int, worker_class: str, ma
     return config
 
 
+# prometheus_client picks its value store when first imported: the multiprocess folder must be in
+# the environment before that, so this module names it without importing prometheus_client.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(default: str) -> str:
+    """Before gunicorn forks its workers: ``$PROMETHEUS_MULTIPROC_DIR`` (else ``default``),
+    created private and emptied of a previous run's values, and set in the environment the
+    workers inherit, so that ``/metrics`` sums every worker (web_service/metrics.py)."""
+    folder = os.environ.get(MULTIPROC_ENV) or default
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(folder, name))
+    os.environ[MULTIPROC_ENV] = folder
+    return folder
+
+
+def worker_exited(server: Any, worker: Any) -> None:
+    """Gunicorn's ``child_exit`` hook: a dead worker's open-waits gauge stops counting (its
+    counters stay: totals never go back)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def serve_gunicorn(bind: str, workers: int, threads: int, worker_class: str) -> None:
+    import shutil
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
 
     from web_service.settings import Settings
 
     config = gunicorn_config(bind, workers, threads, worker_class, Settings.from_env().max_open_waits)
+    own_dir = not os.environ.get(MULTIPROC_ENV)
+    folder = prepare_multiprocess_dir(tempfile.mkdtemp(prefix="fnserve-metrics-") if own_dir else "")
+    config["child_exit"] = worker_exited
+    master = os.getpid()
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -67,7 +104,11 @@ def serve_gunicorn(bind: str, workers: int, threads: int, worker_class: str) -> 
 
             return create_app()
 
-    Application().run()
+    try:
+        Application().run()
+    finally:
+        if own_dir and os.getpid() == master:  # a worker leaves through here too (SystemExit)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def serve_werkzeug(bind: str) -> None:
@@ -81,9 +122,11 @@ def serve_werkzeug(bind: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="fnserve web service")
-    parser.add_argument("--bind", default="127.0.0.1:8780")
+    parser.add_argument("--bind", default=os.environ.get("FNSERVE_WEB_BIND") or "127.0.0.1:8780",
+                        help="HOST:PORT (default $FNSERVE_WEB_BIND, else 127.0.0.1:8780)")
     parser.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("FNSERVE_WEB_WORKERS") or 1),
+                        help="gunicorn worker processes (default $FNSERVE_WEB_WORKERS, else 1)")
     parser.add_argument("--worker-class", choices=["gevent", "gthread"], default=default_worker_class())
     parser.add_argument("--threads", type=int, default=32, help="gthread: request threads besides the long-poll ones")
     args = parser.parse_args(argv)

@@ -70,6 +70,8 @@ class Settings:
     anon_rate_burst: float = 200.0
     proxy_hops: int = 0
     access_log: bool = True  # one INFO line per request on the logger fnserve.access
+    # GET /metrics: with a token, only requests bearing it; without, loopback only (web_service/metrics.py).
+    metrics_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -111,4 +113,5 @@ class Settings:
             anon_rate_burst=float(get("ANON_RATE_BURST", str(d.anon_rate_burst))),
             proxy_hops=int(get("PROXY_HOPS", str(d.proxy_hops))),
             access_log=get("ACCESS_LOG", "1").lower() not in ("0", "false", "no"),
+            metrics_token=get("METRICS_TOKEN", ""),
         )

@@ -264,8 +264,9 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 'state', 'dispatched', 't_dispatched', ARGV[2])
     redis.call('SADD', KEYS[2], id)
     local f = redis.call('HMGET', k, 'function_id', 'payload', 'runtime', 'walltime', 'result_strategy', 'max_retries',
-                         'resource_spec')
-    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[7] or '', restricted})
+                         'resource_spec', 't_submitted')
+    table.insert(out, {id, f[1], f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[7] or '', restricted,
+                       f[8] or ''})
   end
 end
 return out
@@ -617,15 +618,20 @@ class TaskStore:
         With ``capacity`` > 0, no more than leaves ``capacity`` tasks in flight for it, and none
         until at least a quarter of ``capacity`` is free.
         """
+        return [task for task, _ in self.claim_timed(endpoint_id, max_tasks, capacity)]
+
+    def claim_timed(self, endpoint_id: str, max_tasks: int, capacity: int = 0) -> list[tuple[TaskMessage, float]]:
+        """:meth:`claim`, each task with the unix time it was submitted (0.0 if unknown): the
+        forwarder's dispatch-delay histogram (web_service.forwarder_metrics)."""
         rows = self._claim(keys=[queue_key(endpoint_id), inflight_key(endpoint_id), status_key(endpoint_id)],
                            args=[max_tasks, repr(time.time()), P + "task:", capacity])
         if not rows:
             return []
         bodies = self._function_bodies({row[1].decode() for row in rows})
         tasks = []
-        for task_id, function_id, payload, runtime, walltime, strategy, retries, spec, restricted in rows:
+        for task_id, function_id, payload, runtime, walltime, strategy, retries, spec, restricted, submitted in rows:
             fid = function_id.decode()
-            tasks.append(TaskMessage(
+            tasks.append((TaskMessage(
                 task_id=task_id.decode(), function_id=fid, function=bodies.get(fid, b""), payload=payload,
                 runtime=runtime.decode() or None, walltime=float(walltime) if walltime else None,
                 result_strategy=strategy.decode() or None, max_retries=int(retries) if retries else None,
@@ -633,7 +639,7 @@ class TaskStore:
                 # for tasks queued before the restriction.
                 allowed_serializers=list(data_only(None)) if restricted == b"1" else None,
                 resource_specification=json.loads(spec) if spec else None,
-            ))
+            ), float(submitted) if submitted else 0.0))
         return tasks
 
     def _function_bodies(self, function_ids: set[str]) -> dict[str, bytes]:

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 import redis
 
 from fnserve.errors import ServiceUnavailable, TooManyRequests
+from web_service.metrics import WAITS, WAITS_OPEN
 
 # Kept past a wait's own deadline before a crashed worker's entry stops counting: covers the
 # linger of completions and the answer being written.
@@ -92,6 +93,7 @@ class WaitGate:
             return
         with self._lock:
             if self._open >= self.per_process:
+                WAITS.labels("service_busy").inc()
                 raise ServiceUnavailable(
                     f"this web worker holds {self.per_process} long-polls already; retry shortly",
                     code="service_busy", details={"retry_after": 1},
@@ -103,10 +105,14 @@ class WaitGate:
             now = time.time()
             answer = self._enter(keys=[key], args=[repr(now), repr(now + wait + _SLACK), member, self.per_user])
             if not int(answer[0]):
+                WAITS.labels("too_many_waits").inc()
                 raise too_many_waits(self.per_user, float(answer[1]), now)
+            WAITS.labels("admitted").inc()
+            WAITS_OPEN.inc()
             try:
                 yield
             finally:
+                WAITS_OPEN.dec()
                 try:
                     self.r.zrem(key, member)
                 except redis.RedisError:

@@ -160,6 +160,48 @@ def rows() -> list[dict[str, Any]]:
     return out
 
 
+def _unit_name(name: str) -> str:
+    from fnserve.cli import systemd_units as units
+
+    try:
+        return units.unit_name(name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def enable_on_boot(name: str, unit_dir: Path | None = None, run_as: str | None = None, say: Any = click.echo) -> Path:
+    """Write the systemd unit of endpoint NAME; returns its path. The site manager runs in the
+    foreground under systemd (not through `fnserve endpoint start`'s pid file)."""
+    import getpass
+
+    from fnserve.cli import systemd_units as units
+
+    _known(name)
+    unit = _unit_name(name)
+    if not identity(name).get("endpoint_id"):
+        ident = _register(name)
+        say(f"registered endpoint {name} = {ident['endpoint_id']}")
+    check_config(name)
+    system = run_as is not None or os.geteuid() == 0
+    user = (run_as or getpass.getuser()) if system else None
+    argv = python_module("site_manager", *stack.site_manager_args(name))
+    path_var = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+    text = units.endpoint_unit(name, argv, str(stack.endpoint_dir(name).parents[1]), path_var, user,
+                               python_path=os.environ.get("PYTHONPATH", ""))
+    folder = unit_dir or units.unit_dir(system)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / unit
+    path.write_text(text)
+    ctl = "systemctl" if system else "systemctl --user"
+    say(f"wrote {path}")
+    say(f"enable it: {ctl} daemon-reload && {ctl} enable --now {unit.removesuffix('.service')}")
+    if stack.endpoint_process(name).running():
+        say(f"(endpoint {name} runs now from `fnserve endpoint start`: `fnserve endpoint stop {name}` before enabling the unit)")
+    if not system:
+        say(f"(a user unit runs at boot only with lingering on: loginctl enable-linger {getpass.getuser()})")
+    return path
+
+
 def add_commands(group: click.Group) -> None:
     """Attach the lifecycle commands to the ``fnserve endpoint`` group."""
 
@@ -221,6 +263,30 @@ def add_commands(group: click.Group) -> None:
             )
         if listed[0]["service_error"]:
             click.echo(f"(service not reachable, states are from local processes only: {listed[0]['service_error']})", err=True)
+
+    @group.command("enable-on-boot")
+    @click.argument("name")
+    @click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help="Where to write the unit (default: /etc/systemd/system as root, else ~/.config/systemd/user).")
+    @click.option("--user", "run_as", default=None,
+                  help="System unit: the account it runs as (default: the one running this command).")
+    def enable_on_boot_cmd(name: str, unit_dir: Path | None, run_as: str | None) -> None:
+        """Write a systemd unit that runs endpoint NAME at boot (registering NAME first if needed)."""
+        enable_on_boot(name, unit_dir, run_as)
+
+    @group.command("disable-on-boot")
+    @click.argument("name")
+    @click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help="Where the unit was written (default as for enable-on-boot).")
+    def disable_on_boot_cmd(name: str, unit_dir: Path | None) -> None:
+        """Remove the systemd unit of endpoint NAME (stop and disable it with systemctl first)."""
+        from fnserve.cli import systemd_units as units
+
+        path = (unit_dir or units.unit_dir(os.geteuid() == 0)) / _unit_name(name)
+        if not path.exists():
+            raise click.ClickException(f"no unit {path}")
+        path.unlink()
+        click.echo(f"removed {path}; run `systemctl{'' if os.geteuid() == 0 else ' --user'} daemon-reload`")
 
     @group.command("delete")
     @click.argument("name")

@@ -57,10 +57,11 @@ class Stack:
 
 
 @contextmanager
-def running_stack(home: Path, database_url: str | None = None) -> Iterator[Stack]:
-    """`fnserve up` in ``home`` (registry on SQLite unless ``database_url``); `fnserve down` after."""
+def running_stack(home: Path, database_url: str | None = None, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """`fnserve up` in ``home`` (registry on SQLite unless ``database_url``; ``extra_env`` for
+    every process it starts); `fnserve down` after."""
     port = free_base_port()
-    env = {**os.environ, "FNSERVE_HOME": str(home)}
+    env = {**os.environ, "FNSERVE_HOME": str(home), **(extra_env or {})}
     env.pop("FNSERVE_TOKEN", None)
     env.pop("FNSERVE_SERVICE_URL", None)
     if database_url:

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, request
 
 from fnserve import serialize
 from fnserve.errors import FnserveError, SerializationError
+from web_service.metrics import RESULT_BYTES
 from web_service.routes._http import identity, json_body, require_identity, respond
 from web_service.services import tasks as service
 from web_service.state import current
@@ -43,6 +44,7 @@ def task_view(rec: TaskRecord) -> dict[str, Any]:
     if rec.resource_specification is not None:
         view["resource_specification"] = rec.resource_specification
     if rec.result:
+        RESULT_BYTES.observe(len(rec.result))
         try:
             text = serialize.json_body(rec.result)
         except SerializationError:

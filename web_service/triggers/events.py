@@ -74,9 +74,9 @@ def record_event(session: Session, trigger: Trigger, event_key: str, kind: str, 
             firing.error_code, firing.error_message = rule_logic.TemplateError.code, f.error
         firings.append(firing)
     session.add(event)
-    session.flush()  # the event first: PostgreSQL checks the firings' foreign key at once
-    session.add_all(firings)
     try:
+        session.flush()  # the event first: PostgreSQL checks the firings' foreign key at once
+        session.add_all(firings)
         session.commit()
     except sa.exc.IntegrityError:
         session.rollback()

@@ -90,7 +90,8 @@ class Runner:
         rec = events.record_event(session, trig, schedule.event_key(t), "schedule", {"scheduled_at": t.isoformat()}, now=t)
         if rec.duplicate:
             session.execute(sa.update(Trigger).where(Trigger.id == trig_id, sa.or_(
-                Trigger.last_scheduled_at.is_(None), Trigger.last_scheduled_at < t)).values(last_scheduled_at=t))
+                Trigger.last_scheduled_at.is_(None), Trigger.last_scheduled_at < t)).values(last_scheduled_at=t),
+                execution_options={"synchronize_session": False})
             session.commit()
             return 0
         log.info("trigger %s: schedule time %s fired %d rule(s)", trig_id, t.isoformat(), len(rec.firings))

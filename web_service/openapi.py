@@ -145,7 +145,7 @@ SCHEMAS: dict[str, Schema] = {
         "max_concurrency": _nullable({"type": "integer", "minimum": 1, "maximum": 100_000}),
     }, ["function_id", "endpoint_id"]),
     "Trigger": _obj({
-        "trigger_id": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string", "enum": ["schedule", "webhook"]},
+        "trigger_id": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string", "enum": ["schedule", "webhook", "file"]},
         "config": {"type": "object"}, "owner_id": {"type": "string"}, "created_at": _TIMESTAMP,
         "rules": {"type": "array", "items": _ref("Rule")},
         "webhook_path": {"type": "string", "description": "webhook triggers: where to POST signed events"},
@@ -353,13 +353,15 @@ PATHS: dict[str, Any] = {
     **_sharing_paths("runtimes"),
     "/v1/triggers": {
         "get": _op("the caller's triggers", "200", _list_of("triggers", "Trigger")),
-        "post": _op("create a trigger (schedule or webhook) with its rules; a webhook's secret is in this answer only",
+        "post": _op("create a trigger (schedule, webhook or file) with its rules; a webhook's secret is in this answer only",
                     "201", _ref("Trigger"), body=_obj({
-                        "name": _str(), "kind": {"type": "string", "enum": ["schedule", "webhook"]},
+                        "name": _str(), "kind": {"type": "string", "enum": ["schedule", "webhook", "file"]},
                         "config": _obj({
                             "cron": _str(200), "every": {"type": "number", "minimum": 1}, "timezone": _str(64),
                             "catch_up": {"type": "integer", "minimum": 0, "maximum": 100},
-                        }),
+                            "endpoint_id": _ID, "folder": _str(1024), "pattern": _str(), "recursive": {"type": "boolean"},
+                            "settle": {"type": "number", "minimum": 0, "maximum": 3600}, "poll": {"type": "boolean"},
+                        }, ),
                         "rules": {"type": "array", "items": _ref("Rule"), "maxItems": 32},
                     }, ["name", "kind"])),
     },

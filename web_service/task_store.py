@@ -59,6 +59,8 @@ CANCEL_WAKE = "cancel:"
 # REVOKE_WAKE + an endpoint id: the endpoint was deleted or disabled; the forwarder serving it
 # cuts its connection at once.
 REVOKE_WAKE = "revoke:"
+# WATCH_WAKE + an endpoint id: its file triggers changed; the forwarder sends the new watch list.
+WATCH_WAKE = "watch:"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 # Hash: endpoint id -> results it sent for tasks it did not hold (dropped; see result_origin).
 REJECTED_RESULTS = P + "stats:rejected_results"

@@ -189,3 +189,74 @@ def test_a_signed_delivery_checks_and_any_change_breaks_it():
     assert "clock" in webhooks.check("s3cret", ts, sig, body, now=1_000_000 + webhooks.MAX_SKEW + 1)
     assert "headers" in webhooks.check("s3cret", None, sig, body, now=1_000_000)
     assert "Unix seconds" in webhooks.check("s3cret", "yesterday", sig, body, now=1_000_000)
+
+
+# -- file triggers ----------------------------------------------------------------------------------
+
+
+def test_a_bad_file_trigger_config_is_refused_naming_the_field():
+    for cfg, field in [({"folder": "/d"}, "config.endpoint_id"), ({"endpoint_id": "e", "folder": "data"}, "config.folder"),
+                       ({"endpoint_id": "e", "folder": "/d/../etc"}, "config.folder"),
+                       ({"endpoint_id": "e", "folder": "/d", "pattern": "a/*.h5"}, "config.pattern"),
+                       ({"endpoint_id": "e", "folder": "/d", "settle": -1}, "config.settle"),
+                       ({"endpoint_id": "e", "folder": "/d", "poll": "yes"}, "config.poll")]:
+        with pytest.raises(BadRequest) as exc:
+            config.parse_config("file", cfg)
+        assert exc.value.details["field"] == field, cfg
+
+
+def test_the_service_allows_only_folders_under_the_admins_list():
+    from web_service.triggers.files import folder_allowed
+
+    assert folder_allowed("/data/beamline/scan7", ["/data/beamline"])
+    assert folder_allowed("/data/beamline", ["/data/beamline/"])
+    assert not folder_allowed("/data/beamline2", ["/data/beamline"])
+    assert not folder_allowed("/etc", [])
+
+
+def test_the_site_manager_judges_a_folder_by_where_its_links_lead(tmp_path):
+    from site_manager.file_watch import folder_allowed
+
+    allowed = tmp_path / "data"
+    (allowed / "scans").mkdir(parents=True)
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (allowed / "escape").symlink_to(outside)
+    assert folder_allowed(str(allowed / "scans"), [str(allowed)])
+    assert not folder_allowed(str(allowed / "escape"), [str(allowed)])
+    assert not folder_allowed(str(allowed / ".." / "private"), [str(allowed)])
+
+
+def test_a_file_is_taken_once_it_is_unchanged_for_its_settle_time():
+    from site_manager.file_watch import Settler
+
+    s = Settler()
+    s.observe("t", "/d/a.h5", 100, 1.0, now=10.0)
+    assert s.due(10.4, {"t": 0.5}) == []
+    s.observe("t", "/d/a.h5", 200, 1.5, now=10.4)  # still growing: its settle time starts again
+    s.touch("t", "/d/a.h5", now=10.6)  # a write seen without a stat
+    assert s.due(11.0, {"t": 0.5}) == []
+    assert s.due(11.1, {"t": 0.5}) == [("t", "/d/a.h5", 200, 1.5)]
+    assert s.due(20.0, {"t": 0.5}) == []  # taken once
+    s.observe("t", "/d/a.h5", 200, 1.5, now=21.0)  # the same version seen again (a poll, a scan)
+    assert s.pending == {}
+    s.observe("t", "/d/a.h5", 300, 2.0, now=22.0)  # rewritten: a new version, a new event
+    assert s.due(22.0, {"t": 0.0}) == [("t", "/d/a.h5", 300, 2.0)]
+
+
+def test_a_watch_takes_matching_files_directly_in_its_folder_unless_recursive():
+    from fnserve.messages import FolderWatch
+    from site_manager.file_watch import matches
+
+    w = FolderWatch(trigger_id="t", folder="/d", pattern="*.h5")
+    assert matches(w, "/d/a.h5") and not matches(w, "/d/a.tif") and not matches(w, "/d/.a.h5.part")
+    assert not matches(w, "/d/sub/a.h5") and not matches(w, "/other/a.h5") and not matches(w, "/d/../x/a.h5")
+    assert matches(FolderWatch(trigger_id="t", folder="/d", pattern="*.h5", recursive=True), "/d/sub/a.h5")
+
+
+def test_the_key_of_a_file_version_is_the_same_on_both_sides_and_new_for_a_rewrite():
+    from fnserve.messages import file_event_key
+
+    assert file_event_key("/d/a.h5", 10, 1.25) == file_event_key("/d/a.h5", 10, 1.25)
+    assert file_event_key("/d/a.h5", 10, 1.25) != file_event_key("/d/a.h5", 11, 1.25)
+    assert len(file_event_key("/d/" + "x" * 4000, 10, 1.0)) <= 200  # fits the event key column

@@ -24,7 +24,7 @@ def create() -> Response:
     state = current()
     body = json_body()
     with state.sessions() as session:
-        trig, secret = service.create_trigger(session, identity(), body, state.ownership)
+        trig, secret = service.create_trigger(session, state.store, identity(), body, state.ownership)
         view = _view(session, trig)
     if secret is not None:
         view["secret"] = secret  # shown this once
@@ -49,7 +49,7 @@ def get(trigger_id: str) -> Response:
 def delete(trigger_id: str) -> Response:
     state = current()
     with state.sessions() as session:
-        service.delete_trigger(session, identity(), trigger_id)
+        service.delete_trigger(session, identity(), trigger_id, state.store)
     return respond({"trigger_id": trigger_id, "deleted": True})
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fnserve import webhooks
-from fnserve.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized
+from fnserve.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from web_service.auth import Identity
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.models import Trigger, TriggerEvent, TriggerFiring, TriggerRule, utcnow
@@ -51,13 +51,16 @@ def own_trigger(session: Session, who: Identity, trigger_id: str) -> Trigger:
     return trig
 
 
-def create_trigger(session: Session, who: Identity, body: dict[str, Any], cache: OwnershipCache | None = None) -> tuple[Trigger, str | None]:
+def create_trigger(session: Session, store: TaskStore, who: Identity, body: dict[str, Any],
+                   cache: OwnershipCache | None = None) -> tuple[Trigger, str | None]:
     """Validate and store a trigger (and its ``rules``, if given). Returns it and, for a
     webhook, its secret (shown this once)."""
     name = require_str(body, "name")
     kind = config.parse_kind(body.get("kind"))
     cfg = config.parse_config(kind, body.get("config"))
     specs = _parse_rules(body.get("rules"))
+    if kind == "file":
+        check_watch(session, store, who, cfg, cache)
     for spec in specs:
         check_rule_access(session, who, spec, cache)
     secret = secrets.token_urlsafe(32) if kind == "webhook" else None
@@ -67,8 +70,30 @@ def create_trigger(session: Session, who: Identity, body: dict[str, Any], cache:
     for spec in specs:
         session.add(_rule_row(trig.id, spec))
     session.commit()
+    if kind == "file":
+        _wake_watchers(store, cfg["endpoint_id"])
     log.info("trigger %s (%s) created by user %s with %d rule(s)", trig.id, kind, who.user_id, len(specs))
     return trig, secret
+
+
+def check_watch(session: Session, store: TaskStore, who: Identity, cfg: dict[str, Any], cache: OwnershipCache | None) -> None:
+    """A file trigger watches a folder of an endpoint the caller may use, and only one its
+    admin allowed (``triggers.allowed_folders``, reported when the endpoint connects)."""
+    from web_service.task_store import status_key
+    from web_service.triggers.files import folder_allowed
+
+    endpoint_id = cfg["endpoint_id"]
+    require_use(session, who, "endpoint", endpoint_id, cache)
+    raw = store.r.hget(status_key(endpoint_id), "watch_folders")
+    if raw is None:
+        raise Conflict(f"endpoint {endpoint_id} has not connected yet, so its allowed folders are unknown: start it, "
+                       "then create the file trigger", code="endpoint_never_connected", details={"endpoint_id": endpoint_id})
+    allowed = json.loads(raw)
+    if not folder_allowed(cfg["folder"], allowed):
+        where = ", ".join(allowed) if allowed else "none (its config has no triggers.allowed_folders)"
+        raise Forbidden(f"endpoint {endpoint_id} does not allow file triggers on {cfg['folder']}; its admin allows: {where}",
+                        code="folder_not_allowed", details={"endpoint_id": endpoint_id, "folder": cfg["folder"],
+                                                           "allowed_folders": allowed})
 
 
 def _parse_rules(value: Any) -> list[RuleSpec]:
@@ -119,12 +144,25 @@ def list_triggers(session: Session, who: Identity) -> list[Trigger]:
                                 .order_by(Trigger.created_at, Trigger.id)))
 
 
-def delete_trigger(session: Session, who: Identity, trigger_id: str) -> None:
+def delete_trigger(session: Session, who: Identity, trigger_id: str, store: TaskStore | None = None) -> None:
     """Soft-delete: it fires no more; its history stays readable to no one but the database."""
     trig = own_trigger(session, who, trigger_id)
     trig.deleted_at = utcnow()
     session.commit()
+    if trig.kind == "file" and store is not None:
+        _wake_watchers(store, json.loads(trig.config)["endpoint_id"])
     log.info("trigger %s deleted by user %s", trigger_id, who.user_id)
+
+
+def _wake_watchers(store: TaskStore, endpoint_id: str) -> None:
+    """Tell the forwarders the endpoint's file triggers changed (best effort: they also look
+    every few seconds)."""
+    from web_service.task_store import WAKE_CHANNEL, WATCH_WAKE
+
+    try:
+        store.r.publish(WAKE_CHANNEL, WATCH_WAKE + endpoint_id)
+    except Exception as exc:  # noqa: BLE001 - the periodic refresh covers it
+        log.warning("could not wake the forwarders for endpoint %s's file triggers (%s)", endpoint_id, type(exc).__name__)
 
 
 def history(session: Session, who: Identity, trigger_id: str, limit: int) -> list[dict[str, Any]]:

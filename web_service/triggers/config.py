@@ -15,7 +15,8 @@ from croniter import croniter
 
 from web_service.validation import invalid
 
-KINDS = ("schedule", "webhook")
+KINDS = ("schedule", "webhook", "file")
+MAX_SETTLE = 3600.0
 FILTER_OPS = ("eq", "ne", "in", "glob", "gt", "ge", "lt", "le", "exists")
 MIN_EVERY = 1.0  # seconds
 MAX_EVERY = 366 * 86400.0
@@ -72,7 +73,41 @@ def parse_config(kind: str, value: Any) -> dict[str, Any]:
         if value:
             raise invalid("config", f"a webhook trigger takes no settings (got {', '.join(sorted(value))})")
         return {}
+    if kind == "file":
+        return parse_file_watch(value)
     return parse_schedule(value).to_json()
+
+
+def parse_file_watch(value: dict[str, Any]) -> dict[str, Any]:
+    """A file trigger: ``endpoint_id`` (where the folder is), absolute ``folder``, ``pattern``
+    (glob on file names, default ``*``), ``recursive``, ``settle`` (seconds a file must be
+    unchanged, default 1), ``poll`` (stat polling instead of inotify, for network filesystems)."""
+    unknown = set(value) - {"endpoint_id", "folder", "pattern", "recursive", "settle", "poll"}
+    if unknown:
+        raise invalid("config", f"has unknown settings {', '.join(sorted(unknown))}; a file trigger takes endpoint_id, "
+                      "folder, pattern, recursive, settle, poll")
+    endpoint_id, folder = value.get("endpoint_id"), value.get("folder")
+    if not isinstance(endpoint_id, str) or not 0 < len(endpoint_id) <= 64:
+        raise invalid("config.endpoint_id", "is required: the endpoint whose folder is watched")
+    if not isinstance(folder, str) or not folder.startswith("/") or len(folder) > 1024 or "\0" in folder:
+        raise invalid("config.folder", "must be an absolute path on the endpoint's host, e.g. /data/beamline/scans")
+    norm = "/" + "/".join(p for p in folder.split("/") if p and p != ".")
+    if "/../" in norm + "/":
+        raise invalid("config.folder", "must not contain '..'")
+    pattern = value.get("pattern", "*")
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= 255 or "/" in pattern:
+        raise invalid("config.pattern", "must be a glob on file names such as '*.h5' (no '/')")
+    settle = value.get("settle", 1.0)
+    if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= MAX_SETTLE:
+        raise invalid("config.settle", f"must be a number of seconds from 0 to {MAX_SETTLE:g}")
+    flags = {}
+    for key in ("recursive", "poll"):
+        v = value.get(key, False)
+        if not isinstance(v, bool):
+            raise invalid(f"config.{key}", "must be true or false")
+        flags[key] = v
+    return {"endpoint_id": endpoint_id, "folder": norm, "pattern": pattern, "settle": float(settle), **flags}
+
 
 
 def parse_schedule(value: dict[str, Any]) -> Schedule:

@@ -136,3 +136,24 @@ def test_kill9_of_the_site_manager_while_1000_files_arrive_loses_and_repeats_non
     assert all(r["state"] == "success" for r in results), [r for r in results if r["state"] != "success"][:3]
     ran = {json.loads(line)[0] for line in log.read_text().splitlines()}
     assert ran == {str(folder / f"f{i:04d}.raw") for i in range(n)}
+
+
+def test_the_beamline_example_analyses_each_image_and_updates_its_plot(stack, tmp_path):
+    """examples/beamline_triggers.py as a user runs it after `fnserve up` (the endpoint allows
+    the folder, as the example's docstring asks the admin to)."""
+    import subprocess
+    import sys
+
+    from stack_support import REPO
+
+    plot = tmp_path / "live.png"
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "beamline_triggers.py"), "--folder",
+                          str(stack.watched / "scan42"), "--images", "8", "--plot", str(plot)],
+                         env=stack.env, capture_output=True, text=True, timeout=240, cwd=tmp_path, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    progress = [line for line in out.stdout.splitlines() if " analysed; latest " in line]
+    assert progress and progress[-1].startswith("8/8 analysed")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The analysis is right: the beam drifts from x = 20 to x = 108 across the 8 frames.
+    xs = [float(line.split("beam at (")[1].split(",")[0]) for line in progress]
+    assert abs(xs[-1] - 108) < 2

@@ -109,16 +109,22 @@ class _Pending:
     def __init__(self) -> None:
         self.results: dict[bytes, tuple[Connection, list[m.ResultMessage]]] = {}
         self.running: dict[float, list[str]] = {}
+        # File events: all of a pass's batches from one endpoint are recorded in one transaction
+        # (while one pass records, the next burst queues up: batches grow with the load).
+        self.files: dict[bytes, tuple[Connection, list[m.FileEvent]]] = {}
 
-    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch) -> None:
+    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch | m.FileEventBatch) -> None:
         if isinstance(msg, m.ResultBatch):
             self.results.setdefault(conn.identity, (conn, []))[1].extend(msg.results)
+        elif isinstance(msg, m.FileEventBatch):
+            self.files.setdefault(conn.identity, (conn, []))[1].extend(msg.events)
         else:
             self.running.setdefault(msg.started_at, []).extend(msg.running)
 
     def clear(self) -> None:
         self.results.clear()
         self.running.clear()
+        self.files.clear()
 
 
 class Forwarder:
@@ -341,7 +347,7 @@ class Forwarder:
             # Not registered here (e.g. this forwarder restarted): ask it to register again.
             self._send(router, identity, m.Disconnect(reason="not registered with this forwarder; register again"))
             return
-        if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch)) and pending is not None:
+        if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
             pending.add(conn, msg)
             return
         if isinstance(msg, m.ResultBatch):
@@ -373,6 +379,9 @@ class Forwarder:
         for conn, results in pending.results.values():
             if self.connections.by_identity.get(conn.identity) is conn:
                 self._record(router, conn, results, now)
+        for conn, events in pending.files.values():
+            if self.connections.by_identity.get(conn.identity) is conn:
+                self._record_files(router, conn, events)
         pending.clear()
 
     def _record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:

@@ -254,3 +254,41 @@ def test_another_users_trigger_is_forbidden(client, alice, bob, world):
         resp = client.open(f"/v1/triggers/{trig['trigger_id']}{url}", method=method, json={}, headers=bob)
         assert_error(resp, 403, "forbidden")
     assert trigger_service.MAX_RULES >= 1
+
+
+def test_a_site_manager_fires_only_its_own_endpoints_file_triggers_for_files_they_watch(app, client, alice, bob, world):
+    """What the forwarder does with a FileEventBatch (web_service.triggers.files): a hostile or
+    confused site manager cannot fire another endpoint's trigger, nor one of its own for a file
+    outside the trigger's folder or pattern; the same file version twice is one event."""
+    from fnserve.messages import FileEvent
+    from web_service.task_store import status_key
+    from web_service.triggers.files import record_file_events
+
+    st = state(app)
+    bobs_ep = register_endpoint(client, bob)["endpoint_id"]
+    for ep in (world["endpoint_id"], bobs_ep):
+        st.store.r.hset(status_key(ep), "watch_folders", json.dumps(["/data"]))  # as the forwarder notes at registration
+    resp = client.post("/v1/triggers", json={"name": "det", "kind": "file", "rules": [world],
+                                             "config": {"endpoint_id": world["endpoint_id"], "folder": "/data/scans", "pattern": "*.h5"}},
+                       headers=alice)
+    assert resp.status_code == 201, resp.json
+    trig = resp.json["trigger_id"]
+    assert_error(client.post("/v1/triggers", json={"name": "x", "kind": "file", "config": {
+        "endpoint_id": world["endpoint_id"], "folder": "/home/alice"}}, headers=alice), 403, "folder_not_allowed")
+    assert_error(client.post("/v1/triggers", json={"name": "x", "kind": "file", "config": {
+        "endpoint_id": bobs_ep, "folder": "/data"}}, headers=alice), 403, "forbidden")
+
+    def ev(path: str, trigger_id: str = trig, key: str = "forged") -> FileEvent:
+        return FileEvent(trigger_id=trigger_id, path=path, size=10, mtime=1.5, key=key)
+
+    batch = [ev("/data/scans/a.h5"), ev("/data/scans/a.h5", key="other-key"), ev("/data/scans/b.tif"),
+             ev("/data/scans/sub/c.h5"), ev("/data/scans/../secret/d.h5"), ev("/etc/passwd")]
+    with st.sessions() as session:
+        assert record_file_events(session, st.store, bobs_ep, [ev("/data/scans/x.h5")]) == ["forged"]  # acked, not recorded
+        acked = record_file_events(session, st.store, world["endpoint_id"], batch)
+        assert len(acked) == len(batch)  # everything acked: nothing is resent forever
+        record_file_events(session, st.store, world["endpoint_id"], batch[:1])  # resent after a reconnect
+    hist = client.get(f"/v1/triggers/{trig}/events", headers=alice).json["events"]
+    assert [e["data"]["path"] for e in hist] == ["/data/scans/a.h5"]
+    assert hist[0]["firings"][0]["state"] == "submitted"
+    assert st.store.queue_length(world["endpoint_id"]) == 1

@@ -83,7 +83,9 @@ def record_file_events(session: Session, store: TaskStore, endpoint_id: str, bat
         if trig is None or not _takes(trig, e.path):
             dropped += 1
             continue
-        wanted.setdefault((e.trigger_id, file_event_key(e.path, e.size, e.mtime)), e)
+        norm = posixpath.normpath(e.path)  # one spelling per file: its key and the path rules see
+        wanted.setdefault((e.trigger_id, file_event_key(norm, e.size, e.mtime)),
+                          FileEvent(trigger_id=e.trigger_id, path=norm, size=e.size, mtime=e.mtime, key=e.key))
     if dropped:
         log.warning("endpoint %s reported %d file event(s) for triggers or paths it does not watch; dropped", endpoint_id, dropped)
     if wanted:

@@ -14,37 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import summarize  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "triggers.json"
-
+from common import summarize, write_results  # noqa: E402
 
 def started(path: str) -> dict:
     import time
 
     return {"path": path, "t": time.time()}
-
-
-def provenance() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    repo = Path(__file__).resolve().parents[1]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    return {"commit": commit, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "versions": {p: version(p) for p in ("parsl", "watchdog", "redis", "pyzmq", "sqlalchemy", "croniter")}}
 
 
 def write_files(folder: Path, prefix: str, n: int, rate: float) -> dict[str, float]:
@@ -115,13 +99,14 @@ def main() -> None:
         fast = measure(client, trig["trigger_id"], write_files(folder, "fast", args.fast, 100.0), seen)
     finally:
         stack.stop_all(say=lambda _s: None)
-    result = {**provenance(), "settle_s": 0, "watch": "inotify",
+    from importlib.metadata import version
+
+    result = {"settle_s": 0, "watch": "inotify", "trigger_libraries": {p: version(p) for p in ("watchdog", "croniter")},
               "close_to_start_1_per_s": summarize(slow), "close_to_start_100_per_s": summarize(fast),
               "files": {"1_per_s": args.slow, "100_per_s": args.fast},
               "measured": {"1_per_s": len(slow), "100_per_s": len(fast)}}
     print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print("written to", write_results("triggers", result))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from web_service.services.access import function_not_allowed, require_use
 from web_service.task_store import TaskStore
 from web_service.triggers import config, events
 from web_service.triggers.config import RuleSpec
-from web_service.validation import invalid, optional_str, parse_json_object, require_str
+from web_service.validation import invalid, parse_json_object, require_str
 
 log = logging.getLogger("fnserve.web.triggers")
 
@@ -277,4 +277,4 @@ def rule_view(r: TriggerRule) -> dict[str, Any]:
 
 
 __all__ = ["create_trigger", "add_rule", "delete_rule", "list_triggers", "delete_trigger", "history", "fire", "deliver_webhook",
-           "own_trigger", "trigger_view", "rule_view", "optional_str"]
+           "own_trigger", "trigger_view", "rule_view"]

@@ -44,10 +44,12 @@ def size_recorder():
 
 
 def _history(client, trigger_id: str, want: int, timeout: float) -> list[dict[str, Any]]:
+    """The trigger's history once it holds ``want`` events whose tasks all exist (a firing can
+    be pending a moment: recorded, its task not yet in the task store)."""
     deadline = time.monotonic() + timeout
     while True:
         events = client.trigger_history(trigger_id, limit=1000)
-        if len(events) >= want:
+        if len(events) >= want and all(f["state"] != "pending" for e in events for f in e["firings"]):
             return events
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(events)} of {want} events after {timeout} s")

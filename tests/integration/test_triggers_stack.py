@@ -111,7 +111,8 @@ def test_a_schedule_fires_every_time_once_across_kill9_of_the_runner_and_the_web
     _kill9(_pid(stack, "service", "run", "web.pid"))
     time.sleep(4.5)  # down for at least two schedule times: they must be caught up, not lost
     _up(stack)
-    events = _wait_history(client, tid, lambda evs: len(evs) >= 7, 60)
+    events = _wait_history(client, tid, lambda evs: len(evs) >= 7 and all(
+        f["state"] != "pending" for e in evs for f in e["firings"]), 60)
     client.delete_trigger(tid)
     times = sorted(datetime.fromisoformat(e["data"]["scheduled_at"]) for e in events)
     assert len(times) == len(set(times)), "a schedule time fired twice"
@@ -146,6 +147,8 @@ def test_events_during_a_site_manager_kill9_each_make_one_task_that_runs(stack):
         assert resp.status_code == 202, resp.text
         task_ids += [f["task_id"] for f in resp.json()["firings"]]
     assert len(task_ids) == n == len(set(task_ids))
+    _wait_history(client, trig["trigger_id"], lambda evs: len(evs) == n and all(
+        f["state"] != "pending" for e in evs for f in e["firings"]), 60)  # every task made
     results = client.wait(task_ids, timeout=120)
     assert all(r["state"] == "success" for r in results), [r for r in results if r["state"] != "success"][:3]
     assert sorted(r["result_json"] for r in results) == list(range(n))  # each event's own value

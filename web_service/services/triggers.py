@@ -15,6 +15,7 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -245,7 +246,7 @@ def _deliver(session: Session, store: TaskStore, trig: Trigger, event_key: str, 
         now_ = [f for f in rec.firings if f.rule_id not in limited]
         try:
             events.submit_firings(session, store, now_, cache, quotas)
-        except Exception as exc:  # Redis away: the event is recorded; the runner submits it
+        except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:  # the event is recorded; the runner submits it
             session.rollback()
             log.warning("trigger %s event %s recorded; submitting its tasks failed (%s), the runner retries",
                         trig.id, rec.event.id, type(exc).__name__)

@@ -15,6 +15,7 @@ import logging
 import posixpath
 from datetime import datetime, timezone
 
+import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -138,7 +139,7 @@ def _record(session: Session, store: TaskStore, triggers: dict[str, Trigger], wa
     limited = {r.id for rs in rule_rows.values() for r in rs if r.max_concurrency is not None}
     try:
         events.submit_firings(session, store, [f for f in new_firings if f.rule_id not in limited], cache, quotas)
-    except Exception as exc:  # Redis away: recorded; the trigger runner submits them
+    except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:  # recorded; the trigger runner submits them
         session.rollback()
         log.warning("file events recorded; submitting their tasks failed (%s), the runner retries", type(exc).__name__)
 

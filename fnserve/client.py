@@ -31,6 +31,7 @@ from fnserve.config import ClientConfig
 from fnserve.errors import FnserveError, RemoteExecutionError, SerializationError, TaskCancelled, TaskFailed, TaskPending, Unauthorized, error_from_dict
 from fnserve.remote_errors import remote_exception
 from fnserve.client_access import AccessMethods
+from fnserve.client_triggers import TriggerMethods
 from fnserve.transport import Transport
 
 # A json-data header, to check a result the service already sent as JSON against a policy.
@@ -88,7 +89,7 @@ def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs
     return spec
 
 
-class Client(AccessMethods):
+class Client(AccessMethods, TriggerMethods):
     """A connection to an fnserve service, acting as one user."""
 
     def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,

@@ -18,6 +18,9 @@ Forwarder <-> site manager (ZMQ ROUTER/DEALER, one message per frame)::
                       <-------------  Ack
     EndpointStatus    ------------->
     TaskOutputBatch   ------------->                (live outputs of running tasks; not acked)
+                      <-------------  WatchFolders      (the endpoint's file triggers, whole list)
+    FileEventBatch    ------------->                (files that arrived and settled)
+                      <-------------  FileEventsAck     (recorded: the site manager forgets them)
 
 Site manager -> node manager: one ``TaskMessage`` encoded with :func:`encode_task`, answered by
 one ``ResultMessage`` (:func:`encode_result`). While a task runs, the node manager pushes each
@@ -130,6 +133,9 @@ class Register(_Message, tag="register"):
     # Serializer strategies this endpoint loads (its config's allowed_serializers; None: any):
     # the service refuses other argument strategies at submit.
     allowed_serializers: list[str] | None = None
+    # Folders the endpoint's admin lets file triggers watch (config ``triggers.allowed_folders``):
+    # the service refuses file triggers elsewhere; the site manager refuses them too.
+    watch_folders: list[str] = []
 
 
 class Registered(_Message, tag="registered"):
@@ -188,8 +194,55 @@ class Disconnect(_Message, tag="disconnect"):
     reason: str = ""
 
 
-SiteMessage = Union[Register, Heartbeat, TaskStatusBatch, ResultBatch, EndpointStatus, TaskOutputBatch, Disconnect]
-ForwarderMessage = Union[Registered, Refused, Heartbeat, TaskBatch, CancelTasks, Ack, Disconnect]
+class FolderWatch(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One file trigger as its endpoint sees it: files matching ``pattern`` in ``folder`` that
+    changed at or after ``since`` (unix s) fire once they are ``settle`` s unchanged."""
+
+    trigger_id: str
+    folder: str
+    pattern: str = "*"
+    recursive: bool = False
+    settle: float = 1.0
+    poll: bool = False  # stat the folder on an interval instead of inotify (network filesystems)
+    since: float = 0.0
+
+
+class FileEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    trigger_id: str
+    path: str
+    size: int
+    mtime: float
+    key: str  # trigger, path, mtime and size: the same file version is one event wherever it is seen
+
+
+def file_event_key(path: str, size: int, mtime: float) -> str:
+    """The event key of one version of a file (path, size, mtime to the microsecond): the site
+    manager and the service compute it alike, so seeing a file again (a rescan after a restart,
+    a resend) is the same event, and a rewritten file is a new one."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{path}\0{size}\0{round(mtime * 1_000_000)}".encode("utf-8", "surrogateescape")).hexdigest()
+    return "file:" + digest
+
+
+class WatchFolders(_Message, tag="watch"):
+    """The endpoint's file triggers (the whole list: it replaces the previous one)."""
+
+    watches: list[FolderWatch] = []
+
+
+class FileEventBatch(_Message, tag="file_events"):
+    events: list[FileEvent]
+
+
+class FileEventsAck(_Message, tag="file_ack"):
+    """These events are recorded (or refused for good): do not send them again."""
+
+    keys: list[str]
+
+
+SiteMessage = Union[Register, Heartbeat, TaskStatusBatch, ResultBatch, EndpointStatus, TaskOutputBatch, Disconnect, FileEventBatch]
+ForwarderMessage = Union[Registered, Refused, Heartbeat, TaskBatch, CancelTasks, Ack, Disconnect, WatchFolders, FileEventsAck]
 
 
 class ProtocolError(BadRequest):

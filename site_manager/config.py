@@ -33,6 +33,8 @@ Reads like Parsl's own composition, in YAML for site admins, and maps onto Parsl
     runtimes:                       # warm pools in containers / other Pythons: site_manager/runtimes.py
       sci: {type: podman, image: localhost/fnserve-worker:latest, min_warm_workers: 1}
     allowed_serializers: [dill-code, source, json-data]   # optional: arguments as JSON only
+    triggers:                       # file triggers may watch only these folders (docs/triggers.md)
+      allowed_folders: [/data/beamline]
 
 Every key of ``provider`` / ``launcher`` except ``type`` is passed to the Parsl class unchanged,
 and checked against that class's own signature, so a typo is named with the allowed keys.
@@ -253,6 +255,22 @@ class EngineConfig:
 
 
 @dataclass
+class TriggersConfig:
+    """What file triggers may do at this endpoint (the site admin's say)."""
+
+    allowed_folders: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "TriggersConfig":
+        cfg = _section(cls, "triggers", dict(data or {}))
+        folders = cfg.allowed_folders or ()
+        if isinstance(folders, str) or not all(isinstance(f, str) and os.path.isabs(os.path.expanduser(f)) for f in folders):
+            raise ConfigError("triggers.allowed_folders must be a list of absolute folder paths",
+                              details={"key": "triggers.allowed_folders"})
+        return cls(allowed_folders=tuple(os.path.realpath(os.path.expanduser(f)) for f in folders))
+
+
+@dataclass
 class EndpointConfig:
     """Everything a site manager needs to run. Build with :meth:`from_dict` or :func:`load_config`."""
 
@@ -295,6 +313,9 @@ class EndpointConfig:
     allowed_serializers: tuple[str, ...] | None = None
     # Prometheus metrics on HOST:PORT (site_manager/metrics.py); "" : $FNSERVE_SITE_METRICS, else none.
     metrics: str = ""
+    # File triggers: ``{"allowed_folders": [...]}``, the folders (and everything under them)
+    # users' file triggers may watch here. None or empty: no file triggers on this endpoint.
+    triggers: TriggersConfig = field(default_factory=lambda: TriggersConfig())
 
     def __post_init__(self) -> None:
         keys = (self.forwarder_public_key, self.curve_public_key, self.curve_secret_key)
@@ -395,6 +416,7 @@ class EndpointConfig:
         from site_manager.runtimes import parse_runtimes  # (it imports ConfigError from here)
 
         data["runtimes"] = parse_runtimes(data.pop("runtimes", None))
+        data["triggers"] = TriggersConfig.from_dict(data.pop("triggers", None))
         if data.get("worker_init") and "worker_init" in data["provider"].options:
             raise ConfigError("worker_init is set both at the top level and in provider: keep one",
                               details={"key": "provider.worker_init"})

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import queue
+from typing import Generic, TypeVar
 
 from fnserve.messages import ResultMessage
 
+T = TypeVar("T")
 
-class ResultInbox:
-    """A thread-safe queue of results with a file descriptor that is readable when non-empty."""
+
+class Inbox(Generic[T]):
+    """A thread-safe queue with a file descriptor that is readable when non-empty."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[ResultMessage] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[T] = queue.SimpleQueue()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
@@ -25,8 +28,8 @@ class ResultInbox:
     def fileno(self) -> int:
         return self._read_fd
 
-    def put(self, result: ResultMessage) -> None:
-        """Add a result (any thread)."""
+    def put(self, result: T) -> None:
+        """Add an item (any thread)."""
         self._queue.put(result)
         self.wake()
 
@@ -37,14 +40,14 @@ class ResultInbox:
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already: the loop will wake anyway
 
-    def drain(self) -> list[ResultMessage]:
-        """Every result put so far (loop thread)."""
+    def drain(self) -> list[T]:
+        """Every item put so far (loop thread)."""
         try:
             while os.read(self._read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
-        results = []
+        results: list[T] = []
         while True:
             try:
                 results.append(self._queue.get_nowait())
@@ -54,3 +57,7 @@ class ResultInbox:
     def close(self) -> None:
         os.close(self._read_fd)
         os.close(self._write_fd)
+
+
+class ResultInbox(Inbox[ResultMessage]):
+    """Finished results, from Parsl's threads to the loop."""

@@ -34,14 +34,14 @@ from site_manager.config import EndpointConfig
 from site_manager.engine import Engine
 from site_manager.runtime_pool import RuntimePool
 from site_manager.failures import failure_result
-from site_manager.inbox import ResultInbox
+from site_manager.inbox import Inbox, ResultInbox
 from site_manager.outputs import OutputRelay, advertised_host
 from node_manager.running import tasks_started
 from site_manager.cancel import control_dir, kill_tasks
 from site_manager.walltime import overdue
 from site_manager.ledger_store import LedgerStore
 from site_manager.metrics import NoMetrics, SiteMetrics, site_metrics
-from site_manager.session import Action, Backoff, Exit, Kill, Reconnect, ResultLedger, Send, Session, Submit
+from site_manager.session import Action, Backoff, Exit, Kill, Reconnect, ResultLedger, Send, Session, Submit, Watch
 from site_manager.status import EngineStatus
 
 logger = logging.getLogger(__name__)
@@ -89,8 +89,12 @@ class SiteManager:
             # Unacked results survive a kill -9 of this process (replayed after a restart).
             ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
             allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
+            watch_folders=list(config.triggers.allowed_folders),
         )
         self.inbox = ResultInbox()
+        # File triggers: settled files from the watcher's threads (started on the first watch list).
+        self.file_inbox: Inbox[Any] = Inbox()
+        self.files: Any = None
         self.control_dir = control_dir(config.endpoint_id)
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
@@ -100,6 +104,7 @@ class SiteManager:
         self._walltime_check_at: float | None = None  # set while tasks with a walltime run
         self._poller = zmq.Poller()
         self._poller.register(self.inbox.fileno(), zmq.POLLIN)
+        self._poller.register(self.file_inbox.fileno(), zmq.POLLIN)
         # Side channel for fnserve.report() from workers (HTEX carries only tasks and results).
         self.outputs = OutputRelay(self._context, *advertised_host(config.provider.type, config.engine.options))
         self._poller.register(self.outputs.socket, zmq.POLLIN)
@@ -123,8 +128,11 @@ class SiteManager:
             return self._loop()
         finally:
             self._close_socket()
+            if self.files is not None:
+                self.files.stop()
             self.engine.shutdown()
             self.inbox.close()
+            self.file_inbox.close()
             self.outputs.close()
             self._context.term()
 
@@ -198,6 +206,10 @@ class SiteManager:
             if results:
                 self.metrics.results(results)
                 actions += self.session.results_ready(results)
+        if self.file_inbox.fileno() in ready:
+            settled = self.file_inbox.drain()
+            if settled:
+                actions += self.session.files_ready(settled)
         return actions
 
     def _receive_all(self) -> list[Action]:
@@ -224,6 +236,8 @@ class SiteManager:
                 self._submit(action.task)
             elif isinstance(action, Kill):
                 kill_tasks(self.control_dir, action.task_ids)
+            elif isinstance(action, Watch):
+                self._watch(list(action.watches))
             elif isinstance(action, Reconnect):
                 logger.warning(
                     "reconnecting in %.1f s: %s", action.delay, action.reason
@@ -235,6 +249,15 @@ class SiteManager:
                 self.exit_reason = action.reason
                 return action.code
         return None
+
+    def _watch(self, watches: list[Any]) -> None:
+        if self.files is None:
+            if not watches:
+                return
+            from site_manager.file_watch import FileWatcher  # watchdog: only when file triggers exist
+
+            self.files = FileWatcher(list(self.config.triggers.allowed_folders), self.file_inbox)
+        self.files.update(watches)
 
     def _engine_status(self) -> EngineStatus:
         # Heartbeat pace: also the moment to replace lost blocks (no DataFlowKernel does it).

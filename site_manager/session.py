@@ -20,6 +20,10 @@ from fnserve.messages import (
     Ack,
     CancelTasks,
     Disconnect,
+    FileEvent,
+    FileEventBatch,
+    FileEventsAck,
+    FolderWatch,
     Heartbeat,
     Refused,
     Register,
@@ -31,6 +35,7 @@ from fnserve.messages import (
     TaskOutput,
     TaskOutputBatch,
     TaskStatusBatch,
+    WatchFolders,
 )
 from site_manager.retries import final_result, should_retry
 from site_manager.status import EngineStatus, endpoint_status
@@ -81,7 +86,17 @@ class Kill:
     task_ids: tuple[str, ...]
 
 
-Action = Send | Submit | Reconnect | Exit | Kill
+@dataclass(frozen=True)
+class Watch:
+    """Watch these folders for file triggers (the whole list: it replaces the last one)."""
+
+    watches: tuple[FolderWatch, ...]
+
+
+Action = Send | Submit | Reconnect | Exit | Kill | Watch
+
+# File events per FileEventBatch: a burst of files goes as a few large messages.
+FILE_EVENT_CHUNK = 500
 
 
 class Backoff:
@@ -168,6 +183,10 @@ def _batches(results: list[ResultMessage]) -> list[Action]:
     ]
 
 
+def _file_batches(events: list[FileEvent]) -> list[Action]:
+    return [Send(FileEventBatch(events=events[i : i + FILE_EVENT_CHUNK])) for i in range(0, len(events), FILE_EVENT_CHUNK)]
+
+
 class Session:
     """Protocol state of one site manager across any number of connections.
 
@@ -187,11 +206,16 @@ class Session:
         capacity: int = 0,
         ledger: ResultLedger | None = None,
         allowed_serializers: list[str] | None = None,
+        watch_folders: list[str] | None = None,
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity,
-            allowed_serializers=allowed_serializers,
+            allowed_serializers=allowed_serializers, watch_folders=list(watch_folders or []),
         )
+        # File events sent (or to send) and not yet acked, by key: resent after a reconnect.
+        # Not kept on disk: after a restart the folder scan finds the same files again, and
+        # their keys make them the same events at the service.
+        self.file_events: OrderedDict[str, FileEvent] = OrderedDict()
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
         self.backoff = backoff or Backoff()
@@ -245,6 +269,12 @@ class Session:
             return []
         if isinstance(msg, CancelTasks):
             return self._on_cancel(msg.task_ids)
+        if isinstance(msg, WatchFolders):
+            return [Watch(tuple(msg.watches))]
+        if isinstance(msg, FileEventsAck):
+            for key in msg.keys:
+                self.file_events.pop(key, None)
+            return []
         if isinstance(msg, Disconnect):
             return self.connection_lost(
                 f"the forwarder asked us to disconnect: {msg.reason or 'no reason given'}"
@@ -276,6 +306,15 @@ class Session:
         if self.state is not State.READY or not fresh:
             return retries  # kept in the ledger: resent once registered again
         return retries + _batches(fresh)
+
+    def files_ready(self, events: list[FileEvent]) -> list[Action]:
+        """Watched files settled: keep them until acked, and send them if registered."""
+        fresh = [e for e in events if e.key not in self.file_events]
+        for e in fresh:
+            self.file_events[e.key] = e
+        if self.state is not State.READY or not fresh:
+            return []
+        return _file_batches(fresh)
 
     def outputs_ready(self, outputs: list[TaskOutput]) -> list[Action]:
         """Live outputs arrived from workers: relay them now if registered, else drop them.
@@ -368,9 +407,8 @@ class Session:
         self.heartbeat_threshold = msg.heartbeat_threshold
         self._next_heartbeat = now
         self.backoff.reset()
-        return _batches(
-            self.ledger.pending()
-        )  # first result wins at the forwarder: resend all
+        # First result wins at the forwarder, and an event key is recorded once: resend all.
+        return _batches(self.ledger.pending()) + _file_batches(list(self.file_events.values()))
 
     def _on_tasks(self, tasks: list[TaskMessage], wall_time: float) -> list[Action]:
         if self.draining:

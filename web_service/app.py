@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         limiter=RateLimiter(client, settings.rate_limit, settings.rate_burst),
         address_limiter=RateLimiter(client, settings.anon_rate_limit, settings.anon_rate_burst, scope="address"),
         waits=WaitGate(client, settings.max_waits_per_user, settings.max_open_waits),
+        trigger_limiter=RateLimiter(client, settings.trigger_rate_limit, settings.trigger_rate_burst, scope="trigger"),
     )
     app = Flask("web_service", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes

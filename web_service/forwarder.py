@@ -13,6 +13,7 @@ pure and tested without sockets.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ import zmq
 from fnserve import messages as m
 from fnserve.errors import FnserveError
 from web_service import forwarder_metrics as metrics
-from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, TaskStore, tombstone_key
+from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, WATCH_WAKE, TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.result_limits import within_limits
@@ -41,6 +42,9 @@ ZAP_DOMAIN = "fnserve"
 
 # Messages handled per drain pass before what they carried is flushed to Redis.
 DRAIN_MAX = 1000
+# Seconds between looks at the registry for changed file triggers (a change made through the
+# REST API also wakes the forwarder at once: WATCH_WAKE).
+WATCH_REFRESH = 5.0
 
 
 @dataclass
@@ -106,16 +110,22 @@ class _Pending:
     def __init__(self) -> None:
         self.results: dict[bytes, tuple[Connection, list[m.ResultMessage]]] = {}
         self.running: dict[float, list[str]] = {}
+        # File events: all of a pass's batches from one endpoint are recorded in one transaction
+        # (while one pass records, the next burst queues up: batches grow with the load).
+        self.files: dict[bytes, tuple[Connection, list[m.FileEvent]]] = {}
 
-    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch) -> None:
+    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch | m.FileEventBatch) -> None:
         if isinstance(msg, m.ResultBatch):
             self.results.setdefault(conn.identity, (conn, []))[1].extend(msg.results)
+        elif isinstance(msg, m.FileEventBatch):
+            self.files.setdefault(conn.identity, (conn, []))[1].extend(msg.events)
         else:
             self.running.setdefault(msg.started_at, []).extend(msg.running)
 
     def clear(self) -> None:
         self.results.clear()
         self.running.clear()
+        self.files.clear()
 
 
 class Forwarder:
@@ -133,6 +143,7 @@ class Forwarder:
         endpoint_for_key: KeyLookup | None = None,
         output_limit: int | None = None,
         max_result_bytes: int = 10 * 1024 * 1024,
+        file_triggers: Any = None,
     ):
         """``server_keys`` (public, secret) turn on CurveZMQ: every connection is encrypted and
         authenticated through ZAP, the client's key must belong to a live endpoint
@@ -161,6 +172,11 @@ class Forwarder:
         # Results / live outputs dropped because the endpoint sending them did not hold the task.
         self.rejected_results = 0
         self.rejected_outputs = 0
+        # File triggers (web_service.triggers.files.FileTriggerBridge): the watch list each
+        # connected endpoint was last sent, and when the registry is next looked at.
+        self.file_triggers = file_triggers
+        self._watch_sent: dict[str, list[m.FolderWatch]] = {}
+        self._watch_check_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -210,6 +226,7 @@ class Forwarder:
                     now = time.time()
                     if now >= check_at:
                         self._expire(now)
+                        self._refresh_watches(router, now)
                         check_at = self.connections.next_deadline(now)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     self._store_lost(router, exc)
@@ -331,7 +348,7 @@ class Forwarder:
             # Not registered here (e.g. this forwarder restarted): ask it to register again.
             self._send(router, identity, m.Disconnect(reason="not registered with this forwarder; register again"))
             return
-        if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch)) and pending is not None:
+        if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
             pending.add(conn, msg)
             return
         if isinstance(msg, m.ResultBatch):
@@ -348,6 +365,8 @@ class Forwarder:
                 log.warning("endpoint %s sent %d live output(s) for tasks not in flight there; dropped", conn.endpoint_id, dropped)
         elif isinstance(msg, m.EndpointStatus):
             self.store.touch(conn.endpoint_id, msg)
+        elif isinstance(msg, m.FileEventBatch):
+            self._record_files(router, conn, msg.events)
         elif isinstance(msg, m.Disconnect):
             if pending is not None:
                 self._flush(router, pending)
@@ -361,6 +380,9 @@ class Forwarder:
         for conn, results in pending.results.values():
             if self.connections.by_identity.get(conn.identity) is conn:
                 self._record(router, conn, results, now)
+        for conn, events in pending.files.values():
+            if self.connections.by_identity.get(conn.identity) is conn:
+                self._record_files(router, conn, events)
         pending.clear()
 
     def _record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
@@ -409,10 +431,13 @@ class Forwarder:
         metrics.count_requeued(requeued)
         # The serializers it loads: the web service refuses other argument strategies at submit.
         serializers = "*" if msg.allowed_serializers is None else ",".join(msg.allowed_serializers)
-        self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""), serializers=serializers)
+        self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""), serializers=serializers,
+                                 watch_folders=json.dumps(msg.watch_folders))
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
         self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold))
+        self._watch_sent.pop(msg.endpoint_id, None)  # a new connection gets the list again
+        self._send_watches(router, [msg.endpoint_id])
         self._relay_cancels(router, msg.endpoint_id)
         self._dispatch(router, msg.endpoint_id)
 
@@ -420,6 +445,7 @@ class Forwarder:
         endpoints: set[str] = set()
         cancels: set[str] = set()
         revoked: set[str] = set()
+        watch_changed: set[str] = set()
         while True:
             try:
                 word = wake.recv(zmq.NOBLOCK).decode()
@@ -427,6 +453,9 @@ class Forwarder:
                 break
             if word.startswith(REVOKE_WAKE):
                 revoked.add(word[len(REVOKE_WAKE):])
+                continue
+            if word.startswith(WATCH_WAKE):
+                watch_changed.add(word[len(WATCH_WAKE):])
                 continue
             if word.startswith(CANCEL_WAKE):
                 word = word[len(CANCEL_WAKE):]
@@ -437,6 +466,9 @@ class Forwarder:
             revoked |= self._deleted_meanwhile()
         for endpoint_id in revoked:
             self._revoke(router, endpoint_id)
+        watch_changed &= set(self.connections.by_endpoint)
+        if watch_changed:
+            self._send_watches(router, sorted(watch_changed))
         # The cancel list is read only when a cancel said so: no Redis call per dispatch wake.
         for endpoint_id in cancels:
             if endpoint_id in self.connections.by_endpoint:
@@ -462,6 +494,40 @@ class Forwarder:
         if not ids:
             return set()
         return {e for e, gone in zip(ids, self.store.r.mget([tombstone_key(e) for e in ids])) if gone}
+
+    def _refresh_watches(self, router: zmq.Socket, now: float) -> None:
+        if self.file_triggers is None or now < self._watch_check_at:
+            return
+        self._watch_check_at = now + WATCH_REFRESH
+        self._send_watches(router, list(self.connections.by_endpoint))
+
+    def _send_watches(self, router: zmq.Socket, endpoint_ids: list[str]) -> None:
+        """Send each endpoint its file triggers' watch list if it changed since last sent."""
+        if self.file_triggers is None or not endpoint_ids:
+            return
+        try:
+            lists = self.file_triggers.watches(endpoint_ids)
+        except Exception:  # the registry away: the next refresh tries again
+            log.exception("could not read file triggers")
+            return
+        for endpoint_id, watches in lists.items():
+            conn = self.connections.by_endpoint.get(endpoint_id)
+            if conn is None or (endpoint_id in self._watch_sent and self._watch_sent[endpoint_id] == watches):
+                continue
+            self._watch_sent[endpoint_id] = watches
+            self._send(router, conn.identity, m.WatchFolders(watches=watches))
+
+    def _record_files(self, router: zmq.Socket, conn: Connection, events: list[m.FileEvent]) -> None:
+        """Record file events (each once, in one transaction) and ack them; unacked on failure:
+        the site manager sends them again after its next registration."""
+        if self.file_triggers is None:
+            return
+        try:
+            keys = self.file_triggers.record(conn.endpoint_id, events)
+        except Exception:
+            log.exception("could not record %d file event(s) of endpoint %s", len(events), conn.endpoint_id)
+            return
+        self._send(router, conn.identity, m.FileEventsAck(keys=keys))
 
     def _relay_cancels(self, router: zmq.Socket, endpoint_id: str) -> None:
         """Tell the endpoint's site manager which of its tasks were cancelled after dispatch."""
@@ -516,6 +582,7 @@ class Forwarder:
 
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)
+        self._watch_sent.pop(endpoint_id, None)
         requeued = self.store.requeue_inflight(endpoint_id)
         metrics.count_requeued(requeued)
         self.store.set_connected(endpoint_id, False, reason=why)
@@ -574,12 +641,18 @@ def main() -> None:
 
     port = settings.forwarder_address.rsplit(":", 1)[-1]
     bind = os.environ.get("FNSERVE_FORWARDER_BIND") or f"tcp://0.0.0.0:{port}"
+    from web_service.quotas import QuotaChecker
+    from web_service.triggers.files import FileTriggerBridge
+
+    store = TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl)
     fwd = Forwarder(
-        TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl), verify, bind,
+        store, verify, bind,
         heartbeat_period=float(os.environ.get("FNSERVE_HEARTBEAT_PERIOD", "2")),
         heartbeat_threshold=float(os.environ.get("FNSERVE_HEARTBEAT_THRESHOLD", "10")),
         server_keys=server_keys(settings.forwarder_key_file) if settings.forwarder_curve else None,
         endpoint_for_key=key_owner, max_result_bytes=settings.max_result_bytes,
+        # File triggers: watch lists to endpoints, their events into the registry (docs/triggers.md).
+        file_triggers=FileTriggerBridge(sessions, store, QuotaChecker(store.r, settings.cache_seconds)),
     )
     metrics_bind = os.environ.get("FNSERVE_FORWARDER_METRICS")
     if metrics_bind:

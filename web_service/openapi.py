@@ -135,6 +135,32 @@ SCHEMAS: dict[str, Schema] = {
         "image": {"type": "string"}, "description": {"type": "string"}, "owner_id": {"type": "string"},
         "created_at": _TIMESTAMP,
     }, ["runtime_id", "name", "type"]),
+    "Rule": _obj({
+        "rule_id": {"type": "string"}, "function_id": _ID, "endpoint_id": _ID,
+        "args_template": _obj({"args": {"type": "array"}, "kwargs": {"type": "object"}}),
+        "filters": {"type": "array", "maxItems": 16, "items": _obj({
+            "field": _str(), "op": {"type": "string", "enum": ["eq", "ne", "in", "glob", "gt", "ge", "lt", "le", "exists"]},
+            "value": {},
+        }, ["field"])},
+        "max_concurrency": _nullable({"type": "integer", "minimum": 1, "maximum": 100_000}),
+    }, ["function_id", "endpoint_id"]),
+    "Trigger": _obj({
+        "trigger_id": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string", "enum": ["schedule", "webhook", "file"]},
+        "config": {"type": "object"}, "owner_id": {"type": "string"}, "created_at": _TIMESTAMP,
+        "rules": {"type": "array", "items": _ref("Rule")},
+        "webhook_path": {"type": "string", "description": "webhook triggers: where to POST signed events"},
+        "next_time": {"type": "string", "description": "schedule triggers: the next time it fires (UTC)"},
+        "secret": {"type": "string", "description": "webhook triggers, in the answer to create only: the signing secret"},
+    }, ["trigger_id", "name", "kind", "config", "rules"]),
+    "Firing": _obj({
+        "rule_id": {"type": "string"}, "task_id": {"type": "string"},
+        "state": {"type": "string", "enum": ["pending", "submitted", "done", "refused"]},
+        "error": _obj({"code": {"type": "string"}, "message": {"type": "string"}}),
+    }, ["rule_id", "task_id", "state"]),
+    "Delivered": _obj({
+        "event_id": {"type": "string"}, "duplicate": {"type": "boolean"},
+        "firings": {"type": "array", "items": _ref("Firing")},
+    }, ["event_id", "duplicate", "firings"]),
     "Outputs": _obj({
         "task_id": {"type": "string"}, "state": {"type": "string"},
         "outputs": {"type": "array", "items": {"type": "object"}},
@@ -325,6 +351,53 @@ PATHS: dict[str, Any] = {
         "delete": _op("delete a runtime (owner only)", "200", _deleted("runtime"), params=[_path_param("ident")]),
     },
     **_sharing_paths("runtimes"),
+    "/v1/triggers": {
+        "get": _op("the caller's triggers", "200", _list_of("triggers", "Trigger")),
+        "post": _op("create a trigger (schedule, webhook or file) with its rules; a webhook's secret is in this answer only",
+                    "201", _ref("Trigger"), body=_obj({
+                        "name": _str(), "kind": {"type": "string", "enum": ["schedule", "webhook", "file"]},
+                        "config": _obj({
+                            "cron": _str(200), "every": {"type": "number", "minimum": 1}, "timezone": _str(64),
+                            "catch_up": {"type": "integer", "minimum": 0, "maximum": 100},
+                            "endpoint_id": _ID, "folder": _str(1024), "pattern": _str(), "recursive": {"type": "boolean"},
+                            "settle": {"type": "number", "minimum": 0, "maximum": 3600}, "poll": {"type": "boolean"},
+                        }, ),
+                        "rules": {"type": "array", "items": _ref("Rule"), "maxItems": 32},
+                    }, ["name", "kind"])),
+    },
+    "/v1/triggers/{trigger_id}": {
+        "get": _op("one trigger (owner only)", "200", _ref("Trigger"), params=[_path_param("trigger_id")]),
+        "delete": _op("delete a trigger: it fires no more (owner only)", "200", _deleted("trigger_id"),
+                      params=[_path_param("trigger_id")]),
+    },
+    "/v1/triggers/{trigger_id}/rules": {"post": _op("bind one more rule to a trigger", "201", _ref("Rule"),
+                                                    params=[_path_param("trigger_id")], body=_ref("Rule"))},
+    "/v1/triggers/{trigger_id}/rules/{rule_id}": {"delete": _op("remove a rule", "200", _deleted("rule_id"),
+                                                                params=[_path_param("trigger_id"), _path_param("rule_id")])},
+    "/v1/triggers/{trigger_id}/fire": {"post": {**_op(
+        "send the trigger an event by hand; event_id makes a retry fire once", "202", _ref("Delivered"),
+        params=[_path_param("trigger_id")],
+        body=_obj({"data": {}, "event_id": _str(160)})),
+    }},
+    "/v1/triggers/{trigger_id}/events": {"get": _op("the trigger's latest events, newest first, with the tasks each made",
+                                                    "200", _obj({"trigger_id": {"type": "string"}, "events": {
+                                                        "type": "array", "items": _obj({
+                                                            "event_id": {"type": "string"}, "event_key": {"type": "string"},
+                                                            "kind": {"type": "string"}, "time": {"type": "string"},
+                                                            "data": {}, "firings": {"type": "array", "items": _ref("Firing")},
+                                                        })}}, ["trigger_id", "events"]),
+                                                    params=[_path_param("trigger_id"), {
+                                                        "name": "limit", "in": "query", "required": False,
+                                                        "schema": {"type": "integer", "minimum": 1}}])},
+    "/v1/hooks/{trigger_id}": {"post": {**_op(
+        "a webhook delivery: the body (a JSON object) is the event; signed with the trigger's secret "
+        "(X-Fnserve-Timestamp, X-Fnserve-Signature: sha256=HMAC(secret, timestamp + '.' + body)); "
+        "401 bad_signature otherwise", "202", _ref("Delivered"), body={"type": "object"},
+        params=[_path_param("trigger_id")] + [
+            {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+            for h in ("X-Fnserve-Timestamp", "X-Fnserve-Event-Id")]),
+        "security": [{"webhookSignature": []}],
+    }},
     "/v1/groups": {
         "get": _op("the caller's groups", "200", _obj({"groups": {"type": "array", "items": _ref("Group")}}, ["groups"])),
         "post": _op("create a group", "201", _ref("Group"), body=_obj({"name": _str()}, ["name"])),
@@ -345,7 +418,11 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                # Webhook deliveries: sha256=HMAC-SHA256(trigger secret, X-Fnserve-Timestamp + "." + body).
+                "webhookSignature": {"type": "apiKey", "in": "header", "name": "X-Fnserve-Signature"},
+            },
             "schemas": SCHEMAS,
         },
         "paths": PATHS,

@@ -144,8 +144,9 @@ class Reservation:
     key: str
     n: int
 
-    def release(self) -> None:
-        self.r.decrby(self.key, self.n)
+    def release(self, n: int | None = None) -> None:
+        """Give back the reservation, or ``n`` of its tasks (those that were not written)."""
+        self.r.decrby(self.key, self.n if n is None else n)
 
 
 def _exceeded(which: str, used: str, period: str, resets: datetime) -> QuotaExceeded:
@@ -211,7 +212,7 @@ class RateLimiter:
         wait_ms = int(self._script(keys=[self._prefix + who], args=[self.rate, self.burst, repr(time.time()), cost]))
         if wait_ms > 0:
             retry = max(1, math.ceil(wait_ms / 1000))
-            what = "" if self.scope == "user" else " without a valid token from your address"
+            what = {"user": "", "trigger": " to this trigger"}.get(self.scope, " without a valid token from your address")
             raise RateLimited(
                 f"too many requests{what}: the limit is {self.rate:g} per second (bursts of {self.burst:g}); retry in {retry} s",
                 details={"retry_after": retry},

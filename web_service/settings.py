@@ -72,6 +72,11 @@ class Settings:
     access_log: bool = True  # one INFO line per request on the logger fnserve.access
     # GET /metrics: with a token, only requests bearing it; without, loopback only (web_service/metrics.py).
     metrics_token: str = field(default="", repr=False)
+    # Events a trigger takes (webhook calls and fires): per trigger, events/s and burst; and the
+    # largest event body (it is stored with the event and becomes the tasks' arguments).
+    trigger_rate_limit: float = 50.0
+    trigger_rate_burst: float = 500.0
+    max_event_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -114,4 +119,7 @@ class Settings:
             proxy_hops=int(get("PROXY_HOPS", str(d.proxy_hops))),
             access_log=get("ACCESS_LOG", "1").lower() not in ("0", "false", "no"),
             metrics_token=get("METRICS_TOKEN", ""),
+            trigger_rate_limit=float(get("TRIGGER_RATE_LIMIT", str(d.trigger_rate_limit))),
+            trigger_rate_burst=float(get("TRIGGER_RATE_BURST", str(d.trigger_rate_burst))),
+            max_event_bytes=int(get("MAX_EVENT_BYTES", str(d.max_event_bytes))),
         )

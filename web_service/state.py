@@ -30,6 +30,7 @@ class ServiceState:
     limiter: RateLimiter
     address_limiter: RateLimiter  # requests without a verified token, per client address
     waits: WaitGate
+    trigger_limiter: RateLimiter | None = None  # events per trigger (webhook calls, fires)
 
 
 def current() -> ServiceState:

@@ -59,6 +59,8 @@ CANCEL_WAKE = "cancel:"
 # REVOKE_WAKE + an endpoint id: the endpoint was deleted or disabled; the forwarder serving it
 # cuts its connection at once.
 REVOKE_WAKE = "revoke:"
+# WATCH_WAKE + an endpoint id: its file triggers changed; the forwarder sends the new watch list.
+WATCH_WAKE = "watch:"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 # Hash: endpoint id -> results it sent for tasks it did not hold (dropped; see result_origin).
 REJECTED_RESULTS = P + "stats:rejected_results"
@@ -440,8 +442,39 @@ class TaskStore:
 
     def submit(self, tasks: list[NewTask]) -> None:
         """Write tasks durably and queue them; returns once Redis has them all."""
-        now = repr(time.time())
         pipe = self.r.pipeline(transaction=True)
+        self._write(pipe, tasks)
+        pipe.execute()
+
+    def submit_new(self, tasks: list[NewTask]) -> list[str]:
+        """Like :meth:`submit`, for tasks whose ids were fixed in advance (trigger firings):
+        writes only those no task of that id exists for yet, in one transaction that checks it
+        (WATCH), so two processes submitting the same firing make one task. Returns the ids
+        written now."""
+        keys = [task_key(t.task_id) for t in tasks]
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)
+                    # Read on another connection in one round trip: the WATCH above still
+                    # voids the transaction if any of them is written after it.
+                    checks = self.r.pipeline(transaction=False)
+                    for k in keys:
+                        checks.exists(k)
+                    found = checks.execute()
+                    fresh = [t for t, f in zip(tasks, found) if not f]
+                    if not fresh:
+                        pipe.reset()
+                        return []
+                    pipe.multi()
+                    self._write(pipe, fresh)
+                    pipe.execute()
+                    return [t.task_id for t in fresh]
+                except redis.WatchError:
+                    continue  # one of them was written meanwhile: look again
+
+    def _write(self, pipe: Any, tasks: list[NewTask]) -> None:
+        now = repr(time.time())
         endpoints: dict[str, list[str]] = {}
         groups: dict[str, list[str]] = {}
         owners: dict[str, list[str]] = {}
@@ -484,7 +517,6 @@ class TaskStore:
                     self._log_upkeep.clear()
                 self._log_upkeep[owner] = mono
                 pipe.expire(log, self.result_ttl + 86400)
-        pipe.execute()
 
     def get(self, task_id: str) -> TaskRecord | None:
         return _record(task_id, self.r.hmget(task_key(task_id), _RECORD_FIELDS))

@@ -8,6 +8,7 @@
     fnserve token                      print the token the SDK sends (for curl)
     fnserve service start|stop|user add ...
     fnserve endpoint configure|start|stop|restart|list|delete NAME
+    fnserve trigger create|list|show|delete|history|fire|rule   schedules and webhooks
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ def service() -> None:
 @click.option("--port", type=int, default=8780, show_default=True)
 @click.option("--embedded-redis/--external-redis", default=True, help="Start a Redis here, or use FNSERVE_REDIS_URL.")
 def service_start(port: int, embedded_redis: bool) -> None:
-    """Start the web service and the forwarder in the background."""
+    """Start the web service, the forwarder and the trigger runner in the background."""
     from fnserve.cli import stack
 
     stack.start_service(_ports(port), embedded_redis=embedded_redis, say=click.echo)
@@ -305,7 +306,7 @@ def service_stop() -> None:
     from fnserve.cli import stack
 
     procs = stack.processes()
-    for name in ("web", "forwarder", "redis"):
+    for name in stack.SERVICE_PROCESSES:
         if procs[name].stop():
             click.echo(f"stopped {name}")
 
@@ -400,6 +401,10 @@ access_cmds.add_service_commands(service)
 from fnserve.cli import runtime_cmds  # noqa: E402 - fnserve runtime register|list|show|delete
 
 runtime_cmds.add_commands(main)
+
+from fnserve.cli import trigger_cmds  # noqa: E402 - fnserve trigger create|list|show|delete|history|fire|rule
+
+trigger_cmds.add_commands(main)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,13 @@ def service_env(ports: StackPorts, redis_url: str | None = None) -> dict[str, st
     }
 
 
+# Stopped in this order (the trigger runner submits into Redis: before Redis goes).
+SERVICE_PROCESSES = ("web", "forwarder", "triggers", "redis")
+
+
 def processes() -> dict[str, Managed]:
     run = service_dir() / "run"
-    return {name: Managed(name, run) for name in ("redis", "web", "forwarder")}
+    return {name: Managed(name, run) for name in SERVICE_PROCESSES}
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Managed | None = None) -> None:
@@ -110,6 +114,8 @@ def start_service(ports: StackPorts, embedded_redis: bool = True, say: Callable[
     server = os.environ.get("FNSERVE_WEB_SERVER", "gunicorn")
     procs["web"].start(python_module("web_service.server", "--bind", f"127.0.0.1:{ports.web}", "--server", server), env)
     procs["forwarder"].start(python_module("web_service.forwarder"), env)
+    # Schedules come due and recorded events are retried here (docs/triggers.md).
+    procs["triggers"].start(python_module("web_service.triggers.runner"), env)
     url = f"http://127.0.0.1:{ports.web}"
     wait_until(lambda: _healthy(url), 60, "web service", procs["web"])
     say(f"  web        {url}")
@@ -231,6 +237,6 @@ def stop_all(say: Callable[[str], None] = print) -> None:
             if endpoint_process(ep.name).stop(timeout=40, leader_first=True):
                 say(f"  stopped endpoint {ep.name}")
     procs = processes()
-    for name in ("web", "forwarder", "redis"):
+    for name in SERVICE_PROCESSES:
         if procs[name].stop():
             say(f"  stopped {name}")

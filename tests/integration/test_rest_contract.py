@@ -52,8 +52,10 @@ def _real_ids(stack) -> dict[str, str]:
     ep = requests.post(f"{stack.url}/v1/endpoints", json={"name": "contract"}, headers=headers, timeout=10).json()
     task_id = client.submit(fid, ep["endpoint_id"], (1,))
     requests.post(f"{stack.url}/v1/groups", json={"name": "contract-group"}, headers=headers, timeout=10)
+    trig = requests.post(f"{stack.url}/v1/triggers", json={"name": "contract", "kind": "webhook", "rules": [
+        {"function_id": fid, "endpoint_id": ep["endpoint_id"]}]}, headers=headers, timeout=10).json()
     return {"function_id": fid, "endpoint_id": ep["endpoint_id"], "task_id": task_id, "ident": fid,
-            "name": "contract-group"}
+            "name": "contract-group", "trigger_id": trig["trigger_id"], "rule_id": trig["rules"][0]["rule_id"]}
 
 
 def _contract_probe(x: int) -> int:

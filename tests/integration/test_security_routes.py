@@ -19,12 +19,15 @@ from web_service.registry.models import User
 
 # Routes that need no token (ARCHITECTURE.md: version / health / OpenAPI).
 PUBLIC = {"version.version", "version.health", "version.openapi"}
+# Routes authenticated by a signature instead of a token (webhook deliveries): refused with 401
+# ``bad_signature`` unless signed with the trigger's secret (test_signed_routes_refuse_...).
+SIGNED = {"hooks.deliver"}
 # Routes that name no other user's resource: another user's token gets their own view, which
 # must not contain anything of the first user's.
 OWN_VIEW = {
     "functions.list_", "endpoints.list_", "functions.register", "endpoints.register", "access.list_groups",
     "access.create_group", "identity.whoami", "identity.usage", "completions.completions",
-    "runtimes.list_", "runtimes.register",
+    "runtimes.list_", "runtimes.register", "triggers.list_", "triggers.create",
 }
 # Routes whose argument names something in the caller's own namespace (task group ids are per
 # user): another user's token, given the first user's id, gets their own (empty) view.
@@ -58,6 +61,13 @@ def world(app, client, alice) -> dict[str, Any]:
         rt = client.post("/v1/runtimes", json={"name": "alices-env", "type": "host"}, headers=alice)
         assert rt.status_code == 201, rt.json
         ids["runtime_id"] = rt.json["runtime_id"]
+    if any(r.rule == "/v1/triggers" for r in app.url_map.iter_rules()):
+        trig = client.post("/v1/triggers", json={"name": "alices-scans", "kind": "webhook",
+                                                 "rules": [{"function_id": fid, "endpoint_id": eid}]}, headers=alice)
+        assert trig.status_code == 201, trig.json
+        ids["trigger_id"] = trig.json["trigger_id"]
+        ids["rule_id"] = trig.json["rules"][0]["rule_id"]
+        ids["trigger_secret"] = trig.json["secret"]
     return ids
 
 
@@ -113,7 +123,7 @@ def test_every_protected_route_refuses_missing_malformed_expired_and_revoked_tok
     ]
     checked = 0
     for endpoint, method, rule in _routes(app):
-        if endpoint in PUBLIC:
+        if endpoint in PUBLIC or endpoint in SIGNED:
             continue
         for url in _urls(rule, world):
             for headers, status, code in callers:
@@ -134,7 +144,7 @@ def test_public_routes_answer_without_a_token(app, client):
 def test_another_users_token_is_refused_on_every_route_naming_a_resource(app, client, world, alice, bob):
     unclassified = []
     for endpoint, method, rule in _routes(app):
-        if endpoint in PUBLIC:
+        if endpoint in PUBLIC or endpoint in SIGNED:
             continue
         if endpoint in OWN_VIEW:
             if method == "GET":
@@ -165,3 +175,24 @@ def test_another_users_token_is_refused_on_every_route_naming_a_resource(app, cl
     assert client.get(f"/v1/endpoints/{world['endpoint_id']}", headers=alice).status_code == 200
     assert client.get(f"/v1/tasks/{world['task_id']}", headers=alice).json["state"] == "waiting-for-endpoint"
     assert client.get("/v1/groups", headers=alice).json["groups"][0]["members"] == ["alice"]
+
+
+def test_signed_routes_refuse_every_caller_without_the_triggers_signature(app, client, world, alice, bob):
+    """A bearer token (even the owner's) is no signature; another trigger's secret is not this
+    one's; an unsigned call learns nothing (the same 401 as for a trigger that does not exist)."""
+    from fnserve import webhooks
+
+    raw = json.dumps({"scan": 1}).encode()
+    assert SIGNED, "no signed routes left: drop this test"
+    for endpoint, method, rule in _routes(app):
+        if endpoint not in SIGNED:
+            continue
+        for url in _urls(rule, world):
+            for headers in ({}, alice, bob, webhooks.sign("a-guessed-secret", raw),
+                            {**alice, **webhooks.sign(world["trigger_secret"] + "x", raw)}):
+                resp = client.open(url, method=method, headers={**headers, "Content-Type": "application/json"}, data=raw)
+                assert resp.status_code == 401, (method, url, resp.get_data(as_text=True))
+                assert resp.json["error"]["code"] == "bad_signature", resp.json
+                assert world["trigger_secret"] not in resp.get_data(as_text=True)
+            good = client.open(url, method=method, headers=webhooks.sign(world["trigger_secret"], raw), data=raw)
+            assert good.status_code == 202, good.json  # the check can pass

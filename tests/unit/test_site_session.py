@@ -290,3 +290,29 @@ def test_a_cancel_kills_only_tasks_running_here_and_their_results_are_dropped_no
     lost = ResultMessage(task_id="t1", ok=False, error=RemoteError(code="worker_lost", type="WorkerLost", message="gone"))
     assert s.results_ready([lost]) == []
     assert "t1" not in s.running and "t1" not in s.ledger and not s.cancelled
+
+
+def test_file_events_are_sent_kept_until_acked_and_resent_after_a_reconnect():
+    from fnserve.messages import FileEvent, FileEventBatch, FileEventsAck, FolderWatch, WatchFolders
+    from site_manager.session import FILE_EVENT_CHUNK, Watch
+
+    s = ready_session()
+    watch = FolderWatch(trigger_id="t", folder="/d")
+    assert s.received(WatchFolders(watches=[watch]), NOW, 0.0) == [Watch((watch,))]
+    events = [FileEvent(trigger_id="t", path=f"/d/{i}", size=1, mtime=1.0, key=f"k{i}") for i in range(FILE_EVENT_CHUNK + 5)]
+    sent = s.files_ready(events)
+    assert [len(a.message.events) for a in sent] == [FILE_EVENT_CHUNK, 5]  # a burst goes as a few batches
+    assert s.files_ready(events[:3]) == []  # already held: not sent twice
+    s.received(FileEventsAck(keys=[f"k{i}" for i in range(FILE_EVENT_CHUNK)]), NOW, 0.0)
+    s.connection_lost("test")
+    assert s.files_ready([FileEvent(trigger_id="t", path="/d/x", size=1, mtime=1.0, key="kx")]) == []  # disconnected: kept
+    s.connected(NOW + 1)
+    again = s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW + 1, 0.0)
+    resent = [e.key for a in again if isinstance(a, Send) and isinstance(a.message, FileEventBatch) for e in a.message.events]
+    assert resent == [f"k{i}" for i in range(FILE_EVENT_CHUNK, FILE_EVENT_CHUNK + 5)] + ["kx"]
+
+
+def test_registration_names_the_folders_file_triggers_may_watch():
+    s = Session("ep-1", "secret", {}, heartbeat_period=2.0, heartbeat_threshold=10.0, watch_folders=["/data/beamline"])
+    (send,) = s.connected(NOW)
+    assert isinstance(send.message, Register) and send.message.watch_folders == ["/data/beamline"]

@@ -194,3 +194,78 @@ class Usage(Base):
     max_rss_kb: Mapped[float] = mapped_column(Float, default=0.0)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Trigger(Base):
+    """Something that happens (a schedule comes due, a webhook is called) and fires its rules.
+
+    ``config`` is the kind's settings as JSON text (validated by web_service.triggers.config).
+    A webhook trigger's ``secret`` is kept as is: checking an HMAC signature needs the key
+    itself (it is shown to the owner once, never returned again and never logged).
+    ``last_scheduled_at``: the latest schedule time already turned into an event.
+    """
+
+    __tablename__ = "triggers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # schedule | webhook
+    config: Mapped[str] = mapped_column(Text, default="{}")
+    secret: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TriggerRule(Base):
+    """Binds a trigger to a function on an endpoint: filters on the event, an argument template,
+    and at most ``max_concurrency`` of its tasks unfinished at once (None: no limit)."""
+
+    __tablename__ = "trigger_rules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    trigger_id: Mapped[str] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"), index=True)
+    function_id: Mapped[str] = mapped_column(String(36))
+    endpoint_id: Mapped[str] = mapped_column(String(36))
+    args_template: Mapped[str] = mapped_column(Text)  # JSON: {"args": [...], "kwargs": {...}}
+    filters: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of {field, op, value}
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TriggerEvent(Base):
+    """One event of a trigger, recorded before any task is made. ``event_key`` makes it happen
+    once: the schedule time, the sender's event id, or the delivery's signature."""
+
+    __tablename__ = "trigger_events"
+    __table_args__ = (
+        UniqueConstraint("trigger_id", "event_key", name="uq_trigger_events_key"),
+        Index("ix_trigger_events_trigger_id_received_at", "trigger_id", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    trigger_id: Mapped[str] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"))
+    event_key: Mapped[str] = mapped_column(String(200))
+    data: Mapped[str] = mapped_column(Text)  # the event as JSON text
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TriggerFiring(Base):
+    """One rule fired by one event: the task it made (its id is fixed when the row is written,
+    so submitting it again after a crash finds the task there and makes no second one).
+
+    ``state``: pending (recorded, not yet in the task store), submitted, done (finished; tracked
+    for rules with a concurrency limit), refused (with ``error_code`` / ``error_message``)."""
+
+    __tablename__ = "trigger_firings"
+    __table_args__ = (Index("ix_trigger_firings_state_created_at", "state", "created_at"),)
+
+    event_id: Mapped[str] = mapped_column(ForeignKey("trigger_events.id", ondelete="CASCADE"), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
+    task_id: Mapped[str] = mapped_column(String(36), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

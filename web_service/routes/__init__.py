@@ -4,7 +4,9 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from web_service.routes import access, completions, endpoints, functions, identity, outputs, runtimes, tasks, version
+    from web_service.routes import (
+        access, completions, endpoints, functions, hooks, identity, outputs, runtimes, tasks, triggers, version,
+    )
 
-    for module in (version, functions, endpoints, runtimes, tasks, completions, outputs, access, identity):
+    for module in (version, functions, endpoints, runtimes, tasks, completions, outputs, access, identity, triggers, hooks):
         app.register_blueprint(module.bp, url_prefix="/v1")

@@ -254,7 +254,8 @@ def parse_wait(value: Any, field: str = "wait") -> float:
 
 
 def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: list[Outcome], cache: OwnershipCache | None = None,
-                 quotas: QuotaChecker | None = None, *, atomic: bool = True) -> list[str | FnserveError]:
+                 quotas: QuotaChecker | None = None, *, atomic: bool = True,
+                 task_ids: list[str] | None = None) -> list[str | FnserveError]:
     """Authorize, count against quotas and durably queue a validated batch.
 
     ``specs`` holds a spec per task, or the error that already refused it (see
@@ -262,6 +263,9 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
     the error of each refused one. ``atomic``: refuse the whole batch (raise the first task's
     error) unless every task passes; otherwise the good tasks are queued and the bad ones fail
     alone. A batch in which no task passes raises its first error either way.
+
+    ``task_ids`` (one per spec): ids fixed in advance (trigger firings); a task whose id
+    already exists is not written again (see :meth:`TaskStore.submit_new`).
     """
     outcomes = list(specs)
     live = [i for i, s in enumerate(outcomes) if isinstance(s, TaskSpec)]
@@ -283,13 +287,18 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
         s = outcomes[i]
         assert isinstance(s, TaskSpec)
         tasks.append(NewTask(
-            task_id=str(uuid.uuid4()), owner=owner.user_id, function_id=s.function_id, endpoint_id=s.endpoint_id,
+            task_id=task_ids[i] if task_ids is not None else str(uuid.uuid4()), owner=owner.user_id, function_id=s.function_id, endpoint_id=s.endpoint_id,
             payload=s.payload, runtime=runtime, walltime=s.walltime, result_strategy=s.result_strategy,
             max_retries=s.max_retries, task_group_id=s.task_group_id, resource_specification=s.resource_specification,
         ))
     reservation = quotas.reserve(session, owner.user_id, len(tasks)) if quotas is not None else None
     try:
-        store.submit(tasks)
+        if task_ids is None:
+            store.submit(tasks)
+        else:
+            written = set(store.submit_new(tasks))
+            if reservation is not None and len(written) < len(tasks):
+                reservation.release(len(tasks) - len(written))
     except BaseException:
         if reservation is not None:
             reservation.release()

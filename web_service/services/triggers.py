@@ -1,0 +1,281 @@
+"""Creating, listing and deleting triggers and their rules; recording events (webhook calls,
+manual fires) and reading a trigger's history.
+
+Triggers are private to their owner (no sharing): another user's trigger is 403 ``forbidden``
+on every route. A rule may bind only a function and an endpoint its trigger's owner may use
+(owned or shared), checked when the rule is made and again, by the submit path, whenever it
+fires; a restricted endpoint takes only functions on its allowlist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from fnserve import webhooks
+from fnserve.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized
+from web_service.auth import Identity
+from web_service.quotas import QuotaChecker, RateLimiter
+from web_service.registry.models import Trigger, TriggerEvent, TriggerFiring, TriggerRule, utcnow
+from web_service.services import OwnershipCache
+from web_service.services.access import function_not_allowed, require_use
+from web_service.task_store import TaskStore
+from web_service.triggers import config, events
+from web_service.triggers.config import RuleSpec
+from web_service.validation import invalid, parse_json_object, require_str
+
+log = logging.getLogger("fnserve.web.triggers")
+
+MAX_RULES = 32  # per trigger
+MAX_EVENT_KEY = 160
+MAX_HISTORY = 1000
+
+
+def trigger_not_found(trigger_id: str) -> NotFound:
+    return NotFound(f"no trigger {trigger_id!r}", code="trigger_not_found", details={"trigger_id": trigger_id})
+
+
+def own_trigger(session: Session, who: Identity, trigger_id: str) -> Trigger:
+    """The caller's live trigger (404 ``trigger_not_found``; 403 ``forbidden`` if another's)."""
+    trig = session.scalar(sa.select(Trigger).where(Trigger.id == trigger_id, Trigger.deleted_at.is_(None)))
+    if trig is None:
+        raise trigger_not_found(trigger_id)
+    if trig.owner_id != who.user_id:
+        raise Forbidden(f"trigger {trigger_id!r} belongs to another user", details={"trigger_id": trigger_id})
+    return trig
+
+
+def create_trigger(session: Session, store: TaskStore, who: Identity, body: dict[str, Any],
+                   cache: OwnershipCache | None = None) -> tuple[Trigger, str | None]:
+    """Validate and store a trigger (and its ``rules``, if given). Returns it and, for a
+    webhook, its secret (shown this once)."""
+    name = require_str(body, "name")
+    kind = config.parse_kind(body.get("kind"))
+    cfg = config.parse_config(kind, body.get("config"))
+    specs = _parse_rules(body.get("rules"))
+    if kind == "file":
+        check_watch(session, store, who, cfg, cache)
+    for spec in specs:
+        check_rule_access(session, who, spec, cache)
+    secret = secrets.token_urlsafe(32) if kind == "webhook" else None
+    trig = Trigger(owner_id=who.user_id, name=name, kind=kind, config=json.dumps(cfg), secret=secret, created_at=utcnow())
+    session.add(trig)
+    session.flush()
+    for spec in specs:
+        session.add(_rule_row(trig.id, spec))
+    session.commit()
+    if kind == "file":
+        _wake_watchers(store, cfg["endpoint_id"])
+    log.info("trigger %s (%s) created by user %s with %d rule(s)", trig.id, kind, who.user_id, len(specs))
+    return trig, secret
+
+
+def check_watch(session: Session, store: TaskStore, who: Identity, cfg: dict[str, Any], cache: OwnershipCache | None) -> None:
+    """A file trigger watches a folder of an endpoint the caller may use, and only one its
+    admin allowed (``triggers.allowed_folders``, reported when the endpoint connects)."""
+    from web_service.task_store import status_key
+    from web_service.triggers.files import folder_allowed
+
+    endpoint_id = cfg["endpoint_id"]
+    require_use(session, who, "endpoint", endpoint_id, cache)
+    raw = store.r.hget(status_key(endpoint_id), "watch_folders")
+    if raw is None:
+        raise Conflict(f"endpoint {endpoint_id} has not connected yet, so its allowed folders are unknown: start it, "
+                       "then create the file trigger", code="endpoint_never_connected", details={"endpoint_id": endpoint_id})
+    allowed = json.loads(raw)
+    if not folder_allowed(cfg["folder"], allowed):
+        where = ", ".join(allowed) if allowed else "none (its config has no triggers.allowed_folders)"
+        raise Forbidden(f"endpoint {endpoint_id} does not allow file triggers on {cfg['folder']}; its admin allows: {where}",
+                        code="folder_not_allowed", details={"endpoint_id": endpoint_id, "folder": cfg["folder"],
+                                                           "allowed_folders": allowed})
+
+
+def _parse_rules(value: Any) -> list[RuleSpec]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_RULES:
+        raise invalid("rules", f"must be a list of at most {MAX_RULES} rules")
+    return [config.parse_rule(r, f"rules[{i}].") for i, r in enumerate(value)]
+
+
+def check_rule_access(session: Session, who: Identity, spec: RuleSpec, cache: OwnershipCache | None = None) -> None:
+    require_use(session, who, "function", spec.function_id, cache)
+    acc = require_use(session, who, "endpoint", spec.endpoint_id, cache)
+    if acc.restricted and spec.function_id not in acc.allowed:
+        raise function_not_allowed(spec.function_id, spec.endpoint_id)
+
+
+def _rule_row(trigger_id: str, spec: RuleSpec) -> TriggerRule:
+    return TriggerRule(trigger_id=trigger_id, function_id=spec.function_id, endpoint_id=spec.endpoint_id,
+                       args_template=json.dumps(spec.template), filters=json.dumps(list(spec.filters)),
+                       max_concurrency=spec.max_concurrency, created_at=utcnow())
+
+
+def add_rule(session: Session, who: Identity, trigger_id: str, body: dict[str, Any], cache: OwnershipCache | None = None) -> TriggerRule:
+    trig = own_trigger(session, who, trigger_id)
+    spec = config.parse_rule(body)
+    if len(events.live_rules(session, trig.id)) >= MAX_RULES:
+        raise invalid("rules", f"a trigger may have at most {MAX_RULES} rules", limit=MAX_RULES)
+    check_rule_access(session, who, spec, cache)
+    rule = _rule_row(trig.id, spec)
+    session.add(rule)
+    session.commit()
+    return rule
+
+
+def delete_rule(session: Session, who: Identity, trigger_id: str, rule_id: str) -> None:
+    trig = own_trigger(session, who, trigger_id)
+    rule = session.scalar(sa.select(TriggerRule).where(TriggerRule.id == rule_id, TriggerRule.trigger_id == trig.id,
+                                                      TriggerRule.deleted_at.is_(None)))
+    if rule is None:
+        raise NotFound(f"trigger {trigger_id!r} has no rule {rule_id!r}", code="rule_not_found", details={"rule_id": rule_id})
+    rule.deleted_at = utcnow()
+    session.commit()
+
+
+def list_triggers(session: Session, who: Identity) -> list[Trigger]:
+    return list(session.scalars(sa.select(Trigger).where(Trigger.owner_id == who.user_id, Trigger.deleted_at.is_(None))
+                                .order_by(Trigger.created_at, Trigger.id)))
+
+
+def delete_trigger(session: Session, who: Identity, trigger_id: str, store: TaskStore | None = None) -> None:
+    """Soft-delete: it fires no more; its history stays readable to no one but the database."""
+    trig = own_trigger(session, who, trigger_id)
+    trig.deleted_at = utcnow()
+    session.commit()
+    if trig.kind == "file" and store is not None:
+        _wake_watchers(store, json.loads(trig.config)["endpoint_id"])
+    log.info("trigger %s deleted by user %s", trigger_id, who.user_id)
+
+
+def _wake_watchers(store: TaskStore, endpoint_id: str) -> None:
+    """Tell the forwarders the endpoint's file triggers changed (best effort: they also look
+    every few seconds)."""
+    from web_service.task_store import WAKE_CHANNEL, WATCH_WAKE
+
+    try:
+        store.r.publish(WAKE_CHANNEL, WATCH_WAKE + endpoint_id)
+    except Exception as exc:  # noqa: BLE001 - the periodic refresh covers it
+        log.warning("could not wake the forwarders for endpoint %s's file triggers (%s)", endpoint_id, type(exc).__name__)
+
+
+def history(session: Session, who: Identity, trigger_id: str, limit: int) -> list[dict[str, Any]]:
+    """The trigger's latest events, newest first, each with the firings (rule, task, state)."""
+    trig = own_trigger(session, who, trigger_id)
+    evs = list(session.scalars(sa.select(TriggerEvent).where(TriggerEvent.trigger_id == trig.id)
+                               .order_by(TriggerEvent.received_at.desc(), TriggerEvent.id).limit(min(limit, MAX_HISTORY))))
+    firings: dict[str, list[TriggerFiring]] = {}
+    for f in events.firings_of(session, [e.id for e in evs]):
+        firings.setdefault(f.event_id, []).append(f)
+    return [event_record(e, firings.get(e.id, [])) for e in evs]
+
+
+def event_record(e: TriggerEvent, firings: list[TriggerFiring]) -> dict[str, Any]:
+    data = json.loads(e.data)
+    return {
+        "event_id": e.id, "event_key": e.event_key, "kind": data.get("kind"), "time": data.get("time"),
+        "data": data.get("data"),
+        "firings": [firing_view(f) for f in sorted(firings, key=lambda f: f.rule_id)],
+    }
+
+
+def firing_view(f: TriggerFiring) -> dict[str, Any]:
+    view: dict[str, Any] = {"rule_id": f.rule_id, "task_id": f.task_id, "state": f.state}
+    if f.error_code:
+        view["error"] = {"code": f.error_code, "message": f.error_message or ""}
+    return view
+
+
+def parse_event_key(value: Any, field: str = "event_id") -> str | None:
+    """A sender's id of an event (its idempotency key), if given."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_EVENT_KEY or not value.isprintable():
+        raise invalid(field, f"must be printable text of at most {MAX_EVENT_KEY} characters")
+    return value
+
+
+def fire(session: Session, store: TaskStore, who: Identity, trigger_id: str, body: dict[str, Any],
+         cache: OwnershipCache | None = None, quotas: QuotaChecker | None = None) -> events.Recorded:
+    """An event sent by the trigger's owner (``POST /v1/triggers/{id}/fire``): ``data`` is the
+    event's data, ``event_id`` its optional idempotency key."""
+    trig = own_trigger(session, who, trigger_id)
+    key = parse_event_key(body.get("event_id"))
+    data = body.get("data", {})
+    return _deliver(session, store, trig, "id:" + key if key else "fire:" + secrets.token_hex(16), "manual", data, cache, quotas)
+
+
+def deliver_webhook(session: Session, store: TaskStore, trigger_id: str, raw: bytes, headers: dict[str, str | None],
+                    max_bytes: int, cache: OwnershipCache | None = None, quotas: QuotaChecker | None = None,
+                    now: float | None = None, limiter: RateLimiter | None = None) -> events.Recorded:
+    """A signed webhook delivery: 401 ``bad_signature`` unless signed with the trigger's secret;
+    an unknown, deleted or non-webhook trigger is 401 too (a caller without the secret learns
+    nothing about which triggers exist)."""
+    import time
+
+    trig = session.scalar(sa.select(Trigger).where(Trigger.id == trigger_id, Trigger.deleted_at.is_(None), Trigger.kind == "webhook"))
+    why = "no webhook trigger of that id" if trig is None or not trig.secret else webhooks.check(
+        trig.secret, headers.get(webhooks.TIMESTAMP_HEADER), headers.get(webhooks.SIGNATURE_HEADER), raw,
+        time.time() if now is None else now)
+    if why is not None:
+        raise Unauthorized(f"webhook refused: {why}", code="bad_signature", details={"trigger_id": trigger_id})
+    assert trig is not None
+    if limiter is not None:
+        limiter.check(trig.id)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"a webhook body may be at most {max_bytes} bytes", details={"limit": max_bytes})
+    data = parse_json_object(raw) if raw.strip() else {}
+    key = parse_event_key(headers.get(webhooks.EVENT_ID_HEADER), webhooks.EVENT_ID_HEADER)
+    # Without the sender's id, the signature names the delivery: an exact re-send fires once.
+    event_key = "id:" + key if key else "sig:" + (headers.get(webhooks.SIGNATURE_HEADER) or "").strip()[-64:]
+    return _deliver(session, store, trig, event_key, "webhook", data, cache, quotas)
+
+
+def _deliver(session: Session, store: TaskStore, trig: Trigger, event_key: str, kind: str, data: Any,
+             cache: OwnershipCache | None, quotas: QuotaChecker | None) -> events.Recorded:
+    rec = events.record_event(session, trig, event_key, kind, data, now=datetime.now(timezone.utc))
+    if not rec.duplicate:
+        limited = {r.id for r in events.live_rules(session, trig.id) if r.max_concurrency is not None}
+        now_ = [f for f in rec.firings if f.rule_id not in limited]
+        try:
+            events.submit_firings(session, store, now_, cache, quotas)
+        except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:  # the event is recorded; the runner submits it
+            session.rollback()
+            log.warning("trigger %s event %s recorded; submitting its tasks failed (%s), the runner retries",
+                        trig.id, rec.event.id, type(exc).__name__)
+    return rec
+
+
+def trigger_view(trig: Trigger, rules: list[TriggerRule], now: datetime | None = None) -> dict[str, Any]:
+    from web_service.routes._http import iso
+    from web_service.triggers import schedule
+
+    cfg = json.loads(trig.config)
+    view: dict[str, Any] = {
+        "trigger_id": trig.id, "name": trig.name, "kind": trig.kind, "config": cfg, "owner_id": trig.owner_id,
+        "created_at": iso(trig.created_at), "rules": [rule_view(r) for r in rules],
+    }
+    if trig.kind == "webhook":
+        view["webhook_path"] = f"/v1/hooks/{trig.id}"
+    if trig.kind == "schedule":
+        spec = config.schedule_of(trig.config)
+        last = trig.last_scheduled_at or trig.created_at
+        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
+        view["next_time"] = schedule.next_time(spec, max(last, now or datetime.now(timezone.utc))).isoformat()
+    return view
+
+
+def rule_view(r: TriggerRule) -> dict[str, Any]:
+    return {"rule_id": r.id, "function_id": r.function_id, "endpoint_id": r.endpoint_id,
+            "args_template": json.loads(r.args_template), "filters": json.loads(r.filters), "max_concurrency": r.max_concurrency}
+
+
+__all__ = ["create_trigger", "add_rule", "delete_rule", "list_triggers", "delete_trigger", "history", "fire", "deliver_webhook",
+           "own_trigger", "trigger_view", "rule_view"]

@@ -72,6 +72,19 @@ class Settings:
     access_log: bool = True  # one INFO line per request on the logger fnserve.access
     # GET /metrics: with a token, only requests bearing it; without, loopback only (web_service/metrics.py).
     metrics_token: str = field(default="", repr=False)
+    # The object store (large arguments, results and files by reference; docs/data.md).
+    # ``public_url``: this service's URL as workers reach it (sent in task messages; empty: workers
+    # get no data plane and large payloads stay refused over the inline limit).
+    public_url: str = ""
+    objects_dir: str = field(default_factory=lambda: str(fnserve_home() / "service" / "objects"))
+    object_quota_bytes: int = 50 * 1024 * MIB  # per user, bytes of live objects
+    max_object_bytes: int = 16 * 1024 * MIB  # one object
+    object_chunk_bytes: int = 16 * MIB  # one upload request at most
+    object_ttl: float = 24 * 3600.0  # default lifetime of an object, seconds
+    max_object_ttl: float = 30 * 24 * 3600.0
+    # HMAC key of task data tokens, shared by the web service and the forwarder (created on
+    # first start; every replica must read the same file, or set it through a secret mount).
+    data_key_file: str = field(default_factory=lambda: str(fnserve_home() / "service" / "data.key"))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -114,4 +127,12 @@ class Settings:
             proxy_hops=int(get("PROXY_HOPS", str(d.proxy_hops))),
             access_log=get("ACCESS_LOG", "1").lower() not in ("0", "false", "no"),
             metrics_token=get("METRICS_TOKEN", ""),
+            public_url=get("PUBLIC_URL", "").rstrip("/"),
+            objects_dir=get("OBJECTS_DIR", d.objects_dir),
+            object_quota_bytes=int(get("OBJECT_QUOTA_BYTES", str(d.object_quota_bytes))),
+            max_object_bytes=int(get("MAX_OBJECT_BYTES", str(d.max_object_bytes))),
+            object_chunk_bytes=min(int(get("OBJECT_CHUNK_BYTES", str(d.object_chunk_bytes))), 48 * MIB),
+            object_ttl=float(get("OBJECT_TTL", str(d.object_ttl))),
+            max_object_ttl=float(get("MAX_OBJECT_TTL", str(d.max_object_ttl))),
+            data_key_file=get("DATA_KEY_FILE", d.data_key_file),
         )

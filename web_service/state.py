@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from web_service.auth import Authenticator
+from web_service.object_store import ObjectStore
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.services import OwnershipCache
 from web_service.settings import Settings
@@ -30,6 +31,8 @@ class ServiceState:
     limiter: RateLimiter
     address_limiter: RateLimiter  # requests without a verified token, per client address
     waits: WaitGate
+    objects: ObjectStore | None = None
+    data_key: bytes = b""
 
 
 def current() -> ServiceState:

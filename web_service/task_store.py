@@ -422,6 +422,11 @@ class TaskStore:
         # Function bodies never change under an id: the forwarder keeps the ones it dispatched.
         self._bodies: dict[str, bytes] = {}
         self._log_upkeep: dict[str, float] = {}  # owner -> last TTL renewal of their submission log
+        # The data plane (set by the forwarder): each dispatched task carries the service's URL
+        # and a data token for it (web_service.object_rules), so that its worker moves large
+        # arguments and results through the object store.
+        self.data_url: str = ""
+        self.data_key: bytes = b""
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "TaskStore":
@@ -640,6 +645,11 @@ class TaskStore:
                 allowed_serializers=list(data_only(None)) if restricted == b"1" else None,
                 resource_specification=json.loads(spec) if spec else None,
             ), float(submitted) if submitted else 0.0))
+        if self.data_url and self.data_key:
+            from web_service.object_rules import mint_data_token
+
+            for t, _ in tasks:
+                t.data_url, t.data_token = self.data_url, mint_data_token(self.data_key, t.task_id)
         return tasks
 
     def _function_bodies(self, function_ids: set[str]) -> dict[str, bytes]:

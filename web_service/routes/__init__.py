@@ -4,7 +4,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from web_service.routes import access, completions, endpoints, functions, identity, outputs, runtimes, tasks, version
+    from web_service.routes import access, completions, endpoints, functions, identity, objects, outputs, runtimes, tasks, version
 
-    for module in (version, functions, endpoints, runtimes, tasks, completions, outputs, access, identity):
+    for module in (version, functions, endpoints, runtimes, tasks, completions, outputs, objects, access, identity):
         app.register_blueprint(module.bp, url_prefix="/v1")

@@ -125,5 +125,5 @@ def delete_object(object_id: str) -> Response:
     assert state.objects is not None
     check_object_id(object_id)
     state.objects.delete(object_id, _who())
-    return respond({"deleted": object_id})
+    return respond({"object_id": object_id, "deleted": True})
 

@@ -61,7 +61,7 @@ class ObjectMeta:
 def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: float) -> ObjectMeta:
     """``meta`` if ``who`` may use the object; else the error to answer with.
 
-    Unknown: 404 ``object_not_found``; another user's: 403 ``object_forbidden``; past its TTL:
+    Unknown: 404 ``object_not_found``; another user's: 403 ``forbidden``; past its TTL:
     410 ``object_expired``. The owner's check comes first, so another user learns nothing about
     an object's life.
     """
@@ -69,7 +69,7 @@ def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: f
         raise NotFound(f"no object {object_id!r} (unknown, or deleted)", code="object_not_found",
                        details={"object_id": object_id})
     if meta.owner != who.user_id:
-        raise Forbidden(f"object {object_id!r} belongs to another user", code="object_forbidden",
+        raise Forbidden(f"object {object_id!r} belongs to another user",
                         details={"object_id": object_id})
     if meta.gone or meta.expires <= now:
         raise Gone(f"object {object_id!r} expired (its TTL passed) and its bytes were deleted; upload it again",

@@ -99,7 +99,7 @@ def test_another_users_token_cannot_read_or_delete_an_object(stack, other_token)
                     lambda: mallory.objects.delete(ref.object_id)):
         with pytest.raises(FnserveError) as err:
             attempt()
-        assert err.value.code == "object_forbidden" and err.value.http_status == 403
+        assert err.value.code == "forbidden" and err.value.http_status == 403
     assert bytes(owner.objects.get(ref)) == b"secret bytes" * 1000
 
 
@@ -134,7 +134,7 @@ def test_a_task_data_token_acts_for_its_owner_only_and_only_while_the_task_runs(
     assert bytes(as_task.get(mine)) == b"alice's data" * 100  # within the grace after the task ended
     with pytest.raises(FnserveError) as err:
         as_task.get(theirs)
-    assert err.value.code == "object_forbidden"
+    assert err.value.code == "forbidden"
     with pytest.raises(FnserveError) as err:
         Client(stack.url, mint_data_token(b"not the service key" * 2, task_id)).objects.get(mine)
     assert err.value.code == "invalid_token" and err.value.http_status == 401

@@ -24,7 +24,7 @@ PUBLIC = {"version.version", "version.health", "version.openapi"}
 OWN_VIEW = {
     "functions.list_", "endpoints.list_", "functions.register", "endpoints.register", "access.list_groups",
     "access.create_group", "identity.whoami", "identity.usage", "completions.completions",
-    "runtimes.list_", "runtimes.register",
+    "runtimes.list_", "runtimes.register", "objects.create_object",
 }
 # Routes whose argument names something in the caller's own namespace (task group ids are per
 # user): another user's token, given the first user's id, gets their own (empty) view.
@@ -58,6 +58,14 @@ def world(app, client, alice) -> dict[str, Any]:
         rt = client.post("/v1/runtimes", json={"name": "alices-env", "type": "host"}, headers=alice)
         assert rt.status_code == 201, rt.json
         ids["runtime_id"] = rt.json["runtime_id"]
+    if any(r.rule == "/v1/objects" for r in app.url_map.iter_rules()):
+        import hashlib
+
+        obj = client.post("/v1/objects", json={"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}, headers=alice)
+        assert obj.status_code == 201, obj.json
+        ids["object_id"] = obj.json["object_id"]
+        put = client.put(f"/v1/objects/{ids['object_id']}/data", data=b"abc", headers=alice)
+        assert put.status_code == 200 and put.json["complete"], put.json
     return ids
 
 

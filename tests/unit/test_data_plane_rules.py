@@ -73,7 +73,7 @@ def test_only_the_owner_reaches_an_object_and_others_learn_nothing_of_its_life()
     assert check_access(meta(), "x", Principal("alice", task_id="t1"), 0.0).owner == "alice"
     with pytest.raises(FnserveError) as err:
         check_access(meta(expires=1.0), "x", Principal("mallory"), 5.0)
-    assert err.value.code == "object_forbidden" and err.value.http_status == 403
+    assert err.value.code == "forbidden" and err.value.http_status == 403
     with pytest.raises(Gone):
         check_access(meta(expires=1.0), "x", Principal("alice"), 5.0)
     with pytest.raises(Gone):

@@ -1,0 +1,188 @@
+"""Large data round trips: a numpy array in, an array of the same size out, by payload size.
+
+    python benchmarks/data_plane.py [--sizes 1,100,1024] [--repeats 5]
+
+In one run, on this machine, for each size (MiB):
+
+* fnserve: ``Client.submit(f, [array])`` then ``get_result``: the embedded stack (gunicorn,
+  forwarder, site manager, HTEX workers); above 4 MiB the argument and the result go by reference
+  through the service's object store (upload, worker download, worker upload, SDK download);
+* bare Parsl HTEX (LocalProvider, no DataFlowKernel): ``ex.submit(f, {}, array).result()``, the
+  bytes inside HTEX's own ZMQ messages;
+* Dask distributed LocalCluster: ``client.submit(f, array).result()``;
+* the floor: the same bytes sent to a process over loopback TCP and sent back (raw sockets, no
+  serialization), like scp without encryption.
+
+Each is timed from the call to the result in hand; percentiles over ``--repeats`` and the ratio
+of each to the floor. The result file records commit, date, host and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import embedded_stack, summarize, write_results  # noqa: E402
+from peers import bare_htex, dask_client  # noqa: E402
+
+MIB = 1024 * 1024
+
+ECHO = """
+def echo(a):
+    return a
+"""
+
+
+def echo(a: Any) -> Any:
+    return a
+
+
+def _array(mib: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(mib).random(mib * MIB // 8)
+
+
+def _check(got: Any, sent: Any) -> None:
+    import numpy as np
+
+    assert got.shape == sent.shape and np.array_equal(got[:: max(1, len(got) // 1000)], sent[:: max(1, len(sent) // 1000)])
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> list[float]:
+    fn()  # warm
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# -- the floor: raw loopback TCP -------------------------------------------------------------
+
+
+def _echo_server(listener: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            header = conn.recv(16, socket.MSG_WAITALL)
+            size = int(header)
+            buf = bytearray(size)
+            view = memoryview(buf)
+            got = 0
+            while got < size:
+                got += conn.recv_into(view[got:], min(size - got, 4 * MIB))
+            conn.sendall(buf)
+
+
+def raw_tcp_round_trip(data: bytes | memoryview, port: int) -> None:
+    size = len(data)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"{size:16d}".encode())
+        s.sendall(data)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            got += s.recv_into(view[got:], min(size - got, 4 * MIB))
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("fnserve", "parsl", "numpy", "dask", "distributed", "pyzmq", "gunicorn"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _commit() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True, check=False).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,100", help="MiB, comma-separated (1 GiB: 1024)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma-separated peers to leave out (htex,dask)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    arrays = {mib: _array(mib) for mib in sizes}
+    results: dict[str, Any] = {
+        "benchmark": "data_plane", "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "host": socket.gethostname(), "cpus": os.cpu_count(), "versions": _versions(), "repeats": args.repeats,
+        "sizes_mib": sizes, "systems": {},
+    }
+
+    def record(system: str, mib: int, samples: list[float]) -> None:
+        s = summarize(samples)
+        s["mib_per_s_p50"] = 2 * mib / (s["p50_ms"] / 1e3)  # bytes moved both ways
+        results["systems"].setdefault(system, {})[str(mib)] = s
+        print(f"{system:10s} {mib:5d} MiB  p50 {s['p50_ms']:9.1f} ms  p90 {s['p90_ms']:9.1f} ms  "
+              f"{s['mib_per_s_p50']:8.1f} MiB/s", flush=True)
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_echo_server, args=(listener,), daemon=True).start()
+    port = listener.getsockname()[1]
+    for mib in sizes:
+        data = memoryview(arrays[mib]).cast("B")
+        record("raw_tcp", mib, _time(lambda: raw_tcp_round_trip(data, port), args.repeats))
+    listener.close()
+
+    with embedded_stack(engine={"max_workers_per_node": args.workers}) as (client, endpoint_id):
+        fid = client.register_source(ECHO, "echo")
+        for mib in sizes:
+            arr = arrays[mib]
+
+            def fnserve_call() -> None:
+                _check(client.get_result(client.submit(fid, endpoint_id, [arr]), timeout=600), arr)
+
+            record("fnserve", mib, _time(fnserve_call, args.repeats))
+
+    if "htex" not in skip:
+        with bare_htex(args.workers) as ex:
+            for mib in sizes:
+                arr = arrays[mib]
+                record("htex", mib, _time(lambda: _check(ex.submit(echo, {}, arr).result(timeout=600), arr), args.repeats))
+    if "dask" not in skip:
+        try:
+            with dask_client(args.workers) as dc:
+                for mib in sizes:
+                    arr = arrays[mib]
+                    record("dask", mib, _time(lambda: _check(dc.submit(echo, arr, pure=False).result(), arr), args.repeats))
+        except ImportError as exc:
+            results["dask_missing"] = str(exc)
+
+    floor = results["systems"]["raw_tcp"]
+    results["ratio_to_raw_tcp_p50"] = {
+        system: {m: round(v["p50_ms"] / floor[m]["p50_ms"], 2) for m, v in by_size.items()}
+        for system, by_size in results["systems"].items() if system != "raw_tcp"
+    }
+    path = write_results("data_plane", results)
+    print(f"ratios (p50 time / raw TCP): {results['ratio_to_raw_tcp_p50']}\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

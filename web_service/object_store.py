@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import redis
 
@@ -70,6 +70,19 @@ def load_data_key(path: str | os.PathLike[str]) -> bytes:
             return bytes.fromhex(text)
         time.sleep(0.01)
     raise RuntimeError(f"data key file {p} is empty; delete it and restart")
+
+
+def object_backend(settings: Any) -> Any:
+    """The backend ``settings`` name: local disk (the default) or an S3 bucket."""
+    if settings.object_backend == "disk":
+        return LocalDiskBackend(settings.objects_dir)
+    if settings.object_backend == "s3":
+        if not settings.s3_bucket:
+            raise ValueError("FNSERVE_OBJECT_BACKEND=s3 needs FNSERVE_S3_BUCKET")
+        from web_service.object_backends_s3 import S3Backend
+
+        return S3Backend(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    raise ValueError(f"FNSERVE_OBJECT_BACKEND={settings.object_backend!r}: use 'disk' or 's3'")
 
 
 class LocalDiskBackend:
@@ -120,6 +133,9 @@ class LocalDiskBackend:
                     left -= len(piece)
                 yield piece
 
+    def exists(self, object_id: str) -> bool:
+        return self.path(object_id).exists()
+
     def delete(self, object_id: str) -> None:
         try:
             self.path(object_id).unlink()
@@ -164,7 +180,7 @@ return 0
 
 
 class ObjectStore:
-    def __init__(self, r: redis.Redis, backend: LocalDiskBackend, *, quota_bytes: int, max_object_bytes: int,
+    def __init__(self, r: redis.Redis, backend: Any, *, quota_bytes: int, max_object_bytes: int,
                  chunk_bytes: int) -> None:
         self.r = r
         self.backend = backend

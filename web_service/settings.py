@@ -85,6 +85,11 @@ class Settings:
     # HMAC key of task data tokens, shared by the web service and the forwarder (created on
     # first start; every replica must read the same file, or set it through a secret mount).
     data_key_file: str = field(default_factory=lambda: str(fnserve_home() / "service" / "data.key"))
+    # Where objects' bytes live: "disk" (objects_dir) or "s3" (a bucket, through boto3).
+    object_backend: str = "disk"
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""  # an S3-compatible server's URL (empty: AWS)
+    s3_region: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -135,4 +140,8 @@ class Settings:
             object_ttl=float(get("OBJECT_TTL", str(d.object_ttl))),
             max_object_ttl=float(get("MAX_OBJECT_TTL", str(d.max_object_ttl))),
             data_key_file=get("DATA_KEY_FILE", d.data_key_file),
+            object_backend=get("OBJECT_BACKEND", d.object_backend),
+            s3_bucket=get("S3_BUCKET", ""),
+            s3_endpoint_url=get("S3_ENDPOINT_URL", ""),
+            s3_region=get("S3_REGION", ""),
         )

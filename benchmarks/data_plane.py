@@ -26,7 +26,6 @@ import platform
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -126,14 +125,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip", default="", help="comma-separated peers to leave out (htex,dask)")
+    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo_server:
+        listener = socket.create_server(("127.0.0.1", 0))
+        print(listener.getsockname()[1], flush=True)
+        _echo_server(listener)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     arrays = {mib: _array(mib) for mib in sizes}
     results: dict[str, Any] = {
         "benchmark": "data_plane", "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "host": socket.gethostname(), "cpus": os.cpu_count(), "versions": _versions(), "repeats": args.repeats,
-        "sizes_mib": sizes, "systems": {},
+        "sizes_mib": sizes, "systems": {}, "load_average_at_start": os.getloadavg(),
     }
 
     def record(system: str, mib: int, samples: list[float]) -> None:
@@ -143,13 +148,15 @@ def main() -> None:
         print(f"{system:10s} {mib:5d} MiB  p50 {s['p50_ms']:9.1f} ms  p90 {s['p90_ms']:9.1f} ms  "
               f"{s['mib_per_s_p50']:8.1f} MiB/s", flush=True)
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=_echo_server, args=(listener,), daemon=True).start()
-    port = listener.getsockname()[1]
-    for mib in sizes:
-        data = memoryview(arrays[mib]).cast("B")
-        record("raw_tcp", mib, _time(lambda: raw_tcp_round_trip(data, port), args.repeats))
-    listener.close()
+    # The floor's far end is another process, as scp's would be.
+    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server"], stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())  # type: ignore[union-attr]
+    try:
+        for mib in sizes:
+            data = memoryview(arrays[mib]).cast("B")
+            record("raw_tcp", mib, _time(lambda: raw_tcp_round_trip(data, port), args.repeats))
+    finally:
+        server.kill()
 
     with embedded_stack(engine={"max_workers_per_node": args.workers}) as (client, endpoint_id):
         fid = client.register_source(ECHO, "echo")
@@ -180,6 +187,7 @@ def main() -> None:
         system: {m: round(v["p50_ms"] / floor[m]["p50_ms"], 2) for m, v in by_size.items()}
         for system, by_size in results["systems"].items() if system != "raw_tcp"
     }
+    results["load_average_at_end"] = os.getloadavg()
     path = write_results("data_plane", results)
     print(f"ratios (p50 time / raw TCP): {results['ratio_to_raw_tcp_p50']}\nwrote {path}")
 

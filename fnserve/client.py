@@ -21,6 +21,7 @@ with the remote traceback attached (:mod:`fnserve.remote_errors`).
 from __future__ import annotations
 
 import base64
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from fnserve.remote_errors import remote_exception
 from fnserve.client_access import AccessMethods
 from fnserve.data_refs import DEFAULT_REF_THRESHOLD, ObjectRef, by_reference, read_ref
 from fnserve.object_transfer import ObjectStoreClient
+from fnserve.output_files import is_file_output
 from fnserve.transport import Transport
 
 # A json-data header, to check a result the service already sent as JSON against a policy.
@@ -313,6 +315,33 @@ class Client(AccessMethods):
         """
         task = self.wait([task_id], timeout)[0]
         return result_of(task, self.allowed_result_serializers, self.fetch_object)
+
+    def watch_files(self, task_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the task's output files (``{"file", "object_id", "size", "sha256"}``) as the
+        function closes them in ``fnserve.output_dir()``, until the task ends."""
+        for out in self.watch_outputs(task_id, timeout):
+            if is_file_output(out["values"]):
+                yield out["values"]
+
+    def list_files(self, task_id: str) -> list[dict[str, Any]]:
+        """The output files the task has shipped so far (the latest entry per file name)."""
+        files: dict[str, dict[str, Any]] = {}
+        for out in self.get_outputs(task_id)["outputs"]:
+            if not out.get("truncated") and is_file_output(out["values"]):
+                files[out["values"]["file"]] = out["values"]
+        return list(files.values())
+
+    def download_file(self, entry: dict[str, Any], dest: str | os.PathLike[str] = ".") -> str:
+        """Download an output file (an entry of :meth:`watch_files`) into folder ``dest`` under
+        its own name (or to ``dest`` itself if it is not a folder); returns the path written."""
+        name = str(entry["file"])
+        target = os.path.join(dest, name) if os.path.isdir(dest) or str(dest).endswith(os.sep) else os.fspath(dest)
+        if os.path.isabs(name) or ".." in name.split("/"):
+            raise FnserveError(f"output file name {name!r} is not a plain relative path", code="invalid_file_name")
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        ref = ObjectRef(str(entry["object_id"]), int(entry["size"]), str(entry["sha256"]), "file")
+        self.objects.get_to_file(ref, target)
+        return target
 
     @property
     def objects(self) -> ObjectStoreClient:

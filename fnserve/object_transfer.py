@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 import urllib3
@@ -86,6 +87,46 @@ class ObjectStoreClient:
         meta = self.create(len(view), digest, ttl, name)
         self.upload(meta["object_id"], view, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES))
         return ObjectRef(meta["object_id"], len(view), digest, strategy)
+
+    def put_file(self, path: str | os.PathLike[str], name: str | None = None, ttl: float | None = None) -> ObjectRef:
+        """Upload a file as a new object, reading it a chunk at a time (never whole)."""
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while piece := f.read(_READ_BYTES * 4):
+                digest.update(piece)
+            size = f.tell()
+            meta = self.create(size, digest.hexdigest(), ttl, name)
+            chunk = int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES)
+            f.seek(0)
+            offset = 0
+            while True:
+                part = f.read(chunk)
+                answer = self._put_chunk(meta["object_id"], part, offset, size)
+                offset = int(answer["received"])
+                if answer.get("complete") or offset >= size:
+                    break
+                f.seek(offset)
+        return ObjectRef(meta["object_id"], size, digest.hexdigest(), "file")
+
+    def get_to_file(self, ref: ObjectRef, path: str | os.PathLike[str]) -> None:
+        """Download an object into ``path`` (1 MiB at a time), checked against size and SHA-256."""
+        digest = hashlib.sha256()
+        got = 0
+        resp = self._call("GET", f"/v1/objects/{ref.object_id}/data", preload=False)
+        tmp = f"{path}.part"
+        try:
+            with open(tmp, "wb") as f:
+                for piece in resp.stream(_READ_BYTES):
+                    f.write(piece)
+                    digest.update(piece)
+                    got += len(piece)
+        finally:
+            resp.release_conn()
+        if got != ref.size or digest.hexdigest() != ref.sha256:
+            os.unlink(tmp)
+            raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
+                               "or SHA-256 differs)", code="object_corrupt")
+        os.replace(tmp, path)
 
     def upload(self, object_id: str, view: memoryview, chunk_bytes: int, start: int = 0) -> None:
         """Send ``view[start:]`` to an object created for it, resuming after broken connections."""

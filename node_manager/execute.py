@@ -30,7 +30,7 @@ from fnserve.messages import (
     decode_task,
     encode_result,
 )
-from node_manager import running
+from node_manager import output_files, running
 from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
@@ -180,7 +180,10 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.
             with outputs.reporting(task.task_id, task.outputs_address):
-                value = _call_with_walltime(fn, args, kwargs, task.walltime)
+                # Files the function writes in fnserve.output_dir() are shipped as they close,
+                # the last ones before the reports' end marker.
+                with output_files.shipping(task):
+                    value = _call_with_walltime(fn, args, kwargs, task.walltime)
         except WalltimeExceeded:
             error = RemoteError(
                 code="walltime_exceeded",

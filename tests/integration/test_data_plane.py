@@ -204,3 +204,45 @@ def test_an_expired_object_says_so(stack):
     with pytest.raises(FnserveError) as err:
         fc.objects.get(ref)
     assert err.value.code == "object_expired"
+
+
+ANALYSIS = """
+def analysis(go_file, n):
+    import os, time
+    import fnserve
+
+    out = fnserve.output_dir()
+    (out / "frame-000.png").write_bytes(bytes(range(256)) * 4000)
+    deadline = time.time() + 60
+    while not os.path.exists(go_file) and time.time() < deadline:  # the client saw frame 0 first
+        time.sleep(0.05)
+    for i in range(1, n):
+        (out / f"frame-{i:03d}.png").write_bytes(bytes([i]) * 1000)
+    os.makedirs(out / "logs", exist_ok=True)
+    log = open(out / "logs" / "run.txt", "w")
+    log.write("still open when the function returns")
+    return os.path.exists(go_file)
+"""
+
+
+def test_output_files_appear_while_the_function_runs_and_download_intact(stack, tmp_path):
+    fc = stack.client()
+    fid = fc.register_source(ANALYSIS, "analysis")
+    go = tmp_path / "go"
+    task_id = fc.submit(fid, stack.endpoint_id, [str(go), 3])
+    seen = []
+    for entry in fc.watch_files(task_id, timeout=120):
+        seen.append(entry["file"])
+        if entry["file"] == "frame-000.png":
+            # Frame 0 arrived while the function waits for this file: it was shipped live.
+            path = fc.download_file(entry, tmp_path)
+            assert open(path, "rb").read() == bytes(range(256)) * 4000
+            go.write_text("go")
+    assert fc.get_result(task_id, timeout=60) is True
+    assert seen[0] == "frame-000.png"
+    assert set(seen) == {"frame-000.png", "frame-001.png", "frame-002.png", "logs/run.txt"}
+    listed = {f["file"]: f for f in fc.list_files(task_id)}
+    assert fc.download_file(listed["logs/run.txt"], tmp_path / "run.txt") == str(tmp_path / "run.txt")
+    assert (tmp_path / "run.txt").read_text() == "still open when the function returns"
+    out = stack.cli("get", task_id, "--dir", str(tmp_path / "all"))
+    assert (tmp_path / "all" / "frame-002.png").read_bytes() == bytes([2]) * 1000, out.stdout

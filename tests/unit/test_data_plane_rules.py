@@ -150,3 +150,22 @@ def test_a_data_token_lives_while_its_task_runs_and_a_grace_after():
     assert not data_token_live("success", 30.0, now=100.0, grace=60)
     assert not data_token_live("failed", None, now=100.0)
     assert not data_token_live(None, None, now=100.0)
+
+
+def test_output_files_are_shipped_again_only_when_they_changed():
+    from fnserve.output_files import files_to_ship, is_file_output
+
+    shipped = {"a.png": (10, 1), "b.png": (10, 1)}
+    now = {"a.png": (10, 1), "b.png": (12, 2), "logs/c.txt": (1, 3)}
+    assert files_to_ship(now, shipped) == ["b.png", "logs/c.txt"]
+    assert files_to_ship({}, shipped) == []
+    assert is_file_output({"file": "a.png", "object_id": "x" * 32, "size": 1, "sha256": "y"})
+    assert not is_file_output({"step": 3})
+
+
+def test_output_dir_outside_a_worker_is_a_local_folder(tmp_path, monkeypatch):
+    import fnserve
+
+    monkeypatch.chdir(tmp_path)
+    assert fnserve.output_dir() == tmp_path / "fnserve-outputs" or fnserve.output_dir().resolve() == tmp_path / "fnserve-outputs"
+    assert (tmp_path / "fnserve-outputs").is_dir()

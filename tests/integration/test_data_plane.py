@@ -115,6 +115,11 @@ def test_another_os_account_with_a_made_up_data_token_is_refused(stack, attacker
     for token in ("", "fnsd1.0123.forged", f"fnsd1.{ref.object_id}.AAAA", "fns_notarealtoken"):
         out = attacker.python(code, url, token)
         assert out.stdout.startswith("401"), (token, out.stdout, out.stderr)
+    # Nor are the bytes readable on the service host's disk.
+    path = stack.home / "service" / "objects" / ref.object_id[:2] / ref.object_id
+    assert path.read_bytes() == b"x" * 4096  # the check can fail: this is where the bytes are
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert not attacker.can_read(path)
 
 
 def test_a_task_data_token_acts_for_its_owner_only_and_only_while_the_task_runs(stack, other_token):

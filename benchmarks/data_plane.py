@@ -99,6 +99,26 @@ def raw_tcp_round_trip(data: bytes | memoryview, port: int) -> None:
             got += s.recv_into(view[got:], min(size - got, 4 * MIB))
 
 
+def _peak_rss_mib(pid: int | None) -> float:
+    """Largest single-process peak RSS (VmHWM) of ``pid`` and its children (gunicorn's workers)."""
+    if pid is None:
+        return -1.0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    peak = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                peak = max(peak, next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")))
+        except (OSError, StopIteration):
+            continue
+    return round(peak / 1024, 1)
+
+
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -167,6 +187,13 @@ def main() -> None:
                 _check(client.get_result(client.submit(fid, endpoint_id, [arr]), timeout=600), arr)
 
             record("fnserve", mib, _time(fnserve_call, args.repeats))
+        # The service's processes must not hold whole objects: their peak RSS (VmHWM) after the
+        # largest round trips, next to the largest payload.
+        from fnserve.cli import stack
+
+        procs = stack.processes()
+        results["service_peak_rss_mib"] = {name: _peak_rss_mib(procs[name].pid()) for name in ("web", "forwarder", "redis")}
+        print(f"service peak RSS (MiB): {results['service_peak_rss_mib']}", flush=True)
 
     if "htex" not in skip:
         with bare_htex(args.workers) as ex:

@@ -189,6 +189,14 @@ def _op(summary: str, status: str, response: Schema, *, body: Schema | None = No
     return op
 
 
+def _bytes_answer(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` answering raw bytes: 200 whole, 206 a range."""
+    raw = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    op["responses"]["200"] = {"description": "the object's bytes", "content": raw}
+    op["responses"]["206"] = {"description": "the requested range of the object's bytes", "content": raw}
+    return op
+
+
 def _path_param(name: str) -> Schema:
     # Any text fits the route; the service answers 404 for unknown ids.
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
@@ -322,7 +330,7 @@ PATHS: dict[str, Any] = {
     "/v1/objects": {"post": _op("create an object in the object store (then PUT its bytes)", "201", _ref("Object"),
                                 body=_obj({"size": {"type": "integer", "minimum": 0},
                                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                           "ttl": {"type": "number", "exclusiveMinimum": 0}, "name": _str(256)},
+                                           "ttl": {"type": "number", "minimum": 0, "exclusiveMinimum": True}, "name": _str(256)},
                                           ["size", "sha256"]))},
     "/v1/objects/{object_id}": {
         "get": _op("an object's metadata (owner, or a worker of the owner's task)", "200", _ref("Object"),
@@ -330,8 +338,9 @@ PATHS: dict[str, Any] = {
         "delete": _op("delete an object", "200", _deleted("object_id"), params=[_path_param("object_id")]),
     },
     "/v1/objects/{object_id}/data": {
-        "get": {**_op("an object's bytes (application/octet-stream; Range resumes)", "200", {"type": "string"},
-                      params=[_path_param("object_id")])},
+        "get": _bytes_answer(_op("an object's bytes (Range: bytes=START- resumes)", "200", {"type": "string"},
+                                 params=[_path_param("object_id"), {"name": "Range", "in": "header", "required": False,
+                                                                    "schema": {"type": "string"}}])),
         "put": {**_op("one upload chunk (Content-Range: bytes START-LAST/SIZE; application/octet-stream body)",
                       "200", _ref("Object"), params=[_path_param("object_id")]),
                 "requestBody": {"required": True, "content": {"application/octet-stream": {

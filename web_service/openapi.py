@@ -258,7 +258,8 @@ PATHS: dict[str, Any] = {
     "/v1/usage": {"get": _op("the caller's usage totals, and per owned endpoint", "200", _obj({
         "since": {"type": "string"}, "until": {"type": "string"}, "user": _TOTALS,
         "endpoints": {"type": "array", "items": _TOTALS},
-    }, ["since", "until", "user", "endpoints"]), params=[
+        "objects": _obj({"bytes": {"type": "integer"}, "quota_bytes": {"type": "integer"}}, ["bytes", "quota_bytes"]),
+    }, ["since", "until", "user", "endpoints", "objects"]), params=[
         {"name": n, "in": "query", "required": False, "schema": {"type": "string"},
          "description": "ISO 8601 time or unix seconds"} for n in ("since", "until")])},
     "/v1/functions": {

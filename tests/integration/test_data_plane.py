@@ -180,8 +180,13 @@ def test_an_upload_resumes_where_the_service_stands(stack):
     assert out.stdout == data[1000:2000]
 
 
-def test_quota_and_size_errors_say_what_to_do(stack):
-    fc = stack.client()
+def test_quota_and_size_errors_say_what_to_do(stack, other_token):
+    fc = Client(stack.url, other_token)
+    before = fc.usage()["objects"]
+    ref = fc.objects.put(b"z" * 5000, strategy="dill-data")
+    assert fc.usage()["objects"] == {"bytes": before["bytes"] + 5000, "quota_bytes": before["quota_bytes"]}
+    fc.objects.delete(ref.object_id)
+    assert fc.usage()["objects"]["bytes"] == before["bytes"]
     with pytest.raises(FnserveError) as err:
         fc.objects.create(10**15, "0" * 64)
     assert err.value.code == "object_too_large" and err.value.http_status == 413

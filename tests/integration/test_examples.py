@@ -172,8 +172,10 @@ def test_large_data_notebook_round_trips_an_array_by_reference_and_gets_frames_w
     nb = run_notebook("large_data.ipynb", stack, tmp_path, monkeypatch)
     text = stream_text(nb)
     assert "sent 256 MiB, got 256 MiB back" in text, text
-    assert "mean +0.0000, std 1.0000" in text, text
     import re
+
+    stats = re.search(r"mean (\S+), std (\S+)", text)
+    assert stats and abs(float(stats[1])) < 1e-3 and abs(float(stats[2]) - 1) < 1e-3, text
 
     stored = re.search(r"result as stored by the service: (\d+) bytes", text)
     assert stored and int(stored[1]) < 1024, text  # a reference, not 256 MiB of base64

@@ -14,24 +14,24 @@ In one run, on this machine, for each size (MiB):
   serialization), like scp without encryption.
 
 Each is timed from the call to the result in hand; percentiles over ``--repeats`` and the ratio
-of each to the floor. The result file records commit, date, host and versions.
+of each to the floor. The result file records commit, date, host, CPU, load and versions
+(``meta``), and the service processes' peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import embedded_stack, summarize, write_results  # noqa: E402
-from peers import bare_htex, dask_client  # noqa: E402
+from common import embedded_stack, summarize, write_results
+from peers import bare_htex, dask_client
 
 MIB = 1024 * 1024
 
@@ -119,26 +119,6 @@ def _peak_rss_mib(pid: int | None) -> float:
     return round(peak / 1024, 1)
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("fnserve", "parsl", "numpy", "dask", "distributed", "pyzmq", "gunicorn"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "absent"
-    return out
-
-
-def _commit() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, check=False).stdout.strip()
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,100", help="MiB, comma-separated (1 GiB: 1024)")
@@ -155,10 +135,10 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     arrays = {mib: _array(mib) for mib in sizes}
+    # Commit, date, host, CPU, load and versions go under "meta" (common.write_results).
     results: dict[str, Any] = {
-        "benchmark": "data_plane", "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "host": socket.gethostname(), "cpus": os.cpu_count(), "versions": _versions(), "repeats": args.repeats,
-        "sizes_mib": sizes, "systems": {}, "load_average_at_start": os.getloadavg(),
+        "benchmark": "data_plane", "repeats": args.repeats, "sizes_mib": sizes, "systems": {},
+        "load_average_at_start": os.getloadavg(),
     }
 
     def record(system: str, mib: int, samples: list[float]) -> None:
@@ -174,7 +154,7 @@ def main() -> None:
     try:
         for mib in sizes:
             data = memoryview(arrays[mib]).cast("B")
-            record("raw_tcp", mib, _time(lambda: raw_tcp_round_trip(data, port), args.repeats))
+            record("raw_tcp", mib, _time(lambda data=data: raw_tcp_round_trip(data, port), args.repeats))
     finally:
         server.kill()
 
@@ -183,7 +163,7 @@ def main() -> None:
         for mib in sizes:
             arr = arrays[mib]
 
-            def fnserve_call() -> None:
+            def fnserve_call(arr: Any = arr) -> None:
                 _check(client.get_result(client.submit(fid, endpoint_id, [arr]), timeout=600), arr)
 
             record("fnserve", mib, _time(fnserve_call, args.repeats))
@@ -199,13 +179,13 @@ def main() -> None:
         with bare_htex(args.workers) as ex:
             for mib in sizes:
                 arr = arrays[mib]
-                record("htex", mib, _time(lambda: _check(ex.submit(echo, {}, arr).result(timeout=600), arr), args.repeats))
+                record("htex", mib, _time(lambda arr=arr: _check(ex.submit(echo, {}, arr).result(timeout=600), arr), args.repeats))
     if "dask" not in skip:
         try:
             with dask_client(args.workers) as dc:
                 for mib in sizes:
                     arr = arrays[mib]
-                    record("dask", mib, _time(lambda: _check(dc.submit(echo, arr, pure=False).result(), arr), args.repeats))
+                    record("dask", mib, _time(lambda arr=arr: _check(dc.submit(echo, arr, pure=False).result(), arr), args.repeats))
         except ImportError as exc:
             results["dask_missing"] = str(exc)
 

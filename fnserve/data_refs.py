@@ -47,7 +47,7 @@ class ObjectRef:
         return f"fns1 {REF} {python}\n{body}".encode()
 
 
-def read_ref(buf: bytes | memoryview) -> ObjectRef | None:
+def read_ref(buf: bytes | bytearray | memoryview) -> ObjectRef | None:
     """The reference in ``buf`` if it is a reference buffer, else ``None`` (no I/O, no loading)."""
     head = bytes(buf[:64])
     end = head.find(b"\n")

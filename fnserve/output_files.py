@@ -20,8 +20,8 @@ folder ``fnserve-outputs`` (created), so the function runs unchanged on a laptop
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # Set by the node manager while a task with an object store runs.
 _provider: Callable[[], Path] | None = None

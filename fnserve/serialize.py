@@ -64,7 +64,7 @@ def _header(strategy: str) -> bytes:
     return f"{MAGIC} {strategy} {PYTHON_VERSION}\n".encode("ascii")
 
 
-def parse_header(buf: bytes) -> Header:
+def parse_header(buf: bytes | bytearray) -> Header:
     """Read and check the header of ``buf`` without touching its body.
 
     Raises :class:`SerializationError` (code ``not_fnserve_format``) when ``buf`` is not a
@@ -138,7 +138,7 @@ def data_only(policy: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in (policy if policy is not None else STRATEGIES) if s != DILL_DATA)
 
 
-def check_allowed(buf: bytes, allowed: tuple[str, ...] | list[str] | None, what: str) -> Header:
+def check_allowed(buf: bytes | bytearray, allowed: tuple[str, ...] | list[str] | None, what: str) -> Header:
     """``buf``'s header, if its strategy is in ``allowed``; else ``serializer_not_allowed``.
 
     Reads only the header: a refused buffer is never loaded.

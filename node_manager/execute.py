@@ -179,11 +179,10 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     with fd_capture, capture:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.
-            with outputs.reporting(task.task_id, task.outputs_address):
-                # Files the function writes in fnserve.output_dir() are shipped as they close,
-                # the last ones before the reports' end marker.
-                with output_files.shipping(task):
-                    value = _call_with_walltime(fn, args, kwargs, task.walltime)
+            # Files the function writes in fnserve.output_dir() are shipped as they close, the
+            # last ones before the reports' end marker.
+            with outputs.reporting(task.task_id, task.outputs_address), output_files.shipping(task):
+                value = _call_with_walltime(fn, args, kwargs, task.walltime)
         except WalltimeExceeded:
             error = RemoteError(
                 code="walltime_exceeded",

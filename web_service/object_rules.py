@@ -18,7 +18,14 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from fnserve.errors import BadRequest, Conflict, FnserveError, Forbidden, NotFound, PayloadTooLarge
+from fnserve.errors import (
+    BadRequest,
+    Conflict,
+    FnserveError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+)
 
 DATA_TOKEN_PREFIX = "fnsd1."
 # Seconds after its task finished that a data token still works (the worker uploads the result

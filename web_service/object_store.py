@@ -32,7 +32,13 @@ from typing import IO, Any
 import redis
 
 from fnserve.errors import BadRequest
-from web_service.object_rules import ObjectMeta, Principal, check_access, check_chunk, check_new_object
+from web_service.object_rules import (
+    ObjectMeta,
+    Principal,
+    check_access,
+    check_chunk,
+    check_new_object,
+)
 
 P = "fns:"
 TOMBSTONE_SECONDS = 24 * 3600

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,7 +246,7 @@ def test_output_files_appear_while_the_function_runs_and_download_intact(stack, 
         if entry["file"] == "frame-000.png":
             # Frame 0 arrived while the function waits for this file: it was shipped live.
             path = fc.download_file(entry, tmp_path)
-            assert open(path, "rb").read() == bytes(range(256)) * 4000
+            assert Path(path).read_bytes() == bytes(range(256)) * 4000
             go.write_text("go")
     assert fc.get_result(task_id, timeout=60) is True
     assert seen[0] == "frame-000.png"

@@ -45,7 +45,7 @@ def moto_s3():
         try:
             s3.list_buckets()
             break
-        except Exception:
+        except Exception:  # noqa: BLE001 - not up yet (connection refused, or answering 5xx)
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 pytest.fail("moto's S3 server did not start")

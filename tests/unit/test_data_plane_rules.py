@@ -26,7 +26,8 @@ REF = ObjectRef("a" * 32, 123, "b" * 64, "dill-data")
 
 
 def meta(**kw):
-    base = dict(object_id="a" * 32, owner="alice", size=100, sha256="b" * 64, received=0, complete=False, expires=1e12)
+    base = {"object_id": "a" * 32, "owner": "alice", "size": 100, "sha256": "b" * 64, "received": 0, "complete": False,
+            "expires": 1e12}
     return ObjectMeta(**{**base, **kw})
 
 

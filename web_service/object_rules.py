@@ -48,6 +48,8 @@ class Principal:
 
     user_id: str
     task_id: str | None = None
+    # For a task: the objects its arguments name (besides those it made itself).
+    objects: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class ObjectMeta:
     complete: bool
     expires: float
     gone: bool = False
+    task: str | None = None  # the task whose worker made it
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -68,7 +71,8 @@ class ObjectMeta:
 def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: float) -> ObjectMeta:
     """``meta`` if ``who`` may use the object; else the error to answer with.
 
-    Unknown: 404 ``object_not_found``; another user's: 403 ``forbidden``; past its TTL:
+    Unknown: 404 ``object_not_found``; another user's, or for a task's data token one its task neither names
+    in its arguments nor made: 403 ``forbidden``; past its TTL:
     410 ``object_expired``. The owner's check comes first, so another user learns nothing about
     an object's life.
     """
@@ -77,6 +81,10 @@ def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: f
                        details={"object_id": object_id})
     if meta.owner != who.user_id:
         raise Forbidden(f"object {object_id!r} belongs to another user",
+                        details={"object_id": object_id})
+    if who.task_id is not None and meta.task != who.task_id and object_id not in who.objects:
+        # A worker reaches what its task names and what it made, not the owner's other objects.
+        raise Forbidden(f"object {object_id!r} is not one task {who.task_id} names or made",
                         details={"object_id": object_id})
     if meta.gone or meta.expires <= now:
         raise Gone(f"object {object_id!r} expired (its TTL passed) and its bytes were deleted; upload it again",

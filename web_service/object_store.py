@@ -205,7 +205,7 @@ class ObjectStore:
             return None
         return ObjectMeta(object_id=object_id, owner=h["owner"], size=int(h["size"]), sha256=h["sha256"],
                           received=int(h.get("received", 0)), complete=h.get("complete") == "1",
-                          expires=float(h["expires"]), gone=h.get("gone") == "1")
+                          expires=float(h["expires"]), gone=h.get("gone") == "1", task=h.get("task"))
 
     def get(self, object_id: str, who: Principal) -> ObjectMeta:
         return check_access(self.meta(object_id), object_id, who, time.time())

@@ -2,7 +2,8 @@
 
 Keys (all prefixed by ``fns:``)::
 
-    task:{id}            hash: owner, function_id, endpoint_id, state, payload, arg_bytes (its
+    task:{id}            hash: owner, function_id, endpoint_id, state, payload, arg_ref (the
+                         object holding the arguments, when passed by reference), arg_bytes (its
                          size, kept after the payload is dropped), t_* timestamps, result fields
                          once finished (expires ``result_ttl`` after finishing)
     submitted:{user}     stream: the user's submission log, one entry per submitted batch with
@@ -47,11 +48,13 @@ from typing import Any, Iterable
 import msgspec
 import redis
 
+from fnserve.data_refs import read_ref
 from fnserve.messages import EndpointStatus, ResultMessage, TaskMessage
 from fnserve.serialize import data_only
 from fnserve.states import TERMINAL, TaskState
 
 P = "fns:"
+_REF_PREFIX = b"fns1 ref "
 WAKE_CHANNEL = P + "wake"
 # A wake message is an endpoint id (tasks to dispatch) or CANCEL_WAKE + an endpoint id (dispatched
 # tasks were cancelled: the forwarder reads the endpoint's cancel list only then).
@@ -456,6 +459,12 @@ class TaskStore:
                 "state": TaskState.WAITING.value, "payload": t.payload, "t_submitted": now,
                 "arg_bytes": len(t.payload),
             }
+            if t.payload.startswith(_REF_PREFIX):
+                # Arguments by reference: the one object the task's data token may read besides
+                # those its worker makes (web_service.object_rules.check_access).
+                ref = read_ref(t.payload)
+                if ref is not None:
+                    fields["arg_ref"] = ref.object_id
             if t.runtime:
                 fields["runtime"] = t.runtime
             if t.walltime is not None:

@@ -122,33 +122,39 @@ def test_another_os_account_with_a_made_up_data_token_is_refused(stack, attacker
     assert not attacker.can_read(path)
 
 
-def test_a_task_data_token_acts_for_its_owner_only_and_only_while_the_task_runs(stack, other_token):
+def test_a_task_data_token_reaches_its_arguments_and_what_it_made_only_while_the_task_runs(stack, store_redis, other_token):
     """The token a worker gets with alice's task (minted here with the service's data key, as the
-    forwarder does) reads alice's objects, not mallory's, and stops working once the task ended."""
+    forwarder does) reads the object holding that task's arguments and the objects it creates;
+    not alice's other objects, not mallory's; and stops working once the task ended."""
     from web_service.object_rules import TOKEN_GRACE, mint_data_token
     from web_service.object_store import load_data_key
 
     alice, mallory = stack.client(), Client(stack.url, other_token)
-    mine = alice.objects.put(b"alice's data" * 100, strategy="dill-data")
+    other = alice.objects.put(b"alice's other data" * 100, strategy="dill-data")
     theirs = mallory.objects.put(b"mallory's data" * 100, strategy="dill-data")
     fid = register_double(alice)
-    task_id = alice.submit(fid, stack.endpoint_id, [1])
-    alice.get_result(task_id, timeout=60)
+    task_id = alice.submit(fid, stack.endpoint_id, [np.ones(5 * MIB // 8)])  # arguments by reference
+    alice.get_result(task_id, timeout=120)
+    arg_ref = store_redis.hget(f"fns:task:{task_id}", "arg_ref").decode()
+    args = alice.objects.info(arg_ref)
     key = load_data_key(stack.home / "service" / "data.key")
     as_task = Client(stack.url, mint_data_token(key, task_id)).objects
-    assert bytes(as_task.get(mine)) == b"alice's data" * 100  # within the grace after the task ended
+    # Within the grace after the task ended: its arguments, and an object it makes.
+    assert as_task.info(arg_ref)["sha256"] == args["sha256"]
+    made = as_task.put(b"made by the task", strategy="dill-data")
+    assert bytes(as_task.get(made)) == b"made by the task" and bytes(alice.objects.get(made)) == b"made by the task"
+    for ref in (other, theirs):
+        with pytest.raises(FnserveError) as err:
+            as_task.get(ref)
+        assert err.value.code == "forbidden"
     with pytest.raises(FnserveError) as err:
-        as_task.get(theirs)
-    assert err.value.code == "forbidden"
-    with pytest.raises(FnserveError) as err:
-        Client(stack.url, mint_data_token(b"not the service key" * 2, task_id)).objects.get(mine)
+        Client(stack.url, mint_data_token(b"not the service key" * 2, task_id)).objects.info(arg_ref)
     assert err.value.code == "invalid_token" and err.value.http_status == 401
     # Past the grace the token is dead (the task finished TOKEN_GRACE seconds ago).
     finished = float(alice.get_task(task_id)["timestamps"]["finished"])
-    r = redis.Redis.from_url(redis_auth(stack.home / "service").socket_url())
-    r.hset(f"fns:task:{task_id}", "t_finished", repr(finished - TOKEN_GRACE - 1))
+    store_redis.hset(f"fns:task:{task_id}", "t_finished", repr(finished - TOKEN_GRACE - 1))
     with pytest.raises(FnserveError) as err:
-        as_task.get(mine)
+        as_task.info(arg_ref)
     assert err.value.code == "invalid_token"
 
 

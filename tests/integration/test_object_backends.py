@@ -125,7 +125,8 @@ def test_only_the_owner_touches_an_object(store):
         with pytest.raises(FnserveError) as err:
             attempt()
         assert err.value.code == "forbidden"
-    assert store.get(meta.object_id, Principal("alice", task_id="t1")).complete  # a worker of alice's task
+    # A worker of alice's task whose arguments name it.
+    assert store.get(meta.object_id, Principal("alice", task_id="t1", objects=frozenset({meta.object_id}))).complete
 
 
 def test_expired_objects_are_swept_and_say_so(store):

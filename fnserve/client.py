@@ -21,6 +21,7 @@ with the remote traceback attached (:mod:`fnserve.remote_errors`).
 from __future__ import annotations
 
 import base64
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from fnserve.errors import FnserveError, RemoteExecutionError, SerializationErro
 from fnserve.remote_errors import remote_exception
 from fnserve.client_access import AccessMethods
 from fnserve.client_triggers import TriggerMethods
+from fnserve.data_refs import DEFAULT_REF_THRESHOLD, ObjectRef, by_reference, read_ref
+from fnserve.object_transfer import ObjectStoreClient
+from fnserve.output_files import is_file_output
 from fnserve.transport import Transport
 
 # A json-data header, to check a result the service already sent as JSON against a policy.
@@ -57,12 +61,13 @@ class Batch:
     task_group_id: str | None = None
     resource_specification: dict[str, Any] | None = None
     json_results: bool = False  # the client refuses dill results: ask for JSON
+    reference: Callable[[bytes], bytes] | None = None  # large payloads by reference (the client's)
 
     def add(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
             runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
             max_retries: int | None = None) -> None:
         self.tasks.append(_task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                                     self.json_results, max_retries=max_retries, task_group_id=self.task_group_id,
+                                     self.json_results, self.reference, max_retries=max_retries, task_group_id=self.task_group_id,
                                      resource_specification=self.resource_specification))
 
     def __len__(self) -> int:
@@ -71,14 +76,18 @@ class Batch:
 
 def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                runtime: str | None, walltime: float | None, serializer: str | None, json_results: bool = False,
-               **options: Any) -> dict[str, Any]:
+               reference: Callable[[bytes], bytes] | None = None, **options: Any) -> dict[str, Any]:
     """One task of a ``POST /v1/tasks`` body. ``json_results``: ask for a JSON result (a client
-    that refuses dill results). ``options``: ``max_retries``, ``task_group_id``,
+    that refuses dill results). ``reference``: what turns a large payload into a reference
+    buffer (``Client._by_reference``). ``options``: ``max_retries``, ``task_group_id``,
     ``resource_specification`` (left out when None)."""
+    payload = serialize.serialize_args(args, kwargs, strategy=serializer or serialize.DILL_DATA)
+    if reference is not None:
+        payload = reference(payload)
     spec: dict[str, Any] = {
         "function_id": str(function_id),
         "endpoint_id": str(endpoint_id),
-        "payload": _b64(serialize.serialize_args(args, kwargs, strategy=serializer or serialize.DILL_DATA)),
+        "payload": _b64(payload),
         "result_format": "json" if serializer == serialize.JSON_DATA or json_results else "python",
     }
     if runtime:
@@ -93,7 +102,8 @@ class Client(AccessMethods, TriggerMethods):
     """A connection to an fnserve service, acting as one user."""
 
     def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
-                 config: ClientConfig | None = None, allowed_result_serializers: Iterable[str] | None = None):
+                 config: ClientConfig | None = None, allowed_result_serializers: Iterable[str] | None = None,
+                 ref_threshold: int | None = DEFAULT_REF_THRESHOLD, object_ttl: float | None = None):
         """``token`` overrides the configured one. With a Globus login (``fnserve login``) or
         ``FNSERVE_CLIENT_ID``/``FNSERVE_CLIENT_SECRET`` set, tokens come from globus-sdk and are
         renewed when they expire.
@@ -101,7 +111,12 @@ class Client(AccessMethods, TriggerMethods):
         ``allowed_result_serializers``: the strategies this client loads results from, e.g.
         ``["json-data"]`` when the endpoint's owner is not someone you trust with your process:
         a dill result is code the endpoint chose. Others are refused (``serializer_not_allowed``)
-        without being loaded, and tasks ask for JSON results."""
+        without being loaded, and tasks ask for JSON results.
+
+        ``ref_threshold``: arguments whose serialized size passes it (bytes; default 4 MiB) are
+        uploaded to the service's object store and the task carries a reference (None: never;
+        they are then limited to the inline ``max_payload_bytes``). ``object_ttl``: seconds
+        such uploads live (default: the service's). Results are resolved the same way."""
         self.allowed_result_serializers = serialize.parse_policy(
             None if allowed_result_serializers is None else list(allowed_result_serializers), "allowed_result_serializers")
         cfg = config or ClientConfig.load()
@@ -112,6 +127,9 @@ class Client(AccessMethods, TriggerMethods):
         self.transport = Transport(self.service_url, token or (None if refresh else cfg.token), timeout=timeout,
                                    refresh_token=refresh)
         self._limits: dict[str, int] | None = None
+        self.ref_threshold = ref_threshold
+        self.object_ttl = object_ttl
+        self._objects: ObjectStoreClient | None = None
 
     # -- service --------------------------------------------------------------------------------
 
@@ -243,13 +261,14 @@ class Client(AccessMethods, TriggerMethods):
         ``max_retries`` (reruns after a lost worker; default: the endpoint's setting),
         ``task_group_id`` and ``resource_specification`` (a JSON object for the endpoint)."""
         spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                          self._json_results, max_retries=max_retries, task_group_id=task_group_id,
+                          self._json_results, self._by_reference, max_retries=max_retries, task_group_id=task_group_id,
                           resource_specification=resource_specification)
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
 
     def create_batch(self, task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None) -> Batch:
         return Batch(task_group_id=None if task_group_id is None else str(task_group_id),
-                     resource_specification=resource_specification, json_results=self._json_results)
+                     resource_specification=resource_specification, json_results=self._json_results,
+                     reference=self._by_reference)
 
     def batch_run(self, batch: Batch, *, atomic: bool = True) -> list[Any]:
         """Submit a whole batch in one request; returns task ids in the order added.
@@ -296,7 +315,56 @@ class Client(AccessMethods, TriggerMethods):
         Raises :class:`TaskPending` if ``timeout`` seconds pass first.
         """
         task = self.wait([task_id], timeout)[0]
-        return result_of(task, self.allowed_result_serializers)
+        return result_of(task, self.allowed_result_serializers, self.fetch_object)
+
+    def watch_files(self, task_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the task's output files (``{"file", "object_id", "size", "sha256"}``) as the
+        function closes them in ``fnserve.output_dir()``, until the task ends."""
+        for out in self.watch_outputs(task_id, timeout):
+            if is_file_output(out["values"]):
+                yield out["values"]
+
+    def list_files(self, task_id: str) -> list[dict[str, Any]]:
+        """The output files the task has shipped so far (the latest entry per file name)."""
+        files: dict[str, dict[str, Any]] = {}
+        for out in self.get_outputs(task_id)["outputs"]:
+            if not out.get("truncated") and is_file_output(out["values"]):
+                files[out["values"]["file"]] = out["values"]
+        return list(files.values())
+
+    def download_file(self, entry: dict[str, Any], dest: str | os.PathLike[str] = ".") -> str:
+        """Download an output file (an entry of :meth:`watch_files`) into folder ``dest`` under
+        its own name (or to ``dest`` itself if it is not a folder); returns the path written."""
+        name = str(entry["file"])
+        target = os.path.join(dest, name) if os.path.isdir(dest) or str(dest).endswith(os.sep) else os.fspath(dest)
+        if os.path.isabs(name) or ".." in name.split("/"):
+            raise FnserveError(f"output file name {name!r} is not a plain relative path", code="invalid_file_name")
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        ref = ObjectRef(str(entry["object_id"]), int(entry["size"]), str(entry["sha256"]), "file")
+        self.objects.get_to_file(ref, target)
+        return target
+
+    @property
+    def objects(self) -> ObjectStoreClient:
+        """The service's object store as this user (``put``, ``get``, ``info``, ``delete``)."""
+        if self._objects is None:
+            if self.transport.refresh_token is not None and not self.transport.token:
+                self.transport.token = self.transport.refresh_token()
+            self._objects = ObjectStoreClient(self.service_url, self.transport.token or "", pool=self.transport.pool)
+        self._objects.token = self.transport.token or ""
+        return self._objects
+
+    def _by_reference(self, payload: bytes) -> bytes:
+        """``payload``, or a reference to it in the object store when it is over ``ref_threshold``."""
+        if not by_reference(len(payload), self.ref_threshold):
+            return payload
+        header = serialize.parse_header(payload)
+        ref = self.objects.put(payload, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
+        return ref.to_buffer(serialize.PYTHON_VERSION)
+
+    def fetch_object(self, ref: ObjectRef) -> bytearray:
+        """The bytes a reference names (checked against its size and SHA-256)."""
+        return self.objects.get(ref)
 
     def get_batch_result(self, task_ids: list[str], timeout: float = 0.0) -> dict[str, dict[str, Any]]:
         """The status of many tasks at once, as Globus Compute's method of the same name answers:
@@ -312,11 +380,11 @@ class Client(AccessMethods, TriggerMethods):
 
     def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
         """Run and wait for the result, in one request while it finishes within a long-poll."""
-        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results)
+        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference)
         answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):
-            return result_of(task, self.allowed_result_serializers)
+            return result_of(task, self.allowed_result_serializers, self.fetch_object)
         return self.get_result(task["task_id"])
 
     @property
@@ -409,11 +477,14 @@ def _status_entry(task: dict[str, Any], allowed: tuple[str, ...] | None = None) 
     return entry
 
 
-def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -> Any:
+def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None,
+              fetch: Callable[[ObjectRef], bytearray] | None = None) -> Any:
     """The value of a finished task object from the REST API, or the error it ended with.
 
     ``allowed``: the serializer strategies to load a result from (None: any); another one raises
     :class:`~fnserve.errors.SerializationError` (``serializer_not_allowed``) unloaded.
+    ``fetch``: downloads a result passed by reference (``Client.fetch_object``); without it
+    such a result raises ``unresolved_reference``.
     """
     state = task["state"]
     if state == "success":
@@ -422,8 +493,12 @@ def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -> A
             return task["result_json"]
         if not task.get("result"):
             return None
-        buf = base64.b64decode(task["result"])
+        buf: bytes | bytearray = base64.b64decode(task["result"])
         serialize.check_allowed(buf, allowed, f"the result of task {task['task_id']}")
+        ref = read_ref(buf)
+        if ref is not None and fetch is not None:
+            buf = fetch(ref)
+            serialize.check_allowed(bytes(buf[:64]), allowed, f"the result of task {task['task_id']}")
         return serialize.deserialize_data(buf)
     error = task.get("error") or {}
     if state == "failed" and error.get("code") == "user_exception":

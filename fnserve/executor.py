@@ -160,7 +160,8 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("no endpoint: pass endpoint_id to Executor() or set ex.endpoint_id")
         try:
             spec = _task_spec(str(function_id), self.endpoint_id, tuple(args or ()), kwargs, self.runtime, self.walltime,
-                              None, self.client._json_results, max_retries=self.max_retries, task_group_id=self.task_group_id,
+                              None, self.client._json_results, getattr(self.client, "_by_reference", None),
+                              max_retries=self.max_retries, task_group_id=self.task_group_id,
                               resource_specification=self.resource_specification)
         except Exception as exc:  # noqa: BLE001 - e.g. arguments dill cannot serialize
             return self._failed(exc)

@@ -105,9 +105,11 @@ def resolve(future: TaskFuture, task: dict[str, Any]) -> None:
     if future.done():
         return
     # The client's allowed_result_serializers hold for futures too.
-    allowed = future._pipeline.client.allowed_result_serializers if future._pipeline is not None else None
+    client = future._pipeline.client if future._pipeline is not None else None
+    allowed = client.allowed_result_serializers if client is not None else None
     try:
-        value = result_of(task, allowed)
+        # A result passed by reference is downloaded here, in the thread resolving futures.
+        value = result_of(task, allowed, getattr(client, "fetch_object", None))
     except TaskCancelled:
         cancel_locally(future)
         return

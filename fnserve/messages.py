@@ -71,6 +71,12 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     # What the submitter asked of the resources (a JSON object, e.g. {"num_nodes": 2}); the
     # service records and forwards it, the endpoint decides what it means.
     resource_specification: dict[str, Any] | None = None
+    # The data plane (docs/data.md): the service's URL and this task's data token, with which
+    # the worker downloads arguments passed by reference and uploads a large result; and the
+    # size above which a result goes by reference (None: fnserve.data_refs' default).
+    data_url: str | None = None
+    data_token: str | None = None
+    ref_threshold: int | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -44,6 +44,9 @@ DATA_STRATEGIES = (DILL_DATA, JSON_DATA)
 STRATEGIES = CODE_STRATEGIES + DATA_STRATEGIES
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 _MAX_HEADER = 64
+# A reference to a payload held in the object store (fnserve.data_refs); not a policy name: a
+# policy is checked against the strategy the reference declares for the stored buffer.
+REF = "ref"
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def _header(strategy: str) -> bytes:
     return f"{MAGIC} {strategy} {PYTHON_VERSION}\n".encode("ascii")
 
 
-def parse_header(buf: bytes) -> Header:
+def parse_header(buf: bytes | bytearray) -> Header:
     """Read and check the header of ``buf`` without touching its body.
 
     Raises :class:`SerializationError` (code ``not_fnserve_format``) when ``buf`` is not a
@@ -83,7 +86,7 @@ def parse_header(buf: bytes) -> Header:
             f"payload is not in fnserve's format: header must be '{MAGIC} <strategy> <python>'",
             code="not_fnserve_format",
         )
-    if strategy not in STRATEGIES:
+    if strategy not in STRATEGIES and strategy != REF:
         raise SerializationError(
             f"unknown serialization strategy {strategy!r}; known: {', '.join(STRATEGIES)}",
             code="unknown_strategy",
@@ -135,13 +138,20 @@ def data_only(policy: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in (policy if policy is not None else STRATEGIES) if s != DILL_DATA)
 
 
-def check_allowed(buf: bytes, allowed: tuple[str, ...] | list[str] | None, what: str) -> Header:
+def check_allowed(buf: bytes | bytearray, allowed: tuple[str, ...] | list[str] | None, what: str) -> Header:
     """``buf``'s header, if its strategy is in ``allowed``; else ``serializer_not_allowed``.
 
     Reads only the header: a refused buffer is never loaded.
     """
     header = parse_header(buf)
-    if allowed is not None and header.strategy not in allowed:
+    strategy = header.strategy
+    if strategy == REF:
+        from fnserve.data_refs import read_ref
+
+        ref = read_ref(buf)
+        strategy = ref.strategy if ref is not None else REF
+        header = Header(strategy=strategy, python=header.python, length=header.length)
+    if allowed is not None and strategy not in allowed:
         hint = " (JSON: serializer='json-data')" if JSON_DATA in allowed and not header.is_code else ""
         raise SerializerNotAllowed(
             f"{what}: serializer {header.strategy!r} is not allowed here; allowed: "
@@ -326,14 +336,18 @@ def _plain(value: Any, depth: int) -> bool:
     return all(_plain(v, depth - 1) for v in value)
 
 
-def deserialize_data(buf: bytes) -> Any:
+def deserialize_data(buf: bytes | bytearray) -> Any:
     header = parse_header(buf)
     if header.is_code:
         raise SerializationError(f"expected a data buffer, got {header.strategy!r}", code="wrong_strategy")
-    body = buf[header.length :]
+    if header.strategy == REF:
+        raise SerializationError("this buffer is a reference to an object in the object store; "
+                                 "download it first (fnserve.object_transfer)", code="unresolved_reference")
+    # A view, not a copy: a payload downloaded by reference can be hundreds of MiB.
+    body = memoryview(buf)[header.length :]
     if header.strategy == JSON_DATA:
         try:
-            return json.loads(body)
+            return json.loads(bytes(body))
         except ValueError as exc:
             raise SerializationError(f"JSON body is not valid: {exc}", code="corrupt_buffer") from exc
     _check_python(header)

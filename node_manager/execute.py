@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import Any
 
 from fnserve import outputs, serialize
-from fnserve.errors import SerializationError
+from fnserve.data_refs import DEFAULT_REF_THRESHOLD, result_route
+from fnserve.errors import FnserveError, SerializationError
 from fnserve.messages import (
     RemoteError,
     ResultMessage,
@@ -29,7 +30,7 @@ from fnserve.messages import (
     decode_task,
     encode_result,
 )
-from node_manager import running
+from node_manager import output_files, running
 from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
@@ -108,6 +109,7 @@ def _register_source(body: bytes) -> None:
 
 
 DEFAULT_MAX_RESULT_BYTES = 10 * 1024 * 1024  # when the site manager sets no limit
+_REF_HEADER = f"{serialize.MAGIC} {serialize.REF} ".encode()
 
 
 def execute_task(task_bytes: bytes) -> bytes:
@@ -144,7 +146,14 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             serialize.check_allowed(task.function, task.allowed_serializers, "the function")
             serialize.check_allowed(task.payload, task.allowed_serializers, "the arguments")
         fn = function_cache.get(task.function_id, task.function)
-        args, kwargs = serialize.deserialize_args(task.payload)
+        payload = task.payload
+        if payload.startswith(_REF_HEADER):
+            from node_manager import data_plane
+
+            payload = data_plane.fetch_arguments(task)
+            timings["arguments_fetched"] = time.time()
+        args, kwargs = serialize.deserialize_args(payload)
+        del payload
     except SerializationError as exc:
         timings["worker_finished"] = time.time()
         return ResultMessage(
@@ -153,6 +162,10 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             error=_serialization_error(exc, "function or arguments"),
             timings=timings,
         )
+    except FnserveError as exc:  # the object store refused or could not serve the arguments
+        timings["worker_finished"] = time.time()
+        return ResultMessage(task_id=task.task_id, ok=False, timings=timings, error=RemoteError(
+            code=exc.code, type=type(exc).__name__, message=f"the arguments passed by reference: {exc.message}"))
 
     running.mark(task.control_dir, task.task_id)
     outputs.announce_start(task.task_id, task.outputs_address)  # the task's state becomes "running"
@@ -166,7 +179,9 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     with fd_capture, capture:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.
-            with outputs.reporting(task.task_id, task.outputs_address):
+            # Files the function writes in fnserve.output_dir() are shipped as they close, the
+            # last ones before the reports' end marker.
+            with outputs.reporting(task.task_id, task.outputs_address), output_files.shipping(task):
                 value = _call_with_walltime(fn, args, kwargs, task.walltime)
         except WalltimeExceeded:
             error = RemoteError(
@@ -202,14 +217,28 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                 exc, "return value", code="result_not_serializable"
             )
         limit = task.max_result_bytes or DEFAULT_MAX_RESULT_BYTES
-        if len(result.data) > limit:
+        threshold = task.ref_threshold if task.ref_threshold is not None else DEFAULT_REF_THRESHOLD
+        route = result_route(len(result.data), threshold, limit, bool(task.data_url and task.data_token))
+        if route == "reference":
+            from node_manager import data_plane
+
+            try:
+                result.data = data_plane.store_result(task, result.data)
+                timings["result_stored"] = time.time()
+            except FnserveError as exc:
+                result.ok, result.data = False, b""
+                result.error = RemoteError(code="result_upload_failed", type=type(exc).__name__,
+                                           message=f"the result could not be stored in the object store: {exc}")
+        elif route == "too_large":
             # Refused here, in the worker: the big buffer is dropped and the worker lives on.
             size = len(result.data)
             result.ok, result.data = False, b""
             result.error = RemoteError(
                 code="result_too_large", type="ResultTooLarge",
                 message=f"the task's result is {size} bytes serialized, over the endpoint's limit of "
-                        f"{limit} bytes (max_result_bytes); return less data or write it to shared storage",
+                        f"{limit} bytes (max_result_bytes) for results sent inline, and this task has no "
+                        "object store to pass it by reference (the service sets FNSERVE_PUBLIC_URL for "
+                        "that; docs/data.md); return less data or write it to shared storage",
             )
     return result
 

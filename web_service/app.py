@@ -13,6 +13,7 @@ from web_service.auth import Authenticator, GlobusAuthenticator, LocalTokenAuthe
 from web_service.dashboard import register_dashboard
 from web_service.log_safety import register_access_log
 from web_service.metrics import register_metrics
+from web_service.object_store import ObjectStore, load_data_key, object_backend
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.db import make_engine, make_session_factory, migrate
 from web_service.routes import register_blueprints
@@ -56,6 +57,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         waits=WaitGate(client, settings.max_waits_per_user, settings.max_open_waits),
         trigger_limiter=RateLimiter(client, settings.trigger_rate_limit, settings.trigger_rate_burst, scope="trigger"),
     )
+    state.objects = ObjectStore(client, object_backend(settings), quota_bytes=settings.object_quota_bytes,
+                                max_object_bytes=settings.max_object_bytes, chunk_bytes=settings.object_chunk_bytes)
+    state.data_key = load_data_key(settings.data_key_file)
     app = Flask("web_service", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions[EXTENSION] = state

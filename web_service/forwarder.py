@@ -664,6 +664,10 @@ def main() -> None:
         REGISTRY.register(ForwarderCollector(fwd))
         host, metrics_port = serve_metrics(metrics_bind)
         log.info("forwarder metrics on http://%s:%d/metrics", host, metrics_port)
+    if settings.public_url:
+        from web_service.object_store import load_data_key
+
+        fwd.store.data_url, fwd.store.data_key = settings.public_url, load_data_key(settings.data_key_file)
     writer = UsageWriter(fwd.store.r, sessions).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: fwd.stop())

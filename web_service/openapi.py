@@ -161,6 +161,11 @@ SCHEMAS: dict[str, Schema] = {
         "event_id": {"type": "string"}, "duplicate": {"type": "boolean"},
         "firings": {"type": "array", "items": _ref("Firing")},
     }, ["event_id", "duplicate", "firings"]),
+    "Object": _obj({
+        "object_id": {"type": "string"}, "size": {"type": "integer"}, "sha256": {"type": "string"},
+        "received": {"type": "integer"}, "complete": {"type": "boolean"}, "expires": {"type": "number"},
+        "chunk_bytes": {"type": "integer"},
+    }, ["object_id", "size", "sha256", "received", "complete", "expires", "chunk_bytes"]),
     "Outputs": _obj({
         "task_id": {"type": "string"}, "state": {"type": "string"},
         "outputs": {"type": "array", "items": {"type": "object"}},
@@ -172,7 +177,8 @@ SCHEMAS: dict[str, Schema] = {
 _ERRORS = {
     "400": "invalid request (the body names the field)", "401": "missing, invalid or expired token",
     "403": "not allowed for this user", "404": "no such resource", "405": "method not allowed",
-    "409": "conflict", "413": "request, payload or batch too large (a chunked body too: refused, never cut)",
+    "409": "conflict", "410": "gone: an object past its TTL (object_expired)",
+    "416": "a download Range the object cannot satisfy (range_not_satisfiable)", "413": "request, payload or batch too large (a chunked body too: refused, never cut)",
     "429": "rate limited (per user, or per address without a valid token), over quota, or too many long-polls open "
            "(too_many_waits); with Retry-After",
     "503": "a backing store (Redis or the database) is unavailable, or this web worker holds its most long-polls "
@@ -206,6 +212,14 @@ def _op(summary: str, status: str, response: Schema, *, body: Schema | None = No
         op["parameters"] = params
     if public:
         op["security"] = []
+    return op
+
+
+def _bytes_answer(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` answering raw bytes: 200 whole, 206 a range."""
+    raw = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    op["responses"]["200"] = {"description": "the object's bytes", "content": raw}
+    op["responses"]["206"] = {"description": "the requested range of the object's bytes", "content": raw}
     return op
 
 
@@ -270,7 +284,8 @@ PATHS: dict[str, Any] = {
     "/v1/usage": {"get": _op("the caller's usage totals, and per owned endpoint", "200", _obj({
         "since": {"type": "string"}, "until": {"type": "string"}, "user": _TOTALS,
         "endpoints": {"type": "array", "items": _TOTALS},
-    }, ["since", "until", "user", "endpoints"]), params=[
+        "objects": _obj({"bytes": {"type": "integer"}, "quota_bytes": {"type": "integer"}}, ["bytes", "quota_bytes"]),
+    }, ["since", "until", "user", "endpoints", "objects"]), params=[
         {"name": n, "in": "query", "required": False, "schema": {"type": "string"},
          "description": "ISO 8601 time or unix seconds"} for n in ("since", "until")])},
     "/v1/functions": {
@@ -339,6 +354,25 @@ PATHS: dict[str, Any] = {
     "/v1/tasks/{task_id}/outputs": {"get": _op("a task's live outputs after a cursor (long-poll)", "200", _ref("Outputs"), params=[
         _path_param("task_id"), {"name": "since", "in": "query", "required": False, "schema": _CURSOR}, _WAIT_QUERY,
     ])},
+    "/v1/objects": {"post": _op("create an object in the object store (then PUT its bytes)", "201", _ref("Object"),
+                                body=_obj({"size": {"type": "integer", "minimum": 0},
+                                           "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                           "ttl": {"type": "number", "minimum": 0, "exclusiveMinimum": True}, "name": _str(256)},
+                                          ["size", "sha256"]))},
+    "/v1/objects/{object_id}": {
+        "get": _op("an object's metadata (owner, or a worker of the owner's task)", "200", _ref("Object"),
+                   params=[_path_param("object_id")]),
+        "delete": _op("delete an object", "200", _deleted("object_id"), params=[_path_param("object_id")]),
+    },
+    "/v1/objects/{object_id}/data": {
+        "get": _bytes_answer(_op("an object's bytes (Range: bytes=START- resumes)", "200", {"type": "string"},
+                                 params=[_path_param("object_id"), {"name": "Range", "in": "header", "required": False,
+                                                                    "schema": {"type": "string"}}])),
+        "put": {**_op("one upload chunk (Content-Range: bytes START-LAST/SIZE; application/octet-stream body)",
+                      "200", _ref("Object"), params=[_path_param("object_id")]),
+                "requestBody": {"required": True, "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}}}},
+    },
     "/v1/runtimes": {
         "get": _op("the caller's runtimes", "200", _list_of("runtimes", "Runtime"), params=[_SHARED_QUERY]),
         "post": _op("register a runtime (a container image or Python environment)", "201", _ref("Runtime"), body=_obj({

@@ -77,6 +77,24 @@ class Settings:
     trigger_rate_limit: float = 50.0
     trigger_rate_burst: float = 500.0
     max_event_bytes: int = 256 * 1024
+    # The object store (large arguments, results and files by reference; docs/data.md).
+    # ``public_url``: this service's URL as workers reach it (sent in task messages; empty: workers
+    # get no data plane and large payloads stay refused over the inline limit).
+    public_url: str = ""
+    objects_dir: str = field(default_factory=lambda: str(fnserve_home() / "service" / "objects"))
+    object_quota_bytes: int = 50 * 1024 * MIB  # per user, bytes of live objects
+    max_object_bytes: int = 16 * 1024 * MIB  # one object
+    object_chunk_bytes: int = 16 * MIB  # one upload request at most
+    object_ttl: float = 24 * 3600.0  # default lifetime of an object, seconds
+    max_object_ttl: float = 30 * 24 * 3600.0
+    # HMAC key of task data tokens, shared by the web service and the forwarder (created on
+    # first start; every replica must read the same file, or set it through a secret mount).
+    data_key_file: str = field(default_factory=lambda: str(fnserve_home() / "service" / "data.key"))
+    # Where objects' bytes live: "disk" (objects_dir) or "s3" (a bucket, through boto3).
+    object_backend: str = "disk"
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""  # an S3-compatible server's URL (empty: AWS)
+    s3_region: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -122,4 +140,16 @@ class Settings:
             trigger_rate_limit=float(get("TRIGGER_RATE_LIMIT", str(d.trigger_rate_limit))),
             trigger_rate_burst=float(get("TRIGGER_RATE_BURST", str(d.trigger_rate_burst))),
             max_event_bytes=int(get("MAX_EVENT_BYTES", str(d.max_event_bytes))),
+            public_url=get("PUBLIC_URL", "").rstrip("/"),
+            objects_dir=get("OBJECTS_DIR", d.objects_dir),
+            object_quota_bytes=int(get("OBJECT_QUOTA_BYTES", str(d.object_quota_bytes))),
+            max_object_bytes=int(get("MAX_OBJECT_BYTES", str(d.max_object_bytes))),
+            object_chunk_bytes=min(int(get("OBJECT_CHUNK_BYTES", str(d.object_chunk_bytes))), 48 * MIB),
+            object_ttl=float(get("OBJECT_TTL", str(d.object_ttl))),
+            max_object_ttl=float(get("MAX_OBJECT_TTL", str(d.max_object_ttl))),
+            data_key_file=get("DATA_KEY_FILE", d.data_key_file),
+            object_backend=get("OBJECT_BACKEND", d.object_backend),
+            s3_bucket=get("S3_BUCKET", ""),
+            s3_endpoint_url=get("S3_ENDPOINT_URL", ""),
+            s3_region=get("S3_REGION", ""),
         )

@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from web_service.auth import Authenticator
+from web_service.object_store import ObjectStore
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.services import OwnershipCache
 from web_service.settings import Settings
@@ -31,6 +32,8 @@ class ServiceState:
     address_limiter: RateLimiter  # requests without a verified token, per client address
     waits: WaitGate
     trigger_limiter: RateLimiter | None = None  # events per trigger (webhook calls, fires)
+    objects: ObjectStore | None = None
+    data_key: bytes = b""
 
 
 def current() -> ServiceState:

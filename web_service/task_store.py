@@ -2,7 +2,8 @@
 
 Keys (all prefixed by ``fns:``)::
 
-    task:{id}            hash: owner, function_id, endpoint_id, state, payload, arg_bytes (its
+    task:{id}            hash: owner, function_id, endpoint_id, state, payload, arg_ref (the
+                         object holding the arguments, when passed by reference), arg_bytes (its
                          size, kept after the payload is dropped), t_* timestamps, result fields
                          once finished (expires ``result_ttl`` after finishing)
     submitted:{user}     stream: the user's submission log, one entry per submitted batch with
@@ -47,11 +48,13 @@ from typing import Any, Iterable
 import msgspec
 import redis
 
+from fnserve.data_refs import read_ref
 from fnserve.messages import EndpointStatus, ResultMessage, TaskMessage
 from fnserve.serialize import data_only
 from fnserve.states import TERMINAL, TaskState
 
 P = "fns:"
+_REF_PREFIX = b"fns1 ref "
 WAKE_CHANNEL = P + "wake"
 # A wake message is an endpoint id (tasks to dispatch) or CANCEL_WAKE + an endpoint id (dispatched
 # tasks were cancelled: the forwarder reads the endpoint's cancel list only then).
@@ -424,6 +427,11 @@ class TaskStore:
         # Function bodies never change under an id: the forwarder keeps the ones it dispatched.
         self._bodies: dict[str, bytes] = {}
         self._log_upkeep: dict[str, float] = {}  # owner -> last TTL renewal of their submission log
+        # The data plane (set by the forwarder): each dispatched task carries the service's URL
+        # and a data token for it (web_service.object_rules), so that its worker moves large
+        # arguments and results through the object store.
+        self.data_url: str = ""
+        self.data_key: bytes = b""
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "TaskStore":
@@ -484,6 +492,12 @@ class TaskStore:
                 "state": TaskState.WAITING.value, "payload": t.payload, "t_submitted": now,
                 "arg_bytes": len(t.payload),
             }
+            if t.payload.startswith(_REF_PREFIX):
+                # Arguments by reference: the one object the task's data token may read besides
+                # those its worker makes (web_service.object_rules.check_access).
+                ref = read_ref(t.payload)
+                if ref is not None:
+                    fields["arg_ref"] = ref.object_id
             if t.runtime:
                 fields["runtime"] = t.runtime
             if t.walltime is not None:
@@ -672,6 +686,11 @@ class TaskStore:
                 allowed_serializers=list(data_only(None)) if restricted == b"1" else None,
                 resource_specification=json.loads(spec) if spec else None,
             ), float(submitted) if submitted else 0.0))
+        if self.data_url and self.data_key:
+            from web_service.object_rules import mint_data_token
+
+            for t, _ in tasks:
+                t.data_url, t.data_token = self.data_url, mint_data_token(self.data_key, t.task_id)
         return tasks
 
     def _function_bodies(self, function_ids: set[str]) -> dict[str, bytes]:

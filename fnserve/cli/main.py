@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def _print_outcome(task: dict[str, Any], show_traceback: bool = False) -> None:
     if task["state"] not in ("success", "failed", "cancelled"):
         fail(f"task {task['task_id']} is still {task['state']}: wait longer with `fnserve result {task['task_id']}`", 2)
     try:
-        value = result_of(task)
+        value = result_of(task, fetch=_client().fetch_object)  # a large result comes by reference
     except RemoteExecutionError as exc:
         if show_traceback:
             click.echo(exc.remote_traceback.rstrip(), err=True)
@@ -188,6 +189,26 @@ def watch(task_id: str, timeout: float | None, as_json: bool) -> None:
         click.echo(f"task {task_id}: {task['state']}", err=True)
     if task["state"] != "success":
         sys.exit(1)
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--dir", "folder", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder to download into (created).")
+@click.option("--watch", "live", is_flag=True, help="Download each file as it appears, until the task ends.")
+@click.option("--timeout", type=float, default=None, help="With --watch: seconds to watch.")
+def get(task_id: str, folder: str, live: bool, timeout: float | None) -> None:
+    """Download a task's output files (those its function wrote in fnserve.output_dir())."""
+    client = _client()
+    os.makedirs(folder, exist_ok=True)
+    entries = client.watch_files(task_id, timeout=timeout) if live else client.list_files(task_id)
+    n = 0
+    for entry in entries:
+        path = client.download_file(entry, folder + os.sep)
+        click.echo(f"{path}  {entry['size']} bytes")
+        n += 1
+    if n == 0:
+        click.echo(f"task {task_id} has no output files (yet)", err=True)
 
 
 def _short(value: Any) -> str:

@@ -46,6 +46,8 @@ def service_env(ports: StackPorts, redis_url: str | None = None) -> dict[str, st
         "FNSERVE_REDIS_URL": redis_url or f"redis://127.0.0.1:{ports.redis}/0",
         "FNSERVE_FORWARDER_ADDRESS": f"tcp://127.0.0.1:{ports.forwarder}",
         "FNSERVE_FORWARDER_BIND": f"tcp://127.0.0.1:{ports.forwarder}",
+        # Workers reach the object store here (large arguments and results by reference).
+        "FNSERVE_PUBLIC_URL": os.environ.get("FNSERVE_PUBLIC_URL", f"http://127.0.0.1:{ports.web}"),
     }
 
 

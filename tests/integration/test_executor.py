@@ -197,9 +197,11 @@ def test_progress_bar_counts_finished_tasks(stack, client, capsys):
 MIB = 1024 * 1024
 
 
-def test_one_oversized_argument_fails_only_its_own_future(stack, client):
+def test_one_oversized_argument_fails_only_its_own_future(stack, client, monkeypatch):
     def size(data):
         return len(data)
+
+    monkeypatch.setattr(client, "ref_threshold", None)  # arguments inline: the 10 MiB limit holds
 
     with Executor(stack.endpoint_id, client) as ex:
         futures = [ex.submit(size, b"x" * (11 * MIB if i == 20 else i)) for i in range(41)]
@@ -209,9 +211,11 @@ def test_one_oversized_argument_fails_only_its_own_future(stack, client):
     assert [f.result() for i, f in enumerate(futures) if i != 20] == [i for i in range(41) if i != 20]
 
 
-def test_arguments_each_under_the_limit_are_split_into_requests_under_the_request_limit(stack, client):
+def test_arguments_each_under_the_limit_are_split_into_requests_under_the_request_limit(stack, client, monkeypatch):
     def size(data):
         return len(data)
+
+    monkeypatch.setattr(client, "ref_threshold", None)  # inline, so that requests grow large
 
     with Executor(stack.endpoint_id, client) as ex:
         futures = [ex.submit(size, bytes([i]) * (9 * MIB)) for i in range(8)]  # 8 x 12 MiB of base64 > 64 MiB
@@ -220,9 +224,11 @@ def test_arguments_each_under_the_limit_are_split_into_requests_under_the_reques
 
 
 @pytest.mark.parametrize("bad", ["endpoint", "size"])
-def test_leaving_the_with_block_after_a_refused_submit_does_not_wait_for_the_long_poll(stack, client, bad):
+def test_leaving_the_with_block_after_a_refused_submit_does_not_wait_for_the_long_poll(stack, client, bad, monkeypatch):
     def size(data):
         return len(data)
+
+    monkeypatch.setattr(client, "ref_threshold", None)  # an 11 MiB argument inline is refused
 
     endpoint = "00000000-0000-4000-8000-000000000000" if bad == "endpoint" else stack.endpoint_id
     t0 = time.monotonic()
@@ -232,6 +238,16 @@ def test_leaving_the_with_block_after_a_refused_submit_does_not_wait_for_the_lon
     assert time.monotonic() - t0 < 10  # shutdown broke the useless long-poll off (it hung 30 s)
     assert isinstance(future.exception(), NotFound if bad == "endpoint" else PayloadTooLarge)
     assert not [t for t in threading.enumerate() if t.name.startswith("fnserve-executor")]
+
+
+def test_an_argument_and_a_result_over_the_inline_limit_go_by_reference(stack, client):
+    def grow(data):
+        return data * 2
+
+    with Executor(stack.endpoint_id, client) as ex:
+        future = ex.submit(grow, b"x" * (11 * MIB))
+        assert future.result(timeout=180) == b"x" * (22 * MIB)
+    assert len(client.get_task(future.task_id)["result"]) < 1024  # a reference, not 22 MiB
 
 
 # -- futures follow concurrent.futures --------------------------------------------------------------

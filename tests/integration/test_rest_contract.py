@@ -45,17 +45,19 @@ def test_openapi_document_is_public_and_names_every_operation(stack):
 def _real_ids(stack) -> dict[str, str]:
     """Ids of live resources, so generated requests reach the code behind the 404s: a function,
     an endpoint (not the stack's own, which a generated DELETE may remove), a queued task and
-    a group, all of the token's user."""
+    a group and an object, all of the token's user."""
     client = stack.client()
     fid = client.register_function(_contract_probe)
     headers = {"Authorization": f"Bearer {stack.token}"}
     ep = requests.post(f"{stack.url}/v1/endpoints", json={"name": "contract"}, headers=headers, timeout=10).json()
     task_id = client.submit(fid, ep["endpoint_id"], (1,))
     requests.post(f"{stack.url}/v1/groups", json={"name": "contract-group"}, headers=headers, timeout=10)
+    obj = client.objects.put(b"contract object", strategy="dill-data")
     trig = requests.post(f"{stack.url}/v1/triggers", json={"name": "contract", "kind": "webhook", "rules": [
         {"function_id": fid, "endpoint_id": ep["endpoint_id"]}]}, headers=headers, timeout=10).json()
     return {"function_id": fid, "endpoint_id": ep["endpoint_id"], "task_id": task_id, "ident": fid,
-            "name": "contract-group", "trigger_id": trig["trigger_id"], "rule_id": trig["rules"][0]["rule_id"]}
+            "name": "contract-group", "trigger_id": trig["trigger_id"], "rule_id": trig["rules"][0]["rule_id"],
+            "object_id": obj.object_id}
 
 
 def _contract_probe(x: int) -> int:

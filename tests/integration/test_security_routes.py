@@ -27,7 +27,7 @@ SIGNED = {"hooks.deliver"}
 OWN_VIEW = {
     "functions.list_", "endpoints.list_", "functions.register", "endpoints.register", "access.list_groups",
     "access.create_group", "identity.whoami", "identity.usage", "completions.completions",
-    "runtimes.list_", "runtimes.register", "triggers.list_", "triggers.create",
+    "runtimes.list_", "runtimes.register", "triggers.list_", "triggers.create", "objects.create_object",
 }
 # Routes whose argument names something in the caller's own namespace (task group ids are per
 # user): another user's token, given the first user's id, gets their own (empty) view.
@@ -68,6 +68,14 @@ def world(app, client, alice) -> dict[str, Any]:
         ids["trigger_id"] = trig.json["trigger_id"]
         ids["rule_id"] = trig.json["rules"][0]["rule_id"]
         ids["trigger_secret"] = trig.json["secret"]
+    if any(r.rule == "/v1/objects" for r in app.url_map.iter_rules()):
+        import hashlib
+
+        obj = client.post("/v1/objects", json={"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}, headers=alice)
+        assert obj.status_code == 201, obj.json
+        ids["object_id"] = obj.json["object_id"]
+        put = client.put(f"/v1/objects/{ids['object_id']}/data", data=b"abc", headers=alice)
+        assert put.status_code == 200 and put.json["complete"], put.json
     return ids
 
 

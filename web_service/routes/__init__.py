@@ -5,8 +5,8 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     from web_service.routes import (
-        access, completions, endpoints, functions, hooks, identity, outputs, runtimes, tasks, triggers, version,
+        access, completions, endpoints, functions, hooks, identity, objects, outputs, runtimes, tasks, triggers, version,
     )
 
-    for module in (version, functions, endpoints, runtimes, tasks, completions, outputs, access, identity, triggers, hooks):
+    for module in (version, functions, endpoints, runtimes, tasks, completions, outputs, objects, access, identity, triggers, hooks):
         app.register_blueprint(module.bp, url_prefix="/v1")

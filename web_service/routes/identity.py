@@ -25,6 +25,14 @@ def whoami() -> Response:
     return respond({"user_id": who.user_id, "username": who.username, "auth_mode": current().settings.auth_mode})
 
 
+def _object_usage(user_id: str) -> dict[str, int]:
+    objects = current().objects
+    if objects is None:
+        return {"bytes": 0, "quota_bytes": 0}
+    objects.sweep(user_id)
+    return {"bytes": objects.used(user_id), "quota_bytes": objects.quota_bytes}
+
+
 def _time_arg(name: str, default: datetime) -> datetime:
     """ISO 8601 (naive means UTC) or unix seconds."""
     text = request.args.get(name)
@@ -69,6 +77,8 @@ def usage() -> Response:
     return respond({
         "since": since.isoformat(), "until": until.isoformat(),
         "user": {"user_id": who.user_id, "username": who.username, **mine},
+        # Bytes held in the object store now (not over the window): counted against the quota.
+        "objects": _object_usage(who.user_id),
         "endpoints": [
             {"endpoint_id": e.id, "name": e.name, **per_ep[e.id]["totals"],
              "by_user": {names.get(u, u): t for u, t in per_ep[e.id]["by_user"].items()}}

@@ -175,7 +175,14 @@ def _payload(item: dict[str, Any], prefix: str, max_bytes: int) -> bytes:
     if item.get("payload") is not None:
         if has_args:
             raise invalid(f"{prefix}.payload", "cannot be combined with args/kwargs: send one or the other")
-        buf = decode_base64(item["payload"], f"{prefix}.payload", max_bytes)
+        try:
+            buf = decode_base64(item["payload"], f"{prefix}.payload", max_bytes)
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(
+                f"{exc.message} for arguments sent inline; pass large arguments by reference: the SDK "
+                "uploads arguments over its ref_threshold to the object store (Client(ref_threshold=...)), "
+                "or upload them yourself (POST /v1/objects) and send a reference payload (docs/data.md)",
+                code=exc.code, details=exc.details) from None
         try:
             header = serialize.parse_header(buf)
         except SerializationError as exc:

@@ -1,0 +1,203 @@
+"""Large data round trips: a numpy array in, an array of the same size out, by payload size.
+
+    python benchmarks/data_plane.py [--sizes 1,100,1024] [--repeats 5]
+
+In one run, on this machine, for each size (MiB):
+
+* fnserve: ``Client.submit(f, [array])`` then ``get_result``: the embedded stack (gunicorn,
+  forwarder, site manager, HTEX workers); above 4 MiB the argument and the result go by reference
+  through the service's object store (upload, worker download, worker upload, SDK download);
+* bare Parsl HTEX (LocalProvider, no DataFlowKernel): ``ex.submit(f, {}, array).result()``, the
+  bytes inside HTEX's own ZMQ messages;
+* Dask distributed LocalCluster: ``client.submit(f, array).result()``;
+* the floor: the same bytes sent to a process over loopback TCP and sent back (raw sockets, no
+  serialization), like scp without encryption.
+
+Each is timed from the call to the result in hand; percentiles over ``--repeats`` and the ratio
+of each to the floor. The result file records commit, date, host, CPU, load and versions
+(``meta``), and the service processes' peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import embedded_stack, summarize, write_results
+from peers import bare_htex, dask_client
+
+MIB = 1024 * 1024
+
+ECHO = """
+def echo(a):
+    return a
+"""
+
+
+def echo(a: Any) -> Any:
+    return a
+
+
+def _array(mib: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(mib).random(mib * MIB // 8)
+
+
+def _check(got: Any, sent: Any) -> None:
+    import numpy as np
+
+    assert got.shape == sent.shape and np.array_equal(got[:: max(1, len(got) // 1000)], sent[:: max(1, len(sent) // 1000)])
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> list[float]:
+    fn()  # warm
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# -- the floor: raw loopback TCP -------------------------------------------------------------
+
+
+def _echo_server(listener: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            header = conn.recv(16, socket.MSG_WAITALL)
+            size = int(header)
+            buf = bytearray(size)
+            view = memoryview(buf)
+            got = 0
+            while got < size:
+                got += conn.recv_into(view[got:], min(size - got, 4 * MIB))
+            conn.sendall(buf)
+
+
+def raw_tcp_round_trip(data: bytes | memoryview, port: int) -> None:
+    size = len(data)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"{size:16d}".encode())
+        s.sendall(data)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            got += s.recv_into(view[got:], min(size - got, 4 * MIB))
+
+
+def _peak_rss_mib(pid: int | None) -> float:
+    """Largest single-process peak RSS (VmHWM) of ``pid`` and its children (gunicorn's workers)."""
+    if pid is None:
+        return -1.0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    peak = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                peak = max(peak, next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")))
+        except (OSError, StopIteration):
+            continue
+    return round(peak / 1024, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,100", help="MiB, comma-separated (1 GiB: 1024)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma-separated peers to leave out (htex,dask)")
+    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        listener = socket.create_server(("127.0.0.1", 0))
+        print(listener.getsockname()[1], flush=True)
+        _echo_server(listener)
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    arrays = {mib: _array(mib) for mib in sizes}
+    # Commit, date, host, CPU, load and versions go under "meta" (common.write_results).
+    results: dict[str, Any] = {
+        "benchmark": "data_plane", "repeats": args.repeats, "sizes_mib": sizes, "systems": {},
+        "load_average_at_start": os.getloadavg(),
+    }
+
+    def record(system: str, mib: int, samples: list[float]) -> None:
+        s = summarize(samples)
+        s["mib_per_s_p50"] = 2 * mib / (s["p50_ms"] / 1e3)  # bytes moved both ways
+        results["systems"].setdefault(system, {})[str(mib)] = s
+        print(f"{system:10s} {mib:5d} MiB  p50 {s['p50_ms']:9.1f} ms  p90 {s['p90_ms']:9.1f} ms  "
+              f"{s['mib_per_s_p50']:8.1f} MiB/s", flush=True)
+
+    # The floor's far end is another process, as scp's would be.
+    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server"], stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())  # type: ignore[union-attr]
+    try:
+        for mib in sizes:
+            data = memoryview(arrays[mib]).cast("B")
+            record("raw_tcp", mib, _time(lambda data=data: raw_tcp_round_trip(data, port), args.repeats))
+    finally:
+        server.kill()
+
+    with embedded_stack(engine={"max_workers_per_node": args.workers}) as (client, endpoint_id):
+        fid = client.register_source(ECHO, "echo")
+        for mib in sizes:
+            arr = arrays[mib]
+
+            def fnserve_call(arr: Any = arr) -> None:
+                _check(client.get_result(client.submit(fid, endpoint_id, [arr]), timeout=600), arr)
+
+            record("fnserve", mib, _time(fnserve_call, args.repeats))
+        # The service's processes must not hold whole objects: their peak RSS (VmHWM) after the
+        # largest round trips, next to the largest payload.
+        from fnserve.cli import stack
+
+        procs = stack.processes()
+        results["service_peak_rss_mib"] = {name: _peak_rss_mib(procs[name].pid()) for name in ("web", "forwarder", "redis")}
+        print(f"service peak RSS (MiB): {results['service_peak_rss_mib']}", flush=True)
+
+    if "htex" not in skip:
+        with bare_htex(args.workers) as ex:
+            for mib in sizes:
+                arr = arrays[mib]
+                record("htex", mib, _time(lambda arr=arr: _check(ex.submit(echo, {}, arr).result(timeout=600), arr), args.repeats))
+    if "dask" not in skip:
+        try:
+            with dask_client(args.workers) as dc:
+                for mib in sizes:
+                    arr = arrays[mib]
+                    record("dask", mib, _time(lambda arr=arr: _check(dc.submit(echo, arr, pure=False).result(), arr), args.repeats))
+        except ImportError as exc:
+            results["dask_missing"] = str(exc)
+
+    floor = results["systems"]["raw_tcp"]
+    results["ratio_to_raw_tcp_p50"] = {
+        system: {m: round(v["p50_ms"] / floor[m]["p50_ms"], 2) for m, v in by_size.items()}
+        for system, by_size in results["systems"].items() if system != "raw_tcp"
+    }
+    results["load_average_at_end"] = os.getloadavg()
+    path = write_results("data_plane", results)
+    print(f"ratios (p50 time / raw TCP): {results['ratio_to_raw_tcp_p50']}\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

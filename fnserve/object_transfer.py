@@ -1,0 +1,186 @@
+"""Moving bytes to and from the service's object store (``/v1/objects``), in bounded chunks.
+
+Used by the SDK (arguments up, results down) and by workers (arguments down, results up, with
+the task's data token). Uploads are resumable: each chunk says where it starts
+(``Content-Range``); after a broken connection the upload asks the service how much it holds
+and goes on from there. Downloads are checked against the reference's size and SHA-256.
+
+    store = ObjectStoreClient("http://127.0.0.1:8780", token)
+    ref = store.put(buf, strategy="dill-data")      # an ObjectRef
+    assert store.get(ref) == buf
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import urllib3
+
+from fnserve.data_refs import DEFAULT_CHUNK_BYTES, ObjectRef
+from fnserve.errors import FnserveError, ServiceUnavailable, error_from_dict
+
+# Times one chunk is tried (a connection broken mid-chunk is resumed from what the service holds).
+CHUNK_ATTEMPTS = 3
+_READ_BYTES = 1024 * 1024
+
+
+class ObjectStoreClient:
+    """The object store of one service, as one caller (a user token or a task's data token)."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 300.0,
+                 pool: urllib3.PoolManager | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.pool = pool or urllib3.PoolManager(num_pools=2, maxsize=4, retries=False)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+              preload: bool = True) -> urllib3.BaseHTTPResponse:
+        h = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", **(headers or {})}
+        try:
+            resp = self.pool.request(method, self.base_url + path, body=body, headers=h, timeout=self.timeout,
+                                     preload_content=preload)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ServiceUnavailable(f"cannot reach the object store at {self.base_url} ({type(exc).__name__})",
+                                     code="service_unreachable") from exc
+        if resp.status >= 400:
+            data = resp.data if preload else resp.read()
+            try:
+                err = json.loads(data)["error"]
+            except (ValueError, KeyError, TypeError):
+                err = {"code": "http_error", "message": f"HTTP {resp.status} from the object store"}
+            raise error_from_dict(err, resp.status)
+        return resp
+
+    def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        resp = self._call(method, path, data, headers)
+        return json.loads(resp.data) if resp.data else {}  # type: ignore[no-any-return]
+
+    # -- API -----------------------------------------------------------------------------------
+
+    def create(self, size: int, sha256: str, ttl: float | None = None, name: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"size": size, "sha256": sha256}
+        if ttl is not None:
+            body["ttl"] = ttl
+        if name is not None:
+            body["name"] = name
+        return self._json("POST", "/v1/objects", body)
+
+    def info(self, object_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/objects/{object_id}")
+
+    def delete(self, object_id: str) -> None:
+        self._json("DELETE", f"/v1/objects/{object_id}")
+
+    def put(self, data: bytes | bytearray | memoryview, strategy: str, ttl: float | None = None,
+            name: str | None = None) -> ObjectRef:
+        """Upload ``data`` as a new object; returns its reference."""
+        view = memoryview(data).cast("B")
+        digest = hashlib.sha256(view).hexdigest()
+        meta = self.create(len(view), digest, ttl, name)
+        self.upload(meta["object_id"], view, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES))
+        return ObjectRef(meta["object_id"], len(view), digest, strategy)
+
+    def put_file(self, path: str | os.PathLike[str], name: str | None = None, ttl: float | None = None) -> ObjectRef:
+        """Upload a file as a new object, reading it a chunk at a time (never whole)."""
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while piece := f.read(_READ_BYTES * 4):
+                digest.update(piece)
+            size = f.tell()
+            meta = self.create(size, digest.hexdigest(), ttl, name)
+            chunk = int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES)
+            f.seek(0)
+            offset = 0
+            while True:
+                part = f.read(chunk)
+                answer = self._put_chunk(meta["object_id"], part, offset, size)
+                offset = int(answer["received"])
+                if answer.get("complete") or offset >= size:
+                    break
+                f.seek(offset)
+        return ObjectRef(meta["object_id"], size, digest.hexdigest(), "file")
+
+    def get_to_file(self, ref: ObjectRef, path: str | os.PathLike[str]) -> None:
+        """Download an object into ``path`` (1 MiB at a time), checked against size and SHA-256."""
+        digest = hashlib.sha256()
+        got = 0
+        resp = self._call("GET", f"/v1/objects/{ref.object_id}/data", preload=False)
+        tmp = f"{path}.part"
+        try:
+            with open(tmp, "wb") as f:
+                for piece in resp.stream(_READ_BYTES):
+                    f.write(piece)
+                    digest.update(piece)
+                    got += len(piece)
+        finally:
+            resp.release_conn()
+        if got != ref.size or digest.hexdigest() != ref.sha256:
+            os.unlink(tmp)
+            raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
+                               "or SHA-256 differs)", code="object_corrupt")
+        os.replace(tmp, path)
+
+    def upload(self, object_id: str, view: memoryview, chunk_bytes: int, start: int = 0) -> None:
+        """Send ``view[start:]`` to an object created for it, resuming after broken connections."""
+        size = len(view)
+        offset, failures = start, 0
+        while True:
+            end = min(offset + chunk_bytes, size)
+            try:
+                answer = self._put_chunk(object_id, bytes(view[offset:end]), offset, size)
+            except ServiceUnavailable:
+                failures += 1
+                if failures >= CHUNK_ATTEMPTS:
+                    raise
+                offset = int(self.info(object_id)["received"])
+                continue
+            offset = int(answer["received"])
+            if answer.get("complete") or offset >= size:
+                return
+
+    def _put_chunk(self, object_id: str, part: bytes, start: int, size: int) -> dict[str, Any]:
+        # One bounded copy per chunk (urllib3 sends bytes, not memoryviews).
+        headers = {"Content-Type": "application/octet-stream"}
+        if size:
+            headers["Content-Range"] = f"bytes {start}-{start + len(part) - 1}/{size}"
+        resp = self._call("PUT", f"/v1/objects/{object_id}/data", body=part, headers=headers)
+        return json.loads(resp.data)  # type: ignore[no-any-return]
+
+    def get(self, ref: ObjectRef) -> bytearray:
+        """The bytes of ``ref``'s object, checked against its size and SHA-256."""
+        buf = bytearray(ref.size)
+        view = memoryview(buf)
+        digest = hashlib.sha256()
+        got = 0
+        for attempt in range(CHUNK_ATTEMPTS):
+            headers = {"Range": f"bytes={got}-"} if got else {}
+            resp = self._call("GET", f"/v1/objects/{ref.object_id}/data", headers=headers, preload=False)
+            try:
+                for piece in resp.stream(_READ_BYTES):
+                    n = len(piece)
+                    if got + n > ref.size:
+                        raise FnserveError(f"object {ref.object_id} holds more than the {ref.size} bytes its "
+                                           "reference names", code="object_corrupt")
+                    view[got:got + n] = piece
+                    digest.update(piece)
+                    got += n
+                break
+            except (urllib3.exceptions.HTTPError, OSError):
+                if attempt + 1 == CHUNK_ATTEMPTS:
+                    raise ServiceUnavailable(f"download of object {ref.object_id} broke off at byte {got}",
+                                             code="service_unreachable") from None
+            finally:
+                resp.release_conn()
+        if got != ref.size or digest.hexdigest() != ref.sha256:
+            raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
+                               "or SHA-256 differs)", code="object_corrupt")
+        return buf
+

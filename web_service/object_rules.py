@@ -1,0 +1,229 @@
+"""The object store's decisions, as pure functions: who may touch an object, whether an upload
+fits the owner's quota, whether a chunk is the one expected, how long an object lives, and the
+task data tokens that let a worker act for the task's owner.
+
+A *data token* (``fnsd1.<task id>.<signature>``) is minted by the forwarder for each task it
+dispatches and travels in the task message. It is an HMAC of the task id under the service's
+data key, so the service verifies it without storing anything; it is honoured only while the
+task is not finished (plus a short grace for the result upload racing the result), and it acts
+as the task's owner: read the owner's objects, create objects counted in the owner's quota.
+A worker running someone else's task on the same endpoint holds a token for that task only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+
+from fnserve.errors import (
+    BadRequest,
+    Conflict,
+    FnserveError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+)
+
+DATA_TOKEN_PREFIX = "fnsd1."
+# Seconds after its task finished that a data token still works (the worker uploads the result
+# before it sends the result message; the two can cross).
+TOKEN_GRACE = 60.0
+_TERMINAL = ("success", "failed", "cancelled")
+_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Gone(FnserveError):
+    code = "object_expired"
+    http_status = 410
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a user (by token), or a task's worker acting for the task's owner."""
+
+    user_id: str
+    task_id: str | None = None
+    # For a task: the objects its arguments name (besides those it made itself).
+    objects: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    object_id: str
+    owner: str
+    size: int
+    sha256: str
+    received: int
+    complete: bool
+    expires: float
+    gone: bool = False
+    task: str | None = None  # the task whose worker made it
+
+
+# -- access ------------------------------------------------------------------------------------
+
+
+def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: float) -> ObjectMeta:
+    """``meta`` if ``who`` may use the object; else the error to answer with.
+
+    Unknown: 404 ``object_not_found``; another user's, or for a task's data token one its task neither names
+    in its arguments nor made: 403 ``forbidden``; past its TTL:
+    410 ``object_expired``. The owner's check comes first, so another user learns nothing about
+    an object's life.
+    """
+    if meta is None:
+        raise NotFound(f"no object {object_id!r} (unknown, or deleted)", code="object_not_found",
+                       details={"object_id": object_id})
+    if meta.owner != who.user_id:
+        raise Forbidden(f"object {object_id!r} belongs to another user",
+                        details={"object_id": object_id})
+    if who.task_id is not None and meta.task != who.task_id and object_id not in who.objects:
+        # A worker reaches what its task names and what it made, not the owner's other objects.
+        raise Forbidden(f"object {object_id!r} is not one task {who.task_id} names or made",
+                        details={"object_id": object_id})
+    if meta.gone or meta.expires <= now:
+        raise Gone(f"object {object_id!r} expired (its TTL passed) and its bytes were deleted; upload it again",
+                   details={"object_id": object_id})
+    return meta
+
+
+def check_readable(meta: ObjectMeta) -> None:
+    if not meta.complete:
+        raise Conflict(f"object {meta.object_id!r} is still being uploaded ({meta.received} of {meta.size} bytes)",
+                       code="object_incomplete", details={"received": meta.received, "size": meta.size})
+
+
+def check_object_id(object_id: str) -> None:
+    if not _ID.match(object_id):
+        raise NotFound(f"no object {object_id!r} (object ids are 32 hex digits)", code="object_not_found")
+
+
+# -- creation ----------------------------------------------------------------------------------
+
+
+def check_new_object(size: object, sha256: object, used: int, quota: int, max_object: int) -> tuple[int, str]:
+    """The declared size and checksum of a new object, if they fit; else the error."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise BadRequest("size must be the object's length in bytes (an integer >= 0)", code="invalid_request",
+                         details={"field": "size"})
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise BadRequest("sha256 must be the object's SHA-256 as 64 lowercase hex digits", code="invalid_request",
+                         details={"field": "sha256"})
+    if size > max_object:
+        raise PayloadTooLarge(f"an object of {size} bytes is over this service's limit of {max_object} bytes per "
+                              "object (max_object_bytes)", code="object_too_large",
+                              details={"size": size, "limit": max_object})
+    if used + size > quota:
+        raise PayloadTooLarge(f"storing {size} more bytes would pass your object store quota of {quota} bytes "
+                              f"({used} in use); delete objects (DELETE /v1/objects/ID) or wait for their TTL",
+                              code="object_quota_exceeded", details={"size": size, "used": used, "quota": quota})
+    return size, sha256
+
+
+def object_ttl(asked: object, default: float, maximum: float) -> float:
+    """Seconds a new object lives: ``asked`` if valid, capped at ``maximum``."""
+    if asked is None:
+        return default
+    if not isinstance(asked, (int, float)) or isinstance(asked, bool) or asked <= 0:
+        raise BadRequest("ttl must be a positive number of seconds", code="invalid_request", details={"field": "ttl"})
+    return float(min(asked, maximum))
+
+
+# -- uploads -----------------------------------------------------------------------------------
+
+
+def parse_content_range(header: str | None, length: int | None, size: int) -> tuple[int, int]:
+    """``(start, end)`` (end exclusive) of an upload chunk.
+
+    ``Content-Range: bytes START-LAST/TOTAL``; without it the body is the whole object.
+    """
+    if header is None:
+        start, end, total = 0, (size if length is None else length), size
+    else:
+        m = _RANGE.match(header.strip())
+        if not m:
+            raise BadRequest("Content-Range must read 'bytes START-LAST/TOTAL'", code="invalid_range")
+        start, end, total = int(m[1]), int(m[2]) + 1, int(m[3])
+        if end <= start:
+            raise BadRequest("Content-Range: LAST must not be before START", code="invalid_range")
+    if total != size:
+        raise BadRequest(f"Content-Range total {total} is not the object's declared size {size}", code="invalid_range")
+    if end > size:
+        raise BadRequest(f"chunk ends at byte {end}, past the object's size {size}", code="invalid_range")
+    if length is not None and length != end - start:
+        raise BadRequest(f"body has {length} bytes but Content-Range names {end - start}", code="invalid_range")
+    return start, end
+
+
+def check_chunk(meta: ObjectMeta, start: int, end: int, max_chunk: int) -> None:
+    """A chunk may only continue the upload where it stands (uploads are sequential; resume by
+    reading ``received`` from ``GET /v1/objects/ID``)."""
+    if meta.complete:
+        raise Conflict(f"object {meta.object_id!r} is complete; objects are immutable", code="object_complete")
+    if end - start > max_chunk:
+        raise PayloadTooLarge(f"a chunk of {end - start} bytes is over the limit of {max_chunk}; send at most "
+                              f"{max_chunk} bytes per request", code="chunk_too_large", details={"limit": max_chunk})
+    if start != meta.received:
+        raise Conflict(f"chunk starts at byte {start} but the object holds {meta.received}: send from there",
+                       code="wrong_offset", details={"received": meta.received})
+
+
+# -- task data tokens --------------------------------------------------------------------------
+
+
+def _sign(key: bytes, task_id: str) -> str:
+    mac = hmac.new(key, (DATA_TOKEN_PREFIX + task_id).encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def mint_data_token(key: bytes, task_id: str) -> str:
+    return f"{DATA_TOKEN_PREFIX}{task_id}.{_sign(key, task_id)}"
+
+
+def data_token_task(key: bytes, token: str) -> str | None:
+    """The task id a data token was minted for, or None if it is not one of ours."""
+    if not token.startswith(DATA_TOKEN_PREFIX):
+        return None
+    task_id, _, sig = token[len(DATA_TOKEN_PREFIX):].partition(".")
+    if not task_id or not hmac.compare_digest(sig, _sign(key, task_id)):
+        return None
+    return task_id
+
+
+def data_token_live(state: str | None, finished_at: float | None, now: float, grace: float = TOKEN_GRACE) -> bool:
+    """A task's data token works while the task runs, and ``grace`` seconds after it finished."""
+    if state is None:
+        return False
+    if state not in _TERMINAL:
+        return True
+    return finished_at is not None and now - finished_at <= grace
+
+
+_GET_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+class RangeNotSatisfiable(FnserveError):
+    code = "range_not_satisfiable"
+    http_status = 416
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int]:
+    """``(start, end)`` (end exclusive) of a download: the whole object, or one ``Range:
+    bytes=START-[LAST]`` (how a broken download resumes). Several ranges are not served."""
+    if not header:
+        return 0, size
+    m = _GET_RANGE.match(header.strip())
+    if not m:
+        raise RangeNotSatisfiable("Range must read 'bytes=START-' or 'bytes=START-LAST' (one range)")
+    start = int(m[1])
+    end = min(int(m[2]) + 1, size) if m[2] else size
+    if start >= size or end <= start:
+        if start == 0 and size == 0:
+            return 0, 0
+        raise RangeNotSatisfiable(f"range starts at {start}, the object has {size} bytes", details={"size": size})
+    return start, end

@@ -1,0 +1,277 @@
+"""The service's object store: users' objects (large arguments, results, output files), their
+metadata in Redis and their bytes in a backend (local disk by default).
+
+Keys (prefixed ``fns:``)::
+
+    obj:{id}            hash: owner, size, sha256, received (bytes stored so far), complete
+                        ("1" once every byte arrived and the checksum matched), created, expires,
+                        name, task (the task whose worker made it, if one did), gone ("1" once
+                        swept). Lives a day past ``expires`` so that a late reader is told
+                        ``object_expired`` rather than ``object_not_found``.
+    objs:{owner}        sorted set: the owner's live objects as "{id}:{size}", scored by their
+                        expiry time (the size is there so a sweep needs nothing else)
+    objbytes:{owner}    bytes counted against the owner's quota: the declared sizes of live
+                        objects (counted at creation, so an upload in progress holds its room)
+
+Expired objects are swept per owner (bytes deleted, counter lowered, hash marked ``gone``)
+before each of that owner's creations, and by :meth:`ObjectStore.sweep_all`. Uploads are
+sequential chunks (``received`` moves forward only by the chunk that started there); the last
+chunk checks the SHA-256 declared at creation, and a mismatch deletes the object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from fnserve.errors import BadRequest
+from web_service.object_rules import (
+    ObjectMeta,
+    Principal,
+    check_access,
+    check_chunk,
+    check_new_object,
+)
+
+P = "fns:"
+TOMBSTONE_SECONDS = 24 * 3600
+_COPY = 1024 * 1024
+
+
+def meta_key(object_id: str) -> str:
+    return f"{P}obj:{object_id}"
+
+
+def owner_key(owner: str) -> str:
+    return f"{P}objs:{owner}"
+
+
+def bytes_key(owner: str) -> str:
+    return f"{P}objbytes:{owner}"
+
+
+def load_data_key(path: str | os.PathLike[str]) -> bytes:
+    """The service's data-token key from ``path``, created (0600, 32 random bytes) if missing.
+
+    Created with O_EXCL, so the web service and the forwarder starting together agree on one."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+    for _ in range(100):  # the creator may not have written it yet
+        text = p.read_text().strip()
+        if text:
+            return bytes.fromhex(text)
+        time.sleep(0.01)
+    raise RuntimeError(f"data key file {p} is empty; delete it and restart")
+
+
+def object_backend(settings: Any) -> Any:
+    """The backend ``settings`` name: local disk (the default) or an S3 bucket."""
+    if settings.object_backend == "disk":
+        return LocalDiskBackend(settings.objects_dir)
+    if settings.object_backend == "s3":
+        if not settings.s3_bucket:
+            raise ValueError("FNSERVE_OBJECT_BACKEND=s3 needs FNSERVE_S3_BUCKET")
+        from web_service.object_backends_s3 import S3Backend
+
+        return S3Backend(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    raise ValueError(f"FNSERVE_OBJECT_BACKEND={settings.object_backend!r}: use 'disk' or 's3'")
+
+
+class LocalDiskBackend:
+    """Objects as files under ``root`` (0700 folders, 0600 files)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def path(self, object_id: str) -> Path:
+        return self.root / object_id[:2] / object_id
+
+    def write(self, object_id: str, offset: int, stream: IO[bytes], length: int) -> int:
+        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time)."""
+        path = self.path(object_id)
+        path.parent.mkdir(exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        done = 0
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            while done < length:
+                piece = stream.read(min(_COPY, length - done))
+                if not piece:
+                    break
+                os.write(fd, piece)
+                done += len(piece)
+            os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
+        finally:
+            os.close(fd)
+        return done
+
+    def sha256(self, object_id: str) -> str:
+        digest = hashlib.sha256()
+        with open(self.path(object_id), "rb") as f:
+            while piece := f.read(4 * _COPY):
+                digest.update(piece)
+        return digest.hexdigest()
+
+    def read(self, object_id: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        with open(self.path(object_id), "rb") as f:
+            f.seek(start)
+            left = None if end is None else end - start
+            while left is None or left > 0:
+                piece = f.read(_COPY if left is None else min(_COPY, left))
+                if not piece:
+                    return
+                if left is not None:
+                    left -= len(piece)
+                yield piece
+
+    def exists(self, object_id: str) -> bool:
+        return self.path(object_id).exists()
+
+    def delete(self, object_id: str) -> None:
+        try:
+            self.path(object_id).unlink()
+        except FileNotFoundError:
+            pass
+
+
+# KEYS: owner's set, owner's byte counter, new meta key. ARGV: size, quota, set member,
+# tombstone seconds, then meta fields (name value ...) with 'expires' first. Returns -1 when
+# created, else the bytes in use (over quota: nothing written).
+_CREATE = """
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return used end
+redis.call('INCRBY', KEYS[2], ARGV[1])
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[3], unpack(fields))
+local expires = tonumber(ARGV[6])
+redis.call('EXPIREAT', KEYS[3], math.ceil(expires) + tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[1], expires, ARGV[3])
+return -1
+"""
+
+# KEYS: meta key. ARGV: start, end. Moves ``received`` forward only if it still stands at start.
+_ADVANCE = """
+local r = tonumber(redis.call('HGET', KEYS[1], 'received') or '-1')
+if r ~= tonumber(ARGV[1]) then return r end
+redis.call('HSET', KEYS[1], 'received', ARGV[2])
+return tonumber(ARGV[2])
+"""
+
+# KEYS: owner's set, owner's counter, meta key. ARGV: set member, size. Idempotent: only the
+# caller whose ZREM removed the member lowers the counter.
+_RELEASE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('DECRBY', KEYS[2], ARGV[2])
+  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'gone', '1') end
+  return 1
+end
+return 0
+"""
+
+
+class ObjectStore:
+    def __init__(self, r: redis.Redis, backend: Any, *, quota_bytes: int, max_object_bytes: int,
+                 chunk_bytes: int) -> None:
+        self.r = r
+        self.backend = backend
+        self.quota_bytes = quota_bytes
+        self.max_object_bytes = max_object_bytes
+        self.chunk_bytes = chunk_bytes
+        self._create = r.register_script(_CREATE)
+        self._advance = r.register_script(_ADVANCE)
+        self._release = r.register_script(_RELEASE)
+
+    # -- reading metadata ------------------------------------------------------------------------
+
+    def meta(self, object_id: str) -> ObjectMeta | None:
+        h = {k.decode(): v.decode() for k, v in self.r.hgetall(meta_key(object_id)).items()}
+        if not h:
+            return None
+        return ObjectMeta(object_id=object_id, owner=h["owner"], size=int(h["size"]), sha256=h["sha256"],
+                          received=int(h.get("received", 0)), complete=h.get("complete") == "1",
+                          expires=float(h["expires"]), gone=h.get("gone") == "1", task=h.get("task"))
+
+    def get(self, object_id: str, who: Principal) -> ObjectMeta:
+        return check_access(self.meta(object_id), object_id, who, time.time())
+
+    def used(self, owner: str) -> int:
+        return int(self.r.get(bytes_key(owner)) or 0)
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def create(self, who: Principal, size: object, sha256: object, ttl: float, name: str | None = None) -> ObjectMeta:
+        self.sweep(who.user_id)
+        size, digest = check_new_object(size, sha256, self.used(who.user_id), self.quota_bytes, self.max_object_bytes)
+        object_id = uuid.uuid4().hex
+        now = time.time()
+        fields = ["expires", repr(now + ttl), "owner", who.user_id, "size", str(size), "sha256", digest,
+                  "received", "0", "complete", "1" if size == 0 else "0", "created", repr(now)]
+        if name:
+            fields += ["name", name[:256]]
+        if who.task_id:
+            fields += ["task", who.task_id]
+        used = self._create(keys=[owner_key(who.user_id), bytes_key(who.user_id), meta_key(object_id)],
+                            args=[size, self.quota_bytes, f"{object_id}:{size}", TOMBSTONE_SECONDS, *fields])
+        if int(used) >= 0:  # another creation took the room in between
+            check_new_object(size, digest, int(used), self.quota_bytes, self.max_object_bytes)
+        if size == 0 and digest != hashlib.sha256(b"").hexdigest():
+            self.delete(object_id, who)
+            raise BadRequest("an empty object's sha256 must be that of no bytes", code="checksum_mismatch")
+        meta = self.meta(object_id)
+        assert meta is not None
+        return meta
+
+    def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes]) -> ObjectMeta:
+        meta = self.get(object_id, who)
+        check_chunk(meta, start, end, self.chunk_bytes)
+        wrote = self.backend.write(object_id, start, stream, end - start)
+        if wrote != end - start:
+            raise BadRequest(f"the body ended after {wrote} of {end - start} bytes; send the chunk again",
+                             code="incomplete_body", details={"received": meta.received})
+        received = int(self._advance(keys=[meta_key(object_id)], args=[start, end]))
+        if received == meta.size and received == end:
+            if self.backend.sha256(object_id) != meta.sha256:
+                self.delete(object_id, who)
+                raise BadRequest(f"the uploaded bytes do not match the declared sha256; object {object_id} was "
+                                 "deleted: create it again", code="checksum_mismatch")
+            self.r.hset(meta_key(object_id), "complete", "1")
+        meta = self.meta(object_id)
+        assert meta is not None
+        return meta
+
+    def delete(self, object_id: str, who: Principal) -> None:
+        meta = self.get(object_id, who)
+        self._drop(meta)
+        self.r.delete(meta_key(object_id))
+
+    def _drop(self, meta: ObjectMeta) -> None:
+        self._release_member(meta.owner, meta.object_id, meta.size)
+
+    def _release_member(self, owner: str, object_id: str, size: int) -> int:
+        self.backend.delete(object_id)
+        return int(self._release(keys=[owner_key(owner), bytes_key(owner), meta_key(object_id)],
+                                 args=[f"{object_id}:{size}", size]))
+
+    def sweep(self, owner: str, now: float | None = None) -> int:
+        """Delete the owner's expired objects (bytes, quota, index); returns how many."""
+        n = 0
+        for raw in self.r.zrangebyscore(owner_key(owner), "-inf", now or time.time()):
+            object_id, _, size = raw.decode().partition(":")
+            n += self._release_member(owner, object_id, int(size))
+        return n

@@ -1,0 +1,131 @@
+"""``/v1/objects``: the object store (large arguments, results and files by reference).
+
+    POST   /v1/objects            {"size", "sha256", "ttl"?, "name"?} -> 201 the object's metadata
+                                  with "chunk_bytes" (largest chunk a PUT may carry)
+    PUT    /v1/objects/ID/data    a chunk; header "Content-Range: bytes START-LAST/SIZE" (none:
+                                  the whole object in one body) -> {"received", "complete", ...}
+    GET    /v1/objects/ID         metadata: size, sha256, received, complete, expires
+    GET    /v1/objects/ID/data    the bytes (HTTP Range requests resume a download)
+    DELETE /v1/objects/ID
+
+Callers: a user's bearer token, or a task's data token (``fnsd1.``; see
+:mod:`web_service.object_rules`) acting for the task's owner while the task runs. Uploads are
+sequential and resumable: after a broken connection read ``received`` and send from there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, g, request, stream_with_context
+
+from fnserve.errors import Unauthorized
+from web_service.object_rules import (
+    ObjectMeta,
+    Principal,
+    check_object_id,
+    check_readable,
+    data_token_live,
+    data_token_task,
+    object_ttl,
+    parse_content_range,
+    parse_range,
+)
+from web_service.routes._http import check_address, json_body, require_identity, respond
+from web_service.state import current
+from web_service.task_store import task_key
+
+bp = Blueprint("objects", __name__)
+
+
+@bp.before_request
+def authenticate() -> None:
+    """A task's data token, or else the usual user token."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    state = current()
+    task_id = data_token_task(state.data_key, token) if scheme.lower() == "bearer" else None
+    if task_id is None:
+        if token.startswith("fnsd1."):
+            check_address()
+            raise Unauthorized("this data token is not valid (wrong signature)", code="invalid_token")
+        require_identity()
+        g.principal = Principal(g.identity.user_id)
+        return
+    owner, task_state, finished, arg_ref = state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished",
+                                                               "arg_ref")
+    if owner is None or not data_token_live(task_state and task_state.decode(),
+                                            float(finished) if finished else None, time.time()):
+        check_address()
+        raise Unauthorized(f"the data token of task {task_id} is no longer valid (the task finished)",
+                           code="invalid_token")
+    g.principal = Principal(owner.decode(), task_id=task_id,
+                            objects=frozenset({arg_ref.decode()}) if arg_ref else frozenset())
+
+
+def _who() -> Principal:
+    return g.principal  # type: ignore[no-any-return]
+
+
+def _view(meta: ObjectMeta, chunk_bytes: int) -> dict[str, Any]:
+    return {"object_id": meta.object_id, "size": meta.size, "sha256": meta.sha256, "received": meta.received,
+            "complete": meta.complete, "expires": meta.expires, "chunk_bytes": chunk_bytes}
+
+
+@bp.post("/objects")
+def create_object() -> Response:
+    state = current()
+    assert state.objects is not None
+    body = json_body()
+    ttl = object_ttl(body.get("ttl"), state.settings.object_ttl, state.settings.max_object_ttl)
+    name = body.get("name") if isinstance(body.get("name"), str) else None
+    meta = state.objects.create(_who(), body.get("size"), body.get("sha256"), ttl, name)
+    return respond(_view(meta, state.objects.chunk_bytes), 201)
+
+
+@bp.get("/objects/<object_id>")
+def get_object(object_id: str) -> Response:
+    state = current()
+    assert state.objects is not None
+    check_object_id(object_id)
+    return respond(_view(state.objects.get(object_id, _who()), state.objects.chunk_bytes))
+
+
+@bp.put("/objects/<object_id>/data")
+def put_data(object_id: str) -> Response:
+    state = current()
+    assert state.objects is not None
+    check_object_id(object_id)
+    meta = state.objects.get(object_id, _who())
+    start, end = parse_content_range(request.headers.get("Content-Range"), request.content_length, meta.size)
+    meta = state.objects.write_chunk(object_id, _who(), start, end, request.stream)
+    return respond(_view(meta, state.objects.chunk_bytes))
+
+
+@bp.get("/objects/<object_id>/data")
+def get_data(object_id: str) -> Response:
+    state = current()
+    assert state.objects is not None
+    check_object_id(object_id)
+    meta = state.objects.get(object_id, _who())
+    check_readable(meta)
+    start, end = parse_range(request.headers.get("Range"), meta.size)
+    resp = Response(stream_with_context(state.objects.backend.read(object_id, start, end)),
+                    status=206 if (start, end) != (0, meta.size) else 200, mimetype="application/octet-stream")
+    resp.headers["Content-Length"] = str(end - start)
+    resp.headers["Accept-Ranges"] = "bytes"
+    resp.headers["X-Checksum-SHA256"] = meta.sha256
+    if resp.status_code == 206:
+        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.size}"
+    return resp
+
+
+@bp.delete("/objects/<object_id>")
+def delete_object(object_id: str) -> Response:
+    state = current()
+    assert state.objects is not None
+    check_object_id(object_id)
+    state.objects.delete(object_id, _who())
+    return respond({"object_id": object_id, "deleted": True})
+

@@ -6,14 +6,16 @@ everything it starts inherits it: the HTEX interchange, local worker pools, thei
 :func:`watch` starts a daemon thread that checks twice a second whether that process still
 lives, and calls ``on_death`` when it does not.
 
-Why a watchdog and not ``PR_SET_PDEATHSIG``: the parent-death signal fires when the *thread*
-that started the child ends (HTEX may start its interchange from any thread), it only covers
-direct children (a worker pool is started by Parsl's provider through ``bash``, whose parent is
-gone at once), and it cannot be set on processes Parsl starts without a hook in Parsl. The
+Why a watchdog and not only ``PR_SET_PDEATHSIG``: the parent-death signal covers direct
+children only (a worker pool is started by Parsl's provider through ``bash``, whose parent is
+gone at once), and it fires when the *thread* that started the child ends, not the process. The
 watchdog works for grandchildren, costs one ``/proc`` read every 0.5 s, and is armed only where
 the site manager is visible: on its own host and in its PID namespace (a worker pool on another
 node or inside a container does not watch; the interchange's heartbeat and the site manager's
-block cancel end those).
+block cancel end those). The interchange, a direct child started from the site manager's main
+loop thread, also asks for the parent-death signal (:func:`die_with_parent`): it then stops
+dispatching the instant its site manager dies, not up to 0.5 s later, so no task starts on a
+worker after the site manager that sent it is gone.
 """
 
 from __future__ import annotations
@@ -56,6 +58,25 @@ def parse(value: str, hostname: str) -> tuple[int, str] | None:
     if len(parts) != 3 or parts[0] != hostname or not parts[1].isdigit() or not parts[2].isdigit():
         return None
     return int(parts[1]), parts[2]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(expected_parent: int) -> bool:
+    """SIGKILL this process when its parent dies (Linux); False where that cannot be set."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != expected_parent:  # it died before the signal was asked for
+        os._exit(0)
+    return True
 
 
 def watch(on_death: Callable[[], None], interval: float = INTERVAL) -> bool:

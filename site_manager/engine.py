@@ -387,20 +387,29 @@ class Engine:
             return f"its interchange (pid {proc.pid}) exited with status {proc.returncode}"
         if self.provider_config.type != "local":
             return None
-        resources = getattr(ex.provider, "resources", {})
         with self._lock:
             seen = set(self._seen_blocks)
+        for block, pid in self._note_local_groups(ex):
+            if block in seen:
+                return f"the worker pool of block {block} (launcher pid {pid}) died"
+        return None
+
+    def _note_local_groups(self, ex: Any) -> list[tuple[str, int]]:
+        """Note each live local block's process group; returns the blocks whose launcher is gone
+        (not cancelled by us), with its pid."""
+        gone = []
+        resources = getattr(ex.provider, "resources", {})
         for block, job in list(ex.blocks_to_job_id.items()):
             info = resources.get(job) or {}
             pid = info.get("remote_pid")
             if pid is None or info.get("cancelled"):
+                self._groups.pop(block, None)  # scaled in: Parsl signalled its group already
                 continue
             try:
                 self._groups[block] = os.getpgid(int(pid))
             except (ProcessLookupError, ValueError):
-                if block in seen:
-                    return f"the worker pool of block {block} (launcher pid {pid}) died"
-        return None
+                gone.append((block, int(pid)))
+        return gone
 
     def _kill_local_blocks(self) -> None:
         """SIGKILL the process groups of local blocks (a pool killed alone leaves its workers)."""
@@ -417,6 +426,8 @@ class Engine:
             entries = list(self._inflight.items())
             self._inflight.clear()  # whatever the old engine reports about them from now is ignored
         logger.error("engine %s: %s; restarting it (%d task(s) in it)", self.label, reason, len(entries))
+        if old is not None and self.provider_config.type == "local":
+            self._note_local_groups(old)
         self._kill_local_blocks()
         if old is not None:
             try:
@@ -497,7 +508,8 @@ class Engine:
             self._kill_local_blocks()
             return
         self._executor = None
-        self.dead_process()  # notes the local blocks' process groups, for the kill below
+        if self.provider_config.type == "local":
+            self._note_local_groups(ex)  # for the kill below
         try:
             job_ids = [
                 j for b, j in ex.blocks_to_job_id.items()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import runpy
+import socket
 import sys
 
 INTERCHANGE_MODULE = "parsl.executors.high_throughput.interchange"
@@ -26,6 +27,9 @@ LAUNCH_CMD = [sys.executable, "-m", "site_manager.interchange"]
 def main() -> None:
     from node_manager import parent_watch
 
+    parent = parent_watch.parse(os.environ.get(parent_watch.ENV, ""), socket.gethostname())
+    if parent is not None and parent[0] == os.getppid():
+        parent_watch.die_with_parent(parent[0])
     parent_watch.watch(lambda: os._exit(0))
     if not os.environ.get("FNSERVE_INTERCHANGE_DEBUG"):
         logging.disable(logging.DEBUG)

@@ -53,7 +53,8 @@ class Managed:
 
     def leftovers(self) -> list[int]:
         """Live processes of ours tagged with this pid file (the leader included, if alive)."""
-        return tagged_processes(str(self.pid_file))
+        leader = recorded_pid(self.pid_file)
+        return tagged_processes(str(self.pid_file), sessions={leader} if leader else frozenset())
 
     def clean_leftovers(self, say: Callable[[str], None] | None = None) -> list[int]:
         """With the leader gone: SIGKILL what it left (children that outlived it); returns them."""
@@ -149,22 +150,48 @@ def _signal_group(pid: int, sig: int) -> None:
             pass
 
 
-def tagged_processes(tag: str, prefix: bool = False) -> list[int]:
-    """Live processes of this account whose ``FNSERVE_PID_FILE`` is ``tag`` (or starts with it)."""
+def tagged_processes(tag: str, prefix: bool = False, sessions: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Live processes of this account whose ``FNSERVE_PID_FILE`` is ``tag`` (or starts with it).
+
+    Also those in one of ``sessions`` (the pids fnserve started, each a session leader) whose
+    environment cannot be read back: setproctitle (gunicorn, Parsl's interchange) overwrites the
+    memory ``/proc/<pid>/environ`` shows. A process of such a session that shows an environment
+    without the tag is someone else's (a session id reused long after ours ended).
+    """
     want = f"{TAG}={tag}".encode()
     me = os.getpid()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
+        pid = int(entry.name)
         try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = [v for v in f.read().split(b"\0") if v]
         except OSError:
             continue  # gone, or another account's
-        if any(v.startswith(want) if prefix else v == want for v in environ) and _alive(int(entry.name)):
-            found.append(int(entry.name))
+        tagged = any(v.startswith(want) if prefix else v == want for v in environ)
+        if not tagged and (environ or not sessions or _session(pid) not in sessions):
+            continue
+        if _alive(pid):
+            found.append(pid)
     return sorted(found)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def recorded_pid(pid_file: Path) -> int | None:
+    """The pid a pid file names, alive or not."""
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def kill_and_wait(pids: list[int], timeout: float = 10.0) -> list[int]:

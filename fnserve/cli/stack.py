@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import yaml
 
-from fnserve.cli.processes import Managed, kill_and_wait, python_module, tagged_processes
+from fnserve.cli.processes import Managed, kill_and_wait, python_module, recorded_pid, tagged_processes
 from fnserve.config import ClientConfig, home
 from fnserve.errors import FnserveError
 from fnserve.private_files import check_private, private_dir
@@ -239,6 +239,7 @@ def wait_connected(client: Any, endpoint_id: str, proc: Managed, timeout: float 
 
 
 def stop_all(say: Callable[[str], None] = print) -> None:
+    sessions = {pid for f in home().glob("**/*.pid") if (pid := recorded_pid(f))}
     root = home() / "endpoints"
     if root.exists():
         for ep in sorted(root.iterdir()):
@@ -248,7 +249,7 @@ def stop_all(say: Callable[[str], None] = print) -> None:
     for name in SERVICE_PROCESSES:
         if procs[name].stop():
             say(f"  stopped {name}")
-    left = tagged_processes(f"{home()}{os.sep}", prefix=True)
+    left = tagged_processes(f"{home()}{os.sep}", prefix=True, sessions=sessions)
     if left:  # started by a process whose pid file is gone: ours all the same
         say(f"  removing {len(left)} leftover process(es): {', '.join(map(str, left))}")
         left = kill_and_wait(left)

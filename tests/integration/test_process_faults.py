@@ -174,17 +174,26 @@ def test_up_removes_what_a_killed_gunicorn_master_left_on_the_web_port(stack):
     master = int((stack.home / "service" / "run" / "web.pid").read_text())
     workers = _children(master)
     assert workers
-    # Keep a worker busy in a long poll, so it outlives its master for a while.
+    # Keep a worker busy in a long poll (on a task that sleeps), so it outlives its master a while.
     client = stack.client()
-    poll = threading.Thread(target=lambda: client.transport.post("/v1/tasks/results", {"task_ids": [], "wait": 20}),
-                            daemon=True)
-    poll.start()
+    fid = client.register_function(recorder())
+    tid = client.submit(fid, stack.endpoint_id, (0, os.devnull, 20_000))
+
+    def long_poll() -> None:
+        try:
+            client.transport.post("/v1/tasks/results", {"task_ids": [tid], "wait": 20}, timeout=30)
+        except Exception:  # noqa: BLE001 - its server is killed under it: that is the test
+            pass
+
+    threading.Thread(target=long_poll, daemon=True).start()
+    time.sleep(0.5)  # the request reaches the worker (nothing to wait on from outside)
     os.kill(master, signal.SIGKILL)
     _wait(lambda: not _alive(master), 10, "the gunicorn master to die")
     out = stack.cli("up", "--port", stack.url.rsplit(":", 1)[1], timeout=180)
     assert "already in use" not in out.stdout + out.stderr
     assert not any(_alive(w) for w in workers)
     assert stack.client().list_endpoints() is not None
+    client.cancel(tid)
 
 
 def test_tasks_cancelled_before_they_start_never_run_and_the_endpoint_serves_at_once(stack, tmp_path):

@@ -200,12 +200,15 @@ def test_tasks_cancelled_before_they_start_never_run_and_the_endpoint_serves_at_
     client = stack.client()
     fid = client.register_function(recorder())
     runs = tmp_path / "runs"
-    busy = [client.submit(fid, stack.endpoint_id, (i, str(runs), 3000)) for i in range(WORKERS)]
-    queued = [client.submit(fid, stack.endpoint_id, (100 + i, str(runs), 3000)) for i in range(20)]
+    # Two long tasks hold both workers; twenty more wait behind them (at the interchange).
+    busy = [client.submit(fid, stack.endpoint_id, (i, str(runs), 60_000)) for i in range(WORKERS)]
     _wait(lambda: len(_executions(runs)) >= WORKERS, 60, "the first tasks to start")
-    for tid in busy + queued:
+    queued = [client.submit(fid, stack.endpoint_id, (100 + i, str(runs), 60_000)) for i in range(20)]
+    # At the endpoint (not still at the service): the cancel has to stop them there.
+    _wait(lambda: all(client.get_task(t)["state"] == "dispatched" for t in queued), 60, "the tasks to be dispatched")
+    for tid in queued + busy:
         assert client.cancel(tid)["state"] == "cancelled"
-    # The next call runs on a replaced worker, not behind the cancelled ones (20 x 3 s).
+    # The next call runs on a replaced worker, not behind the cancelled ones (20 x 60 s).
     assert client.get_result(client.submit(fid, stack.endpoint_id, (999, str(runs), 0)), timeout=60) == 999
     ran = _executions(runs)
     assert not [i for i in ran if 100 <= i < 120], f"cancelled queued tasks ran: {sorted(ran)}"

@@ -168,6 +168,14 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             code=exc.code, type=type(exc).__name__, message=f"the arguments passed by reference: {exc.message}"))
 
     running.mark(task.control_dir, task.task_id)
+    if running.take_cancelled(task.control_dir, task.task_id):
+        running.mark(task.control_dir, "")  # this worker does not run it: no kill is meant for it
+        timings["worker_finished"] = time.time()
+        return ResultMessage(
+            task_id=task.task_id, ok=False, timings=timings,
+            error=RemoteError(code="cancelled", type="TaskCancelled",
+                              message="the task was cancelled before it started; it did not run"),
+        )
     outputs.announce_start(task.task_id, task.outputs_address)  # the task's state becomes "running"
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)

@@ -4,6 +4,14 @@ Runs Parsl's ``process_worker_pool`` with the same arguments, after checking tha
 interpreter has what a worker needs, so that a container or venv without fnserve or Parsl
 fails with a message naming the interpreter and the fix (the site manager reports the last
 lines of a block's stderr when its workers never connect).
+
+Two more things a pool started here does:
+
+- it ends with its site manager when that one runs on this host (:mod:`node_manager.parent_watch`):
+  the whole process group of the block goes (the pool and its workers), so no worker keeps
+  running tasks that the restarted site manager gets again;
+- its worker watchdog (Parsl's, paced by ``--hb_period``) checks every ``WORKER_CHECK`` s at most,
+  so a worker killed by a cancel or a crash is replaced at once, not at the next 30 s heartbeat.
 """
 
 from __future__ import annotations
@@ -12,6 +20,33 @@ import os
 import runpy
 import signal
 import sys
+
+# Seconds between the worker pool's checks for dead workers (and its heartbeats to the interchange).
+WORKER_CHECK = 1
+
+
+def paced(argv: list[str], period: int = WORKER_CHECK) -> list[str]:
+    """``argv`` with ``--hb_period`` at most ``period`` (pure).
+
+    >>> paced(["-p", "0", "--hb_period=30", "--hb_threshold=120"])
+    ['-p', '0', '--hb_period=1', '--hb_threshold=120']
+    """
+    out = []
+    for arg in argv:
+        if arg.startswith("--hb_period=") and arg.split("=", 1)[1].isdigit():
+            arg = f"--hb_period={min(int(arg.split('=', 1)[1]), period)}"
+        out.append(arg)
+    return out
+
+
+def _end_block() -> None:
+    # The site manager is gone: end this pool and its workers, the block's process group (a local
+    # block runs in a group of its own). PID 1 of a container takes its namespace with it.
+    try:
+        if os.getpid() != 1:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+        os._exit(0)
 
 
 def main() -> None:
@@ -36,6 +71,10 @@ def main() -> None:
             signal.signal(signum, lambda *_: os._exit(0))
     # Worker logs land in the endpoint's run dir (bind-mounted into containers): private.
     os.umask(0o077)
+    from node_manager import parent_watch
+
+    parent_watch.watch(_end_block)
+    sys.argv[1:] = paced(sys.argv[1:])
     sys.argv[0] = "process_worker_pool.py"
     runpy.run_module("parsl.executors.high_throughput.process_worker_pool", run_name="__main__", alter_sys=True)
 

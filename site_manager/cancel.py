@@ -15,7 +15,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from node_manager.running import pids_running
+from node_manager.running import forget_cancelled, note_cancelled, pids_running
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ def control_dir(endpoint_id: str) -> Path:
 
 
 def kill_tasks(directory: Path, task_ids: tuple[str, ...]) -> None:
-    """SIGKILL the local workers running ``task_ids``."""
+    """Stop ``task_ids``: note them cancelled (a worker that has not started one skips it), then
+    SIGKILL the local workers running them (the note first: see node_manager.running)."""
+    note_cancelled(directory, task_ids)
     found = pids_running(directory, set(task_ids))
     for task_id, pid in found.items():
         try:
@@ -40,5 +42,7 @@ def kill_tasks(directory: Path, task_ids: tuple[str, ...]) -> None:
             pass  # it ended on its own meanwhile
         except PermissionError:
             logger.warning("cancelled task %s: not allowed to kill its worker (pid %d)", task_id, pid)
+        forget_cancelled(directory, task_id)
     for task_id in set(task_ids) - set(found):
-        logger.info("cancelled task %s: its worker is not on this node or has not started it; its result will be dropped", task_id)
+        logger.info("cancelled task %s: not started on this node; a worker here that picks it up skips it, "
+                    "one elsewhere runs it and its result is dropped", task_id)

@@ -3,18 +3,28 @@
 Each task is submitted as its encoded :class:`~fnserve.messages.TaskMessage` with
 ``node_manager.execute.execute_task`` as Parsl's ``task_executor``, so the worker runs our
 node manager on the bytes as they came from the forwarder and Parsl never pickles a function.
+
+The engine watches its own processes at heartbeat pace (:meth:`Engine.status`): an interchange
+that exited, or a local block whose worker pool died while connected, restarts the engine
+(:meth:`Engine.restart`). Tasks that had not started are submitted again to the new interchange
+(once: they never ran); tasks that had started fail with ``worker_lost`` and the site manager
+reruns them within the retry bounds (:mod:`site_manager.retries`). Which ones had started comes
+from :attr:`Engine.started_probe` (the workers' start notes and start markers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import logging
 import os
+import signal
 import sys
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +38,7 @@ from site_manager.config import (
     ScalingConfig,
     parsl_class,
 )
-from site_manager.failures import BlockLost
+from site_manager.failures import BlockLost, EngineLost
 from site_manager.interchange import LAUNCH_CMD as INTERCHANGE_LAUNCH_CMD
 from site_manager.scaling import BlockView, classify_blocks, decide
 from site_manager.status import EngineStatus, summarize
@@ -37,6 +47,33 @@ logger = logging.getLogger(__name__)
 
 TASK_EXECUTOR = {"task_executor": {"f": "node_manager.execute.execute_task"}}
 WORKER_UMASK = "umask 077"
+
+
+def pool_launch_cmd(default: str, python: str = sys.executable) -> str:
+    """Parsl's worker pool command, run through :mod:`node_manager.pool` (pure): the pool then
+    ends with its site manager and replaces dead workers at once.
+
+    >>> pool_launch_cmd("process_worker_pool.py -p {x}", "/py")
+    '/py -m node_manager.pool -p {x}'
+    """
+    head, _, rest = default.partition(" ")
+    if not head.endswith("process_worker_pool.py"):
+        return default
+    return f"{python} -m node_manager.pool {rest}".rstrip()
+
+
+def split_lost(task_ids: set[str], started: set[str]) -> tuple[set[str], set[str]]:
+    """Tasks of a dead engine: ``(to submit again, to fail as lost)`` (pure).
+
+    A task no worker started never ran: it is submitted once more, not counted as an attempt.
+    One that started may have run (partly): it fails with ``worker_lost`` and the site manager's
+    retry rules decide. An unknown id (no task id given) counts as started: the safe side.
+
+    >>> split_lost({"a", "b", ""}, {"b"})
+    ({'a'}, {'', 'b'})
+    """
+    again = {t for t in task_ids if t and t not in started}
+    return again, task_ids - again
 
 
 def make_launcher(launcher: LauncherConfig) -> Any:
@@ -149,6 +186,12 @@ class Engine:
         self._lost: dict[str, str] = {}  # block id -> how it was reported lost
         self._idle_since: float | None = None
         self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
+        # Submitted and not settled: outer future -> (task bytes, task id, Parsl's future).
+        self._inflight: dict[Future[bytes], tuple[bytes, str, Future[Any]]] = {}
+        self._groups: dict[str, int] = {}  # local block -> its process group (to kill what it left)
+        # Which of these task ids a worker started (set by the site manager); None: assume all did.
+        self.started_probe: Callable[[set[str]], set[str]] | None = None
+        self.restarts = 0
 
     def start(self) -> None:
         """Start the interchange and the configured initial blocks."""
@@ -158,6 +201,11 @@ class Engine:
         private_dir(self.run_dir)
         script_dir = private_dir(self.run_dir / "submit_scripts")
         cfg = self.config
+        launch_cmd = self.launch_cmd
+        if launch_cmd is None and self.provider_config.type == "local":
+            from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+
+            launch_cmd = pool_launch_cmd(DEFAULT_LAUNCH_CMD)
         ex = HighThroughputExecutor(
             label=self.label,
             provider=make_provider(
@@ -175,7 +223,7 @@ class Engine:
             # CurveZMQ: Parsl writes the keys under run_dir (0700), which workers in containers
             # see through their bind mount and batch jobs through the shared file system.
             encrypted=cfg.encrypted,
-            **({"launch_cmd": self.launch_cmd} if self.launch_cmd else {}),
+            **({"launch_cmd": launch_cmd} if launch_cmd else {}),
             **{"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD,
                **interchange_address(self.provider_config.type, cfg.options), **cfg.options},
         )
@@ -190,15 +238,28 @@ class Engine:
             ex.scale_out_facade(self.scaling.init_blocks)
         logger.info("engine started: %r", ex.provider)
 
-    def submit(self, task_bytes: bytes) -> Future[bytes]:
-        """Run one encoded task message; the future's result is the encoded result message."""
-        inner = self._executor.submit_payload(TASK_EXECUTOR, task_bytes)
+    def submit(self, task_bytes: bytes, task_id: str = "") -> Future[bytes]:
+        """Run one encoded task message; the future's result is the encoded result message.
+
+        ``task_id`` lets a restart after a dead interchange tell queued tasks from started ones.
+        """
         outer: Future[bytes] = Future()
-        inner.add_done_callback(lambda fut: self._settle(outer, fut))
+        self._dispatch(outer, task_bytes, task_id)
         self._scale_out_if_cold()
         return outer
 
+    def _dispatch(self, outer: Future[bytes], task_bytes: bytes, task_id: str) -> None:
+        inner = self._executor.submit_payload(TASK_EXECUTOR, task_bytes)
+        with self._lock:
+            self._inflight[outer] = (task_bytes, task_id, inner)
+        inner.add_done_callback(lambda fut: self._settle(outer, fut))
+
     def _settle(self, outer: Future[bytes], inner: Future[bytes]) -> None:
+        with self._lock:
+            entry = self._inflight.get(outer)
+            if entry is None or entry[2] is not inner:
+                return  # from an engine that was restarted: the task went to the new one
+            del self._inflight[outer]
         if outer.done():
             return  # already failed by its runtime pool (workers that could not start)
         exc = inner.exception()
@@ -313,9 +374,112 @@ class Engine:
             out.append((block, "\n".join(err.splitlines()[-6:]) or f"exit code {st.exit_code}"))
         return out
 
-    def status(self) -> EngineStatus:
-        """Blocks, workers and tasks right now (asks the interchange: call at heartbeat pace)."""
+    # -- dead processes ---------------------------------------------------------------------------
+
+    def dead_process(self) -> str | None:
+        """What died under this engine, or None: its interchange, or a local block's worker pool
+        (its launcher exited while it was connected and not cancelled by us)."""
         ex = self._executor
+        if ex is None:
+            return None
+        proc = getattr(ex, "interchange_proc", None)
+        if proc is not None and proc.poll() is not None:
+            return f"its interchange (pid {proc.pid}) exited with status {proc.returncode}"
+        if self.provider_config.type != "local":
+            return None
+        with self._lock:
+            seen = set(self._seen_blocks)
+        for block, pid in self._note_local_groups(ex):
+            if block in seen:
+                return f"the worker pool of block {block} (launcher pid {pid}) died"
+        return None
+
+    def _note_local_groups(self, ex: Any) -> list[tuple[str, int]]:
+        """Note each live local block's process group; returns the blocks whose launcher is gone
+        (not cancelled by us), with its pid."""
+        gone = []
+        resources = getattr(ex.provider, "resources", {})
+        for block, job in list(ex.blocks_to_job_id.items()):
+            info = resources.get(job) or {}
+            pid = info.get("remote_pid")
+            if pid is None or info.get("cancelled"):
+                self._groups.pop(block, None)  # scaled in: Parsl signalled its group already
+                continue
+            try:
+                self._groups[block] = os.getpgid(int(pid))
+            except (ProcessLookupError, ValueError):
+                gone.append((block, int(pid)))
+        return gone
+
+    def _kill_local_blocks(self) -> None:
+        """SIGKILL the process groups of local blocks (a pool killed alone leaves its workers)."""
+        for block, pgid in list(self._groups.items()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            self._groups.pop(block, None)
+
+    def restart(self, reason: str) -> None:
+        """Replace a broken engine: stop what is left of it, start a fresh one, and hand it the
+        tasks that had not started; the started ones fail with ``worker_lost`` (retried above)."""
+        old = self._executor
+        with self._lock:
+            entries = list(self._inflight.items())
+            self._inflight.clear()  # whatever the old engine reports about them from now is ignored
+        logger.error("engine %s: %s; restarting it (%d task(s) in it)", self.label, reason, len(entries))
+        if old is not None and self.provider_config.type == "local":
+            self._note_local_groups(old)
+        self._kill_local_blocks()
+        if old is not None:
+            try:
+                jobs = [j for j in old.blocks_to_job_id.values() if j is not None]
+                if jobs and self.provider_config.type != "local":
+                    old.provider.cancel(jobs)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("cancelling the old engine's blocks: %s", exc)
+            try:
+                old.shutdown(timeout=2)
+            except Exception as exc:  # noqa: BLE001 - it is broken already
+                logger.warning("stopping the old engine: %s", exc)
+        ids = {tid for _, (_, tid, _) in entries}
+        probe = self.started_probe
+        started = probe({t for t in ids if t}) if probe is not None else set(ids)
+        again, lost = split_lost(ids, started)
+        self._executor = None
+        with self._lock:
+            self._connected_blocks, self._seen_blocks = set(), set()
+            self._manager_blocks, self._lost = {}, {}
+        self.restarts += 1
+        try:
+            self.start()
+        except Exception as exc:  # noqa: BLE001 - fail its tasks clearly rather than hang them
+            logger.error("engine %s did not start again: %s", self.label, exc)
+            self._executor = None
+            lost, again = ids, set()
+            reason = f"{reason}; the engine did not start again: {exc}"
+        resubmitted = 0
+        for outer, (task_bytes, tid, _) in entries:
+            if outer.done():
+                continue
+            if tid in again:
+                self._dispatch(outer, task_bytes, tid)
+                resubmitted += 1
+            else:
+                with contextlib.suppress(InvalidStateError):
+                    outer.set_exception(EngineLost(f"the endpoint's engine died while the task ran: {reason}"))
+        logger.warning("engine %s restarted: %d task(s) that had not started submitted again, %d that had "
+                       "started reported lost", self.label, resubmitted, len(entries) - resubmitted)
+
+    def status(self) -> EngineStatus:
+        """Blocks, workers and tasks right now (asks the interchange: call at heartbeat pace).
+
+        Also the moment a dead interchange or worker pool is noticed and the engine restarted.
+        """
+        dead = self.dead_process()
+        if dead is not None:
+            self.restart(dead)
+        ex = self._executor
+        if ex is None:
+            return EngineStatus()
         # A failing batch system or interchange must not stop heartbeats: report what we know.
         try:
             ex.poll_facade()  # refreshes block states at the provider's own polling interval
@@ -341,8 +505,11 @@ class Engine:
         """Cancel the blocks and stop the interchange."""
         ex = self._executor
         if ex is None:
+            self._kill_local_blocks()
             return
         self._executor = None
+        if self.provider_config.type == "local":
+            self._note_local_groups(ex)  # for the kill below
         try:
             job_ids = [
                 j for b, j in ex.blocks_to_job_id.items()
@@ -354,4 +521,5 @@ class Engine:
         except Exception:
             logger.exception("cancelling blocks failed")
         ex.shutdown()
+        self._kill_local_blocks()  # whatever a cancelled block left (workers of a killed pool)
         logger.info("engine stopped")

@@ -9,6 +9,7 @@ _CODES = {
     "BlockLost": "worker_lost",
     "ManagerLost": "worker_lost",
     "WorkerLost": "worker_lost",
+    "EngineLost": "worker_lost",
     "BadStateException": "engine_failed",
     "ScalingFailed": "engine_failed",
     "SerializationError": "engine_error",
@@ -29,6 +30,10 @@ class BlockLost(Exception):
             f"{where} on {host} was lost: its workers sent no heartbeat for {threshold:g} s "
             "(cancelled, node failure or walltime reached)"
         )
+
+
+class EngineLost(Exception):
+    """A task's engine (its interchange or its local worker pool) died after the task started."""
 
 
 def failure_result(

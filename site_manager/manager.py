@@ -36,6 +36,7 @@ from site_manager.runtime_pool import RuntimePool
 from site_manager.failures import failure_result
 from site_manager.inbox import Inbox, ResultInbox
 from site_manager.outputs import OutputRelay, advertised_host
+from node_manager import parent_watch
 from node_manager.running import tasks_started
 from site_manager.cancel import control_dir, kill_tasks
 from site_manager.walltime import overdue
@@ -123,6 +124,11 @@ class SiteManager:
             self.exit_reason = f"cannot serve metrics on {bind}: {exc.strerror or exc} (the endpoint config's metrics: HOST:PORT)"
             logger.error("%s", self.exit_reason)
             return 1
+        # Children started from here (interchange, local worker pools) end when this process
+        # does (node_manager.parent_watch); a restarted engine needs to know which tasks started.
+        os.environ[parent_watch.ENV] = parent_watch.identity()
+        if hasattr(self.engine, "started_probe"):
+            self.engine.started_probe = self._started
         self.engine.start()
         try:
             return self._loop()
@@ -259,6 +265,10 @@ class SiteManager:
             self.files = FileWatcher(list(self.config.triggers.allowed_folders), self.file_inbox)
         self.files.update(watches)
 
+    def _started(self, task_ids: set[str]) -> set[str]:
+        """Tasks a worker started: its note in the control dir (this node), or its start marker."""
+        return set(tasks_started(self.control_dir, task_ids)) | (task_ids & self.session.started)
+
     def _engine_status(self) -> EngineStatus:
         # Heartbeat pace: also the moment to replace lost blocks (no DataFlowKernel does it).
         status = self.engine.status()
@@ -319,9 +329,9 @@ class SiteManager:
             allowed = narrow(task.allowed_serializers, self.config.allowed_serializers)
             task.allowed_serializers = None if allowed is None else list(allowed)
             if task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
-                future = self.engine.submit(encode_task(task), runtime=task.runtime)
+                future = self.engine.submit(encode_task(task), runtime=task.runtime, task_id=task_id)
             else:
-                future = self.engine.submit(encode_task(task))
+                future = self.engine.submit(encode_task(task), task_id=task_id)
         except Exception as exc:  # noqa: BLE001 - engine in a bad state: fail the task clearly
             logger.error("engine refused task %s: %s", task_id, exc)
             self.inbox.put(failure_result(task_id, exc, task.timings))

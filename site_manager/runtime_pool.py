@@ -110,7 +110,18 @@ class RuntimePool:
             if rt.min_warm_workers > 0:
                 self._start_or_fail(rt)
 
-    def submit(self, task_bytes: bytes, runtime: str | None = None) -> Future[bytes]:
+    @property
+    def started_probe(self) -> Callable[[set[str]], set[str]] | None:
+        return self.host.started_probe
+
+    @started_probe.setter
+    def started_probe(self, probe: Callable[[set[str]], set[str]] | None) -> None:
+        """Which tasks a worker started, for every engine (see :meth:`Engine.restart`)."""
+        self.host.started_probe = probe
+        for engine in list(self.engines.values()):
+            engine.started_probe = probe
+
+    def submit(self, task_bytes: bytes, runtime: str | None = None, task_id: str = "") -> Future[bytes]:
         """Run an encoded task on its runtime (``None``: the host engine)."""
         with self._lock:
             warm = {n for n, w in self._workers.items() if w > 0}
@@ -120,7 +131,7 @@ class RuntimePool:
             raise RuntimeNotSupported(
                 f"this endpoint does not run runtime {runtime!r}; it runs: {', '.join(sorted({HOST, *self.runtimes}))}")
         if name == HOST:
-            return self.host.submit(task_bytes)
+            return self.host.submit(task_bytes, task_id)
         rt = self.runtimes[name]
         health = self.health[name]
         if not health.usable(self._clock()):
@@ -129,7 +140,7 @@ class RuntimePool:
         engine = self.engines.get(name) or self._start_or_fail(rt)
         if engine is None:
             raise RuntimeUnavailable(health.error)
-        future = engine.submit(task_bytes)
+        future = engine.submit(task_bytes, task_id)
         with self._lock:
             self._pending[name].add(future)
         future.add_done_callback(lambda f: self._discard(name, f))
@@ -194,6 +205,7 @@ class RuntimePool:
                     raise RuntimeUnavailable(problem)
             logger.info("starting %s", rt.describe())
             engine = self._make_engine(rt)
+            engine.started_probe = self.host.started_probe
             engine.start()
             self.engines[rt.name] = engine
         return engine

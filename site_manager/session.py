@@ -229,6 +229,8 @@ class Session:
         # Cancelled while running, or already reported as past their walltime: their results
         # (the killed worker's 'lost' report) are dropped when they arrive.
         self.cancelled: set[str] = set()
+        # Running tasks a worker announced it started (an engine that dies reruns the others free).
+        self.started: set[str] = set()
         self.draining = False
         self._last_heard = 0.0
         self._next_heartbeat = 0.0
@@ -297,6 +299,7 @@ class Session:
                 limit = self.max_retries if task.max_retries is None else task.max_retries
                 if should_retry(result, attempts, limit) and not self.draining:
                     self._attempts[result.task_id] = attempts + 1
+                    self.started.discard(result.task_id)
                     retries.append(Submit(task))
                     continue  # still running, as far as anyone outside knows
                 result = final_result(result, attempts, limit)
@@ -322,11 +325,12 @@ class Session:
         They are best effort (a client reads them while the task runs), so unlike results they
         are neither kept nor resent after a reconnect.
         """
+        starts = [o for o in outputs if o.kind == "start"]
+        self.started.update(o.task_id for o in starts if o.task_id in self.running)
         if self.state is not State.READY or not outputs:
             return []
         # A worker's start marker: the task runs now (reported first: an output of a task that
         # runs must not reach the client before its state says so).
-        starts = [o for o in outputs if o.kind == "start"]
         outputs = [o for o in outputs if o.kind != "start"] if starts else outputs
         running = list(dict.fromkeys(o.task_id for o in starts if o.task_id in self.running and o.task_id not in self.cancelled))
         actions: list[Action] = []
@@ -444,6 +448,7 @@ class Session:
 
     def _forget(self, task_id: str) -> None:
         self.running.discard(task_id)
+        self.started.discard(task_id)
         self._tasks.pop(task_id, None)
         self._attempts.pop(task_id, None)
 

@@ -276,6 +276,11 @@ class Forwarder:
             pubsub.subscribe(WAKE_CHANNEL)
             while not self._stop.is_set():
                 try:
+                    if not pubsub.subscribed:
+                        # A resubscribe below failed (Redis still down): an unsubscribed pubsub
+                        # never raises, it just waits, so no wake would ever come again.
+                        pubsub.subscribe(WAKE_CHANNEL)
+                        out.send(b"*")
                     msg = pubsub.get_message(timeout=1.0)
                 except redis.RedisError as exc:  # Redis restarting: keep trying, the loop re-drains on connect
                     log.warning("wake channel: %s; retrying", exc)

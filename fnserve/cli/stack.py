@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import yaml
 
-from fnserve.cli.processes import Managed, python_module
+from fnserve.cli.processes import Managed, kill_and_wait, python_module, recorded_pid, tagged_processes
 from fnserve.config import ClientConfig, home
 from fnserve.errors import FnserveError
 from fnserve.private_files import check_private, private_dir
@@ -78,9 +78,17 @@ def _port_taken(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _check_ports(procs: dict[str, Managed], wanted: dict[str, int]) -> None:
-    """Refuse to start next to a foreign process on our ports (we would talk to it instead)."""
+def _check_ports(procs: dict[str, Managed], wanted: dict[str, int], say: Callable[[str], None] = print) -> None:
+    """Refuse to start next to a foreign process on our ports (we would talk to it instead).
+
+    A port held by a leftover of our own (a gunicorn worker whose master was killed) is freed
+    by removing that leftover.
+    """
     for name, port in wanted.items():
+        if not procs[name].running() and _port_taken(port) and procs[name].clean_leftovers(say):
+            deadline = time.monotonic() + 5  # the kernel releases the socket with its last holder
+            while _port_taken(port) and time.monotonic() < deadline:
+                time.sleep(0.05)
         if not procs[name].running() and _port_taken(port):
             raise RuntimeError(
                 f"port {port} (for {name}) is already in use by a process fnserve did not start; "
@@ -94,7 +102,7 @@ def start_service(ports: StackPorts, embedded_redis: bool = True, say: Callable[
     wanted = {"web": ports.web, "forwarder": ports.forwarder}
     if embedded_redis:
         wanted["redis"] = ports.redis
-    _check_ports(procs, wanted)
+    _check_ports(procs, wanted, say)
     redis_url = None
     for problem in check_private([service_dir()]):
         say(f"  warning: {problem}")
@@ -233,6 +241,7 @@ def wait_connected(client: Any, endpoint_id: str, proc: Managed, timeout: float 
 
 
 def stop_all(say: Callable[[str], None] = print) -> None:
+    sessions = {pid for f in home().glob("**/*.pid") if (pid := recorded_pid(f))}
     root = home() / "endpoints"
     if root.exists():
         for ep in sorted(root.iterdir()):
@@ -242,3 +251,10 @@ def stop_all(say: Callable[[str], None] = print) -> None:
     for name in SERVICE_PROCESSES:
         if procs[name].stop():
             say(f"  stopped {name}")
+    left = tagged_processes(f"{home()}{os.sep}", prefix=True, sessions=sessions)
+    if left:  # started by a process whose pid file is gone: ours all the same
+        say(f"  removing {len(left)} leftover process(es): {', '.join(map(str, left))}")
+        left = kill_and_wait(left)
+    if left:
+        raise RuntimeError(f"processes of this stack would not stop: {', '.join(map(str, left))}")
+    say("  no fnserve process left")

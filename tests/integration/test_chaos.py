@@ -1,9 +1,11 @@
 """The fault-injection suite (benchmarks/chaos.py) at a small size, on the real stack: every
-fault in turn (kill -9 of the site manager and of the forwarder, SIGTERM restarts of the web
-service, Redis, the site manager and the forwarder, kill -9 of a worker, `scancel` of a Slurm
-block) with 100 tasks each. What a user relies on: no accepted task lost, none with two
-different results, none hung; each one either succeeds with its own value or fails with a
-stable error code and a message. The 10,000-task run's figures are in docs/reliability.md.
+fault in turn (kill -9 of the site manager's process group and of the forwarder, SIGTERM restarts
+of the web service, Redis, the site manager and the forwarder, kill -9 of a worker, `scancel` of a
+Slurm block; then kill -9 of one process by pid: the site manager alone, the interchange, the
+worker pool, the gunicorn master, a gunicorn worker, Redis) with 100 tasks each. What a user
+relies on: every accepted task succeeds with its own value (none lost, none with two different
+results, none hung, none failed: a fault of one process is recovered from, not reported), and a
+task recorded as succeeded really ran. The 10,000-task run's figures are in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chaos import FAULTS  # noqa: E402
 
 
-@pytest.mark.timeout(900)  # eight faults in turn: ~100 s on an idle machine, several minutes loaded
-def test_every_fault_loses_duplicates_and_hangs_nothing(tmp_path):
+@pytest.mark.timeout(1500)  # fourteen faults in turn: a few minutes on an idle machine, many more loaded
+def test_every_task_succeeds_through_every_fault(tmp_path):
     require_slurm()
     out = tmp_path / "chaos.json"
     run = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "chaos.py"), "--tasks", str(100 * len(FAULTS)),
          "--hung-after", "180", "--out", str(out)],
-        capture_output=True, text=True, timeout=1200, cwd=REPO, check=False,
+        capture_output=True, text=True, timeout=1400, cwd=REPO, check=False,
     )
     assert run.returncode == 0, f"chaos run failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     report = json.loads(out.read_text())
@@ -35,5 +37,5 @@ def test_every_fault_loses_duplicates_and_hangs_nothing(tmp_path):
     for row in report["faults"]:
         assert row["accepted"] == 100, row
         assert (row["lost"], row["duplicated"], row["hung"]) == (0, 0, 0), row
-        assert row["completed"] + row["failed_with_clear_error"] == row["accepted"], row
+        assert row["completed"] == row["accepted"], row  # every task SUCCEEDED
         assert row["never_ran_but_succeeded"] == 0, row

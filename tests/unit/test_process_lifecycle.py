@@ -1,0 +1,117 @@
+"""Decisions and small mechanisms behind "every process dies with its parent": the parent
+watchdog's identity, the worker pool's pacing, which tasks of a dead engine run again, the cancel
+notes a worker checks, and how `fnserve up`/`down` recognise their own leftovers (real processes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from fnserve import serialize
+from fnserve.cli.processes import TAG, Managed, kill_and_wait, tagged_processes
+from fnserve.messages import TaskMessage, decode_result, encode_task
+from node_manager import execute, parent_watch, running
+from node_manager.pool import paced
+from site_manager.engine import pool_launch_cmd, split_lost
+from site_manager.session import Session
+
+
+def test_identity_names_this_process_and_is_read_back_only_on_this_host():
+    ident = parent_watch.identity()
+    pid, start = parent_watch.parse(ident, socket.gethostname())
+    assert pid == os.getpid() and start == parent_watch.start_time(os.getpid())
+    assert parent_watch.parse(ident, "another-host") is None
+    assert parent_watch.parse("garbled", socket.gethostname()) is None
+
+
+def test_start_time_tells_a_dead_or_recycled_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert parent_watch.start_time(child.pid) is None
+
+
+def test_watch_calls_back_when_the_watched_process_ends(monkeypatch):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    monkeypatch.setenv(parent_watch.ENV, parent_watch.identity(child.pid))
+    ended = []
+    assert parent_watch.watch(lambda: ended.append(True), interval=0.02)
+    child.kill()
+    child.wait()
+    deadline = time.monotonic() + 5
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended
+
+
+def test_watch_is_not_armed_without_a_visible_site_manager(monkeypatch):
+    monkeypatch.delenv(parent_watch.ENV, raising=False)
+    assert not parent_watch.watch(lambda: None)
+    monkeypatch.setenv(parent_watch.ENV, f"{socket.gethostname()}:{os.getpid()}:1")  # start time differs
+    assert not parent_watch.watch(lambda: None)
+
+
+def test_the_worker_pool_checks_its_workers_every_second_at_most():
+    assert paced(["--hb_period=30", "--hb_threshold=120"]) == ["--hb_period=1", "--hb_threshold=120"]
+    assert paced(["--hb_period=1"], period=1) == ["--hb_period=1"]
+
+
+def test_local_pools_start_through_the_node_manager_entry_point():
+    assert pool_launch_cmd("process_worker_pool.py {debug} -p {x}", "/py") == "/py -m node_manager.pool {debug} -p {x}"
+    assert pool_launch_cmd("something else", "/py") == "something else"
+
+
+def test_a_dead_engine_resubmits_only_tasks_no_worker_started():
+    again, lost = split_lost({"queued", "running", ""}, {"running"})
+    assert again == {"queued"}
+    assert lost == {"running", ""}  # an unknown id counts as started: never run twice unseen
+
+
+def _touch(path: str) -> None:
+    open(path, "w").close()
+
+
+def test_a_worker_skips_a_task_cancelled_before_it_started(tmp_path):
+    side_effect = tmp_path / "ran"
+    task = TaskMessage(task_id="t-1", function_id="f-cancel", function=serialize.serialize_function(_touch),
+                       payload=serialize.serialize_args((str(side_effect),), {}), control_dir=str(tmp_path))
+    running.note_cancelled(tmp_path, ("t-1",))
+    result = decode_result(execute.execute_task(encode_task(task)))
+    assert not result.ok and result.error.code == "cancelled"
+    assert not side_effect.exists()
+    assert not (tmp_path / "cancel-t-1").exists()  # the note is consumed
+    assert running.pids_running(tmp_path, {"t-1"}) == {}  # and no kill is aimed at this worker
+
+
+def test_session_knows_which_running_tasks_a_worker_started():
+    from fnserve.messages import TaskBatch, TaskOutput
+
+    s = Session("ep", "secret", {}, heartbeat_period=1, heartbeat_threshold=5)
+    s.state = s.state.READY
+    s.received(TaskBatch(tasks=[TaskMessage(task_id=t, function_id="f", function=b"", payload=b"") for t in "ab"]),
+               0.0, 0.0)
+    s.outputs_ready([TaskOutput(task_id="a", seq=-1, kind="start", time=1.0)])
+    assert s.started == {"a"}
+
+
+def test_up_and_down_find_the_leftovers_of_a_dead_leader(tmp_path):
+    proc = Managed("thing", tmp_path)
+    # A leader that starts a child in another process group (as Parsl's local blocks are), then
+    # is killed: the child is a leftover of ours.
+    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+            "start_new_session=True); time.sleep(60)")
+    leader = proc.start([sys.executable, "-c", code])
+    deadline = time.monotonic() + 10
+    while len(proc.leftovers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in proc.leftovers() if p != leader]
+    assert len(left) == 1
+    os.kill(leader, 9)
+    os.waitpid(leader, 0)
+    assert proc.pid() is None and proc.leftovers() == left
+    assert proc.clean_leftovers() == left
+    assert proc.leftovers() == []
+    assert tagged_processes(str(proc.pid_file)) == [] and TAG == "FNSERVE_PID_FILE"
+    assert kill_and_wait([]) == []

@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import Any
 
 from fnserve import outputs, serialize
-from fnserve.errors import SerializationError
+from fnserve.errors import FnserveError, SerializationError
+from fnserve.shell import ShellFunction
 from fnserve.messages import (
     RemoteError,
     ResultMessage,
@@ -167,7 +168,18 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.
             with outputs.reporting(task.task_id, task.outputs_address):
-                value = _call_with_walltime(fn, args, kwargs, task.walltime)
+                if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
+                    from node_manager import shell
+
+                    value = shell.run(fn, args, kwargs, task.task_id, task.walltime)
+                else:
+                    value = _call_with_walltime(fn, args, kwargs, task.walltime)
+        except FnserveError as exc:
+            if not isinstance(fn, ShellFunction):
+                error = _user_error(exc)
+            else:  # bad arguments for its template: a stable code naming the placeholder
+                error = RemoteError(code=exc.code, type=_qualified_name(type(exc)), message=exc.message,
+                                    args=[exc.message])
         except WalltimeExceeded:
             error = RemoteError(
                 code="walltime_exceeded",

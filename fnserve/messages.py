@@ -71,6 +71,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     # What the submitter asked of the resources (a JSON object, e.g. {"num_nodes": 2}); the
     # service records and forwards it, the endpoint decides what it means.
     resource_specification: dict[str, Any] | None = None
+    # In Parsl's MPI mode, the endpoint's launcher ("openmpi": the worker composes OpenMPI's
+    # prefix in $PARSL_MPI_PREFIX from the nodes Parsl gave the task; others are Parsl's own).
+    mpi_launcher: str | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -262,3 +262,22 @@ class ShellFunction:
     def __repr__(self) -> str:
         return f"ShellFunction({self.spec.command!r}, sandbox={self.spec.sandbox!r}, walltime={self.spec.walltime!r}, " \
                f"max_output_bytes={self.spec.max_output_bytes!r})"
+
+
+class MPIFunction(ShellFunction):
+    """A :class:`ShellFunction` whose command runs under the endpoint's MPI launcher: the command
+    is prefixed with ``$PARSL_MPI_PREFIX`` (``mpiexec -n 4 ...``, ``srun ...``). Submit its tasks
+    with a ``resource_specification`` (``num_nodes``, ``ranks_per_node``, ``num_ranks``) to an
+    endpoint with an ``mpi`` section::
+
+        hello = MPIFunction("python3 hello_mpi.py {greeting}")
+        Executor(endpoint_id, resource_specification={"num_ranks": 2}).submit(hello, greeting="hi")
+    """
+
+    def __init__(self, command: str, **options: Any) -> None:
+        if not command.lstrip().startswith("$PARSL_MPI_PREFIX"):
+            command = f"$PARSL_MPI_PREFIX {command}"
+        super().__init__(command, **options)
+        if "name" not in options:
+            words = command.split()
+            self.__name__ = words[1].rsplit("/", 1)[-1] if len(words) > 1 else "mpi"

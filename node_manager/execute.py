@@ -155,6 +155,10 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             timings=timings,
         )
 
+    if task.mpi_launcher:
+        from node_manager import mpi_env
+
+        mpi_env.set_prefix(task.mpi_launcher)
     running.mark(task.control_dir, task.task_id)
     outputs.announce_start(task.task_id, task.outputs_address)  # the task's state becomes "running"
     timings["worker_started"] = time.time()

@@ -24,6 +24,7 @@ from site_manager.config import (
     PROVIDERS,
     EngineConfig,
     LauncherConfig,
+    MpiConfig,
     ProviderConfig,
     ScalingConfig,
     parsl_class,
@@ -41,7 +42,11 @@ WORKER_UMASK = "umask 077"
 
 def make_launcher(launcher: LauncherConfig) -> Any:
     """The Parsl launcher object a config's ``launcher`` section names."""
-    return parsl_class(LAUNCHERS[launcher.type])(**launcher.options)
+    return parsl_class(LAUNCHERS.get(launcher.type) or _OWN_LAUNCHERS[launcher.type])(**launcher.options)
+
+
+# Launchers the engine picks itself (not offered in configs): MPI mode needs Parsl's SimpleLauncher.
+_OWN_LAUNCHERS = {"simple": "parsl.launchers.SimpleLauncher"}
 
 
 def make_provider(
@@ -130,8 +135,11 @@ class Engine:
         scaling: ScalingConfig | None = None,
         worker_init: str = "",
         launch_cmd: str | None = None,
+        mpi: MpiConfig | None = None,
     ) -> None:
         self.config = engine
+        # Parsl's MPI mode (MPIExecutor): one worker pool per block hands tasks nodes and a launcher prefix.
+        self.mpi = mpi
         # The worker pool's command (Parsl's own when None): a runtime wraps it in its container.
         self.launch_cmd = launch_cmd
         self.provider_config = provider
@@ -152,20 +160,30 @@ class Engine:
 
     def start(self) -> None:
         """Start the interchange and the configured initial blocks."""
-        from parsl.executors import HighThroughputExecutor
+        from parsl.executors import HighThroughputExecutor, MPIExecutor
 
         _prepare_environment()
         private_dir(self.run_dir)
         script_dir = private_dir(self.run_dir / "submit_scripts")
         cfg = self.config
-        ex = HighThroughputExecutor(
+        if self.mpi is not None:
+            # MPI mode: Parsl requires SimpleLauncher (one pool on the block's first node; the
+            # tasks' own launcher reaches the other nodes).
+            cls: Any = MPIExecutor
+            launcher = LauncherConfig(type="simple")
+            sizing: dict[str, Any] = {"max_workers_per_block": self.mpi.max_workers_per_block,
+                                      "mpi_launcher": self.mpi.parsl_launcher}
+        else:
+            cls, launcher = HighThroughputExecutor, self.launcher_config
+            sizing = {"max_workers_per_node": cfg.max_workers_per_node, "cores_per_worker": cfg.cores_per_worker,
+                      "mem_per_worker": cfg.mem_per_worker}
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        ex = cls(
             label=self.label,
             provider=make_provider(
-                self.provider_config, self.scaling, script_dir, self.launcher_config, self.worker_init
+                self.provider_config, self.scaling, script_dir, launcher, self.worker_init
             ),
-            max_workers_per_node=cfg.max_workers_per_node,
-            cores_per_worker=cfg.cores_per_worker,
-            mem_per_worker=cfg.mem_per_worker,
+            **sizing,
             prefetch_capacity=cfg.prefetch_capacity,
             heartbeat_period=cfg.heartbeat_period,
             heartbeat_threshold=cfg.heartbeat_threshold,
@@ -176,8 +194,9 @@ class Engine:
             # see through their bind mount and batch jobs through the shared file system.
             encrypted=cfg.encrypted,
             **({"launch_cmd": self.launch_cmd} if self.launch_cmd else {}),
-            **{"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD,
-               **interchange_address(self.provider_config.type, cfg.options), **cfg.options},
+            **{k: v for k, v in {"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD,
+                                 **interchange_address(self.provider_config.type, cfg.options), **cfg.options}.items()
+               if k in accepted},
         )
         ex.run_dir = str(self.run_dir)
         if not cfg.encrypted:
@@ -190,9 +209,13 @@ class Engine:
             ex.scale_out_facade(self.scaling.init_blocks)
         logger.info("engine started: %r", ex.provider)
 
-    def submit(self, task_bytes: bytes) -> Future[bytes]:
-        """Run one encoded task message; the future's result is the encoded result message."""
-        inner = self._executor.submit_payload(TASK_EXECUTOR, task_bytes)
+    def submit(self, task_bytes: bytes, resource_spec: dict[str, Any] | None = None) -> Future[bytes]:
+        """Run one encoded task message; the future's result is the encoded result message.
+
+        ``resource_spec``: in MPI mode, the task's checked request
+        (:meth:`fnserve.resources.MpiRequest.parsl_spec`): Parsl's workers give it its nodes."""
+        context = {**TASK_EXECUTOR, "resource_spec": resource_spec} if resource_spec else TASK_EXECUTOR
+        inner = self._executor.submit_payload(context, task_bytes)
         outer: Future[bytes] = Future()
         inner.add_done_callback(lambda fut: self._settle(outer, fut))
         self._scale_out_if_cold()
@@ -246,7 +269,7 @@ class Engine:
         view = self._view()
         self._forget_lost(view)
         sc = self.scaling
-        slots = self.config.max_workers_per_node * sc.nodes_per_block
+        slots = self.mpi.max_workers_per_block if self.mpi is not None else self.config.max_workers_per_node * sc.nodes_per_block
         d = decide(now, view.live, ex.outstanding(), self._idle_since, sc.min_blocks, sc.max_blocks, sc.max_idletime,
                    slots_per_block=slots)
         self._idle_since = d.idle_since

@@ -246,9 +246,9 @@ class ShellFunction:
     def placeholders(self) -> list[str]:
         return placeholders(self.spec.command)
 
-    def render(self, **kwargs: Any) -> str:
+    def render(self, *args: Any, **kwargs: Any) -> str:
         """The command line a task with these arguments runs (checked as the endpoint checks it)."""
-        return render(self.spec.command, kwargs)
+        return self.spec.command.format(**check_arguments(self.spec.command, args, kwargs))
 
     def __fnserve_buffer__(self) -> bytes:
         from fnserve import serialize
@@ -257,7 +257,7 @@ class ShellFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"a ShellFunction runs on an endpoint: register it (Client.register_function) or submit it "
-                        f"(Executor.submit); locally, run: {self.render(**kwargs) if not args else self.command}")
+                        f"(Executor.submit); locally, run: {self.command}")
 
     def __repr__(self) -> str:
         return f"ShellFunction({self.spec.command!r}, sandbox={self.spec.sandbox!r}, walltime={self.spec.walltime!r}, " \

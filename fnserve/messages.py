@@ -139,6 +139,9 @@ class Register(_Message, tag="register"):
     # Folders the endpoint's admin lets file triggers watch (config ``triggers.allowed_folders``):
     # the service refuses file triggers elsewhere; the site manager refuses them too.
     watch_folders: list[str] = []
+    # MPI mode: the most nodes one task may ask for (its MPI blocks' size); 0: no MPI mode;
+    # -1: not said (an older site manager). The service refuses requests that can never fit.
+    mpi_nodes: int = -1
 
 
 class Registered(_Message, tag="registered"):

@@ -99,6 +99,26 @@ def check_fit(request: MpiRequest, nodes_per_block: int) -> None:
             code="resources_never_fit", details={"field": "resource_specification.num_nodes", "limit": nodes_per_block})
 
 
+def check_request(spec: dict[str, Any], mpi_nodes: int) -> MpiRequest | None:
+    """What the service checks at submit, knowing only what the endpoint said when it connected:
+    ``mpi_nodes`` nodes per MPI block, 0 for no MPI mode, -1 when not known (never connected,
+    or an older endpoint: only the request's own form is checked then).
+
+    >>> check_request({"num_ranks": 2}, -1)
+    MpiRequest(num_nodes=1, ranks_per_node=2, num_ranks=2, launcher_options='')
+    """
+    if not wants_mpi(spec):
+        return None
+    request = mpi_request(spec)
+    if mpi_nodes == 0 and (request.num_nodes > 1 or request.num_ranks > 1):
+        raise ResourceSpecError(
+            f"the task asks for {request.num_ranks} MPI ranks on {request.num_nodes} node(s), but the endpoint does not run "
+            "MPI tasks (its config has no mpi section)", code="mpi_not_enabled", details={"field": "resource_specification"})
+    if mpi_nodes > 0:
+        check_fit(request, mpi_nodes)
+    return request
+
+
 def openmpi_prefix(num_ranks: int, ranks_per_node: int, nodes: list[str], options: str = "") -> str:
     """OpenMPI's launch prefix for ranks on ``nodes`` (what Parsl composes for MPICH's mpiexec).
 

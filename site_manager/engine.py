@@ -194,10 +194,11 @@ class Engine:
             # see through their bind mount and batch jobs through the shared file system.
             encrypted=cfg.encrypted,
             **({"launch_cmd": self.launch_cmd} if self.launch_cmd else {}),
-            **{k: v for k, v in {"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD,
-                                 **interchange_address(self.provider_config.type, cfg.options), **cfg.options}.items()
+            **{k: v for k, v in {**interchange_address(self.provider_config.type, cfg.options), **cfg.options}.items()
                if k in accepted},
         )
+        # Set after construction: MPIExecutor's signature types it as a string, HTEX runs the list as is.
+        ex.interchange_launch_cmd = INTERCHANGE_LAUNCH_CMD
         ex.run_dir = str(self.run_dir)
         if not cfg.encrypted:
             logger.warning("engine.encrypted is off: any process that reaches the interchange's worker port (%s) can "

@@ -91,6 +91,7 @@ class SiteManager:
             ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
             allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
             watch_folders=list(config.triggers.allowed_folders),
+            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else 0,
         )
         self.inbox = ResultInbox()
         # File triggers: settled files from the watcher's threads (started on the first watch list).

@@ -21,7 +21,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from fnserve import serialize, shell
+from fnserve import resources, serialize, shell
 from fnserve.errors import FnserveError, Forbidden, NotFound, PayloadTooLarge, SerializationError
 from web_service.auth import Identity
 from web_service.registry.models import Function
@@ -356,9 +356,10 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
         else:
             pipe.exists(tombstone_key(ident))
     for ident in endpoints:
-        pipe.hget(status_key(ident), "serializers")
+        pipe.hmget(status_key(ident), "serializers", "mpi_nodes")
     answers = pipe.execute()
-    declared = {e: _policy(v) for e, v in zip(endpoints, answers[len(keys):])}
+    declared = {e: _policy(v[0]) for e, v in zip(endpoints, answers[len(keys):])}
+    mpi_nodes = {e: int(v[1]) if v[1] is not None else -1 for e, v in zip(endpoints, answers[len(keys):])}
     gone: set[tuple[str, str]] = set()
     missing: list[str] = []
     for (kind, ident), found in zip(keys, answers):
@@ -382,6 +383,11 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
             err = _serializer_refusal(i, s, declared.get(s.endpoint_id), access.get(("endpoint", s.endpoint_id)))
             if err is not None:
                 refused[i] = err
+    for i, s in specs.items():
+        if i not in refused and s.resource_specification is not None:
+            err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1))
+            if err is not None:
+                refused[i] = err
     shells = {ident for (kind, ident), head in zip(keys, answers) if kind == "function" and head == _SHELL_HEADER_START}
     if shells:
         templates = _shell_templates(store, shells)
@@ -391,6 +397,18 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
                 if err is not None:
                     refused[i] = err
     return refused
+
+
+def _resource_refusal(index: int, s: TaskSpec, mpi_nodes: int) -> FnserveError | None:
+    """An MPI request the endpoint can never run (it said how big its MPI blocks are when it
+    connected): refused now rather than failed after a trip to the endpoint."""
+    try:
+        resources.check_request(msgspec.json.decode(s.resource_specification or b"{}"), mpi_nodes)
+    except FnserveError as exc:
+        return type(exc)(f"tasks[{index}]: {exc.message} (endpoint {s.endpoint_id})", code=exc.code,
+                         details={**exc.details, "field": f"tasks[{index}].{exc.details.get('field', 'resource_specification')}",
+                                  "index": index, "endpoint_id": s.endpoint_id})
+    return None
 
 
 _SHELL_HEADER_START = f"{serialize.MAGIC} {serialize.SHELL} ".encode()

@@ -75,3 +75,27 @@ def test_shell_functions_are_code_for_an_endpoint_policy(client, alice):
     # A shell function runs commands: an endpoint whose allowed_serializers leave it out never loads it.
     assert serialize.SHELL in serialize.CODE_CAPABLE and serialize.SHELL in serialize.CODE_STRATEGIES
     assert serialize.data_only(None).count(serialize.SHELL) == 1
+
+
+def test_mpi_requests_an_endpoint_can_never_run_are_refused_at_submit(client, alice, store):
+    fid = register_shell(client, alice, command="$PARSL_MPI_PREFIX ./sim").json["function_id"]
+    eids = {name: register_endpoint(client, alice, name)["endpoint_id"] for name in ("mpi2", "plain", "old")}
+    # What each endpoint said when it connected (the forwarder writes this from its Register).
+    store.set_connected(eids["mpi2"], True, serializers="*", mpi_nodes=2)
+    store.set_connected(eids["plain"], True, serializers="*", mpi_nodes=0)
+    store.set_connected(eids["old"], True, serializers="*")  # an older site manager says nothing
+
+    def submit(endpoint: str, spec: dict):
+        return client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eids[endpoint],
+                                                         "kwargs": {}, "resource_specification": spec}]}, headers=alice)
+
+    assert submit("mpi2", {"num_nodes": 2, "ranks_per_node": 4}).status_code == 202
+    body = assert_error(submit("mpi2", {"num_nodes": 3}), 400, "resources_never_fit")
+    assert body["details"]["limit"] == 2 and body["details"]["field"] == "tasks[0].resource_specification.num_nodes"
+    assert_error(submit("plain", {"num_ranks": 2}), 400, "mpi_not_enabled")
+    assert submit("plain", {"num_ranks": 1}).status_code == 202  # one rank runs anywhere
+    assert submit("plain", {"priority": 5}).status_code == 202  # not an MPI request
+    assert submit("old", {"num_nodes": 64}).status_code == 202  # unknown size: the endpoint decides
+    for bad in ({"num_nodes": 0}, {"num_ranks": "2"}, {"num_nodes": 2, "num_ranks": 3}):
+        assert_error(submit("old", bad), 400, "invalid_resource_specification")
+    assert store.r.llen(queue_key(eids["mpi2"])) == 1 and store.r.llen(queue_key(eids["plain"])) == 2

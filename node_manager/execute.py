@@ -175,7 +175,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                 if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
                     from node_manager import shell
 
-                    value = shell.run(fn, args, kwargs, task.task_id, task.walltime)
+                    value = shell.run(fn, args, kwargs, task.task_id, task.walltime, task.control_dir)
                 else:
                     value = _call_with_walltime(fn, args, kwargs, task.walltime)
         except FnserveError as exc:

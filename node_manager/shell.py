@@ -11,6 +11,7 @@ environment; the command sees it like any variable: ``$PARSL_MPI_PREFIX ./a.out`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fnserve import shell
+from node_manager import running
 
 SANDBOX_ROOT_ENV = "FNSERVE_SANDBOX_ROOT"  # where per-task folders go (default: the worker's folder)
 
@@ -40,7 +42,7 @@ def _tail(f: IO[bytes], limit: int) -> tuple[bytes, int]:
 
 
 def run(fn: shell.ShellFunction, args: list[Any], kwargs: dict[str, Any], task_id: str,
-        walltime: float | None = None) -> dict[str, Any]:
+        walltime: float | None = None, control_dir: str | None = None) -> dict[str, Any]:
     """Run the shell function's command with these arguments; the result dict of
     :func:`fnserve.shell.result`. ``walltime``: the task's own, when shorter than the function's.
 
@@ -56,6 +58,7 @@ def run(fn: shell.ShellFunction, args: list[Any], kwargs: dict[str, Any], task_i
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 cwd=cwd, env=env, start_new_session=True)
+        note = running.mark_group(control_dir, task_id, proc.pid)  # a cancel kills the group too
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -68,6 +71,9 @@ def run(fn: shell.ShellFunction, args: list[Any], kwargs: dict[str, Any], task_i
             if timed_out:
                 _kill_group(proc)
         _kill_group(proc, only_leftovers=True)
+        if note:
+            with contextlib.suppress(OSError):
+                os.unlink(note)
         limit = spec.max_output_bytes
         return shell.result(proc.returncode, _tail(out, limit), _tail(err, limit), command=command,
                             sandbox=str(cwd) if cwd else None, timed_out=timed_out)

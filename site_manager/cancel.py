@@ -15,7 +15,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from node_manager.running import pids_running
+from node_manager.running import groups_running, pids_running
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,14 @@ def control_dir(endpoint_id: str) -> Path:
 def kill_tasks(directory: Path, task_ids: tuple[str, ...]) -> None:
     """SIGKILL the local workers running ``task_ids``."""
     found = pids_running(directory, set(task_ids))
+    # Shell functions' commands run in process groups of their own: they go with their worker.
+    for task_id, groups in groups_running(directory, set(task_ids)).items():
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+                logger.info("cancelled task %s: killed its command (process group %d)", task_id, pgid)
+            except (ProcessLookupError, PermissionError):
+                pass
     for task_id, pid in found.items():
         try:
             os.kill(pid, signal.SIGKILL)

@@ -29,6 +29,8 @@ from tests.integration.slurm_support import Stack, batch_jobs, require_slurm
 from tests.integration.stack_support import REPO
 
 RESULT_WAIT = 300  # s: the single Slurm node is shared with other tests' blocks
+# A block may wait in the Slurm queue behind other tests' blocks before the first task runs.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")

@@ -125,3 +125,39 @@ def test_missing_placeholder_fails_the_task_with_its_code_when_not_checked_befor
                        payload=serialize.serialize_args((), {}))
     result = decode_result(execute_task(encode_task(task)))
     assert not result.ok and result.error.code == "missing_placeholder" and "{a}" in result.error.message
+
+
+def test_cancel_kills_the_command_with_its_worker(tmp_path):
+    # A worker process (here a child Python) runs a shell task whose command starts a child of its own.
+    control = tmp_path / "control"
+    control.mkdir()
+    task = TaskMessage(task_id="cancel-me", function_id="f-c", control_dir=str(control),
+                       function=serialize.serialize_function(ShellFunction("sleep 120 & sleep 120")),
+                       payload=serialize.serialize_args((), {}, strategy="json-data"))
+    code = ("import sys; from node_manager.execute import execute_task; "
+            "execute_task(sys.stdin.buffer.read())")
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env={**os.environ})
+    worker.stdin.write(encode_task(task))
+    worker.stdin.close()
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith("g") for p in control.iterdir()):
+        assert time.monotonic() < deadline and worker.poll() is None, "the command never started"
+        time.sleep(0.05)
+    pgid = int(next(p.name for p in control.iterdir() if p.name.startswith("g"))[1:])
+    os.killpg(pgid, 0)  # alive
+
+    from site_manager.cancel import kill_tasks
+
+    kill_tasks(control, ("cancel-me",))
+    assert worker.wait(10) == -9
+    deadline = time.monotonic() + 10
+    while True:  # every process of the command's group is gone (sleep and its background sleep)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the command outlived its cancelled worker"
+        time.sleep(0.05)

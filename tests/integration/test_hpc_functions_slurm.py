@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fnserve import Executor, MPIFunction, ShellFunction
-from fnserve.errors import TaskFailed
+from fnserve.errors import FnserveError
 from fnserve.shell import ShellArgumentError
 from tests.integration.slurm_support import Stack, batch_jobs, require_slurm
 from tests.integration.stack_support import REPO
@@ -124,13 +124,13 @@ def test_mpi4py_program_with_two_ranks_reports_rank_and_job(stack: Stack, endpoi
     assert fc.get_task(task_id)["resource_specification"] == {"num_nodes": 1, "ranks_per_node": 2}
 
 
-def test_mpi_request_no_block_can_hold_fails_with_its_code(stack: Stack, endpoint_id: str) -> None:
+def test_mpi_request_no_block_can_hold_is_refused_at_submit(stack: Stack, endpoint_id: str) -> None:
+    # The endpoint told the service its MPI blocks' size when it connected.
     fc = stack.client()
     fid = fc.register_function(MPIFunction("true"))
-    task_id = fc.submit(fid, endpoint_id, resource_specification={"num_nodes": 4})
-    with pytest.raises(TaskFailed) as info:
-        fc.get_result(task_id, timeout=60)
-    assert info.value.code == "resources_never_fit" and "4 nodes" in str(info.value)
+    with pytest.raises(FnserveError) as info:
+        fc.submit(fid, endpoint_id, resource_specification={"num_nodes": 4})
+    assert info.value.code == "resources_never_fit" and info.value.http_status == 400 and "4 nodes" in str(info.value)
 
 
 def test_mpi_example_computes_pi_on_two_ranks(stack: Stack, endpoint_id: str) -> None:
@@ -185,7 +185,7 @@ def test_shell_function_with_curl_only(stack: Stack, endpoint_id: str) -> None:
 
     fid = curl("/v1/functions", {"name": "greet", "shell": {"command": "echo hello {name}; exit 3", "walltime": 30}})["function_id"]
     refused = curl("/v1/tasks", {"tasks": [{"function_id": fid, "endpoint_id": endpoint_id, "kwargs": {}}]})
-    assert refused["code"] == "missing_placeholder" and refused["details"]["placeholder"] == "name"
+    assert refused["error"]["code"] == "missing_placeholder" and refused["error"]["details"]["placeholder"] == "name"
     task_id = curl("/v1/tasks", {"tasks": [{"function_id": fid, "endpoint_id": endpoint_id,
                                             "kwargs": {"name": "world; rm -rf /"}}]})["task_ids"][0]
     deadline = time.monotonic() + RESULT_WAIT

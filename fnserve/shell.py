@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import shlex
 import string
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fnserve.resources import MpiRequest, ResourceSpecError, check_fit, mpi_request, wants_mpi
+from fnserve.resources import (
+    MpiRequest,
+    ResourceSpecError,
+    check_fit,
+    mpi_request,
+    wants_mpi,
+)
 from site_manager.config import MpiConfig
 
 

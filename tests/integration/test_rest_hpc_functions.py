@@ -4,10 +4,19 @@ codes, before anything is queued."""
 
 from __future__ import annotations
 
-from fnserve import serialize
 from rest_support import (  # noqa: F401  (fixtures)
-    alice, app, assert_error, b64, bob, client, register_endpoint, settings, store,
+    alice,
+    app,
+    assert_error,
+    b64,
+    bob,
+    client,
+    register_endpoint,
+    settings,
+    store,
 )
+
+from fnserve import serialize
 from web_service.task_store import function_key, queue_key
 
 

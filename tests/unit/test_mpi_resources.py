@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from fnserve.resources import MpiRequest, ResourceSpecError, check_fit, mpi_request, openmpi_prefix, wants_mpi
+from fnserve.resources import (
+    MpiRequest,
+    ResourceSpecError,
+    check_fit,
+    mpi_request,
+    openmpi_prefix,
+    wants_mpi,
+)
 from fnserve.shell import MPIFunction
 from node_manager.mpi_env import set_prefix
 from site_manager.config import ConfigError, EndpointConfig, MpiConfig

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from fnserve import serialize, shell
 from fnserve.messages import TaskMessage, decode_result, encode_task
-from fnserve.shell import ShellFunction, ShellArgumentError, ShellTemplateError
+from fnserve.shell import ShellArgumentError, ShellFunction, ShellTemplateError
 from node_manager.execute import execute_task
 
 
@@ -100,7 +101,7 @@ def test_walltime_kills_the_command_and_its_children_with_124(tmp_path):
 
 
 def test_long_output_is_cut_from_the_start_and_stated(tmp_path):
-    result, value = run_task(ShellFunction("seq 1 100000", max_output_bytes=100))
+    _, value = run_task(ShellFunction("seq 1 100000", max_output_bytes=100))
     whole = len("".join(f"{i}\n" for i in range(1, 100001)))
     assert value["stdout_cut_bytes"] == whole - 100
     assert value["stdout"].startswith(f"[fnserve: first {whole - 100} bytes cut]\n") and value["stdout"].endswith("100000\n")
@@ -115,7 +116,7 @@ def test_sandbox_is_a_fresh_private_folder_per_task(tmp_path, monkeypatch):
     for value, text in ((one, "first"), (two, "second")):
         box = value["sandbox"]
         assert value["stdout"].splitlines() == [box, "out.txt"]
-        assert open(os.path.join(box, "out.txt")).read() == f"{text}\n"
+        assert Path(box, "out.txt").read_text() == f"{text}\n"
         assert os.stat(box).st_mode & 0o077 == 0
 
 

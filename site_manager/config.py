@@ -233,7 +233,7 @@ class MpiConfig:
                 raise ConfigError(f"mpi.{key} must be a whole number of at least 1", details={"key": f"mpi.{key}"})
         if not isinstance(self.launcher_options, str):
             raise ConfigError("mpi.launcher_options must be a string", details={"key": "mpi.launcher_options"})
-        self.scaling  # checks the block counts
+        _ = self.scaling  # checks the block counts
 
     @property
     def scaling(self) -> ScalingConfig:

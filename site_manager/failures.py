@@ -44,7 +44,7 @@ def failure_result(
     if isinstance(stated, str) and hasattr(exc, "message"):  # an fnserve error: its own code and message
         code = stated
     if code == stated:
-        message = str(getattr(exc, "message"))
+        message = str(exc.message)  # type: ignore[attr-defined]
     elif code == "worker_lost":
         message = f"the worker running this task was lost before it finished: {exc}"
     elif code.startswith("runtime_"):

@@ -41,17 +41,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             pytest.fail(f"{tool} is not installed: scripts/test.sh installs openmpi-bin, libopenmpi-dev and curl")
     s = Stack(tmp_path_factory.mktemp("fnserve-hpc"))
     s.up()
-    s.configure(
-        "hpc", "slurm",
-        engine={"max_workers_per_node": 1, "heartbeat_period": 2, "heartbeat_threshold": 10},
-        provider={"walltime": "00:15:00"},
-        scaling={"init_blocks": 0, "min_blocks": 0, "max_blocks": 1, "max_idletime": 20},
-        worker_init="export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-        mpi={"launcher": "openmpi", "nodes_per_block": 1, "max_workers_per_block": 1, "max_blocks": 1,
-             "max_idletime": 20, "launcher_options": "--oversubscribe"},
-    )
-    s.cli("endpoint", "start", "hpc")
-    try:
+    try:  # everything after `fnserve up` inside: a failed start still takes the stack down
+        s.configure(
+            "hpc", "slurm",
+            engine={"max_workers_per_node": 1, "heartbeat_period": 2, "heartbeat_threshold": 10},
+            provider={"walltime": "00:15:00"},
+            scaling={"init_blocks": 0, "min_blocks": 0, "max_blocks": 1, "max_idletime": 20},
+            worker_init="export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+            mpi={"launcher": "openmpi", "nodes_per_block": 1, "max_workers_per_block": 1, "max_blocks": 1,
+                 "max_idletime": 20, "launcher_options": "--oversubscribe"},
+        )
+        s.cli("endpoint", "start", "hpc")
         yield s
     finally:
         s.cli("endpoint", "stop", "hpc", check=False, timeout=180)

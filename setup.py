@@ -28,6 +28,8 @@ ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no thre
 BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]
 # responses: the Globus Auth stand-in; schemathesis: the REST contract; playwright: drives Debian's
 # chromium in the dashboard's browser tests (executable_path: no browser is downloaded).
+# MPI functions' tests and examples/mpi_pi.py (needs an MPI library: Debian's openmpi-bin + libopenmpi-dev).
+MPI = ["mpi4py>=3.1"]
 # moto[server]: a local S3-protocol server, the stand-in the S3 backend is tested against.
 TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "responses>=0.25", "schemathesis>=4", "playwright>=1.40",
         "moto[server]>=5", *S3, *ASYNC]
@@ -46,7 +48,7 @@ setup(
     package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json",
                                   "dashboard/templates/dashboard/*.html", "dashboard/static/*"]},
     install_requires=CORE,
-    extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "s3": S3, "embedded": EMBEDDED, "async": ASYNC, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "bench": BENCH + SITE + SERVICE + EMBEDDED},
+    extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "s3": S3, "embedded": EMBEDDED, "async": ASYNC, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "mpi": MPI, "bench": BENCH + SITE + SERVICE + EMBEDDED},
     entry_points={"console_scripts": ["fnserve=fnserve.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
 )

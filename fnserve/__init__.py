@@ -15,6 +15,8 @@ from fnserve.version import __version__
 
 _LAZY = {
     "Client": "fnserve.client",
+    "ShellFunction": "fnserve.shell",
+    "MPIFunction": "fnserve.shell",
     "Batch": "fnserve.client",
     "Executor": "fnserve.executor",
     "TaskFuture": "fnserve.futures",

@@ -169,6 +169,20 @@ class Client(AccessMethods, TriggerMethods):
         """Register the function ``entry_point`` defined in ``source`` (e.g. a whole .py file)."""
         return self._register(serialize.serialize_source(source, entry_point), name or entry_point, description, runtime)
 
+    def register_shell(self, command: str, name: str | None = None, description: str = "", *, sandbox: bool = False,
+                       walltime: float | None = None, max_output_bytes: int | None = None, runtime: str | None = None) -> str:
+        """Register a command line with ``{placeholders}`` as a shell function (see
+        :class:`fnserve.ShellFunction`); its tasks pass one keyword argument per placeholder::
+
+            fid = client.register_shell("wc -l {path}", walltime=30)
+            client.get_result(client.run(fid, endpoint_id, path="/etc/passwd"))["stdout"]
+        """
+        from fnserve.shell import DEFAULT_MAX_OUTPUT_BYTES, ShellFunction
+
+        fn = ShellFunction(command, sandbox=sandbox, walltime=walltime, name=name,
+                           max_output_bytes=DEFAULT_MAX_OUTPUT_BYTES if max_output_bytes is None else max_output_bytes)
+        return self.register_function(fn, description=description, runtime=runtime)
+
     def _register(self, buf: bytes, name: str, description: str, runtime: str | None = None) -> str:
         body = {"name": name, "function": _b64(buf), **({"description": description} if description else {}),
                 **({"runtime": runtime} if runtime else {})}

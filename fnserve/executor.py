@@ -146,6 +146,8 @@ class Executor(concurrent.futures.Executor):
         the standard library's process pool does; only submitting after shutdown raises."""
         self._check_open()
         try:
+            if hasattr(fn, "__fnserve_buffer__"):  # a ShellFunction: its placeholders are checked here already
+                fn.render(*args, **kwargs)
             function_id = self.register_function(fn)
         except Exception as exc:  # noqa: BLE001 - it belongs on the future
             return self._failed(exc)

@@ -77,6 +77,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     data_url: str | None = None
     data_token: str | None = None
     ref_threshold: int | None = None
+    # In Parsl's MPI mode, the endpoint's launcher ("openmpi": the worker composes OpenMPI's
+    # prefix in $PARSL_MPI_PREFIX from the nodes Parsl gave the task; others are Parsl's own).
+    mpi_launcher: str | None = None
 
 
 class RemoteError(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -142,6 +145,9 @@ class Register(_Message, tag="register"):
     # Folders the endpoint's admin lets file triggers watch (config ``triggers.allowed_folders``):
     # the service refuses file triggers elsewhere; the site manager refuses them too.
     watch_folders: list[str] = []
+    # MPI mode: the most nodes one task may ask for (its MPI blocks' size); 0: no MPI mode;
+    # -1: not said (an older site manager). The service refuses requests that can never fit.
+    mpi_nodes: int = -1
 
 
 class Registered(_Message, tag="registered"):

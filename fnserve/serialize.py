@@ -10,6 +10,8 @@ Strategies:
 ``dill-code``  a function serialized with dill (by value where it lives in ``__main__``).
 ``source``     a function as source text, re-executed on the other side: portable across Python
                and dill versions. The body is ``<entry name>\n<source text>``.
+``shell``      a command-line template (:mod:`fnserve.shell`): the body is a JSON object, so
+               the service may read it; tasks pass the placeholders as keyword arguments.
 ``dill-data``  arguments or results serialized with dill.
 ``json-data``  arguments or results as JSON: for callers that are not Python (curl, other
                languages). Arguments are ``{"args": [...], "kwargs": {...}}``.
@@ -39,7 +41,8 @@ DILL_CODE = "dill-code"
 SOURCE = "source"
 DILL_DATA = "dill-data"
 JSON_DATA = "json-data"
-CODE_STRATEGIES = (DILL_CODE, SOURCE)
+SHELL = "shell"
+CODE_STRATEGIES = (DILL_CODE, SOURCE, SHELL)
 DATA_STRATEGIES = (DILL_DATA, JSON_DATA)
 STRATEGIES = CODE_STRATEGIES + DATA_STRATEGIES
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -102,7 +105,7 @@ def parse_header(buf: bytes | bytearray) -> Header:
 # a caller names the ones it accepts for results (``Client(allowed_result_serializers=...)``).
 
 # Strategies whose loading can run code chosen by whoever made the buffer.
-CODE_CAPABLE = frozenset({DILL_CODE, SOURCE, DILL_DATA})
+CODE_CAPABLE = frozenset({DILL_CODE, SOURCE, SHELL, DILL_DATA})
 
 
 def parse_policy(value: object, key: str = "allowed_serializers") -> tuple[str, ...] | None:
@@ -194,6 +197,8 @@ def serialize_function(fn: Callable[..., Any], strategy: str | None = None) -> b
     """
     if not callable(fn):
         raise SerializationError(f"{fn!r} is not callable", code="not_callable")
+    if hasattr(fn, "__fnserve_buffer__"):  # a fnserve.ShellFunction: its own buffer, whatever the strategy
+        return fn.__fnserve_buffer__()  # type: ignore[no-any-return]
     if strategy not in (None, AUTO, DILL_CODE, SOURCE):
         raise SerializationError(f"{strategy!r} is not a function strategy; use one of {CODE_STRATEGIES} or {AUTO!r}")
     if strategy == SOURCE:
@@ -223,6 +228,13 @@ def serialize_function(fn: Callable[..., Any], strategy: str | None = None) -> b
                   "serializer='source' chooses that without this warning, serializer='dill-code' makes it an error",
                   SourceFallbackWarning, stacklevel=3)
     return buf
+
+
+def serialize_shell(spec: Any) -> bytes:
+    """A ``shell`` buffer of a :class:`fnserve.shell.ShellSpec` (checked first)."""
+    from fnserve import shell
+
+    return _header(SHELL) + shell.spec_buffer_body(spec)
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -263,6 +275,10 @@ def deserialize_function(buf: bytes) -> Callable[..., Any]:
         raise SerializationError(f"expected a function buffer, got {header.strategy!r}", code="wrong_strategy")
     _check_python(header)
     body = buf[header.length :]
+    if header.strategy == SHELL:
+        from fnserve import shell
+
+        return shell.ShellFunction.from_spec(shell.load_spec(body))
     if header.strategy == DILL_CODE:
         import dill
 

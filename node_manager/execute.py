@@ -23,6 +23,7 @@ from typing import Any
 from fnserve import outputs, serialize
 from fnserve.data_refs import DEFAULT_REF_THRESHOLD, result_route
 from fnserve.errors import FnserveError, SerializationError
+from fnserve.shell import ShellFunction
 from fnserve.messages import (
     RemoteError,
     ResultMessage,
@@ -167,6 +168,10 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         return ResultMessage(task_id=task.task_id, ok=False, timings=timings, error=RemoteError(
             code=exc.code, type=type(exc).__name__, message=f"the arguments passed by reference: {exc.message}"))
 
+    if task.mpi_launcher:
+        from node_manager import mpi_env
+
+        mpi_env.set_prefix(task.mpi_launcher)
     running.mark(task.control_dir, task.task_id)
     if running.take_cancelled(task.control_dir, task.task_id):
         running.mark(task.control_dir, "")  # this worker does not run it: no kill is meant for it
@@ -190,7 +195,18 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             # Files the function writes in fnserve.output_dir() are shipped as they close, the
             # last ones before the reports' end marker.
             with outputs.reporting(task.task_id, task.outputs_address), output_files.shipping(task):
-                value = _call_with_walltime(fn, args, kwargs, task.walltime)
+                if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
+                    from node_manager import shell
+
+                    value = shell.run(fn, args, kwargs, task.task_id, task.walltime, task.control_dir)
+                else:
+                    value = _call_with_walltime(fn, args, kwargs, task.walltime)
+        except FnserveError as exc:
+            if not isinstance(fn, ShellFunction):
+                error = _user_error(exc)
+            else:  # bad arguments for its template: a stable code naming the placeholder
+                error = RemoteError(code=exc.code, type=_qualified_name(type(exc)), message=exc.message,
+                                    args=[exc.message])
         except WalltimeExceeded:
             error = RemoteError(
                 code="walltime_exceeded",

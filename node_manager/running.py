@@ -35,6 +35,44 @@ def mark(control_dir: str | None, task_id: str) -> None:
         pass  # no control dir here (another node, a container): the task cannot be killed
 
 
+def mark_group(control_dir: str | None, task_id: str, pgid: int) -> str | None:
+    """Record that process group ``pgid`` (a shell function's command, started in a session of
+    its own so that its walltime can kill it whole) belongs to ``task_id``: a cancel that kills
+    the worker kills this group too. Returns the note's path, to remove when the command ends."""
+    if not control_dir:
+        return None
+    path = os.path.join(control_dir, f"g{pgid}")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, task_id.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    return path
+
+
+def groups_running(control_dir: str | Path, task_ids: set[str]) -> dict[str, list[int]]:
+    """``task_id -> process groups`` noted by :func:`mark_group` for ``task_ids``."""
+    found: dict[str, list[int]] = {}
+    try:
+        entries = list(os.scandir(control_dir))
+    except OSError:
+        return found
+    for entry in entries:
+        if not (entry.name.startswith("g") and entry.name[1:].isdigit()):
+            continue
+        try:
+            with open(entry.path, "rb") as f:
+                task_id = f.read().decode()
+        except OSError:
+            continue
+        if task_id in task_ids:
+            found.setdefault(task_id, []).append(int(entry.name[1:]))
+    return found
+
+
 def pids_running(control_dir: str | Path, task_ids: set[str]) -> dict[str, int]:
     """``task_id -> pid`` of the worker processes whose mark names one of ``task_ids``."""
     return {t: pid for t, (pid, _) in tasks_started(control_dir, task_ids).items()}

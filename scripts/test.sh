@@ -16,7 +16,9 @@ log "system packages"
 # (tests/os_accounts.py; they cannot reach root's interpreter). redis-tools comes with redis-server.
 # chromium + chromium-driver: the dashboard's browser tests (Playwright drives the system browser).
 # systemd: only its systemd-analyze, which checks the unit files in deploy/systemd (systemd never runs here).
-APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io python3-zmq python3-redis chromium chromium-driver systemd)
+# openmpi-bin + libopenmpi-dev: MPI functions' tests (mpiexec, mpicc, and mpi4py's build).
+APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io python3-zmq python3-redis chromium chromium-driver systemd
+              openmpi-bin libopenmpi-dev curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -25,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "python packages"
-python3 -m pip install -q --disable-pip-version-check -e ".[service,site,test,examples,kubernetes]"
+python3 -m pip install -q --disable-pip-version-check -e ".[service,site,test,examples,kubernetes,mpi]"
 
 log "PostgreSQL"
 PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)

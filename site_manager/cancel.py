@@ -15,7 +15,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from node_manager.running import forget_cancelled, note_cancelled, pids_running
+from node_manager.running import forget_cancelled, groups_running, note_cancelled, pids_running
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ def kill_tasks(directory: Path, task_ids: tuple[str, ...]) -> None:
     SIGKILL the local workers running them (the note first: see node_manager.running)."""
     note_cancelled(directory, task_ids)
     found = pids_running(directory, set(task_ids))
+    # Shell functions' commands run in process groups of their own: they go with their worker.
+    for task_id, groups in groups_running(directory, set(task_ids)).items():
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+                logger.info("cancelled task %s: killed its command (process group %d)", task_id, pgid)
+            except (ProcessLookupError, PermissionError):
+                pass
     for task_id, pid in found.items():
         try:
             os.kill(pid, signal.SIGKILL)

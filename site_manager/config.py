@@ -35,6 +35,12 @@ Reads like Parsl's own composition, in YAML for site admins, and maps onto Parsl
     allowed_serializers: [dill-code, source, json-data]   # optional: arguments as JSON only
     triggers:                       # file triggers may watch only these folders (docs/triggers.md)
       allowed_folders: [/data/beamline]
+    mpi:                            # optional: run tasks that ask for MPI in Parsl's MPI mode
+      launcher: openmpi             # $PARSL_MPI_PREFIX: openmpi (mpiexec), mpiexec (MPICH), srun, aprun
+      nodes_per_block: 2            # nodes of one MPI block (a task gets num_nodes of them)
+      max_workers_per_block: 2      # MPI tasks at once per block
+      max_blocks: 1
+      launcher_options: ""          # added to each task's prefix unless it sets its own
 
 Every key of ``provider`` / ``launcher`` except ``type`` is passed to the Parsl class unchanged,
 and checked against that class's own signature, so a typo is named with the allowed keys.
@@ -202,6 +208,48 @@ class ScalingConfig:
 
 
 @dataclass
+class MpiConfig:
+    """Parsl's MPI mode for tasks whose ``resource_specification`` asks for MPI ranks: an engine
+    of its own (``parsl.executors.MPIExecutor``) whose blocks hold ``nodes_per_block`` nodes, and
+    whose workers hand each task its nodes and the launcher prefix (``$PARSL_MPI_PREFIX``)."""
+
+    launcher: str = "openmpi"
+    nodes_per_block: int = 1
+    max_workers_per_block: int = 1
+    init_blocks: int = 0
+    min_blocks: int = 0
+    max_blocks: int = 1
+    max_idletime: float = 120.0
+    launcher_options: str = ""
+
+    def __post_init__(self) -> None:
+        from fnserve.resources import LAUNCHERS
+
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(f"mpi.launcher must be one of {', '.join(LAUNCHERS)}, not {self.launcher!r}",
+                              details={"key": "mpi.launcher", "allowed": list(LAUNCHERS)})
+        for key in ("nodes_per_block", "max_workers_per_block"):
+            if type(getattr(self, key)) is not int or getattr(self, key) < 1:
+                raise ConfigError(f"mpi.{key} must be a whole number of at least 1", details={"key": f"mpi.{key}"})
+        if not isinstance(self.launcher_options, str):
+            raise ConfigError("mpi.launcher_options must be a string", details={"key": "mpi.launcher_options"})
+        _ = self.scaling  # checks the block counts
+
+    @property
+    def scaling(self) -> ScalingConfig:
+        try:
+            return ScalingConfig(init_blocks=self.init_blocks, min_blocks=self.min_blocks, max_blocks=self.max_blocks,
+                                 nodes_per_block=self.nodes_per_block, max_idletime=self.max_idletime)
+        except ConfigError as exc:
+            raise ConfigError(f"mpi: {exc.message}", details={"key": "mpi." + str(exc.details.get("key", "")).split(".")[-1]}) from None
+
+    @property
+    def parsl_launcher(self) -> str:
+        """The ``mpi_launcher`` Parsl composes prefixes for (OpenMPI's is composed by the worker)."""
+        return "mpiexec" if self.launcher == "openmpi" else self.launcher
+
+
+@dataclass
 class EngineConfig:
     """How tasks run: options of Parsl's HighThroughputExecutor.
 
@@ -316,6 +364,8 @@ class EndpointConfig:
     # File triggers: ``{"allowed_folders": [...]}``, the folders (and everything under them)
     # users' file triggers may watch here. None or empty: no file triggers on this endpoint.
     triggers: TriggersConfig = field(default_factory=lambda: TriggersConfig())
+    # Parsl's MPI mode for tasks that ask for MPI ranks (None: such tasks are refused).
+    mpi: MpiConfig | None = None
 
     def __post_init__(self) -> None:
         keys = (self.forwarder_public_key, self.curve_public_key, self.curve_secret_key)
@@ -413,6 +463,12 @@ class EndpointConfig:
         data["scaling"] = _section(ScalingConfig, "scaling", scaling)
         data["provider"] = ProviderConfig.from_dict(data.pop("provider", None))
         data["launcher"] = LauncherConfig.from_dict(data.pop("launcher", None))
+        if data.get("mpi") is not None:
+            if not isinstance(data["mpi"], dict):
+                raise ConfigError("mpi must be a mapping (see docs/site-admin.md)", details={"key": "mpi"})
+            data["mpi"] = _section(MpiConfig, "mpi", data["mpi"])
+            if data["provider"].type == "kubernetes":
+                raise ConfigError("mpi mode needs a batch or local provider, not kubernetes", details={"key": "mpi"})
         from site_manager.runtimes import parse_runtimes  # (it imports ConfigError from here)
 
         data["runtimes"] = parse_runtimes(data.pop("runtimes", None))

@@ -34,6 +34,7 @@ from site_manager.config import (
     PROVIDERS,
     EngineConfig,
     LauncherConfig,
+    MpiConfig,
     ProviderConfig,
     ScalingConfig,
     parsl_class,
@@ -78,7 +79,11 @@ def split_lost(task_ids: set[str], started: set[str]) -> tuple[set[str], set[str
 
 def make_launcher(launcher: LauncherConfig) -> Any:
     """The Parsl launcher object a config's ``launcher`` section names."""
-    return parsl_class(LAUNCHERS[launcher.type])(**launcher.options)
+    return parsl_class(LAUNCHERS.get(launcher.type) or _OWN_LAUNCHERS[launcher.type])(**launcher.options)
+
+
+# Launchers the engine picks itself (not offered in configs): MPI mode needs Parsl's SimpleLauncher.
+_OWN_LAUNCHERS = {"simple": "parsl.launchers.SimpleLauncher"}
 
 
 def make_provider(
@@ -167,8 +172,11 @@ class Engine:
         scaling: ScalingConfig | None = None,
         worker_init: str = "",
         launch_cmd: str | None = None,
+        mpi: MpiConfig | None = None,
     ) -> None:
         self.config = engine
+        # Parsl's MPI mode (MPIExecutor): one worker pool per block hands tasks nodes and a launcher prefix.
+        self.mpi = mpi
         # The worker pool's command (Parsl's own when None): a runtime wraps it in its container.
         self.launch_cmd = launch_cmd
         self.provider_config = provider
@@ -187,7 +195,7 @@ class Engine:
         self._idle_since: float | None = None
         self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
         # Submitted and not settled: outer future -> (task bytes, task id, Parsl's future).
-        self._inflight: dict[Future[bytes], tuple[bytes, str, Future[Any]]] = {}
+        self._inflight: dict[Future[bytes], tuple[bytes, str, Future[Any], dict[str, Any]]] = {}
         self._groups: dict[str, int] = {}  # local block -> its process group (to kill what it left)
         # Which of these task ids a worker started (set by the site manager); None: assume all did.
         self.started_probe: Callable[[set[str]], set[str]] | None = None
@@ -195,7 +203,7 @@ class Engine:
 
     def start(self) -> None:
         """Start the interchange and the configured initial blocks."""
-        from parsl.executors import HighThroughputExecutor
+        from parsl.executors import HighThroughputExecutor, MPIExecutor
 
         _prepare_environment()
         private_dir(self.run_dir)
@@ -206,14 +214,24 @@ class Engine:
             from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
             launch_cmd = pool_launch_cmd(DEFAULT_LAUNCH_CMD)
-        ex = HighThroughputExecutor(
+        if self.mpi is not None:
+            # MPI mode: Parsl requires SimpleLauncher (one pool on the block's first node; the
+            # tasks' own launcher reaches the other nodes).
+            cls: Any = MPIExecutor
+            launcher = LauncherConfig(type="simple")
+            sizing: dict[str, Any] = {"max_workers_per_block": self.mpi.max_workers_per_block,
+                                      "mpi_launcher": self.mpi.parsl_launcher}
+        else:
+            cls, launcher = HighThroughputExecutor, self.launcher_config
+            sizing = {"max_workers_per_node": cfg.max_workers_per_node, "cores_per_worker": cfg.cores_per_worker,
+                      "mem_per_worker": cfg.mem_per_worker}
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        ex = cls(
             label=self.label,
             provider=make_provider(
-                self.provider_config, self.scaling, script_dir, self.launcher_config, self.worker_init
+                self.provider_config, self.scaling, script_dir, launcher, self.worker_init
             ),
-            max_workers_per_node=cfg.max_workers_per_node,
-            cores_per_worker=cfg.cores_per_worker,
-            mem_per_worker=cfg.mem_per_worker,
+            **sizing,
             prefetch_capacity=cfg.prefetch_capacity,
             heartbeat_period=cfg.heartbeat_period,
             heartbeat_threshold=cfg.heartbeat_threshold,
@@ -224,9 +242,11 @@ class Engine:
             # see through their bind mount and batch jobs through the shared file system.
             encrypted=cfg.encrypted,
             **({"launch_cmd": launch_cmd} if launch_cmd else {}),
-            **{"interchange_launch_cmd": INTERCHANGE_LAUNCH_CMD,
-               **interchange_address(self.provider_config.type, cfg.options), **cfg.options},
+            **{k: v for k, v in {**interchange_address(self.provider_config.type, cfg.options), **cfg.options}.items()
+               if k in accepted},
         )
+        # Set after construction: MPIExecutor's signature types it as a string, HTEX runs the list as is.
+        ex.interchange_launch_cmd = INTERCHANGE_LAUNCH_CMD
         ex.run_dir = str(self.run_dir)
         if not cfg.encrypted:
             logger.warning("engine.encrypted is off: any process that reaches the interchange's worker port (%s) can "
@@ -238,20 +258,22 @@ class Engine:
             ex.scale_out_facade(self.scaling.init_blocks)
         logger.info("engine started: %r", ex.provider)
 
-    def submit(self, task_bytes: bytes, task_id: str = "") -> Future[bytes]:
+    def submit(self, task_bytes: bytes, task_id: str = "", resource_spec: dict[str, Any] | None = None) -> Future[bytes]:
         """Run one encoded task message; the future's result is the encoded result message.
 
         ``task_id`` lets a restart after a dead interchange tell queued tasks from started ones.
-        """
+        ``resource_spec``: in MPI mode, the task's checked request
+        (:meth:`fnserve.resources.MpiRequest.parsl_spec`): Parsl's workers give it its nodes."""
+        context = {**TASK_EXECUTOR, "resource_spec": resource_spec} if resource_spec else TASK_EXECUTOR
         outer: Future[bytes] = Future()
-        self._dispatch(outer, task_bytes, task_id)
+        self._dispatch(outer, task_bytes, task_id, context)
         self._scale_out_if_cold()
         return outer
 
-    def _dispatch(self, outer: Future[bytes], task_bytes: bytes, task_id: str) -> None:
-        inner = self._executor.submit_payload(TASK_EXECUTOR, task_bytes)
+    def _dispatch(self, outer: Future[bytes], task_bytes: bytes, task_id: str, context: dict[str, Any]) -> None:
+        inner = self._executor.submit_payload(context, task_bytes)
         with self._lock:
-            self._inflight[outer] = (task_bytes, task_id, inner)
+            self._inflight[outer] = (task_bytes, task_id, inner, context)
         inner.add_done_callback(lambda fut: self._settle(outer, fut))
 
     def _settle(self, outer: Future[bytes], inner: Future[bytes]) -> None:
@@ -307,7 +329,7 @@ class Engine:
         view = self._view()
         self._forget_lost(view)
         sc = self.scaling
-        slots = self.config.max_workers_per_node * sc.nodes_per_block
+        slots = self.mpi.max_workers_per_block if self.mpi is not None else self.config.max_workers_per_node * sc.nodes_per_block
         d = decide(now, view.live, ex.outstanding(), self._idle_since, sc.min_blocks, sc.max_blocks, sc.max_idletime,
                    slots_per_block=slots)
         self._idle_since = d.idle_since
@@ -440,7 +462,7 @@ class Engine:
                 old.shutdown(timeout=2)
             except Exception as exc:  # noqa: BLE001 - it is broken already
                 logger.warning("stopping the old engine: %s", exc)
-        ids = {tid for _, (_, tid, _) in entries}
+        ids = {tid for _, (_, tid, _, _) in entries}
         probe = self.started_probe
         started = probe({t for t in ids if t}) if probe is not None else set(ids)
         again, lost = split_lost(ids, started)
@@ -454,14 +476,14 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - fail its tasks clearly rather than hang them
             logger.error("engine %s did not start again: %s", self.label, exc)
             self._executor = None
-            lost, again = ids, set()
+            again = set()  # none goes to an engine that is not there: all fail below
             reason = f"{reason}; the engine did not start again: {exc}"
         resubmitted = 0
-        for outer, (task_bytes, tid, _) in entries:
+        for outer, (task_bytes, tid, _, context) in entries:
             if outer.done():
                 continue
             if tid in again:
-                self._dispatch(outer, task_bytes, tid)
+                self._dispatch(outer, task_bytes, tid, context)
                 resubmitted += 1
             else:
                 with contextlib.suppress(InvalidStateError):

@@ -45,7 +45,12 @@ def failure_result(
     """
     name = type(exc).__name__
     code = _CODES.get(name, "engine_error")
-    if code == "worker_lost":
+    stated = getattr(exc, "code", None)
+    if isinstance(stated, str) and hasattr(exc, "message"):  # an fnserve error: its own code and message
+        code = stated
+    if code == stated:
+        message = str(exc.message)  # type: ignore[attr-defined]
+    elif code == "worker_lost":
         message = f"the worker running this task was lost before it finished: {exc}"
     elif code.startswith("runtime_"):
         message = str(exc)  # names the runtime and the cause (site_manager.runtime_pool)

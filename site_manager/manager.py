@@ -32,6 +32,7 @@ from fnserve.messages import (
 from fnserve.version import PROTOCOL_VERSION, __version__
 from site_manager.config import EndpointConfig
 from site_manager.engine import Engine
+from site_manager.resources import route_mpi
 from site_manager.runtime_pool import RuntimePool
 from site_manager.failures import failure_result
 from site_manager.inbox import Inbox, ResultInbox
@@ -91,6 +92,7 @@ class SiteManager:
             ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
             allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
             watch_folders=list(config.triggers.allowed_folders),
+            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else 0,
         )
         self.inbox = ResultInbox()
         # File triggers: settled files from the watcher's threads (started on the first watch list).
@@ -328,7 +330,12 @@ class SiteManager:
             # endpoint's admin allows, both: the worker loads nothing else.
             allowed = narrow(task.allowed_serializers, self.config.allowed_serializers)
             task.allowed_serializers = None if allowed is None else list(allowed)
-            if task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
+            mpi = route_mpi(task.resource_specification, self.config.mpi)
+            if mpi is not None:  # Parsl's MPI mode: the worker gets nodes and $PARSL_MPI_PREFIX
+                assert self.config.mpi is not None
+                task.mpi_launcher = self.config.mpi.launcher
+                future = self.engine.submit_mpi(encode_task(task), mpi.parsl_spec(), task_id=task_id)
+            elif task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
                 future = self.engine.submit(encode_task(task), runtime=task.runtime, task_id=task_id)
             else:
                 future = self.engine.submit(encode_task(task), task_id=task_id)

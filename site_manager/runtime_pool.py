@@ -62,8 +62,11 @@ class RuntimePool:
     """
 
     def __init__(self, host: Engine, runtimes: dict[str, RuntimeConfig], make_engine: Callable[[RuntimeConfig], Engine],
-                 clock: Callable[[], float] = time.monotonic, endpoint_id: str = "", local: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, endpoint_id: str = "", local: bool = False,
+                 mpi: Engine | None = None) -> None:
         self.host = host
+        # Parsl's MPI mode (the config's `mpi:` section): tasks that ask for MPI ranks run there.
+        self.mpi = mpi
         self.runtimes = dict(runtimes)
         self._make_engine = make_engine
         self._clock = clock
@@ -94,14 +97,20 @@ class RuntimePool:
             return Engine(config.engine, config.provider, run_dir, label=f"fnserve-{rt.name}", launcher=config.launcher,
                           scaling=scaling, worker_init=config.worker_init, launch_cmd=cmd)
 
+        mpi = None
+        if getattr(config, "mpi", None) is not None:
+            mpi = Engine(config.engine, config.provider, config.run_path / "mpi", label="fnserve-mpi",
+                         scaling=config.mpi.scaling, worker_init=config.worker_init, mpi=config.mpi)
         return cls(host, getattr(config, "runtimes", {}) or {}, make, endpoint_id=config.endpoint_id,
-                   local=config.provider.type == "local")
+                   local=config.provider.type == "local", mpi=mpi)
 
     # -- the Engine interface ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the host engine, and the runtimes that keep hot spares."""
         self.host.start()
+        if self.mpi is not None:
+            self.mpi.start()  # its interchange only: blocks start with the first MPI task (init_blocks: 0)
         if self.local:
             for rt in self.runtimes.values():
                 if rt.type in CONTAINER_TYPES:
@@ -146,11 +155,22 @@ class RuntimePool:
         future.add_done_callback(lambda f: self._discard(name, f))
         return future
 
+    def submit_mpi(self, task_bytes: bytes, resource_spec: dict[str, object], task_id: str = "") -> Future[bytes]:
+        """Run an encoded MPI task in Parsl's MPI mode with its checked ``resource_spec``."""
+        if self.mpi is None:
+            raise RuntimeNotSupported("this endpoint does not run MPI tasks (its config has no mpi section)")
+        return self.mpi.submit(task_bytes, task_id, resource_spec=resource_spec)
+
     def status(self) -> EngineStatus:
         """Everything summed, with per-runtime figures in ``runtimes`` (heartbeat pace)."""
         host = self.host.status()
         per = {HOST: _figures(host)}
         total = [host.blocks_pending, host.blocks_running, host.workers, host.tasks_queued, host.tasks_running]
+        if self.mpi is not None:
+            st = self.mpi.status()
+            per["mpi"] = _figures(st)
+            for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running)):
+                total[i] += v
         for name, rt in self.runtimes.items():
             engine = self.engines.get(name)
             if engine is None:
@@ -175,6 +195,8 @@ class RuntimePool:
     def scale(self, now: float | None = None) -> int:
         """Scale every engine (each within its runtime's blocks and idle time)."""
         change = self.host.scale(now)
+        if self.mpi is not None:
+            change += self.mpi.scale(now)
         for engine in list(self.engines.values()):
             change += engine.scale(now)
         # Hot spares whose start failed come back on their own once their backoff has passed.
@@ -188,6 +210,8 @@ class RuntimePool:
             self.engines.clear()
         for engine in engines:
             engine.shutdown()
+        if self.mpi is not None:
+            self.mpi.shutdown()
         self.host.shutdown()
         if self.local:
             for rt in self.runtimes.values():

@@ -207,10 +207,11 @@ class Session:
         ledger: ResultLedger | None = None,
         allowed_serializers: list[str] | None = None,
         watch_folders: list[str] | None = None,
+        mpi_nodes: int = -1,
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity,
-            allowed_serializers=allowed_serializers, watch_folders=list(watch_folders or []),
+            allowed_serializers=allowed_serializers, watch_folders=list(watch_folders or []), mpi_nodes=mpi_nodes,
         )
         # File events sent (or to send) and not yet acked, by key: resent after a reconnect.
         # Not kept on disk: after a restart the folder scan finds the same files again, and

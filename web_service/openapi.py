@@ -290,10 +290,16 @@ PATHS: dict[str, Any] = {
          "description": "ISO 8601 time or unix seconds"} for n in ("since", "until")])},
     "/v1/functions": {
         "get": _op("the caller's functions", "200", _list_of("functions", "Function"), params=[_SHARED_QUERY]),
-        "post": _op("register a function", "201", _ref("Function"), body=_obj({
+        "post": _op("register a function", "201", _ref("Function"), body={**_obj({
             "name": _str(), "description": _nullable(_str(10_000)),
             "function": {**_BASE64, "description": "base64 of a function buffer made by fnserve.serialize"},
-        }, ["name", "function"])),
+            "shell": {**_obj({
+                "command": {"type": "string", "minLength": 1, "description": "command line with {placeholders}"},
+                "sandbox": {"type": "boolean"}, "walltime": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 2592000},
+                "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": 16777216},
+            }, ["command"]), "additionalProperties": False,
+                "description": "a shell function instead of a buffer (docs/user-guide.md#shell-functions-run-an-existing-executable)"},
+        }, ["name"]), "oneOf": [{"required": ["function"]}, {"required": ["shell"]}]}),
     },
     "/v1/functions/{function_id}": {
         "get": _op("one function", "200", _ref("Function"), params=[_path_param("function_id")]),

@@ -82,6 +82,15 @@ scaling:
 
 # Shell lines each block runs before starting workers: make fnserve[site] importable there.
 worker_init: "{worker_init}"
+
+# MPI tasks (resource_specification: num_nodes, ranks_per_node, num_ranks) in Parsl's MPI mode,
+# on blocks of their own; each task's command gets $PARSL_MPI_PREFIX (docs/site-admin.md).
+# mpi:
+#   launcher: openmpi                 # openmpi | mpiexec (MPICH) | srun | aprun
+#   nodes_per_block: 2                # a task may ask for at most this many nodes
+#   max_workers_per_block: 2          # MPI tasks at once per block
+#   max_blocks: 1
+#   launcher_options: ""              # e.g. --oversubscribe
 """
 
 _PBS = """\

@@ -81,6 +81,28 @@ def register(target: str, name: str | None, description: str, runtime: str | Non
     click.echo(_client().register_source(source, func, name=name, description=description, runtime=runtime))
 
 
+@main.command("register-shell")
+@click.argument("command")
+@click.option("--name", help="Name to register under (default: the command's program).")
+@click.option("--description", default="", help="A line saying what the command does.")
+@click.option("--sandbox", is_flag=True, help="Run each task in a fresh folder of its own.")
+@click.option("--walltime", type=float, default=None, help="Seconds before the command is killed (return code 124).")
+@click.option("--max-output-bytes", type=int, default=None, help="Bytes kept of the end of each of stdout and stderr.")
+@click.option("--runtime", help="Runtime (id or name) its tasks run in by default.")
+def register_shell(command: str, name: str | None, description: str, sandbox: bool, walltime: float | None,
+                   max_output_bytes: int | None, runtime: str | None) -> None:
+    """Register COMMAND, a command line with {placeholders}, as a shell function; prints its id.
+
+    Each task passes one keyword argument per placeholder (shell-quoted when run), e.g.
+
+        fnserve register-shell 'wc -l {path}' --walltime 30
+
+        fnserve run FUNCTION_ID -e ENDPOINT --kwargs '{"path": "/etc/passwd"}'
+    """
+    click.echo(_client().register_shell(command, name=name, description=description, sandbox=sandbox, walltime=walltime,
+                                        max_output_bytes=max_output_bytes, runtime=runtime))
+
+
 def _read_source(path: Path) -> str:
     if not path.is_file():
         raise click.BadParameter(f"{path} is not a file", param_hint="TARGET")
@@ -102,8 +124,11 @@ def _read_source(path: Path) -> str:
 @click.option("--walltime", type=float, default=None, help="Seconds the function may run.")
 @click.option("--runtime", default=None, help="Runtime (id or name) to run in; default: the function's own, else the endpoint's host.")
 @click.option("--traceback", "show_traceback", is_flag=True, help="If the function raised, also print the remote traceback.")
+@click.option("--resource-spec", "resource_json", default=None,
+              help='What the task asks of the endpoint, as a JSON object, e.g. \'{"num_nodes": 2, "ranks_per_node": 4}\'.')
 def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: str | None, timeout: float | None,
-        no_wait: bool, walltime: float | None, runtime: str | None = None, show_traceback: bool = False) -> None:
+        no_wait: bool, walltime: float | None, runtime: str | None = None, show_traceback: bool = False,
+        resource_json: str | None = None) -> None:
     """Run FUNCTION_ID on an endpoint with ARGS (each a JSON value); waits and prints the result
     (with --no-wait: prints the task id at once).
 
@@ -114,9 +139,13 @@ def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: 
     kwargs = _parse_arg(kwargs_json) if kwargs_json else {}
     if not isinstance(kwargs, dict):
         raise click.BadParameter("--kwargs must be a JSON object")
+    resources = _parse_arg(resource_json) if resource_json else None
+    if resources is not None and not isinstance(resources, dict):
+        raise click.BadParameter("--resource-spec must be a JSON object")
     client = _client()
     task_id = client.submit(function_id, endpoint_id, [_parse_arg(a) for a in args], kwargs,
-                            walltime=walltime, serializer=serialize.JSON_DATA, runtime=runtime)
+                            walltime=walltime, serializer=serialize.JSON_DATA, runtime=runtime,
+                            resource_specification=resources)
     if no_wait:
         click.echo(task_id)
         return

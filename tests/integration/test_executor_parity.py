@@ -78,7 +78,7 @@ def test_reload_tasks_gives_futures_back_to_a_new_executor(stack, client):
 
 
 def test_max_retries_and_resource_specification_travel_with_each_task(stack, client, tmp_path):
-    spec = {"num_nodes": 1, "ranks_per_node": 2}
+    spec = {"num_nodes": 1, "ranks_per_node": 1}  # one rank: runs on an endpoint without MPI mode
     marker = tmp_path / "pids"
     with Executor(stack.endpoint_id, client, max_retries=0, resource_specification=spec) as ex:
         future = ex.submit(pid_recorder(), str(marker))

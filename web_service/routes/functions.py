@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from flask import Blueprint, Response, request
 
+from fnserve import serialize, shell
 from web_service.registry.models import Function
 from web_service.routes._http import identity, iso, json_body, require_identity, respond
 from web_service.services import functions as service
@@ -30,9 +32,16 @@ def register() -> Response:
     body = json_body()
     name = require_str(body, "name")
     description = optional_str(body, "description", max_len=10_000, default="") or ""
-    if body.get("function") is None:
-        raise invalid("function", "is required (base64 of a buffer made by fnserve.serialize)")
-    buf = decode_base64(body["function"], "function", state.settings.max_payload_bytes)
+    if body.get("shell") is not None:
+        # A command-line template, plain JSON (no Python needed): {"command": "wc -l {path}", ...}
+        if body.get("function") is not None:
+            raise invalid("function", "cannot be combined with shell: send one or the other")
+        buf = serialize.serialize_shell(shell.spec_from_json(body["shell"]))
+    elif body.get("function") is None:
+        raise invalid("function", "is required (base64 of a buffer made by fnserve.serialize), or send "
+                      '"shell": {"command": "..."} for a shell function')
+    else:
+        buf = decode_base64(body["function"], "function", state.settings.max_payload_bytes)
     runtime = optional_str(body, "runtime", max_len=128)
     with state.sessions() as session:
         # The function's default runtime (id or name), checked now: a typo is a 404 here, not at submit.
@@ -54,7 +63,11 @@ def get(function_id: str) -> Response:
     state = current()
     with state.sessions() as session:
         fn = service.get_function(session, identity(), function_id)
-    return respond(function_view(fn))
+        view = function_view(fn)
+        if fn.strategy == serialize.SHELL:  # its template is data: show it, and what a task must pass
+            spec = service.shell_spec(fn.body)
+            view["shell"] = {**msgspec.structs.asdict(spec), "placeholders": shell.placeholders(spec.command)}
+    return respond(view)
 
 
 @bp.delete("/functions/<function_id>")

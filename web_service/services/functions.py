@@ -9,7 +9,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from fnserve import serialize
+from fnserve import serialize, shell
 from fnserve.errors import Forbidden, NotFound, SerializationError  # noqa: F401 (re-exported)
 from web_service.auth import Identity
 from web_service.registry.models import Function, Grant, GroupMember, utcnow
@@ -27,6 +27,8 @@ def register_function(session: Session, store: TaskStore, owner: Identity, name:
     Only the buffer's header is read: the service never loads user code.
     """
     header = serialize.parse_header(buf)
+    if header.strategy == serialize.SHELL:
+        shell_spec(buf)  # its body is data: checked here, a bad template is a 400 now, not a failed task
     if not header.is_code:
         raise SerializationError(
             f"a function must be serialized with a code strategy ({', '.join(serialize.CODE_STRATEGIES)}), "
@@ -46,6 +48,15 @@ def register_function(session: Session, store: TaskStore, owner: Identity, name:
         log.warning("function %s registered but not cached in Redis (%s)", fn.id, type(exc).__name__)
     log.info("function %s registered by user %s (%s, %d bytes)", fn.id, owner.user_id, fn.strategy, len(buf))
     return fn
+
+
+def shell_spec(buf: bytes) -> shell.ShellSpec:
+    """The checked spec of a ``shell`` function buffer (JSON data: reading it runs nothing)."""
+    header = serialize.parse_header(buf)
+    try:
+        return shell.load_spec(buf[header.length:])
+    except SerializationError as exc:
+        raise shell.ShellTemplateError(exc.message, details={"field": "function"}) from None
 
 
 def list_functions(session: Session, owner: Identity, shared: bool = False) -> list[Function]:

@@ -21,7 +21,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from fnserve import serialize
+from fnserve import resources, serialize, shell
 from fnserve.errors import FnserveError, Forbidden, NotFound, PayloadTooLarge, SerializationError
 from web_service.auth import Identity
 from web_service.registry.models import Function
@@ -33,6 +33,7 @@ from web_service.services.runtimes import task_runtimes
 from web_service.quotas import QuotaChecker
 from web_service.usage import UsageEntry, log_usage
 from web_service.task_store import NewTask, TaskRecord, TaskStore, function_key, status_key
+from web_service.ttl_cache import TTLCache
 from web_service.validation import decode_base64, invalid, optional_number, optional_str, require_str
 
 RESULT_FORMATS = ("json", "python")
@@ -357,11 +358,15 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
     endpoints = [ident for kind, ident in keys if kind == "endpoint"]
     pipe = store.r.pipeline(transaction=False)
     for kind, ident in keys:
-        pipe.exists(function_key(ident) if kind == "function" else tombstone_key(ident))
+        if kind == "function":  # present, and its header (a shell function's arguments are checked below)
+            pipe.getrange(function_key(ident), 0, len(_SHELL_HEADER_START) - 1)
+        else:
+            pipe.exists(tombstone_key(ident))
     for ident in endpoints:
-        pipe.hget(status_key(ident), "serializers")
+        pipe.hmget(status_key(ident), "serializers", "mpi_nodes")
     answers = pipe.execute()
-    declared = {e: _policy(v) for e, v in zip(endpoints, answers[len(keys):])}
+    declared = {e: _policy(v[0]) for e, v in zip(endpoints, answers[len(keys):])}
+    mpi_nodes = {e: int(v[1]) if v[1] is not None else -1 for e, v in zip(endpoints, answers[len(keys):])}
     gone: set[tuple[str, str]] = set()
     missing: list[str] = []
     for (kind, ident), found in zip(keys, answers):
@@ -385,7 +390,71 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
             err = _serializer_refusal(i, s, declared.get(s.endpoint_id), access.get(("endpoint", s.endpoint_id)))
             if err is not None:
                 refused[i] = err
+    for i, s in specs.items():
+        if i not in refused and s.resource_specification is not None:
+            err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1))
+            if err is not None:
+                refused[i] = err
+    shells = {ident for (kind, ident), head in zip(keys, answers) if kind == "function" and head == _SHELL_HEADER_START}
+    if shells:
+        templates = _shell_templates(store, shells)
+        for i, s in specs.items():
+            if i not in refused and s.function_id in templates:
+                err = _shell_refusal(i, s, templates[s.function_id])
+                if err is not None:
+                    refused[i] = err
     return refused
+
+
+def _resource_refusal(index: int, s: TaskSpec, mpi_nodes: int) -> FnserveError | None:
+    """An MPI request the endpoint can never run (it said how big its MPI blocks are when it
+    connected): refused now rather than failed after a trip to the endpoint."""
+    try:
+        resources.check_request(msgspec.json.decode(s.resource_specification or b"{}"), mpi_nodes)
+    except FnserveError as exc:
+        return type(exc)(f"tasks[{index}]: {exc.message} (endpoint {s.endpoint_id})", code=exc.code,
+                         details={**exc.details, "field": f"tasks[{index}].{exc.details.get('field', 'resource_specification')}",
+                                  "index": index, "endpoint_id": s.endpoint_id})
+    return None
+
+
+_SHELL_HEADER_START = f"{serialize.MAGIC} {serialize.SHELL} ".encode()
+# function id -> its shell template (functions never change; a deleted one fails before this).
+_shell_template_cache: TTLCache[str, str] = TTLCache(ttl=3600.0, max_entries=10_000)
+
+
+def _shell_templates(store: TaskStore, function_ids: set[str]) -> dict[str, str]:
+    """The command templates of these shell functions (one Redis round trip for those not cached)."""
+    found = {f: t for f in function_ids if (t := _shell_template_cache.get(f)) is not None}
+    missing = sorted(function_ids - set(found))
+    if missing:
+        pipe = store.r.pipeline(transaction=False)
+        for fid in missing:
+            pipe.get(function_key(fid))
+        for fid, body in zip(missing, pipe.execute()):
+            if body:
+                header = serialize.parse_header(body)
+                found[fid] = shell.load_spec(body[header.length:]).command
+                _shell_template_cache.put(fid, found[fid])
+    return found
+
+
+def _shell_refusal(index: int, s: TaskSpec, command: str) -> FnserveError | None:
+    """JSON arguments of a shell function's task fill its placeholders exactly (``missing_placeholder``
+    names the first one without an argument). Other strategies are checked by the worker."""
+    text = serialize.json_body(s.payload)
+    if text is None:
+        return None
+    try:
+        value = msgspec.json.decode(text)
+        args, kwargs = value.get("args", []), value.get("kwargs", {})
+        shell.check_arguments(command, args, kwargs)
+    except FnserveError as exc:
+        return type(exc)(f"tasks[{index}]: {exc.message}", code=exc.code,
+                         details={**exc.details, "index": index, "function_id": s.function_id})
+    except (msgspec.DecodeError, AttributeError):
+        return None  # not an arguments object: the worker says so with its own code
+    return None
 
 
 def _policy(raw: bytes | None) -> tuple[str, ...] | None:

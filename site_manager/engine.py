@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -30,7 +31,8 @@ from site_manager.config import (
 )
 from site_manager.failures import BlockLost
 from site_manager.interchange import LAUNCH_CMD as INTERCHANGE_LAUNCH_CMD
-from site_manager.scaling import BlockView, classify_blocks, decide
+from site_manager.runtimes.blocks import ended_dir, read_exit_notes
+from site_manager.scaling import TERMINAL_STATES, BlockView, classify_blocks, decide
 from site_manager.status import EngineStatus, summarize
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ class Engine:
         self._manager_blocks: dict[str, str] = {}  # worker manager id -> block id
         self._lost: dict[str, str] = {}  # block id -> how it was reported lost
         self._idle_since: float | None = None
+        self._held: set[str] = set()  # ended blocks whose managers the interchange was told to hold
         self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
 
     def start(self) -> None:
@@ -156,6 +159,8 @@ class Engine:
 
         _prepare_environment()
         private_dir(self.run_dir)
+        # Block ids start again from 0 with each executor: notes of an earlier one name other blocks.
+        shutil.rmtree(ended_dir(self.run_dir), ignore_errors=True)
         script_dir = private_dir(self.run_dir / "submit_scripts")
         cfg = self.config
         ex = HighThroughputExecutor(
@@ -229,6 +234,8 @@ class Engine:
     def _view(self) -> BlockView:
         ex = self._executor
         states = {b: s.state.name for b, s in list(ex.status_facade.items())}
+        # A block whose script left an exit note has ended, whatever the provider's last poll says.
+        states.update((b, "COMPLETED") for b in read_exit_notes(self.run_dir) if b in states)
         with self._lock:
             view = classify_blocks(states, self._connected_blocks, self._seen_blocks)
         return view
@@ -280,6 +287,29 @@ class Engine:
                     ex.provider.cancel([job])
             except Exception as exc:  # noqa: BLE001 - usually the job is already gone
                 logger.info("cancelling lost block %s: %s", block, exc)
+
+    def ended_blocks(self) -> dict[str, str]:
+        """Blocks that ended, and how: the block script's exit note (written the moment its
+        container exits) or the provider's terminal state. Tasks a worker started there will
+        never finish; the interchange would say so only after ``heartbeat_threshold``.
+
+        The managers of a newly ended block are put on hold, so that a task re-run now is not
+        sent to them while the interchange still counts them connected.
+        """
+        ex = self._executor
+        if ex is None:
+            return {}
+        ended = {b: f"its batch job ended ({s.state.name}{'' if s.exit_code is None else f', exit code {s.exit_code}'})"
+                 for b, s in list(ex.status_facade.items()) if s.state.name in TERMINAL_STATES}
+        for block, status in read_exit_notes(self.run_dir).items():
+            ended[block] = f"its container exited with status {status}" + (" (killed)" if status == "137" else "")
+        for block in set(ended) - self._held:
+            self._held.add(block)
+            try:
+                ex._hold_block(block)  # Parsl's own call: no new task goes to that block's managers
+            except Exception as exc:  # noqa: BLE001 - the interchange may be gone (shutdown)
+                logger.info("holding ended block %s: %s", block, exc)
+        return ended
 
     def block_states(self) -> dict[str, str]:
         """Each block's state at the provider's last poll (``RUNNING``, ``COMPLETED``...)."""

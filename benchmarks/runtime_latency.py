@@ -1,6 +1,11 @@
-"""Cold and warm latency per runtime (host, venv, podman, charliecloud), with and without a hot spare.
+"""Cold and warm latency per runtime, on a Slurm endpoint (default) or a local one.
 
-    python benchmarks/runtime_latency.py [--warm 50] [--cold 3]
+    python benchmarks/runtime_latency.py [--warm 200]            # Slurm: see runtime_latency_slurm.py
+    python benchmarks/runtime_latency.py --local [--warm 50] [--cold 3]
+
+The Slurm run (``benchmarks/runtime_latency_slurm.py``) puts every runtime that runs here inside
+its sbatch job and measures bare Parsl HTEX on the same SlurmProvider in the same run. What
+follows describes the local run.
 
 One embedded stack on this machine; the endpoint runs one warm pool per runtime (see
 site_manager/runtime_pool.py). Every figure is one no-op task, SDK ``submit`` + ``get_result``
@@ -34,7 +39,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import summarize, write_results
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_DIR = "/var/cache/fnserve/worker-image"
+IMAGE_DIR = os.environ.get("FNSERVE_WORKER_IMAGE_DIR", "/var/cache/fnserve/worker-image")
 
 
 def noop() -> None:
@@ -71,6 +76,12 @@ def _one(fc: Any, fid: str, eid: str, runtime: str) -> float:
 
 
 def main() -> None:
+    if "--local" not in sys.argv:
+        import runtime_latency_slurm
+
+        runtime_latency_slurm.main()
+        return
+    sys.argv.remove("--local")
     ap = argparse.ArgumentParser()
     ap.add_argument("--warm", type=int, default=50)
     ap.add_argument("--cold", type=int, default=3)

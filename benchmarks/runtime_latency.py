@@ -48,7 +48,9 @@ def noop() -> None:
 
 def _runtimes(venv_python: str, image: str) -> dict[str, dict[str, Any]]:
     kinds: dict[str, dict[str, Any]] = {
-        "host": {"type": "host"},
+        # The endpoint's own Python as a runtime (type venv: "host" names the endpoint's own engine,
+        # which has no pool of its own to reap or keep warm).
+        "host": {"type": "venv", "python": sys.executable},
         "venv": {"type": "venv", "python": venv_python},
         "podman": {"type": "podman", "image": image},
     }
@@ -97,7 +99,9 @@ def main() -> None:
     from fnserve.client import Client
 
     runtimes = _runtimes(str(tmp / "venv/bin/python"), image)
-    results: dict[str, Any] = {"image": image}
+    from runtime_latency_slurm import provenance
+
+    results: dict[str, Any] = {**provenance(), "image": image}
     try:
         ports = stack.StackPorts(web=args.port, forwarder=args.port + 1, redis=args.port + 2)
         env = stack.start_service(ports, say=lambda _s: None)

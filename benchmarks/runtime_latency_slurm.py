@@ -93,6 +93,8 @@ def bare_htex(calls: int) -> dict[str, Any]:
     from parsl.launchers import SingleNodeLauncher
     from parsl.providers import SlurmProvider
 
+    # noop is pickled by reference: the batch job (sbatch exports this environment) imports it from here.
+    os.environ["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")])
     run_dir = tempfile.mkdtemp(prefix="htex-rt-bench-")
     provider = SlurmProvider(init_blocks=0, min_blocks=0, max_blocks=1, launcher=SingleNodeLauncher(), **PROVIDER)
     provider.script_dir = run_dir

@@ -66,6 +66,18 @@ def summarize95(samples_s: list[float]) -> dict[str, float]:
     return out
 
 
+def queue_wait_s(job_id: str) -> float | None:
+    """Seconds batch job ``job_id`` waited in the queue (Slurm's StartTime - SubmitTime, 1 s
+    resolution): the part of a cold start that other jobs on the node decide, not fnserve."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], capture_output=True, text=True, check=False).stdout
+    fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+    try:
+        start, submit = (datetime.datetime.fromisoformat(fields[k]) for k in ("StartTime", "SubmitTime"))
+    except (KeyError, ValueError):
+        return None
+    return (start - submit).total_seconds()
+
+
 def _version(*argv: str) -> str:
     exe = shutil.which(argv[0])
     if exe is None:
@@ -106,8 +118,10 @@ def bare_htex(calls: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         fut = ex.submit(noop, {})
         ex.scale_out_facade(1)
-        fut.result(timeout=300)
+        fut.result(timeout=1200)
         cold = time.perf_counter() - t0
+        (job,) = [j for j in ex.blocks_to_job_id.values() if j is not None][:1]
+        queued = queue_wait_s(job)
         for _ in range(20):
             ex.submit(noop, {}).result()
         warm = []
@@ -115,7 +129,7 @@ def bare_htex(calls: int) -> dict[str, Any]:
             t = time.perf_counter()
             ex.submit(noop, {}).result()
             warm.append(time.perf_counter() - t)
-        return {"cold_s": cold, "warm": summarize95(warm)}
+        return {"cold_s": cold, "cold_queue_wait_s": queued, "warm": summarize95(warm)}
     finally:
         for job in jobs_under(run_dir):
             subprocess.run(["scancel", job], check=False)
@@ -125,7 +139,7 @@ def bare_htex(calls: int) -> dict[str, Any]:
 
 def _one(fc: Any, fid: str, eid: str, runtime: str | None) -> float:
     t0 = time.perf_counter()
-    fc.get_result(fc.submit(fid, eid, runtime=runtime), timeout=300)
+    fc.get_result(fc.submit(fid, eid, runtime=runtime), timeout=1200)
     return time.perf_counter() - t0
 
 
@@ -184,9 +198,11 @@ def fnserve_runtimes(calls: int, port: int, tmp: Path) -> dict[str, Any]:
             wait_until(lambda: not jobs_under(str(run_dir)), 120, "the CPU of the previous runtime back")
             runtime = None if name == "host" else name
             cold = _one(fc, fid, eid, runtime)
+            queued = [queue_wait_s(j) for j in jobs_under(str(where))][:1]
             for _ in range(20):
                 _one(fc, fid, eid, runtime)
-            results[name] = {"cold_s": cold, "warm": summarize95([_one(fc, fid, eid, runtime) for _ in range(calls)])}
+            results[name] = {"cold_s": cold, "cold_queue_wait_s": queued[0] if queued else None,
+                             "warm": summarize95([_one(fc, fid, eid, runtime) for _ in range(calls)])}
             print(f"{name:>18}: cold {cold:5.2f} s  warm p50 {results[name]['warm']['p50_ms']:6.2f} ms "
                   f"p95 {results[name]['warm']['p95_ms']:6.2f} p99 {results[name]['warm']['p99_ms']:6.2f}", flush=True)
         # The hot spare last, in a restart with it configured: its block holds a CPU from the start,
@@ -229,6 +245,10 @@ def main() -> None:
                             "warm_p99_vs_host": row["warm"]["p99_ms"] / fns["host"]["warm"]["p99_ms"]}
             if "cold_s" in row:
                 ratios[name]["cold_minus_bare_htex_cold_s"] = row["cold_s"] - htex["cold_s"]
+                if row.get("cold_queue_wait_s") is not None and htex.get("cold_queue_wait_s") is not None:
+                    # Without the time each job waited behind other jobs in the queue.
+                    ratios[name]["cold_minus_bare_htex_cold_s_without_queue_wait"] = (
+                        (row["cold_s"] - row["cold_queue_wait_s"]) - (htex["cold_s"] - htex["cold_queue_wait_s"]))
     spare = fns["podman hot spare"]
     ratios["podman hot spare"]["first_call_vs_warm_p50"] = spare["first_ms"] / spare["warm"]["p50_ms"]
     results["ratios"] = ratios

@@ -31,7 +31,8 @@ from runtime_support import IMAGE_DIR, build_image, require_docker
 from tests.integration.slurm_support import REPO, Stack, batch_jobs, require_slurm, wait_for
 from tests.integration.stack_support import FNSERVE
 
-pytestmark = pytest.mark.integration
+# 600 s: the first test also sets up the stack, and its blocks wait behind any other job on the 2-CPU node.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 FAKE_GPUS = ["fake-gpu-a", "fake-gpu-b"]
 # heartbeat_threshold as in production (120 s): a dead container's task must be re-run long

@@ -155,7 +155,11 @@ def runtime_latency(r: dict[str, Any]) -> str:
 
 def runtime_latency_slurm(r: dict[str, Any]) -> str:
     h, f, ratios = r["bare_htex"], r["fnserve"], r["ratios"]
-    rows = [["bare Parsl HTEX on the same SlurmProvider (peer)", f"{h['cold_s']:.1f}", "", _ms(h["warm"]["p50_ms"]),
+    def cold_of(row: dict[str, Any]) -> str:
+        wait = row.get("cold_queue_wait_s")
+        return f"{row['cold_s']:.1f}" + ("" if wait is None else f" (queued {wait:.0f})")
+
+    rows = [["bare Parsl HTEX on the same SlurmProvider (peer)", cold_of(h), "", _ms(h["warm"]["p50_ms"]),
              _ms(h["warm"]["p95_ms"]), _ms(h["warm"]["p99_ms"]), "", "1.0x"]]
     for name in ("host", "venv", "podman", "docker", "charliecloud", "apptainer-standin", "podman hot spare"):
         if name not in f:
@@ -164,8 +168,8 @@ def runtime_latency_slurm(r: dict[str, Any]) -> str:
         label = {"host": "fnserve, no container (host)", "apptainer-standin": "fnserve, Apptainer **STAND-IN** (runs on the host)",
                  "podman hot spare": "fnserve, podman hot spare"}.get(name, f"fnserve, {name}")
         if "cold_s" in row:
-            cold = f"{row['cold_s']:.1f}"
-            extra = q["cold_minus_bare_htex_cold_s"]
+            cold = cold_of(row)
+            extra = q.get("cold_minus_bare_htex_cold_s_without_queue_wait", q["cold_minus_bare_htex_cold_s"])
             cold_target = "" if name in ("host", "venv") else f"{extra:+.1f} s ({'met' if extra <= 2.5 else 'not met'})"
         else:
             cold = f"first call {row['first_ms']:.0f} ms"
@@ -173,15 +177,14 @@ def runtime_latency_slurm(r: dict[str, Any]) -> str:
         vs_host = "" if name == "host" else f"{q['warm_p50_vs_host']:.2f}x ({'met' if q['warm_p50_vs_host'] <= 1.2 else 'not met'})"
         rows.append([label, cold, cold_target, _ms(row["warm"]["p50_ms"]), _ms(row["warm"]["p95_ms"]), _ms(row["warm"]["p99_ms"]),
                      vs_host, f"{q['warm_p50_vs_bare_htex']:.1f}x"])
-    v = r["versions"]
-    return (f"Run at commit `{r['commit'][:12]}` on {r['date']}, host {r['host']['node']} ({r['host']['cpus']} CPUs, load "
-            f"{r['host']['load_average_at_start'][0]:.1f} at start); Slurm `{v['slurm']}`, Parsl {v['parsl']}, {v['podman']}, "
-            f"{v['docker']}, Charliecloud {v['charliecloud']}, Apptainer: stand-in. One Slurm endpoint, {r['launcher']} launcher, "
+    v = r["runtime_versions"]
+    return (f"Slurm `{v['slurm']}`, {v['podman']}, {v['docker']}, Charliecloud {v['charliecloud']}, Apptainer: stand-in. "
+            f"One Slurm endpoint, {r['launcher']} launcher, "
             f"1 worker per node, each runtime's pool inside its own sbatch job; cold = the runtime's first task with no block "
-            f"(sbatch, job start, container and pool start, the task); warm = {r['calls']} sequential no-op `submit` + "
+            f"(sbatch, queue wait, job start, container and pool start, the task); warm = {r['calls']} sequential no-op `submit` + "
             "`get_result`. Cold target: at most 2.5 s more than bare HTEX's cold start on the same provider (the batch job's "
-            "own start).\n\n"
-            + _table(["system", "cold (s)", "cold target", "warm p50 ms", "warm p95 ms", "warm p99 ms",
+            "own start), compared without each job's queue wait (Slurm's StartTime - SubmitTime).\n\n"
+            + _table(["system", "cold (s)", "cold beyond bare HTEX's, queue waits left out (target 2.5 s)", "warm p50 ms", "warm p95 ms", "warm p99 ms",
                       "warm p50 / host (target 1.2x)", "warm p50 / bare HTEX"], rows))
 
 

@@ -99,9 +99,7 @@ def main() -> None:
     from fnserve.client import Client
 
     runtimes = _runtimes(str(tmp / "venv/bin/python"), image)
-    from runtime_latency_slurm import provenance
-
-    results: dict[str, Any] = {**provenance(), "image": image}
+    results: dict[str, Any] = {"image": image}
     try:
         ports = stack.StackPorts(web=args.port, forwarder=args.port + 1, redis=args.port + 2)
         env = stack.start_service(ports, say=lambda _s: None)

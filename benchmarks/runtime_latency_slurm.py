@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -86,18 +85,12 @@ def _version(*argv: str) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
 
 
-def provenance() -> dict[str, Any]:
-    import parsl
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                                cwd=REPO, check=False).stdout.strip())
-    return {"commit": commit + ("+uncommitted" if dirty else ""), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
-                     "load_average_at_start": os.getloadavg()},
-            "versions": {"python": platform.python_version(), "parsl": parsl.__version__, "slurm": _version("sinfo", "--version"),
-                         "podman": _version("podman", "--version"), "docker": _version("docker", "--version"),
-                         "charliecloud": _version("ch-run", "--version"), "apptainer": "STAND-IN (tests/integration/apptainer_standin.py)"}}
+def runtime_versions() -> dict[str, str]:
+    """The batch system's and container runtimes' versions (write_results adds commit, date, host
+    and the Python packages' under ``meta``)."""
+    return {"slurm": _version("sinfo", "--version"), "podman": _version("podman", "--version"),
+            "docker": _version("docker", "--version"), "charliecloud": _version("ch-run", "--version"),
+            "apptainer": "STAND-IN (tests/integration/apptainer_standin.py)"}
 
 
 def bare_htex(calls: int) -> dict[str, Any]:
@@ -230,7 +223,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18890)
     args = ap.parse_args()
     t0 = time.time()
-    results: dict[str, Any] = {**provenance(), "calls": args.warm, "slurm_provider": PROVIDER, "launcher": "single_node",
+    results: dict[str, Any] = {"runtime_versions": runtime_versions(), "calls": args.warm, "slurm_provider": PROVIDER, "launcher": "single_node",
                                "workers_per_node": 1}
     results["bare_htex"] = htex = bare_htex(args.warm)
     print(f"{'bare HTEX':>18}: cold {htex['cold_s']:5.2f} s  warm p50 {htex['warm']['p50_ms']:6.2f} ms", flush=True)

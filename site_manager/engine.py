@@ -32,7 +32,7 @@ from site_manager.config import (
 from site_manager.failures import BlockLost
 from site_manager.interchange import LAUNCH_CMD as INTERCHANGE_LAUNCH_CMD
 from site_manager.runtimes.blocks import ended_dir, read_exit_notes
-from site_manager.scaling import TERMINAL_STATES, BlockView, classify_blocks, decide
+from site_manager.scaling import TERMINAL_STATES, BlockView, classify_blocks, decide, idle_from
 from site_manager.status import EngineStatus, summarize
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,7 @@ class Engine:
         self._manager_blocks: dict[str, str] = {}  # worker manager id -> block id
         self._lost: dict[str, str] = {}  # block id -> how it was reported lost
         self._idle_since: float | None = None
+        self._last_activity: float | None = None  # a task submitted or finished (monotonic)
         self._held: set[str] = set()  # ended blocks whose managers the interchange was told to hold
         self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
 
@@ -197,6 +198,7 @@ class Engine:
 
     def submit(self, task_bytes: bytes) -> Future[bytes]:
         """Run one encoded task message; the future's result is the encoded result message."""
+        self._last_activity = time.monotonic()
         inner = self._executor.submit_payload(TASK_EXECUTOR, task_bytes)
         outer: Future[bytes] = Future()
         inner.add_done_callback(lambda fut: self._settle(outer, fut))
@@ -204,6 +206,7 @@ class Engine:
         return outer
 
     def _settle(self, outer: Future[bytes], inner: Future[bytes]) -> None:
+        self._last_activity = time.monotonic()
         if outer.done():
             return  # already failed by its runtime pool (workers that could not start)
         exc = inner.exception()
@@ -254,7 +257,8 @@ class Engine:
         self._forget_lost(view)
         sc = self.scaling
         slots = self.config.max_workers_per_node * sc.nodes_per_block
-        d = decide(now, view.live, ex.outstanding(), self._idle_since, sc.min_blocks, sc.max_blocks, sc.max_idletime,
+        idle_since = idle_from(self._idle_since, self._last_activity)
+        d = decide(now, view.live, ex.outstanding(), idle_since, sc.min_blocks, sc.max_blocks, sc.max_idletime,
                    slots_per_block=slots)
         self._idle_since = d.idle_since
         if d.add:

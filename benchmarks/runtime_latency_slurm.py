@@ -136,7 +136,8 @@ def _one(fc: Any, fid: str, eid: str, runtime: str | None) -> float:
     return time.perf_counter() - t0
 
 
-def fnserve_runtimes(calls: int, port: int, tmp: Path) -> dict[str, Any]:
+def fnserve_runtimes(calls: int, port: int, tmp: Path, results: dict[str, Any] | None = None,
+                     save: Any = lambda: None) -> dict[str, Any]:
     from apptainer_support import install, make_sif
 
     image = subprocess.run([str(REPO / "scripts/build_worker_image.sh"), IMAGE_DIR], check=True, capture_output=True,
@@ -150,7 +151,7 @@ def fnserve_runtimes(calls: int, port: int, tmp: Path) -> dict[str, Any]:
     from fnserve.cli.endpoint_templates import render
     from fnserve.client import Client
 
-    quick = {"max_idletime": 1, "max_blocks": 1}
+    quick = {"max_idletime": 2, "max_blocks": 1}
     runtimes = {
         "venv": {"type": "venv", "python": str(tmp / "venv/bin/python"), **quick},
         "podman": {"type": "podman", "image": image, **quick},
@@ -160,7 +161,8 @@ def fnserve_runtimes(calls: int, port: int, tmp: Path) -> dict[str, Any]:
                               "env": {"PYTHONPATH": str(REPO)}, **quick},
     }
     spare = {"podman-spare": {"type": "podman", "image": image, "min_warm_workers": 1, "max_blocks": 1}}
-    results: dict[str, Any] = {"image": image}
+    results = {} if results is None else results
+    results["image"] = image
     try:
         env = stack.start_service(stack.StackPorts(web=port, forwarder=port + 1, redis=port + 2), say=lambda _s: None)
         url = f"http://127.0.0.1:{port}"
@@ -196,6 +198,7 @@ def fnserve_runtimes(calls: int, port: int, tmp: Path) -> dict[str, Any]:
                 _one(fc, fid, eid, runtime)
             results[name] = {"cold_s": cold, "cold_queue_wait_s": queued[0] if queued else None,
                              "warm": summarize95([_one(fc, fid, eid, runtime) for _ in range(calls)])}
+            save()  # a partial result file after each runtime: a long queue wait never loses them all
             print(f"{name:>18}: cold {cold:5.2f} s  warm p50 {results[name]['warm']['p50_ms']:6.2f} ms "
                   f"p95 {results[name]['warm']['p95_ms']:6.2f} p99 {results[name]['warm']['p99_ms']:6.2f}", flush=True)
         # The hot spare last, in a restart with it configured: its block holds a CPU from the start,
@@ -227,8 +230,11 @@ def main() -> None:
                                "workers_per_node": 1}
     results["bare_htex"] = htex = bare_htex(args.warm)
     print(f"{'bare HTEX':>18}: cold {htex['cold_s']:5.2f} s  warm p50 {htex['warm']['p50_ms']:6.2f} ms", flush=True)
-    fns = fnserve_runtimes(args.warm, args.port, Path(tempfile.mkdtemp(prefix="fnserve-rt-slurm-bench-")))
-    results["fnserve"] = fns
+    results["fnserve"] = fns = {}
+    results["complete"] = False
+    fnserve_runtimes(args.warm, args.port, Path(tempfile.mkdtemp(prefix="fnserve-rt-slurm-bench-")), fns,
+                     lambda: write_results("runtime_latency_slurm", results))
+    results["complete"] = True
     host = fns["host"]["warm"]["p50_ms"]
     ratios = {}
     for name, row in fns.items():

@@ -81,7 +81,9 @@ def _version(*argv: str) -> str:
     exe = shutil.which(argv[0])
     if exe is None:
         return "not installed"
-    out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, check=False)
+    # ch-run refuses to start without $USER, even for --version.
+    out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, check=False,
+                         env={**os.environ, "USER": os.environ.get("USER", "root")})
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
 
 

@@ -1,6 +1,11 @@
-"""Cold and warm latency per runtime (host, venv, podman, charliecloud), with and without a hot spare.
+"""Cold and warm latency per runtime, on a Slurm endpoint (default) or a local one.
 
-    python benchmarks/runtime_latency.py [--warm 50] [--cold 3]
+    python benchmarks/runtime_latency.py [--warm 200]            # Slurm: see runtime_latency_slurm.py
+    python benchmarks/runtime_latency.py --local [--warm 50] [--cold 3]
+
+The Slurm run (``benchmarks/runtime_latency_slurm.py``) puts every runtime that runs here inside
+its sbatch job and measures bare Parsl HTEX on the same SlurmProvider in the same run. What
+follows describes the local run.
 
 One embedded stack on this machine; the endpoint runs one warm pool per runtime (see
 site_manager/runtime_pool.py). Every figure is one no-op task, SDK ``submit`` + ``get_result``
@@ -34,7 +39,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import summarize, write_results
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_DIR = "/var/cache/fnserve/worker-image"
+IMAGE_DIR = os.environ.get("FNSERVE_WORKER_IMAGE_DIR", "/var/cache/fnserve/worker-image")
 
 
 def noop() -> None:
@@ -43,7 +48,9 @@ def noop() -> None:
 
 def _runtimes(venv_python: str, image: str) -> dict[str, dict[str, Any]]:
     kinds: dict[str, dict[str, Any]] = {
-        "host": {"type": "host"},
+        # The endpoint's own Python as a runtime (type venv: "host" names the endpoint's own engine,
+        # which has no pool of its own to reap or keep warm).
+        "host": {"type": "venv", "python": sys.executable},
         "venv": {"type": "venv", "python": venv_python},
         "podman": {"type": "podman", "image": image},
     }
@@ -71,6 +78,12 @@ def _one(fc: Any, fid: str, eid: str, runtime: str) -> float:
 
 
 def main() -> None:
+    if "--local" not in sys.argv:
+        import runtime_latency_slurm
+
+        runtime_latency_slurm.main()
+        return
+    sys.argv.remove("--local")
     ap = argparse.ArgumentParser()
     ap.add_argument("--warm", type=int, default=50)
     ap.add_argument("--cold", type=int, default=3)

@@ -191,15 +191,16 @@ class _Reporter:
 _current: _Reporter | None = None
 
 
-def announce_start(task_id: str, address: str | None) -> None:
+def announce_start(task_id: str, address: str | None, where: dict[str, str] | None = None) -> None:
     """Tell the site manager that a worker starts running ``task_id`` now (a ``start`` marker on
     the outputs channel, used by the node manager): from it the task's state becomes
-    ``running``. Best effort and never blocking, like every output."""
+    ``running``, and ``where`` (the worker's runtime and block) lets the site manager re-run it
+    at once should that block die. Best effort and never blocking, like every output."""
     if not address:
         return
     ch = _channel(address)
     if ch is not None:
-        ch.send(encode_output(TaskOutput(task_id=task_id, seq=-1, time=time.time(), kind="start")))
+        ch.send(encode_output(TaskOutput(task_id=task_id, seq=-1, time=time.time(), kind="start", values=dict(where or {}))))
 
 
 @contextmanager

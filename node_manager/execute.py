@@ -181,7 +181,9 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             error=RemoteError(code="cancelled", type="TaskCancelled",
                               message="the task was cancelled before it started; it did not run"),
         )
-    outputs.announce_start(task.task_id, task.outputs_address)  # the task's state becomes "running"
+    # The task's state becomes "running"; its block is named so that the task is re-run at once if the block dies.
+    where = placement()
+    outputs.announce_start(task.task_id, task.outputs_address, {k: where[k] for k in ("runtime", "block") if k in where})
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     memory = TaskMemory()

@@ -19,6 +19,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -41,7 +42,8 @@ from site_manager.config import (
 )
 from site_manager.failures import BlockLost, EngineLost
 from site_manager.interchange import LAUNCH_CMD as INTERCHANGE_LAUNCH_CMD
-from site_manager.scaling import BlockView, classify_blocks, decide
+from site_manager.runtimes.blocks import ended_dir, read_exit_notes
+from site_manager.scaling import TERMINAL_STATES, BlockView, classify_blocks, decide, idle_from
 from site_manager.status import EngineStatus, summarize
 
 logger = logging.getLogger(__name__)
@@ -193,6 +195,8 @@ class Engine:
         self._manager_blocks: dict[str, str] = {}  # worker manager id -> block id
         self._lost: dict[str, str] = {}  # block id -> how it was reported lost
         self._idle_since: float | None = None
+        self._last_activity: float | None = None  # a task submitted or finished (monotonic)
+        self._held: set[str] = set()  # ended blocks whose managers the interchange was told to hold
         self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
         # Submitted and not settled: outer future -> (task bytes, task id, Parsl's future).
         self._inflight: dict[Future[bytes], tuple[bytes, str, Future[Any], dict[str, Any]]] = {}
@@ -207,6 +211,8 @@ class Engine:
 
         _prepare_environment()
         private_dir(self.run_dir)
+        # Block ids start again from 0 with each executor: notes of an earlier one name other blocks.
+        shutil.rmtree(ended_dir(self.run_dir), ignore_errors=True)
         script_dir = private_dir(self.run_dir / "submit_scripts")
         cfg = self.config
         launch_cmd = self.launch_cmd
@@ -265,6 +271,7 @@ class Engine:
         ``resource_spec``: in MPI mode, the task's checked request
         (:meth:`fnserve.resources.MpiRequest.parsl_spec`): Parsl's workers give it its nodes."""
         context = {**TASK_EXECUTOR, "resource_spec": resource_spec} if resource_spec else TASK_EXECUTOR
+        self._last_activity = time.monotonic()
         outer: Future[bytes] = Future()
         self._dispatch(outer, task_bytes, task_id, context)
         self._scale_out_if_cold()
@@ -277,6 +284,7 @@ class Engine:
         inner.add_done_callback(lambda fut: self._settle(outer, fut))
 
     def _settle(self, outer: Future[bytes], inner: Future[bytes]) -> None:
+        self._last_activity = time.monotonic()
         with self._lock:
             entry = self._inflight.get(outer)
             if entry is None or entry[2] is not inner:
@@ -312,6 +320,8 @@ class Engine:
     def _view(self) -> BlockView:
         ex = self._executor
         states = {b: s.state.name for b, s in list(ex.status_facade.items())}
+        # A block whose script left an exit note has ended, whatever the provider's last poll says.
+        states.update((b, "COMPLETED") for b in read_exit_notes(self.run_dir) if b in states)
         with self._lock:
             view = classify_blocks(states, self._connected_blocks, self._seen_blocks)
         return view
@@ -330,7 +340,8 @@ class Engine:
         self._forget_lost(view)
         sc = self.scaling
         slots = self.mpi.max_workers_per_block if self.mpi is not None else self.config.max_workers_per_node * sc.nodes_per_block
-        d = decide(now, view.live, ex.outstanding(), self._idle_since, sc.min_blocks, sc.max_blocks, sc.max_idletime,
+        idle_since = idle_from(self._idle_since, self._last_activity)
+        d = decide(now, view.live, ex.outstanding(), idle_since, sc.min_blocks, sc.max_blocks, sc.max_idletime,
                    slots_per_block=slots)
         self._idle_since = d.idle_since
         if d.add:
@@ -363,6 +374,29 @@ class Engine:
                     ex.provider.cancel([job])
             except Exception as exc:  # noqa: BLE001 - usually the job is already gone
                 logger.info("cancelling lost block %s: %s", block, exc)
+
+    def ended_blocks(self) -> dict[str, str]:
+        """Blocks that ended, and how: the block script's exit note (written the moment its
+        container exits) or the provider's terminal state. Tasks a worker started there will
+        never finish; the interchange would say so only after ``heartbeat_threshold``.
+
+        The managers of a newly ended block are put on hold, so that a task re-run now is not
+        sent to them while the interchange still counts them connected.
+        """
+        ex = self._executor
+        if ex is None:
+            return {}
+        ended = {b: f"its batch job ended ({s.state.name}{'' if s.exit_code is None else f', exit code {s.exit_code}'})"
+                 for b, s in list(ex.status_facade.items()) if s.state.name in TERMINAL_STATES}
+        for block, status in read_exit_notes(self.run_dir).items():
+            ended[block] = f"its container exited with status {status}" + (" (killed)" if status == "137" else "")
+        for block in set(ended) - self._held:
+            self._held.add(block)
+            try:
+                ex._hold_block(block)  # Parsl's own call: no new task goes to that block's managers
+            except Exception as exc:  # noqa: BLE001 - the interchange may be gone (shutdown)
+                logger.info("holding ended block %s: %s", block, exc)
+        return ended
 
     def block_states(self) -> dict[str, str]:
         """Each block's state at the provider's last poll (``RUNNING``, ``COMPLETED``...)."""

@@ -21,15 +21,13 @@ _CODES = {
 class BlockLost(Exception):
     """A task's block went away (``scancel``, node failure, walltime) before the task finished."""
 
-    def __init__(self, block: str | None, job_id: object, host: str, threshold: float) -> None:
+    def __init__(self, block: str | None, job_id: object, host: str, threshold: float, why: str = "") -> None:
         self.block = block
         self.job_id = job_id
         self.host = host
         where = f"block {block} (batch job {job_id})" if block is not None else "its block"
-        super().__init__(
-            f"{where} on {host} was lost: its workers sent no heartbeat for {threshold:g} s "
-            "(cancelled, node failure or walltime reached)"
-        )
+        why = why or f"its workers sent no heartbeat for {threshold:g} s (cancelled, node failure or walltime reached)"
+        super().__init__(f"{where} on {host} was lost: {why}")
 
 
 class EngineLost(Exception):

@@ -6,6 +6,7 @@ watches the clock and carries out the actions the session returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -13,7 +14,7 @@ import platform
 import signal
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import zmq
@@ -24,6 +25,7 @@ from fnserve.messages import (
     Disconnect,
     ResultMessage,
     TaskMessage,
+    TaskOutput,
     decode_from_forwarder,
     decode_result,
     encode,
@@ -34,7 +36,8 @@ from site_manager.config import EndpointConfig
 from site_manager.engine import Engine
 from site_manager.resources import route_mpi
 from site_manager.runtime_pool import RuntimePool
-from site_manager.failures import failure_result
+from site_manager.runtimes import HOST
+from site_manager.failures import BlockLost, failure_result
 from site_manager.inbox import Inbox, ResultInbox
 from site_manager.outputs import OutputRelay, advertised_host
 from node_manager import parent_watch
@@ -113,6 +116,10 @@ class SiteManager:
         self._poller.register(self.outputs.socket, zmq.POLLIN)
         self.exit_reason = ""
         self.metrics: SiteMetrics | NoMetrics = NoMetrics()  # served once run() starts
+        # Tasks handed to the engine (their futures), and the (runtime, block) a worker started
+        # each in (from its start marker): a task whose block dies is re-run at once.
+        self._futures: dict[str, Future[bytes]] = {}
+        self._task_blocks: dict[str, tuple[str, str]] = {}
 
     # -- public ------------------------------------------------------------------------------
 
@@ -208,7 +215,9 @@ class SiteManager:
             actions += self._receive_all()
         if self.outputs.socket in ready or self.inbox.fileno() in ready:
             # Before results: a task's last outputs reach the forwarder ahead of its result.
-            actions += self.session.outputs_ready(self.outputs.drain())
+            outputs = self.outputs.drain()
+            self._note_blocks(outputs)
+            actions += self.session.outputs_ready(outputs)
         if self.inbox.fileno() in ready:
             results = self.inbox.drain()
             if results:
@@ -274,9 +283,40 @@ class SiteManager:
     def _engine_status(self) -> EngineStatus:
         # Heartbeat pace: also the moment to replace lost blocks (no DataFlowKernel does it).
         status = self.engine.status()
+        self._fail_tasks_of_ended_blocks()
         if self.engine.scale():
             status = self.engine.status()
         return status
+
+    def _note_blocks(self, outputs: list[TaskOutput]) -> None:
+        for o in outputs:
+            if o.kind == "start" and o.values.get("block") and o.task_id in self._futures:
+                self._task_blocks[o.task_id] = (str(o.values.get("runtime") or HOST), str(o.values["block"]))
+
+    def _fail_tasks_of_ended_blocks(self) -> None:
+        """Fail (as worker_lost, so retried within max_retries) the tasks started in blocks that
+        ended: at heartbeat pace, not after the interchange's heartbeat_threshold."""
+        ended_blocks = getattr(self.engine, "ended_blocks", None)
+        if ended_blocks is None or not self._task_blocks:
+            return
+        ended = ended_blocks()
+        for task_id, where in list(self._task_blocks.items()):
+            why = ended.get(where)
+            future = self._futures.get(task_id)
+            if why is None or future is None:
+                continue
+            self._task_blocks.pop(task_id, None)
+            runtime, block = where
+            job = self.engine.job_of(runtime, block) if hasattr(self.engine, "job_of") else None
+            logger.warning("task %s: block %s of runtime %s (job %s) ended: %s; failing it now (re-run within max_retries)",
+                           task_id, block, runtime, job, why)
+            with contextlib.suppress(InvalidStateError):  # settled meanwhile by Parsl's thread
+                future.set_exception(BlockLost(block, job, platform.node(), 0, why))
+
+    def _forget(self, task_id: str, future: Future[bytes]) -> None:
+        if self._futures.get(task_id) is future:
+            self._futures.pop(task_id, None)
+            self._task_blocks.pop(task_id, None)
 
     # -- I/O helpers ---------------------------------------------------------------------------
 
@@ -343,9 +383,9 @@ class SiteManager:
             logger.error("engine refused task %s: %s", task_id, exc)
             self.inbox.put(failure_result(task_id, exc, task.timings))
             return
-        future.add_done_callback(
-            lambda fut: self.inbox.put(_result_of(task_id, fut, task.timings))
-        )
+        self._futures[task_id] = future
+        self._task_blocks.pop(task_id, None)  # a re-run: its new worker's start marker names its block
+        future.add_done_callback(lambda fut: (self._forget(task_id, fut), self.inbox.put(_result_of(task_id, fut, task.timings))))
 
     # -- shutdown ----------------------------------------------------------------------------
 

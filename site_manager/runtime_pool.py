@@ -192,6 +192,19 @@ class RuntimePool:
                 total[i] += v
         return EngineStatus(*total, runtimes=per)
 
+    def ended_blocks(self) -> dict[tuple[str, str], str]:
+        """``(runtime, block) -> how it ended`` for every engine's ended blocks (see :meth:`Engine.ended_blocks`)."""
+        ended = {(HOST, b): why for b, why in self.host.ended_blocks().items()}
+        for name, engine in list(self.engines.items()):
+            ended.update(((name, b), why) for b, why in engine.ended_blocks().items())
+        return ended
+
+    def job_of(self, runtime: str, block: str) -> object:
+        """The batch job id of a runtime's block (None when unknown)."""
+        engine = self.host if runtime == HOST else self.engines.get(runtime)
+        ex = getattr(engine, "_executor", None)
+        return ex.blocks_to_job_id.get(block) if ex is not None else None
+
     def scale(self, now: float | None = None) -> int:
         """Scale every engine (each within its runtime's blocks and idle time)."""
         change = self.host.scale(now)

@@ -103,3 +103,19 @@ def decide(
     if now - idle_since >= max_idletime and live_blocks > min_blocks:
         remove = live_blocks - min_blocks
     return Decision(add, remove, idle_since)
+
+
+def idle_from(idle_since: float | None, last_activity: float | None) -> float | None:
+    """When idleness began, given the last time a task was submitted or finished.
+
+    Outstanding tasks are sampled at heartbeat pace, and sequential short calls spend most of
+    their time outside the engine (the REST and forwarder hops): a sample can find none
+    outstanding while calls keep coming. Idleness counts from the last task, never from before it,
+    so a block is not scaled in under a steady stream of calls.
+
+    >>> idle_from(None, None), idle_from(100.0, None), idle_from(100.0, 130.0), idle_from(140.0, 130.0)
+    (None, 100.0, 130.0, 140.0)
+    """
+    if idle_since is None or last_activity is None:
+        return idle_since
+    return max(idle_since, last_activity)

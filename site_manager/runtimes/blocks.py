@@ -50,6 +50,29 @@ class BlockContext:
         return f"fnserve-{self.endpoint_id[:8]}"
 
 
+def ended_dir(run_dir: Path) -> Path:
+    """Where block scripts that supervise a container leave an exit note, ``<block id>`` holding
+    the exit status, the moment the container ends (read by :meth:`site_manager.engine.Engine.ended_blocks`;
+    batch providers poll job states only every minute)."""
+    return run_dir / "ended"
+
+
+def read_exit_notes(run_dir: Path) -> dict[str, str]:
+    """``block id -> exit status`` of the exit notes under ``run_dir`` (missing folder: none)."""
+    notes = {}
+    try:
+        entries = list(os.scandir(ended_dir(run_dir)))
+    except OSError:
+        return notes
+    for entry in entries:
+        try:
+            with open(entry.path) as f:
+                notes[entry.name] = f.read().strip()
+        except OSError:
+            continue
+    return notes
+
+
 def container_name(ctx: BlockContext, rt: RuntimeConfig) -> str:
     """The shell expression of a block's container name: endpoint, runtime, block and node."""
     return f"{ctx.name_prefix}-{rt.name}-b$block-$(hostname -s)"

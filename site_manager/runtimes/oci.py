@@ -9,10 +9,11 @@ remove what an earlier run, a killed client or a SIGKILLed batch job left behind
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import subprocess
 
-from site_manager.runtimes.blocks import PLACEMENT_VARS, BlockContext, Shell, binary, sh_join, split_bind
+from site_manager.runtimes.blocks import PLACEMENT_VARS, BlockContext, Shell, binary, ended_dir, sh_join, split_bind
 from site_manager.runtimes.config import RuntimeConfig
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,14 @@ def remove_argv(rt: RuntimeConfig) -> list[str]:
 def script_body(rt: RuntimeConfig, ctx: BlockContext, pool: str) -> str:
     """The part of the block script that runs the container and removes it however it ends."""
     rm = sh_join(remove_argv(rt)) + ' "$name" >/dev/null 2>&1'
+    ended = shlex.quote(str(ended_dir(ctx.run_dir)))
     return f"""name=$FNSERVE_CONTAINER
 pid=
 {rm}  # a container left under this name by an earlier run
 # However this script ends (the pool exits, the job is cancelled, the client is killed), the
-# container goes with it: no container keeps serving without its block.
-trap '{rm}' EXIT
+# container goes with it: no container keeps serving without its block. The exit note tells
+# the site manager at once that the block's tasks died with it (it re-runs them).
+trap 'rc=$?; {rm}; mkdir -p {ended} && echo "$rc" > {ended}/"$block"' EXIT
 trap 'kill -TERM $pid 2>/dev/null; exit 143' TERM INT HUP
 {sh_join(run_argv(rt, ctx))} {pool} &
 pid=$!

@@ -3,6 +3,7 @@ Apptainer's), valid bash, names and labels, GPUs, and one-line start failures.""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from site_manager.runtimes import BlockContext, RuntimeConfig, block_script, start_failure
 from site_manager.runtimes.apptainer import exec_argv, instance_start_argv
+from site_manager.runtimes.blocks import read_exit_notes
 
 CTX = BlockContext("5f1c2a3b-0000-4000-8000-000000000000", Path("/tmp"), local=True)
 PLACEMENT_ENV = ['"FNSERVE_RUNTIME=$FNSERVE_RUNTIME"', '"FNSERVE_BLOCK_ID=$FNSERVE_BLOCK_ID"',
@@ -38,8 +40,22 @@ def test_podman_block_runs_a_named_labelled_container_from_local_images_and_remo
         '-v /scratch:/data:ro -e FNSERVE_RUNTIME -e FNSERVE_BLOCK_ID -e FNSERVE_JOB_ID -e FNSERVE_CONTAINER '
         '-e OMP_NUM_THREADS=1 --cpus=2 localhost/w:1 python3 -m node_manager.pool "$@" &')
     assert 'export FNSERVE_CONTAINER="fnserve-5f1c2a3b-sci-b$block-$(hostname -s)"' in script
-    assert "trap 'podman rm -f -t 0 \"$name\" >/dev/null 2>&1' EXIT" in script
+    assert "trap 'rc=$?; podman rm -f -t 0 \"$name\" >/dev/null 2>&1; mkdir -p /tmp/ended && echo \"$rc\" > /tmp/ended/\"$block\"' EXIT" in script
     assert 'wait "$pid"' in script
+
+
+def test_a_block_whose_container_dies_leaves_an_exit_note_with_its_status(tmp_path):
+    """The block script really runs, with a `podman` on PATH whose container is killed (137)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "podman").write_text('#!/bin/sh\n[ "$1" = run ] && kill -9 $$\nexit 0\n')
+    (fake / "podman").chmod(0o755)
+    run_dir = tmp_path / "run"
+    script = block_script(RuntimeConfig("sci", "podman", image="localhost/w:1"), BlockContext(CTX.endpoint_id, run_dir))
+    out = subprocess.run(["bash", "-c", script, "block.sh", "7", "--arg"], env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 137, out.stderr
+    assert read_exit_notes(run_dir) == {"7": "137"}
 
 
 def test_docker_block_uses_dockers_own_remove_and_gpu_flags():
@@ -47,7 +63,7 @@ def test_docker_block_uses_dockers_own_remove_and_gpu_flags():
     _bash_ok(script)
     run = _line(script, "docker run")
     assert "--pull=missing" in run and "--gpus all" in run and " w:1 python3 -m node_manager.pool" in run
-    assert "trap 'docker rm -f \"$name\" >/dev/null 2>&1' EXIT" in script
+    assert "trap 'rc=$?; docker rm -f \"$name\" >/dev/null 2>&1; mkdir -p" in script
     podman_gpu = _line(block_script(RuntimeConfig("p", "podman", image="w", gpus="nvidia"), CTX), "podman run")
     assert "--device nvidia.com/gpu=all" in podman_gpu  # CDI
     amd = _line(block_script(RuntimeConfig("p", "podman", image="w", gpus="amd"), CTX), "podman run")

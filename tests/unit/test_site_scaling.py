@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from site_manager.failures import BlockLost, failure_result
-from site_manager.scaling import BlockView, classify_blocks, decide
+from site_manager.scaling import BlockView, classify_blocks, decide, idle_from
 
 LIMITS = {"min_blocks": 0, "max_blocks": 2, "max_idletime": 60.0}
 
@@ -66,3 +66,16 @@ def test_a_lost_block_fails_its_tasks_with_a_clear_error_naming_it() -> None:
     assert "block 0 (batch job 4711) on nid00042 was lost" in result.error.message
     assert "120 s" in result.error.message
     assert result.timings == {"site_received": 1.0}
+
+
+def test_sequential_short_calls_never_count_as_idle_between_samples():
+    # Heartbeat samples at t=100 and t=102 both find nothing outstanding (each call spends most of
+    # its time outside the engine), but a task finished at t=101.9: the block is not idle for 1 s.
+    first = decide(100.0, live_blocks=1, outstanding=0, idle_since=None, min_blocks=0, max_blocks=1, max_idletime=1)
+    second = decide(102.0, live_blocks=1, outstanding=0, idle_since=idle_from(first.idle_since, 101.9),
+                    min_blocks=0, max_blocks=1, max_idletime=1)
+    assert second.remove == 0
+    third = decide(103.0, live_blocks=1, outstanding=0, idle_since=idle_from(second.idle_since, 101.9),
+                   min_blocks=0, max_blocks=1, max_idletime=1)
+    assert third.remove == 1  # really idle since 101.9
+    assert idle_from(None, 101.9) is None and idle_from(100.0, None) == 100.0

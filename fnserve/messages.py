@@ -65,6 +65,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Node-local directory where the worker notes which task it runs (node_manager.running),
     # so that the site manager can stop a cancelled one.
     control_dir: str | None = None
+    # Seconds past ``walltime`` after which the worker's watchdog kills it (node_manager.watchdog);
+    # set by the site manager (walltime_grace), None: the node manager's default.
+    walltime_grace: float | None = None
     # Serializer strategies the worker may load for this task's function and arguments (None:
     # any); the worker checks the headers before loading anything (see fnserve.serialize).
     allowed_serializers: list[str] | None = None

@@ -213,7 +213,7 @@ class SiteManager:
             results = self.inbox.drain()
             if results:
                 self.metrics.results(results)
-                actions += self.session.results_ready(results)
+                actions += self.session.results_ready(results, time.time())
         if self.file_inbox.fileno() in ready:
             settled = self.file_inbox.drain()
             if settled:
@@ -326,6 +326,7 @@ class SiteManager:
             task.outputs_address = self.outputs.address
             task.control_dir = str(self.control_dir)
             task.max_result_bytes = self.config.max_result_bytes
+            task.walltime_grace = self.config.walltime_grace
             # What the service asks (data only for a function-restricted endpoint) and what this
             # endpoint's admin allows, both: the worker loads nothing else.
             allowed = narrow(task.allowed_serializers, self.config.allowed_serializers)

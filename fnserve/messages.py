@@ -62,6 +62,9 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     timings: dict[str, float] = {}  # hop -> unix time, filled as the task moves
     # Where the worker sends live outputs (fnserve.report): the site manager's PULL socket.
     outputs_address: str | None = None
+    # CurveZMQ keys for that socket (z85): the server's public key and the client's secret key,
+    # known only to the site manager and its workers (site_manager.outputs).
+    outputs_keys: list[str] | None = None
     # Node-local directory where the worker notes which task it runs (node_manager.running),
     # so that the site manager can stop a cancelled one.
     control_dir: str | None = None

@@ -181,7 +181,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             error=RemoteError(code="cancelled", type="TaskCancelled",
                               message="the task was cancelled before it started; it did not run"),
         )
-    outputs.announce_start(task.task_id, task.outputs_address)  # the task's state becomes "running"
+    outputs.announce_start(task.task_id, task.outputs_address, task.outputs_keys)  # the task's state becomes "running"
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     memory = TaskMemory()
@@ -197,7 +197,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             # fnserve.report() inside the function sends live outputs to the site manager.
             # Files the function writes in fnserve.output_dir() are shipped as they close, the
             # last ones before the reports' end marker.
-            with outputs.reporting(task.task_id, task.outputs_address), output_files.shipping(task):
+            with outputs.reporting(task.task_id, task.outputs_address, task.outputs_keys), output_files.shipping(task):
                 try:
                     if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
                         from node_manager import shell

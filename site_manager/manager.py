@@ -324,6 +324,7 @@ class SiteManager:
         task_id = task.task_id
         try:
             task.outputs_address = self.outputs.address
+            task.outputs_keys = self.outputs.keys
             task.control_dir = str(self.control_dir)
             task.max_result_bytes = self.config.max_result_bytes
             task.walltime_grace = self.config.walltime_grace

@@ -6,14 +6,24 @@ address of this socket travels in each :class:`~fnserve.messages.TaskMessage`
 (``outputs_address``). Workers on the same host (the ``local`` provider) reach it on loopback;
 workers on compute nodes reach it at the address HTEX's interchange uses (``engine.address``)
 or this host's name.
+
+Only this endpoint's workers may speak on it: the socket is a CurveZMQ server, and its ZAP
+handler admits one client key. Both keypairs are made when the site manager starts and kept in
+its memory only; workers get the server's public key and the client's secret key in each task
+message (``outputs_keys``), which reaches them over the interchange's own CurveZMQ channel. Any
+other process (another account on this host, anyone who reaches the port) fails the handshake
+before a byte of what it sends is read: it can neither forge a task's outputs or its start, nor
+make this endpoint relay (and the service log) a flood of made-up ones.
 """
 
 from __future__ import annotations
 
 import logging
+import hmac
 import socket
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from fnserve.errors import FnserveError
 from fnserve.messages import TaskOutput, decode_output
@@ -33,12 +43,33 @@ def advertised_host(provider_type: str, engine_options: dict[str, object]) -> tu
     return "0.0.0.0", str(address) if address else socket.gethostname()
 
 
+class _OneClient:
+    """ZAP credentials: the one client key this site manager gave its workers."""
+
+    def __init__(self, public: bytes) -> None:
+        self.public = public
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return hmac.compare_digest(key, self.public)
+
+
 class OutputRelay:
-    """A bound PULL socket; :meth:`drain` returns the reports waiting on it."""
+    """A bound PULL socket (CurveZMQ, this endpoint's workers only); :meth:`drain` returns the
+    reports waiting on it. ``keys`` is what a worker needs to connect (``outputs_keys``)."""
 
     def __init__(self, context: zmq.Context, bind_host: str = "127.0.0.1", advertise: str | None = None) -> None:
+        server_public, server_secret = zmq.curve_keypair()
+        client_public, client_secret = zmq.curve_keypair()
+        # ZAP is per context: this one handles our only server socket (the forwarder's is a client).
+        self._auth = ThreadAuthenticator(context)
+        self._auth.start()
+        self._auth.configure_curve_callback("*", credentials_provider=_OneClient(client_public))
+        self.keys = [server_public.decode(), client_secret.decode()]
         self.socket: zmq.Socket[bytes] = context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.curve_server = True
+        self.socket.curve_secretkey = server_secret
+        self.socket.curve_publickey = server_public
         # A peer sending more than one report's worth in a message is dropped by ZMQ itself.
         self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_REPORT_BYTES + 4096)
         port = self.socket.bind_to_random_port(f"tcp://{bind_host}")
@@ -61,3 +92,4 @@ class OutputRelay:
 
     def close(self) -> None:
         self.socket.close(linger=0)
+        self._auth.stop()

@@ -64,6 +64,8 @@ def run_micro(calls: int) -> dict[str, dict[str, float]]:
     for t in (plain, timed):  # warm: function cached, channel open, watchdog helper started
         for _ in range(50):
             execute_task(t)
+            time.sleep(0.001)
+            relay.answer_zap()  # the handshake, as the site manager's loop answers it
             relay.drain()
     from node_manager import watchdog
 
@@ -94,8 +96,10 @@ def run_call(calls: int) -> dict[str, dict[str, float]]:
             # Client.call's one request, with a walltime (call() has no walltime argument).
             spec = _task_spec(fid, endpoint_id, (), None, None, walltime, None)
             task = fc.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL})["tasks"][0]
-            assert task["state"] == "success", task
-            result_of(task, None)
+            if task["state"] in ("success", "failed", "cancelled"):
+                result_of(task, None)
+            else:  # still running when the long-poll ended (a cold start): as Client.call does
+                fc.get_result(task["task_id"], timeout=120)
 
         for walltime in (None, 60.0):
             for _ in range(20):

@@ -111,6 +111,7 @@ class SiteManager:
         # Side channel for fnserve.report() from workers (HTEX carries only tasks and results).
         self.outputs = OutputRelay(self._context, *advertised_host(config.provider.type, config.engine.options))
         self._poller.register(self.outputs.socket, zmq.POLLIN)
+        self._poller.register(self.outputs.zap, zmq.POLLIN)
         self.exit_reason = ""
         self.metrics: SiteMetrics | NoMetrics = NoMetrics()  # served once run() starts
 
@@ -206,6 +207,8 @@ class SiteManager:
         actions: list[Action] = []
         if self._socket is not None and self._socket in ready:
             actions += self._receive_all()
+        if self.outputs.zap in ready:
+            self.outputs.answer_zap()  # a worker connecting to the live-output socket
         if self.outputs.socket in ready or self.inbox.fileno() in ready:
             # Before results: a task's last outputs reach the forwarder ahead of its result.
             actions += self.session.outputs_ready(self.outputs.drain())

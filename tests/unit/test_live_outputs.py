@@ -39,7 +39,9 @@ def received(relay: OutputRelay, n: int, timeout_ms: int = 5000) -> list[TaskOut
     got: list[TaskOutput] = []
     poller = zmq.Poller()
     poller.register(relay.socket, zmq.POLLIN)
+    poller.register(relay.zap, zmq.POLLIN)  # handshakes, answered as the site manager's loop does
     while len(got) < n and poller.poll(timeout_ms):
+        relay.answer_zap()
         got += relay.drain()
     return got
 
@@ -181,6 +183,7 @@ def test_relay_admits_only_clients_with_the_workers_key(relay: OutputRelay) -> N
         sock.connect(relay.address)
         sock.send(encode_output(TaskOutput(task_id="t-1", seq=0, time=1.0, values={"forged": True})), zmq.NOBLOCK)
     assert received(relay, 1, timeout_ms=1000) == []
+    assert relay.refused >= 1  # the stranger's key reached the ZAP handler and was refused
     # The workers' key still gets through.
     assert run_task(STEPS, "steps", relay, 2).ok and len(received(relay, 4)) >= 2
     plain.close(0)

@@ -44,7 +44,7 @@ def _worker(conn, tasks: list[bytes]) -> None:
     conn.close()
 
 
-def _run(tasks: list[bytes]) -> tuple[list, int, float]:
+def _run(tasks: list[bytes]) -> tuple[list, int, float, int]:
     parent, child = multiprocessing.get_context("fork").Pipe()
     proc = multiprocessing.get_context("fork").Process(target=_worker, args=(child, tasks))
     started = time.monotonic()
@@ -57,11 +57,11 @@ def _run(tasks: list[bytes]) -> tuple[list, int, float]:
         except EOFError:
             break
     proc.join(10)
-    return results, proc.exitcode, time.monotonic() - started
+    return results, proc.exitcode, time.monotonic() - started, proc.pid
 
 
 def test_a_task_that_defeats_the_alarm_has_its_worker_killed_at_walltime_plus_grace():
-    results, exitcode, took = _run([_task("quick", 0.1, walltime=5.0, grace=0.5), _task("stuck", 60, walltime=0.5, grace=0.5)])
+    results, exitcode, took, _ = _run([_task("quick", 0.1, walltime=5.0, grace=0.5), _task("stuck", 60, walltime=0.5, grace=0.5)])
     # The first task returned in time (the watchdog was disarmed); the second never returned.
     assert [r.task_id for r in results] == ["quick"] and results[0].ok, [msgspec.to_builtins(r) for r in results]
     assert exitcode == -signal.SIGKILL
@@ -69,16 +69,17 @@ def test_a_task_that_defeats_the_alarm_has_its_worker_killed_at_walltime_plus_gr
 
 
 def test_a_disarmed_watchdog_never_kills_and_follows_its_worker_out():
-    results, exitcode, _ = _run([_task(f"t{i}", 0.05, walltime=0.3, grace=0.1) for i in range(5)])
+    results, exitcode, _, worker = _run([_task(f"t{i}", 0.05, walltime=0.3, grace=0.1) for i in range(5)])
     assert [r.ok for r in results] == [True] * 5 and exitcode == 0
     # The helper ends when its worker does (the pipe closes): none is left behind.
     deadline = time.monotonic() + 5
-    while _helpers():
-        assert time.monotonic() < deadline, _helpers()
+    while _helpers(worker):
+        assert time.monotonic() < deadline, _helpers(worker)
         time.sleep(0.05)
 
 
-def _helpers() -> list[int]:
+def _helpers(worker: int) -> list[int]:
+    """The watchdog helpers of ``worker`` (its pid is the helper's last argument)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -86,6 +87,6 @@ def _helpers() -> list[int]:
                 cmd = f.read()
         except OSError:
             continue
-        if b"os.kill(worker, signal.SIGKILL)" in cmd and int(pid) != os.getpid():
+        if b"os.kill(worker, signal.SIGKILL)" in cmd and cmd.rstrip(b"\0").endswith(b"\0" + str(worker).encode()):
             found.append(int(pid))
     return found

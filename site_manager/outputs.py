@@ -66,8 +66,7 @@ class OutputRelay:
     reports waiting on it. ``keys`` is what a worker needs to connect (``outputs_keys``).
 
     ``zap`` is the context's ZAP handler socket: the owner's loop polls it and calls
-    :meth:`answer_zap` (once per worker connection; no thread of its own: pyzmq's
-    ThreadAuthenticator made every warm call about 3 ms slower)."""
+    :meth:`answer_zap` (once per worker connection), so the relay needs no thread of its own."""
 
     def __init__(self, context: zmq.Context, bind_host: str = "127.0.0.1", advertise: str | None = None) -> None:
         server_public, server_secret = zmq.curve_keypair()

@@ -62,9 +62,15 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     timings: dict[str, float] = {}  # hop -> unix time, filled as the task moves
     # Where the worker sends live outputs (fnserve.report): the site manager's PULL socket.
     outputs_address: str | None = None
+    # CurveZMQ keys for that socket (z85): the server's public key and the client's secret key,
+    # known only to the site manager and its workers (site_manager.outputs).
+    outputs_keys: list[str] | None = None
     # Node-local directory where the worker notes which task it runs (node_manager.running),
     # so that the site manager can stop a cancelled one.
     control_dir: str | None = None
+    # Seconds past ``walltime`` after which the worker's watchdog kills it (node_manager.watchdog);
+    # set by the site manager (walltime_grace), None: the node manager's default.
+    walltime_grace: float | None = None
     # Serializer strategies the worker may load for this task's function and arguments (None:
     # any); the worker checks the headers before loading anything (see fnserve.serialize).
     allowed_serializers: list[str] | None = None

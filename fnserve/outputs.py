@@ -104,9 +104,12 @@ def _jsonable(value: Any, path: str, depth: int) -> Any:
 
 
 class _Channel:
-    """A ZMQ PUSH socket to the site manager, one per worker process and address."""
+    """A ZMQ PUSH socket to the site manager, one per worker process, address and keys.
 
-    def __init__(self, address: str) -> None:
+    ``keys`` (server public key, client secret key; z85): the site manager's socket admits only
+    CurveZMQ clients holding them (site_manager.outputs)."""
+
+    def __init__(self, address: str, keys: tuple[str, ...] | None = None) -> None:
         import zmq  # only when a task reports: keeps the node manager's import time small
 
         self._zmq = zmq
@@ -115,6 +118,11 @@ class _Channel:
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, _SEND_HWM)
         self._socket.setsockopt(zmq.LINGER, 1000)  # a worker exiting still flushes for a moment
+        if keys:
+            server_public, client_secret = (k.encode() for k in keys)
+            self._socket.curve_serverkey = server_public
+            self._socket.curve_secretkey = client_secret
+            self._socket.curve_publickey = zmq.curve_public(client_secret)
         self._socket.connect(address)
 
     def send(self, buf: bytes) -> bool:
@@ -125,18 +133,19 @@ class _Channel:
             return False
 
 
-_channels: dict[str, _Channel] = {}
+_channels: dict[tuple[str, tuple[str, ...] | None], _Channel] = {}
 
 
-def _channel(address: str) -> _Channel | None:
-    ch = _channels.get(address)
+def _channel(address: str, keys: list[str] | tuple[str, ...] | None = None) -> _Channel | None:
+    key = (address, tuple(keys) if keys else None)
+    ch = _channels.get(key)
     if ch is not None and ch.pid == os.getpid():
         return ch
     try:
-        ch = _Channel(address)
-    except Exception:  # noqa: BLE001 - no zmq, bad address: live outputs are best effort
+        ch = _Channel(address, key[1])
+    except Exception:  # noqa: BLE001 - no zmq, bad address or keys: live outputs are best effort
         return None
-    _channels[address] = ch
+    _channels[key] = ch
     return ch
 
 
@@ -191,21 +200,23 @@ class _Reporter:
 _current: _Reporter | None = None
 
 
-def announce_start(task_id: str, address: str | None, where: dict[str, str] | None = None) -> None:
+def announce_start(task_id: str, address: str | None, where: dict[str, str] | None = None,
+                   keys: list[str] | None = None) -> None:
     """Tell the site manager that a worker starts running ``task_id`` now (a ``start`` marker on
     the outputs channel, used by the node manager): from it the task's state becomes
     ``running``, and ``where`` (the worker's runtime and block) lets the site manager re-run it
     at once should that block die. Best effort and never blocking, like every output."""
     if not address:
         return
-    ch = _channel(address)
+    ch = _channel(address, keys)
     if ch is not None:
         ch.send(encode_output(TaskOutput(task_id=task_id, seq=-1, time=time.time(), kind="start", values=dict(where or {}))))
 
 
 @contextmanager
-def reporting(task_id: str, address: str | None) -> Iterator[None]:
-    """Route ``report()`` calls to ``address`` while the block runs (used by the node manager).
+def reporting(task_id: str, address: str | None, keys: list[str] | None = None) -> Iterator[None]:
+    """Route ``report()`` calls to ``address`` (with CurveZMQ ``keys``) while the block runs
+    (used by the node manager).
 
     The channel is opened on the first report only, so tasks that never report cost nothing.
     """
@@ -215,7 +226,7 @@ def reporting(task_id: str, address: str | None) -> Iterator[None]:
         return
 
     def send(buf: bytes) -> bool:
-        ch = _channel(address)
+        ch = _channel(address, keys)
         return ch.send(buf) if ch is not None else False
 
     reporter = _Reporter(task_id, send, task_output_limit())

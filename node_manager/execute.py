@@ -31,7 +31,7 @@ from fnserve.messages import (
     decode_task,
     encode_result,
 )
-from node_manager import output_files, running
+from node_manager import output_files, running, watchdog
 from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
@@ -183,7 +183,8 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         )
     # The task's state becomes "running"; its block is named so that the task is re-run at once if the block dies.
     where = placement()
-    outputs.announce_start(task.task_id, task.outputs_address, {k: where[k] for k in ("runtime", "block") if k in where})
+    outputs.announce_start(task.task_id, task.outputs_address, {k: where[k] for k in ("runtime", "block") if k in where},
+                            keys=task.outputs_keys)
     timings["worker_started"] = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     memory = TaskMemory()
@@ -191,18 +192,25 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     fd_capture = FdCapture()
     value: Any = None
     error: RemoteError | None = None
+    # From outside too: a helper process SIGKILLs this worker at walltime + grace, should the
+    # function defeat the alarm below (node_manager.watchdog).
+    armed = bool(task.walltime and task.walltime > 0) and watchdog.arm(task.walltime + _grace(task))
     with fd_capture, capture:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.
             # Files the function writes in fnserve.output_dir() are shipped as they close, the
             # last ones before the reports' end marker.
-            with outputs.reporting(task.task_id, task.outputs_address), output_files.shipping(task):
-                if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
-                    from node_manager import shell
+            with outputs.reporting(task.task_id, task.outputs_address, task.outputs_keys), output_files.shipping(task):
+                try:
+                    if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
+                        from node_manager import shell
 
-                    value = shell.run(fn, args, kwargs, task.task_id, task.walltime, task.control_dir)
-                else:
-                    value = _call_with_walltime(fn, args, kwargs, task.walltime)
+                        value = shell.run(fn, args, kwargs, task.task_id, task.walltime, task.control_dir)
+                    else:
+                        value = _call_with_walltime(fn, args, kwargs, task.walltime)
+                finally:
+                    if armed:
+                        watchdog.disarm()
         except FnserveError as exc:
             if not isinstance(fn, ShellFunction):
                 error = _user_error(exc)
@@ -283,6 +291,12 @@ def _serialize_result(value: Any, strategy: str | None) -> bytes:
 
 
 # -- walltime -------------------------------------------------------------------------------
+
+DEFAULT_WALLTIME_GRACE = 5.0  # when the site manager sets none (site_manager.walltime)
+
+
+def _grace(task: TaskMessage) -> float:
+    return task.walltime_grace if task.walltime_grace is not None else DEFAULT_WALLTIME_GRACE
 
 
 def _call_with_walltime(

@@ -114,6 +114,7 @@ class SiteManager:
         # Side channel for fnserve.report() from workers (HTEX carries only tasks and results).
         self.outputs = OutputRelay(self._context, *advertised_host(config.provider.type, config.engine.options))
         self._poller.register(self.outputs.socket, zmq.POLLIN)
+        self._poller.register(self.outputs.zap, zmq.POLLIN)
         self.exit_reason = ""
         self.metrics: SiteMetrics | NoMetrics = NoMetrics()  # served once run() starts
         # Tasks handed to the engine (their futures), and the (runtime, block) a worker started
@@ -213,6 +214,8 @@ class SiteManager:
         actions: list[Action] = []
         if self._socket is not None and self._socket in ready:
             actions += self._receive_all()
+        if self.outputs.zap in ready:
+            self.outputs.answer_zap()  # a worker connecting to the live-output socket
         if self.outputs.socket in ready or self.inbox.fileno() in ready:
             # Before results: a task's last outputs reach the forwarder ahead of its result.
             outputs = self.outputs.drain()
@@ -222,7 +225,7 @@ class SiteManager:
             results = self.inbox.drain()
             if results:
                 self.metrics.results(results)
-                actions += self.session.results_ready(results)
+                actions += self.session.results_ready(results, time.time())
         if self.file_inbox.fileno() in ready:
             settled = self.file_inbox.drain()
             if settled:
@@ -364,8 +367,10 @@ class SiteManager:
         task_id = task.task_id
         try:
             task.outputs_address = self.outputs.address
+            task.outputs_keys = self.outputs.keys
             task.control_dir = str(self.control_dir)
             task.max_result_bytes = self.config.max_result_bytes
+            task.walltime_grace = self.config.walltime_grace
             # What the service asks (data only for a function-restricted endpoint) and what this
             # endpoint's admin allows, both: the worker loads nothing else.
             allowed = narrow(task.allowed_serializers, self.config.allowed_serializers)

@@ -39,7 +39,7 @@ from fnserve.messages import (
 )
 from site_manager.retries import final_result, should_retry
 from site_manager.status import EngineStatus, endpoint_status
-from site_manager.walltime import walltime_result
+from site_manager.walltime import DEFAULT_GRACE, lost_past_walltime, walltime_result
 
 if TYPE_CHECKING:
     from site_manager.ledger_store import LedgerStore
@@ -176,6 +176,14 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+def _lost(result: ResultMessage) -> bool:
+    return not result.ok and result.error is not None and result.error.code == "worker_lost"
+
+
+def _grace(task: TaskMessage) -> float:
+    return task.walltime_grace if task.walltime_grace is not None else DEFAULT_GRACE
+
+
 def _batches(results: list[ResultMessage]) -> list[Action]:
     return [
         Send(ResultBatch(results=results[i : i + RESEND_CHUNK]))
@@ -227,6 +235,8 @@ class Session:
         # Running tasks' messages and runs so far: what a retry after a lost worker resubmits.
         self._tasks: dict[str, TaskMessage] = {}
         self._attempts: dict[str, int] = {}
+        # When each running task's worker started it (its start marker's time, worker clock).
+        self._started: dict[str, float] = {}
         # Cancelled while running, or already reported as past their walltime: their results
         # (the killed worker's 'lost' report) are dropped when they arrive.
         self.cancelled: set[str] = set()
@@ -284,8 +294,12 @@ class Session:
             )
         return []  # Heartbeat: being heard is all it is for
 
-    def results_ready(self, results: list[ResultMessage]) -> list[Action]:
-        """Tasks finished: record them until acked, and send them if we are registered."""
+    def results_ready(self, results: list[ResultMessage], wall_time: float | None = None) -> list[Action]:
+        """Tasks finished: record them until acked, and send them if we are registered.
+
+        ``wall_time`` (now, unix time): a task whose worker was lost after it ran past its
+        walltime + grace failed ``walltime_exceeded`` (its watchdog killed it) and is not retried.
+        """
         finished: list[ResultMessage] = []
         retries: list[Action] = []
         for result in results:
@@ -295,6 +309,9 @@ class Session:
                 self._forget(result.task_id)
                 continue
             task = self._tasks.get(result.task_id)
+            if task is not None and wall_time is not None and _lost(result) and lost_past_walltime(
+                    self._started.get(result.task_id), task.walltime, _grace(task), wall_time):
+                result = walltime_result(result.task_id, task.walltime or 0.0, _grace(task), task.timings)
             if task is not None:
                 attempts = self._attempts.get(result.task_id, 1)
                 limit = self.max_retries if task.max_retries is None else task.max_retries
@@ -328,6 +345,9 @@ class Session:
         """
         starts = [o for o in outputs if o.kind == "start"]
         self.started.update(o.task_id for o in starts if o.task_id in self.running)
+        for o in outputs:
+            if o.kind == "start" and o.task_id in self.running:
+                self._started[o.task_id] = o.time
         if self.state is not State.READY or not outputs:
             return []
         # A worker's start marker: the task runs now (reported first: an output of a task that
@@ -452,6 +472,7 @@ class Session:
         self.started.discard(task_id)
         self._tasks.pop(task_id, None)
         self._attempts.pop(task_id, None)
+        self._started.pop(task_id, None)
 
     def connection_lost(self, reason: str) -> list[Action]:
         """The connection is unusable: reconnect after the next backoff delay."""

@@ -191,3 +191,72 @@ def test_a_loosened_state_folder_is_named_in_a_warning_at_start(stack):
         assert f"folder {run} is mode 0755" in out.stdout and "chmod -R go-rwx" in out.stdout, out.stdout
     finally:
         os.chmod(run, 0o700)
+
+
+# Sent by the attacker to every port the site manager listens on (one is its live-output
+# socket): frames that claim to come from the worker running a victim's task (argv: ports
+# joined by commas, then hex-encoded frames).
+OUTPUT_FORGERY = r'''
+import sys, zmq
+for port in sys.argv[1].split(","):
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect("tcp://127.0.0.1:" + port)
+    for frame in sys.argv[2:]:
+        sock.send(bytes.fromhex(frame))
+    sock.close()
+print("sent")
+'''
+
+
+WAIT_FOR_FILE = """
+def wait_for_file(path):
+    import os, time
+    end = time.monotonic() + 120
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.05)
+    return "released"
+"""
+
+
+def _site_manager_ports(stack) -> str:
+    """The TCP ports the site manager process listens on: its live-output socket and Parsl's own
+    (an attacker tries them all: `ss -ltn` lists every listening port on the host)."""
+    import psutil
+
+    pid = int((stack.home / "endpoints/local/site_manager.pid").read_text())
+    ports = {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+    assert ports
+    return ",".join(map(str, sorted(ports)))
+
+
+def test_live_output_socket_takes_no_forged_outputs_from_another_account(stack, attacker):
+    """Before: any account could push outputs (and start markers) for a running task of the
+    endpoint, and the service showed them to the task's owner as the function's own."""
+    from fnserve.messages import TaskOutput, encode_output
+
+    fc = stack.client()
+    release = stack.tmp / "release-forgery-victim"
+    fid = fc.register_source(WAIT_FOR_FILE, "wait_for_file")
+    task_id = fc.run(fid, stack.endpoint_id, str(release))
+    deadline = time.monotonic() + 120
+    while fc.get_task(task_id)["state"] != "running":  # in flight on the endpoint: outputs would count
+        assert time.monotonic() < deadline, fc.get_task(task_id)
+        time.sleep(0.1)
+    # The attacker knows the task id (they leak: URLs, notebooks, logs); what stops them must be the socket.
+    frames = [encode_output(TaskOutput(task_id=task_id, seq=i, time=time.time(), values={"forged": True, "i": i})).hex()
+              for i in range(3)]
+    out = attacker.python(OUTPUT_FORGERY, _site_manager_ports(stack), *frames)
+    assert out.returncode == 0 and "sent" in out.stdout, out.stderr
+    time.sleep(1.0)  # the site manager relays what its socket reads at once
+    release.touch()
+    assert fc.get_result(task_id, timeout=60) == "released"
+    time.sleep(0.5)  # a forged output would trail by milliseconds
+    outs = fc.get_outputs(task_id)["outputs"]
+    assert not [o for o in outs if (o.get("values") or {}).get("forged")], outs
+    # The endpoint's own workers still report through it.
+    src = "def tell(n):\n    import fnserve\n    for i in range(n):\n        fnserve.report(i=i)\n    return n\n"
+    tell = fc.register_source(src, "tell")
+    task_id = fc.run(tell, stack.endpoint_id, 3)
+    assert fc.get_result(task_id, timeout=60) == 3
+    assert [o["values"]["i"] for o in fc.get_outputs(task_id)["outputs"] if o.get("values")] == [0, 1, 2]

@@ -39,14 +39,18 @@ def received(relay: OutputRelay, n: int, timeout_ms: int = 5000) -> list[TaskOut
     got: list[TaskOutput] = []
     poller = zmq.Poller()
     poller.register(relay.socket, zmq.POLLIN)
+    poller.register(relay.zap, zmq.POLLIN)  # handshakes, answered as the site manager's loop does
     while len(got) < n and poller.poll(timeout_ms):
+        relay.answer_zap()
         got += relay.drain()
     return got
 
 
-def run_task(source: str, entry: str, address: str | None, *args: object, walltime: float | None = None):
+def run_task(source: str, entry: str, to: OutputRelay | str | None, *args: object, walltime: float | None = None):
+    address, keys = (to.address, to.keys) if isinstance(to, OutputRelay) else (to, None)
     task = TaskMessage(task_id="t-1", function_id=entry, function=serialize.serialize_source(source, entry),
-                       payload=serialize.serialize_args(args, {}), outputs_address=address, walltime=walltime)
+                       payload=serialize.serialize_args(args, {}), outputs_address=address, outputs_keys=keys,
+                       walltime=walltime)
     return decode_result(execute_task(encode_task(task)))
 
 
@@ -89,7 +93,7 @@ def test_capture_collects_reports_locally_and_rejects_bad_ones() -> None:
 
 
 def test_worker_sends_ordered_outputs_then_an_end_marker(relay: OutputRelay) -> None:
-    result = run_task(STEPS, "steps", relay.address, 5)
+    result = run_task(STEPS, "steps", relay, 5)
     assert result.ok, result.error
     start, *got = received(relay, 7)
     assert (start.kind, start.seq) == ("start", -1)  # the worker started it: its state becomes running
@@ -100,21 +104,21 @@ def test_worker_sends_ordered_outputs_then_an_end_marker(relay: OutputRelay) -> 
 
 
 def test_a_task_that_never_reports_sends_only_its_start_marker(relay: OutputRelay) -> None:
-    result = run_task("def quiet(x):\n    return x\n", "quiet", relay.address, 1)
+    result = run_task("def quiet(x):\n    return x\n", "quiet", relay, 1)
     assert result.ok
     assert [(o.task_id, o.kind) for o in received(relay, 2, timeout_ms=300)] == [("t-1", "start")]
 
 
 def test_a_bad_value_fails_the_task_with_the_reason(relay: OutputRelay) -> None:
     src = "import fnserve\n\ndef bad():\n    fnserve.report(when=object())\n"
-    result = run_task(src, "bad", relay.address)
+    result = run_task(src, "bad", relay)
     assert not result.ok and result.error.code == "user_exception"
     assert result.error.type == "TypeError" and "when is a builtins.object" in result.error.message
 
 
 def test_budget_passes_once_then_a_truncated_marker(relay: OutputRelay, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(outputs.OUTPUT_LIMIT_ENV, "300")
-    result = run_task(STEPS, "steps", relay.address, 50)
+    result = run_task(STEPS, "steps", relay, 50)
     assert result.ok
     got = received(relay, 100, timeout_ms=500)
     kinds = [o.kind for o in got]
@@ -133,7 +137,7 @@ def test_channel_down_never_blocks_the_function() -> None:
 
 def test_walltime_still_sends_the_end_marker(relay: OutputRelay) -> None:
     src = "import fnserve, time\n\ndef slow():\n    fnserve.report(started=True)\n    time.sleep(30)\n"
-    result = run_task(src, "slow", relay.address, walltime=0.3)
+    result = run_task(src, "slow", relay, walltime=0.3)
     assert result.error is not None and result.error.code == "walltime_exceeded"
     assert [o.kind for o in received(relay, 3)] == ["start", "output", "end"]
 
@@ -154,6 +158,9 @@ def test_session_relays_outputs_only_when_registered() -> None:
 def test_relay_drops_malformed_frames(relay: OutputRelay) -> None:
     ctx = zmq.Context.instance()
     push = ctx.socket(zmq.PUSH)
+    push.curve_serverkey = relay.keys[0].encode()
+    push.curve_secretkey = relay.keys[1].encode()
+    push.curve_publickey = zmq.curve_public(relay.keys[1].encode())
     push.connect(relay.address)
     push.send(b"not msgpack")
     push.send(encode_output(TaskOutput(task_id="t", seq=0, time=1.0, values={"x": 1})))
@@ -161,3 +168,23 @@ def test_relay_drops_malformed_frames(relay: OutputRelay) -> None:
     push.close(0)
     assert [o.values for o in got] == [{"x": 1}] and relay.dropped == 1
     assert decode_output(encode_output(got[0])) == got[0]
+
+
+def test_relay_admits_only_clients_with_the_workers_key(relay: OutputRelay) -> None:
+    """Plaintext, or CurveZMQ with a key of one's own (even knowing the server's public key):
+    the handshake fails and nothing sent is read. Another OS account's attack on the real site
+    manager: tests/integration/test_attacks_local_account.py."""
+    ctx = zmq.Context.instance()
+    plain = ctx.socket(zmq.PUSH)
+    stranger = ctx.socket(zmq.PUSH)
+    stranger.curve_serverkey = relay.keys[0].encode()
+    stranger.curve_publickey, stranger.curve_secretkey = zmq.curve_keypair()
+    for sock in (plain, stranger):
+        sock.connect(relay.address)
+        sock.send(encode_output(TaskOutput(task_id="t-1", seq=0, time=1.0, values={"forged": True})), zmq.NOBLOCK)
+    assert received(relay, 1, timeout_ms=1000) == []
+    assert relay.refused >= 1  # the stranger's key reached the ZAP handler and was refused
+    # The workers' key still gets through.
+    assert run_task(STEPS, "steps", relay, 2).ok and len(received(relay, 4)) >= 2
+    plain.close(0)
+    stranger.close(0)

@@ -29,6 +29,7 @@ from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, TaskS
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.result_limits import within_limits
+from web_service.stale_tasks import expire_waiting, sweep_interval
 from web_service.usage import log_usage, result_entries
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class Forwarder:
         endpoint_for_key: KeyLookup | None = None,
         output_limit: int | None = None,
         max_result_bytes: int = 10 * 1024 * 1024,
+        waiting_expiry: float = 0.0,
     ):
         """``server_keys`` (public, secret) turn on CurveZMQ: every connection is encrypted and
         authenticated through ZAP, the client's key must belong to a live endpoint
@@ -161,6 +163,8 @@ class Forwarder:
         # Results / live outputs dropped because the endpoint sending them did not hold the task.
         self.rejected_results = 0
         self.rejected_outputs = 0
+        # Tasks waiting this long for an endpoint that is not connected fail (0: never).
+        self.waiting_expiry = waiting_expiry
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -198,9 +202,10 @@ class Forwarder:
         poller.register(wake, zmq.POLLIN)
         poller.register(stop_sock, zmq.POLLIN)
         check_at = self.connections.next_deadline(time.time())
+        sweep_at = time.time() + (sweep_interval(self.waiting_expiry) if self.waiting_expiry > 0 else float("inf"))
         try:
             while not self._stop.is_set():
-                timeout_ms = max(0, int((check_at - time.time()) * 1000))
+                timeout_ms = max(0, int((min(check_at, sweep_at) - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 try:
                     if router in events:
@@ -211,6 +216,9 @@ class Forwarder:
                     if now >= check_at:
                         self._expire(now)
                         check_at = self.connections.next_deadline(now)
+                    if now >= sweep_at:
+                        expire_waiting(self.store, self.waiting_expiry, now)
+                        sweep_at = now + sweep_interval(self.waiting_expiry)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     self._store_lost(router, exc)
                     check_at = self.connections.next_deadline(time.time())
@@ -580,6 +588,7 @@ def main() -> None:
         heartbeat_threshold=float(os.environ.get("FNSERVE_HEARTBEAT_THRESHOLD", "10")),
         server_keys=server_keys(settings.forwarder_key_file) if settings.forwarder_curve else None,
         endpoint_for_key=key_owner, max_result_bytes=settings.max_result_bytes,
+        waiting_expiry=settings.waiting_expiry,
     )
     metrics_bind = os.environ.get("FNSERVE_FORWARDER_METRICS")
     if metrics_bind:

@@ -64,9 +64,10 @@ class Stack:
     def down(self) -> None:
         subprocess.run([*FNSERVE, "down"], env=self.env, capture_output=True, text=True, timeout=180, cwd=self.home, check=False)
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                             cwd=self.home, check=False)
+    def cli(self, *args: str, check: bool = True, timeout: float = 180,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([*FNSERVE, *args], env={**self.env, **(env or {})}, capture_output=True, text=True,
+                             timeout=timeout, cwd=self.home, check=False)
         if check and out.returncode != 0:
             raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
         return out
@@ -98,15 +99,41 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def queued(run_dir: Path) -> dict[str, str]:
+    """Batch jobs in the queue whose submit script lives under ``run_dir``: id -> state (reason)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r|%o"], capture_output=True, text=True, check=True)
+    jobs = {}
+    for line in out.stdout.splitlines():
+        job_id, state, reason, command = line.split("|", 3)
+        if command.startswith(str(run_dir)) and state not in ("COMPLETED", "CANCELLED", "FAILED"):
+            jobs[job_id] = f"{state} ({reason})"
+    return jobs
+
+
 def batch_jobs(run_dir: Path) -> list[str]:
     """Ids of the batch jobs in the queue whose submit script lives under ``run_dir``."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%o"], capture_output=True, text=True, check=True)
-    jobs = []
-    for line in out.stdout.splitlines():
-        job_id, state, command = line.split("|", 2)
-        if command.startswith(str(run_dir)) and state not in ("COMPLETED", "CANCELLED", "FAILED"):
-            jobs.append(job_id)
-    return jobs
+    return sorted(queued(run_dir))
+
+
+def assert_no_jobs(run_dir: Path, after: str) -> None:
+    """No batch job of ``run_dir`` in the queue; if one is, the failure says which, in what state,
+    and what Slurm knows of it (a COMPLETING race and a leak look different)."""
+    left = queued(run_dir)
+    if left:
+        details = "\n".join(
+            subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False).stdout
+            for job in left)
+        raise AssertionError(f"batch job(s) left in the queue after {after}: {left}\n{details}")
+
+
+def failing_scancel(folder: Path) -> dict[str, str]:
+    """A PATH that shadows ``scancel`` with a script that refuses, as a broken or overloaded
+    scheduler does (exit 1, an error on stderr); everything else is the real Slurm."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "scancel"
+    script.write_text("#!/bin/sh\necho \"scancel: error: Kill job error on job id $1: Socket timed out\" >&2\nexit 1\n")
+    script.chmod(0o755)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
 
 
 def where_am_i() -> dict[str, Any]:

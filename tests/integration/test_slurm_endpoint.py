@@ -20,7 +20,9 @@ from fnserve.errors import NotFound, TaskFailed
 from tests.integration.runtime_support import assert_interchange_encrypted
 from tests.integration.slurm_support import (
     Stack,
+    assert_no_jobs,
     batch_jobs,
+    failing_scancel,
     nap,
     nap_then_where,
     require_slurm,
@@ -44,12 +46,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         s.down()
 
 
-def _configure(stack: Stack, name: str) -> None:
+def _configure(stack: Stack, name: str, **scaling: float) -> None:
     stack.configure(
         name, "slurm",
         engine=ENGINE,
         provider={"walltime": "00:10:00"},
-        scaling={"init_blocks": 0, "min_blocks": 0, "max_blocks": 1, "max_idletime": IDLE_SECONDS},
+        scaling={"init_blocks": 0, "min_blocks": 0, "max_blocks": 1, "max_idletime": IDLE_SECONDS, **scaling},
         worker_init="",
     )
 
@@ -67,7 +69,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     assert "fnse_" not in (stack.endpoint_dir("hpc") / "config.yaml").read_text()  # no secret in the config
 
     # 0 blocks at start: nothing in the batch queue until a task arrives.
-    assert batch_jobs(run_dir) == []
+    assert_no_jobs(run_dir, "start with init_blocks 0")
     status = fc.get_endpoint_status(endpoint_id)
     assert status["connected"] is True
     assert wait_for(lambda: fc.get_endpoint_status(endpoint_id).get("site"), 15, "first status report")["blocks_running"] == 0
@@ -103,13 +105,18 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     second = fc.get_result(fc.run(fid, endpoint_id), timeout=120)
     assert second["job"] not in (None, first["job"])
 
-    # One stop is enough: the process is gone and so are its batch jobs.
+    # One stop is enough: the process is gone and so are its batch jobs (stop waited for them to
+    # leave the queue, COMPLETING included).
     stopped = stack.cli("endpoint", "stop", "hpc", timeout=120)
-    assert "stopped" in stopped.stdout
-    assert batch_jobs(run_dir) == []
+    assert "stopped, no batch job left" in stopped.stdout
+    assert_no_jobs(run_dir, "endpoint stop")
     line = next(ln for ln in stack.cli("endpoint", "list").stdout.splitlines() if ln.startswith("hpc "))
     assert "stopped" in line
     assert wait_for(lambda: not fc.get_endpoint_status(endpoint_id)["connected"], 20, "disconnected at the service")
+    # Stopped with no blocks: the last report of a gone site manager is not shown as current.
+    after = fc.get_endpoint_status(endpoint_id)
+    assert (after.get("site") or {}).get("blocks_running", 0) == 0 and (after.get("site") or {}).get("workers", 0) == 0
+    assert "blocks=0+0 pending workers=0" in line
 
     # Restart keeps the identity: no new registration, same endpoint id, tasks run again.
     restarted = stack.cli("endpoint", "restart", "hpc")
@@ -121,7 +128,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     deleted = stack.cli("endpoint", "delete", "hpc", "--yes", timeout=120)
     assert f"deleted endpoint {endpoint_id}" in deleted.stdout
     assert not stack.endpoint_dir("hpc").exists()
-    assert batch_jobs(run_dir) == []
+    assert_no_jobs(run_dir, "endpoint delete")
     with pytest.raises(NotFound):
         fc.get_endpoint(endpoint_id)
 
@@ -145,6 +152,17 @@ def test_scancel_of_a_block_mid_task_fails_or_retries_its_tasks_and_a_new_block_
         lost_at = time.monotonic()
         subprocess.run(["scancel", jobs[0]], check=True)
 
+        # Noticed at once (the queue is polled every scaling.poll_period, 5 s): logged with the job
+        # id and its state, and the status no longer counts the block or its workers.
+        wait_for(lambda: f"block 0 (batch job {jobs[0]}) ended without the endpoint asking: state " in stack.log("lossy"),
+                 15, "the lost block in the site manager's log")
+        noticed = time.monotonic() - lost_at
+        line = next(ln for ln in stack.log("lossy").splitlines() if f"(batch job {jobs[0]}) ended" in ln)
+        assert "state CANCELLED" in line or "state COMPLETED" in line, line
+        wait_for(lambda: (fc.get_endpoint_status(endpoint_id).get("site") or {}).get("workers") == 0, 15,
+                 "the lost block's workers dropped from the status")
+        assert noticed < 15
+
         # Never hung: the task without retries ends well before its 120 s of sleep, naming the block.
         with pytest.raises(TaskFailed) as info:
             fc.get_result(no_retry, timeout=60)
@@ -161,5 +179,36 @@ def test_scancel_of_a_block_mid_task_fails_or_retries_its_tasks_and_a_new_block_
         assert where["job"] not in (None, jobs[0])
     finally:
         stack.cli("endpoint", "stop", "lossy", timeout=120)
-    assert batch_jobs(run_dir) == []
+    assert_no_jobs(run_dir, "endpoint stop")
     assert os.path.exists(stack.endpoint_dir("lossy") / "config.yaml")
+
+
+def test_stop_fails_loudly_naming_the_job_when_scancel_fails_and_a_second_stop_clears_it(
+        stack: Stack, tmp_path) -> None:
+    fc = stack.client()
+    run_dir = stack.endpoint_dir("stuck") / "run"
+    _configure(stack, "stuck", cancel_timeout=3)
+    broken = failing_scancel(tmp_path / "bin")
+    # The site manager inherits the PATH it was started with: its own cancels fail too.
+    stack.cli("endpoint", "start", "stuck", env=broken)
+    try:
+        job = fc.get_result(fc.run(fc.register_function(where_am_i, serializer="source"),
+                                   stack.endpoint_id("stuck")), timeout=120)["job"]
+        assert batch_jobs(run_dir) == [job]
+
+        stopped = stack.cli("endpoint", "stop", "stuck", "--jobs-timeout", "3", env=broken, check=False)
+        assert stopped.returncode != 0, stopped.stdout + stack.log("stuck")
+        assert f"job {job} (RUNNING)" in stopped.stderr, stopped.stderr
+        assert "fnserve endpoint stop stuck" in stopped.stderr  # what to do next
+        assert batch_jobs(run_dir) == [job]  # the failure is real: the job still runs
+        log = stack.log("stuck")
+        assert f"cancelling batch job(s) {job} failed" in log and f"job {job} (RUNNING)" in log
+        # The process is gone all the same.
+        line = next(ln for ln in stack.cli("endpoint", "list").stdout.splitlines() if ln.startswith("stuck "))
+        assert "stopped" in line
+    finally:
+        # With a working scancel the same command clears what was left.
+        again = stack.cli("endpoint", "stop", "stuck", check=False)
+    assert again.returncode == 0, again.stderr
+    assert "no batch job left" in again.stdout
+    assert_no_jobs(run_dir, "the second endpoint stop")

@@ -160,6 +160,7 @@ class Engine:
         self._cancelling: dict[str, float] = {}
         self._ended: set[str] = set()
         self._polled_at = 0.0
+        self._holding = False  # stopping: no task more to any worker
         self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
 
     def start(self) -> None:
@@ -322,12 +323,14 @@ class Engine:
     def _scale_out_if_cold(self) -> None:
         # Only the cold start is decided on the task's path (from cached state, no round trip);
         # everything else waits for scale() at heartbeat pace.
-        if self._view().live == 0:
+        if self._view().live == 0 and not self._holding:
             self.scale()
 
     def scale(self, now: float | None = None) -> int:
         """Start or cancel blocks as :func:`site_manager.scaling.decide` says; returns the change."""
         ex = self._executor
+        if self._holding:
+            return 0  # stopping: what is queued goes back to the service, not to a new block
         now = time.monotonic() if now is None else now
         view = self._view()
         self._forget_lost(view)
@@ -430,9 +433,28 @@ class Engine:
                 self._manager_blocks.update(
                     (str(m.get("manager")), str(m.get("block_id"))) for m in managers
                 )
+        if self._holding and managers:
+            self._hold(managers)  # blocks that connected since the stop began
         view = self._view()
-        st = summarize((), managers or [], ex.outstanding())
+        st = summarize((), managers or [], ex.outstanding(), include_held=self._holding)
         return EngineStatus(len(view.pending), len(view.running), st.workers, st.tasks_queued, st.tasks_running)
+
+    def hold(self) -> None:
+        """Stopping: the interchange sends no more task to any worker, and no block starts.
+
+        Tasks already on workers run to the end; the ones queued in the interchange never start
+        (the site manager hands them back to the service).
+        """
+        self._holding = True
+        ex = self._executor
+        if ex is not None:
+            self._hold(ex.connected_managers())
+
+    def _hold(self, managers: list[dict[str, Any]]) -> None:
+        ex = self._executor
+        for m in managers:
+            if m.get("active", True):
+                ex._hold_manager(str(m.get("manager")))  # Parsl's own scale-in holds managers the same way
 
     def shutdown(self) -> None:
         """Cancel the blocks and stop the interchange."""

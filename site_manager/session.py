@@ -205,6 +205,8 @@ class Session:
         # Cancelled while running, or already reported as past their walltime: their results
         # (the killed worker's 'lost' report) are dropped when they arrive.
         self.cancelled: set[str] = set()
+        # Tasks a worker started (its start marker came): what a stop waits for.
+        self.started: set[str] = set()
         self.draining = False
         self._last_heard = 0.0
         self._next_heartbeat = 0.0
@@ -267,6 +269,7 @@ class Session:
                 limit = self.max_retries if task.max_retries is None else task.max_retries
                 if should_retry(result, attempts, limit) and not self.draining:
                     self._attempts[result.task_id] = attempts + 1
+                    self.started.discard(result.task_id)  # queued again: not on a worker until it starts
                     retries.append(Submit(task))
                     continue  # still running, as far as anyone outside knows
                 result = final_result(result, attempts, limit)
@@ -284,12 +287,14 @@ class Session:
         are neither kept nor resent after a reconnect.
         """
         if self.state is not State.READY or not outputs:
+            self.started.update(o.task_id for o in outputs if o.kind == "start" and o.task_id in self.running)
             return []
         # A worker's start marker: the task runs now (reported first: an output of a task that
         # runs must not reach the client before its state says so).
         starts = [o for o in outputs if o.kind == "start"]
         outputs = [o for o in outputs if o.kind != "start"] if starts else outputs
         running = list(dict.fromkeys(o.task_id for o in starts if o.task_id in self.running and o.task_id not in self.cancelled))
+        self.started.update(running)
         actions: list[Action] = []
         if running:
             actions.append(Send(TaskStatusBatch(running=running, started_at=min(o.time for o in starts))))
@@ -359,6 +364,16 @@ class Session:
         """Nothing running and every result acked."""
         return not self.running and not len(self.ledger)
 
+    @property
+    def started_done(self) -> bool:
+        """Stopping: every task a worker started has finished and every result is acked. Tasks sent
+        here that no worker started are handed back: the forwarder re-dispatches them after we leave."""
+        return not (self.running & self.started) and not len(self.ledger)
+
+    def handed_back(self) -> list[str]:
+        """Tasks held here that no worker started (what a stop gives back to the service)."""
+        return sorted(self.running - self.started)
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _on_registered(self, msg: Registered, now: float) -> list[Action]:
@@ -406,6 +421,7 @@ class Session:
 
     def _forget(self, task_id: str) -> None:
         self.running.discard(task_id)
+        self.started.discard(task_id)
         self._tasks.pop(task_id, None)
         self._attempts.pop(task_id, None)
 

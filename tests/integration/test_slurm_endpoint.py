@@ -32,7 +32,14 @@ from tests.integration.slurm_support import (
 
 # Short enough to watch an idle endpoint give its block back, and a lost block be noticed.
 IDLE_SECONDS = 4
-ENGINE = {"max_workers_per_node": 2, "heartbeat_period": 1, "heartbeat_threshold": 4}
+# Half a core per worker: a block of 2 workers asks Slurm for 1 CPU (--cpus-per-task), so that it
+# fits beside other jobs on the 2-CPU test node.
+ENGINE = {"max_workers_per_node": 2, "cores_per_worker": 0.5, "heartbeat_period": 1, "heartbeat_threshold": 4}
+
+
+def job_cpus(job: str) -> int:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%C"], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +53,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         s.down()
 
 
-def _configure(stack: Stack, name: str, **scaling: float) -> None:
+def _configure(stack: Stack, name: str, engine: dict | None = None, **scaling: float) -> None:
     stack.configure(
         name, "slurm",
-        engine=ENGINE,
+        engine={**ENGINE, **(engine or {})},
         provider={"walltime": "00:10:00"},
         scaling={"init_blocks": 0, "min_blocks": 0, "max_blocks": 1, "max_idletime": IDLE_SECONDS, **scaling},
         worker_init="",
@@ -79,6 +86,8 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     first = fc.get_result(fc.run(fid, endpoint_id), timeout=120)
     assert first["job"] is not None
     assert batch_jobs(run_dir) == [first["job"]]
+    # The block asked for the CPUs its workers use: 2 workers x 0.5 cores.
+    assert job_cpus(first["job"]) == 1
     # The batch job's workers reached the interchange over CurveZMQ, keys from the shared run_dir.
     assert_interchange_encrypted(run_dir / "engine")
 
@@ -187,7 +196,8 @@ def test_stop_fails_loudly_naming_the_job_when_scancel_fails_and_a_second_stop_c
         stack: Stack, tmp_path) -> None:
     fc = stack.client()
     run_dir = stack.endpoint_dir("stuck") / "run"
-    _configure(stack, "stuck", cancel_timeout=3)
+    # Workers that wait long for a gone interchange: the job does not end by itself meanwhile.
+    _configure(stack, "stuck", engine={"heartbeat_threshold": 120}, cancel_timeout=3)
     broken = failing_scancel(tmp_path / "bin")
     # The site manager inherits the PATH it was started with: its own cancels fail too.
     stack.cli("endpoint", "start", "stuck", env=broken)

@@ -121,6 +121,18 @@ def batch_jobs(run_dir: Path) -> list[str]:
     return sorted(queued(run_dir))
 
 
+def result_in_block(fc: Client, task_id: str, run_dir: Path, timeout: float = 180) -> Any:
+    """The task's result; if it does not come, the failure shows the endpoint's jobs and the whole
+    queue (a block pending behind other jobs and a lost task look different)."""
+    from fnserve.errors import TaskPending
+
+    try:
+        return fc.get_result(task_id, timeout=timeout)
+    except TaskPending as exc:
+        queue = subprocess.run(["squeue", "-o", "%i %T %C %M %r %o"], capture_output=True, text=True, check=False).stdout
+        raise AssertionError(f"{exc}; this endpoint's jobs: {queued(run_dir)}; the queue:\n{queue}") from None
+
+
 def assert_no_jobs(run_dir: Path, after: str) -> None:
     """No batch job of ``run_dir`` in the queue; if one is, the failure says which, in what state,
     and what Slurm knows of it (a COMPLETING race and a leak look different)."""

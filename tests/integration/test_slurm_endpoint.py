@@ -25,7 +25,9 @@ from tests.integration.slurm_support import (
     failing_scancel,
     nap,
     nap_then_where,
+    queued,
     require_slurm,
+    result_in_block,
     wait_for,
     where_am_i,
 )
@@ -83,7 +85,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
 
     # The first task scales out a block (an sbatch job) and runs inside it.
     fid = fc.register_function(where_am_i, serializer="source")
-    first = fc.get_result(fc.run(fid, endpoint_id), timeout=120)
+    first = result_in_block(fc, fc.run(fid, endpoint_id), run_dir)
     assert first["job"] is not None
     assert batch_jobs(run_dir) == [first["job"]]
     # The block asked for the CPUs its workers use: 2 workers x 0.5 cores.
@@ -111,7 +113,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     assert "cancelled block(s)" in stack.log("hpc")
 
     # The next task is a cold start again, on a new block.
-    second = fc.get_result(fc.run(fid, endpoint_id), timeout=120)
+    second = result_in_block(fc, fc.run(fid, endpoint_id), run_dir)
     assert second["job"] not in (None, first["job"])
 
     # One stop is enough: the process is gone and so are its batch jobs (stop waited for them to
@@ -131,7 +133,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     restarted = stack.cli("endpoint", "restart", "hpc")
     assert "registered" not in restarted.stdout and "connected" in restarted.stdout
     assert stack.endpoint_id("hpc") == endpoint_id
-    assert fc.get_result(fc.run(fid, endpoint_id), timeout=120)["job"] is not None
+    assert result_in_block(fc, fc.run(fid, endpoint_id), run_dir)["job"] is not None
 
     # Delete: stopped, gone from the service, its directory removed.
     deleted = stack.cli("endpoint", "delete", "hpc", "--yes", timeout=120)
@@ -154,8 +156,11 @@ def test_scancel_of_a_block_mid_task_fails_or_retries_its_tasks_and_a_new_block_
         no_retry = fc.submit(fid, endpoint_id, [120], max_retries=0)
         retried = fc.submit(fc.register_function(nap_then_where, serializer="source"), endpoint_id, [20], max_retries=1)
         # Wait until the block's workers hold both tasks (as the endpoint reports it).
-        wait_for(lambda: (fc.get_endpoint_status(endpoint_id).get("site") or {}).get("tasks_running") == 2,
-                 120, "both tasks running in the block")
+        try:
+            wait_for(lambda: (fc.get_endpoint_status(endpoint_id).get("site") or {}).get("tasks_running") == 2,
+                     180, "both tasks running in the block")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; this endpoint's jobs: {queued(run_dir)}") from None
         jobs = batch_jobs(run_dir)
         assert len(jobs) == 1
         lost_at = time.monotonic()
@@ -180,11 +185,11 @@ def test_scancel_of_a_block_mid_task_fails_or_retries_its_tasks_and_a_new_block_
         assert time.monotonic() - lost_at < 60
 
         # The other one is rerun on a new block and finishes there.
-        rerun_in = fc.get_result(retried, timeout=120)
+        rerun_in = result_in_block(fc, retried, run_dir)
         assert rerun_in not in (None, jobs[0])
 
         # A new block takes over for the next task.
-        where = fc.get_result(fc.run(fc.register_function(where_am_i, serializer="source"), endpoint_id), timeout=120)
+        where = result_in_block(fc, fc.run(fc.register_function(where_am_i, serializer="source"), endpoint_id), run_dir)
         assert where["job"] not in (None, jobs[0])
     finally:
         stack.cli("endpoint", "stop", "lossy", timeout=120)
@@ -202,8 +207,8 @@ def test_stop_fails_loudly_naming_the_job_when_scancel_fails_and_a_second_stop_c
     # The site manager inherits the PATH it was started with: its own cancels fail too.
     stack.cli("endpoint", "start", "stuck", env=broken)
     try:
-        job = fc.get_result(fc.run(fc.register_function(where_am_i, serializer="source"),
-                                   stack.endpoint_id("stuck")), timeout=120)["job"]
+        job = result_in_block(fc, fc.run(fc.register_function(where_am_i, serializer="source"),
+                                         stack.endpoint_id("stuck")), run_dir)["job"]
         assert batch_jobs(run_dir) == [job]
 
         stopped = stack.cli("endpoint", "stop", "stuck", "--jobs-timeout", "3", env=broken, check=False)

@@ -481,7 +481,9 @@ class Engine:
         if left:
             logger.error("batch job(s) still in the queue %.0f s after cancelling them: %s; `fnserve endpoint stop` "
                          "retries, or cancel them by hand", self.scaling.cancel_timeout, describe_left(left))
-        elif job_ids:
+        elif job_ids and self.provider_config.type not in ("local", "kubernetes"):
             logger.info("batch job(s) %s are out of the queue", ", ".join(job_ids))
+        elif job_ids:
+            logger.info("cancelled block(s) %s", ", ".join(job_ids))
         ex.shutdown()
         logger.info("engine stopped")

@@ -295,6 +295,8 @@ class Engine:
             if name not in GONE_STATES or name == "SCALED_IN" or block in self._ended:
                 continue
             self._ended.add(block)
+            if self._lost.get(block) == "cancelled":
+                continue  # reported when it was found lost, and cancelled then
             job = ex.blocks_to_job_id.get(block)
             with self._lock:
                 had_workers = block in self._seen_blocks

@@ -162,6 +162,18 @@ def where_am_i() -> dict[str, Any]:
     return {"job": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid()}
 
 
+def hold_until(path: str, limit: float) -> str | None:
+    """Runs on a worker: keeps it busy until ``path`` exists (the test releases it) or ``limit`` s
+    passed, then says which batch job it ran in. Keeps a block from going idle while a test looks."""
+    import os
+    import time
+
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def nap_then_where(seconds: float) -> str | None:
     """Runs on a worker: sleeps, then says which batch job it finished in."""
     import os

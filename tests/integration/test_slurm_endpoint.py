@@ -23,6 +23,7 @@ from tests.integration.slurm_support import (
     assert_no_jobs,
     batch_jobs,
     failing_scancel,
+    hold_until,
     nap,
     nap_then_where,
     queued,
@@ -86,8 +87,12 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     assert status["connected"] is True
     assert wait_for(lambda: fc.get_endpoint_status(endpoint_id).get("site"), 15, "first status report")["blocks_running"] == 0
 
-    # The first task scales out a block (an sbatch job) and runs inside it.
+    # The first task scales out a block (an sbatch job) and runs inside it. A second one holds a
+    # worker until the test has looked, so that the block cannot go idle (and be cancelled after
+    # IDLE_SECONDS) however slow the looking is on a loaded machine.
     fid = fc.register_function(where_am_i, serializer="source")
+    release = stack.home / "release-hpc"
+    held = fc.submit(fc.register_function(hold_until, serializer="source"), endpoint_id, [str(release), 300])
     first = result_in_block(fc, fc.run(fid, endpoint_id), run_dir)
     assert first["job"] is not None
     assert batch_jobs(run_dir) == [first["job"]]
@@ -110,6 +115,8 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     assert "running" in line and endpoint_id in line and "workers=2" in line
     overview = stack.cli("endpoints").stdout
     assert endpoint_id in overview and "blocks=1" in overview
+    release.touch()
+    assert result_in_block(fc, held, run_dir) == first["job"]
 
     # Idle for IDLE_SECONDS: the block is cancelled and the nodes go back to Slurm.
     wait_for(lambda: batch_jobs(run_dir) == [], 30, "idle block cancelled")

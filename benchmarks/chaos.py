@@ -3,11 +3,12 @@
     python benchmarks/chaos.py [--tasks 10000] [--task-ms 20] [--faults site_manager_kill9 ...] [--out FILE]
 
 One real stack (`fnserve up` in a temporary FNSERVE_HOME: embedded Redis with AOF, gunicorn web
-service, forwarder, a local endpoint with 2 workers) plus, for the `scancel` fault, an endpoint
+service, forwarder, a local endpoint with 2 workers) plus, for the `slurm_*` faults, an endpoint
 on the local Slurm (scripts/start_slurm.sh). The faults, in turn: kill -9 of the site manager
 (its whole process group) and of the forwarder; SIGTERM and restart of the web service, of
 Redis, of the site manager (`fnserve endpoint restart`) and of the forwarder; kill -9 of a worker
-process; `scancel` of the Slurm endpoint's block. The tasks are split evenly over the faults; for each
+process; `scancel` of the Slurm endpoint's block, and kill -9 of that block's worker pool alone
+(`slurm_pool_kill9`: one process by pid, the batch job left to notice). The tasks are split evenly over the faults; for each
 fault its tasks are submitted (accepted: the service answered with their ids), the fault is
 injected once about a quarter of them have run, the broken part is started again, and the script
 then waits for every task to end. Each task appends its index to a file when it starts, so the

@@ -372,7 +372,9 @@ class Engine:
                 why = self._lost.get(block, "its workers disconnected")
                 self._lost[block] = "cancelled"
             job = ex.blocks_to_job_id.get(block)
-            logger.warning("block %s (job %s) was lost: %s; cancelling it", block, job, why)
+            st = ex.status_facade.get(block)
+            logger.warning("block %s (batch job %s) was lost: %s; state %s at the last poll of the queue; cancelling it",
+                           block, job, why, st.state.name if st is not None else "unknown")
             if job is not None and self.provider_config.type in ("local", "kubernetes"):
                 try:
                     ex.provider.cancel([job])

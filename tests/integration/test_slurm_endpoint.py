@@ -155,6 +155,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
         fc.get_endpoint(endpoint_id)
 
 
+@pytest.mark.timeout(600)  # three blocks in turn; each may wait for a CPU on a shared node
 def test_scancel_of_a_block_mid_task_fails_or_retries_its_tasks_and_a_new_block_takes_over(stack: Stack) -> None:
     fc = stack.client()
     run_dir = stack.endpoint_dir("lossy") / "run"

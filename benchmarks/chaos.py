@@ -3,11 +3,12 @@
     python benchmarks/chaos.py [--tasks 10000] [--task-ms 20] [--faults site_manager_kill9 ...] [--out FILE]
 
 One real stack (`fnserve up` in a temporary FNSERVE_HOME: embedded Redis with AOF, gunicorn web
-service, forwarder, a local endpoint with 2 workers) plus, for the `scancel` fault, an endpoint
+service, forwarder, a local endpoint with 2 workers) plus, for the `slurm_*` faults, an endpoint
 on the local Slurm (scripts/start_slurm.sh). The faults, in turn: kill -9 of the site manager
 (its whole process group) and of the forwarder; SIGTERM and restart of the web service, of
 Redis, of the site manager (`fnserve endpoint restart`) and of the forwarder; kill -9 of a worker
-process; `scancel` of the Slurm endpoint's block; then kill -9 of one process by pid: the site
+process; `scancel` of the Slurm endpoint's block, and kill -9 of that block's worker pool alone
+(`slurm_pool_kill9`: one process by pid, the batch job left to notice); then kill -9 of one process by pid: the site
 manager alone, the HTEX interchange, the worker pool (manager), the gunicorn master, a gunicorn
 worker, Redis. The tasks are split evenly over the faults; for each
 fault its tasks are submitted (accepted: the service answered with their ids), the fault is
@@ -56,7 +57,7 @@ FINAL = ("success", "failed", "cancelled")
 FAULTS = ("site_manager_kill9", "forwarder_kill9", "web_restart", "redis_restart", "worker_kill9", "slurm_scancel",
           "site_manager_sigterm", "forwarder_sigterm",
           "site_manager_pid_kill9", "interchange_kill9", "worker_pool_kill9", "gunicorn_master_kill9",
-          "gunicorn_worker_kill9", "redis_kill9")
+          "gunicorn_worker_kill9", "redis_kill9", "slurm_pool_kill9")
 
 
 def record(i: int, path: str, ms: float) -> int:
@@ -148,7 +149,9 @@ class Stack:
         self.cli("endpoint", "configure", "hpc", "--template", "slurm")
         path = self.home / "endpoints" / "hpc" / "config.yaml"
         config = yaml.safe_load(path.read_text())
-        config["engine"].update({"max_workers_per_node": 2, "heartbeat_period": 1, "heartbeat_threshold": 4})
+        # Half a core per worker: the block asks Slurm for 1 CPU and fits beside other jobs on a small node.
+        config["engine"].update({"max_workers_per_node": 2, "cores_per_worker": 0.5, "heartbeat_period": 1,
+                                 "heartbeat_threshold": 4})
         config["provider"].update({"walltime": "00:30:00"})
         config.setdefault("scaling", {}).update({"init_blocks": 1, "min_blocks": 1, "max_blocks": 1})
         config["worker_init"] = ""
@@ -276,7 +279,45 @@ def kill_redis(stack: Stack, runs: Path) -> str:
     return how + ", `fnserve up` again"
 
 
+def _hpc_jobs(stack: Stack) -> list[str]:
+    run_dir = str(stack.home / "endpoints" / "hpc")
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%o"], capture_output=True, text=True, check=True).stdout
+    return [ln.split("|", 1)[0] for ln in out.splitlines() if ln.split("|", 1)[1].startswith(run_dir)]
+
+
+def _block_pools(jobs: list[str]) -> list[tuple[int, str]]:
+    """(pid, batch job) of each worker pool (Parsl's process_worker_pool.py) running in ``jobs``:
+    the pool process itself, not its workers (which share its command line)."""
+    found: dict[int, tuple[int, str]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if b"process_worker_pool" not in (d / "cmdline").read_bytes():
+                continue
+            env = (d / "environ").read_bytes().split(b"\0")
+            ppid = int((d / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        job = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"SLURM_JOB_ID=")), None)
+        if job in jobs:
+            found[int(d.name)] = (ppid, job)
+    return [(pid, job) for pid, (ppid, job) in found.items() if ppid not in found]
+
+
+def kill_block_pool(stack: Stack, runs: Path) -> str:
+    """kill -9 of one process: the worker pool of the Slurm endpoint's block (its workers, the
+    batch job and the site manager are left alone; the interchange must notice the loss)."""
+    pools = _block_pools(_hpc_jobs(stack))
+    if not pools:
+        raise RuntimeError("no worker pool of the Slurm endpoint's block to kill")
+    pid, job = pools[0]
+    os.kill(pid, signal.SIGKILL)
+    return f"kill -9 of the Slurm block's worker pool alone (pid {pid}, batch job {job})"
+
+
 INJECT: dict[str, Callable[[Stack, Path], str]] = {
+    "slurm_pool_kill9": kill_block_pool,
     "site_manager_kill9": kill_site_manager,
     "forwarder_kill9": kill_forwarder,
     "web_restart": _restart_service_process("web", "the web service (gunicorn)"),
@@ -409,13 +450,27 @@ def run_phase(stack: Stack, fault: str, fid: str, endpoint_id: str, n: int, offs
     }
 
 
+def _run_info() -> dict[str, str]:
+    """Commit, date, host and versions the numbers were measured with."""
+    import platform
+
+    import parsl
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()
+    slurm = subprocess.run(["sinfo", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {"commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
+            "cpus": str(os.cpu_count()), "python": platform.python_version(), "parsl": parsl.__version__, "slurm": slurm}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=10_000, help="tasks in all, split over the faults")
     ap.add_argument("--task-ms", type=float, default=20.0, help="how long each task works")
     ap.add_argument("--hung-after", type=float, default=300.0, help="seconds after a fault a task may take to end")
     ap.add_argument("--faults", nargs="*", default=list(FAULTS), choices=FAULTS)
-    ap.add_argument("--out", type=Path, help="write the results here (default: benchmarks/results/chaos.json)")
+    ap.add_argument("--out", type=Path, help="write the results here (default: benchmarks/results/NAME.json)")
+    ap.add_argument("--name", default="chaos", help="results name under benchmarks/results (default chaos)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, also in a log file
 
@@ -430,13 +485,13 @@ def main() -> None:
         client = stack.client()
         fid = client.register_function(record)
         endpoints = {"local": stack.endpoint_id("local")}
-        if "slurm_scancel" in args.faults:
+        if any(f.startswith("slurm_") for f in args.faults):
             if shutil.which("sinfo") is None:
-                raise SystemExit("the slurm_scancel fault needs Slurm: run scripts/start_slurm.sh")
+                raise SystemExit("the slurm_* faults need Slurm: run scripts/start_slurm.sh")
             endpoints["hpc"] = stack.add_slurm_endpoint()
         per_fault = args.tasks // len(args.faults)
         for k, fault in enumerate(args.faults):
-            ep = endpoints["hpc" if fault == "slurm_scancel" else "local"]
+            ep = endpoints["hpc" if fault.startswith("slurm_") else "local"]
             row = run_phase(stack, fault, fid, ep, per_fault, k * per_fault, args.task_ms, args.hung_after, work)
             print(f"  {fault}: " + ", ".join(f"{k2}={v}" for k2, v in row.items() if k2 not in ("fault", "how")))
             rows.append(row)
@@ -444,11 +499,12 @@ def main() -> None:
         stack.cli("down")
     totals = {k: sum(r[k] for r in rows) for k in ("accepted", "completed", "failed_with_clear_error", "lost", "duplicated", "hung", "reruns")}
     print("totals: " + ", ".join(f"{k}={v}" for k, v in totals.items()))
-    results = {"tasks": args.tasks, "task_ms": args.task_ms, "workers": 2, "faults": rows, "totals": totals}
+    results = {"tasks": args.tasks, "task_ms": args.task_ms, "workers": 2, "faults": rows, "totals": totals,
+               "run": _run_info()}
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     else:
-        write_results("chaos", results)
+        write_results(args.name, results)
     if totals["lost"] or totals["duplicated"] or totals["hung"]:
         raise SystemExit("target missed: tasks were lost, duplicated or hung")
     over = [r["fault"] for r in rows if r["reruns"] > r["running_at_fault"]]

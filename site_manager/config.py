@@ -29,6 +29,8 @@ Reads like Parsl's own composition, in YAML for site admins, and maps onto Parsl
       max_blocks: 4
       nodes_per_block: 1
       max_idletime: 120             # seconds with nothing to do before idle blocks are cancelled
+      poll_period: 5                # seconds between batch-queue polls (a lost block is noticed)
+      cancel_timeout: 20            # seconds stop waits for cancelled blocks to leave the queue
     worker_init: "source ~/venv/bin/activate"
     runtimes:                       # warm pools in containers / other Pythons: site_manager/runtimes.py
       sci: {type: podman, image: localhost/fnserve-worker:latest, min_warm_workers: 1}
@@ -189,6 +191,11 @@ class ScalingConfig:
     nodes_per_block: int = 1
     # Seconds with no task queued or running before blocks above min_blocks are cancelled.
     max_idletime: float = 120.0
+    # Seconds between polls of the batch queue while blocks are alive: a block that ends without
+    # the endpoint asking (scancel, node failure, walltime) is logged and dropped within this.
+    poll_period: float = 5.0
+    # Seconds stop waits for its cancelled blocks to leave the queue (cancels are retried).
+    cancel_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_blocks <= self.max_blocks:
@@ -205,6 +212,10 @@ class ScalingConfig:
             raise ConfigError("scaling.nodes_per_block must be at least 1", details={"key": "scaling.nodes_per_block"})
         if self.max_idletime < 0:
             raise ConfigError("scaling.max_idletime must be 0 or more seconds", details={"key": "scaling.max_idletime"})
+        if not 0 < self.poll_period <= 600:
+            raise ConfigError("scaling.poll_period must be in (0, 600] seconds", details={"key": "scaling.poll_period"})
+        if not 0 < self.cancel_timeout <= 3600:
+            raise ConfigError("scaling.cancel_timeout must be in (0, 3600] seconds", details={"key": "scaling.cancel_timeout"})
 
 
 @dataclass
@@ -476,6 +487,12 @@ class EndpointConfig:
         if data.get("worker_init") and "worker_init" in data["provider"].options:
             raise ConfigError("worker_init is set both at the top level and in provider: keep one",
                               details={"key": "provider.worker_init"})
+        from site_manager.block_size import CPU_OPTIONS, block_cpus
+
+        _, problem = block_cpus(data["provider"].type, data["provider"].options,
+                                data["engine"].cores_per_worker, data["engine"].max_workers_per_node)
+        if problem:
+            raise ConfigError(problem, details={"key": f"provider.{CPU_OPTIONS[data['provider'].type]}"})
         if data["provider"].type == "kubernetes" and data["launcher"].type != "single_node":
             raise ConfigError("the kubernetes provider takes no launcher: remove the launcher section",
                               details={"key": "launcher.type"})

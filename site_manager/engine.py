@@ -40,6 +40,8 @@ from site_manager.config import (
     ScalingConfig,
     parsl_class,
 )
+from site_manager.batch_jobs import GONE_STATES, JobRecord, cancel_jobs, describe_left, in_queue, next_step, query_states, settle
+from site_manager.block_size import block_cpus, cpu_note
 from site_manager.failures import BlockLost, EngineLost
 from site_manager.interchange import LAUNCH_CMD as INTERCHANGE_LAUNCH_CMD
 from site_manager.runtimes.blocks import ended_dir, read_exit_notes
@@ -94,14 +96,18 @@ def make_provider(
     script_dir: Path,
     launcher: LauncherConfig | None = None,
     worker_init: str = "",
+    engine: EngineConfig | None = None,
 ) -> Any:
     """The Parsl provider object a config's ``provider`` section names.
 
     Block counts come from ``scaling`` and the launcher from ``launcher``; the engine decides
-    when to scale (no DataFlowKernel), so Parsl's own scaling strategy never sees them.
+    when to scale (no DataFlowKernel), so Parsl's own scaling strategy never sees them. A
+    block asks for the CPUs ``engine``'s workers use (:func:`site_manager.block_size.block_cpus`).
     """
     cls = parsl_class(PROVIDERS[provider.type])
     options = dict(provider.options)
+    if engine is not None:
+        options.update(block_cpus(provider.type, options, engine.cores_per_worker, engine.max_workers_per_node)[0])
     if worker_init:
         options["worker_init"] = worker_init
     if "worker_init" in inspect.signature(cls.__init__).parameters:
@@ -197,6 +203,13 @@ class Engine:
         self._idle_since: float | None = None
         self._last_activity: float | None = None  # a task submitted or finished (monotonic)
         self._held: set[str] = set()  # ended blocks whose managers the interchange was told to hold
+        # Batch jobs: the record the CLI reads, jobs cancelled and not yet seen out of the queue
+        # (job id -> when the last cancel was sent), blocks whose end was already reported.
+        self._record = JobRecord.in_dir(run_dir)
+        self._cancelling: dict[str, float] = {}
+        self._ended: set[str] = set()
+        self._polled_at = 0.0
+        self._holding = False  # stopping: no task more to any worker
         self._lock = threading.Lock()  # the bookkeeping above is also read on Parsl's result thread
         # Submitted and not settled: outer future -> (task bytes, task id, Parsl's future).
         self._inflight: dict[Future[bytes], tuple[bytes, str, Future[Any], dict[str, Any]]] = {}
@@ -235,7 +248,7 @@ class Engine:
         ex = cls(
             label=self.label,
             provider=make_provider(
-                self.provider_config, self.scaling, script_dir, launcher, self.worker_init
+                self.provider_config, self.scaling, script_dir, launcher, self.worker_init, cfg
             ),
             **sizing,
             prefetch_capacity=cfg.prefetch_capacity,
@@ -258,10 +271,16 @@ class Engine:
             logger.warning("engine.encrypted is off: any process that reaches the interchange's worker port (%s) can "
                            "run code as this account; turn it on unless every such process is trusted",
                            ex.address or "every interface")
+        note = cpu_note(self.provider_config.type)
+        if note and cfg.max_workers_per_node * cfg.cores_per_worker > 1:
+            logger.warning("blocks may get fewer CPUs than their %d worker(s) use: %s", cfg.max_workers_per_node, note)
         ex.start()
         self._executor = ex
+        # Jobs a killed predecessor recorded stay listed until they are seen out of the queue.
+        self._cancelling.update(dict.fromkeys(self._record.read(), 0.0))
         if self.scaling.init_blocks:
             ex.scale_out_facade(self.scaling.init_blocks)
+        self._save_jobs()
         logger.info("engine started: %r", ex.provider)
 
     def submit(self, task_bytes: bytes, task_id: str = "", resource_spec: dict[str, Any] | None = None) -> Future[bytes]:
@@ -326,15 +345,87 @@ class Engine:
             view = classify_blocks(states, self._connected_blocks, self._seen_blocks)
         return view
 
+    # -- batch jobs ---------------------------------------------------------------------------------
+
+    def _live_jobs(self) -> set[str]:
+        ex = self._executor
+        if ex is None:
+            return set()
+        states = {b: s.state.name for b, s in list(ex.status_facade.items())}
+        return {str(j) for b, j in list(ex.blocks_to_job_id.items())
+                if j is not None and states.get(b, "PENDING") not in GONE_STATES}
+
+    def _save_jobs(self) -> None:
+        """Write the batch jobs in the queue (live blocks, cancelled ones not yet gone) for the CLI."""
+        if self.provider_config.type in ("local", "kubernetes"):
+            return  # no batch queue: the process tree is the whole story
+        try:
+            self._record.write(self._live_jobs() | set(self._cancelling))
+        except OSError as exc:
+            logger.warning("cannot write %s: %s", self._record.path, exc)
+
+    def _poll_blocks(self, now: float) -> None:
+        """Ask the batch system about every block at ``scaling.poll_period`` (Parsl's own pace is 60 s
+        for Slurm): a block that ended without our asking is reported and dropped at once."""
+        ex = self._executor
+        if now - self._polled_at < self.scaling.poll_period:
+            return
+        self._polled_at = now
+        ex._last_poll_time = 0  # Parsl's poll_facade keeps its own pace; this poll is due now
+        try:
+            ex.poll_facade()
+        except Exception as exc:  # noqa: BLE001 - a failing batch system must not stop heartbeats
+            logger.warning("cannot poll block states: %s", exc)
+        self._report_ended()
+        self._settle_cancelled(now)
+        self._save_jobs()
+
+    def _report_ended(self) -> None:
+        """Log once each block whose job ended without the endpoint cancelling it, with its state."""
+        ex = self._executor
+        for block, st in list(ex.status_facade.items()):
+            name = st.state.name
+            if name not in GONE_STATES or name == "SCALED_IN" or block in self._ended:
+                continue
+            self._ended.add(block)
+            if self._lost.get(block) == "cancelled":
+                continue  # reported when it was found lost, and cancelled then
+            job = ex.blocks_to_job_id.get(block)
+            with self._lock:
+                had_workers = block in self._seen_blocks
+                self._lost.setdefault(block, f"its batch job ended ({name})")
+                self._connected_blocks.discard(block)
+            logger.warning("block %s (batch job %s) ended without the endpoint asking: state %s%s; %s", block, job, name,
+                           f" ({st.message})" if st.message else "",
+                           "its workers no longer count; the tasks it held are retried or fail as lost"
+                           if had_workers else "no worker of it had connected")
+
+    def _settle_cancelled(self, now: float) -> None:
+        """Check jobs cancelled earlier against the queue; cancel again those still in it."""
+        if not self._cancelling or self.provider_config.type in ("local", "kubernetes"):
+            return
+        ex = self._executor
+        states = query_states(ex.provider, list(self._cancelling))
+        step = next_step(states, self._cancelling, now, float("inf"), self.scaling.cancel_timeout / 4)
+        for job in set(self._cancelling) - set(in_queue(states)):
+            del self._cancelling[job]
+        if step.cancel:
+            logger.warning("batch job(s) %s still in the queue after a cancel: cancelling again",
+                           describe_left({j: states[j] for j in step.cancel}))
+            cancel_jobs(ex.provider, list(step.cancel))
+            self._cancelling.update(dict.fromkeys(step.cancel, now))
+
     def _scale_out_if_cold(self) -> None:
         # Only the cold start is decided on the task's path (from cached state, no round trip);
         # everything else waits for scale() at heartbeat pace.
-        if self._view().live == 0:
+        if self._view().live == 0 and not self._holding:
             self.scale()
 
     def scale(self, now: float | None = None) -> int:
         """Start or cancel blocks as :func:`site_manager.scaling.decide` says; returns the change."""
         ex = self._executor
+        if self._holding:
+            return 0  # stopping: what is queued goes back to the service, not to a new block
         now = time.monotonic() if now is None else now
         view = self._view()
         self._forget_lost(view)
@@ -347,10 +438,17 @@ class Engine:
         if d.add:
             logger.info("starting %d block(s) (%d task(s) outstanding, %d block(s) alive)", d.add, ex.outstanding(), view.live)
             ex.scale_out_facade(d.add)
+            self._save_jobs()
         if d.remove:
             # max_idletime=0: Parsl picks blocks whose workers hold no task (pending ones first).
             removed = ex.scale_in_facade(d.remove, max_idletime=0.0)
-            logger.info("idle for %.0f s: cancelled block(s) %s", now - (d.idle_since or now), ", ".join(removed) or "none")
+            jobs = [str(ex.blocks_to_job_id[b]) for b in removed if ex.blocks_to_job_id.get(b) is not None]
+            # Parsl marks them SCALED_IN whatever scancel said: they are checked against the
+            # queue at each poll until they left it (see _settle_cancelled).
+            self._cancelling.update(dict.fromkeys(jobs, time.monotonic()))
+            self._save_jobs()
+            logger.info("idle for %.0f s: cancelled block(s) %s (batch job(s) %s)", now - (d.idle_since or now),
+                        ", ".join(removed) or "none", ", ".join(jobs) or "none")
             return d.add - len(removed)
         return d.add
 
@@ -368,12 +466,18 @@ class Engine:
                 why = self._lost.get(block, "its workers disconnected")
                 self._lost[block] = "cancelled"
             job = ex.blocks_to_job_id.get(block)
-            logger.warning("block %s (job %s) was lost: %s; cancelling it", block, job, why)
-            try:
-                if job is not None:
+            st = ex.status_facade.get(block)
+            logger.warning("block %s (batch job %s) was lost: %s; state %s at the last poll of the queue; cancelling it",
+                           block, job, why, st.state.name if st is not None else "unknown")
+            if job is not None and self.provider_config.type in ("local", "kubernetes"):
+                try:
                     ex.provider.cancel([job])
-            except Exception as exc:  # noqa: BLE001 - usually the job is already gone
-                logger.info("cancelling lost block %s: %s", block, exc)
+                except Exception as exc:  # noqa: BLE001 - usually the job is already gone
+                    logger.info("cancelling lost block %s: %s", block, exc)
+            elif job is not None:
+                cancel_jobs(ex.provider, [str(job)])
+                self._cancelling[str(job)] = time.monotonic()  # checked against the queue at each poll
+                self._save_jobs()
 
     def ended_blocks(self) -> dict[str, str]:
         """Blocks that ended, and how: the block script's exit note (written the moment its
@@ -537,25 +641,44 @@ class Engine:
         if ex is None:
             return EngineStatus()
         # A failing batch system or interchange must not stop heartbeats: report what we know.
-        try:
-            ex.poll_facade()  # refreshes block states at the provider's own polling interval
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("cannot poll block states: %s", exc)
+        self._poll_blocks(time.monotonic())
         try:
             managers = ex.connected_managers()
         except Exception as exc:  # noqa: BLE001
             logger.warning("cannot list worker managers: %s", exc)
             managers = None
         if managers is not None:
+            # Workers of a block whose batch job ended are gone, whatever the interchange says
+            # until their heartbeats time out.
+            managers = [m for m in managers if str(m.get("block_id")) not in self._ended]
             with self._lock:
                 self._connected_blocks = {str(m.get("block_id")) for m in managers}
                 self._seen_blocks |= self._connected_blocks
                 self._manager_blocks.update(
                     (str(m.get("manager")), str(m.get("block_id"))) for m in managers
                 )
+        if self._holding and managers:
+            self._hold(managers)  # blocks that connected since the stop began
         view = self._view()
-        st = summarize((), managers or [], ex.outstanding())
+        st = summarize((), managers or [], ex.outstanding(), include_held=self._holding)
         return EngineStatus(len(view.pending), len(view.running), st.workers, st.tasks_queued, st.tasks_running)
+
+    def hold(self) -> None:
+        """Stopping: the interchange sends no more task to any worker, and no block starts.
+
+        Tasks already on workers run to the end; the ones queued in the interchange never start
+        (the site manager hands them back to the service).
+        """
+        self._holding = True
+        ex = self._executor
+        if ex is not None:
+            self._hold(ex.connected_managers())
+
+    def _hold(self, managers: list[dict[str, Any]]) -> None:
+        ex = self._executor
+        for m in managers:
+            if m.get("active", True):
+                ex._hold_manager(str(m.get("manager")))  # Parsl's own scale-in holds managers the same way
 
     def shutdown(self) -> None:
         """Cancel the blocks and stop the interchange."""
@@ -563,19 +686,32 @@ class Engine:
         if ex is None:
             self._kill_local_blocks()
             return
+        job_ids = sorted(self._live_jobs() | set(self._cancelling))
         self._executor = None
         if self.provider_config.type == "local":
             self._note_local_groups(ex)  # for the kill below
-        try:
-            job_ids = [
-                j for b, j in ex.blocks_to_job_id.items()
-                if j is not None and ex.status_facade.get(b) is not None and not ex.status_facade[b].terminal
-            ]
-            if job_ids:
-                logger.info("cancelling %d block(s): %s", len(job_ids), ", ".join(map(str, job_ids)))
+        left: dict[str, str] = {}
+        if job_ids and self.provider_config.type in ("local", "kubernetes"):
+            try:  # no batch queue to wait on: the provider kills the process tree / deletes the pod
                 ex.provider.cancel(job_ids)
-        except Exception:
-            logger.exception("cancelling blocks failed")
+            except Exception:
+                logger.exception("cancelling blocks failed")
+        elif job_ids:
+            logger.info("cancelling %d block(s): batch job(s) %s", len(job_ids), ", ".join(job_ids))
+            try:
+                left = settle(ex.provider, job_ids, self.scaling.cancel_timeout)
+            except Exception:
+                logger.exception("cancelling blocks failed")
+                left = dict.fromkeys(job_ids, "UNKNOWN")
+        if self.provider_config.type not in ("local", "kubernetes"):
+            self._record.write(left)
+        if left:
+            logger.error("batch job(s) still in the queue %.0f s after cancelling them: %s; `fnserve endpoint stop` "
+                         "retries, or cancel them by hand", self.scaling.cancel_timeout, describe_left(left))
+        elif job_ids and self.provider_config.type not in ("local", "kubernetes"):
+            logger.info("batch job(s) %s are out of the queue", ", ".join(job_ids))
+        elif job_ids:
+            logger.info("cancelled block(s) %s", ", ".join(job_ids))
         ex.shutdown()
         self._kill_local_blocks()  # whatever a cancelled block left (workers of a killed pool)
         logger.info("engine stopped")

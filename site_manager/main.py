@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="validate the config, print the Parsl objects it makes, and exit"
     )
     parser.add_argument(
+        "--reap-jobs", type=float, metavar="SECONDS",
+        help="cancel the batch jobs a stopped site manager left in the queue, wait up to SECONDS for them to "
+             "leave it, and exit 3 naming those that did not (the CLI runs this after stop)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)"
     )
     args = parser.parse_args(argv)
@@ -59,10 +64,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(describe(config))
             return 0
+        if args.reap_jobs is not None:
+            return reap_jobs(config, args.reap_jobs)
     except ConfigError as exc:
         print(f"fnserve site manager: {exc.message}", file=sys.stderr)
         return 1
     return run(config)
+
+
+def reap_jobs(config: EndpointConfig, timeout: float) -> int:
+    """Cancel what the endpoint's job records still list; 0 when the queue holds none of them, else 3."""
+    import tempfile
+    from pathlib import Path
+
+    from site_manager.batch_jobs import describe_left, reap, records_under
+    from site_manager.engine import make_provider
+
+    if not records_under(config.run_path):
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        provider = make_provider(config.provider, config.scaling, Path(tmp), config.launcher, config.worker_init,
+                                 config.engine)
+        left = reap(provider, config.run_path, timeout)
+    if left:
+        print(f"fnserve site manager: batch job(s) still in the queue after {timeout:g} s of cancelling: "
+              f"{describe_left(left)}", file=sys.stderr)
+        return 3
+    return 0
 
 
 def describe(config: EndpointConfig) -> str:
@@ -78,7 +106,8 @@ def describe(config: EndpointConfig) -> str:
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            provider = make_provider(config.provider, config.scaling, Path(tmp), config.launcher, config.worker_init)
+            provider = make_provider(config.provider, config.scaling, Path(tmp), config.launcher, config.worker_init,
+                                     config.engine)
     except Exception as exc:
         raise ConfigError(f"Parsl refused the {config.provider.type} provider settings: {exc}") from exc
     return f"provider: {provider!r}"

@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 # Seconds between checks for tasks past their walltime (only while such tasks run).
 WALLTIME_CHECK = 1.0
+# Seconds between asking the workers whether they still run anything, while stopping.
+DRAIN_CHECK = 0.25
 
 
 def software_versions() -> dict[str, str]:
@@ -107,6 +109,7 @@ class SiteManager:
         self._reconnect_at: float | None = 0.0  # connect at once
         self._stop_requested = threading.Event()
         self._drain_deadline: float | None = None
+        self._drain_checked_at = 0.0
         self._walltime_check_at: float | None = None  # set while tasks with a walltime run
         self._poller = zmq.Poller()
         self._poller.register(self.inbox.fileno(), zmq.POLLIN)
@@ -203,6 +206,8 @@ class SiteManager:
                 self._reconnect_at,
                 self._drain_deadline,
                 self._walltime_check_at,
+                # Stopping: ask the workers again soon whether they still run anything.
+                None if self._drain_deadline is None else self._drain_checked_at + DRAIN_CHECK,
             )
             if d is not None
         ]
@@ -402,22 +407,47 @@ class SiteManager:
 
     def _begin_drain(self) -> None:
         logger.info(
-            "stopping: no new tasks; waiting up to %g s for running tasks and acks",
+            "stopping: no new tasks; waiting up to %g s for the tasks running on workers and acks; "
+            "the tasks not started go back to the service",
             self.config.drain_timeout,
         )
         self.session.start_drain()
+        # Workers take nothing more from the interchange: what is queued there stays unstarted.
+        hold = getattr(self.engine, "hold", None)
+        if hold is not None:
+            try:
+                hold()
+            except Exception as exc:  # noqa: BLE001 - a dead interchange: nothing more starts anyway
+                logger.warning("cannot hold the workers: %s", exc)
         self._drain_deadline = time.monotonic() + self.config.drain_timeout
+        self._drain_checked_at = 0.0
 
     def _drain_finished(self) -> bool:
         assert self._drain_deadline is not None
-        return self.session.drained or time.monotonic() >= self._drain_deadline
+        now = time.monotonic()
+        if self.session.drained or now >= self._drain_deadline:
+            return True
+        if not self.session.started_done or now - self._drain_checked_at < DRAIN_CHECK:
+            return False
+        # The session saw every started task finish; the workers must say they hold none either
+        # (a task can be on a worker a moment before its start marker arrives).
+        self._drain_checked_at = now
+        try:
+            return self.engine.status().tasks_running == 0
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("cannot ask the workers what they run: %s", exc)
+            return True
 
     def _leave(self) -> int:
-        if self.session.running or len(self.session.ledger):
+        back = self.session.handed_back()
+        if back:
+            logger.info("handing %d task(s) that no worker started back to the service: %s", len(back),
+                        ", ".join(back[:20]) + (" ..." if len(back) > 20 else ""))
+        started = len(self.session.running) - len(back)
+        if started or len(self.session.ledger):
             logger.warning(
-                "leaving with %d task(s) still running and %d result(s) unacked; the forwarder re-dispatches them",
-                len(self.session.running),
-                len(self.session.ledger),
+                "leaving with %d started task(s) still running and %d result(s) unacked after %g s; "
+                "the forwarder re-dispatches them", started, len(self.session.ledger), self.config.drain_timeout,
             )
         self._send(Disconnect(reason="endpoint shutting down"))
         self._close_socket(linger_ms=1000)  # give the goodbye a moment to leave

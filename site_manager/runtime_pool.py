@@ -217,6 +217,13 @@ class RuntimePool:
             self._start_or_fail(self.runtimes[name])
         return change
 
+    def hold(self) -> None:
+        """Stopping: no engine sends another task to a worker (see :meth:`Engine.hold`)."""
+        with self._lock:
+            engines = list(self.engines.values())
+        for engine in [self.host, *engines]:
+            engine.hold()
+
     def shutdown(self) -> None:
         with self._lock:
             engines = list(self.engines.values())

@@ -240,7 +240,8 @@ class Session:
         # Cancelled while running, or already reported as past their walltime: their results
         # (the killed worker's 'lost' report) are dropped when they arrive.
         self.cancelled: set[str] = set()
-        # Running tasks a worker announced it started (an engine that dies reruns the others free).
+        # Tasks a worker announced it started (its start marker came): what a stop waits for, and
+        # what an engine that dies must report lost (it reruns the others free).
         self.started: set[str] = set()
         self.draining = False
         self._last_heard = 0.0
@@ -317,7 +318,7 @@ class Session:
                 limit = self.max_retries if task.max_retries is None else task.max_retries
                 if should_retry(result, attempts, limit) and not self.draining:
                     self._attempts[result.task_id] = attempts + 1
-                    self.started.discard(result.task_id)
+                    self.started.discard(result.task_id)  # queued again: not on a worker until it starts
                     retries.append(Submit(task))
                     continue  # still running, as far as anyone outside knows
                 result = final_result(result, attempts, limit)
@@ -422,6 +423,16 @@ class Session:
     def drained(self) -> bool:
         """Nothing running and every result acked."""
         return not self.running and not len(self.ledger)
+
+    @property
+    def started_done(self) -> bool:
+        """Stopping: every task a worker started has finished and every result is acked. Tasks sent
+        here that no worker started are handed back: the forwarder re-dispatches them after we leave."""
+        return not (self.running & self.started) and not len(self.ledger)
+
+    def handed_back(self) -> list[str]:
+        """Tasks held here that no worker started (what a stop gives back to the service)."""
+        return sorted(self.running - self.started)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -29,16 +29,17 @@ def count_blocks(states: Iterable[str]) -> tuple[int, int]:
 
 
 def summarize(
-    block_states: Iterable[str], managers: Iterable[dict[str, Any]], outstanding: int
+    block_states: Iterable[str], managers: Iterable[dict[str, Any]], outstanding: int, include_held: bool = False
 ) -> EngineStatus:
     """Build an :class:`EngineStatus` from Parsl's view of blocks and worker managers.
 
     ``managers`` are the dicts of ``HighThroughputExecutor.connected_managers()``; a task a
     manager holds counts as running only up to its worker count (the rest are prefetched).
     ``outstanding`` is every task submitted and not finished, so queued is what is left.
+    Held managers (Parsl's scale-in, or a stopping endpoint) count only with ``include_held``.
     """
     pending, running = count_blocks(block_states)
-    live = [m for m in managers if m.get("active", True)]
+    live = [m for m in managers if include_held or m.get("active", True)]
     workers = sum(int(m.get("worker_count", 0)) for m in live)
     busy = sum(min(int(m.get("tasks", 0)), int(m.get("worker_count", 0))) for m in live)
     busy = min(busy, outstanding)

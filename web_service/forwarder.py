@@ -30,6 +30,7 @@ from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, WATCH
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.result_limits import within_limits
+from web_service.stale_tasks import expire_waiting, sweep_interval
 from web_service.usage import log_usage, result_entries
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Forwarder:
         output_limit: int | None = None,
         max_result_bytes: int = 10 * 1024 * 1024,
         file_triggers: Any = None,
+        waiting_expiry: float = 0.0,
     ):
         """``server_keys`` (public, secret) turn on CurveZMQ: every connection is encrypted and
         authenticated through ZAP, the client's key must belong to a live endpoint
@@ -177,6 +179,8 @@ class Forwarder:
         self.file_triggers = file_triggers
         self._watch_sent: dict[str, list[m.FolderWatch]] = {}
         self._watch_check_at = 0.0
+        # Tasks waiting this long for an endpoint that is not connected fail (0: never).
+        self.waiting_expiry = waiting_expiry
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -214,9 +218,10 @@ class Forwarder:
         poller.register(wake, zmq.POLLIN)
         poller.register(stop_sock, zmq.POLLIN)
         check_at = self.connections.next_deadline(time.time())
+        sweep_at = time.time() + (sweep_interval(self.waiting_expiry) if self.waiting_expiry > 0 else float("inf"))
         try:
             while not self._stop.is_set():
-                timeout_ms = max(0, int((check_at - time.time()) * 1000))
+                timeout_ms = max(0, int((min(check_at, sweep_at) - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 try:
                     if router in events:
@@ -228,6 +233,9 @@ class Forwarder:
                         self._expire(now)
                         self._refresh_watches(router, now)
                         check_at = self.connections.next_deadline(now)
+                    if now >= sweep_at:
+                        expire_waiting(self.store, self.waiting_expiry, now)
+                        sweep_at = now + sweep_interval(self.waiting_expiry)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     self._store_lost(router, exc)
                     check_at = self.connections.next_deadline(time.time())
@@ -658,6 +666,7 @@ def main() -> None:
         endpoint_for_key=key_owner, max_result_bytes=settings.max_result_bytes,
         # File triggers: watch lists to endpoints, their events into the registry (docs/triggers.md).
         file_triggers=FileTriggerBridge(sessions, store, QuotaChecker(store.r, settings.cache_seconds)),
+        waiting_expiry=settings.waiting_expiry,
     )
     metrics_bind = os.environ.get("FNSERVE_FORWARDER_METRICS")
     if metrics_bind:

@@ -313,8 +313,9 @@ PATHS: dict[str, Any] = {
     },
     "/v1/endpoints/{endpoint_id}": {
         "get": _op("one endpoint, with status", "200", _ref("Endpoint"), params=[_path_param("endpoint_id")]),
-        "delete": _op("delete an endpoint; its queued tasks are cancelled", "200", _obj({
-            "endpoint_id": {"type": "string"}, "deleted": {"type": "boolean"}, "tasks_cancelled": {"type": "integer"},
+        "delete": _op("delete an endpoint; its unfinished tasks fail with code endpoint_deleted", "200", _obj({
+            "endpoint_id": {"type": "string"}, "deleted": {"type": "boolean"}, "tasks_failed": {"type": "integer"},
+            "tasks_cancelled": {"type": "integer"},
         }, ["endpoint_id", "deleted"]), params=[_path_param("endpoint_id")]),
     },
     "/v1/endpoints/{endpoint_id}/status": {

@@ -95,6 +95,9 @@ class Settings:
     s3_bucket: str = ""
     s3_endpoint_url: str = ""  # an S3-compatible server's URL (empty: AWS)
     s3_region: str = ""
+    # Seconds a task may wait for an endpoint that is not connected before it fails with code
+    # endpoint_not_connected (0: never; see web_service/stale_tasks.py).
+    waiting_expiry: float = 24 * 3600.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -135,6 +138,7 @@ class Settings:
             anon_rate_limit=float(get("ANON_RATE_LIMIT", str(d.anon_rate_limit))),
             anon_rate_burst=float(get("ANON_RATE_BURST", str(d.anon_rate_burst))),
             proxy_hops=int(get("PROXY_HOPS", str(d.proxy_hops))),
+            waiting_expiry=float(get("WAITING_EXPIRY", str(d.waiting_expiry))),
             access_log=get("ACCESS_LOG", "1").lower() not in ("0", "false", "no"),
             metrics_token=get("METRICS_TOKEN", ""),
             trigger_rate_limit=float(get("TRIGGER_RATE_LIMIT", str(d.trigger_rate_limit))),

@@ -397,7 +397,7 @@ _CANCEL = _LOG_COMPLETED + """
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return false end
 if st == 'success' or st == 'failed' or st == 'cancelled' then return st end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 't_finished', ARGV[1],
+redis.call('HSET', KEYS[1], 'state', ARGV[8] or 'cancelled', 't_finished', ARGV[1],
            'error', ARGV[3])
 redis.call('HDEL', KEYS[1], 'payload')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -635,15 +635,20 @@ class TaskStore:
 
     def cancel(self, task_id: str, owner: str) -> str | None:
         """Cancel a task that has not finished. Returns its state before, or None if unknown."""
+        return self.end_unfinished(task_id, owner, TaskState.CANCELLED,
+                                   {"code": "cancelled", "type": "TaskCancelled", "message": "cancelled by its owner"})
+
+    def end_unfinished(self, task_id: str, owner: str, state: TaskState, error: dict[str, str]) -> str | None:
+        """End a task that has not finished as ``state`` (cancelled or failed) with ``error``; one
+        dispatched already is stopped at its endpoint as a cancel is. Returns its state before."""
         rec = self.get(task_id)
         if rec is None:
             return None
-        error = json.dumps({"code": "cancelled", "type": "TaskCancelled", "message": "cancelled by its owner"})
         before = self._cancel(
             keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner), completed_key(owner),
                   cancels_key(rec.endpoint_id)],
-            args=[repr(time.time()), self.result_ttl, error, task_id, COMPLETION_LOG_ENTRIES, WAKE_CHANNEL,
-                  CANCEL_WAKE + rec.endpoint_id],
+            args=[repr(time.time()), self.result_ttl, json.dumps(error), task_id, COMPLETION_LOG_ENTRIES, WAKE_CHANNEL,
+                  CANCEL_WAKE + rec.endpoint_id, state.value],
         )
         return before.decode() if isinstance(before, bytes) else None
 
@@ -760,7 +765,9 @@ class TaskStore:
 
     def set_connected(self, endpoint_id: str, connected: bool, **info: Any) -> None:
         fields = {"connected": int(connected), "changed_at": repr(time.time()), **{k: str(v) for k, v in info.items()}}
-        self._set_status(endpoint_id, fields)
+        # A disconnected endpoint reports no blocks or workers: its last report described a site
+        # manager that is gone (stopped, or lost and to be replaced by a new one that reports anew).
+        self._set_status(endpoint_id, fields, drop=() if connected else ("report",))
 
     def touch(self, endpoint_id: str, report: EndpointStatus | None = None) -> None:
         fields: dict[str, Any] = {"last_heartbeat": repr(time.time())}
@@ -768,10 +775,12 @@ class TaskStore:
             fields["report"] = msgspec.json.encode(report)
         self._set_status(endpoint_id, fields)
 
-    def _set_status(self, endpoint_id: str, fields: dict[str, Any]) -> None:
+    def _set_status(self, endpoint_id: str, fields: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
         # One round trip; the publish lets live views follow the endpoint without polling.
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(status_key(endpoint_id), mapping=fields)
+        if drop:
+            pipe.hdel(status_key(endpoint_id), *drop)
         pipe.publish(status_channel(endpoint_id), endpoint_id)
         pipe.execute()
 

@@ -122,12 +122,19 @@ def start(name: str, wait: bool = True, timeout: float = 120.0, say: Any = click
         say(f"endpoint {name} is connected")
 
 
-def stop(name: str, say: Any = click.echo) -> bool:
+def stop(name: str, say: Any = click.echo, jobs_timeout: float = stack.JOBS_TIMEOUT) -> bool:
     """Stop NAME gracefully: it takes no new task, finishes or hands back the running ones,
-    cancels its blocks and exits. Returns whether it was running."""
+    cancels its blocks and exits. Then the batch jobs it left (a failed cancel, a killed site
+    manager) are cancelled and waited for; raises :class:`click.ClickException` naming the jobs
+    still in the queue after ``jobs_timeout`` s. Returns whether it was running."""
     proc = stack.endpoint_process(name)
     was_running = proc.stop(timeout=STOP_TIMEOUT, leader_first=True)
-    say(f"endpoint {name} " + ("stopped" if was_running else "was not running"))
+    problem = stack.reap_endpoint_jobs(name, jobs_timeout)
+    if problem:
+        raise click.ClickException(
+            f"{problem}; the endpoint's process is {'stopped' if was_running else 'not running'}: "
+            f"run `fnserve endpoint stop {name}` again, or cancel them with the batch system")
+    say(f"endpoint {name} " + ("stopped" if was_running else "was not running") + ", no batch job left")
     return was_running
 
 
@@ -231,10 +238,13 @@ def add_commands(group: click.Group) -> None:
 
     @group.command("stop")
     @click.argument("name")
-    def stop_cmd(name: str) -> None:
-        """Stop endpoint NAME: no new tasks, running ones finish or go back to the service, blocks cancelled."""
+    @click.option("--jobs-timeout", type=float, default=stack.JOBS_TIMEOUT, show_default=True,
+                  help="Seconds to wait for its batch jobs to leave the queue before failing with their ids.")
+    def stop_cmd(name: str, jobs_timeout: float) -> None:
+        """Stop endpoint NAME: no new tasks, running ones finish or go back to the service, blocks
+        cancelled and checked out of the batch queue (exit 1 naming the jobs that are not)."""
         _known(name)
-        stop(name)
+        stop(name, jobs_timeout=jobs_timeout)
 
     @group.command("restart")
     @click.argument("name")
@@ -291,13 +301,16 @@ def add_commands(group: click.Group) -> None:
     @group.command("delete")
     @click.argument("name")
     @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-    def delete_cmd(name: str, yes: bool) -> None:
-        """Stop endpoint NAME, delete it from the service (its unfinished tasks are cancelled) and
-        remove its directory."""
+    @click.option("--jobs-timeout", type=float, default=stack.JOBS_TIMEOUT, show_default=True,
+                  help="Seconds to wait for its batch jobs to leave the queue before failing with their ids.")
+    def delete_cmd(name: str, yes: bool, jobs_timeout: float) -> None:
+        """Stop endpoint NAME, delete it from the service (its unfinished tasks fail with
+        endpoint_deleted) and remove its directory. Nothing is deleted while batch jobs of it
+        are still in the queue (exit 1 naming them)."""
         _known(name)
         if not yes:
             click.confirm(f"delete endpoint {name} and its config?", abort=True)
-        stop(name)
+        stop(name, jobs_timeout=jobs_timeout)
         endpoint_id = identity(name).get("endpoint_id")
         if endpoint_id:
             from fnserve.errors import NotFound

@@ -321,7 +321,9 @@ def down() -> None:
     """Stop everything `fnserve up` started."""
     from fnserve.cli import stack
 
-    stack.stop_all(say=click.echo)
+    problems = stack.stop_all(say=click.echo)
+    if problems:  # batch jobs still in the queue: say which, and fail
+        raise click.ClickException("; ".join(problems))
 
 
 @main.command()

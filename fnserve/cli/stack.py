@@ -240,13 +240,44 @@ def wait_connected(client: Any, endpoint_id: str, proc: Managed, timeout: float 
                "endpoint", proc)
 
 
-def stop_all(say: Callable[[str], None] = print) -> None:
+# Seconds `endpoint stop` / `delete` / `fnserve down` wait for an endpoint's batch jobs to leave the
+# queue once its site manager is gone (they retry the cancel meanwhile).
+JOBS_TIMEOUT = 30.0
+
+
+def reap_endpoint_jobs(name: str, timeout: float = JOBS_TIMEOUT) -> str | None:
+    """Cancel the batch jobs a stopped endpoint NAME left in the queue and wait for them to leave it.
+
+    Returns None when none is left, else the message naming the jobs still queued (for a non-zero
+    exit). Runs ``python -m site_manager --reap-jobs`` (this package never imports the site
+    manager); a quick no-op when the endpoint recorded no batch job.
+    """
+    run_dir = endpoint_dir(name) / "run"
+    if not run_dir.exists() or not any(run_dir.rglob("batch_jobs.json")):
+        return None
+    argv = python_module("site_manager", *site_manager_args(name), "--reap-jobs", str(timeout))
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        return f"endpoint {name}: checking its batch jobs did not finish in {timeout + 60:g} s; see {run_dir}"
+    if out.returncode == 0:
+        return None
+    message = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+    return f"endpoint {name}: {message.removeprefix('fnserve site manager: ')}"
+
+
+def stop_all(say: Callable[[str], None] = print) -> list[str]:
+    """Stop every endpoint and the service; returns problems (batch jobs left in the queue)."""
+    problems = []
     sessions = {pid for f in home().glob("**/*.pid") if (pid := recorded_pid(f))}
     root = home() / "endpoints"
     if root.exists():
         for ep in sorted(root.iterdir()):
             if endpoint_process(ep.name).stop(timeout=40, leader_first=True):
                 say(f"  stopped endpoint {ep.name}")
+            problem = reap_endpoint_jobs(ep.name)
+            if problem:
+                problems.append(problem)
     procs = processes()
     for name in SERVICE_PROCESSES:
         if procs[name].stop():
@@ -258,3 +289,4 @@ def stop_all(say: Callable[[str], None] = print) -> None:
     if left:
         raise RuntimeError(f"processes of this stack would not stop: {', '.join(map(str, left))}")
     say("  no fnserve process left")
+    return problems

@@ -56,17 +56,24 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def up(self) -> None:
-        out = subprocess.run([*FNSERVE, "up", "--port", str(self.port)], env=self.env, capture_output=True,
-                             text=True, timeout=180, cwd=self.home, check=False)
+        for _ in range(3):  # other test runs on this host may take the free ports we picked meanwhile
+            out = subprocess.run([*FNSERVE, "up", "--port", str(self.port)], env=self.env, capture_output=True,
+                                 text=True, timeout=180, cwd=self.home, check=False)
+            if out.returncode == 0 or "already in use" not in out.stderr:
+                break
+            self.down()
+            self.port = free_base_port()
+            self.url = f"http://127.0.0.1:{self.port}"
         assert out.returncode == 0, f"fnserve up failed:\n{out.stdout}\n{out.stderr}"
         self.token = yaml.safe_load((self.home / "client.yaml").read_text())["token"]
 
     def down(self) -> None:
         subprocess.run([*FNSERVE, "down"], env=self.env, capture_output=True, text=True, timeout=180, cwd=self.home, check=False)
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                             cwd=self.home, check=False)
+    def cli(self, *args: str, check: bool = True, timeout: float = 180,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([*FNSERVE, *args], env={**self.env, **(env or {})}, capture_output=True, text=True,
+                             timeout=timeout, cwd=self.home, check=False)
         if check and out.returncode != 0:
             raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
         return out
@@ -98,15 +105,53 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def queued(run_dir: Path) -> dict[str, str]:
+    """Batch jobs in the queue whose submit script lives under ``run_dir``: id -> state (reason)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r|%o"], capture_output=True, text=True, check=True)
+    jobs = {}
+    for line in out.stdout.splitlines():
+        job_id, state, reason, command = line.split("|", 3)
+        if command.startswith(str(run_dir)) and state not in ("COMPLETED", "CANCELLED", "FAILED"):
+            jobs[job_id] = f"{state} ({reason})"
+    return jobs
+
+
 def batch_jobs(run_dir: Path) -> list[str]:
     """Ids of the batch jobs in the queue whose submit script lives under ``run_dir``."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%o"], capture_output=True, text=True, check=True)
-    jobs = []
-    for line in out.stdout.splitlines():
-        job_id, state, command = line.split("|", 2)
-        if command.startswith(str(run_dir)) and state not in ("COMPLETED", "CANCELLED", "FAILED"):
-            jobs.append(job_id)
-    return jobs
+    return sorted(queued(run_dir))
+
+
+def result_in_block(fc: Client, task_id: str, run_dir: Path, timeout: float = 180) -> Any:
+    """The task's result; if it does not come, the failure shows the endpoint's jobs and the whole
+    queue (a block pending behind other jobs and a lost task look different)."""
+    from fnserve.errors import TaskPending
+
+    try:
+        return fc.get_result(task_id, timeout=timeout)
+    except TaskPending as exc:
+        queue = subprocess.run(["squeue", "-o", "%i %T %C %M %r %o"], capture_output=True, text=True, check=False).stdout
+        raise AssertionError(f"{exc}; this endpoint's jobs: {queued(run_dir)}; the queue:\n{queue}") from None
+
+
+def assert_no_jobs(run_dir: Path, after: str) -> None:
+    """No batch job of ``run_dir`` in the queue; if one is, the failure says which, in what state,
+    and what Slurm knows of it (a COMPLETING race and a leak look different)."""
+    left = queued(run_dir)
+    if left:
+        details = "\n".join(
+            subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False).stdout
+            for job in left)
+        raise AssertionError(f"batch job(s) left in the queue after {after}: {left}\n{details}")
+
+
+def failing_scancel(folder: Path) -> dict[str, str]:
+    """A PATH that shadows ``scancel`` with a script that refuses, as a broken or overloaded
+    scheduler does (exit 1, an error on stderr); everything else is the real Slurm."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "scancel"
+    script.write_text("#!/bin/sh\necho \"scancel: error: Kill job error on job id $1: Socket timed out\" >&2\nexit 1\n")
+    script.chmod(0o755)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
 
 
 def where_am_i() -> dict[str, Any]:
@@ -115,6 +160,18 @@ def where_am_i() -> dict[str, Any]:
     import socket
 
     return {"job": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def hold_until(path: str, limit: float) -> str | None:
+    """Runs on a worker: keeps it busy until ``path`` exists (the test releases it) or ``limit`` s
+    passed, then says which batch job it ran in. Keeps a block from going idle while a test looks."""
+    import os
+    import time
+
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def nap_then_where(seconds: float) -> str | None:

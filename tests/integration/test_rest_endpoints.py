@@ -52,13 +52,17 @@ def test_unknown_endpoint_is_404(client, alice):
         assert_error(client.get(path, headers=alice), 404, "endpoint_not_found")
 
 
-def test_deleting_an_endpoint_cancels_its_waiting_tasks_and_refuses_new_ones(client, alice, store):
+def test_deleting_an_endpoint_fails_its_waiting_tasks_at_once_and_refuses_new_ones(client, alice, store):
     fid = register_function(client, alice)
     eid = register_endpoint(client, alice)["endpoint_id"]
     ids = client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid, "args": [1]}] * 2}, headers=alice).json["task_ids"]
     resp = client.delete(f"/v1/endpoints/{eid}", headers=alice)
-    assert resp.status_code == 200 and resp.json["deleted"] is True and resp.json["tasks_cancelled"] == 2
-    assert [store.get(t).state.value for t in ids] == ["cancelled", "cancelled"]
+    assert resp.status_code == 200 and resp.json["deleted"] is True and resp.json["tasks_failed"] == 2
+    assert [store.get(t).state.value for t in ids] == ["failed", "failed"]
+    # A waiting client gets the failure at once, with a code to act on.
+    got = client.get(f"/v1/tasks/{ids[0]}", headers=alice).json
+    assert got["state"] == "failed" and got["error"]["code"] == "endpoint_deleted", got
+    assert eid in got["error"]["message"]
     assert_error(client.get(f"/v1/endpoints/{eid}", headers=alice), 404, "endpoint_not_found")
     again = client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid, "args": [1]}]}, headers=alice)
     assert_error(again, 404, "endpoint_not_found")

@@ -197,7 +197,9 @@ def test_operator_disables_enables_and_deletes_a_user_within_the_cache_time(sett
         assert client.get("/v1/functions", headers=ann).status_code in (401, 403)
         assert client.get(f"/v1/tasks/{on_bobs}", headers=bob).status_code == 403  # still hers, and cancelled:
         assert state(app).store.get(on_bobs).state.value == "cancelled"
-        assert state(app).store.get(on_hers).state.value == "cancelled"
+        # On her own endpoint, deleted with her: failed with endpoint_deleted, as any deleted endpoint's.
+        hers = state(app).store.get(on_hers)
+        assert hers.state.value == "failed" and hers.error["code"] == "endpoint_deleted"
         assert client.get(f"/v1/endpoints/{bob_ep}/sharing", headers=bob).json["users"] == []
         assert_error(client.get(f"/v1/functions/{fid}", headers=bob), 404, "function_not_found")
         assert _operator(settings, "delete", "ann", "--yes").returncode == 1  # gone: user_not_found

@@ -73,7 +73,7 @@ def test_kubernetes_is_accepted_without_a_launcher() -> None:
          "launcher.type"),
         ({"launcher": {"type": "srun", "overides": "-n 1"}},
          "launcher: unknown key 'overides' for SrunLauncher; allowed: debug, overrides", "launcher.overides"),
-        ({"scaling": {"max_idle": 5}}, "scaling: unknown key 'max_idle'; allowed: init_blocks, max_blocks, max_idletime",
+        ({"scaling": {"max_idle": 5}}, "scaling: unknown key 'max_idle'; allowed: cancel_timeout, init_blocks, max_blocks, max_idletime",
          "scaling.max_idle"),
         ({"provider": {"type": "slurm", "max_blocks": 3}}, "provider.max_blocks is set by the endpoint: put it in the 'scaling'",
          "provider.max_blocks"),

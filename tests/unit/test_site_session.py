@@ -10,6 +10,7 @@ from fnserve.messages import (
     Refused,
     Register,
     Registered,
+    RemoteError,
     ResultBatch,
     ResultMessage,
     TaskBatch,
@@ -264,6 +265,27 @@ def test_draining_takes_no_new_tasks_and_is_done_when_results_are_acked() -> Non
     assert not s.drained  # sent but not yet acked
     s.received(Ack(task_ids=["a"]), NOW, 0.0)
     assert s.drained
+
+
+def test_a_stop_waits_for_started_tasks_only_and_hands_the_others_back() -> None:
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("a"), task("b"), task("c")]), NOW, 0.0)
+    s.outputs_ready([TaskOutput(task_id="a", seq=-1, time=1.0, kind="start")])
+    s.start_drain()
+    assert not s.started_done and s.handed_back() == ["b", "c"]  # "a" runs on a worker
+    s.results_ready([result("a")])
+    assert not s.started_done  # its result is not acked yet
+    s.received(Ack(task_ids=["a"]), NOW, 0.0)
+    assert s.started_done and not s.drained and s.handed_back() == ["b", "c"]
+
+
+def test_a_retried_task_is_not_started_until_a_worker_starts_it_again() -> None:
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("a")]), NOW, 0.0)
+    s.outputs_ready([TaskOutput(task_id="a", seq=-1, time=1.0, kind="start")])
+    lost = ResultMessage(task_id="a", ok=False, error=RemoteError(code="worker_lost", type="WorkerLost", message="gone"))
+    assert any(isinstance(a, Submit) for a in s.results_ready([lost]))
+    assert s.handed_back() == ["a"]
 
 
 def test_next_deadline_is_the_earlier_of_heartbeat_and_silence_limit() -> None:

@@ -70,5 +70,6 @@ def status(endpoint_id: str) -> Response:
 def delete(endpoint_id: str) -> Response:
     state = current()
     with state.sessions() as session:
-        cancelled = service.delete_endpoint(session, state.store, identity(), endpoint_id, state.ownership)
-    return respond({"endpoint_id": endpoint_id, "deleted": True, "tasks_cancelled": cancelled})
+        ended = service.delete_endpoint(session, state.store, identity(), endpoint_id, state.ownership)
+    # Its unfinished tasks failed with code endpoint_deleted (``tasks_cancelled``: the name of old).
+    return respond({"endpoint_id": endpoint_id, "deleted": True, "tasks_failed": ended, "tasks_cancelled": ended})

@@ -65,9 +65,9 @@ def get_endpoint(session: Session, owner: Identity, endpoint_id: str) -> Endpoin
 
 
 def delete_endpoint(session: Session, store: TaskStore, owner: Identity, endpoint_id: str, cache: OwnershipCache | None = None) -> int:
-    """Soft-delete an endpoint (owner only) and cancel its unfinished tasks (nothing would ever
-    run them). Returns how many tasks were cancelled. Its CurveZMQ key stops working at once:
-    the forwarder checks the registry on every connection.
+    """Soft-delete an endpoint (owner only) and fail its unfinished tasks at once with code
+    ``endpoint_deleted`` (nothing would ever run them). Returns how many tasks were ended. Its
+    CurveZMQ key stops working at once: the forwarder checks the registry on every connection.
     """
     ep = require_owner(session, owner, "endpoint", endpoint_id)
     ep.deleted_at = utcnow()
@@ -77,26 +77,36 @@ def delete_endpoint(session: Session, store: TaskStore, owner: Identity, endpoin
     store.revoke_endpoint(endpoint_id)
     if cache is not None:
         cache.forget(("endpoint", endpoint_id))
-    cancelled = _cancel_unfinished(store, endpoint_id)
-    log.info("endpoint %s deleted by user %s; %d unfinished tasks cancelled", endpoint_id, owner.user_id, cancelled)
-    return cancelled
+    ended = _fail_unfinished(store, endpoint_id)
+    log.info("endpoint %s deleted by user %s; %d unfinished tasks failed (endpoint_deleted)", endpoint_id,
+             owner.user_id, ended)
+    return ended
 
 
-def _cancel_unfinished(store: TaskStore, endpoint_id: str) -> int:
+def deleted_error(endpoint_id: str) -> dict[str, str]:
+    """The error an unfinished task of a deleted endpoint ends with."""
+    return {"code": "endpoint_deleted", "type": "EndpointDeleted",
+            "message": f"endpoint {endpoint_id} was deleted before this task finished; submit it to another endpoint"}
+
+
+def _fail_unfinished(store: TaskStore, endpoint_id: str) -> int:
     ids = [i.decode() for i in store.r.lrange(queue_key(endpoint_id), 0, -1)]
     ids += [i.decode() for i in store.r.smembers(inflight_key(endpoint_id))]
     if not ids:
         return 0
+    from fnserve.states import TaskState
     from web_service.services.tasks import log_cancelled
 
-    cancelled = 0
+    ended = 0
+    error = deleted_error(endpoint_id)
     for task_id, owner in store.owners(ids).items():
         rec = store.get(task_id) if owner is not None else None
-        # cancel() returns the state before; finished tasks are left as they are.
-        if rec is not None and store.cancel(task_id, rec.owner) not in (None, "success", "failed", "cancelled"):
-            log_cancelled(store, rec)
-            cancelled += 1
-    return cancelled
+        # end_unfinished() returns the state before; finished tasks are left as they are.
+        if rec is not None and store.end_unfinished(task_id, rec.owner, TaskState.FAILED, error) not in (
+                None, "success", "failed", "cancelled"):
+            log_cancelled(store, rec, state="failed")
+            ended += 1
+    return ended
 
 
 def verify_endpoint_secret(session: Session, endpoint_id: str, secret: str) -> bool:

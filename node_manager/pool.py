@@ -11,15 +11,22 @@ Two more things a pool started here does:
   the whole process group of the block goes (the pool and its workers), so no worker keeps
   running tasks that the restarted site manager gets again;
 - its worker watchdog (Parsl's, paced by ``--hb_period``) checks every ``WORKER_CHECK`` s at most,
-  so a worker killed by a cancel or a crash is replaced at once, not at the next 30 s heartbeat.
+  so a worker killed by a cancel or a crash is replaced at once, not at the next 30 s heartbeat;
+- a worker that dies while idle ends the whole pool (:class:`IdleWorkerDeath`): an idle worker
+  waits in ``multiprocessing.Queue.get`` holding the pool's task-queue lock, so once it is killed
+  (the OOM killer, an admin's ``kill -9``) no other worker of the pool can take a task again, and
+  Parsl, which sees no task lost, would leave every queued task hung. The site manager notices
+  the dead pool within a heartbeat and hands its queued tasks to a new one, once each.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import runpy
 import signal
 import sys
+from collections.abc import Callable
 
 # Seconds between the worker pool's checks for dead workers (and its heartbeats to the interchange).
 WORKER_CHECK = 1
@@ -37,6 +44,34 @@ def paced(argv: list[str], period: int = WORKER_CHECK) -> list[str]:
             arg = f"--hb_period={min(int(arg.split('=', 1)[1]), period)}"
         out.append(arg)
     return out
+
+
+# What Parsl's worker watchdog logs when a worker died with no task on it (process_worker_pool).
+IDLE_DEATH = "was not busy when it died"
+POOL_LOGGER = "parsl.executors.high_throughput.process_worker_pool"
+
+
+def is_idle_death(message: str) -> bool:
+    """Whether a worker-pool log line says a worker died while idle (pure).
+
+    >>> is_idle_death("Worker 1 was not busy when it died"), is_idle_death("Worker 1 was busy when it died")
+    (True, False)
+    """
+    return IDLE_DEATH in message
+
+
+class IdleWorkerDeath(logging.Handler):
+    """Ends the pool (``on_death``) when Parsl's watchdog reports a worker that died idle."""
+
+    def __init__(self, on_death: Callable[[], None]) -> None:
+        super().__init__(logging.INFO)
+        self.on_death = on_death
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if is_idle_death(record.getMessage()):
+            sys.stderr.write("fnserve worker pool: a worker died while idle (it may hold the task queue's lock); "
+                             "ending the pool so that its site manager starts a new one\n")
+            self.on_death()
 
 
 def _end_block() -> None:
@@ -74,6 +109,7 @@ def main() -> None:
     from node_manager import parent_watch
 
     parent_watch.watch(_end_block)
+    logging.getLogger(POOL_LOGGER).addHandler(IdleWorkerDeath(_end_block))
     sys.argv[1:] = paced(sys.argv[1:])
     sys.argv[0] = "process_worker_pool.py"
     runpy.run_module("parsl.executors.high_throughput.process_worker_pool", run_name="__main__", alter_sys=True)

@@ -212,3 +212,24 @@ def test_tasks_cancelled_before_they_start_never_run_and_the_endpoint_serves_at_
     assert client.get_result(client.submit(fid, stack.endpoint_id, (999, str(runs), 0)), timeout=60) == 999
     ran = _executions(runs)
     assert not [i for i in ran if 100 <= i < 120], f"cancelled queued tasks ran: {sorted(ran)}"
+
+
+def test_workers_killed_while_idle_leave_no_task_hung(stack, tmp_path):
+    # An idle worker waits in the pool's task queue holding its lock: killed (OOM killer, kill -9),
+    # it used to leave every later task of the endpoint hung, Parsl seeing no task lost.
+    client = stack.client()
+    fid = client.register_function(recorder())
+    runs = tmp_path / "runs"
+    warm = [client.run(fid, stack.endpoint_id, i, str(runs), 200) for i in range(4 * WORKERS)]
+    for tid in warm:
+        client.get_result(tid, timeout=120)
+    # The workers, by the pids the tasks wrote (the pool's other children, such as its
+    # multiprocessing manager, are left alone).
+    workers = {int(ln.split()[1]) for ln in runs.read_text().splitlines()}
+    assert len(workers) == WORKERS, workers
+    for pid in workers:  # both idle now: one of them holds the queue's lock
+        os.kill(pid, signal.SIGKILL)
+    fresh = tmp_path / "fresh"
+    ids = [client.run(fid, stack.endpoint_id, i, str(fresh), 0) for i in range(N // 4)]
+    assert [client.get_result(tid, timeout=90) for tid in ids] == list(range(N // 4))
+    assert _executions(fresh) == Counter(range(N // 4))  # each ran once: none was started before

@@ -115,3 +115,26 @@ def test_up_and_down_find_the_leftovers_of_a_dead_leader(tmp_path):
     assert proc.leftovers() == []
     assert tagged_processes(str(proc.pid_file)) == [] and TAG == "FNSERVE_PID_FILE"
     assert kill_and_wait([]) == []
+
+
+def test_a_worker_dying_idle_ends_its_pool_and_a_busy_one_does_not():
+    # An idle worker holds the pool's task-queue lock in Queue.get: killed, it would leave the
+    # other workers unable to take a task (the chaos suite's worker_kill9 hung on it).
+    import logging
+
+    from node_manager.pool import POOL_LOGGER, IdleWorkerDeath, is_idle_death
+
+    ended = []
+    log = logging.getLogger(POOL_LOGGER + ".test")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    handler = IdleWorkerDeath(lambda: ended.append(1))
+    log.addHandler(handler)
+    try:
+        log.info("Worker {} was busy when it died".format(1))
+        assert ended == []
+        log.info("Worker {} was not busy when it died".format(1))
+        assert ended == [1]
+    finally:
+        log.removeHandler(handler)
+    assert is_idle_death("Worker 0 was not busy when it died") and not is_idle_death("Worker 0 has died")

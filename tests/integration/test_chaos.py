@@ -2,7 +2,7 @@
 fault in turn (kill -9 of the site manager's process group and of the forwarder, SIGTERM restarts
 of the web service, Redis, the site manager and the forwarder, kill -9 of a worker, `scancel` of a
 Slurm block; then kill -9 of one process by pid: the site manager alone, the interchange, the
-worker pool, the gunicorn master, a gunicorn worker, Redis) with 100 tasks each. What a user
+worker pool, the gunicorn master, a gunicorn worker, Redis, a Slurm block's pool) with 50 tasks each. What a user
 relies on: every accepted task succeeds with its own value (none lost, none with two different
 results, none hung, none failed: a fault of one process is recovered from, not reported), and a
 task recorded as succeeded really ran. The 10,000-task run's figures are in docs/reliability.md.
@@ -22,12 +22,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chaos import FAULTS  # noqa: E402
 
 
-@pytest.mark.timeout(1500)  # fourteen faults in turn: a few minutes on an idle machine, many more loaded
+@pytest.mark.timeout(1500)  # sixteen faults in turn (two on Slurm, whose new blocks wait for a CPU): minutes
 def test_every_task_succeeds_through_every_fault(tmp_path):
     require_slurm()
     out = tmp_path / "chaos.json"
     run = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "chaos.py"), "--tasks", str(100 * len(FAULTS)),
+        [sys.executable, str(REPO / "benchmarks" / "chaos.py"), "--tasks", str(50 * len(FAULTS)),
          "--hung-after", "180", "--out", str(out)],
         capture_output=True, text=True, timeout=1400, cwd=REPO, check=False,
     )

@@ -223,6 +223,13 @@ def _bytes_answer(op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+def _repeat_answers_200(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` (an event delivery) answering 200 with the first delivery when its event id repeats."""
+    op["responses"]["200"] = {**op["responses"]["202"],
+                              "description": "a repeated event (same event id): the first delivery, nothing fired again"}
+    return op
+
+
 def _path_param(name: str) -> Schema:
     # Any text fits the route; the service answers 404 for unknown ids.
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
@@ -415,10 +422,10 @@ PATHS: dict[str, Any] = {
                                                     params=[_path_param("trigger_id")], body=_ref("Rule"))},
     "/v1/triggers/{trigger_id}/rules/{rule_id}": {"delete": _op("remove a rule", "200", _deleted("rule_id"),
                                                                 params=[_path_param("trigger_id"), _path_param("rule_id")])},
-    "/v1/triggers/{trigger_id}/fire": {"post": {**_op(
+    "/v1/triggers/{trigger_id}/fire": {"post": {**_repeat_answers_200(_op(
         "send the trigger an event by hand; event_id makes a retry fire once", "202", _ref("Delivered"),
         params=[_path_param("trigger_id")],
-        body=_obj({"data": {}, "event_id": _str(160)})),
+        body=_obj({"data": {}, "event_id": _str(160)}))),
     }},
     "/v1/triggers/{trigger_id}/events": {"get": _op("the trigger's latest events, newest first, with the tasks each made",
                                                     "200", _obj({"trigger_id": {"type": "string"}, "events": {
@@ -448,6 +455,9 @@ PATHS: dict[str, Any] = {
         "add": {"type": "array", "items": _str()}, "remove": {"type": "array", "items": _str()},
     }))},
 }
+
+
+_repeat_answers_200(PATHS["/v1/hooks/{trigger_id}"]["post"])  # a webhook sender's retry of one event
 
 
 def document() -> dict[str, Any]:

@@ -37,7 +37,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 FAKE_GPUS = ["fake-gpu-a", "fake-gpu-b"]
 # heartbeat_threshold as in production (120 s): a dead container's task must be re-run long
 # before the interchange would give up on its workers.
-ENGINE = {"max_workers_per_node": 2, "heartbeat_period": 2, "heartbeat_threshold": 120, "available_accelerators": FAKE_GPUS}
+# Half a core per worker: a block of two workers asks Slurm for 1 CPU (site_manager.block_size), so
+# two blocks run side by side on the 2-CPU test node.
+ENGINE = {"max_workers_per_node": 2, "cores_per_worker": 0.5, "heartbeat_period": 2, "heartbeat_threshold": 120, "available_accelerators": FAKE_GPUS}
 PBS_STANDIN = Path(__file__).with_name("pbspro_standin.py")
 CONTAINERS = ["pod", "dock", "ch", "apt"]
 QUICK = {"max_idletime": 1, "max_blocks": 1}  # the CPU goes back to the queue 1 s after the last task

@@ -545,7 +545,10 @@ class Engine:
         proc = getattr(ex, "interchange_proc", None)
         if proc is not None and proc.poll() is not None:
             return f"its interchange (pid {proc.pid}) exited with status {proc.returncode}"
-        if self.provider_config.type != "local":
+        if self.provider_config.type != "local" or self.launch_cmd is not None:
+            # A runtime's block (its pool in a container or venv) that ends is replaced on its own
+            # and its tasks re-run (its ended note, or the provider's poll): restarting the whole
+            # engine as well started a second container beside the replacement.
             return None
         with self._lock:
             seen = set(self._seen_blocks)

@@ -150,6 +150,11 @@ def _signal_group(pid: int, sig: int) -> None:
             pass
 
 
+# Processes of a batch job carry the submitter's environment (its tag too) when the job runs on
+# this host; they are the batch system's to end (the endpoint cancels its jobs and checks the queue).
+BATCH_JOB_MARKERS = (b"SLURM_JOB_ID=", b"PBS_JOBID=")
+
+
 def tagged_processes(tag: str, prefix: bool = False, sessions: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """Live processes of this account whose ``FNSERVE_PID_FILE`` is ``tag`` (or starts with it).
 
@@ -173,6 +178,8 @@ def tagged_processes(tag: str, prefix: bool = False, sessions: set[int] | frozen
         tagged = any(v.startswith(want) if prefix else v == want for v in environ)
         if not tagged and (environ or not sessions or _session(pid) not in sessions):
             continue
+        if any(v.startswith(BATCH_JOB_MARKERS) for v in environ):
+            continue  # inside a batch job (the environment came with sbatch/qsub): the endpoint cancels it
         if _alive(pid):
             found.append(pid)
     return sorted(found)

@@ -11,6 +11,9 @@
 # change; the image itself is podman's layer cache (a source change rebuilds the last layers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The image runs as an unprivileged user: its files must be readable whatever umask the caller has
+# (a test process that started a private stack had 077, and the base came out unreadable).
+umask 022
 OUT=${1:-/var/cache/fnserve/service-image}
 BASE=${FNSERVE_SERVICE_BASE_IMAGE:-localhost/fnserve-python-base:test}
 IMAGE=${FNSERVE_SERVICE_IMAGE:-localhost/fnserve-service:test}
@@ -30,7 +33,8 @@ for m in ("web_service.app", "web_service.server", "web_service.forwarder", "web
           "web_service.forwarder_metrics", "fnserve.cli.main", "gunicorn.app.base", "gunicorn.workers.ggevent",
           "gunicorn.workers.gthread", "gunicorn.glogging", "gevent", "gevent.monkey", "psycopg", "sqlalchemy.dialects.postgresql.psycopg",
           "sqlalchemy.dialects.sqlite", "alembic.command", "alembic.runtime.migration", "prometheus_client.multiprocess",
-          "zmq.auth.thread", "redis", "globus_sdk", "msgspec", "dill", "yaml", "click", "jinja2", "markupsafe"):
+          "zmq.auth.thread", "redis", "globus_sdk", "msgspec", "dill", "yaml", "click", "jinja2", "markupsafe",
+          "croniter", "web_service.triggers.runner"):
     importlib.import_module(m)
 stdlib, purelib = sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]
 # config-3.x holds the static libpython (tens of MB) that only C extension builds need.

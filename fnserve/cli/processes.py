@@ -165,6 +165,8 @@ def tagged_processes(tag: str, prefix: bool = False, sessions: set[int] | frozen
     """
     want = f"{TAG}={tag}".encode()
     me = os.getpid()
+    # fnserve itself may run inside an allocation: its own job's processes are still its own.
+    own_jobs = {f"{k}={os.environ[k]}".encode() for k in ("SLURM_JOB_ID", "PBS_JOBID") if k in os.environ}
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
@@ -178,7 +180,7 @@ def tagged_processes(tag: str, prefix: bool = False, sessions: set[int] | frozen
         tagged = any(v.startswith(want) if prefix else v == want for v in environ)
         if not tagged and (environ or not sessions or _session(pid) not in sessions):
             continue
-        if any(v.startswith(BATCH_JOB_MARKERS) for v in environ):
+        if any(v.startswith(BATCH_JOB_MARKERS) and v not in own_jobs for v in environ):
             continue  # inside a batch job (the environment came with sbatch/qsub): the endpoint cancels it
         if _alive(pid):
             found.append(pid)

@@ -22,12 +22,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from chaos import FAULTS  # noqa: E402
 
 
+PER_FAULT = 50  # tasks per fault
+
+
 @pytest.mark.timeout(1500)  # sixteen faults in turn (two on Slurm, whose new blocks wait for a CPU): minutes
 def test_every_task_succeeds_through_every_fault(tmp_path):
     require_slurm()
     out = tmp_path / "chaos.json"
     run = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "chaos.py"), "--tasks", str(50 * len(FAULTS)),
+        [sys.executable, str(REPO / "benchmarks" / "chaos.py"), "--tasks", str(PER_FAULT * len(FAULTS)),
          "--hung-after", "180", "--out", str(out)],
         capture_output=True, text=True, timeout=1400, cwd=REPO, check=False,
     )
@@ -35,7 +38,7 @@ def test_every_task_succeeds_through_every_fault(tmp_path):
     report = json.loads(out.read_text())
     assert [row["fault"] for row in report["faults"]] == list(FAULTS)
     for row in report["faults"]:
-        assert row["accepted"] == 100, row
+        assert row["accepted"] == PER_FAULT, row
         assert (row["lost"], row["duplicated"], row["hung"]) == (0, 0, 0), row
         assert row["completed"] == row["accepted"], row  # every task SUCCEEDED
         assert row["never_ran_but_succeeded"] == 0, row

@@ -31,7 +31,7 @@ from fnserve.messages import (
     decode_task,
     encode_result,
 )
-from node_manager import output_files, running, watchdog
+from node_manager import output_files, parent_watch, running, watchdog
 from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
@@ -172,6 +172,11 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         from node_manager import mpi_env
 
         mpi_env.set_prefix(task.mpi_launcher)
+    if parent_watch.orphaned():
+        # Its site manager died after handing the task out: the restarted one sends it again, so
+        # it must not start here (its result would have nowhere to go and it would run twice).
+        # This worker ends; its pool follows (parent_watch.watch).
+        os._exit(0)
     running.mark(task.control_dir, task.task_id)
     if running.take_cancelled(task.control_dir, task.task_id):
         running.mark(task.control_dir, "")  # this worker does not run it: no kill is meant for it

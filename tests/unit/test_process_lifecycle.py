@@ -138,3 +138,41 @@ def test_a_worker_dying_idle_ends_its_pool_and_a_busy_one_does_not():
     finally:
         log.removeHandler(handler)
     assert is_idle_death("Worker 0 was not busy when it died") and not is_idle_death("Worker 0 has died")
+
+
+_WORKER = """
+import sys
+from fnserve import serialize
+from fnserve.messages import TaskMessage, decode_result, encode_task
+from node_manager import execute
+
+def touch(path):
+    open(path, "w").close()
+
+for name in sys.argv[1:]:
+    task = TaskMessage(task_id=name, function_id="f-touch", function=serialize.serialize_function(touch),
+                       payload=serialize.serialize_args((name,), {}))
+    print(decode_result(execute.execute_task(encode_task(task))).ok, flush=True)
+    sys.stdin.readline()  # the test kills the site manager here
+"""
+
+
+def test_a_worker_whose_site_manager_died_starts_no_further_task(tmp_path):
+    """A task handed out before its site manager died would run twice (the restarted site manager
+    sends it again): the worker ends instead of starting it."""
+    site_manager = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    env = {**os.environ, parent_watch.ENV: parent_watch.identity(site_manager.pid)}
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER, first, second], env=env, cwd=tmp_path,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "True" and os.path.exists(first)  # ran while it lived
+        site_manager.kill()
+        site_manager.wait()
+        worker.stdin.write("\n")
+        worker.stdin.flush()
+        assert worker.wait(30) == 0
+        assert not os.path.exists(second), "a task started after its site manager died"
+    finally:
+        site_manager.kill()
+        worker.kill()

@@ -1,14 +1,12 @@
 """Triggers on the real stack (`fnserve up`: gunicorn, Redis, forwarder, trigger runner, a local
 endpoint): a signed webhook's event runs its function; a wrong signature is refused; a schedule
 every 2 s fires every time exactly once across a kill -9 of the trigger runner and of the web
-service; events sent while the site manager is killed (kill -9) and restarted each make one task
-that runs, none lost or repeated. The CLI drives it as a user would."""
+service; events sent while the site manager is killed (kill -9 of its one process) and restarted
+each make one task that runs, none lost or repeated; `fnserve down` leaves no process. The CLI drives it as a user would."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections import Counter
 from datetime import datetime
@@ -25,6 +23,7 @@ from fnserve import webhooks
 def stack(tmp_path_factory):
     with running_stack(tmp_path_factory.mktemp("triggers")) as s:
         yield s
+    assert s.leftovers() == [], "fnserve down left processes running"
 
 
 def recorder():
@@ -39,26 +38,6 @@ def recorder():
         return what
 
     return record
-
-
-def _pid(stack, *where: str) -> int:
-    return int(stack.home.joinpath(*where).read_text().strip())
-
-
-def _kill9(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)  # the test's own wait for a process it killed
-    raise AssertionError(f"pid {pid} still alive after kill -9")
-
-
-def _up(stack) -> None:
-    stack.cli("up", "--port", stack.url.rsplit(":", 1)[1])
 
 
 def _wait_history(client, trigger_id: str, done: Any, timeout: float) -> list[dict[str, Any]]:
@@ -107,10 +86,10 @@ def test_a_schedule_fires_every_time_once_across_kill9_of_the_runner_and_the_web
         client.rule(fid, stack.endpoint_id, args=[str(runs), "$data.scheduled_at"])])
     tid = trig["trigger_id"]
     _wait_history(client, tid, lambda evs: len(evs) >= 2, 30)
-    _kill9(_pid(stack, "service", "run", "triggers.pid"))
-    _kill9(_pid(stack, "service", "run", "web.pid"))
+    stack.kill9("service", "run", "triggers.pid")
+    stack.kill9("service", "run", "web.pid")
     time.sleep(4.5)  # down for at least two schedule times: they must be caught up, not lost
-    _up(stack)
+    stack.up()
     events = _wait_history(client, tid, lambda evs: len(evs) >= 7 and all(
         f["state"] != "pending" for e in evs for f in e["firings"]), 60)
     client.delete_trigger(tid)
@@ -136,9 +115,9 @@ def test_events_during_a_site_manager_kill9_each_make_one_task_that_runs(stack):
     task_ids = []
     for i in range(n):
         if i == n // 4:
-            os.killpg(_pid(stack, "endpoints", "local", "site_manager.pid"), signal.SIGKILL)
+            stack.kill9("endpoints", "local", "site_manager.pid")  # it alone: its interchange and pool end on their own
         if i == n // 2:
-            _up(stack)  # the site manager again, while events keep coming
+            stack.up()  # the site manager again, while events keep coming
         body = json.dumps({"n": i}).encode()
         headers = webhooks.sign(trig["secret"], body, event_id=f"e{i}")
         resp = session.post(url, data=body, headers=headers, timeout=10)

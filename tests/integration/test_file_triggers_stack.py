@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -113,9 +113,10 @@ def test_each_file_written_runs_the_function_once_with_its_final_size(stack):
     assert len(client.trigger_history(trig["trigger_id"])) == 6  # nothing fired again
 
 
-def _files_through_a_fault(stack, name: str, n: int, fault: Callable[[], object]) -> tuple[list[dict[str, Any]], Any]:
+def _files_through_a_fault(stack, name: str, n: int, pid_file: tuple[str, ...]) -> tuple[list[dict[str, Any]], Any]:
     """Write ``n`` files (each as ``.part`` then renamed: the usual hand-over) into a watched
-    folder; a quarter in, ``fault()`` (a kill -9), then `fnserve up` while files keep coming.
+    folder; a quarter in, kill -9 of the one process whose pid file is ``home/pid_file``, then
+    `fnserve up` (which starts it again) while files keep coming.
     Returns the trigger's history once every file's event is there and its task made, after
     checking none was recorded twice and every task succeeded; and the side-effect log."""
     client = stack.client()
@@ -126,11 +127,12 @@ def _files_through_a_fault(stack, name: str, n: int, fault: Callable[[], object]
     trig = _file_trigger(stack, folder, fid, log, settle=0.2)
     time.sleep(0.5)  # the watch list reaches the endpoint (a wake, then one message)
     faulted = threading.Event()
+    killed: list[int] = []
 
     def write_files() -> None:
         for i in range(n):
             if i == n // 4:
-                fault()
+                killed.append(stack.kill9(*pid_file))
                 faulted.set()
             tmp = folder / f".f{i:04d}.part"
             tmp.write_bytes(str(i).encode())
@@ -142,6 +144,7 @@ def _files_through_a_fault(stack, name: str, n: int, fault: Callable[[], object]
     writer.start()
     assert faulted.wait(60)
     stack.up()  # what was killed starts again, while files keep coming
+    assert int(stack.home.joinpath(*pid_file).read_text()) not in killed  # a new process
     writer.join(120)
     events = _history(client, trig["trigger_id"], n, 180)
     paths = [e["data"]["path"] for e in events]
@@ -160,18 +163,18 @@ def test_kill9_of_the_site_manager_while_1000_files_arrive_loses_and_repeats_non
     # The site manager's one process, as the OOM killer would: its interchange and worker pool
     # end on their own, so a task running then may run again (at-least-once dispatch,
     # docs/reliability.md); each file is still one event and one task.
-    _files_through_a_fault(stack, "burst", 1000, lambda: stack.kill9("endpoints", "local", "site_manager.pid"))
+    _files_through_a_fault(stack, "burst", 1000, ("endpoints", "local", "site_manager.pid"))
 
 
 def test_kill9_of_the_forwarder_while_files_arrive_loses_and_repeats_none(stack):
-    _, ran = _files_through_a_fault(stack, "forwarder", 300, lambda: stack.kill9("service", "run", "forwarder.pid"))
+    _, ran = _files_through_a_fault(stack, "forwarder", 300, ("service", "run", "forwarder.pid"))
     assert max(ran.values()) == 1, [p for p, c in ran.items() if c > 1][:3]  # no worker died: each ran once
 
 
 def test_a_redis_restart_while_files_arrive_loses_and_repeats_none(stack):
     # kill -9: Redis keeps what it acknowledged (append-only file, tests/integration/test_redis_restart.py);
     # events recorded meanwhile wait as pending firings and are submitted when it is back.
-    _, ran = _files_through_a_fault(stack, "redis", 300, lambda: stack.kill9("service", "run", "redis.pid"))
+    _, ran = _files_through_a_fault(stack, "redis", 300, ("service", "run", "redis.pid"))
     assert max(ran.values()) == 1, [p for p, c in ran.items() if c > 1][:3]
 
 

@@ -2,7 +2,8 @@
 endpoint): a signed webhook's event runs its function; a wrong signature is refused; a schedule
 every 2 s fires every time exactly once across a kill -9 of the trigger runner and of the web
 service; events sent while the site manager is killed (kill -9 of its one process) and restarted
-each make one task that runs, none lost or repeated; `fnserve down` leaves no process. The CLI drives it as a user would."""
+each make one task that runs, none lost or repeated; a trigger shared with a second user runs
+their rule as them; `fnserve down` leaves no process. The CLI drives it as a user would."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 import requests
-from stack_support import running_stack
+from stack_support import FNSERVE, running_stack
 
 from fnserve import webhooks
+from fnserve.client import Client
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,49 @@ def test_events_during_a_site_manager_kill9_each_make_one_task_that_runs(stack):
     ran = Counter(int(line) for line in runs.read_text().splitlines())
     assert set(ran) == set(range(n))  # every event's task ran (a task running at the kill may run again:
     # dispatch is at-least-once, docs/reliability.md; each event still made exactly one task)
+
+
+def test_a_trigger_shared_with_a_second_user_runs_their_rule_as_them(stack):
+    """Two users, by the CLI: alice shares her webhook trigger (and her endpoint) with bob; bob
+    binds his own function to it; one event runs alice's task and bob's, each as its owner."""
+    import subprocess
+    import sys
+
+    from stack_support import REPO
+
+    made = subprocess.run([sys.executable, "-m", "web_service.admin", "add-user", "bob"], env=stack.env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=True)
+    bob_env = {**stack.env, "FNSERVE_TOKEN": made.stdout.strip().splitlines()[-1], "FNSERVE_SERVICE_URL": stack.url}
+
+    def as_bob(*args: str) -> str:
+        out = subprocess.run([*FNSERVE, *args], env=bob_env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    alice = stack.client()
+    bob = Client(stack.url, bob_env["FNSERVE_TOKEN"])
+    runs = stack.tmp / "shared-runs"
+    trig = alice.create_trigger("shared", "webhook", rules=[alice.rule(alice.register_function(recorder()), stack.endpoint_id,
+                                                                       args=[str(runs), "alice"])])
+    tid = trig["trigger_id"]
+    bobs_fn = bob.register_function(recorder())
+    refused = subprocess.run([*FNSERVE, "trigger", "rule", "add", tid, "--function", bobs_fn, "--endpoint", stack.endpoint_id],
+                             env=bob_env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stdout + refused.stderr  # not shared yet
+    assert json.loads(stack.cli("trigger", "share", tid, "--user", "bob").stdout)["users"] == ["bob"]
+    stack.cli("share", "endpoint", stack.endpoint_id, "--user", "bob")
+    rule_id = as_bob("trigger", "rule", "add", tid, "--function", bobs_fn, "--endpoint", stack.endpoint_id,
+                     "--arg", json.dumps(str(runs)), "--arg", '"bob"').strip()
+    assert tid in as_bob("trigger", "list", "--shared")
+
+    body = b'{"scan": 1}'
+    resp = requests.post(stack.url + trig["webhook_path"], data=body, headers=webhooks.sign(trig["secret"], body), timeout=10)
+    assert resp.status_code == 202, resp.text
+    task_of = {f["rule_id"]: f["task_id"] for f in resp.json()["firings"]}
+    assert bob.get_result(task_of[rule_id], timeout=60) == "bob"  # bob's task, his to read
+    assert alice.get_result(task_of[trig["rules"][0]["rule_id"]], timeout=60) == "alice"
+    assert sorted(json.loads(line) for line in runs.read_text().splitlines()) == ["alice", "bob"]
+    (seen,) = bob.trigger_history(tid)
+    assert [f["rule_id"] for f in seen["firings"]] == [rule_id]  # his firing only
+    stack.cli("unshare", "endpoint", stack.endpoint_id, "--user", "bob")
+    alice.delete_trigger(tid)

@@ -49,6 +49,11 @@ class AccessMethods:
     def share_endpoint(self, endpoint_id: str, **who: Any) -> dict[str, Any]:
         return self.share("endpoint", endpoint_id, **who)
 
+    def share_trigger(self, trigger_id: str, **who: Any) -> dict[str, Any]:
+        """Let users / groups bind rules to a trigger you own (with their own functions and
+        endpoints) and read its history for their rules."""
+        return self.share("trigger", trigger_id, **who)
+
     def get_allowed_functions(self, endpoint_id: str) -> dict[str, Any]:
         """``{"restricted": bool, "function_ids": [...]}`` of an endpoint you own."""
         return self.transport.get(f"/v1/endpoints/{endpoint_id}/allowed_functions")  # type: ignore[no-any-return]
@@ -82,6 +87,6 @@ class AccessMethods:
 
 
 def _collection(kind: str) -> str:
-    if kind not in ("function", "endpoint", "runtime"):
-        raise ValueError(f"kind must be 'function', 'endpoint' or 'runtime', not {kind!r}")
+    if kind not in ("function", "endpoint", "runtime", "trigger"):
+        raise ValueError(f"kind must be 'function', 'endpoint', 'runtime' or 'trigger', not {kind!r}")
     return kind + "s"

@@ -48,8 +48,9 @@ class TriggerMethods:
             body["config"] = config
         return self.transport.post("/v1/triggers", body)  # type: ignore[no-any-return]
 
-    def list_triggers(self) -> list[dict[str, Any]]:
-        return list(self.transport.get("/v1/triggers")["triggers"])
+    def list_triggers(self, shared: bool = False) -> list[dict[str, Any]]:
+        """Your triggers; with ``shared``, also those shared with you (showing only your rules)."""
+        return list(self.transport.get("/v1/triggers", **({"shared": "true"} if shared else {}))["triggers"])
 
     def get_trigger(self, trigger_id: str) -> dict[str, Any]:
         return self.transport.get(f"/v1/triggers/{trigger_id}")  # type: ignore[no-any-return]

@@ -540,6 +540,7 @@ class Forwarder:
         except Exception:
             log.exception("could not record %d file event(s) of endpoint %s", len(events), conn.endpoint_id)
             return
+        metrics.count_file_events(len(events))
         self._send(router, conn.identity, m.FileEventsAck(keys=keys))
 
     def _relay_cancels(self, router: zmq.Socket, endpoint_id: str) -> None:

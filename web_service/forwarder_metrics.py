@@ -12,6 +12,10 @@ Metrics (names start with ``fnserve_forwarder_``)::
                                        queue wait plus the dispatch hop)
     round_trip_seconds                 histogram: sent to the site manager -> result recorded
     result_bytes                       histogram: size of each recorded result (once per task)
+    file_events_total                  counter: file events received from site managers (file triggers)
+    file_event_batches_total           counter: transactions that recorded them (one per endpoint per
+                                       drain pass, however many FileEventBatch messages it held):
+                                       a burst of files is taken in few of these, not one per file
     connected_endpoints                gauge: site managers registered with this forwarder
     queued_tasks{endpoint_id}          gauge: tasks waiting for a connected endpoint
     inflight_tasks{endpoint_id}        gauge: tasks sent to it and not yet finished
@@ -46,6 +50,9 @@ ROUND_TRIP = Histogram("fnserve_forwarder_round_trip_seconds", "From dispatch to
                        buckets=_LATENCY_BUCKETS)
 RESULT_BYTES = Histogram("fnserve_forwarder_result_bytes", "Size of each recorded result (serialized bytes)",
                          buckets=RESULT_SIZE_BUCKETS)
+FILE_EVENTS = Counter("fnserve_forwarder_file_events", "File events received from site managers (file triggers)")
+FILE_EVENT_BATCHES = Counter("fnserve_forwarder_file_event_batches",
+                             "Transactions that recorded file events (one per endpoint per drain pass)")
 # Children made once: .labels() is a dict lookup under a lock, not free on the task path.
 DISPATCHED, SUCCESS, FAILED = TASKS.labels("dispatched"), TASKS.labels("success"), TASKS.labels("failed")
 DUPLICATE, REJECTED, REQUEUED = TASKS.labels("duplicate"), TASKS.labels("rejected"), TASKS.labels("requeued")
@@ -83,6 +90,12 @@ def count_recorded(results: list["ResultMessage"], recorded: Iterable[str], reje
     duplicates = len(results) - len(recorded) - rejected
     if duplicates > 0:
         DUPLICATE.inc(duplicates)
+
+
+def count_file_events(n: int) -> None:
+    """One batch of ``n`` file events recorded (in one transaction)."""
+    FILE_EVENT_BATCHES.inc()
+    FILE_EVENTS.inc(n)
 
 
 def count_requeued(n: int) -> None:
@@ -123,4 +136,4 @@ class ForwarderCollector(Collector):
         yield inflight
 
 
-__all__ = ["ForwarderCollector", "count_dispatched", "count_recorded", "count_requeued"]
+__all__ = ["ForwarderCollector", "count_dispatched", "count_file_events", "count_recorded", "count_requeued"]

@@ -137,6 +137,7 @@ SCHEMAS: dict[str, Schema] = {
     }, ["runtime_id", "name", "type"]),
     "Rule": _obj({
         "rule_id": {"type": "string"}, "function_id": _ID, "endpoint_id": _ID,
+        "owner_id": _nullable({"type": "string", "description": "in answers: who bound the rule (its tasks run as them)"}),
         "args_template": _obj({"args": {"type": "array"}, "kwargs": {"type": "object"}}),
         "filters": {"type": "array", "maxItems": 16, "items": _obj({
             "field": _str(), "op": {"type": "string", "enum": ["eq", "ne", "in", "glob", "gt", "ge", "lt", "le", "exists"]},
@@ -400,7 +401,8 @@ PATHS: dict[str, Any] = {
     },
     **_sharing_paths("runtimes"),
     "/v1/triggers": {
-        "get": _op("the caller's triggers", "200", _list_of("triggers", "Trigger")),
+        "get": _op("the caller's triggers (with shared=true also those shared with them)", "200",
+                   _list_of("triggers", "Trigger"), params=[_SHARED_QUERY]),
         "post": _op("create a trigger (schedule, webhook or file) with its rules; a webhook's secret is in this answer only",
                     "201", _ref("Trigger"), body=_obj({
                         "name": _str(), "kind": {"type": "string", "enum": ["schedule", "webhook", "file"]},
@@ -414,11 +416,13 @@ PATHS: dict[str, Any] = {
                     }, ["name", "kind"])),
     },
     "/v1/triggers/{trigger_id}": {
-        "get": _op("one trigger (owner only)", "200", _ref("Trigger"), params=[_path_param("trigger_id")]),
+        "get": _op("one trigger (owner, or a user it is shared with: then only their rules)", "200", _ref("Trigger"),
+                   params=[_path_param("trigger_id")]),
         "delete": _op("delete a trigger: it fires no more (owner only)", "200", _deleted("trigger_id"),
                       params=[_path_param("trigger_id")]),
     },
-    "/v1/triggers/{trigger_id}/rules": {"post": _op("bind one more rule to a trigger", "201", _ref("Rule"),
+    **_sharing_paths("triggers"),
+    "/v1/triggers/{trigger_id}/rules": {"post": _op("bind one more rule to a trigger (owner, or a user it is shared with)", "201", _ref("Rule"),
                                                     params=[_path_param("trigger_id")], body=_ref("Rule"))},
     "/v1/triggers/{trigger_id}/rules/{rule_id}": {"delete": _op("remove a rule", "200", _deleted("rule_id"),
                                                                 params=[_path_param("trigger_id"), _path_param("rule_id")])},

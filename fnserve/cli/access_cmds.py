@@ -2,8 +2,8 @@
 
     fnserve login [--service URL] [--token T]   fnserve logout   fnserve whoami
     fnserve usage [--since T] [--until T]
-    fnserve share|unshare function|endpoint ID [--user U]... [--group G]... [--public]
-    fnserve sharing function|endpoint ID
+    fnserve share|unshare function|endpoint|runtime|trigger ID [--user U]... [--group G]... [--public]
+    fnserve sharing function|endpoint|runtime|trigger ID
     fnserve group create|add|remove|list ...
     fnserve endpoint allow|disallow EP FUNCTION_ID...   fnserve endpoint unrestrict|allowlist EP
     fnserve service token new|list|revoke ...   fnserve service quota set|show ...
@@ -87,7 +87,7 @@ def add_user_commands(main: click.Group) -> None:
         return (f"{who:<28} tasks={t['tasks']} (ok {t['succeeded']}, failed {t['failed']}, cancelled {t['cancelled']}) "
                 f"core-hours={t['core_hours']:.4f} wall={t['wall_time_s']:.1f}s peak-mem={t['peak_memory_kb'] / 1024:.1f}MiB")
 
-    kinds = click.Choice(["function", "endpoint", "runtime"])
+    kinds = click.Choice(["function", "endpoint", "runtime", "trigger"])
 
     @main.command()
     @click.argument("kind", type=kinds)
@@ -96,7 +96,7 @@ def add_user_commands(main: click.Group) -> None:
     @click.option("--group", "groups", multiple=True, help="Group to share with (repeatable).")
     @click.option("--public", is_flag=True, help="Let every user use it.")
     def share(kind: str, resource_id: str, users: tuple[str, ...], groups: tuple[str, ...], public: bool) -> None:
-        """Share a function, endpoint or runtime you own (KIND: function, endpoint or runtime)."""
+        """Share a function, endpoint, runtime or trigger you own (KIND: function, endpoint, runtime or trigger)."""
         _echo_json(_client().share(kind, resource_id, users=users, groups=groups, public=True if public else None))
 
     @main.command()

@@ -6,6 +6,7 @@ registered functions (docs/triggers.md).
     fnserve trigger create scan-done --webhook --function F --endpoint E --arg '$data.path' \\
         --filter 'data.path glob *.h5'
     fnserve trigger history TRIGGER_ID
+    fnserve trigger share TRIGGER_ID --user bob [--group beamline]   (unshare, sharing: likewise)
 """
 
 from __future__ import annotations
@@ -112,9 +113,10 @@ def add_commands(main: click.Group) -> None:
                        "(fnserve.webhooks.sign; see docs/triggers.md)", err=True)
 
     @trigger.command("list")
-    def list_() -> None:
+    @click.option("--shared", is_flag=True, help="Also the triggers shared with you.")
+    def list_(shared: bool) -> None:
         """List your triggers."""
-        rows = _client().list_triggers()
+        rows = _client().list_triggers(shared)
         for t in rows:
             when = t.get("next_time") or t.get("webhook_path", "")
             click.echo(f"{t['trigger_id']}  {t['name']:<20} {t['kind']:<8} {len(t['rules'])} rule(s)  {when}")
@@ -186,3 +188,27 @@ def add_commands(main: click.Group) -> None:
         """Remove rule RULE_ID from TRIGGER_ID."""
         _client().delete_trigger_rule(trigger_id, rule_id)
         click.echo(f"deleted rule {rule_id}")
+
+    @trigger.command("share")
+    @click.argument("trigger_id")
+    @click.option("--user", "users", multiple=True, help="Username to share with (repeatable).")
+    @click.option("--group", "groups", multiple=True, help="Group to share with (repeatable).")
+    def share(trigger_id: str, users: tuple[str, ...], groups: tuple[str, ...]) -> None:
+        """Let users / groups bind rules to a trigger you own (their tasks run as them)."""
+        if not users and not groups:
+            raise click.UsageError("give --user or --group")
+        click.echo(json.dumps(_client().share("trigger", trigger_id, users=users, groups=groups), indent=2, sort_keys=True))
+
+    @trigger.command("unshare")
+    @click.argument("trigger_id")
+    @click.option("--user", "users", multiple=True)
+    @click.option("--group", "groups", multiple=True)
+    def unshare(trigger_id: str, users: tuple[str, ...], groups: tuple[str, ...]) -> None:
+        """Stop sharing a trigger: the rules those users bound fire no more (refused as ``forbidden``)."""
+        click.echo(json.dumps(_client().unshare("trigger", trigger_id, users=users, groups=groups), indent=2, sort_keys=True))
+
+    @trigger.command("sharing")
+    @click.argument("trigger_id")
+    def sharing(trigger_id: str) -> None:
+        """Show who a trigger you own is shared with."""
+        click.echo(json.dumps(_client().get_sharing("trigger", trigger_id), indent=2, sort_keys=True))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import socket
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +56,36 @@ class Stack:
 
     def client(self) -> Client:
         return Client(self.url, self.token)
+
+    def up(self) -> None:
+        """`fnserve up` again: starts what is not running (after a kill), leaves the rest."""
+        self.cli("up", "--port", self.url.rsplit(":", 1)[1], timeout=180)
+
+    def kill9(self, *pid_file: str) -> int:
+        """kill -9 the ONE process whose pid file is ``home/pid_file`` (as the OOM killer does:
+        its children are left to notice on their own) and wait until it is gone. Its pid."""
+        pid = int(self.home.joinpath(*pid_file).read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pid {pid} ({'/'.join(pid_file)}) still alive 10 s after kill -9")
+            time.sleep(0.05)  # the test's own wait for a process it killed
+        return pid
+
+    def leftovers(self) -> list[int]:
+        """Live processes fnserve started for this home (after `fnserve down`: none)."""
+        from fnserve.cli.processes import tagged_processes
+
+        return [p for p in tagged_processes(f"{self.home}{os.sep}", prefix=True) if alive(p)]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] not in "ZX"
+    except (OSError, IndexError):
+        return False
 
 
 @contextmanager

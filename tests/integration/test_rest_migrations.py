@@ -17,7 +17,7 @@ def test_migrations_create_the_schema_the_models_describe(database_url):
         with engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
             assert {"users", "tokens", "functions", "endpoints", "alembic_version"} <= tables
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
             # No difference between the hand-written migration and the ORM models.
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:

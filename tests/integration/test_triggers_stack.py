@@ -1,14 +1,13 @@
 """Triggers on the real stack (`fnserve up`: gunicorn, Redis, forwarder, trigger runner, a local
 endpoint): a signed webhook's event runs its function; a wrong signature is refused; a schedule
 every 2 s fires every time exactly once across a kill -9 of the trigger runner and of the web
-service; events sent while the site manager is killed (kill -9) and restarted each make one task
-that runs, none lost or repeated. The CLI drives it as a user would."""
+service; events sent while the site manager is killed (kill -9 of its one process) and restarted
+each make one task that runs, none lost or repeated; a trigger shared with a second user runs
+their rule as them; `fnserve down` leaves no process. The CLI drives it as a user would."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections import Counter
 from datetime import datetime
@@ -16,15 +15,17 @@ from typing import Any
 
 import pytest
 import requests
-from stack_support import running_stack
+from stack_support import FNSERVE, running_stack
 
 from fnserve import webhooks
+from fnserve.client import Client
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     with running_stack(tmp_path_factory.mktemp("triggers")) as s:
         yield s
+    assert s.leftovers() == [], "fnserve down left processes running"
 
 
 def recorder():
@@ -39,26 +40,6 @@ def recorder():
         return what
 
     return record
-
-
-def _pid(stack, *where: str) -> int:
-    return int(stack.home.joinpath(*where).read_text().strip())
-
-
-def _kill9(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)  # the test's own wait for a process it killed
-    raise AssertionError(f"pid {pid} still alive after kill -9")
-
-
-def _up(stack) -> None:
-    stack.cli("up", "--port", stack.url.rsplit(":", 1)[1])
 
 
 def _wait_history(client, trigger_id: str, done: Any, timeout: float) -> list[dict[str, Any]]:
@@ -107,10 +88,10 @@ def test_a_schedule_fires_every_time_once_across_kill9_of_the_runner_and_the_web
         client.rule(fid, stack.endpoint_id, args=[str(runs), "$data.scheduled_at"])])
     tid = trig["trigger_id"]
     _wait_history(client, tid, lambda evs: len(evs) >= 2, 30)
-    _kill9(_pid(stack, "service", "run", "triggers.pid"))
-    _kill9(_pid(stack, "service", "run", "web.pid"))
+    stack.kill9("service", "run", "triggers.pid")
+    stack.kill9("service", "run", "web.pid")
     time.sleep(4.5)  # down for at least two schedule times: they must be caught up, not lost
-    _up(stack)
+    stack.up()
     events = _wait_history(client, tid, lambda evs: len(evs) >= 7 and all(
         f["state"] != "pending" for e in evs for f in e["firings"]), 60)
     client.delete_trigger(tid)
@@ -136,9 +117,9 @@ def test_events_during_a_site_manager_kill9_each_make_one_task_that_runs(stack):
     task_ids = []
     for i in range(n):
         if i == n // 4:
-            os.killpg(_pid(stack, "endpoints", "local", "site_manager.pid"), signal.SIGKILL)
+            stack.kill9("endpoints", "local", "site_manager.pid")  # it alone: its interchange and pool end on their own
         if i == n // 2:
-            _up(stack)  # the site manager again, while events keep coming
+            stack.up()  # the site manager again, while events keep coming
         body = json.dumps({"n": i}).encode()
         headers = webhooks.sign(trig["secret"], body, event_id=f"e{i}")
         resp = session.post(url, data=body, headers=headers, timeout=10)
@@ -155,3 +136,49 @@ def test_events_during_a_site_manager_kill9_each_make_one_task_that_runs(stack):
     ran = Counter(int(line) for line in runs.read_text().splitlines())
     assert set(ran) == set(range(n))  # every event's task ran (a task running at the kill may run again:
     # dispatch is at-least-once, docs/reliability.md; each event still made exactly one task)
+
+
+def test_a_trigger_shared_with_a_second_user_runs_their_rule_as_them(stack):
+    """Two users, by the CLI: alice shares her webhook trigger (and her endpoint) with bob; bob
+    binds his own function to it; one event runs alice's task and bob's, each as its owner."""
+    import subprocess
+    import sys
+
+    from stack_support import REPO
+
+    made = subprocess.run([sys.executable, "-m", "web_service.admin", "add-user", "bob"], env=stack.env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=True)
+    bob_env = {**stack.env, "FNSERVE_TOKEN": made.stdout.strip().splitlines()[-1], "FNSERVE_SERVICE_URL": stack.url}
+
+    def as_bob(*args: str) -> str:
+        out = subprocess.run([*FNSERVE, *args], env=bob_env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    alice = stack.client()
+    bob = Client(stack.url, bob_env["FNSERVE_TOKEN"])
+    runs = stack.tmp / "shared-runs"
+    trig = alice.create_trigger("shared", "webhook", rules=[alice.rule(alice.register_function(recorder()), stack.endpoint_id,
+                                                                       args=[str(runs), "alice"])])
+    tid = trig["trigger_id"]
+    bobs_fn = bob.register_function(recorder())
+    refused = subprocess.run([*FNSERVE, "trigger", "rule", "add", tid, "--function", bobs_fn, "--endpoint", stack.endpoint_id],
+                             env=bob_env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stdout + refused.stderr  # not shared yet
+    assert json.loads(stack.cli("trigger", "share", tid, "--user", "bob").stdout)["users"] == ["bob"]
+    stack.cli("share", "endpoint", stack.endpoint_id, "--user", "bob")
+    rule_id = as_bob("trigger", "rule", "add", tid, "--function", bobs_fn, "--endpoint", stack.endpoint_id,
+                     "--arg", json.dumps(str(runs)), "--arg", '"bob"').strip()
+    assert tid in as_bob("trigger", "list", "--shared")
+
+    body = b'{"scan": 1}'
+    resp = requests.post(stack.url + trig["webhook_path"], data=body, headers=webhooks.sign(trig["secret"], body), timeout=10)
+    assert resp.status_code == 202, resp.text
+    task_of = {f["rule_id"]: f["task_id"] for f in resp.json()["firings"]}
+    assert bob.get_result(task_of[rule_id], timeout=60) == "bob"  # bob's task, his to read
+    assert alice.get_result(task_of[trig["rules"][0]["rule_id"]], timeout=60) == "alice"
+    assert sorted(json.loads(line) for line in runs.read_text().splitlines()) == ["alice", "bob"]
+    (seen,) = bob.trigger_history(tid)
+    assert [f["rule_id"] for f in seen["firings"]] == [rule_id]  # his firing only
+    stack.cli("unshare", "endpoint", stack.endpoint_id, "--user", "bob")
+    alice.delete_trigger(tid)

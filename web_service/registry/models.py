@@ -220,12 +220,15 @@ class Trigger(Base):
 
 class TriggerRule(Base):
     """Binds a trigger to a function on an endpoint: filters on the event, an argument template,
-    and at most ``max_concurrency`` of its tasks unfinished at once (None: no limit)."""
+    and at most ``max_concurrency`` of its tasks unfinished at once (None: no limit).
+    ``owner_id``: who bound it (the trigger's owner, or a user it is shared with); its tasks
+    run as that user. None on rules made before triggers could be shared: the trigger's owner."""
 
     __tablename__ = "trigger_rules"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     trigger_id: Mapped[str] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
     function_id: Mapped[str] = mapped_column(String(36))
     endpoint_id: Mapped[str] = mapped_column(String(36))
     args_template: Mapped[str] = mapped_column(Text)  # JSON: {"args": [...], "kwargs": {...}}

@@ -3,6 +3,7 @@
     GET|PUT /v1/functions/<id>/sharing        {"public": bool, "users": [...], "groups": [...]}
     GET|PUT /v1/endpoints/<id>/sharing
     GET|PUT /v1/runtimes/<id>/sharing
+    GET|PUT /v1/triggers/<id>/sharing         (who may bind rules to it; docs/triggers.md)
     GET|PUT /v1/endpoints/<id>/allowed_functions   {"restricted": bool, "function_ids": [...]}
     GET|POST /v1/groups                       {"name": ...}
     POST /v1/groups/<name>/members            {"add": [usernames], "remove": [usernames]}
@@ -22,7 +23,7 @@ from web_service.validation import invalid, require_str
 bp = Blueprint("access", __name__)
 bp.before_request(require_identity)
 
-_KINDS = {"functions": "function", "endpoints": "endpoint", "runtimes": "runtime"}
+_KINDS = {"functions": "function", "endpoints": "endpoint", "runtimes": "runtime", "triggers": "trigger"}
 
 
 def _kind(collection: str) -> str:
@@ -34,13 +35,13 @@ def _kind(collection: str) -> str:
     return kind
 
 
-@bp.get("/<any(functions, endpoints, runtimes):collection>/<ident>/sharing")
+@bp.get("/<any(functions, endpoints, runtimes, triggers):collection>/<ident>/sharing")
 def get_sharing(collection: str, ident: str) -> Response:
     with current().sessions() as session:
         return respond(service.get_sharing(session, identity(), _kind(collection), ident))
 
 
-@bp.put("/<any(functions, endpoints, runtimes):collection>/<ident>/sharing")
+@bp.put("/<any(functions, endpoints, runtimes, triggers):collection>/<ident>/sharing")
 def set_sharing(collection: str, ident: str) -> Response:
     state = current()
     public, users, groups = service.parse_sharing(json_body())

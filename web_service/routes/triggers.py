@@ -1,5 +1,6 @@
 """``/v1/triggers``: create, list, get, delete triggers; add and delete their rules; fire one
-by hand; read its history (events and the tasks they made)."""
+by hand; read its history (events and the tasks they made). Sharing a trigger is
+``/v1/triggers/<id>/sharing`` in web_service.routes.access."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ bp.before_request(require_identity)
 
 
 def _view(session, trig) -> dict:  # type: ignore[no-untyped-def]
-    return service.trigger_view(trig, events.live_rules(session, trig.id))
+    return service.trigger_view(trig, service.visible_rules(session, identity(), trig))
 
 
 @bp.post("/triggers")
@@ -35,21 +36,22 @@ def create() -> Response:
 def list_() -> Response:
     state = current()
     with state.sessions() as session:
-        return respond({"triggers": [_view(session, t) for t in service.list_triggers(session, identity())]})
+        shared = request.args.get("shared", "").lower() in ("1", "true", "yes")
+        return respond({"triggers": [_view(session, t) for t in service.list_triggers(session, identity(), shared)]})
 
 
 @bp.get("/triggers/<trigger_id>")
 def get(trigger_id: str) -> Response:
     state = current()
     with state.sessions() as session:
-        return respond(_view(session, service.own_trigger(session, identity(), trigger_id)))
+        return respond(_view(session, service.usable_trigger(session, identity(), trigger_id, state.ownership)))
 
 
 @bp.delete("/triggers/<trigger_id>")
 def delete(trigger_id: str) -> Response:
     state = current()
     with state.sessions() as session:
-        service.delete_trigger(session, identity(), trigger_id, state.store)
+        service.delete_trigger(session, identity(), trigger_id, state.store, state.ownership)
     return respond({"trigger_id": trigger_id, "deleted": True})
 
 
@@ -94,4 +96,4 @@ def history(trigger_id: str) -> Response:
     state = current()
     limit = task_service.parse_count(request.args.get("limit"), "limit", 100)
     with state.sessions() as session:
-        return respond({"trigger_id": trigger_id, "events": service.history(session, identity(), trigger_id, limit)})
+        return respond({"trigger_id": trigger_id, "events": service.history(session, identity(), trigger_id, limit, state.ownership)})

@@ -1,6 +1,6 @@
 """Who may use what: owners, public resources, grants to users and groups, endpoint allowlists.
 
-Sharing is generic: a resource kind ("function", "endpoint", and later "runtime") is a model
+Sharing is generic: a resource kind ("function", "endpoint", "runtime", "trigger") is a model
 with ``id``, ``owner_id`` and ``deleted_at``, listed in :data:`RESOURCE_MODELS`; its grants live
 in the one ``grants`` table keyed by ``(resource_type, resource_id)``. Adding a kind is one line.
 
@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import BadRequest, Forbidden, NotFound
 from web_service.auth import Identity
-from web_service.registry.models import Endpoint, EndpointAllowedFunction, Function, Grant, Group, GroupMember, Runtime, User
+from web_service.registry.models import Endpoint, EndpointAllowedFunction, Function, Grant, Group, GroupMember, Runtime, Trigger, User
 from web_service.ttl_cache import TTLCache
 
 # Kinds of shareable resources and their models.
-RESOURCE_MODELS: dict[str, Any] = {"function": Function, "endpoint": Endpoint, "runtime": Runtime}
+RESOURCE_MODELS: dict[str, Any] = {"function": Function, "endpoint": Endpoint, "runtime": Runtime, "trigger": Trigger}
 PUBLIC = "*"
 
 

@@ -1,10 +1,12 @@
 """Creating, listing and deleting triggers and their rules; recording events (webhook calls,
 manual fires) and reading a trigger's history.
 
-Triggers are private to their owner (no sharing): another user's trigger is 403 ``forbidden``
-on every route. A rule may bind only a function and an endpoint its trigger's owner may use
-(owned or shared), checked when the rule is made and again, by the submit path, whenever it
-fires; a restricted endpoint takes only functions on its allowlist.
+A trigger is shared like a function (``PUT /v1/triggers/{id}/sharing``, web_service.services.access):
+its owner manages it (delete, fire, share); a user it is shared with may bind rules to it and read
+its history for their rules; anyone else gets 403 ``forbidden``. A rule may bind only a function
+and an endpoint the user who binds it may use (owned or shared), checked when the rule is made and
+again, by the submit path, whenever it fires (as that user); a restricted endpoint takes only
+functions on its allowlist.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from web_service.auth import Identity
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.models import Trigger, TriggerEvent, TriggerFiring, TriggerRule, utcnow
 from web_service.services import OwnershipCache
-from web_service.services.access import function_not_allowed, require_use
+from web_service.services.access import function_not_allowed, require_owner, require_use
 from web_service.task_store import TaskStore
 from web_service.triggers import config, events
 from web_service.triggers.config import RuleSpec
@@ -43,13 +45,30 @@ def trigger_not_found(trigger_id: str) -> NotFound:
 
 
 def own_trigger(session: Session, who: Identity, trigger_id: str) -> Trigger:
-    """The caller's live trigger (404 ``trigger_not_found``; 403 ``forbidden`` if another's)."""
+    """The caller's live trigger: deleting, firing and sharing it are the owner's (404
+    ``trigger_not_found``; 403 ``owner_only`` if it is shared with the caller, ``forbidden`` if not)."""
+    return require_owner(session, who, "trigger", trigger_id)  # type: ignore[no-any-return]
+
+
+def usable_trigger(session: Session, who: Identity, trigger_id: str, cache: OwnershipCache | None = None) -> Trigger:
+    """A live trigger the caller owns or that is shared with them: they may bind rules to it and
+    read its history for their rules (404 ``trigger_not_found``; 403 ``forbidden``)."""
+    require_use(session, who, "trigger", trigger_id, cache)
     trig = session.scalar(sa.select(Trigger).where(Trigger.id == trigger_id, Trigger.deleted_at.is_(None)))
-    if trig is None:
+    if trig is None:  # deleted since the access snapshot was cached
         raise trigger_not_found(trigger_id)
-    if trig.owner_id != who.user_id:
-        raise Forbidden(f"trigger {trigger_id!r} belongs to another user", details={"trigger_id": trigger_id})
     return trig
+
+
+def rule_owner(rule: TriggerRule, trig: Trigger) -> str:
+    """Who a rule's tasks run as: the user who bound it (rules from before sharing: the trigger's owner)."""
+    return rule.owner_id or trig.owner_id
+
+
+def visible_rules(session: Session, who: Identity, trig: Trigger) -> list[TriggerRule]:
+    """The trigger's live rules the caller may see: all for its owner, their own for a user it is shared with."""
+    rules = events.live_rules(session, trig.id)
+    return rules if trig.owner_id == who.user_id else [r for r in rules if rule_owner(r, trig) == who.user_id]
 
 
 def create_trigger(session: Session, store: TaskStore, who: Identity, body: dict[str, Any],
@@ -69,7 +88,7 @@ def create_trigger(session: Session, store: TaskStore, who: Identity, body: dict
     session.add(trig)
     session.flush()
     for spec in specs:
-        session.add(_rule_row(trig.id, spec))
+        session.add(_rule_row(trig.id, spec, who.user_id))
     session.commit()
     if kind == "file":
         _wake_watchers(store, cfg["endpoint_id"])
@@ -112,44 +131,55 @@ def check_rule_access(session: Session, who: Identity, spec: RuleSpec, cache: Ow
         raise function_not_allowed(spec.function_id, spec.endpoint_id)
 
 
-def _rule_row(trigger_id: str, spec: RuleSpec) -> TriggerRule:
-    return TriggerRule(trigger_id=trigger_id, function_id=spec.function_id, endpoint_id=spec.endpoint_id,
+def _rule_row(trigger_id: str, spec: RuleSpec, owner_id: str) -> TriggerRule:
+    return TriggerRule(trigger_id=trigger_id, owner_id=owner_id, function_id=spec.function_id, endpoint_id=spec.endpoint_id,
                        args_template=json.dumps(spec.template), filters=json.dumps(list(spec.filters)),
                        max_concurrency=spec.max_concurrency, created_at=utcnow())
 
 
 def add_rule(session: Session, who: Identity, trigger_id: str, body: dict[str, Any], cache: OwnershipCache | None = None) -> TriggerRule:
-    trig = own_trigger(session, who, trigger_id)
+    """Bind a rule (the trigger's owner, or a user it is shared with: with functions and endpoints
+    they themselves may use; its tasks run as them)."""
+    trig = usable_trigger(session, who, trigger_id, cache)
     spec = config.parse_rule(body)
     if len(events.live_rules(session, trig.id)) >= MAX_RULES:
         raise invalid("rules", f"a trigger may have at most {MAX_RULES} rules", limit=MAX_RULES)
     check_rule_access(session, who, spec, cache)
-    rule = _rule_row(trig.id, spec)
+    rule = _rule_row(trig.id, spec, who.user_id)
     session.add(rule)
     session.commit()
     return rule
 
 
 def delete_rule(session: Session, who: Identity, trigger_id: str, rule_id: str) -> None:
-    trig = own_trigger(session, who, trigger_id)
+    """The trigger's owner removes any rule; a user it is shared with, their own (others' are
+    invisible to them: 404)."""
+    trig = usable_trigger(session, who, trigger_id)
     rule = session.scalar(sa.select(TriggerRule).where(TriggerRule.id == rule_id, TriggerRule.trigger_id == trig.id,
                                                       TriggerRule.deleted_at.is_(None)))
-    if rule is None:
+    if rule is None or who.user_id not in (trig.owner_id, rule_owner(rule, trig)):
         raise NotFound(f"trigger {trigger_id!r} has no rule {rule_id!r}", code="rule_not_found", details={"rule_id": rule_id})
     rule.deleted_at = utcnow()
     session.commit()
 
 
-def list_triggers(session: Session, who: Identity) -> list[Trigger]:
-    return list(session.scalars(sa.select(Trigger).where(Trigger.owner_id == who.user_id, Trigger.deleted_at.is_(None))
+def list_triggers(session: Session, who: Identity, shared: bool = False) -> list[Trigger]:
+    """The caller's live triggers; with ``shared``, also those shared with them."""
+    from web_service.services.functions import shared_with
+
+    mine = shared_with(Trigger, "trigger", who) if shared else Trigger.owner_id == who.user_id
+    return list(session.scalars(sa.select(Trigger).where(mine, Trigger.deleted_at.is_(None))
                                 .order_by(Trigger.created_at, Trigger.id)))
 
 
-def delete_trigger(session: Session, who: Identity, trigger_id: str, store: TaskStore | None = None) -> None:
+def delete_trigger(session: Session, who: Identity, trigger_id: str, store: TaskStore | None = None,
+                   cache: OwnershipCache | None = None) -> None:
     """Soft-delete: it fires no more; its history stays readable to no one but the database."""
     trig = own_trigger(session, who, trigger_id)
     trig.deleted_at = utcnow()
     session.commit()
+    if cache is not None:
+        cache.forget(("trigger", trigger_id))
     if trig.kind == "file" and store is not None:
         _wake_watchers(store, json.loads(trig.config)["endpoint_id"])
     log.info("trigger %s deleted by user %s", trigger_id, who.user_id)
@@ -166,14 +196,21 @@ def _wake_watchers(store: TaskStore, endpoint_id: str) -> None:
         log.warning("could not wake the forwarders for endpoint %s's file triggers (%s)", endpoint_id, type(exc).__name__)
 
 
-def history(session: Session, who: Identity, trigger_id: str, limit: int) -> list[dict[str, Any]]:
-    """The trigger's latest events, newest first, each with the firings (rule, task, state)."""
-    trig = own_trigger(session, who, trigger_id)
-    evs = list(session.scalars(sa.select(TriggerEvent).where(TriggerEvent.trigger_id == trig.id)
-                               .order_by(TriggerEvent.received_at.desc(), TriggerEvent.id).limit(min(limit, MAX_HISTORY))))
+def history(session: Session, who: Identity, trigger_id: str, limit: int, cache: OwnershipCache | None = None) -> list[dict[str, Any]]:
+    """The trigger's latest events, newest first, each with the firings (rule, task, state).
+    A user the trigger is shared with sees the events that fired their rules, with those firings."""
+    trig = usable_trigger(session, who, trigger_id, cache)
+    query = sa.select(TriggerEvent).where(TriggerEvent.trigger_id == trig.id)
+    mine: set[str] | None = None
+    if trig.owner_id != who.user_id:
+        mine = set(session.scalars(sa.select(TriggerRule.id).where(TriggerRule.trigger_id == trig.id,
+                                                                   TriggerRule.owner_id == who.user_id)))
+        query = query.where(TriggerEvent.id.in_(sa.select(TriggerFiring.event_id).where(TriggerFiring.rule_id.in_(mine))))
+    evs = list(session.scalars(query.order_by(TriggerEvent.received_at.desc(), TriggerEvent.id).limit(min(limit, MAX_HISTORY))))
     firings: dict[str, list[TriggerFiring]] = {}
     for f in events.firings_of(session, [e.id for e in evs]):
-        firings.setdefault(f.event_id, []).append(f)
+        if mine is None or f.rule_id in mine:
+            firings.setdefault(f.event_id, []).append(f)
     return [event_record(e, firings.get(e.id, [])) for e in evs]
 
 
@@ -273,9 +310,9 @@ def trigger_view(trig: Trigger, rules: list[TriggerRule], now: datetime | None =
 
 
 def rule_view(r: TriggerRule) -> dict[str, Any]:
-    return {"rule_id": r.id, "function_id": r.function_id, "endpoint_id": r.endpoint_id,
+    return {"rule_id": r.id, "owner_id": r.owner_id, "function_id": r.function_id, "endpoint_id": r.endpoint_id,
             "args_template": json.loads(r.args_template), "filters": json.loads(r.filters), "max_concurrency": r.max_concurrency}
 
 
 __all__ = ["create_trigger", "add_rule", "delete_rule", "list_triggers", "delete_trigger", "history", "fire", "deliver_webhook",
-           "own_trigger", "trigger_view", "rule_view"]
+           "own_trigger", "usable_trigger", "visible_rules", "trigger_view", "rule_view"]

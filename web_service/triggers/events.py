@@ -104,7 +104,8 @@ def submit_firings(session: Session, store: TaskStore, firings: list[TriggerFiri
     rules = {r.id: r for r in session.scalars(sa.select(TriggerRule).where(TriggerRule.id.in_({f.rule_id for f in pending})))}
     triggers = {t.id: t for t in session.scalars(sa.select(Trigger).where(Trigger.id.in_({r.trigger_id for r in rules.values()})))}
     events = {e.id: e for e in session.scalars(sa.select(TriggerEvent).where(TriggerEvent.id.in_({f.event_id for f in pending})))}
-    owners = {u.id: u for u in session.scalars(sa.select(User).where(User.id.in_({t.owner_id for t in triggers.values()})))}
+    runs_as = {r.id: r.owner_id or triggers[r.trigger_id].owner_id for r in rules.values() if r.trigger_id in triggers}
+    owners = {u.id: u for u in session.scalars(sa.select(User).where(User.id.in_(set(runs_as.values()))))}
     by_owner: dict[str, list[tuple[TriggerFiring, TaskSpec]]] = {}
     for f in pending:
         rule = rules.get(f.rule_id)
@@ -117,15 +118,19 @@ def submit_firings(session: Session, store: TaskStore, firings: list[TriggerFiri
         except rule_logic.TemplateError as exc:
             _refuse(f, exc.code, str(exc))
             continue
+        owner_id = runs_as[rule.id]
+        if owner_id != trigger.owner_id and not _still_shared(session, trigger.id, owners.get(owner_id), cache):
+            _refuse(f, "forbidden", "the trigger is no longer shared with the user who bound this rule")
+            continue
         payload = serialize.serialize_args(args, kwargs, strategy=serialize.JSON_DATA)
         spec = TaskSpec(rule.function_id, rule.endpoint_id, payload, result_strategy=serialize.JSON_DATA)
-        by_owner.setdefault(trigger.owner_id, []).append((f, spec))
+        by_owner.setdefault(owner_id, []).append((f, spec))
     submitted = 0
     for owner_id, items in by_owner.items():
         owner = owners[owner_id]
         if owner.disabled_at is not None:
             for f, _ in items:
-                _refuse(f, "owner_disabled", "the trigger's owner is disabled")
+                _refuse(f, "owner_disabled", "the user the rule's tasks run as (who bound it) is disabled")
             continue
         who = Identity(owner.id, owner.username)
         try:
@@ -144,6 +149,14 @@ def submit_firings(session: Session, store: TaskStore, firings: list[TriggerFiri
                 submitted += 1
     session.commit()
     return submitted
+
+
+def _still_shared(session: Session, trigger_id: str, user: User | None, cache: OwnershipCache | None) -> bool:
+    """A rule bound by a user the trigger was shared with fires only while it still is."""
+    from web_service.services.access import access_for, may_use
+
+    acc = access_for(session, [("trigger", trigger_id)], cache).get(("trigger", trigger_id))
+    return user is not None and acc is not None and may_use(session, Identity(user.id, user.username), acc, cache)
 
 
 def _refuse(f: TriggerFiring, code: str, message: str) -> None:

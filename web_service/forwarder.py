@@ -26,6 +26,8 @@ import zmq
 from fnserve import messages as m
 from fnserve.errors import FnserveError
 from web_service import forwarder_metrics as metrics
+from web_service.forwarder_pool import ForwarderPool, assign, heartbeat_ttl
+from web_service.redis_client import redis_from_settings, replicated
 from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, WATCH_WAKE, TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
@@ -146,6 +148,9 @@ class Forwarder:
         max_result_bytes: int = 10 * 1024 * 1024,
         file_triggers: Any = None,
         waiting_expiry: float = 0.0,
+        pool: ForwarderPool | None = None,
+        replicas_ack: int = 0,
+        replicas_timeout: int = 2000,
     ):
         """``server_keys`` (public, secret) turn on CurveZMQ: every connection is encrypted and
         authenticated through ZAP, the client's key must belong to a live endpoint
@@ -181,6 +186,15 @@ class Forwarder:
         self._watch_check_at = 0.0
         # Tasks waiting this long for an endpoint that is not connected fail (0: never).
         self.waiting_expiry = waiting_expiry
+        # Several forwarders (web_service/forwarder_pool.py): this one serves only the endpoints
+        # the rule assigns it and sends the others where they belong. None: it serves all.
+        self.pool = pool
+        if pool is not None:
+            pool.ttl = heartbeat_ttl(heartbeat_threshold)
+        self._live: list[str] = []
+        # Replicas that must hold recorded results before they are acked (web_service/redis_client.py).
+        self.replicas_ack = replicas_ack
+        self.replicas_timeout = replicas_timeout
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -218,10 +232,11 @@ class Forwarder:
         poller.register(wake, zmq.POLLIN)
         poller.register(stop_sock, zmq.POLLIN)
         check_at = self.connections.next_deadline(time.time())
+        announce_at = self._announce() if self.pool is not None else float("inf")
         sweep_at = time.time() + (sweep_interval(self.waiting_expiry) if self.waiting_expiry > 0 else float("inf"))
         try:
             while not self._stop.is_set():
-                timeout_ms = max(0, int((min(check_at, sweep_at) - time.time()) * 1000))
+                timeout_ms = max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 try:
                     if router in events:
@@ -236,10 +251,14 @@ class Forwarder:
                     if now >= sweep_at:
                         expire_waiting(self.store, self.waiting_expiry, now)
                         sweep_at = now + sweep_interval(self.waiting_expiry)
+                    if now >= announce_at:
+                        announce_at = self._announce()
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     self._store_lost(router, exc)
                     check_at = self.connections.next_deadline(time.time())
         finally:
+            if self.pool is not None:
+                self._withdraw(router)
             for conn in list(self.connections.by_endpoint.values()):
                 self._lose(conn.endpoint_id, "forwarder stopped")
             for s in (router, wake, stop_sock):
@@ -369,6 +388,8 @@ class Forwarder:
         elif isinstance(msg, m.TaskStatusBatch):
             self.store.mark_running(msg.running, msg.started_at or None)
         elif isinstance(msg, m.Heartbeat):
+            if self._moved(router, conn):
+                return
             self._send(router, identity, m.Heartbeat(sent_at=now))
             self.store.touch(conn.endpoint_id)
         elif isinstance(msg, m.TaskOutputBatch):
@@ -403,6 +424,12 @@ class Forwarder:
         results = [within_limits(r, self.max_result_bytes) for r in results]
         recorded, rejected = self.store.record_results_from(results, conn.endpoint_id)
         metrics.count_recorded(results, recorded, len(rejected), now)
+        if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout):
+            # Not acked: the site manager keeps them and sends them again after its next
+            # registration (a failover makes it register again), and the first recorded wins.
+            log.warning("endpoint %s: %d result(s) recorded but not yet on %d replica(s); not acked",
+                        conn.endpoint_id, len(results), self.replicas_ack)
+            return
         # Rejected ones are acked too: a site manager must not resend them forever.
         self._send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
         if conn.capacity:
@@ -436,6 +463,13 @@ class Forwarder:
             log.warning("refused a site manager for endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
             self._send(router, identity, m.Refused(code="invalid_credentials", reason="unknown endpoint id or wrong secret"))
             return
+        if self.pool is not None:
+            owner = self._owner(msg.endpoint_id, refresh=True)
+            if owner != self.pool.address:
+                log.info("endpoint %s is served by forwarder %s: sent there", msg.endpoint_id, owner)
+                self._send(router, identity, m.Disconnect(reason="served by another forwarder", connect_to=owner))
+                return
+            self.pool.claim(msg.endpoint_id)
         old = self.connections.register(msg.endpoint_id, identity, now, key, capacity=max(0, msg.capacity))
         if old is not None and old.identity != identity:
             self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
@@ -448,7 +482,8 @@ class Forwarder:
                                  watch_folders=json.dumps(msg.watch_folders), mpi_nodes=msg.mpi_nodes)
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
-        self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold))
+        self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold,
+                                                  forwarders=list(self._live)))
         self._watch_sent.pop(msg.endpoint_id, None)  # a new connection gets the list again
         self._send_watches(router, [msg.endpoint_id])
         self._relay_cancels(router, msg.endpoint_id)
@@ -589,6 +624,57 @@ class Forwarder:
             self._send(router, conn.identity, m.Disconnect(reason="the service's task store restarted; register again"))
         log.warning("Redis is back; asked %d site manager(s) to register again", len(dropped))
 
+    # -- several forwarders (web_service/forwarder_pool.py) -------------------------------------
+
+    def _announce(self) -> float:
+        """Renew this forwarder's liveness and re-read the live set; returns when to do it next."""
+        pool = self.pool
+        assert pool is not None
+        try:
+            pool.announce()
+            self._live = pool.live()
+        except redis.RedisError as exc:  # the loop's own Redis calls notice and wait for it
+            log.warning("could not renew this forwarder's liveness: %s", type(exc).__name__)
+        return time.time() + pool.ttl / 3
+
+    def _owner(self, endpoint_id: str, refresh: bool = False) -> str | None:
+        """The forwarder that serves ``endpoint_id`` (this one counts as alive whatever Redis
+        says: its key may lapse while the loop is busy)."""
+        assert self.pool is not None
+        if refresh and assign(endpoint_id, {*self._live, self.pool.address}) != self.pool.address:
+            self._live = self.pool.live()  # a dead forwarder may still be in the last read
+        return assign(endpoint_id, {*self._live, self.pool.address})
+
+    def _moved(self, router: zmq.Socket, conn: Connection) -> bool:
+        """Send an endpoint the rule now gives another forwarder there (checked at its heartbeat).
+
+        Its connection is dropped here with no requeue: the site manager registers with the new
+        forwarder saying what it holds, and that one requeues the rest."""
+        if self.pool is None:
+            return False
+        owner = self._owner(conn.endpoint_id)
+        if owner is None or owner == self.pool.address:
+            return False
+        self.connections.drop(conn.endpoint_id)
+        self._watch_sent.pop(conn.endpoint_id, None)
+        self._send(router, conn.identity, m.Disconnect(reason="served by another forwarder now", connect_to=owner))
+        log.info("endpoint %s moved to forwarder %s", conn.endpoint_id, owner)
+        return True
+
+    def _withdraw(self, router: zmq.Socket) -> None:
+        """Stopping: leave the live set, and send each endpoint to its next forwarder now."""
+        assert self.pool is not None
+        try:
+            self.pool.withdraw()
+            others = [a for a in self.pool.live() if a != self.pool.address]
+        except redis.RedisError:
+            return
+        for conn in list(self.connections.by_endpoint.values()):
+            owner = assign(conn.endpoint_id, others)
+            if owner is not None:
+                self.connections.drop(conn.endpoint_id)
+                self._send(router, conn.identity, m.Disconnect(reason="this forwarder is stopping", connect_to=owner))
+
     def _expire(self, now: float) -> None:
         for endpoint_id in self.connections.expired(now):
             self._lose(endpoint_id, "no heartbeat within the threshold")
@@ -596,6 +682,10 @@ class Forwarder:
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)
         self._watch_sent.pop(endpoint_id, None)
+        if self.pool is not None and not self.pool.release(endpoint_id):
+            # It registered with another forwarder since: its tasks are that one's to settle.
+            log.info("endpoint %s left (%s); now served by another forwarder", endpoint_id, why)
+            return
         requeued = self.store.requeue_inflight(endpoint_id)
         metrics.count_requeued(requeued)
         self.store.set_connected(endpoint_id, False, reason=why)
@@ -657,7 +747,10 @@ def main() -> None:
     from web_service.quotas import QuotaChecker
     from web_service.triggers.files import FileTriggerBridge
 
-    store = TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl)
+    client = redis_from_settings(settings)
+    store = TaskStore(client, result_ttl=settings.result_ttl)
+    # The address endpoints reach this forwarder at (its id in the forwarder pool).
+    advertise = os.environ.get("FNSERVE_FORWARDER_ADVERTISE") or settings.forwarder_address
     fwd = Forwarder(
         store, verify, bind,
         heartbeat_period=float(os.environ.get("FNSERVE_HEARTBEAT_PERIOD", "2")),
@@ -667,6 +760,8 @@ def main() -> None:
         # File triggers: watch lists to endpoints, their events into the registry (docs/triggers.md).
         file_triggers=FileTriggerBridge(sessions, store, QuotaChecker(store.r, settings.cache_seconds)),
         waiting_expiry=settings.waiting_expiry,
+        pool=ForwarderPool(client, advertise),
+        replicas_ack=settings.redis_replicas_ack, replicas_timeout=settings.redis_wait_ms,
     )
     metrics_bind = os.environ.get("FNSERVE_FORWARDER_METRICS")
     if metrics_bind:

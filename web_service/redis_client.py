@@ -11,9 +11,10 @@ the password and database number.
 Replication is asynchronous: a write the primary acknowledged can vanish in a failover. With
 ``FNSERVE_REDIS_REPLICAS_ACK=N`` the service answers "accepted" to a task submission, and the
 forwarder acks a site manager's results, only after :func:`replicated` saw N replicas hold the
-write (``WAIT``); otherwise the submission answers 503 ``service_unavailable`` (retry with the same
-task ids: a retry never makes a second task) and the results stay unacked (the site manager
-sends them again after it registers anew). See docs/operations.md, "Redis failover".
+write (``WAIT``); otherwise the submission answers 503 ``service_unavailable`` naming the task
+ids it wrote (not "accepted": they may be lost, or may run; the caller looks them up before
+submitting again) and the results stay unacked (the site manager sends them again after it
+registers anew). See docs/operations.md, "Redis failover".
 """
 
 from __future__ import annotations

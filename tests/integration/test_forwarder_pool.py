@@ -9,91 +9,21 @@ test counts), because Parsl is not under test here and an HTEX per endpoint does
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
-import redis
 
-from fnserve._redis_server import free_port, redis_auth, start_redis
+from fnserve._redis_server import redis_auth, start_redis
 from fnserve.states import TaskState
-from web_service.forwarder_pool import ForwarderPool, assign, owner_key
+from tests.integration.pool_procs import THRESHOLD, Pool, wait as _wait
+from web_service.forwarder_pool import ForwarderPool, assign
 from web_service.task_store import NewTask, TaskStore
 
-REPO = Path(__file__).resolve().parents[2]
-PERIOD, THRESHOLD = 0.5, 3.0  # what forwarders tell endpoints: heartbeat every 0.5 s, lost after 3 s
 TASKS_PER_ENDPOINT = 30
-
-
-def _wait(check: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Pool:
-    def __init__(self, tmp: Path, url: str):
-        self.tmp = tmp
-        self.env = {**os.environ, "FNSERVE_REDIS_URL": url, "PYTHONPATH": str(REPO)}
-        self.r = redis.Redis.from_url(url)
-        self.store = TaskStore(self.r)
-        self.forwarders: dict[str, subprocess.Popen[bytes]] = {}
-        self.sites: dict[str, subprocess.Popen[bytes]] = {}
-        self.secrets: dict[str, str] = {}
-
-    def _spawn(self, kind: str, cfg: dict[str, object], log: str) -> subprocess.Popen[bytes]:
-        with open(self.tmp / log, "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "tests.integration.pool_procs", kind, json.dumps(cfg)],
-                                    env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-
-    def start_forwarder(self) -> str:
-        address = f"tcp://127.0.0.1:{free_port()}"
-        # Secrets of every endpoint this test will make (the registry's job in production).
-        self.secrets.update({f"ep-{i}": f"secret-{i}" for i in range(200)})
-        self.forwarders[address] = self._spawn(
-            "forwarder", {"bind": address, "secrets": self.secrets, "period": PERIOD, "threshold": THRESHOLD},
-            f"forwarder-{address.rsplit(':', 1)[1]}.log")
-        _wait(lambda: address in ForwarderPool(self.r).live(), 30, f"forwarder {address} to join the pool")
-        return address
-
-    def start_site(self, endpoint_id: str, forwarder: str) -> None:
-        run = self.tmp / endpoint_id
-        config = {"forwarder": forwarder, "endpoint_id": endpoint_id, "secret": self.secrets[endpoint_id],
-                  "run_dir": str(run), "heartbeat_period": PERIOD, "heartbeat_threshold": THRESHOLD,
-                  "reconnect_delay": 0.2, "reconnect_max_delay": 1.0}
-        self.sites[endpoint_id] = self._spawn("site", {"config": config, "effects": str(self.tmp / "effects.log"),
-                                                       "seconds": 0.1}, f"site-{endpoint_id}.log")
-
-    def owner(self, endpoint_id: str) -> str | None:
-        raw = self.r.get(owner_key(endpoint_id))
-        return raw.decode() if raw else None
-
-    def connected(self, endpoint_id: str) -> bool:
-        return bool(self.store.endpoint_status(endpoint_id).get("connected"))
-
-    def effects(self) -> Counter[str]:
-        path = self.tmp / "effects.log"
-        return Counter(path.read_text().split()) if path.exists() else Counter()
-
-    def stop(self) -> None:
-        for proc in [*self.sites.values(), *self.forwarders.values()]:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in [*self.sites.values(), *self.forwarders.values()]:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +31,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     state = tmp_path_factory.mktemp("pool")
     proc, url = start_redis(state / "redis", auth=redis_auth(state))
     p = Pool(state, url)
+    p.secrets.update({f"ep-{i}": f"secret-{i}" for i in range(200)})
     try:
         yield p
     finally:

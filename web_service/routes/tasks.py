@@ -103,8 +103,12 @@ def _submit(session: Any, items: list[service.Outcome], atomic: bool) -> list[st
     settings = state.settings
     if not replicated(state.store.r, settings.redis_replicas_ack, settings.redis_wait_ms):
         # Accepted means durable: on the primary alone it could vanish in a failover.
-        raise ServiceUnavailable(f"the tasks are not yet on {settings.redis_replicas_ack} Redis replica(s); "
-                                 "submit again with the same task ids (a retry never makes a second task)")
+        # Not "accepted": written to the primary only. Their ids let the caller look before
+        # submitting again (a failover may have lost them, or they may run).
+        raise ServiceUnavailable(
+            f"the tasks were written but are not yet on {settings.redis_replicas_ack} Redis replica(s), so a failover "
+            "could lose them; look them up by id (details.task_ids) before submitting again",
+            details={"task_ids": [o for o in outcomes if isinstance(o, str)]})
     return outcomes
 
 

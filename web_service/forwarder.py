@@ -712,7 +712,9 @@ def main() -> None:
 
     Binds ``FNSERVE_FORWARDER_BIND`` (default: the port of ``FNSERVE_FORWARDER_ADDRESS`` on all
     interfaces); serves Prometheus metrics on ``FNSERVE_FORWARDER_METRICS`` (``HOST:PORT``; unset:
-    none; see web_service/forwarder_metrics.py). Stops cleanly on SIGTERM / SIGINT.
+    none; see web_service/forwarder_metrics.py). Joins the forwarder pool as
+    ``FNSERVE_FORWARDER_ADVERTISE`` (the address endpoints reach it at; default
+    ``FNSERVE_FORWARDER_ADDRESS``; web_service/forwarder_pool.py). Stops cleanly on SIGTERM / SIGINT.
     """
     import os
     import signal

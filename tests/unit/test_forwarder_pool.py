@@ -58,3 +58,19 @@ def test_a_silent_forwarder_is_followed_by_the_next_known_one_round_robin():
 def test_a_dead_forwarder_leaves_the_live_set_before_its_endpoints_give_up_on_it():
     assert heartbeat_ttl(10.0) < 10.0
     assert heartbeat_ttl(2.0) == 1.0
+
+
+def test_sentinel_addresses_are_read_from_one_setting():
+    from web_service.redis_client import sentinel_hosts
+
+    assert sentinel_hosts("a:26379, b:26380,") == [("a", 26379), ("b", 26380)]
+    assert sentinel_hosts("[::1]:26379") == [("::1", 26379)]
+
+
+def test_a_sentinel_address_without_a_port_is_refused_with_the_setting_named():
+    import pytest
+
+    from web_service.redis_client import sentinel_hosts
+
+    with pytest.raises(ValueError, match="FNSERVE_REDIS_SENTINELS"):
+        sentinel_hosts("redis-sentinel")

@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import redis
@@ -26,7 +25,10 @@ import zmq
 from fnserve import messages as m
 from fnserve.errors import FnserveError
 from web_service import forwarder_metrics as metrics
-from web_service.forwarder_pool import ForwarderPool, assign, heartbeat_ttl
+from web_service.forwarder_pool import ForwarderPool, heartbeat_ttl
+from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
+    Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Reply,
+)
 from web_service.redis_client import redis_from_settings, replicated
 from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, WATCH_WAKE, TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
@@ -48,63 +50,6 @@ DRAIN_MAX = 1000
 # Seconds between looks at the registry for changed file triggers (a change made through the
 # REST API also wakes the forwarder at once: WATCH_WAKE).
 WATCH_REFRESH = 5.0
-
-
-@dataclass
-class Connection:
-    endpoint_id: str
-    identity: bytes
-    last_seen: float
-    connected_at: float = field(default_factory=time.time)
-    key: str = ""  # the CurveZMQ public key it authenticated with ("" without CURVE)
-    capacity: int = 0  # most tasks it wants in flight at once (0: no limit)
-
-
-class Connections:
-    """Which site manager (ZMQ identity) serves which endpoint, and who has gone silent."""
-
-    def __init__(self, heartbeat_threshold: float):
-        self.threshold = heartbeat_threshold
-        self.by_endpoint: dict[str, Connection] = {}
-        self.by_identity: dict[bytes, Connection] = {}
-
-    def register(self, endpoint_id: str, identity: bytes, now: float, key: str = "", capacity: int = 0) -> Connection | None:
-        """Bind ``identity`` to ``endpoint_id``; returns the connection it replaces, if any."""
-        old = self.by_endpoint.get(endpoint_id)
-        if old is not None:
-            self.by_identity.pop(old.identity, None)
-        stale = self.by_identity.pop(identity, None)
-        if stale is not None and stale.endpoint_id != endpoint_id:
-            self.by_endpoint.pop(stale.endpoint_id, None)
-        conn = Connection(endpoint_id, identity, now, key=key, capacity=capacity)
-        self.by_endpoint[endpoint_id] = conn
-        self.by_identity[identity] = conn
-        return old
-
-    def seen(self, identity: bytes, now: float) -> Connection | None:
-        conn = self.by_identity.get(identity)
-        if conn is not None:
-            conn.last_seen = now
-        return conn
-
-    def drop(self, endpoint_id: str) -> None:
-        conn = self.by_endpoint.pop(endpoint_id, None)
-        if conn is not None:
-            self.by_identity.pop(conn.identity, None)
-
-    def expired(self, now: float) -> list[str]:
-        return [c.endpoint_id for c in self.by_endpoint.values() if now - c.last_seen > self.threshold]
-
-    def next_deadline(self, now: float) -> float:
-        """Unix time at which the earliest connection could expire.
-
-        Connections only ever get later deadlines (each message moves ``last_seen`` on), so
-        the loop checks expiry at this time and not on every event: with 1,000 endpoints that
-        is one scan per expiry deadline instead of two per message.
-        """
-        if not self.by_endpoint:
-            return now + self.threshold
-        return min(c.last_seen for c in self.by_endpoint.values()) + self.threshold + 0.01
 
 
 class _Pending:
@@ -170,7 +115,9 @@ class Forwarder:
         self.bind = bind
         self.heartbeat_period = heartbeat_period
         self.batch_size = batch_size
-        self.connections = Connections(heartbeat_threshold)
+        # The decisions (web_service/forwarder_session.py); this class does the I/O they ask for.
+        self.session = ForwarderSession(heartbeat_threshold, pool.address if pool is not None else None)
+        self.connections: Connections = self.session.connections
         self._ctx = zmq.Context()
         self._stop = threading.Event()
         self._wake_addr = f"inproc://fnserve-wake-{id(self)}"
@@ -191,7 +138,6 @@ class Forwarder:
         self.pool = pool
         if pool is not None:
             pool.ttl = heartbeat_ttl(heartbeat_threshold)
-        self._live: list[str] = []
         # Replicas that must hold recorded results before they are acked (web_service/redis_client.py).
         self.replicas_ack = replicas_ack
         self.replicas_timeout = replicas_timeout
@@ -245,7 +191,7 @@ class Forwarder:
                         self._drain_wakeups(router, wake)
                     now = time.time()
                     if now >= check_at:
-                        self._expire(now)
+                        self._expire(router, now)
                         self._refresh_watches(router, now)
                         check_at = self.connections.next_deadline(now)
                     if now >= sweep_at:
@@ -366,20 +312,45 @@ class Forwarder:
         if isinstance(msg, m.Register):
             if pending is not None:
                 self._flush(router, pending)  # what the old connection sent comes first
-            self._register(router, identity, msg, now, key)
+            self._perform(router, self.session.register(identity, msg, key, self._verify(msg, key), now), now, pending)
             return
-        conn = self.connections.by_identity.get(identity)
-        if conn is not None and conn.key != key:
-            # Another endpoint's site manager took this routing id (ROUTER_HANDOVER): its key
-            # does not match the one that registered, so it may not speak for that endpoint.
-            log.warning("dropping a message for endpoint %s sent with another endpoint's key", conn.endpoint_id)
-            self._send(router, identity, m.Refused(code="invalid_credentials", reason="this connection's key does not match the registered endpoint"))
-            return
-        conn = self.connections.seen(identity, now)
-        if conn is None:
-            # Not registered here (e.g. this forwarder restarted): ask it to register again.
-            self._send(router, identity, m.Disconnect(reason="not registered with this forwarder; register again"))
-            return
+        if isinstance(msg, m.Disconnect) and pending is not None:
+            self._flush(router, pending)
+        self._perform(router, self.session.received(identity, msg, key, now), now, pending)
+
+    def _verify(self, msg: m.Register, key: str) -> bool:
+        """The endpoint's secret, and (CURVE) that the connection's key is that endpoint's own;
+        with several forwarders, also re-read the live set if the last one sends it elsewhere."""
+        try:
+            ok = self.verify_secret(msg.endpoint_id, msg.secret)
+            if ok and self.server_keys is not None:
+                # Bind the key to the endpoint it claims: endpoint A's key cannot register as B.
+                ok = self.endpoint_for_key(key) == msg.endpoint_id  # type: ignore[misc]
+        except Exception:
+            log.exception("could not verify endpoint %s", msg.endpoint_id)
+            ok = False
+        if not ok:
+            log.warning("endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
+        elif self.pool is not None and not self.session.serves(msg.endpoint_id):
+            self.session.live = self.pool.live()  # a dead forwarder may still be in the last read
+        return ok
+
+    def _perform(self, router: zmq.Socket, actions: list[Action], now: float, pending: _Pending | None = None) -> None:
+        for action in actions:
+            if isinstance(action, Reply):
+                if isinstance(action.message, m.Refused):
+                    log.warning("refused a site manager: [%s] %s", action.message.code, action.message.reason)
+                elif isinstance(action.message, m.Disconnect) and action.message.connect_to:
+                    log.info("a site manager was sent to forwarder %s: %s", action.message.connect_to, action.message.reason)
+                self._send(router, action.identity, action.message)
+            elif isinstance(action, Accept):
+                self._accept(router, action.conn, action.register)
+            elif isinstance(action, Lose):
+                self._lose(action.endpoint_id, action.why)
+            elif isinstance(action, Handle):
+                self._on_message(router, action.conn, action.message, now, pending)
+
+    def _on_message(self, router: zmq.Socket, conn: Connection, msg: m.SiteMessage, now: float, pending: _Pending | None) -> None:
         if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
             pending.add(conn, msg)
             return
@@ -388,9 +359,7 @@ class Forwarder:
         elif isinstance(msg, m.TaskStatusBatch):
             self.store.mark_running(msg.running, msg.started_at or None)
         elif isinstance(msg, m.Heartbeat):
-            if self._moved(router, conn):
-                return
-            self._send(router, identity, m.Heartbeat(sent_at=now))
+            self._send(router, conn.identity, m.Heartbeat(sent_at=now))
             self.store.touch(conn.endpoint_id)
         elif isinstance(msg, m.TaskOutputBatch):
             kept, dropped = self.outputs.append_checked(conn.endpoint_id, msg.outputs)
@@ -401,10 +370,6 @@ class Forwarder:
             self.store.touch(conn.endpoint_id, msg)
         elif isinstance(msg, m.FileEventBatch):
             self._record_files(router, conn, msg.events)
-        elif isinstance(msg, m.Disconnect):
-            if pending is not None:
-                self._flush(router, pending)
-            self._lose(conn.endpoint_id, msg.reason or "site manager disconnected")
 
     def _flush(self, router: zmq.Socket, pending: _Pending) -> None:
         """Record what a drain pass gathered: status first (a result must win over 'running')."""
@@ -450,29 +415,10 @@ class Forwarder:
         except Exception as exc:  # noqa: BLE001 - accounting must never cost a result
             log.error("could not log usage of %d task(s) of endpoint %s: %s", len(recorded), endpoint_id, type(exc).__name__)
 
-    def _register(self, router: zmq.Socket, identity: bytes, msg: m.Register, now: float, key: str = "") -> None:
-        try:
-            ok = self.verify_secret(msg.endpoint_id, msg.secret)
-            if ok and self.server_keys is not None:
-                # Bind the key to the endpoint it claims: endpoint A's key cannot register as B.
-                ok = self.endpoint_for_key(key) == msg.endpoint_id  # type: ignore[misc]
-        except Exception:
-            log.exception("could not verify endpoint %s", msg.endpoint_id)
-            ok = False
-        if not ok:
-            log.warning("refused a site manager for endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
-            self._send(router, identity, m.Refused(code="invalid_credentials", reason="unknown endpoint id or wrong secret"))
-            return
+    def _accept(self, router: zmq.Socket, conn: Connection, msg: m.Register) -> None:
+        identity = conn.identity
         if self.pool is not None:
-            owner = self._owner(msg.endpoint_id, refresh=True)
-            if owner != self.pool.address:
-                log.info("endpoint %s is served by forwarder %s: sent there", msg.endpoint_id, owner)
-                self._send(router, identity, m.Disconnect(reason="served by another forwarder", connect_to=owner))
-                return
             self.pool.claim(msg.endpoint_id)
-        old = self.connections.register(msg.endpoint_id, identity, now, key, capacity=max(0, msg.capacity))
-        if old is not None and old.identity != identity:
-            self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
         # Whatever was in flight and is not held by the (re)connecting site manager is lost.
         requeued = self.store.requeue_inflight_except(msg.endpoint_id, set(msg.holding))
         metrics.count_requeued(requeued)
@@ -483,7 +429,7 @@ class Forwarder:
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
         self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold,
-                                                  forwarders=list(self._live)))
+                                                  forwarders=list(self.session.live)))
         self._watch_sent.pop(msg.endpoint_id, None)  # a new connection gets the list again
         self._send_watches(router, [msg.endpoint_id])
         self._relay_cancels(router, msg.endpoint_id)
@@ -632,34 +578,10 @@ class Forwarder:
         assert pool is not None
         try:
             pool.announce()
-            self._live = pool.live()
+            self.session.live = pool.live()
         except redis.RedisError as exc:  # the loop's own Redis calls notice and wait for it
             log.warning("could not renew this forwarder's liveness: %s", type(exc).__name__)
         return time.time() + pool.ttl / 3
-
-    def _owner(self, endpoint_id: str, refresh: bool = False) -> str | None:
-        """The forwarder that serves ``endpoint_id`` (this one counts as alive whatever Redis
-        says: its key may lapse while the loop is busy)."""
-        assert self.pool is not None
-        if refresh and assign(endpoint_id, {*self._live, self.pool.address}) != self.pool.address:
-            self._live = self.pool.live()  # a dead forwarder may still be in the last read
-        return assign(endpoint_id, {*self._live, self.pool.address})
-
-    def _moved(self, router: zmq.Socket, conn: Connection) -> bool:
-        """Send an endpoint the rule now gives another forwarder there (checked at its heartbeat).
-
-        Its connection is dropped here with no requeue: the site manager registers with the new
-        forwarder saying what it holds, and that one requeues the rest."""
-        if self.pool is None:
-            return False
-        owner = self._owner(conn.endpoint_id)
-        if owner is None or owner == self.pool.address:
-            return False
-        self.connections.drop(conn.endpoint_id)
-        self._watch_sent.pop(conn.endpoint_id, None)
-        self._send(router, conn.identity, m.Disconnect(reason="served by another forwarder now", connect_to=owner))
-        log.info("endpoint %s moved to forwarder %s", conn.endpoint_id, owner)
-        return True
 
     def _withdraw(self, router: zmq.Socket) -> None:
         """Stopping: leave the live set, and send each endpoint to its next forwarder now."""
@@ -669,15 +591,10 @@ class Forwarder:
             others = [a for a in self.pool.live() if a != self.pool.address]
         except redis.RedisError:
             return
-        for conn in list(self.connections.by_endpoint.values()):
-            owner = assign(conn.endpoint_id, others)
-            if owner is not None:
-                self.connections.drop(conn.endpoint_id)
-                self._send(router, conn.identity, m.Disconnect(reason="this forwarder is stopping", connect_to=owner))
+        self._perform(router, self.session.withdraw(others), time.time())
 
-    def _expire(self, now: float) -> None:
-        for endpoint_id in self.connections.expired(now):
-            self._lose(endpoint_id, "no heartbeat within the threshold")
+    def _expire(self, router: zmq.Socket, now: float) -> None:
+        self._perform(router, self.session.expire(now), now)
 
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)

@@ -7,8 +7,10 @@ back to its queue, to be dispatched again when it reconnects.
 
 The loop blocks on ``zmq.Poller``; new work is signalled by the task store's Redis ``wake``
 channel, relayed by a thread into an inproc socket, so nothing on the hot path sleeps or polls on
-an interval. The decisions (who is alive, what to requeue) live in :class:`Connections`, which is
-pure and tested without sockets.
+an interval. The decisions (who is connected as which endpoint, who went silent, which endpoints
+this forwarder serves among several) live in web_service/forwarder_session.py, pure and tested
+without sockets; this module carries out the actions it returns. ``python -m
+web_service.forwarder`` starts one from the environment (web_service/forwarder_main.py).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from fnserve.errors import FnserveError
 from web_service import forwarder_metrics as metrics
 from web_service.forwarder_pool import ForwarderPool, heartbeat_ttl
 from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
-    Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Reply,
+    Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply,
 )
-from web_service.redis_client import redis_from_settings, replicated
-from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, WATCH_WAKE, TaskStore, tombstone_key
+from web_service.redis_client import replicated
+from web_service.forwarder_wake import relay_wakeups
+from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WATCH_WAKE, TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.result_limits import within_limits
@@ -50,30 +53,6 @@ DRAIN_MAX = 1000
 # Seconds between looks at the registry for changed file triggers (a change made through the
 # REST API also wakes the forwarder at once: WATCH_WAKE).
 WATCH_REFRESH = 5.0
-
-
-class _Pending:
-    """Results and 'running' updates gathered during one drain pass, per connection."""
-
-    def __init__(self) -> None:
-        self.results: dict[bytes, tuple[Connection, list[m.ResultMessage]]] = {}
-        self.running: dict[float, list[str]] = {}
-        # File events: all of a pass's batches from one endpoint are recorded in one transaction
-        # (while one pass records, the next burst queues up: batches grow with the load).
-        self.files: dict[bytes, tuple[Connection, list[m.FileEvent]]] = {}
-
-    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch | m.FileEventBatch) -> None:
-        if isinstance(msg, m.ResultBatch):
-            self.results.setdefault(conn.identity, (conn, []))[1].extend(msg.results)
-        elif isinstance(msg, m.FileEventBatch):
-            self.files.setdefault(conn.identity, (conn, []))[1].extend(msg.events)
-        else:
-            self.running.setdefault(msg.started_at, []).extend(msg.running)
-
-    def clear(self) -> None:
-        self.results.clear()
-        self.running.clear()
-        self.files.clear()
 
 
 class Forwarder:
@@ -169,7 +148,8 @@ class Forwarder:
         wake.bind(self._wake_addr)
         stop_sock = self._ctx.socket(zmq.PAIR)
         stop_sock.bind(self._wake_addr + "-stop")
-        relay = threading.Thread(target=self._relay_wakeups, name="forwarder-wake", daemon=True)
+        relay = threading.Thread(target=relay_wakeups, args=(self._ctx, self._wake_addr, self.store.r, self._stop),
+                                 name="forwarder-wake", daemon=True)
         relay.start()
         self.bound.set()
         log.info("forwarder listening on %s", self.address)
@@ -239,40 +219,6 @@ class Forwarder:
         if endpoint_id is None:
             log.warning("refused a CurveZMQ connection: the key belongs to no live endpoint")
         return endpoint_id is not None
-
-    def _relay_wakeups(self) -> None:
-        """Relay Redis 'wake' messages (endpoint ids) into the loop's inproc socket."""
-        out = self._ctx.socket(zmq.PAIR)
-        out.connect(self._wake_addr)
-        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(WAKE_CHANNEL)
-            while not self._stop.is_set():
-                try:
-                    if not pubsub.subscribed:
-                        # A resubscribe below failed (Redis still down): an unsubscribed pubsub
-                        # never raises, it just waits, so no wake would ever come again.
-                        pubsub.subscribe(WAKE_CHANNEL)
-                        out.send(b"*")
-                    msg = pubsub.get_message(timeout=1.0)
-                except redis.RedisError as exc:  # Redis restarting: keep trying, the loop re-drains on connect
-                    log.warning("wake channel: %s; retrying", exc)
-                    self._stop.wait(0.5)
-                    try:
-                        pubsub.close()
-                        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
-                        pubsub.subscribe(WAKE_CHANNEL)
-                        out.send(b"*")  # re-check every connected endpoint
-                    except redis.RedisError as again:
-                        log.debug("wake channel: still down: %s", type(again).__name__)
-                    continue
-                if msg and msg.get("type") == "message":
-                    out.send(msg["data"])
-        except zmq.ContextTerminated:
-            pass  # the forwarder stopped while a wake was on its way: nobody is left to wake
-        finally:
-            pubsub.close()
-            out.close(0)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -625,84 +571,10 @@ def _local_only(bind: str) -> bool:
 
 
 def main() -> None:
-    """``python -m web_service.forwarder``: serve site managers with settings from the environment.
+    """``python -m web_service.forwarder``: see :func:`web_service.forwarder_main.main`."""
+    from web_service.forwarder_main import main as run_main
 
-    Binds ``FNSERVE_FORWARDER_BIND`` (default: the port of ``FNSERVE_FORWARDER_ADDRESS`` on all
-    interfaces); serves Prometheus metrics on ``FNSERVE_FORWARDER_METRICS`` (``HOST:PORT``; unset:
-    none; see web_service/forwarder_metrics.py). Joins the forwarder pool as
-    ``FNSERVE_FORWARDER_ADVERTISE`` (the address endpoints reach it at; default
-    ``FNSERVE_FORWARDER_ADDRESS``; web_service/forwarder_pool.py). Stops cleanly on SIGTERM / SIGINT.
-    """
-    import os
-    import signal
-
-    from web_service.registry.db import migrate, session_factory
-    from web_service.curve_keys import server_keys
-    from web_service.services.endpoints import endpoint_for_key, verify_endpoint_secret
-    from web_service.usage import UsageWriter
-    from web_service.settings import Settings
-    from web_service.log_safety import install_log_escaping
-
-    from fnserve.private_files import private_umask
-
-    private_umask()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_escaping()  # endpoints send text (reasons, names) that may reach the log
-    settings = Settings.from_env()
-    if settings.migrate_on_start:
-        migrate(settings.database_url)
-    sessions = session_factory(settings.database_url)
-
-    def verify(endpoint_id: str, secret: str) -> bool:
-        with sessions() as session:
-            return verify_endpoint_secret(session, endpoint_id, secret)
-
-    def key_owner(public_key: str) -> str | None:
-        with sessions() as session:
-            return endpoint_for_key(session, public_key)
-
-    port = settings.forwarder_address.rsplit(":", 1)[-1]
-    bind = os.environ.get("FNSERVE_FORWARDER_BIND") or f"tcp://0.0.0.0:{port}"
-    from web_service.quotas import QuotaChecker
-    from web_service.triggers.files import FileTriggerBridge
-
-    client = redis_from_settings(settings)
-    store = TaskStore(client, result_ttl=settings.result_ttl)
-    # The address endpoints reach this forwarder at (its id in the forwarder pool).
-    advertise = os.environ.get("FNSERVE_FORWARDER_ADVERTISE") or settings.forwarder_address
-    fwd = Forwarder(
-        store, verify, bind,
-        heartbeat_period=float(os.environ.get("FNSERVE_HEARTBEAT_PERIOD", "2")),
-        heartbeat_threshold=float(os.environ.get("FNSERVE_HEARTBEAT_THRESHOLD", "10")),
-        server_keys=server_keys(settings.forwarder_key_file) if settings.forwarder_curve else None,
-        endpoint_for_key=key_owner, max_result_bytes=settings.max_result_bytes,
-        # File triggers: watch lists to endpoints, their events into the registry (docs/triggers.md).
-        file_triggers=FileTriggerBridge(sessions, store, QuotaChecker(store.r, settings.cache_seconds)),
-        waiting_expiry=settings.waiting_expiry,
-        pool=ForwarderPool(client, advertise),
-        replicas_ack=settings.redis_replicas_ack, replicas_timeout=settings.redis_wait_ms,
-    )
-    metrics_bind = os.environ.get("FNSERVE_FORWARDER_METRICS")
-    if metrics_bind:
-        from prometheus_client import REGISTRY
-
-        from fnserve.metrics_bind import serve_metrics
-        from web_service.forwarder_metrics import ForwarderCollector
-
-        REGISTRY.register(ForwarderCollector(fwd))
-        host, metrics_port = serve_metrics(metrics_bind)
-        log.info("forwarder metrics on http://%s:%d/metrics", host, metrics_port)
-    if settings.public_url:
-        from web_service.object_store import load_data_key
-
-        fwd.store.data_url, fwd.store.data_key = settings.public_url, load_data_key(settings.data_key_file)
-    writer = UsageWriter(fwd.store.r, sessions).start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: fwd.stop())
-    try:
-        fwd.run()
-    finally:
-        writer.stop()
+    run_main()
 
 
 if __name__ == "__main__":

@@ -75,6 +75,30 @@ class Connections:
         return min(c.last_seen for c in self.by_endpoint.values()) + self.threshold + 0.01
 
 
+class Pending:
+    """Results and 'running' updates gathered during one drain pass, per connection."""
+
+    def __init__(self) -> None:
+        self.results: dict[bytes, tuple[Connection, list[m.ResultMessage]]] = {}
+        self.running: dict[float, list[str]] = {}
+        # File events: all of a pass's batches from one endpoint are recorded in one transaction
+        # (while one pass records, the next burst queues up: batches grow with the load).
+        self.files: dict[bytes, tuple[Connection, list[m.FileEvent]]] = {}
+
+    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch | m.FileEventBatch) -> None:
+        if isinstance(msg, m.ResultBatch):
+            self.results.setdefault(conn.identity, (conn, []))[1].extend(msg.results)
+        elif isinstance(msg, m.FileEventBatch):
+            self.files.setdefault(conn.identity, (conn, []))[1].extend(msg.events)
+        else:
+            self.running.setdefault(msg.started_at, []).extend(msg.running)
+
+    def clear(self) -> None:
+        self.results.clear()
+        self.running.clear()
+        self.files.clear()
+
+
 # -- actions -------------------------------------------------------------------------------------
 
 

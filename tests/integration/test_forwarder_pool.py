@@ -51,11 +51,14 @@ def _endpoints_for(forwarders: list[str], each: int, taken: set[str]) -> list[st
     return [e for ids in chosen.values() for e in ids]
 
 
+def _endpoint_of(task_id: str) -> str:
+    return task_id.split("-", 1)[1].rsplit("-", 1)[0]  # "<tag>-<endpoint>-<n>"
+
+
 def _submit(store: TaskStore, endpoints: list[str], n: int, tag: str) -> list[str]:
     store.cache_function("f", b"FN")
     ids = [f"{tag}-{e}-{i}" for e in endpoints for i in range(n)]
-    store.submit([NewTask(task_id=t, owner="u", function_id="f", endpoint_id=t.split("-", 1)[1].rsplit("-", 1)[0],
-                          payload=b"x") for t in ids])
+    store.submit([NewTask(task_id=t, owner="u", function_id="f", endpoint_id=_endpoint_of(t), payload=b"x") for t in ids])
     return ids
 
 
@@ -74,7 +77,7 @@ def test_a_killed_forwarders_endpoints_move_to_the_survivor_and_every_task_runs_
 
     ids = _submit(pool.store, endpoints, TASKS_PER_ENDPOINT, "a")
     # Mid-stream: some of f1's endpoints' tasks done, most not.
-    _wait(lambda: sum(n for t, n in pool.effects().items() if any(e in t for e in on_f1)) >= 6, 60, "tasks to run on f1's endpoints")
+    _wait(lambda: sum(n for t, n in pool.effects().items() if _endpoint_of(t) in on_f1) >= 6, 60, "tasks to run on f1's endpoints")
     os.kill(pool.forwarders[f1].pid, signal.SIGKILL)
     killed_at = time.monotonic()
     pool.forwarders[f1].wait(10)

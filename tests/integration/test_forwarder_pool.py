@@ -110,3 +110,21 @@ def test_a_new_forwarder_takes_new_endpoints_at_once_and_the_ones_the_rule_now_g
     ids = _submit(pool.store, [fresh[0], *existing], 3, "b")
     _wait(lambda: _states(pool.store, ids)[TaskState.SUCCESS.value] == len(ids), 60, "every task to succeed")
     assert all(pool.effects()[t] == 1 for t in ids)
+
+
+def test_a_forwarder_stopped_for_an_upgrade_hands_its_endpoints_over_at_once(pool: Pool):
+    live = ForwarderPool(pool.r).live()
+    leaving = max(live, key=lambda a: sum(pool.owner(e) == a for e in pool.sites))
+    theirs = [e for e in pool.sites if pool.owner(e) == leaving]
+    assert theirs, "the forwarder to stop serves no endpoint"
+    pool.forwarders[leaving].terminate()  # SIGTERM: what a rolling upgrade sends
+    stopped_at = time.monotonic()
+    rest = [a for a in live if a != leaving]
+    _wait(lambda: all(pool.owner(e) == assign(e, rest) and pool.connected(e) for e in theirs), 30,
+          "the stopped forwarder's endpoints to register elsewhere")
+    # Sent on by the stopping forwarder itself: well before the endpoints' silence threshold.
+    assert time.monotonic() - stopped_at < THRESHOLD, time.monotonic() - stopped_at
+    assert pool.forwarders[leaving].wait(20) == 0
+    ids = _submit(pool.store, theirs, 3, "c")
+    _wait(lambda: _states(pool.store, ids)[TaskState.SUCCESS.value] == len(ids), 60, "every task to succeed")
+    assert all(pool.effects()[t] == 1 for t in ids)

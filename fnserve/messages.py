@@ -21,6 +21,8 @@ Forwarder <-> site manager (ZMQ ROUTER/DEALER, one message per frame)::
                       <-------------  WatchFolders      (the endpoint's file triggers, whole list)
     FileEventBatch    ------------->                (files that arrived and settled)
                       <-------------  FileEventsAck     (recorded: the site manager forgets them)
+                      <-------------  Disconnect(connect_to=...)  (served by another forwarder:
+                                                       register there; web_service/forwarder_pool.py)
 
 Site manager -> node manager: one ``TaskMessage`` encoded with :func:`encode_task`, answered by
 one ``ResultMessage`` (:func:`encode_result`). While a task runs, the node manager pushes each
@@ -159,6 +161,8 @@ class Register(_Message, tag="register"):
 class Registered(_Message, tag="registered"):
     heartbeat_period: float
     heartbeat_threshold: float
+    # Addresses of every live forwarder: where to try next if this one goes silent.
+    forwarders: list[str] = []
 
 
 class Refused(_Message, tag="refused"):
@@ -210,6 +214,9 @@ class TaskOutputBatch(_Message, tag="outputs"):
 
 class Disconnect(_Message, tag="disconnect"):
     reason: str = ""
+    # Forwarder -> site manager: connect to this forwarder instead and register there (the
+    # endpoint is assigned to it: web_service/forwarder_pool.py). Empty: reconnect here.
+    connect_to: str = ""
 
 
 class FolderWatch(msgspec.Struct, kw_only=True, omit_defaults=True):

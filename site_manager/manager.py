@@ -98,6 +98,7 @@ class SiteManager:
             allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
             watch_folders=list(config.triggers.allowed_folders),
             mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else 0,
+            forwarder=config.forwarder,
         )
         self.inbox = ResultInbox()
         # File triggers: settled files from the watcher's threads (started on the first watch list).
@@ -336,12 +337,13 @@ class SiteManager:
             sock.curve_serverkey = self.config.forwarder_public_key.encode()
             sock.curve_publickey = self.config.curve_public_key.encode()
             sock.curve_secretkey = self.config.curve_secret_key.encode()
-        sock.connect(self.config.forwarder)
+        address = self.session.forwarder or self.config.forwarder  # sent on by a forwarder, or configured
+        sock.connect(address)
         self._socket = sock
         self._poller.register(sock, zmq.POLLIN)
         logger.info(
             "connecting to forwarder %s as endpoint %s",
-            self.config.forwarder,
+            address,
             self.config.endpoint_id,
         )
         self._perform(self.session.connected(time.monotonic()))

@@ -37,6 +37,7 @@ from fnserve.messages import (
     TaskStatusBatch,
     WatchFolders,
 )
+from fnserve.forwarders import next_forwarder
 from site_manager.retries import final_result, should_retry
 from site_manager.status import EngineStatus, endpoint_status
 from site_manager.walltime import DEFAULT_GRACE, lost_past_walltime, walltime_result
@@ -65,10 +66,12 @@ class Submit:
 
 @dataclass(frozen=True)
 class Reconnect:
-    """Close the connection and open a new one after ``delay`` seconds."""
+    """Close the connection and open a new one after ``delay`` seconds, to ``address`` (a
+    forwarder's; empty: the same one as before)."""
 
     reason: str
     delay: float
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,7 @@ class Session:
         allowed_serializers: list[str] | None = None,
         watch_folders: list[str] | None = None,
         mpi_nodes: int = -1,
+        forwarder: str = "",
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity,
@@ -244,6 +248,11 @@ class Session:
         # what an engine that dies must report lost (it reruns the others free).
         self.started: set[str] = set()
         self.draining = False
+        # The forwarder connected to, and every live one it named (several forwarders:
+        # web_service/forwarder_pool.py): where to go when this one goes silent.
+        self.forwarder = forwarder
+        self.forwarders: list[str] = [forwarder] if forwarder else []
+        self._redirected = False  # sent on since the last registration (the next one waits)
         self._last_heard = 0.0
         self._next_heartbeat = 0.0
 
@@ -290,6 +299,14 @@ class Session:
                 self.file_events.pop(key, None)
             return []
         if isinstance(msg, Disconnect):
+            if msg.connect_to:
+                # Another forwarder serves this endpoint: go there now (at most the backoff's
+                # first delay; forwarders that disagree for a moment do not spin us).
+                self.state = State.DISCONNECTED
+                self.forwarder = msg.connect_to
+                delay = self.backoff.next() if self._redirected else 0.0
+                self._redirected = True
+                return [Reconnect(f"sent to forwarder {msg.connect_to}: {msg.reason or 'reassigned'}", delay, msg.connect_to)]
             return self.connection_lost(
                 f"the forwarder asked us to disconnect: {msg.reason or 'no reason given'}"
             )
@@ -371,6 +388,8 @@ class Session:
             self.state in (State.REGISTERING, State.READY)
             and now - self._last_heard > self.heartbeat_threshold
         ):
+            # Silent: maybe dead. Try the next forwarder we know; it sends us on if need be.
+            self.forwarder = next_forwarder(self.forwarders, self.forwarder)
             return self.connection_lost(
                 f"nothing heard from the forwarder for {self.heartbeat_threshold:g} s"
             )
@@ -441,6 +460,9 @@ class Session:
         # The forwarder decides the heartbeat cadence once it knows us.
         self.heartbeat_period = msg.heartbeat_period
         self.heartbeat_threshold = msg.heartbeat_threshold
+        if msg.forwarders:
+            self.forwarders = list(msg.forwarders)
+        self._redirected = False
         self._next_heartbeat = now
         self.backoff.reset()
         # First result wins at the forwarder, and an event key is recorded once: resend all.
@@ -488,4 +510,4 @@ class Session:
     def connection_lost(self, reason: str) -> list[Action]:
         """The connection is unusable: reconnect after the next backoff delay."""
         self.state = State.DISCONNECTED
-        return [Reconnect(reason, self.backoff.next())]
+        return [Reconnect(reason, self.backoff.next(), self.forwarder)]

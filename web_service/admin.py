@@ -13,6 +13,7 @@ from fnserve.errors import NotFound
 from web_service.auth import create_user, issue_token, list_tokens, revoke_token
 from web_service.registry.db import make_engine, make_session_factory, migrate
 from web_service.registry.models import Quota, User
+from web_service.redis_client import redis_from_settings
 from web_service.settings import Settings
 
 
@@ -76,7 +77,7 @@ def delete_user(settings: Settings, username: str) -> dict[str, Any]:
     from web_service.services.users import delete_user as delete
     from web_service.task_store import TaskStore
 
-    store = TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl)
+    store = TaskStore(redis_from_settings(settings), result_ttl=settings.result_ttl)
     try:
         with _session(settings) as session:
             return dataclasses.asdict(delete(session, store, username))

@@ -19,6 +19,7 @@ from web_service.registry.db import make_engine, make_session_factory, migrate
 from web_service.routes import register_blueprints
 from web_service.routes._http import respond
 from web_service.services import OwnershipCache
+from web_service.redis_client import redis_from_settings
 from web_service.settings import Settings
 from web_service.state import EXTENSION, ServiceState
 from web_service.task_store import TaskStore
@@ -44,8 +45,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     sessions = make_session_factory(engine)
     # No socket_timeout: long-polls legitimately sit on the connection for up to max_wait.
     # Each open long-poll holds a connection (redis-py 8's pool stops at 100 unless told).
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30,
-                                  max_connections=settings.max_open_waits + 256)
+    client = redis_from_settings(settings, socket_connect_timeout=5, health_check_interval=30,
+                                 max_connections=settings.max_open_waits + 256)
     state = ServiceState(
         settings=settings, engine=engine, sessions=sessions,
         store=TaskStore(client, result_ttl=settings.result_ttl),

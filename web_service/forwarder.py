@@ -7,8 +7,10 @@ back to its queue, to be dispatched again when it reconnects.
 
 The loop blocks on ``zmq.Poller``; new work is signalled by the task store's Redis ``wake``
 channel, relayed by a thread into an inproc socket, so nothing on the hot path sleeps or polls on
-an interval. The decisions (who is alive, what to requeue) live in :class:`Connections`, which is
-pure and tested without sockets.
+an interval. The decisions (who is connected as which endpoint, who went silent, which endpoints
+this forwarder serves among several) live in web_service/forwarder_session.py, pure and tested
+without sockets; this module carries out the actions it returns. ``python -m
+web_service.forwarder`` starts one from the environment (web_service/forwarder_main.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import redis
@@ -26,7 +27,13 @@ import zmq
 from fnserve import messages as m
 from fnserve.errors import FnserveError
 from web_service import forwarder_metrics as metrics
-from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WAKE_CHANNEL, WATCH_WAKE, TaskStore, tombstone_key
+from web_service.forwarder_pool import ForwarderPool, heartbeat_ttl
+from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
+    Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply,
+)
+from web_service.redis_client import replicated
+from web_service.forwarder_wake import relay_wakeups
+from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WATCH_WAKE, TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.result_limits import within_limits
@@ -48,87 +55,6 @@ DRAIN_MAX = 1000
 WATCH_REFRESH = 5.0
 
 
-@dataclass
-class Connection:
-    endpoint_id: str
-    identity: bytes
-    last_seen: float
-    connected_at: float = field(default_factory=time.time)
-    key: str = ""  # the CurveZMQ public key it authenticated with ("" without CURVE)
-    capacity: int = 0  # most tasks it wants in flight at once (0: no limit)
-
-
-class Connections:
-    """Which site manager (ZMQ identity) serves which endpoint, and who has gone silent."""
-
-    def __init__(self, heartbeat_threshold: float):
-        self.threshold = heartbeat_threshold
-        self.by_endpoint: dict[str, Connection] = {}
-        self.by_identity: dict[bytes, Connection] = {}
-
-    def register(self, endpoint_id: str, identity: bytes, now: float, key: str = "", capacity: int = 0) -> Connection | None:
-        """Bind ``identity`` to ``endpoint_id``; returns the connection it replaces, if any."""
-        old = self.by_endpoint.get(endpoint_id)
-        if old is not None:
-            self.by_identity.pop(old.identity, None)
-        stale = self.by_identity.pop(identity, None)
-        if stale is not None and stale.endpoint_id != endpoint_id:
-            self.by_endpoint.pop(stale.endpoint_id, None)
-        conn = Connection(endpoint_id, identity, now, key=key, capacity=capacity)
-        self.by_endpoint[endpoint_id] = conn
-        self.by_identity[identity] = conn
-        return old
-
-    def seen(self, identity: bytes, now: float) -> Connection | None:
-        conn = self.by_identity.get(identity)
-        if conn is not None:
-            conn.last_seen = now
-        return conn
-
-    def drop(self, endpoint_id: str) -> None:
-        conn = self.by_endpoint.pop(endpoint_id, None)
-        if conn is not None:
-            self.by_identity.pop(conn.identity, None)
-
-    def expired(self, now: float) -> list[str]:
-        return [c.endpoint_id for c in self.by_endpoint.values() if now - c.last_seen > self.threshold]
-
-    def next_deadline(self, now: float) -> float:
-        """Unix time at which the earliest connection could expire.
-
-        Connections only ever get later deadlines (each message moves ``last_seen`` on), so
-        the loop checks expiry at this time and not on every event: with 1,000 endpoints that
-        is one scan per expiry deadline instead of two per message.
-        """
-        if not self.by_endpoint:
-            return now + self.threshold
-        return min(c.last_seen for c in self.by_endpoint.values()) + self.threshold + 0.01
-
-
-class _Pending:
-    """Results and 'running' updates gathered during one drain pass, per connection."""
-
-    def __init__(self) -> None:
-        self.results: dict[bytes, tuple[Connection, list[m.ResultMessage]]] = {}
-        self.running: dict[float, list[str]] = {}
-        # File events: all of a pass's batches from one endpoint are recorded in one transaction
-        # (while one pass records, the next burst queues up: batches grow with the load).
-        self.files: dict[bytes, tuple[Connection, list[m.FileEvent]]] = {}
-
-    def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch | m.FileEventBatch) -> None:
-        if isinstance(msg, m.ResultBatch):
-            self.results.setdefault(conn.identity, (conn, []))[1].extend(msg.results)
-        elif isinstance(msg, m.FileEventBatch):
-            self.files.setdefault(conn.identity, (conn, []))[1].extend(msg.events)
-        else:
-            self.running.setdefault(msg.started_at, []).extend(msg.running)
-
-    def clear(self) -> None:
-        self.results.clear()
-        self.running.clear()
-        self.files.clear()
-
-
 class Forwarder:
     """Serve site managers on ``bind`` (e.g. ``tcp://0.0.0.0:55001``) until :meth:`stop`."""
 
@@ -146,6 +72,9 @@ class Forwarder:
         max_result_bytes: int = 10 * 1024 * 1024,
         file_triggers: Any = None,
         waiting_expiry: float = 0.0,
+        pool: ForwarderPool | None = None,
+        replicas_ack: int = 0,
+        replicas_timeout: int = 2000,
     ):
         """``server_keys`` (public, secret) turn on CurveZMQ: every connection is encrypted and
         authenticated through ZAP, the client's key must belong to a live endpoint
@@ -165,7 +94,9 @@ class Forwarder:
         self.bind = bind
         self.heartbeat_period = heartbeat_period
         self.batch_size = batch_size
-        self.connections = Connections(heartbeat_threshold)
+        # The decisions (web_service/forwarder_session.py); this class does the I/O they ask for.
+        self.session = ForwarderSession(heartbeat_threshold, pool.address if pool is not None else None)
+        self.connections: Connections = self.session.connections
         self._ctx = zmq.Context()
         self._stop = threading.Event()
         self._wake_addr = f"inproc://fnserve-wake-{id(self)}"
@@ -181,6 +112,14 @@ class Forwarder:
         self._watch_check_at = 0.0
         # Tasks waiting this long for an endpoint that is not connected fail (0: never).
         self.waiting_expiry = waiting_expiry
+        # Several forwarders (web_service/forwarder_pool.py): this one serves only the endpoints
+        # the rule assigns it and sends the others where they belong. None: it serves all.
+        self.pool = pool
+        if pool is not None:
+            pool.ttl = heartbeat_ttl(heartbeat_threshold)
+        # Replicas that must hold recorded results before they are acked (web_service/redis_client.py).
+        self.replicas_ack = replicas_ack
+        self.replicas_timeout = replicas_timeout
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -209,7 +148,8 @@ class Forwarder:
         wake.bind(self._wake_addr)
         stop_sock = self._ctx.socket(zmq.PAIR)
         stop_sock.bind(self._wake_addr + "-stop")
-        relay = threading.Thread(target=self._relay_wakeups, name="forwarder-wake", daemon=True)
+        relay = threading.Thread(target=relay_wakeups, args=(self._ctx, self._wake_addr, self.store.r, self._stop),
+                                 name="forwarder-wake", daemon=True)
         relay.start()
         self.bound.set()
         log.info("forwarder listening on %s", self.address)
@@ -218,10 +158,11 @@ class Forwarder:
         poller.register(wake, zmq.POLLIN)
         poller.register(stop_sock, zmq.POLLIN)
         check_at = self.connections.next_deadline(time.time())
+        announce_at = self._announce() if self.pool is not None else float("inf")
         sweep_at = time.time() + (sweep_interval(self.waiting_expiry) if self.waiting_expiry > 0 else float("inf"))
         try:
             while not self._stop.is_set():
-                timeout_ms = max(0, int((min(check_at, sweep_at) - time.time()) * 1000))
+                timeout_ms = max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 try:
                     if router in events:
@@ -230,16 +171,20 @@ class Forwarder:
                         self._drain_wakeups(router, wake)
                     now = time.time()
                     if now >= check_at:
-                        self._expire(now)
+                        self._expire(router, now)
                         self._refresh_watches(router, now)
                         check_at = self.connections.next_deadline(now)
                     if now >= sweep_at:
                         expire_waiting(self.store, self.waiting_expiry, now)
                         sweep_at = now + sweep_interval(self.waiting_expiry)
+                    if now >= announce_at:
+                        announce_at = self._announce()
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     self._store_lost(router, exc)
                     check_at = self.connections.next_deadline(time.time())
         finally:
+            if self.pool is not None:
+                self._withdraw(router)
             for conn in list(self.connections.by_endpoint.values()):
                 self._lose(conn.endpoint_id, "forwarder stopped")
             for s in (router, wake, stop_sock):
@@ -274,40 +219,6 @@ class Forwarder:
         if endpoint_id is None:
             log.warning("refused a CurveZMQ connection: the key belongs to no live endpoint")
         return endpoint_id is not None
-
-    def _relay_wakeups(self) -> None:
-        """Relay Redis 'wake' messages (endpoint ids) into the loop's inproc socket."""
-        out = self._ctx.socket(zmq.PAIR)
-        out.connect(self._wake_addr)
-        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(WAKE_CHANNEL)
-            while not self._stop.is_set():
-                try:
-                    if not pubsub.subscribed:
-                        # A resubscribe below failed (Redis still down): an unsubscribed pubsub
-                        # never raises, it just waits, so no wake would ever come again.
-                        pubsub.subscribe(WAKE_CHANNEL)
-                        out.send(b"*")
-                    msg = pubsub.get_message(timeout=1.0)
-                except redis.RedisError as exc:  # Redis restarting: keep trying, the loop re-drains on connect
-                    log.warning("wake channel: %s; retrying", exc)
-                    self._stop.wait(0.5)
-                    try:
-                        pubsub.close()
-                        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
-                        pubsub.subscribe(WAKE_CHANNEL)
-                        out.send(b"*")  # re-check every connected endpoint
-                    except redis.RedisError as again:
-                        log.debug("wake channel: still down: %s", type(again).__name__)
-                    continue
-                if msg and msg.get("type") == "message":
-                    out.send(msg["data"])
-        except zmq.ContextTerminated:
-            pass  # the forwarder stopped while a wake was on its way: nobody is left to wake
-        finally:
-            pubsub.close()
-            out.close(0)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -347,20 +258,45 @@ class Forwarder:
         if isinstance(msg, m.Register):
             if pending is not None:
                 self._flush(router, pending)  # what the old connection sent comes first
-            self._register(router, identity, msg, now, key)
+            self._perform(router, self.session.register(identity, msg, key, self._verify(msg, key), now), now, pending)
             return
-        conn = self.connections.by_identity.get(identity)
-        if conn is not None and conn.key != key:
-            # Another endpoint's site manager took this routing id (ROUTER_HANDOVER): its key
-            # does not match the one that registered, so it may not speak for that endpoint.
-            log.warning("dropping a message for endpoint %s sent with another endpoint's key", conn.endpoint_id)
-            self._send(router, identity, m.Refused(code="invalid_credentials", reason="this connection's key does not match the registered endpoint"))
-            return
-        conn = self.connections.seen(identity, now)
-        if conn is None:
-            # Not registered here (e.g. this forwarder restarted): ask it to register again.
-            self._send(router, identity, m.Disconnect(reason="not registered with this forwarder; register again"))
-            return
+        if isinstance(msg, m.Disconnect) and pending is not None:
+            self._flush(router, pending)
+        self._perform(router, self.session.received(identity, msg, key, now), now, pending)
+
+    def _verify(self, msg: m.Register, key: str) -> bool:
+        """The endpoint's secret, and (CURVE) that the connection's key is that endpoint's own;
+        with several forwarders, also re-read the live set if the last one sends it elsewhere."""
+        try:
+            ok = self.verify_secret(msg.endpoint_id, msg.secret)
+            if ok and self.server_keys is not None:
+                # Bind the key to the endpoint it claims: endpoint A's key cannot register as B.
+                ok = self.endpoint_for_key(key) == msg.endpoint_id  # type: ignore[misc]
+        except Exception:
+            log.exception("could not verify endpoint %s", msg.endpoint_id)
+            ok = False
+        if not ok:
+            log.warning("endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
+        elif self.pool is not None and not self.session.serves(msg.endpoint_id):
+            self.session.live = self.pool.live()  # a dead forwarder may still be in the last read
+        return ok
+
+    def _perform(self, router: zmq.Socket, actions: list[Action], now: float, pending: _Pending | None = None) -> None:
+        for action in actions:
+            if isinstance(action, Reply):
+                if isinstance(action.message, m.Refused):
+                    log.warning("refused a site manager: [%s] %s", action.message.code, action.message.reason)
+                elif isinstance(action.message, m.Disconnect) and action.message.connect_to:
+                    log.info("a site manager was sent to forwarder %s: %s", action.message.connect_to, action.message.reason)
+                self._send(router, action.identity, action.message)
+            elif isinstance(action, Accept):
+                self._accept(router, action.conn, action.register)
+            elif isinstance(action, Lose):
+                self._lose(action.endpoint_id, action.why)
+            elif isinstance(action, Handle):
+                self._on_message(router, action.conn, action.message, now, pending)
+
+    def _on_message(self, router: zmq.Socket, conn: Connection, msg: m.SiteMessage, now: float, pending: _Pending | None) -> None:
         if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
             pending.add(conn, msg)
             return
@@ -369,7 +305,7 @@ class Forwarder:
         elif isinstance(msg, m.TaskStatusBatch):
             self.store.mark_running(msg.running, msg.started_at or None)
         elif isinstance(msg, m.Heartbeat):
-            self._send(router, identity, m.Heartbeat(sent_at=now))
+            self._send(router, conn.identity, m.Heartbeat(sent_at=now))
             self.store.touch(conn.endpoint_id)
         elif isinstance(msg, m.TaskOutputBatch):
             kept, dropped = self.outputs.append_checked(conn.endpoint_id, msg.outputs)
@@ -380,10 +316,6 @@ class Forwarder:
             self.store.touch(conn.endpoint_id, msg)
         elif isinstance(msg, m.FileEventBatch):
             self._record_files(router, conn, msg.events)
-        elif isinstance(msg, m.Disconnect):
-            if pending is not None:
-                self._flush(router, pending)
-            self._lose(conn.endpoint_id, msg.reason or "site manager disconnected")
 
     def _flush(self, router: zmq.Socket, pending: _Pending) -> None:
         """Record what a drain pass gathered: status first (a result must win over 'running')."""
@@ -403,6 +335,12 @@ class Forwarder:
         results = [within_limits(r, self.max_result_bytes) for r in results]
         recorded, rejected = self.store.record_results_from(results, conn.endpoint_id)
         metrics.count_recorded(results, recorded, len(rejected), now)
+        if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout):
+            # Not acked: the site manager keeps them and sends them again after its next
+            # registration (a failover makes it register again), and the first recorded wins.
+            log.warning("endpoint %s: %d result(s) recorded but not yet on %d replica(s); not acked",
+                        conn.endpoint_id, len(results), self.replicas_ack)
+            return
         # Rejected ones are acked too: a site manager must not resend them forever.
         self._send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
         if conn.capacity:
@@ -423,22 +361,10 @@ class Forwarder:
         except Exception as exc:  # noqa: BLE001 - accounting must never cost a result
             log.error("could not log usage of %d task(s) of endpoint %s: %s", len(recorded), endpoint_id, type(exc).__name__)
 
-    def _register(self, router: zmq.Socket, identity: bytes, msg: m.Register, now: float, key: str = "") -> None:
-        try:
-            ok = self.verify_secret(msg.endpoint_id, msg.secret)
-            if ok and self.server_keys is not None:
-                # Bind the key to the endpoint it claims: endpoint A's key cannot register as B.
-                ok = self.endpoint_for_key(key) == msg.endpoint_id  # type: ignore[misc]
-        except Exception:
-            log.exception("could not verify endpoint %s", msg.endpoint_id)
-            ok = False
-        if not ok:
-            log.warning("refused a site manager for endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
-            self._send(router, identity, m.Refused(code="invalid_credentials", reason="unknown endpoint id or wrong secret"))
-            return
-        old = self.connections.register(msg.endpoint_id, identity, now, key, capacity=max(0, msg.capacity))
-        if old is not None and old.identity != identity:
-            self._send(router, old.identity, m.Disconnect(reason="another site manager registered for this endpoint"))
+    def _accept(self, router: zmq.Socket, conn: Connection, msg: m.Register) -> None:
+        identity = conn.identity
+        if self.pool is not None:
+            self.pool.claim(msg.endpoint_id)
         # Whatever was in flight and is not held by the (re)connecting site manager is lost.
         requeued = self.store.requeue_inflight_except(msg.endpoint_id, set(msg.holding))
         metrics.count_requeued(requeued)
@@ -448,7 +374,8 @@ class Forwarder:
                                  watch_folders=json.dumps(msg.watch_folders), mpi_nodes=msg.mpi_nodes)
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
-        self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold))
+        self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold,
+                                                  forwarders=list(self.session.live)))
         self._watch_sent.pop(msg.endpoint_id, None)  # a new connection gets the list again
         self._send_watches(router, [msg.endpoint_id])
         self._relay_cancels(router, msg.endpoint_id)
@@ -590,13 +517,39 @@ class Forwarder:
             self._send(router, conn.identity, m.Disconnect(reason="the service's task store restarted; register again"))
         log.warning("Redis is back; asked %d site manager(s) to register again", len(dropped))
 
-    def _expire(self, now: float) -> None:
-        for endpoint_id in self.connections.expired(now):
-            self._lose(endpoint_id, "no heartbeat within the threshold")
+    # -- several forwarders (web_service/forwarder_pool.py) -------------------------------------
+
+    def _announce(self) -> float:
+        """Renew this forwarder's liveness and re-read the live set; returns when to do it next."""
+        pool = self.pool
+        assert pool is not None
+        try:
+            pool.announce()
+            self.session.live = pool.live()
+        except redis.RedisError as exc:  # the loop's own Redis calls notice and wait for it
+            log.warning("could not renew this forwarder's liveness: %s", type(exc).__name__)
+        return time.time() + pool.ttl / 3
+
+    def _withdraw(self, router: zmq.Socket) -> None:
+        """Stopping: leave the live set, and send each endpoint to its next forwarder now."""
+        assert self.pool is not None
+        try:
+            self.pool.withdraw()
+            others = [a for a in self.pool.live() if a != self.pool.address]
+        except redis.RedisError:
+            return
+        self._perform(router, self.session.withdraw(others), time.time())
+
+    def _expire(self, router: zmq.Socket, now: float) -> None:
+        self._perform(router, self.session.expire(now), now)
 
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)
         self._watch_sent.pop(endpoint_id, None)
+        if self.pool is not None and not self.pool.release(endpoint_id):
+            # It registered with another forwarder since: its tasks are that one's to settle.
+            log.info("endpoint %s left (%s); now served by another forwarder", endpoint_id, why)
+            return
         requeued = self.store.requeue_inflight(endpoint_id)
         metrics.count_requeued(requeued)
         self.store.set_connected(endpoint_id, False, reason=why)
@@ -619,77 +572,10 @@ def _local_only(bind: str) -> bool:
 
 
 def main() -> None:
-    """``python -m web_service.forwarder``: serve site managers with settings from the environment.
+    """``python -m web_service.forwarder``: see :func:`web_service.forwarder_main.main`."""
+    from web_service.forwarder_main import main as run_main
 
-    Binds ``FNSERVE_FORWARDER_BIND`` (default: the port of ``FNSERVE_FORWARDER_ADDRESS`` on all
-    interfaces); serves Prometheus metrics on ``FNSERVE_FORWARDER_METRICS`` (``HOST:PORT``; unset:
-    none; see web_service/forwarder_metrics.py). Stops cleanly on SIGTERM / SIGINT.
-    """
-    import os
-    import signal
-
-    from web_service.registry.db import migrate, session_factory
-    from web_service.curve_keys import server_keys
-    from web_service.services.endpoints import endpoint_for_key, verify_endpoint_secret
-    from web_service.usage import UsageWriter
-    from web_service.settings import Settings
-    from web_service.log_safety import install_log_escaping
-
-    from fnserve.private_files import private_umask
-
-    private_umask()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_escaping()  # endpoints send text (reasons, names) that may reach the log
-    settings = Settings.from_env()
-    if settings.migrate_on_start:
-        migrate(settings.database_url)
-    sessions = session_factory(settings.database_url)
-
-    def verify(endpoint_id: str, secret: str) -> bool:
-        with sessions() as session:
-            return verify_endpoint_secret(session, endpoint_id, secret)
-
-    def key_owner(public_key: str) -> str | None:
-        with sessions() as session:
-            return endpoint_for_key(session, public_key)
-
-    port = settings.forwarder_address.rsplit(":", 1)[-1]
-    bind = os.environ.get("FNSERVE_FORWARDER_BIND") or f"tcp://0.0.0.0:{port}"
-    from web_service.quotas import QuotaChecker
-    from web_service.triggers.files import FileTriggerBridge
-
-    store = TaskStore.from_url(settings.redis_url, result_ttl=settings.result_ttl)
-    fwd = Forwarder(
-        store, verify, bind,
-        heartbeat_period=float(os.environ.get("FNSERVE_HEARTBEAT_PERIOD", "2")),
-        heartbeat_threshold=float(os.environ.get("FNSERVE_HEARTBEAT_THRESHOLD", "10")),
-        server_keys=server_keys(settings.forwarder_key_file) if settings.forwarder_curve else None,
-        endpoint_for_key=key_owner, max_result_bytes=settings.max_result_bytes,
-        # File triggers: watch lists to endpoints, their events into the registry (docs/triggers.md).
-        file_triggers=FileTriggerBridge(sessions, store, QuotaChecker(store.r, settings.cache_seconds)),
-        waiting_expiry=settings.waiting_expiry,
-    )
-    metrics_bind = os.environ.get("FNSERVE_FORWARDER_METRICS")
-    if metrics_bind:
-        from prometheus_client import REGISTRY
-
-        from fnserve.metrics_bind import serve_metrics
-        from web_service.forwarder_metrics import ForwarderCollector
-
-        REGISTRY.register(ForwarderCollector(fwd))
-        host, metrics_port = serve_metrics(metrics_bind)
-        log.info("forwarder metrics on http://%s:%d/metrics", host, metrics_port)
-    if settings.public_url:
-        from web_service.object_store import load_data_key
-
-        fwd.store.data_url, fwd.store.data_key = settings.public_url, load_data_key(settings.data_key_file)
-    writer = UsageWriter(fwd.store.r, sessions).start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: fwd.stop())
-    try:
-        fwd.run()
-    finally:
-        writer.stop()
+    run_main()
 
 
 if __name__ == "__main__":

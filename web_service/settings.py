@@ -98,6 +98,15 @@ class Settings:
     # Seconds a task may wait for an endpoint that is not connected before it fails with code
     # endpoint_not_connected (0: never; see web_service/stale_tasks.py).
     waiting_expiry: float = 24 * 3600.0
+    # Redis through Sentinel (web_service/redis_client.py): sentinels as "host:port,host:port"
+    # (empty: redis_url directly), the primary's service name, the sentinels' own password.
+    redis_sentinels: str = ""
+    redis_sentinel_service: str = "fnserve"
+    redis_sentinel_password: str = field(default="", repr=False)
+    # Replicas that must hold an accepted task / a recorded result before it is acknowledged
+    # (Redis WAIT; 0: do not wait), and how long to wait for them (ms).
+    redis_replicas_ack: int = 0
+    redis_wait_ms: int = 2000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -156,4 +165,9 @@ class Settings:
             s3_bucket=get("S3_BUCKET", ""),
             s3_endpoint_url=get("S3_ENDPOINT_URL", ""),
             s3_region=get("S3_REGION", ""),
+            redis_sentinels=get("REDIS_SENTINELS", ""),
+            redis_sentinel_service=get("REDIS_SENTINEL_SERVICE", d.redis_sentinel_service),
+            redis_sentinel_password=get("REDIS_SENTINEL_PASSWORD", ""),
+            redis_replicas_ack=int(get("REDIS_REPLICAS_ACK", str(d.redis_replicas_ack))),
+            redis_wait_ms=int(get("REDIS_WAIT_MS", str(d.redis_wait_ms))),
         )

@@ -338,3 +338,47 @@ def test_registration_names_the_folders_file_triggers_may_watch():
     s = Session("ep-1", "secret", {}, heartbeat_period=2.0, heartbeat_threshold=10.0, watch_folders=["/data/beamline"])
     (send,) = s.connected(NOW)
     assert isinstance(send.message, Register) and send.message.watch_folders == ["/data/beamline"]
+
+
+# -- several forwarders (web_service/forwarder_pool.py) ------------------------------------------
+
+
+def test_a_forwarder_that_serves_another_forwarders_endpoint_sends_it_there_at_once():
+    s = make_session(forwarder="tcp://a:1")
+    s.connected(NOW)
+    actions = s.received(Disconnect(reason="served by another forwarder", connect_to="tcp://b:1"), NOW, 0.0)
+    assert actions == [Reconnect(actions[0].reason, 0.0, "tcp://b:1")]
+    assert s.state is State.DISCONNECTED and s.forwarder == "tcp://b:1"
+
+
+def test_being_sent_on_again_before_registering_waits_the_backoff():
+    s = make_session(forwarder="tcp://a:1")
+    s.connected(NOW)
+    s.received(Disconnect(connect_to="tcp://b:1"), NOW, 0.0)
+    s.connected(NOW)
+    again = s.received(Disconnect(connect_to="tcp://a:1"), NOW, 0.0)
+    assert isinstance(again[0], Reconnect) and again[0].delay > 0 and again[0].address == "tcp://a:1"
+
+
+def test_a_silent_forwarder_is_left_for_the_next_one_the_last_registration_named():
+    s = make_session(forwarder="tcp://a:1")
+    s.connected(NOW)
+    s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0, forwarders=["tcp://a:1", "tcp://b:1"]), NOW, 0.0)
+    actions = s.tick(NOW + 10.5, 0.0, EngineStatus)
+    assert [type(a) for a in actions] == [Reconnect] and actions[0].address == "tcp://b:1"
+
+
+def test_with_one_forwarder_a_silent_one_is_tried_again():
+    s = make_session(forwarder="tcp://a:1")
+    s.connected(NOW)
+    s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW, 0.0)
+    actions = s.tick(NOW + 10.5, 0.0, EngineStatus)
+    assert actions[0].address == "tcp://a:1"
+
+
+def test_registering_after_a_move_still_says_what_it_holds():
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("t1")]), NOW, 0.0)
+    s.received(Disconnect(connect_to="tcp://b:1"), NOW, 0.0)
+    [send] = s.connected(NOW + 1)
+    assert isinstance(send, Send) and send.message.holding == ["t1"]

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from web_service.curve_keys import server_public_key
+from web_service.forwarder_pool import ForwarderPool
 from web_service.registry.models import Endpoint
 from web_service.routes._http import identity, iso, json_body, require_identity, respond
 from web_service.services import endpoints as service
@@ -35,7 +36,9 @@ def register() -> Response:
     with state.sessions() as session:
         ep, secret, curve_secret = service.register_endpoint(session, identity(), name, description)
     return respond({
-        **endpoint_view(ep), "secret": secret, "forwarder_address": state.settings.forwarder_address,
+        **endpoint_view(ep), "secret": secret,
+        # Several forwarders: the one the rule assigns this endpoint (web_service/forwarder_pool.py).
+        "forwarder_address": ForwarderPool(state.store.r).owner(ep.id, state.settings.forwarder_address),
         # The endpoint's CurveZMQ keys (the secret one shown only now) and the forwarder's public key.
         "curve_public_key": ep.curve_public_key, "curve_secret_key": curve_secret,
         "forwarder_public_key": server_public_key(state.settings.forwarder_key_file) if state.settings.forwarder_curve else None,

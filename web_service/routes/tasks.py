@@ -17,8 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from fnserve import serialize
-from fnserve.errors import FnserveError, SerializationError
+from fnserve.errors import FnserveError, SerializationError, ServiceUnavailable
 from web_service.metrics import RESULT_BYTES
+from web_service.redis_client import replicated
 from web_service.routes._http import identity, json_body, require_identity, respond
 from web_service.services import tasks as service
 from web_service.state import current
@@ -98,7 +99,17 @@ def submit() -> Response:
 
 def _submit(session: Any, items: list[service.Outcome], atomic: bool) -> list[str | FnserveError]:
     state = current()
-    return service.submit_tasks(session, state.store, identity(), items, state.ownership, state.quotas, atomic=atomic)
+    outcomes = service.submit_tasks(session, state.store, identity(), items, state.ownership, state.quotas, atomic=atomic)
+    settings = state.settings
+    if not replicated(state.store.r, settings.redis_replicas_ack, settings.redis_wait_ms):
+        # Accepted means durable: on the primary alone it could vanish in a failover.
+        # Not "accepted": written to the primary only. Their ids let the caller look before
+        # submitting again (a failover may have lost them, or they may run).
+        raise ServiceUnavailable(
+            f"the tasks were written but are not yet on {settings.redis_replicas_ack} Redis replica(s), so a failover "
+            "could lose them; look them up by id (details.task_ids) before submitting again",
+            details={"task_ids": [o for o in outcomes if isinstance(o, str)]})
+    return outcomes
 
 
 def _submitted(outcomes: list[str | FnserveError], tasks: list[dict[str, Any]] | None = None) -> Response:

@@ -146,7 +146,6 @@ class Runner:
 def main() -> None:
     import os
 
-    import redis
 
     from fnserve.private_files import private_umask
     from web_service.log_safety import install_log_escaping
@@ -159,7 +158,9 @@ def main() -> None:
     settings = Settings.from_env()
     if settings.migrate_on_start:
         migrate(settings.database_url)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+    from web_service.redis_client import redis_from_settings
+
+    client = redis_from_settings(settings, socket_connect_timeout=5, socket_timeout=10)
     runner = Runner(session_factory(settings.database_url), TaskStore(client, result_ttl=settings.result_ttl),
                     QuotaChecker(client, settings.cache_seconds), tick=float(os.environ.get("FNSERVE_TRIGGER_TICK", "0.25")))
     for sig in (signal.SIGTERM, signal.SIGINT):

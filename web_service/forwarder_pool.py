@@ -1,0 +1,113 @@
+"""Several forwarders: which one serves which endpoint, and who is alive.
+
+The rule is rendezvous (highest random weight) hashing of the endpoint id over the live
+forwarders' addresses (:func:`assign`): every process that reads the same live set computes the
+same owner with no table to keep in step, an endpoint moves only when its own owner leaves or a
+new forwarder outranks it (about 1/N of them when the N-th joins), and a dead forwarder's
+endpoints spread over all the others.
+
+Redis layout (kept by :class:`ForwarderPool`)::
+
+    fns:forwarders                 set of forwarder addresses ever announced (pruned when dead)
+    fns:forwarder:<address>        "1" with a TTL: the forwarder is alive while the key exists
+    fns:endpoint-forwarder:<id>    address of the forwarder an endpoint last registered with
+
+A forwarder's id is the address endpoints connect to, so a restarted forwarder takes back its
+own place at once. Liveness is Redis's own key expiry (one clock: no skew between hosts). The
+TTL is half the endpoints' heartbeat threshold: a killed forwarder is gone from the live set
+before any of its endpoints gives up on it, so the survivor it tries next accepts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import redis
+
+P = "fns:"
+MEMBERS = P + "forwarders"
+
+
+def alive_key(address: str) -> str:
+    return f"{P}forwarder:{address}"
+
+
+def owner_key(endpoint_id: str) -> str:
+    return f"{P}endpoint-forwarder:{endpoint_id}"
+
+
+def _weight(endpoint_id: str, address: str) -> bytes:
+    return hashlib.blake2b(f"{endpoint_id}\x00{address}".encode(), digest_size=8).digest()
+
+
+def assign(endpoint_id: str, forwarders: list[str] | set[str] | frozenset[str]) -> str | None:
+    """The forwarder (address) that serves ``endpoint_id`` among ``forwarders``; None if none.
+
+    >>> assign("ep1", ["tcp://a:1"])
+    'tcp://a:1'
+    """
+    if not forwarders:
+        return None
+    return max(forwarders, key=lambda a: (_weight(endpoint_id, a), a))
+
+
+def heartbeat_ttl(endpoint_threshold: float) -> float:
+    """Seconds a forwarder's liveness key lives: half the endpoints' threshold (see above)."""
+    return max(0.2, endpoint_threshold / 2)
+
+
+# Delete the owner key only if it still names this forwarder: a stale forwarder that expires an
+# endpoint which has since registered elsewhere must not requeue the new owner's tasks.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return redis.call('EXISTS', KEYS[1]) == 0 and 1 or 0
+"""
+
+
+class ForwarderPool:
+    """The live set in Redis, as one forwarder (``address``) or the web service sees it."""
+
+    def __init__(self, r: redis.Redis, address: str = "", ttl: float = 5.0):
+        self.r = r
+        self.address = address
+        self.ttl = ttl
+        self._release = r.register_script(_RELEASE)
+
+    def announce(self) -> None:
+        """This forwarder is alive for another ``ttl`` seconds."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(alive_key(self.address), b"1", px=max(1, int(self.ttl * 1000)))
+        pipe.sadd(MEMBERS, self.address)
+        pipe.execute()
+
+    def withdraw(self) -> None:
+        """This forwarder stops (cleanly): its endpoints go elsewhere now, not after the TTL."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.delete(alive_key(self.address))
+        pipe.srem(MEMBERS, self.address)
+        pipe.execute()
+
+    def live(self) -> list[str]:
+        """Addresses of the forwarders alive now (sorted); dead ones are pruned from the set."""
+        members = sorted(m.decode() if isinstance(m, bytes) else m for m in self.r.smembers(MEMBERS))
+        if not members:
+            return []
+        flags = self.r.mget([alive_key(a) for a in members])
+        dead = [a for a, f in zip(members, flags) if f is None]
+        if dead:
+            self.r.srem(MEMBERS, *dead)
+        return [a for a, f in zip(members, flags) if f is not None]
+
+    def owner(self, endpoint_id: str, fallback: str) -> str:
+        """The forwarder ``endpoint_id`` should connect to (``fallback`` when none announced)."""
+        return assign(endpoint_id, self.live()) or fallback
+
+    def claim(self, endpoint_id: str) -> None:
+        self.r.set(owner_key(endpoint_id), self.address)
+
+    def release(self, endpoint_id: str) -> bool:
+        """Whether this forwarder still owned ``endpoint_id`` (and so must settle its tasks)."""
+        return bool(self._release(keys=[owner_key(endpoint_id)], args=[self.address]))

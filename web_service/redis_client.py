@@ -1,0 +1,68 @@
+"""How the service's processes reach Redis: a URL, or the primary that Sentinel names.
+
+With ``FNSERVE_REDIS_SENTINELS`` set (``host:port,host:port``), every process (web workers,
+forwarders, the triggers runner, admin commands) asks those sentinels for the current primary of
+``FNSERVE_REDIS_SENTINEL_SERVICE`` and follows it through a failover: a connection to a primary
+that was demoted fails (redis-py turns its READONLY answer into a ``ConnectionError``), the
+caller's usual Redis-down handling runs (503 to clients, the forwarder asks its site managers to
+register again) and the next command goes to the new primary. ``FNSERVE_REDIS_URL`` still gives
+the password and database number.
+
+Replication is asynchronous: a write the primary acknowledged can vanish in a failover. With
+``FNSERVE_REDIS_REPLICAS_ACK=N`` the service answers "accepted" to a task submission, and the
+forwarder acks a site manager's results, only after :func:`replicated` saw N replicas hold the
+write (``WAIT``); otherwise the submission answers 503 ``service_unavailable`` naming the task
+ids it wrote (not "accepted": they may be lost, or may run; the caller looks them up before
+submitting again) and the results stay unacked (the site manager sends them again after it
+registers anew). See docs/operations.md, "Redis failover".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
+
+# A write of its own before WAIT: WAIT covers the writes made on the connection it runs on,
+# and a pooled client's earlier write may have gone out on another connection. Replication is
+# ordered, so a replica holding this write holds everything written before it.
+PROBE_KEY = "fns:replication-probe"
+
+
+def sentinel_hosts(spec: str) -> list[tuple[str, int]]:
+    """``"a:26379, b:26379"`` -> ``[("a", 26379), ("b", 26379)]``."""
+    hosts = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"FNSERVE_REDIS_SENTINELS: {part!r} is not HOST:PORT")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
+
+
+def redis_from_settings(settings: Any, **kwargs: Any) -> redis.Redis:
+    """A client for the service's Redis: through Sentinel when ``settings.redis_sentinels`` is set."""
+    if not settings.redis_sentinels:
+        return redis.Redis.from_url(settings.redis_url, **kwargs)
+    url_kwargs = redis.connection.parse_url(settings.redis_url)
+    conn_kwargs = {k: v for k, v in url_kwargs.items() if k in ("password", "username", "db")}
+    sentinel_kwargs = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password
+    sentinel = Sentinel(sentinel_hosts(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs, **conn_kwargs)
+    return sentinel.master_for(settings.redis_sentinel_service, **kwargs)
+
+
+def replicated(r: redis.Redis, replicas: int, timeout_ms: int) -> bool:
+    """Whether ``replicas`` replicas hold every write made so far (True at once if 0)."""
+    if replicas <= 0:
+        return True
+    pipe = r.pipeline(transaction=False)
+    pipe.incr(PROBE_KEY)
+    pipe.execute_command("WAIT", replicas, timeout_ms)
+    _, acked = pipe.execute()
+    return int(acked) >= replicas

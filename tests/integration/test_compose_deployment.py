@@ -132,9 +132,11 @@ class Simulated:
                 p.wait(5)
 
 
-def _submit(fc: Client, fid: str, endpoints: list[str], group: str, n: int, accepted: list[str], errors: list[str]) -> None:
+def _submit(fc: Client, fid: str, endpoints: list[str], group: str, n: int, accepted: list[str], errors: list[str],
+            unconfirmed: set[str]) -> None:
     """``n`` tasks in batches of BATCH, round robin over ``endpoints``; a batch refused (a replica
-    died under it, Redis failing over) is sent again and counted in ``errors``."""
+    died under it, Redis failing over) is sent again and counted in ``errors``. A 503 names the
+    tasks written but not confirmed on every replica (``unconfirmed``: they may run, at most once)."""
     for start in range(0, n, BATCH):
         batch = Batch(task_group_id=group)
         for i in range(start, min(n, start + BATCH)):
@@ -143,7 +145,10 @@ def _submit(fc: Client, fid: str, endpoints: list[str], group: str, n: int, acce
             try:
                 accepted += fc.batch_run(batch)
                 break
-            except (FnserveError, OSError) as exc:
+            except FnserveError as exc:
+                errors.append(repr(exc))
+                unconfirmed.update(exc.details.get("task_ids") or [])
+            except OSError as exc:
                 errors.append(repr(exc))
         else:
             raise AssertionError(f"a batch was refused 20 times: {errors[-3:]}")
@@ -170,11 +175,12 @@ def test_faults_mid_run_every_task_runs_exactly_once(deployment: Deployment, use
         group = str(uuid.uuid4())
         accepted: list[str] = []
         errors: list[str] = []
+        unconfirmed: set[str] = set()
 
         # Phase A, no faults: the metrics agree exactly with what was done.
         web_before = [deployment.metrics(deployment.web(n)) for n in (1, 2, 3)]
         fwd_before = [deployment.metrics(deployment.forwarder_metrics(n), token=False) for n in (1, 2)]
-        _submit(fc, fid, sim.endpoints, group, PHASE_A, accepted, errors)
+        _submit(fc, fid, sim.endpoints, group, PHASE_A, accepted, errors, unconfirmed)
         wait_for(lambda: len(sim.executions()) >= PHASE_A, 120, "phase A's tasks to run", period=0.5)
         wait_for(lambda: _states(fc, group)["success"] == PHASE_A, 60, "phase A's results", period=0.5)
         web_after = [deployment.metrics(deployment.web(n)) for n in (1, 2, 3)]
@@ -189,10 +195,10 @@ def test_faults_mid_run_every_task_runs_exactly_once(deployment: Deployment, use
 
         # Phase B: a forwarder and a web replica die mid-stream, then Redis fails over.
         rest = TASKS - PHASE_A
-        _submit(fc, fid, sim.endpoints, group, rest // 3, accepted, errors)
+        _submit(fc, fid, sim.endpoints, group, rest // 3, accepted, errors, unconfirmed)
         os.kill(deployment.pid("forwarder-1"), signal.SIGKILL)
         os.kill(deployment.pid("web-2"), signal.SIGKILL)
-        _submit(fc, fid, sim.endpoints, group, rest // 3, accepted, errors)
+        _submit(fc, fid, sim.endpoints, group, rest // 3, accepted, errors, unconfirmed)
         s = deployment.settings
         sentinel = redis.Redis(host=s["DEPLOY_BIND"], port=int(s["DEPLOY_SENTINEL_PORT"]),
                                password=s["FNSERVE_REDIS_SENTINEL_PASSWORD"], decode_responses=True)
@@ -201,18 +207,18 @@ def test_faults_mid_run_every_task_runs_exactly_once(deployment: Deployment, use
                  "the sentinel to see both replicas in sync")
         old = sentinel.sentinel_get_master_addr_by_name(service)
         sentinel.execute_command("SENTINEL", "FAILOVER", service)
-        _submit(fc, fid, sim.endpoints, group, rest - 2 * (rest // 3), accepted, errors)
+        _submit(fc, fid, sim.endpoints, group, rest - 2 * (rest // 3), accepted, errors, unconfirmed)
         wait_for(lambda: sentinel.sentinel_get_master_addr_by_name(service) != old, 60, "the failover")
 
         assert len(accepted) == TASKS and len(set(accepted)) == TASKS
-        wait_for(lambda: _states(fc, group)["success"] == TASKS, 240, "every accepted task to succeed", period=1)
+        wait_for(lambda: _states(fc, group)["success"] >= TASKS, 240, "every accepted task to succeed", period=1)
         runs = sim.executions()
         twice = {t: c for t, c in runs.items() if c > 1}
         assert not twice, f"{len(twice)} tasks ran more than once: {list(twice.items())[:5]}"
         missing = set(accepted) - set(runs)
         assert not missing, f"{len(missing)} accepted tasks never ran"
-        # A batch refused after it was stored would show as runs of ids nobody was given.
-        assert set(runs) == set(accepted), (len(set(runs) - set(accepted)), errors[:5])
+        # Nothing else ran: only accepted tasks and those a 503 named as written but unconfirmed.
+        assert set(runs) <= set(accepted) | unconfirmed, (len(set(runs) - set(accepted) - unconfirmed), errors[:5])
 
         # After the storm: the replica and the forwarder came back (restart: on-failure), every
         # endpoint is connected to one forwarder and nothing is queued or in flight.

@@ -168,12 +168,13 @@ def _kill_and_see_it_back(deployment: Deployment, service: str, url: str, meanwh
     wait_for(lambda: urlopen_ok(url), 120, f"{service} back", explain=lambda: deployment.state(service))
 
 
-def _states(fc: Client, group: str) -> Counter[str]:
-    states: Counter[str] = Counter()
+def _states(fc: Client, group: str) -> dict[str, str]:
+    """Every task of the group: id -> state."""
+    states: dict[str, str] = {}
     offset: int | None = 0
     while offset is not None:
         page = fc.get_task_group(group, offset=offset, limit=1000)
-        states.update(t["state"] for t in page["tasks"])
+        states.update((t["task_id"], t["state"]) for t in page["tasks"])
         offset = page["next_offset"]
     return states
 
@@ -196,7 +197,7 @@ def test_faults_mid_run_every_task_runs_exactly_once(deployment: Deployment, use
         fwd_before = [deployment.metrics(deployment.forwarder_metrics(n), token=False) for n in (1, 2)]
         _submit(fc, fid, sim.endpoints, group, PHASE_A, accepted, errors, unconfirmed)
         wait_for(lambda: len(sim.executions()) >= PHASE_A, 120, "phase A's tasks to run", period=0.5)
-        wait_for(lambda: _states(fc, group)["success"] == PHASE_A, 60, "phase A's results", period=0.5)
+        wait_for(lambda: Counter(_states(fc, group).values())["success"] == PHASE_A, 60, "phase A's results", period=0.5)
         web_after = [deployment.metrics(deployment.web(n)) for n in (1, 2, 3)]
         fwd_after = [deployment.metrics(deployment.forwarder_metrics(n), token=False) for n in (1, 2)]
         posts = sum(_sum(a, "fnserve_web_http_requests_total", 'route="/v1/tasks"', 'method="POST"', 'code="2')
@@ -226,7 +227,11 @@ def test_faults_mid_run_every_task_runs_exactly_once(deployment: Deployment, use
         wait_for(lambda: sentinel.sentinel_get_master_addr_by_name(service) != old, 60, "the failover")
 
         assert len(accepted) == TASKS and len(set(accepted)) == TASKS
-        wait_for(lambda: _states(fc, group)["success"] >= TASKS, 240, "every accepted task to succeed", period=1)
+        wait_for(lambda: all(_states(fc, group).get(t) == "success" for t in accepted), 240, "every accepted task to succeed",
+                 period=1)
+        # Tasks not finished in the group: only some a 503 named as unconfirmed.
+        unfinished = {t for t, state in _states(fc, group).items() if state != "success"}
+        assert unfinished <= unconfirmed, (len(unfinished - unconfirmed), len(unconfirmed))
         runs = sim.executions()
         twice = {t: c for t, c in runs.items() if c > 1}
         assert not twice, f"{len(twice)} tasks ran more than once: {list(twice.items())[:5]}"
@@ -235,13 +240,14 @@ def test_faults_mid_run_every_task_runs_exactly_once(deployment: Deployment, use
         # Nothing else ran: only accepted tasks and those a 503 named as written but unconfirmed.
         assert set(runs) <= set(accepted) | unconfirmed, (len(set(runs) - set(accepted) - unconfirmed), errors[:5])
 
-        # After the storm: every endpoint is connected to one forwarder, nothing queued or in flight.
+        # After the storm: every endpoint is connected to one forwarder; what is queued or in flight
+        # is at most the unconfirmed tasks left unfinished (none when no 503 named any).
         def settled() -> bool:
             fwd = [deployment.metrics(deployment.forwarder_metrics(n), token=False) for n in (1, 2)]
             connected = sum(_sum(m, "fnserve_forwarder_connected_endpoints") for m in fwd)
             busy = sum(_sum(m, "fnserve_forwarder_queued_tasks") + _sum(m, "fnserve_forwarder_inflight_tasks") for m in fwd)
-            return connected == SIM_ENDPOINTS + 1 and busy == 0
-        wait_for(settled, 60, "every endpoint connected once, nothing queued or in flight", period=0.5,
+            return connected == SIM_ENDPOINTS + 1 and busy <= len(unfinished)
+        wait_for(settled, 60, "every endpoint connected once, no accepted task queued or in flight", period=0.5,
                  explain=lambda: [deployment.metrics(deployment.forwarder_metrics(n), token=False) for n in (1, 2)])
     finally:
         sim.stop()

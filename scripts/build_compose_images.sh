@@ -13,7 +13,7 @@
 #   service   scripts/build_service_image.sh (deploy/Containerfile on a stand-in Python base)
 #
 # Copying binaries beats debootstrapping a Debian base: no root filesystem of ~200 MB to
-# build and store, each image is a few MB, and a cold build takes seconds, not minutes.
+# build and store, and a cold build of all four images takes about 25 s, not minutes.
 # A facility pulls the official images instead (the defaults in deploy/compose.env).
 #
 #   scripts/build_compose_images.sh [OUT_DIR]     (default: /var/cache/fnserve/compose-images)

@@ -27,7 +27,8 @@ from typing import Any
 from fnserve import serialize
 from fnserve.aio import AsyncClient
 from fnserve.batching import Outstanding, payload_bytes, spec_size, split_by_bytes, submit_outcomes
-from fnserve.client import _task_spec, result_of
+from fnserve.task_results import result_of
+from fnserve.task_specs import task_spec
 from fnserve.errors import FnserveError, PayloadTooLarge, ServiceUnavailable, error_from_dict
 
 _FINISHED = ("success", "failed", "cancelled")
@@ -144,7 +145,7 @@ class AsyncExecutor:
             if key not in self._functions:
                 self._functions[key] = await self.client.register_buffer(buf, getattr(fn, "__name__", "function"))
             function_id = self._functions[key]
-        return _task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
+        return task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
                           self.client._json_results, max_retries=self.max_retries, task_group_id=self.task_group_id,
                           resource_specification=self.resource_specification)
 

@@ -48,7 +48,8 @@ from typing import Any
 
 from fnserve import serialize
 from fnserve.batching import BatchPolicy, chunked, run_chunk
-from fnserve.client import Client, _task_spec
+from fnserve.client import Client
+from fnserve.task_specs import task_spec
 from fnserve.futures import TaskFuture, settle
 from fnserve.pipeline import Pipeline
 from fnserve.task_groups import reload_group
@@ -161,7 +162,7 @@ class Executor(concurrent.futures.Executor):
         if self.endpoint_id is None:
             raise ValueError("no endpoint: pass endpoint_id to Executor() or set ex.endpoint_id")
         try:
-            spec = _task_spec(str(function_id), self.endpoint_id, tuple(args or ()), kwargs, self.runtime, self.walltime,
+            spec = task_spec(str(function_id), self.endpoint_id, tuple(args or ()), kwargs, self.runtime, self.walltime,
                               None, self.client._json_results, getattr(self.client, "_by_reference", None),
                               max_retries=self.max_retries, task_group_id=self.task_group_id,
                               resource_specification=self.resource_specification)

@@ -99,7 +99,7 @@ def mark_running(future: Future) -> None:  # type: ignore[type-arg]
 def resolve(future: TaskFuture, task: dict[str, Any]) -> None:
     """Complete ``future`` from a finished task object (first completion wins), through
     RUNNING as the standard library's executors do."""
-    from fnserve.client import result_of
+    from fnserve.task_results import result_of
 
     future.task = task
     if future.done():

@@ -154,7 +154,7 @@ def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: 
 
 
 def _print_outcome(task: dict[str, Any], show_traceback: bool = False) -> None:
-    from fnserve.client import result_of
+    from fnserve.task_results import result_of
 
     if task.get("stdout"):
         click.echo(task["stdout"], nl=False, err=True)

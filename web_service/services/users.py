@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
 from web_service.auth import Identity
+from web_service.services.ended_tasks import log_cancelled
 from web_service.registry.models import Endpoint, Function, Grant, Group, GroupMember, Runtime, Token, User, utcnow
 from web_service.task_store import TaskStore, inflight_key, queue_key
 
@@ -97,8 +98,6 @@ def delete_user(session: Session, store: TaskStore, username: str) -> DeletedUse
 
 def cancel_tasks_of(session: Session, store: TaskStore, user_id: str) -> int:
     """Cancel ``user_id``'s unfinished tasks on every live endpoint (queued or in flight)."""
-    from web_service.services.tasks import log_cancelled
-
     cancelled = 0
     for endpoint_id in session.scalars(sa.select(Endpoint.id).where(Endpoint.deleted_at.is_(None))).all():
         ids = [i.decode() for i in store.r.lrange(queue_key(endpoint_id), 0, -1)]

@@ -43,7 +43,9 @@ from site_manager.cancel import control_dir, kill_tasks
 from site_manager.walltime import overdue
 from site_manager.ledger_store import LedgerStore
 from site_manager.metrics import NoMetrics, SiteMetrics, site_metrics
-from site_manager.session import Action, Backoff, Exit, Kill, Reconnect, ResultLedger, Send, Session, Submit, Watch
+from site_manager.actions import Action, Exit, Kill, Reconnect, Send, Submit, Watch
+from site_manager.result_ledger import ResultLedger
+from site_manager.session import Backoff, Session
 from site_manager.status import EngineStatus
 
 logger = logging.getLogger(__name__)

@@ -89,7 +89,7 @@ class AsyncClient:
     async def register_function(self, function: Callable[..., Any], name: str | None = None, description: str = "", *,
                                 serializer: str | None = None) -> str:
         return await self.register_buffer(serialize.serialize_function(function, serializer),
-                                          name or getattr(function, "__name__", "function"), description)
+                                          name or str(getattr(function, "__name__", "function")), description)
 
     async def register_buffer(self, buf: bytes, name: str, description: str = "") -> str:
         body = {"name": name, "function": b64(buf), **({"description": description} if description else {})}

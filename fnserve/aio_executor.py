@@ -35,7 +35,7 @@ _FINISHED = ("success", "failed", "cancelled")
 _REQUEST_MARGIN = 64 * 1024
 
 
-class TaskAwaitable(asyncio.Future):  # type: ignore[type-arg]
+class TaskAwaitable(asyncio.Future[Any]):
     """An asyncio future for one task; ``task_id`` once accepted, ``task`` once finished."""
 
     task_id: str | None = None
@@ -227,7 +227,7 @@ class AsyncExecutor:
             self._idle.set()
 
 
-def _settle(future: asyncio.Future, exc: BaseException) -> None:  # type: ignore[type-arg]
+def _settle(future: asyncio.Future[Any], exc: BaseException) -> None:
     from fnserve.errors import TaskCancelled
 
     if future.done():

@@ -52,6 +52,7 @@ from fnserve.client import Client
 from fnserve.task_specs import task_spec
 from fnserve.futures import TaskFuture, settle
 from fnserve.pipeline import Pipeline
+from fnserve.shell import ShellFunction
 from fnserve.task_groups import reload_group
 
 # Functions this process registered: (service url, token, sha-256 of the buffer) -> function id.
@@ -147,7 +148,7 @@ class Executor(concurrent.futures.Executor):
         the standard library's process pool does; only submitting after shutdown raises."""
         self._check_open()
         try:
-            if hasattr(fn, "__fnserve_buffer__"):  # a ShellFunction: its placeholders are checked here already
+            if isinstance(fn, ShellFunction):  # its placeholders are checked here already
                 fn.render(*args, **kwargs)
             function_id = self.register_function(fn)
         except Exception as exc:  # noqa: BLE001 - it belongs on the future
@@ -263,8 +264,8 @@ class Executor(concurrent.futures.Executor):
         with self._functions_lock, _REGISTERED_LOCK:
             for key in [k for k, v in _REGISTERED.items() if v in function_ids]:
                 del _REGISTERED[key]
-            for key in [k for k, (_, v) in self._functions.items() if v in function_ids]:
-                del self._functions[key]
+            for fn_key in [k for k, (_, v) in self._functions.items() if v in function_ids]:
+                del self._functions[fn_key]
 
     # -- helpers -----------------------------------------------------------------------------
 

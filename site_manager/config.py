@@ -103,13 +103,13 @@ _ENGINE_ALIASES = {
 }
 
 
-def parsl_class(dotted: str) -> type:
+def parsl_class(dotted: str) -> type[Any]:
     """The Parsl class a dotted path such as ``parsl.providers.SlurmProvider`` names."""
     module_name, _, class_name = dotted.rpartition(".")
     return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
 
 
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+def _parameters(cls: type[Any]) -> dict[str, inspect.Parameter]:
     params = dict(inspect.signature(cls.__init__).parameters)
     params.pop("self", None)
     return params

@@ -13,7 +13,7 @@ from globus_sdk.testing import load_response
 from fnserve.config import ClientConfig
 from fnserve.login import logout
 from tests.integration import globus_standin as standin
-from tests.integration.rest_support import assert_error, bearer, settings, state  # noqa: F401 - fixtures
+from tests.integration.rest_support import assert_error, bearer, state
 from web_service.app import create_app
 
 

@@ -2,15 +2,14 @@
 
 Two classes satisfy it: :class:`~site_manager.engine.Engine` (one Parsl executor and its
 blocks) and :class:`~site_manager.runtime_pool.RuntimePool` (one engine per runtime, plus the
-MPI one), which the site manager runs by default. mypy checks both against it where the site
-manager takes one (``SiteManager.__init__``).
+MPI one), which the site manager runs by default. mypy checks both against it (below).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from site_manager.status import EngineStatus
 
@@ -39,3 +38,11 @@ class EngineLike(Protocol):
 
     def shutdown(self) -> None:
         """Stop the interchange and cancel every block."""
+
+
+if TYPE_CHECKING:
+    from site_manager.engine import Engine
+    from site_manager.runtime_pool import RuntimePool
+
+    def _both_are_engine_like(engine: Engine, pool: RuntimePool) -> tuple[EngineLike, EngineLike]:
+        return engine, pool  # mypy: both satisfy the protocol

@@ -29,7 +29,6 @@ from fnserve.messages import (
 )
 from fnserve.version import PROTOCOL_VERSION, __version__
 from site_manager.config import EndpointConfig
-from site_manager.engine import Engine
 from site_manager.engine_like import EngineLike
 from site_manager.engine_submit import result_of, submit_task
 from site_manager.runtime_pool import RuntimePool
@@ -79,10 +78,10 @@ class SiteManager:
     with :meth:`stop` / SIGTERM / SIGINT (exit status 0 after draining).
     """
 
-    def __init__(self, config: EndpointConfig, engine: Engine | None = None) -> None:
+    def __init__(self, config: EndpointConfig, engine: EngineLike | None = None) -> None:
         self.config = config
         # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools.
-        # A single Engine (given) runs only the default runtime.
+        # An engine given instead (e.g. a single Engine) runs only the default runtime.
         self.engine: EngineLike = engine or RuntimePool.from_config(config)
         self.session = Session(
             endpoint_id=config.endpoint_id,

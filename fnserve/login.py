@@ -21,7 +21,8 @@ from typing import Any
 from fnserve.client import Client
 from fnserve.config import ClientConfig
 from fnserve.errors import Unauthorized
-# What the login steps share with the client (the last three also named here, as before).
+# What the login steps share with the client (globus_access_token, service_auth and tokens_path
+# stay importable from here too).
 from fnserve.globus_tokens import globus_access_token, headless_credentials, our_token, service_auth, token_storage, tokens_path
 
 __all__ = ["globus_access_token", "login", "login_globus", "logout", "service_auth", "tokens_path"]

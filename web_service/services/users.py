@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
 from web_service.auth import Identity
-from web_service.services.ended_tasks import log_cancelled
+from web_service.redis_replies import texts
 from web_service.registry.db import rows_changed
 from web_service.registry.models import Endpoint, Function, Grant, Group, GroupMember, Runtime, Token, User, utcnow
+from web_service.services.ended_tasks import log_cancelled
 from web_service.task_store import TaskStore, inflight_key, queue_key
-from web_service.redis_replies import texts
 
 log = logging.getLogger("fnserve.admin")
 

@@ -31,7 +31,7 @@ BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]
 # MPI functions' tests and examples/mpi_pi.py (needs an MPI library: Debian's openmpi-bin + libopenmpi-dev).
 MPI = ["mpi4py>=3.1"]
 # moto[server]: a local S3-protocol server, the stand-in the S3 backend is tested against.
-TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "responses>=0.25", "schemathesis>=4", "playwright>=1.40",
+TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "mypy>=1.10", "responses>=0.25", "schemathesis>=4", "playwright>=1.40",
         "moto[server]>=5", *S3, *ASYNC]
 # What examples/ needs (notebooks, OpenMM on the CPU, scikit-image); the tests execute them.
 EXAMPLES = ["openmm>=8.1", "scikit-image>=0.22", "matplotlib>=3.7", "numpy>=1.24", "tqdm>=4.60", "ipywidgets>=8",

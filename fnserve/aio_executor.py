@@ -27,14 +27,15 @@ from typing import Any
 from fnserve import serialize
 from fnserve.aio import AsyncClient
 from fnserve.batching import Outstanding, payload_bytes, spec_size, split_by_bytes, submit_outcomes
-from fnserve.client import _task_spec, result_of
+from fnserve.task_results import result_of
+from fnserve.task_specs import task_spec
 from fnserve.errors import FnserveError, PayloadTooLarge, ServiceUnavailable, error_from_dict
 
 _FINISHED = ("success", "failed", "cancelled")
 _REQUEST_MARGIN = 64 * 1024
 
 
-class TaskAwaitable(asyncio.Future):  # type: ignore[type-arg]
+class TaskAwaitable(asyncio.Future[Any]):
     """An asyncio future for one task; ``task_id`` once accepted, ``task`` once finished."""
 
     task_id: str | None = None
@@ -144,7 +145,7 @@ class AsyncExecutor:
             if key not in self._functions:
                 self._functions[key] = await self.client.register_buffer(buf, getattr(fn, "__name__", "function"))
             function_id = self._functions[key]
-        return _task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
+        return task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
                           self.client._json_results, max_retries=self.max_retries, task_group_id=self.task_group_id,
                           resource_specification=self.resource_specification)
 
@@ -226,7 +227,7 @@ class AsyncExecutor:
             self._idle.set()
 
 
-def _settle(future: asyncio.Future, exc: BaseException) -> None:  # type: ignore[type-arg]
+def _settle(future: asyncio.Future[Any], exc: BaseException) -> None:
     from fnserve.errors import TaskCancelled
 
     if future.done():

@@ -179,7 +179,7 @@ def split_by_bytes(sizes: list[int], max_bytes: int, max_count: int) -> list[int
 
 def payload_bytes(spec: dict[str, Any]) -> int:
     """The decoded size of a spec's base64 payload (what the service's payload limit counts)."""
-    text = spec.get("payload", "")
+    text: str = spec.get("payload", "")
     return len(text) * 3 // 4 - text[-2:].count("=")
 
 

@@ -32,7 +32,7 @@ task message names in ``outputs_address``.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import msgspec
 
@@ -286,24 +286,28 @@ def encode(msg: msgspec.Struct) -> bytes:
     return _encoder.encode(msg)
 
 
-def _checked(decoder: msgspec.msgpack.Decoder, buf: bytes):  # type: ignore[no-untyped-def]
+_M = TypeVar("_M")
+
+
+def _checked(decoder: msgspec.msgpack.Decoder[_M], buf: bytes) -> _M:
     try:
         msg = decoder.decode(buf)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"malformed wire message: {exc}") from exc
-    if getattr(msg, "v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
-        raise ProtocolError(f"wire protocol version {msg.v} is not supported (this side speaks {PROTOCOL_VERSION}); upgrade fnserve on both sides")
+    version = getattr(msg, "v", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"wire protocol version {version} is not supported (this side speaks {PROTOCOL_VERSION}); upgrade fnserve on both sides")
     return msg
 
 
 def decode_from_site(buf: bytes) -> SiteMessage:
     """Decode a message a site manager sent (used by the forwarder)."""
-    return _checked(_site_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_site_decoder, buf)
 
 
 def decode_from_forwarder(buf: bytes) -> ForwarderMessage:
     """Decode a message the forwarder sent (used by the site manager)."""
-    return _checked(_fwd_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_fwd_decoder, buf)
 
 
 def encode_task(task: TaskMessage) -> bytes:
@@ -311,7 +315,7 @@ def encode_task(task: TaskMessage) -> bytes:
 
 
 def decode_task(buf: bytes) -> TaskMessage:
-    return _checked(_task_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_task_decoder, buf)
 
 
 def encode_result(result: ResultMessage) -> bytes:
@@ -319,7 +323,7 @@ def encode_result(result: ResultMessage) -> bytes:
 
 
 def decode_result(buf: bytes) -> ResultMessage:
-    return _checked(_result_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_result_decoder, buf)
 
 
 def encode_output(output: TaskOutput) -> bytes:
@@ -327,4 +331,4 @@ def encode_output(output: TaskOutput) -> bytes:
 
 
 def decode_output(buf: bytes) -> TaskOutput:
-    return _checked(_output_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_output_decoder, buf)

@@ -61,7 +61,7 @@ class ObjectStoreClient:
         data = None if body is None else json.dumps(body).encode()
         headers = {} if body is None else {"Content-Type": "application/json"}
         resp = self._call(method, path, data, headers)
-        return json.loads(resp.data) if resp.data else {}  # type: ignore[no-any-return]
+        return json.loads(resp.data) if resp.data else {}
 
     # -- API -----------------------------------------------------------------------------------
 

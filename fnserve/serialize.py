@@ -32,6 +32,7 @@ import json
 import sys
 import textwrap
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from fnserve.errors import SerializationError, SerializerNotAllowed
@@ -112,10 +113,10 @@ def parse_policy(value: object, key: str = "allowed_serializers") -> tuple[str, 
     """A list of strategy names from a config or call, checked (``None`` means: any)."""
     if value is None:
         return None
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):  # type: ignore[attr-defined]
+    if isinstance(value, str) or not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
         raise SerializationError(f"{key} must be a list of strategy names ({', '.join(STRATEGIES)})",
                                  code="invalid_serializer_policy", details={"key": key})
-    names = tuple(dict.fromkeys(value))  # type: ignore[arg-type]
+    names = tuple(dict.fromkeys(value))
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
         raise SerializationError(f"{key}: unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}",
@@ -206,7 +207,8 @@ def serialize_function(fn: Callable[..., Any], strategy: str | None = None) -> b
     try:
         import dill
 
-        return _header(DILL_CODE) + dill.dumps(fn, recurse=True)
+        code: bytes = dill.dumps(fn, recurse=True)
+        return _header(DILL_CODE) + code
     except Exception as exc:  # dill raises many types
         reason = f"{type(exc).__name__}: {exc}"
         if strategy == DILL_CODE:
@@ -307,7 +309,7 @@ def serialize_args(args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any
     return serialize_data({"args": list(args), "kwargs": dict(kwargs or {})}, strategy)
 
 
-def deserialize_args(buf: bytes) -> tuple[list[Any], dict[str, Any]]:
+def deserialize_args(buf: bytes | bytearray) -> tuple[list[Any], dict[str, Any]]:
     value = deserialize_data(buf)
     if not isinstance(value, dict) or not isinstance(value.get("args", []), list) or not isinstance(value.get("kwargs", {}), dict):
         raise SerializationError('arguments must be {"args": [...], "kwargs": {...}}', code="bad_arguments")
@@ -331,7 +333,8 @@ def serialize_data(value: Any, strategy: str | None = None) -> bytes:
         import dill
 
         try:
-            return _header(DILL_DATA) + dill.dumps(value)
+            data: bytes = dill.dumps(value)
+            return _header(DILL_DATA) + data
         except Exception as exc:
             raise SerializationError(f"dill could not serialize {type(value).__name__}: {exc}") from exc
     raise SerializationError(f"{strategy!r} is not a data strategy; use one of {DATA_STRATEGIES}")

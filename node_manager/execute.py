@@ -147,7 +147,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             serialize.check_allowed(task.function, task.allowed_serializers, "the function")
             serialize.check_allowed(task.payload, task.allowed_serializers, "the arguments")
         fn = function_cache.get(task.function_id, task.function)
-        payload = task.payload
+        payload: bytes | bytearray = task.payload
         if payload.startswith(_REF_HEADER):
             from node_manager import data_plane
 
@@ -199,7 +199,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     error: RemoteError | None = None
     # From outside too: a helper process SIGKILLs this worker at walltime + grace, should the
     # function defeat the alarm below (node_manager.watchdog).
-    armed = bool(task.walltime and task.walltime > 0) and watchdog.arm(task.walltime + _grace(task))
+    armed = task.walltime is not None and task.walltime > 0 and watchdog.arm(task.walltime + _grace(task))
     with fd_capture, capture:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.

@@ -57,6 +57,9 @@ scripts/build_worker_image.sh
 log "lint (ruff, settings in pyproject.toml)"
 python3 -m ruff check fnserve web_service site_manager node_manager
 
+log "types (mypy, settings in pyproject.toml)"
+python3 -m mypy
+
 log "tests"
 set +e
 python3 -m pytest -p no:cacheprovider "$@"

@@ -59,10 +59,9 @@ from pathlib import Path
 from typing import Any
 
 from fnserve.errors import BadRequest
-
-
-class ConfigError(BadRequest):
-    code = "invalid_endpoint_config"
+from site_manager.block_size import CPU_OPTIONS, block_cpus
+from site_manager.config_errors import ConfigError
+from site_manager.runtimes import parse_runtimes
 
 
 # Provider names a config may use, and the Parsl class each one means.
@@ -104,13 +103,13 @@ _ENGINE_ALIASES = {
 }
 
 
-def parsl_class(dotted: str) -> type:
+def parsl_class(dotted: str) -> type[Any]:
     """The Parsl class a dotted path such as ``parsl.providers.SlurmProvider`` names."""
     module_name, _, class_name = dotted.rpartition(".")
     return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
 
 
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+def _parameters(cls: type[Any]) -> dict[str, inspect.Parameter]:
     params = dict(inspect.signature(cls.__init__).parameters)
     params.pop("self", None)
     return params
@@ -480,15 +479,11 @@ class EndpointConfig:
             data["mpi"] = _section(MpiConfig, "mpi", data["mpi"])
             if data["provider"].type == "kubernetes":
                 raise ConfigError("mpi mode needs a batch or local provider, not kubernetes", details={"key": "mpi"})
-        from site_manager.runtimes import parse_runtimes  # (it imports ConfigError from here)
-
         data["runtimes"] = parse_runtimes(data.pop("runtimes", None))
         data["triggers"] = TriggersConfig.from_dict(data.pop("triggers", None))
         if data.get("worker_init") and "worker_init" in data["provider"].options:
             raise ConfigError("worker_init is set both at the top level and in provider: keep one",
                               details={"key": "provider.worker_init"})
-        from site_manager.block_size import CPU_OPTIONS, block_cpus
-
         _, problem = block_cpus(data["provider"].type, data["provider"].options,
                                 data["engine"].cores_per_worker, data["engine"].max_workers_per_node)
         if problem:

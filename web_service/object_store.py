@@ -39,6 +39,7 @@ from web_service.object_rules import (
     check_chunk,
     check_new_object,
 )
+from web_service.redis_replies import text_map, zset_members
 
 P = "fns:"
 TOMBSTONE_SECONDS = 24 * 3600
@@ -200,7 +201,7 @@ class ObjectStore:
     # -- reading metadata ------------------------------------------------------------------------
 
     def meta(self, object_id: str) -> ObjectMeta | None:
-        h = {k.decode(): v.decode() for k, v in self.r.hgetall(meta_key(object_id)).items()}
+        h = text_map(self.r.hgetall(meta_key(object_id)))
         if not h:
             return None
         return ObjectMeta(object_id=object_id, owner=h["owner"], size=int(h["size"]), sha256=h["sha256"],
@@ -251,9 +252,9 @@ class ObjectStore:
                 raise BadRequest(f"the uploaded bytes do not match the declared sha256; object {object_id} was "
                                  "deleted: create it again", code="checksum_mismatch")
             self.r.hset(meta_key(object_id), "complete", "1")
-        meta = self.meta(object_id)
-        assert meta is not None
-        return meta
+        now_meta = self.meta(object_id)
+        assert now_meta is not None
+        return now_meta
 
     def delete(self, object_id: str, who: Principal) -> None:
         meta = self.get(object_id, who)
@@ -271,7 +272,7 @@ class ObjectStore:
     def sweep(self, owner: str, now: float | None = None) -> int:
         """Delete the owner's expired objects (bytes, quota, index); returns how many."""
         n = 0
-        for raw in self.r.zrangebyscore(owner_key(owner), "-inf", now or time.time()):
-            object_id, _, size = raw.decode().partition(":")
+        for raw in zset_members(self.r.zrangebyscore(owner_key(owner), "-inf", now or time.time())):
+            object_id, _, size = raw.partition(":")
             n += self._release_member(owner, object_id, int(size))
         return n

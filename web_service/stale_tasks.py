@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from fnserve.states import TaskState
 from web_service.task_store import P, TaskStore, queue_key, status_key, task_key
+from web_service.redis_replies import texts
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def expire_waiting(store: TaskStore, expiry: float, now: float) -> int:
             continue
         if store.r.hget(status_key(endpoint_id), "connected") == b"1":
             continue
-        ids = [i.decode() for i in store.r.lrange(key, 0, -1)]
+        ids = texts(store.r.lrange(key, 0, -1))
         if not ids:
             continue
         pipe = store.r.pipeline(transaction=False)

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from web_service.registry.models import Usage
+from web_service.redis_replies import stream_reads
 
 log = logging.getLogger("fnserve.usage")
 
@@ -165,7 +166,8 @@ class UsageWriter:
         if not messages:
             # Own pending entries first (a failed insert), then new ones, blocking for them.
             for start in ("0", ">"):
-                got = self.r.xreadgroup(GROUP, self.consumer, {STREAM: start}, count=BATCH, block=block_ms if start == ">" else None)
+                got = stream_reads(self.r.xreadgroup(GROUP, self.consumer, {STREAM: start}, count=BATCH,
+                                                     block=block_ms if start == ">" else None))
                 messages = got[0][1] if got and got[0][1] else []
                 if messages:
                     break

@@ -35,6 +35,7 @@ from web_service.object_rules import (
 from web_service.routes._http import check_address, json_body, require_identity, respond
 from web_service.state import current
 from web_service.task_store import task_key
+from web_service.redis_replies import optional_texts
 
 bp = Blueprint("objects", __name__)
 
@@ -53,15 +54,14 @@ def authenticate() -> None:
         require_identity()
         g.principal = Principal(g.identity.user_id)
         return
-    owner, task_state, finished, arg_ref = state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished",
-                                                               "arg_ref")
-    if owner is None or not data_token_live(task_state and task_state.decode(),
+    owner, task_state, finished, arg_ref = optional_texts(state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished",
+                                                                              "arg_ref"))
+    if owner is None or not data_token_live(task_state,
                                             float(finished) if finished else None, time.time()):
         check_address()
         raise Unauthorized(f"the data token of task {task_id} is no longer valid (the task finished)",
                            code="invalid_token")
-    g.principal = Principal(owner.decode(), task_id=task_id,
-                            objects=frozenset({arg_ref.decode()}) if arg_ref else frozenset())
+    g.principal = Principal(owner, task_id=task_id, objects=frozenset({arg_ref}) if arg_ref else frozenset())
 
 
 def _who() -> Principal:

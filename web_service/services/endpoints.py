@@ -10,13 +10,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
+from fnserve.states import TaskState
 from web_service.auth import Identity, hash_secret
 from web_service.curve_keys import new_keypair
 from web_service.registry.models import Endpoint, utcnow
 from web_service.services import OwnershipCache
 from web_service.services.access import require_owner, require_use
+from web_service.services.ended_tasks import log_cancelled
 from web_service.services.functions import shared_with
 from web_service.task_store import TaskStore, inflight_key, queue_key, tombstone_key
+from web_service.redis_replies import texts
 
 log = logging.getLogger("fnserve.web.endpoints")
 
@@ -90,13 +93,10 @@ def deleted_error(endpoint_id: str) -> dict[str, str]:
 
 
 def _fail_unfinished(store: TaskStore, endpoint_id: str) -> int:
-    ids = [i.decode() for i in store.r.lrange(queue_key(endpoint_id), 0, -1)]
-    ids += [i.decode() for i in store.r.smembers(inflight_key(endpoint_id))]
+    ids = texts(store.r.lrange(queue_key(endpoint_id), 0, -1))
+    ids += texts(store.r.smembers(inflight_key(endpoint_id)))
     if not ids:
         return 0
-    from fnserve.states import TaskState
-    from web_service.services.tasks import log_cancelled
-
     ended = 0
     error = deleted_error(endpoint_id)
     for task_id, owner in store.owners(ids).items():

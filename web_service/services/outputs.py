@@ -17,6 +17,7 @@ from web_service.services.tasks import get_tasks
 from web_service.task_outputs import LATE_OUTPUT_GRACE, MAX_READ, OutputPage, outputs_key, read
 from web_service.task_store import TaskRecord, TaskStore, completed_key
 from web_service.validation import invalid, is_stream_id
+from web_service.redis_replies import stream_reads
 
 END_GRACE = LATE_OUTPUT_GRACE  # late outputs are accepted for as long (web_service.task_outputs)
 _DEFAULT_SOCKET_TIMEOUT = 5.0  # redis-py's own default when the client sets none
@@ -74,7 +75,7 @@ def read_outputs(store: TaskStore, owner: Identity, task_id: str, since: str = S
         done_key = completed_key(owner.user_id)
         answer = store.r.xread({outputs_key(task_id): since, done_key: finished_cursor}, count=MAX_READ,
                                block=max(1, int(left * 1000)))
-        for key, entries in answer or ():
+        for key, entries in stream_reads(answer):
             if key.decode() == done_key and entries:
                 finished_cursor = entries[-1][0].decode()
         if not rec.finished:

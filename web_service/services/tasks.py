@@ -12,7 +12,6 @@ still good, or the error that refused it, naming its index), so one bad task fai
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -28,10 +27,10 @@ from web_service.registry.models import Function
 from web_service.services import OwnershipCache
 from web_service.services.access import access_for, function_not_allowed, may_use
 from web_service.services.endpoints import endpoint_not_found, tombstone_key
+from web_service.services.ended_tasks import log_cancelled
 from web_service.services.functions import forbidden, function_not_found
 from web_service.services.runtimes import task_runtimes
 from web_service.quotas import QuotaChecker
-from web_service.usage import UsageEntry, log_usage
 from web_service.task_store import NewTask, TaskRecord, TaskStore, function_key, status_key
 from web_service.ttl_cache import TTLCache
 from web_service.validation import decode_base64, invalid, optional_number, optional_str, require_str
@@ -583,16 +582,6 @@ def cancel_task(store: TaskStore, owner: Identity, task_id: str) -> TaskRecord:
             log_cancelled(store, rec)
         rec = get_tasks(store, owner, [task_id])[0]
     return rec
-
-
-def log_cancelled(store: TaskStore, rec: TaskRecord, state: str = "cancelled") -> None:
-    """Account a task that this call ended (cancelled, or failed as its endpoint was deleted; no
-    resources: it never ran to the end)."""
-    log_usage(store.r, [UsageEntry(
-        task_id=rec.task_id, user_id=rec.owner, function_id=rec.function_id, endpoint_id=rec.endpoint_id,
-        runtime=rec.runtime or "", state=state, wall_time=0.0, cpu_time=0.0, max_rss_kb=0.0,
-        submitted_at=rec.timestamps.get("submitted", 0.0), finished_at=time.time(),
-    )])
 
 
 __all__ = [

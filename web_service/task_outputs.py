@@ -25,7 +25,7 @@ import redis
 
 from fnserve.messages import TaskOutput
 from fnserve.outputs import DEFAULT_TASK_OUTPUT_BYTES
-from web_service.task_store import DEFAULT_RESULT_TTL, P, inflight_key
+from web_service.store.keys import DEFAULT_RESULT_TTL, P, inflight_key
 
 # Entries one read returns at most.
 MAX_READ = 1000

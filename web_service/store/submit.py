@@ -1,0 +1,131 @@
+"""The submit side of the task store: function bodies, the checks a submit makes, and writing
+accepted tasks (one MULTI/EXEC round trip per batch)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from fnserve.data_refs import read_ref
+from web_service.store.keys import (
+    WAKE_CHANNEL, function_key, group_key, queue_key, status_key, submit_log_key, submitted_channel, task_key, tombstone_key,
+)
+from web_service.store.record import NewTask, hash_fields, stored
+
+_REF_PREFIX = b"fns1 ref "
+# Entries (submitted batches) kept in a user's submission log, trimmed approximately by XADD.
+SUBMIT_LOG_ENTRIES = 50_000
+# The log's TTL is renewed at most this often per user and process.
+LOG_UPKEEP_SECONDS = 60.0
+
+
+def log_upkeep_due(last: float | None, now: float) -> bool:
+    """Whether a submit should renew the TTL of a user's submission log (monotonic seconds)."""
+    return last is None or now - last >= LOG_UPKEEP_SECONDS
+
+
+class SubmitSide:
+    r: redis.Redis
+    result_ttl: int
+    _log_upkeep: dict[str, float]
+
+    def cache_function(self, function_id: str, body: bytes) -> None:
+        self.r.set(function_key(function_id), body)
+
+    def has_function(self, function_id: str) -> bool:
+        return bool(self.r.exists(function_key(function_id)))
+
+    def drop_function(self, function_id: str) -> None:
+        self.r.delete(function_key(function_id))
+
+    def function_bodies(self, function_ids: list[str]) -> dict[str, bytes]:
+        """The cached bodies of these functions (those cached), in one round trip."""
+        bodies = self.r.mget([function_key(f) for f in function_ids]) if function_ids else []
+        return {fid: body for fid, body in zip(function_ids, bodies) if body is not None}
+
+    def mark_endpoint_deleted(self, endpoint_id: str, ttl: int) -> None:
+        """Note for ``ttl`` seconds that the endpoint was deleted (submits check it)."""
+        self.r.set(tombstone_key(endpoint_id), 1, ex=ttl)
+
+    def submit_checks(self, function_ids: list[str], endpoint_ids: list[str], head: int,
+                      status_fields: tuple[str, ...]) -> tuple[dict[str, bytes], set[str], dict[str, list[bytes | None]]]:
+        """What a submit checks, in one round trip: the first ``head`` bytes of each cached
+        function body (absent: not cached), the endpoints deleted meanwhile, and ``status_fields``
+        of each endpoint's status hash."""
+        pipe = self.r.pipeline(transaction=False)
+        for fid in function_ids:
+            pipe.getrange(function_key(fid), 0, head - 1)
+        for eid in endpoint_ids:
+            pipe.exists(tombstone_key(eid))
+        for eid in endpoint_ids:
+            pipe.hmget(status_key(eid), *status_fields)
+        answers = pipe.execute()
+        n, m = len(function_ids), len(endpoint_ids)
+        heads = {fid: head_ for fid, head_ in zip(function_ids, answers[:n]) if head_}
+        deleted = {eid for eid, found in zip(endpoint_ids, answers[n:n + m]) if found}
+        return heads, deleted, dict(zip(endpoint_ids, answers[n + m:]))
+
+    def submit(self, tasks: list[NewTask]) -> None:
+        """Write tasks durably and queue them; returns once Redis has them all."""
+        pipe = self.r.pipeline(transaction=True)
+        self._write(pipe, tasks)
+        pipe.execute()
+
+    def submit_new(self, tasks: list[NewTask]) -> list[str]:
+        """Like :meth:`submit`, for tasks whose ids were fixed in advance (trigger firings):
+        writes only those no task of that id exists for yet, in one transaction that checks it
+        (WATCH), so two processes submitting the same firing make one task. Returns the ids
+        written now."""
+        keys = [task_key(t.task_id) for t in tasks]
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)
+                    # Read on another connection in one round trip: the WATCH above still
+                    # voids the transaction if any of them is written after it.
+                    checks = self.r.pipeline(transaction=False)
+                    for k in keys:
+                        checks.exists(k)
+                    found = checks.execute()
+                    fresh = [t for t, f in zip(tasks, found) if not f]
+                    if not fresh:
+                        pipe.reset()
+                        return []
+                    pipe.multi()
+                    self._write(pipe, fresh)
+                    pipe.execute()
+                    return [t.task_id for t in fresh]
+                except redis.WatchError:
+                    continue  # one of them was written meanwhile: look again
+
+    def _write(self, pipe: Any, tasks: list[NewTask]) -> None:
+        now = time.time()
+        endpoints: dict[str, list[str]] = {}
+        groups: dict[str, list[str]] = {}
+        owners: dict[str, list[str]] = {}
+        for t in tasks:
+            ref = read_ref(t.payload) if t.payload.startswith(_REF_PREFIX) else None
+            pipe.hset(task_key(t.task_id), mapping=hash_fields(stored(t, now, ref.object_id if ref is not None else None)))
+            if t.task_group_id:
+                groups.setdefault(group_key(t.owner, t.task_group_id), []).append(t.task_id)
+            endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
+            owners.setdefault(t.owner, []).append(t.task_id)
+        for key, ids in groups.items():
+            pipe.rpush(key, *ids)
+            pipe.expire(key, self.result_ttl)
+        for endpoint_id, ids in endpoints.items():
+            pipe.rpush(queue_key(endpoint_id), *ids)
+        for endpoint_id in endpoints:
+            pipe.publish(WAKE_CHANNEL, endpoint_id)
+        mono = time.monotonic()
+        for owner, ids in owners.items():
+            log = submit_log_key(owner)
+            pipe.xadd(log, {"ids": ",".join(ids)}, maxlen=SUBMIT_LOG_ENTRIES, approximate=True)
+            pipe.publish(submitted_channel(owner), len(ids))
+            if log_upkeep_due(self._log_upkeep.get(owner), mono):
+                if len(self._log_upkeep) >= 100_000:
+                    self._log_upkeep.clear()
+                self._log_upkeep[owner] = mono
+                pipe.expire(log, self.result_ttl + 86400)

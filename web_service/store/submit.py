@@ -1,5 +1,5 @@
 """The submit side of the task store: function bodies, the checks a submit makes, and writing
-accepted tasks (one MULTI/EXEC round trip per batch)."""
+accepted tasks (one script run per batch: ``scripts/accept.lua``)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class SubmitSide:
     r: redis.Redis
     result_ttl: int
     _log_upkeep: dict[str, float]
+    scripts: dict[str, Any]
 
     def cache_function(self, function_id: str, body: bytes) -> None:
         self.r.set(function_key(function_id), body)
@@ -68,64 +69,35 @@ class SubmitSide:
         return heads, deleted, dict(zip(endpoint_ids, answers[n + m:]))
 
     def submit(self, tasks: list[NewTask]) -> None:
-        """Write tasks durably and queue them; returns once Redis has them all."""
-        pipe = self.r.pipeline(transaction=True)
-        self._write(pipe, tasks)
-        pipe.execute()
+        """Write tasks durably and queue them; returns once Redis has them all (one script run)."""
+        self._accept(tasks, only_new=False)
 
     def submit_new(self, tasks: list[NewTask]) -> list[str]:
         """Like :meth:`submit`, for tasks whose ids were fixed in advance (trigger firings):
-        writes only those no task of that id exists for yet, in one transaction that checks it
-        (WATCH), so two processes submitting the same firing make one task. Returns the ids
-        written now."""
-        keys = [task_key(t.task_id) for t in tasks]
-        with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(*keys)
-                    # Read on another connection in one round trip: the WATCH above still
-                    # voids the transaction if any of them is written after it.
-                    checks = self.r.pipeline(transaction=False)
-                    for k in keys:
-                        checks.exists(k)
-                    found = checks.execute()
-                    fresh = [t for t, f in zip(tasks, found) if not f]
-                    if not fresh:
-                        pipe.reset()
-                        return []
-                    pipe.multi()
-                    self._write(pipe, fresh)
-                    pipe.execute()
-                    return [t.task_id for t in fresh]
-                except redis.WatchError:
-                    continue  # one of them was written meanwhile: look again
+        writes only those no task of that id exists for yet, checked in the same script run, so
+        two processes submitting the same firing make one task. Returns the ids written now."""
+        return self._accept(tasks, only_new=True)
 
-    def _write(self, pipe: Any, tasks: list[NewTask]) -> None:
+    def _accept(self, tasks: list[NewTask], only_new: bool) -> list[str]:
+        if not tasks:
+            return []
         now = time.time()
-        endpoints: dict[str, list[str]] = {}
-        groups: dict[str, list[str]] = {}
-        owners: dict[str, list[str]] = {}
-        for t in tasks:
-            ref = read_ref(t.payload) if t.payload.startswith(_REF_PREFIX) else None
-            pipe.hset(task_key(t.task_id), mapping=hash_fields(stored(t, now, ref.object_id if ref is not None else None)))
-            if t.task_group_id:
-                groups.setdefault(group_key(t.owner, t.task_group_id), []).append(t.task_id)
-            endpoints.setdefault(t.endpoint_id, []).append(t.task_id)
-            owners.setdefault(t.owner, []).append(t.task_id)
-        for key, ids in groups.items():
-            pipe.rpush(key, *ids)
-            pipe.expire(key, self.result_ttl)
-        for endpoint_id, ids in endpoints.items():
-            pipe.rpush(queue_key(endpoint_id), *ids)
-        for endpoint_id in endpoints:
-            pipe.publish(WAKE_CHANNEL, endpoint_id)
         mono = time.monotonic()
-        for owner, ids in owners.items():
-            log = submit_log_key(owner)
-            pipe.xadd(log, {"ids": ",".join(ids)}, maxlen=SUBMIT_LOG_ENTRIES, approximate=True)
-            pipe.publish(submitted_channel(owner), len(ids))
-            if log_upkeep_due(self._log_upkeep.get(owner), mono):
-                if len(self._log_upkeep) >= 100_000:
-                    self._log_upkeep.clear()
-                self._log_upkeep[owner] = mono
-                pipe.expire(log, self.result_ttl + 86400)
+        args: list[Any] = [int(only_new), self.result_ttl, SUBMIT_LOG_ENTRIES, self.result_ttl + 86400, WAKE_CHANNEL, len(tasks)]
+        due: dict[str, int] = {}
+        for t in tasks:
+            if t.owner not in due:
+                due[t.owner] = int(log_upkeep_due(self._log_upkeep.get(t.owner), mono))
+            ref = read_ref(t.payload) if t.payload.startswith(_REF_PREFIX) else None
+            fields = hash_fields(stored(t, now, ref.object_id if ref is not None else None))
+            args += [t.task_id, task_key(t.task_id), queue_key(t.endpoint_id), t.endpoint_id,
+                     group_key(t.owner, t.task_group_id) if t.task_group_id else "", submit_log_key(t.owner),
+                     submitted_channel(t.owner), due[t.owner],
+                     2 * len(fields)]
+            for item in fields.items():
+                args += item
+        written = [i.decode() for i in self.scripts["accept"](args=args)]
+        if len(self._log_upkeep) >= 100_000:
+            self._log_upkeep.clear()
+        self._log_upkeep.update({owner: mono for owner, d in due.items() if d})
+        return written

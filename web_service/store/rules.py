@@ -94,15 +94,24 @@ def _lua_set(name: str, rule: Callable[[TaskState], bool]) -> str:
     return f"local {name} = {{{members}}}"
 
 
+# Each script rule and the state it moves a task to.
+SCRIPT_MOVES: dict[str, tuple[Callable[[TaskState], bool], tuple[TaskState, ...]]] = {
+    "CLAIMABLE": (claimable, (TaskState.DISPATCHED,)),
+    "STARTABLE": (startable, (TaskState.RUNNING,)),
+    "REQUEUEABLE": (requeueable, (TaskState.WAITING,)),
+    "FINISHABLE": (finishable, (TaskState.SUCCESS, TaskState.FAILED, TaskState.CANCELLED)),
+}
+
+
 def lua_preamble() -> str:
     """Lua lines that every task store script starts with: the state names (``S_WAITING`` ...)
-    and the state sets of the rules above, generated from them."""
+    and the state sets of the rules above, generated from them. Refuses to generate a rule set
+    that would let a script make a move :func:`fnserve.states.may_move` forbids."""
+    for name, (rule, targets) in SCRIPT_MOVES.items():
+        bad = [(s.value, t.value) for s in TaskState if rule(s) for t in targets if not may_move(s, t)]
+        if bad:
+            raise AssertionError(f"{name} allows moves fnserve.states.may_move forbids: {bad}")
     lines = [f"local S_{s.name} = '{s.value}'" for s in TaskState]
-    lines += [
-        _lua_set("TERMINAL", lambda s: s in TERMINAL),
-        _lua_set("CLAIMABLE", claimable),
-        _lua_set("STARTABLE", startable),
-        _lua_set("REQUEUEABLE", requeueable),
-        _lua_set("FINISHABLE", finishable),
-    ]
+    lines.append(_lua_set("TERMINAL", lambda s: s in TERMINAL))
+    lines += [_lua_set(name, rule) for name, (rule, _) in SCRIPT_MOVES.items()]
     return "\n".join(lines) + "\n"

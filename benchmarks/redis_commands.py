@@ -1,11 +1,16 @@
 """Redis commands per task through the real stack (issue 21: fewer round trips on accept and record).
 
     python benchmarks/redis_commands.py [--tasks 1000] [--calls 200]
+    python benchmarks/redis_commands.py --store [--tasks 1000]
 
 Brings up the embedded stack (web service, Redis, forwarder, site manager, HTEX with 2 workers),
 warms it, then runs two workloads and counts what Redis executed for them:
 ``executor``: ``--tasks`` no-ops through ``Executor.submit`` (batched submits, results pushed);
 ``call``: ``--calls`` single ``Client.call`` requests (a batch of one each: the per-task worst case).
+
+With ``--store``: the task store alone on a fresh redis-server, each stage of a task's life
+(accept, claim, running, record) for ``--tasks`` tasks in batches of 1, 10, 100 and 1,000, so
+that the counts do not depend on how the live stack happened to batch.
 
 For each: commands executed per task (``INFO commandstats``, reset before; commands run inside Lua
 scripts included), commands sent by clients per task (``MONITOR``, lines not from a script: each
@@ -19,6 +24,7 @@ import collections
 import os
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -93,15 +99,70 @@ def measure(name: str, n: int, run: Callable[[], None]) -> dict[str, Any]:
     return out
 
 
+def store_stages(tasks: int) -> dict[str, Any]:
+    """Commands per task of each store stage, by batch size (deterministic: no stack)."""
+    import tempfile
+    from pathlib import Path
+
+    import redis
+
+    from fnserve._redis_server import start_redis
+    from fnserve.messages import ResultMessage
+    from web_service.task_store import NewTask, TaskStore
+
+    proc, url = start_redis(Path(tempfile.mkdtemp(prefix="fnserve-rc-")) / "data", appendonly=False)
+    out: dict[str, Any] = {}
+    try:
+        r = redis.Redis.from_url(url)
+        store = TaskStore(r)
+        for batch in (1, 10, 100, 1000):
+            r.flushall()
+            ids = [f"t{i}" for i in range(tasks)]
+            chunks = [ids[i:i + batch] for i in range(0, tasks, batch)]
+            stages: dict[str, Callable[[list[str]], Any]] = {
+                "accept": lambda c: store.submit([NewTask(task_id=i, owner="u", function_id="f", endpoint_id="ep",
+                                                          payload=b"fns1 json-data 3\n{}", walltime=10.0) for i in c]),
+                "claim": lambda c: store.claim("ep", len(c)),
+                "running": lambda c: store.mark_running(c),
+                "record": lambda c: store.record_results_from([ResultMessage(task_id=i, ok=True, data=b"r") for i in c], "ep"),
+            }
+            row = {}
+            for stage, run in stages.items():
+                r.config_resetstat()
+                t0 = time.perf_counter()
+                for c in chunks:
+                    run(c)
+                seconds = time.perf_counter() - t0
+                stats = r.info("commandstats")
+                executed = sum(v["calls"] for k, v in stats.items() if k.removeprefix("cmdstat_").upper() not in _OURS)
+                sent = sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_exec"))
+                row[stage] = {"executed_per_task": round(executed / tasks, 2), "round_trips_per_batch": round(sent / len(chunks), 2),
+                              "client_us_per_task": round(seconds / tasks * 1e6, 1)}
+            out[f"batch_{batch}"] = row
+            print(f"batch {batch:>4}: " + ", ".join(f"{k} {v['executed_per_task']:.2f}/task {v['client_us_per_task']:.0f} us" for k, v in row.items()), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--port", type=int, default=18840)
     parser.add_argument("--out", help="write the results JSON here instead of benchmarks/results")
+    parser.add_argument("--store", action="store_true", help="the task store's stages alone, by batch size")
     args = parser.parse_args()
     import concurrent.futures
     import json
+
+    if args.store:
+        results_store = store_stages(args.tasks)
+        if args.out:
+            with open(args.out, "w") as fh:
+                json.dump(results_store, fh, indent=1)
+        return
 
     from fnserve.executor import Executor
 

@@ -73,24 +73,29 @@ def new_task(spec: TaskSpec, task_id: str, owner: str, **changes: Any) -> NewTas
     return NewTask(task_id=task_id, owner=owner, **{**values, **changes})
 
 
-def stored(task: NewTask, now: float, arg_ref: str | None = None) -> StoredTask:
-    values = {name: getattr(task, name) for name in _SPEC}
-    return StoredTask(owner=task.owner, t_submitted=now, arg_bytes=len(task.payload), arg_ref=arg_ref, **values)
-
-
 _STORED = tuple((f.name, f.encode_name) for f in msgspec.structs.fields(StoredTask))
-_OPTIONAL = {f.name for f in msgspec.structs.fields(StoredTask) if not f.required and f.default is None}
+# The spec's fields as stored: (name, hash field, optional: written only when set).
+_SPEC_KEYS = tuple((f.name, f.encode_name, not f.required) for f in msgspec.structs.fields(TaskSpec))
+_WAITING = TaskState.WAITING.value
 
 
-def hash_fields(task: StoredTask) -> dict[str, Any]:
-    """The HSET mapping of a stored task: every field by its stored name, optional ones only when
-    set (redis-py writes numbers with ``repr``)."""
+def hash_fields(task: NewTask, now: float, arg_ref: str | None = None) -> dict[str, Any]:
+    """The HSET mapping that stores ``task`` as :class:`StoredTask` (submitted at ``now``): every
+    field by its stored name, optional ones only when set (redis-py writes numbers with ``repr``).
+    Built straight from the task (this runs per task on the accept path); the unit tests check
+    it writes exactly StoredTask's fields."""
     out: dict[str, Any] = {}
-    for name, key in _STORED:
+    for name, key, optional in _SPEC_KEYS:
         value = getattr(task, name)
-        if name in _OPTIONAL and (value is None or value == "" or value == b""):
+        if optional and (value is None or value == "" or value == b""):
             continue
-        out[key] = value.value if isinstance(value, TaskState) else value
+        out[key] = value
+    out["owner"] = task.owner
+    out["state"] = _WAITING
+    out["t_submitted"] = now
+    out["arg_bytes"] = len(task.payload)
+    if arg_ref:
+        out["arg_ref"] = arg_ref
     return out
 
 
@@ -106,19 +111,21 @@ def _decoder(tp: Any) -> Callable[[bytes], Any]:
         return bytes.decode
     if origin in (dict, list):
         return json.loads
-    if isinstance(origin, type) and issubclass(origin, (int, float, str)):
-        return lambda raw: origin(raw.decode())
+    if origin in (int, float):
+        return origin  # type: ignore[no-any-return]  # both parse bytes
     raise TypeError(f"no hash decoding for {tp!r}")
 
 
-def _decoders(target: type, names: tuple[str, ...]) -> dict[str, Callable[[bytes], Any]]:
+def _decoders(target: type, names: tuple[str, ...]) -> tuple[tuple[str, Callable[[bytes], Any]], ...]:
+    """How to read each of ``names`` from the hash as the type ``target`` gives it."""
     hints = typing.get_type_hints(target)
-    return {name: _decoder(hints[name]) for name in names}
+    return tuple((name, _decoder(hints[name])) for name in names)
 
 
-def _decode(decoders: dict[str, Callable[[bytes], Any]], name: str, raw: bytes | None) -> Any:
-    """A hash value as ``name``'s type; an absent or empty one is None (the field's default)."""
-    return decoders[name](raw) if raw else None
+def _decoded(decoders: tuple[tuple[str, Callable[[bytes], Any]], ...], values: list[bytes | None]) -> dict[str, Any]:
+    """The hash values that are set, each as its field's type (absent or empty ones are left to
+    the field's default)."""
+    return {name: decode(raw) for (name, decode), raw in zip(decoders, values) if raw}
 
 
 # -- dispatch: the claim's HMGET list and the TaskMessage it unpacks to ------------------------------
@@ -133,8 +140,7 @@ _MESSAGE = _decoders(TaskMessage, tuple(name for name, _ in DISPATCHED))
 def task_message(task_id: str, values: list[bytes | None], function: bytes) -> tuple[TaskMessage, float]:
     """The claim script's values of one task (in :data:`DISPATCH_FIELDS` order) as the message
     its endpoint gets, and when it was submitted (unix s; 0.0 if unknown)."""
-    given = {name: _decode(_MESSAGE, name, raw) for (name, _), raw in zip(DISPATCHED, values)}
-    msg = TaskMessage(task_id=task_id, function=function, **{k: v for k, v in given.items() if v is not None})
+    msg = TaskMessage(task_id=task_id, function=function, **_decoded(_MESSAGE, values))
     submitted = values[len(DISPATCHED)]
     return msg, float(submitted) if submitted else 0.0
 
@@ -193,7 +199,7 @@ def task_record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
     if row["state"] is None:
         return None
     resources = json.loads(row["resources"]) if row["resources"] else {}
-    options = {name: _decode(_RECORD, name, row[key]) for name, key in _READ_OPTIONS}
+    options = _decoded(_RECORD, [row[key] for _, key in _READ_OPTIONS])
     return TaskRecord(
         task_id=task_id,
         owner=_text(row["owner"]),

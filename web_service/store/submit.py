@@ -12,7 +12,7 @@ from fnserve.data_refs import read_ref
 from web_service.store.keys import (
     WAKE_CHANNEL, function_key, group_key, queue_key, status_key, submit_log_key, submitted_channel, task_key, tombstone_key,
 )
-from web_service.store.record import NewTask, hash_fields, stored
+from web_service.store.record import NewTask, hash_fields
 
 _REF_PREFIX = b"fns1 ref "
 # Entries (submitted batches) kept in a user's submission log, trimmed approximately by XADD.
@@ -89,7 +89,7 @@ class SubmitSide:
             if t.owner not in due:
                 due[t.owner] = int(log_upkeep_due(self._log_upkeep.get(t.owner), mono))
             ref = read_ref(t.payload) if t.payload.startswith(_REF_PREFIX) else None
-            fields = hash_fields(stored(t, now, ref.object_id if ref is not None else None))
+            fields = hash_fields(t, now, ref.object_id if ref is not None else None)
             args += [t.task_id, task_key(t.task_id), queue_key(t.endpoint_id), t.endpoint_id,
                      group_key(t.owner, t.task_group_id) if t.task_group_id else "", submit_log_key(t.owner),
                      submitted_channel(t.owner), due[t.owner],

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
+from fnserve.messages import RemoteError
 from web_service.auth import Identity, hash_secret
 from web_service.curve_keys import new_keypair
 from web_service.registry.models import Endpoint, utcnow
@@ -83,10 +84,10 @@ def delete_endpoint(session: Session, store: TaskStore, owner: Identity, endpoin
     return ended
 
 
-def deleted_error(endpoint_id: str) -> dict[str, str]:
+def deleted_error(endpoint_id: str) -> RemoteError:
     """The error an unfinished task of a deleted endpoint ends with."""
-    return {"code": "endpoint_deleted", "type": "EndpointDeleted",
-            "message": f"endpoint {endpoint_id} was deleted before this task finished; submit it to another endpoint"}
+    return RemoteError(code="endpoint_deleted", type="EndpointDeleted",
+                       message=f"endpoint {endpoint_id} was deleted before this task finished; submit it to another endpoint")
 
 
 def _fail_unfinished(store: TaskStore, endpoint_id: str) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import msgspec
 import redis
@@ -16,11 +16,12 @@ from fnserve.serialize import data_only
 from fnserve.states import TaskState
 from web_service.store.keys import (
     COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
-    inflight_key, queue_key, status_key,
+    QUEUE_PATTERN, inflight_key, queue_endpoint, queue_key, status_key, task_key,
 )
 from web_service.store.record import DISPATCH_FIELDS, PLACEMENT_KEY, task_message
 
 _BODY_CACHE_SIZE = 1024
+_WAITING = TaskState.WAITING.value.encode()
 
 
 class DispatchSide:
@@ -96,6 +97,28 @@ class DispatchSide:
         pipe.smembers(inflight_key(endpoint_id))
         queued, inflight = pipe.execute()
         return [i.decode() for i in queued] + [i.decode() for i in inflight]
+
+    def queued_endpoints(self) -> Iterator[str]:
+        """Ids of the endpoints that have tasks queued (SCAN: no blocking of Redis)."""
+        for raw in self.r.scan_iter(match=QUEUE_PATTERN, count=1000):
+            endpoint_id = queue_endpoint(raw.decode())
+            if endpoint_id is not None:
+                yield endpoint_id
+
+    def waiting_tasks(self, endpoint_id: str) -> dict[str, tuple[float, str]]:
+        """The endpoint's queued tasks still waiting: id -> (submitted at, owner)."""
+        ids = [i.decode() for i in self.r.lrange(queue_key(endpoint_id), 0, -1)]
+        if not ids:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(task_key(task_id), "state", "t_submitted", "owner")
+        return {task_id: (float(submitted), owner.decode()) for task_id, (state, submitted, owner) in zip(ids, pipe.execute())
+                if state == _WAITING and submitted and owner}
+
+    def unqueue(self, endpoint_id: str, task_id: str) -> None:
+        """Take a task that will not run off its endpoint's queue."""
+        self.r.lrem(queue_key(endpoint_id), 1, task_id)
 
     def mark_running(self, task_ids: list[str], started_at: float | None = None) -> None:
         if task_ids:

@@ -75,6 +75,17 @@ def queue_key(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:queue"
 
 
+QUEUE_PATTERN = f"{P}ep:*:queue"  # SCAN pattern of every endpoint's queue
+
+
+def queue_endpoint(key: str) -> str | None:
+    """The endpoint whose queue ``key`` is (None: not a queue key)."""
+    head, tail = f"{P}ep:", ":queue"
+    if not (key.startswith(head) and key.endswith(tail)):
+        return None
+    return key[len(head):-len(tail)]
+
+
 def inflight_key(endpoint_id: str) -> str:
     return f"{P}ep:{endpoint_id}:inflight"
 

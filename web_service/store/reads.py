@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+import msgspec
 import redis
 
+from fnserve.messages import RemoteError
 from fnserve.states import TaskState
 from web_service.store.keys import (
     COMPLETION_LOG_ENTRIES,     CANCEL_WAKE, WAKE_CHANNEL, cancels_key, completed_key, done_channel, group_key, inflight_key, task_key,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 # Log entries read at once; each is one recorded batch (up to a few hundred ids).
 _READ_ENTRIES = 256
 _DEFAULT_SOCKET_TIMEOUT = 5.0  # redis-py's own default when the client sets none
+CANCELLED_ERROR = RemoteError(code="cancelled", type="TaskCancelled", message="cancelled by its owner")
 _BLOCK_SLICE = 1.0  # seconds; well below the web service's Redis socket timeout (5 s)
 
 
@@ -150,10 +152,9 @@ class ReadSide:
 
     def cancel(self, task_id: str, owner: str) -> str | None:
         """Cancel a task that has not finished. Returns its state before, or None if unknown."""
-        return self.end_unfinished(task_id, owner, TaskState.CANCELLED,
-                                   {"code": "cancelled", "type": "TaskCancelled", "message": "cancelled by its owner"})
+        return self.end_unfinished(task_id, owner, TaskState.CANCELLED, CANCELLED_ERROR)
 
-    def end_unfinished(self, task_id: str, owner: str, state: TaskState, error: dict[str, str]) -> str | None:
+    def end_unfinished(self, task_id: str, owner: str, state: TaskState, error: RemoteError) -> str | None:
         """End a task that has not finished as ``state`` (cancelled or failed) with ``error``; one
         dispatched already is stopped at its endpoint as a cancel is. Returns its state before."""
         rec = self.get(task_id)
@@ -162,7 +163,7 @@ class ReadSide:
         before = self.scripts["cancel"](
             keys=[task_key(task_id), inflight_key(rec.endpoint_id), done_channel(owner), completed_key(owner),
                   cancels_key(rec.endpoint_id)],
-            args=[repr(time.time()), self.result_ttl, json.dumps(error), task_id, COMPLETION_LOG_ENTRIES, WAKE_CHANNEL,
+            args=[repr(time.time()), self.result_ttl, msgspec.json.encode(error), task_id, COMPLETION_LOG_ENTRIES, WAKE_CHANNEL,
                   CANCEL_WAKE + rec.endpoint_id, state.value],
         )
         return before.decode() if isinstance(before, bytes) else None

@@ -84,3 +84,6 @@ class StatusSide:
     def wake_watchers(self, endpoint_id: str) -> None:
         """Tell the forwarders the endpoint's file triggers changed."""
         self.r.publish(WAKE_CHANNEL, WATCH_WAKE + endpoint_id)
+
+    def is_connected(self, endpoint_id: str) -> bool:
+        return self.r.hget(status_key(endpoint_id), "connected") == b"1"

@@ -7,6 +7,8 @@ Layout (all prefixed by ``fns:``)::
                          t_submitted and the submitter's options), then t_dispatched/t_running/
                          t_finished and the result fields once finished (expires ``result_ttl``
                          after finishing)
+    task:{id}:out, task:{id}:outinfo  a task's live outputs (stream) and their budget (hash)
+    usage                stream: finished tasks for the usage writers to account in SQL
     submitted:{user}     stream: the user's submission log, one entry per submitted batch with
                          its task ids in order (``ids``, comma-separated); about
                          SUBMIT_LOG_ENTRIES entries, expiring a day after the result TTL (renewed
@@ -58,6 +60,8 @@ CANCEL_WAKE = "cancel:"
 REVOKE_WAKE = "revoke:"
 # WATCH_WAKE + an endpoint id: its file triggers changed; the forwarder sends the new watch list.
 WATCH_WAKE = "watch:"
+# Stream: finished tasks to account, read by the usage writers (web_service.usage).
+USAGE_STREAM = P + "usage"
 # Hash: endpoint id -> results it sent for tasks it did not hold (dropped; see result_origin).
 REJECTED_RESULTS = P + "stats:rejected_results"
 # How long a finished task (and what hangs off it) is kept, unless the service is told otherwise.
@@ -69,6 +73,16 @@ COMPLETION_LOG_ENTRIES = 10_000
 
 def task_key(task_id: str) -> str:
     return TASK_PREFIX + task_id
+
+
+def outputs_key(task_id: str) -> str:
+    """Stream: a task's live outputs (web_service.task_outputs)."""
+    return f"{TASK_PREFIX}{task_id}:out"
+
+
+def outputs_info_key(task_id: str) -> str:
+    """Hash: what a task's outputs used of their budget, and whether they ended."""
+    return f"{TASK_PREFIX}{task_id}:outinfo"
 
 
 def queue_key(endpoint_id: str) -> str:

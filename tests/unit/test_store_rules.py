@@ -165,3 +165,18 @@ def test_unset_options_are_not_written():
     assert set(fields) == {"function_id", "endpoint_id", "payload", "owner", "state", "t_submitted", "arg_bytes"}
     msg, _ = record.task_message("t", [_as_redis(fields[k]) if k in fields else None for k in record.DISPATCH_FIELDS], b"")
     assert msg.runtime is None and msg.walltime is None and msg.max_retries is None
+
+
+def test_a_recorded_result_reads_back_as_sent():
+    from fnserve.messages import RemoteError, ResultMessage
+
+    res = ResultMessage(task_id="t", ok=False, data=b"", error=RemoteError(code="user_exception", type="ValueError", message="no"),
+                        stdout="out", stderr="err", timings={"worker_start": 1.5}, resources={"wall_time": 0.25},
+                        placement={"node": "n1"})
+    fields = {"owner": b"u", "function_id": b"f", "endpoint_id": b"e", "state": b"failed", "t_finished": b"9.0"}
+    fields.update({k: _as_redis(v) for k, v in zip(record.RESULT_FIELDS, record.result_values(res))})
+    rec = record.task_record("t", [fields.get(k) for k in record.RECORD_FIELDS])
+    assert rec is not None and rec.state is S.FAILED and rec.timestamps == {"finished": 9.0}
+    assert rec.error == {"code": "user_exception", "type": "ValueError", "message": "no"}
+    assert (rec.stdout, rec.stderr, rec.timings) == ("out", "err", {"worker_start": 1.5})
+    assert (rec.resources, rec.placement) == ({"wall_time": 0.25}, {"node": "n1"})

@@ -4,11 +4,9 @@ one script run per batch (``scripts/*.lua``)."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Iterator
 
-import msgspec
 import redis
 
 from fnserve.messages import ResultMessage, TaskMessage
@@ -18,7 +16,7 @@ from web_service.store.keys import (
     COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
     QUEUE_PATTERN, inflight_key, queue_endpoint, queue_key, status_key, task_key,
 )
-from web_service.store.record import DISPATCH_FIELDS, PLACEMENT_KEY, task_message
+from web_service.store.record import DISPATCH_FIELDS, RESULT_FIELDS, result_values, task_message
 
 _BODY_CACHE_SIZE = 1024
 _WAITING = TaskState.WAITING.value.encode()
@@ -138,18 +136,10 @@ class DispatchSide:
         """
         if not results:
             return [], []
-        args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES, endpoint_id]
+        args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES, endpoint_id,
+                           len(RESULT_FIELDS), *RESULT_FIELDS]
         for res in results:
-            args += [
-                res.task_id,
-                TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value,
-                res.data,
-                msgspec.json.encode(res.error) if res.error else b"",
-                res.stdout,
-                res.stderr,
-                json.dumps(res.timings),
-                json.dumps({**res.resources, PLACEMENT_KEY: res.placement} if res.placement else res.resources),
-            ]
+            args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res)]
         recorded, rejected = self.scripts["record"](
             keys=[inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS], args=args)
         return [r.decode() for r in recorded], [r.decode() for r in rejected]

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from fnserve.messages import TaskMessage
+from fnserve.messages import ResultMessage, TaskMessage
 from fnserve.states import TERMINAL, TaskState
 
 
@@ -179,8 +179,17 @@ class TaskRecord:
 
 PLACEMENT_KEY = "placement"
 TIMESTAMPS = ("submitted", "dispatched", "running", "finished")
-# The result fields the record script writes (one hash field per value).
+# The result fields the record script writes (one hash field per value), from a ResultMessage
+# by result_values.
 RESULT_FIELDS = ("result", "error", "stdout", "stderr", "timings", "resources")
+
+
+def result_values(res: ResultMessage) -> tuple[Any, ...]:
+    """A result's values in RESULT_FIELDS order, as the task hash keeps them (JSON for the
+    structured ones; placement inside resources, so recording stays one field per value)."""
+    resources = {**res.resources, PLACEMENT_KEY: res.placement} if res.placement else res.resources
+    return (res.data, msgspec.json.encode(res.error) if res.error else b"", res.stdout, res.stderr,
+            json.dumps(res.timings), json.dumps(resources))
 # Stored options TaskRecord shows, read by their types there.
 _READ_OPTIONS = tuple((name, key) for name, key in _STORED
                       if name in TaskOptions.__struct_fields__ and name in {f.name for f in dc_fields(TaskRecord)})

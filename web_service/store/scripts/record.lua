@@ -1,25 +1,31 @@
 -- Records results: the first one for a task wins, and only the endpoint that holds the task may
 -- record it (result_verdict). KEYS: the reporting endpoint's in-flight set, task key prefix, done
 -- channel prefix, completion log prefix, the rejected-results counter hash. ARGV: now, ttl, log
--- max entries, the reporting endpoint id, then 8 values per result (id, state, result, error,
--- stdout, stderr, timings, resources). Completions are logged and published once per owner.
--- Returns {recorded ids, rejected ids}.
+-- max entries, the reporting endpoint id, the number n of result fields, their n names
+-- (record.RESULT_FIELDS), then per result: id, state, the n values. Completions are logged and
+-- published once per owner. Returns {recorded ids, rejected ids}.
 local endpoint = ARGV[4]
+local n = tonumber(ARGV[5])
+local names = {unpack(ARGV, 6, 5 + n)}
+local first, step = 6 + n, 2 + n
 local ids = {}
-for i = 5, #ARGV, 8 do ids[#ids + 1] = ARGV[i] end
+for i = first, #ARGV, step do ids[#ids + 1] = ARGV[i] end
 if #ids == 0 then return {{}, {}} end
 local held = redis.call('SMISMEMBER', KEYS[1], unpack(ids))
 local recorded, rejected, leave = {}, {}, {}
 local by_owner, owners = {}, {}
 for j, id in ipairs(ids) do
-  local i = 5 + (j - 1) * 8
+  local i = first + (j - 1) * step
   local k = KEYS[2] .. id
   local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner')
   local verdict = result_verdict(f[1], f[2], endpoint, held[j] == 1, f[3])
   if verdict == 'record' then
-    redis.call('HSET', k, 'state', ARGV[i + 1], 'result', ARGV[i + 2], 'error', ARGV[i + 3],
-               'stdout', ARGV[i + 4], 'stderr', ARGV[i + 5], 'timings', ARGV[i + 6],
-               'resources', ARGV[i + 7], 't_finished', ARGV[1])
+    local values = {'state', ARGV[i + 1], 't_finished', ARGV[1]}
+    for f = 1, n do
+      values[#values + 1] = names[f]
+      values[#values + 1] = ARGV[i + 1 + f]
+    end
+    redis.call('HSET', k, unpack(values))
     redis.call('HDEL', k, 'payload')
     redis.call('EXPIRE', k, ARGV[2])
     leave[#leave + 1] = id

@@ -46,7 +46,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fnserve*", "web_service*", "site_manager*", "node_manager*"]),
     package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json",
-                                  "dashboard/templates/dashboard/*.html", "dashboard/static/*"]},
+                                  "dashboard/templates/dashboard/*.html", "dashboard/static/*", "store/scripts/*.lua"]},
     install_requires=CORE,
     extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "s3": S3, "embedded": EMBEDDED, "async": ASYNC, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "mpi": MPI, "bench": BENCH + SITE + SERVICE + EMBEDDED},
     entry_points={"console_scripts": ["fnserve=fnserve.cli.main:main"]},

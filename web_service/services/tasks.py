@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import msgspec
@@ -26,12 +25,13 @@ from web_service.auth import Identity
 from web_service.registry.models import Function
 from web_service.services import OwnershipCache
 from web_service.services.access import access_for, function_not_allowed, may_use
-from web_service.services.endpoints import endpoint_not_found, tombstone_key
+from web_service.services.endpoints import endpoint_not_found
 from web_service.services.ended_tasks import log_cancelled
 from web_service.services.functions import forbidden, function_not_found
 from web_service.services.runtimes import task_runtimes
 from web_service.quotas import QuotaChecker
-from web_service.task_store import NewTask, TaskRecord, TaskStore, function_key, status_key
+from web_service.store.record import TaskRecord, TaskSpec, new_task
+from web_service.task_store import TaskStore
 from web_service.ttl_cache import TTLCache
 from web_service.validation import decode_base64, invalid, optional_number, optional_str, require_str
 
@@ -40,21 +40,6 @@ RETURN_WHEN = ("ALL_COMPLETED", "FIRST_COMPLETED")
 MAX_ID_LENGTH = 64
 MAX_RETRIES = 100  # per task: reruns after a lost worker or block
 MAX_RESOURCE_SPEC_BYTES = 4096  # a task's resource_specification, as JSON
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """One valid task of a submitted batch, not yet authorized."""
-
-    function_id: str
-    endpoint_id: str
-    payload: bytes
-    runtime: str | None = None
-    walltime: float | None = None
-    result_strategy: str | None = None
-    max_retries: int | None = None
-    task_group_id: str | None = None
-    resource_specification: bytes | None = None  # a JSON object, kept as its text
 
 
 # What one task of a batch came to: still good, or the error that refused it.
@@ -148,8 +133,9 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
         result_strategy: str | None = serialize.JSON_DATA
     else:
         result_strategy = None
-    return TaskSpec(function_id, endpoint_id, payload, runtime, walltime, result_strategy, max_retries, task_group_id,
-                    resource_specification)
+    return TaskSpec(function_id=function_id, endpoint_id=endpoint_id, payload=payload, runtime=runtime, walltime=walltime,
+                    result_strategy=result_strategy, max_retries=max_retries, task_group_id=task_group_id,
+                    resource_specification=resource_specification)
 
 
 def _resource_specification(value: Any, prefix: str) -> bytes | None:
@@ -289,15 +275,11 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
         if len(errors) > 1:  # refused whole: the first error's body lists every bad task
             next(o for o in outcomes if isinstance(o, FnserveError)).details["errors"] = errors
         raise_first_error(outcomes)
-    tasks: list[NewTask] = []
+    tasks = []
     for i, runtime in runtimes.items():
         s = outcomes[i]
         assert isinstance(s, TaskSpec)
-        tasks.append(NewTask(
-            task_id=task_ids[i] if task_ids is not None else str(uuid.uuid4()), owner=owner.user_id, function_id=s.function_id, endpoint_id=s.endpoint_id,
-            payload=s.payload, runtime=runtime, walltime=s.walltime, result_strategy=s.result_strategy,
-            max_retries=s.max_retries, task_group_id=s.task_group_id, resource_specification=s.resource_specification,
-        ))
+        tasks.append(new_task(s, task_ids[i] if task_ids is not None else str(uuid.uuid4()), owner.user_id, runtime=runtime))
     reservation = quotas.reserve(session, owner.user_id, len(tasks)) if quotas is not None else None
     try:
         if task_ids is None:
@@ -353,28 +335,17 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
                    cache: OwnershipCache | None) -> dict[int, FnserveError]:
     """One Redis round trip: function bodies present, endpoints not deleted meanwhile, and each
     task's arguments in a strategy its endpoint loads (:func:`_serializer_refusal`)."""
-    keys = list({k: None for s in specs.values() for k in (("function", s.function_id), ("endpoint", s.endpoint_id))})
-    endpoints = [ident for kind, ident in keys if kind == "endpoint"]
-    pipe = store.r.pipeline(transaction=False)
-    for kind, ident in keys:
-        if kind == "function":  # present, and its header (a shell function's arguments are checked below)
-            pipe.getrange(function_key(ident), 0, len(_SHELL_HEADER_START) - 1)
-        else:
-            pipe.exists(tombstone_key(ident))
-    for ident in endpoints:
-        pipe.hmget(status_key(ident), "serializers", "mpi_nodes")
-    answers = pipe.execute()
-    declared = {e: _policy(v[0]) for e, v in zip(endpoints, answers[len(keys):])}
-    mpi_nodes = {e: int(v[1]) if v[1] is not None else -1 for e, v in zip(endpoints, answers[len(keys):])}
+    functions = list({s.function_id: None for s in specs.values()})
+    endpoints = list({s.endpoint_id: None for s in specs.values()})
+    heads, deleted, status = store.submit_checks(functions, endpoints, len(_SHELL_HEADER_START), ("serializers", "mpi_nodes"))
+    declared = {e: _policy(v[0]) for e, v in status.items()}
+    mpi_nodes = {e: int(v[1]) if v[1] is not None else -1 for e, v in status.items()}
     gone: set[tuple[str, str]] = set()
-    missing: list[str] = []
-    for (kind, ident), found in zip(keys, answers):
-        if kind == "endpoint" and found:
-            if cache is not None:
-                cache.forget((kind, ident))
-            gone.add((kind, ident))
-        if kind == "function" and not found:
-            missing.append(ident)
+    for ident in deleted:
+        if cache is not None:
+            cache.forget(("endpoint", ident))
+        gone.add(("endpoint", ident))
+    missing = [f for f in functions if f not in heads]
     if missing:
         gone |= {("function", f) for f in _recache_functions(session, store, missing, cache)}
     refused: dict[int, FnserveError] = {}
@@ -394,7 +365,7 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
             err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1))
             if err is not None:
                 refused[i] = err
-    shells = {ident for (kind, ident), head in zip(keys, answers) if kind == "function" and head == _SHELL_HEADER_START}
+    shells = {ident for ident, head in heads.items() if head == _SHELL_HEADER_START}
     if shells:
         templates = _shell_templates(store, shells)
         for i, s in specs.items():
@@ -427,10 +398,7 @@ def _shell_templates(store: TaskStore, function_ids: set[str]) -> dict[str, str]
     found = {f: t for f in function_ids if (t := _shell_template_cache.get(f)) is not None}
     missing = sorted(function_ids - set(found))
     if missing:
-        pipe = store.r.pipeline(transaction=False)
-        for fid in missing:
-            pipe.get(function_key(fid))
-        for fid, body in zip(missing, pipe.execute()):
+        for fid, body in store.function_bodies(missing).items():
             if body:
                 header = serialize.parse_header(body)
                 found[fid] = shell.load_spec(body[header.length:]).command

@@ -22,11 +22,10 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
 from web_service.auth import Identity
-from web_service.redis_replies import texts
 from web_service.registry.db import rows_changed
 from web_service.registry.models import Endpoint, Function, Grant, Group, GroupMember, Runtime, Token, User, utcnow
 from web_service.services.ended_tasks import log_cancelled
-from web_service.task_store import TaskStore, inflight_key, queue_key
+from web_service.task_store import TaskStore
 
 log = logging.getLogger("fnserve.admin")
 
@@ -100,8 +99,7 @@ def cancel_tasks_of(session: Session, store: TaskStore, user_id: str) -> int:
     """Cancel ``user_id``'s unfinished tasks on every live endpoint (queued or in flight)."""
     cancelled = 0
     for endpoint_id in session.scalars(sa.select(Endpoint.id).where(Endpoint.deleted_at.is_(None))).all():
-        ids = texts(store.r.lrange(queue_key(endpoint_id), 0, -1))
-        ids += texts(store.r.smembers(inflight_key(endpoint_id)))
+        ids = store.unfinished_ids(endpoint_id)
         mine = [tid for tid, owner in store.owners(ids).items() if owner == user_id] if ids else []
         for rec in store.get_many(mine).values():
             if rec is not None and store.cancel(rec.task_id, user_id) not in (None, "success", "failed", "cancelled"):

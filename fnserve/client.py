@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from fnserve import serialize
+from fnserve import oob_frames, proxies, serialize
 from fnserve.config import ClientConfig
 from fnserve.errors import FnserveError, RemoteExecutionError, SerializationError, TaskCancelled, TaskFailed, TaskPending, Unauthorized, error_from_dict
 from fnserve.remote_errors import remote_exception
@@ -35,6 +35,7 @@ from fnserve.client_access import AccessMethods
 from fnserve.client_triggers import TriggerMethods
 from fnserve.data_refs import DEFAULT_REF_THRESHOLD, ObjectRef, by_reference, read_ref
 from fnserve.object_transfer import ObjectStoreClient
+from fnserve.oob_frames import Part
 from fnserve.output_files import is_file_output
 from fnserve.transport import Transport
 
@@ -61,13 +62,14 @@ class Batch:
     task_group_id: str | None = None
     resource_specification: dict[str, Any] | None = None
     json_results: bool = False  # the client refuses dill results: ask for JSON
-    reference: Callable[[bytes], bytes] | None = None  # large payloads by reference (the client's)
+    reference: Callable[[list[Part]], bytes] | None = None  # large payloads by reference (the client's)
+    prepare: Callable[..., Any] | None = None  # large arguments as ProxyStore proxies (the client's)
 
     def add(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
             runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
             max_retries: int | None = None) -> None:
         self.tasks.append(_task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                                     self.json_results, self.reference, max_retries=max_retries, task_group_id=self.task_group_id,
+                                     self.json_results, self.reference, self.prepare, max_retries=max_retries, task_group_id=self.task_group_id,
                                      resource_specification=self.resource_specification))
 
     def __len__(self) -> int:
@@ -76,14 +78,19 @@ class Batch:
 
 def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                runtime: str | None, walltime: float | None, serializer: str | None, json_results: bool = False,
-               reference: Callable[[bytes], bytes] | None = None, **options: Any) -> dict[str, Any]:
+               reference: Callable[[list[Part]], bytes] | None = None, prepare: Callable[..., Any] | None = None,
+               **options: Any) -> dict[str, Any]:
     """One task of a ``POST /v1/tasks`` body. ``json_results``: ask for a JSON result (a client
     that refuses dill results). ``reference``: what turns a large payload into a reference
-    buffer (``Client._by_reference``). ``options``: ``max_retries``, ``task_group_id``,
+    buffer (``Client._by_reference``). ``prepare``: what turns large arguments into ProxyStore
+    proxies (``Client._prepare_call``). ``options``: ``max_retries``, ``task_group_id``,
     ``resource_specification`` (left out when None)."""
-    payload = serialize.serialize_args(args, kwargs, strategy=serializer or serialize.DILL_DATA)
-    if reference is not None:
-        payload = reference(payload)
+    call_options = None
+    if prepare is not None and (serializer or serialize.DILL_DATA) == serialize.DILL_DATA:
+        args, kwargs, call_options = prepare(args, kwargs or {})
+    parts = serialize.serialize_args_parts(args, kwargs, strategy=serializer or serialize.DILL_DATA, options=call_options)
+    # Large arrays stay views of the caller's memory until they are sent (by reference).
+    payload = reference(parts) if reference is not None else oob_frames.join(parts)
     spec: dict[str, Any] = {
         "function_id": str(function_id),
         "endpoint_id": str(endpoint_id),
@@ -103,7 +110,8 @@ class Client(AccessMethods, TriggerMethods):
 
     def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
                  config: ClientConfig | None = None, allowed_result_serializers: Iterable[str] | None = None,
-                 ref_threshold: int | None = DEFAULT_REF_THRESHOLD, object_ttl: float | None = None):
+                 ref_threshold: int | None = DEFAULT_REF_THRESHOLD, object_ttl: float | None = None,
+                 proxy_store: Any = None, proxy_threshold: int = DEFAULT_REF_THRESHOLD):
         """``token`` overrides the configured one. With a Globus login (``fnserve login``) or
         ``FNSERVE_CLIENT_ID``/``FNSERVE_CLIENT_SECRET`` set, tokens come from globus-sdk and are
         renewed when they expire.
@@ -116,7 +124,11 @@ class Client(AccessMethods, TriggerMethods):
         ``ref_threshold``: arguments whose serialized size passes it (bytes; default 4 MiB) are
         uploaded to the service's object store and the task carries a reference (None: never;
         they are then limited to the inline ``max_payload_bytes``). ``object_ttl``: seconds
-        such uploads live (default: the service's). Results are resolved the same way."""
+        such uploads live (default: the service's). Results are resolved the same way.
+
+        ``proxy_store``: a ProxyStore ``Store``; each argument whose serialized size passes
+        ``proxy_threshold`` (bytes, default 4 MiB) goes as a proxy from it, resolved lazily on
+        the worker, and a result that large comes back through it (``fnserve.proxies``)."""
         self.allowed_result_serializers = serialize.parse_policy(
             None if allowed_result_serializers is None else list(allowed_result_serializers), "allowed_result_serializers")
         cfg = config or ClientConfig.load()
@@ -130,6 +142,8 @@ class Client(AccessMethods, TriggerMethods):
         self.ref_threshold = ref_threshold
         self.object_ttl = object_ttl
         self._objects: ObjectStoreClient | None = None
+        self.proxy_store = proxy_store
+        self.proxy_threshold = proxy_threshold
 
     # -- service --------------------------------------------------------------------------------
 
@@ -275,14 +289,14 @@ class Client(AccessMethods, TriggerMethods):
         ``max_retries`` (reruns after a lost worker; default: the endpoint's setting),
         ``task_group_id`` and ``resource_specification`` (a JSON object for the endpoint)."""
         spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                          self._json_results, self._by_reference, max_retries=max_retries, task_group_id=task_group_id,
+                          self._json_results, self._by_reference, self._prepare_call, max_retries=max_retries, task_group_id=task_group_id,
                           resource_specification=resource_specification)
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
 
     def create_batch(self, task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None) -> Batch:
         return Batch(task_group_id=None if task_group_id is None else str(task_group_id),
                      resource_specification=resource_specification, json_results=self._json_results,
-                     reference=self._by_reference)
+                     reference=self._by_reference, prepare=self._prepare_call)
 
     def batch_run(self, batch: Batch, *, atomic: bool = True) -> list[Any]:
         """Submit a whole batch in one request; returns task ids in the order added.
@@ -323,13 +337,13 @@ class Client(AccessMethods, TriggerMethods):
             ):
                 return list(tasks)
 
-    def get_result(self, task_id: str, timeout: float | None = None) -> Any:
+    def get_result(self, task_id: str, timeout: float | None = None, lazy: bool = False) -> Any:
         """Wait for a task and return its result; re-raise its remote exception.
 
         Raises :class:`TaskPending` if ``timeout`` seconds pass first.
         """
         task = self.wait([task_id], timeout)[0]
-        return result_of(task, self.allowed_result_serializers, self.fetch_object)
+        return result_of(task, self.allowed_result_serializers, self.fetch_object, lazy)
 
     def watch_files(self, task_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield the task's output files (``{"file", "object_id", "size", "sha256"}``) as the
@@ -368,13 +382,24 @@ class Client(AccessMethods, TriggerMethods):
         self._objects.token = self.transport.token or ""
         return self._objects
 
-    def _by_reference(self, payload: bytes) -> bytes:
-        """``payload``, or a reference to it in the object store when it is over ``ref_threshold``."""
-        if not by_reference(len(payload), self.ref_threshold):
-            return payload
-        header = serialize.parse_header(payload)
-        ref = self.objects.put(payload, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
+    def _by_reference(self, parts: list[Part]) -> bytes:
+        """The payload ``parts`` make, or a reference to it in the object store when it is over
+        ``ref_threshold`` (the parts are uploaded one after the other, never joined)."""
+        if not by_reference(oob_frames.total(parts), self.ref_threshold):
+            return oob_frames.join(parts)
+        header = serialize.parse_header(bytes(parts[0][:64]))
+        ref = self.objects.put(parts, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
         return ref.to_buffer(serialize.PYTHON_VERSION)
+
+    def _prepare_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Large arguments as ProxyStore proxies, and the options asking the worker to proxy a
+        large result (nothing when the client has no ``proxy_store``)."""
+        if self.proxy_store is None:
+            return args, kwargs, None
+        from fnserve import proxies
+
+        args, kwargs = proxies.proxy_arguments(args, kwargs, self.proxy_store, self.proxy_threshold)
+        return args, kwargs, {"result_proxy": proxies.result_spec(self.proxy_store, self.proxy_threshold)}
 
     def fetch_object(self, ref: ObjectRef) -> bytearray:
         """The bytes a reference names (checked against its size and SHA-256)."""
@@ -394,7 +419,8 @@ class Client(AccessMethods, TriggerMethods):
 
     def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
         """Run and wait for the result, in one request while it finishes within a long-poll."""
-        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference)
+        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference,
+                          self._prepare_call)
         answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):
@@ -492,13 +518,14 @@ def _status_entry(task: dict[str, Any], allowed: tuple[str, ...] | None = None) 
 
 
 def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None,
-              fetch: Callable[[ObjectRef], bytearray] | None = None) -> Any:
+              fetch: Callable[[ObjectRef], bytearray] | None = None, lazy: bool = False) -> Any:
     """The value of a finished task object from the REST API, or the error it ended with.
 
     ``allowed``: the serializer strategies to load a result from (None: any); another one raises
     :class:`~fnserve.errors.SerializationError` (``serializer_not_allowed``) unloaded.
     ``fetch``: downloads a result passed by reference (``Client.fetch_object``); without it
-    such a result raises ``unresolved_reference``.
+    such a result raises ``unresolved_reference``. A ProxyStore proxy is resolved to its
+    target unless ``lazy``.
     """
     state = task["state"]
     if state == "success":
@@ -513,7 +540,7 @@ def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None,
         if ref is not None and fetch is not None:
             buf = fetch(ref)
             serialize.check_allowed(bytes(buf[:64]), allowed, f"the result of task {task['task_id']}")
-        return serialize.deserialize_data(buf)
+        return proxies.resolve(serialize.deserialize_data(buf), lazy)
     error = task.get("error") or {}
     if state == "failed" and error.get("code") == "user_exception":
         raise remote_exception(error, task["task_id"])

@@ -40,6 +40,13 @@ def task_token(url: str) -> str | None:
     return _task[1] if _task is not None else None
 
 
+def task_url(url: str) -> str:
+    """Inside a task, the service's URL as workers reach it (``FNSERVE_PUBLIC_URL``, which may
+    differ from the one the client used: a compute node may not reach a laptop's tunnel); else
+    ``url``."""
+    return _task[0].rstrip("/") if _task is not None else url
+
+
 def size_hint(obj: Any) -> int | None:
     """The size of ``obj``'s bytes when known without serializing it (buffers, strings)."""
     if isinstance(obj, (bytes, bytearray, str)):

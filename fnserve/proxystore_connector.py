@@ -10,7 +10,8 @@ fnserve objects (``pip install fnserve[proxystore]``).
 A key names the object, its size and SHA-256, and the object's *read token*
 (``fnsr1.``: reads that one object until it expires, nothing else). Whoever resolves a proxy
 (a worker, the SDK) reads with the key's read token: the owner's token never travels, and the
-connector's config holds only the service URL. Writing needs a token: the one given (a user's),
+connector's config holds only the service URL (inside a task, the URL the task was given for
+its service is used instead: ``FNSERVE_PUBLIC_URL``). Writing needs a token: the one given (a user's),
 else, inside a worker, the running task's data token (so a worker can put a large result into
 the same store). Downloads are checked against size and SHA-256 like any object.
 """
@@ -54,7 +55,10 @@ class ObjectStoreConnector:
         if not token:
             raise FnserveError("this object store connector has no token to write with: build it with "
                                "ObjectStoreConnector.for_client(client), or use it inside a task", code="no_token")
-        return ObjectStoreClient(self.url, token)
+        return ObjectStoreClient(proxies.task_url(self.url), token)
+
+    def _reader(self, key: ObjectStoreKey) -> ObjectStoreClient:
+        return ObjectStoreClient(proxies.task_url(self.url), key.read_token)
 
     # -- the Connector protocol --------------------------------------------------------------------
 
@@ -77,9 +81,8 @@ class ObjectStoreConnector:
         return [self.put(obj) for obj in objs]
 
     def get(self, key: ObjectStoreKey) -> bytearray | None:
-        reader = ObjectStoreClient(self.url, key.read_token)
         try:
-            return reader.get(ObjectRef(key.object_id, key.size, key.sha256, "proxystore"))
+            return self._reader(key).get(ObjectRef(key.object_id, key.size, key.sha256, "proxystore"))
         except FnserveError as exc:
             if exc.code in ("object_not_found", "object_expired", "invalid_token"):
                 return None
@@ -90,7 +93,7 @@ class ObjectStoreConnector:
 
     def exists(self, key: ObjectStoreKey) -> bool:
         try:
-            return bool(ObjectStoreClient(self.url, key.read_token).info(key.object_id).get("complete"))
+            return bool(self._reader(key).info(key.object_id).get("complete"))
         except FnserveError as exc:
             if exc.code in ("object_not_found", "object_expired", "invalid_token"):
                 return False

@@ -104,3 +104,19 @@ def test_only_large_arguments_become_proxies():
     assert kwargs["k"] == ("proxy", 2)  # size known only by serializing: serialized once
     assert proxies.size_hint(np.ones(8)) == 64 and proxies.size_hint(object()) is None
     assert proxies.resolve(5) == 5
+
+
+def test_the_object_store_connector_config_never_holds_a_token_and_a_task_writes_with_its_own():
+    from fnserve.proxystore_connector import ObjectStoreConnector
+
+    conn = ObjectStoreConnector("http://laptop:8780/", "user-secret-token", ttl=60)
+    assert "user-secret-token" not in repr(conn.config()) and conn.config() == {"url": "http://laptop:8780", "ttl": 60}
+    rebuilt = ObjectStoreConnector.from_config(conn.config())
+    assert rebuilt.token is None
+    with pytest.raises(Exception) as err:
+        rebuilt._writer()
+    assert err.value.code == "no_token"
+    with proxies.task_context("http://service:8780", "fnsd1.task.sig"):
+        writer = rebuilt._writer()
+        assert (writer.base_url, writer.token) == ("http://service:8780", "fnsd1.task.sig")
+    assert proxies.task_token("http://laptop:8780") is None

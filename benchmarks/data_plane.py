@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(__file__))
 from common import embedded_stack, summarize, write_results
 
-from fnserve.cli.processes import command_line, is_htex_worker, peak_rss_mib, process_tree, tagged_processes
+from fnserve.cli.processes import command_line, is_htex_worker, parent_pid, peak_rss_mib, process_tree, tagged_processes
 from peers import bare_htex, dask_client
 
 MIB = 1024 * 1024
@@ -122,10 +122,12 @@ def peak_rss_by_role(pids: list[int | None]) -> dict[str, float]:
     tree = {p for root in pids if root is not None for p in process_tree(root)}
     # The worker pool is started detached (Parsl's provider): found by the stack's tag.
     tree |= set(tagged_processes(f"{os.environ['FNSERVE_HOME']}{os.sep}", prefix=True))
+    workers = {pid for pid in tree if is_htex_worker(pid)}
+    pools = {parent_pid(pid) for pid in workers}  # the pool may have retitled itself
     for pid in tree:
         hwm = peak_rss_mib(pid)
         if hwm is not None:
-            role = "worker" if is_htex_worker(pid) else _role(pid)
+            role = "worker" if pid in workers else "worker_pool" if pid in pools else _role(pid)
             peaks[role] = max(peaks.get(role, 0.0), hwm)
     return dict(sorted(peaks.items()))
 

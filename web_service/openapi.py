@@ -165,6 +165,8 @@ SCHEMAS: dict[str, Schema] = {
         "object_id": {"type": "string"}, "size": {"type": "integer"}, "sha256": {"type": "string"},
         "received": {"type": "integer"}, "complete": {"type": "boolean"}, "expires": {"type": "number"},
         "chunk_bytes": {"type": "integer"},
+        # On creation only: reads this object (GET), nothing else, until it expires (docs/data.md).
+        "read_token": {"type": "string"},
     }, ["object_id", "size", "sha256", "received", "complete", "expires", "chunk_bytes"]),
     "Outputs": _obj({
         "task_id": {"type": "string"}, "state": {"type": "string"},

@@ -160,6 +160,9 @@ def _run_task(task: TaskMessage, received: float) -> ResultMessage:
             payload = data_plane.fetch_arguments(task)
             timings["arguments_fetched"] = time.time()
         args, kwargs, call_options = serialize.deserialize_call(payload)
+        if serialize.parse_header(bytes(payload[:64])).strategy != serialize.DILL_DATA:
+            # A ProxyStore config names a class to import: only a code-capable payload may ask for it.
+            call_options = {}
         del payload
     except SerializationError as exc:
         timings["worker_finished"] = time.time()

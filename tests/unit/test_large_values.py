@@ -120,3 +120,17 @@ def test_the_object_store_connector_config_never_holds_a_token_and_a_task_writes
         writer = rebuilt._writer()
         assert (writer.base_url, writer.token) == ("http://service:8780", "fnsd1.task.sig")
     assert proxies.task_token("http://laptop:8780") is None
+
+
+def test_a_json_payload_cannot_ask_the_worker_to_import_a_proxystore_connector():
+    from fnserve.messages import TaskMessage, decode_result, encode_task
+    from node_manager.execute import execute_task
+
+    fn = serialize.serialize_source("def f(x):\n    return [x] * 3\n", "f")
+    payload = serialize.serialize_data(
+        {"args": [1], "kwargs": {}, "options": {"result_proxy": {"store": {"name": "x", "connector": {
+            "kind": "os.system", "options": {}}}, "threshold": 0}}}, serialize.JSON_DATA)
+    task = TaskMessage(task_id="t1", function_id="f1", function=fn, payload=payload)
+    result = decode_result(execute_task(encode_task(task)))
+    assert result.ok, result.error
+    assert serialize.deserialize_data(result.data) == [1, 1, 1]

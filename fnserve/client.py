@@ -25,13 +25,14 @@ import time
 import warnings
 from typing import Any, Callable, Iterable, Iterator
 
-from fnserve import globus_tokens, serialize
+from fnserve import globus_tokens, oob_frames, serialize
 from fnserve.config import ClientConfig
 from fnserve.errors import FnserveError, TaskPending, Unauthorized, error_from_dict
 from fnserve.client_access import AccessMethods
 from fnserve.client_triggers import TriggerMethods
 from fnserve.data_refs import DEFAULT_REF_THRESHOLD, ObjectRef, by_reference
 from fnserve.object_transfer import ObjectStoreClient
+from fnserve.oob_frames import Part
 from fnserve.output_files import is_file_output
 from fnserve.task_results import status_entry, result_of
 from fnserve.task_specs import Batch, b64, task_spec
@@ -48,7 +49,8 @@ class Client(AccessMethods, TriggerMethods):
 
     def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
                  config: ClientConfig | None = None, allowed_result_serializers: Iterable[str] | None = None,
-                 ref_threshold: int | None = DEFAULT_REF_THRESHOLD, object_ttl: float | None = None):
+                 ref_threshold: int | None = DEFAULT_REF_THRESHOLD, object_ttl: float | None = None,
+                 proxy_store: Any = None, proxy_threshold: int = DEFAULT_REF_THRESHOLD):
         """``token`` overrides the configured one. With a Globus login (``fnserve login``) or
         ``FNSERVE_CLIENT_ID``/``FNSERVE_CLIENT_SECRET`` set, tokens come from globus-sdk and are
         renewed when they expire.
@@ -61,7 +63,11 @@ class Client(AccessMethods, TriggerMethods):
         ``ref_threshold``: arguments whose serialized size passes it (bytes; default 4 MiB) are
         uploaded to the service's object store and the task carries a reference (None: never;
         they are then limited to the inline ``max_payload_bytes``). ``object_ttl``: seconds
-        such uploads live (default: the service's). Results are resolved the same way."""
+        such uploads live (default: the service's). Results are resolved the same way.
+
+        ``proxy_store``: a ProxyStore ``Store``; each argument whose serialized size passes
+        ``proxy_threshold`` (bytes, default 4 MiB) goes as a proxy from it, resolved lazily on
+        the worker, and a result that large comes back through it (``fnserve.proxies``)."""
         self.allowed_result_serializers = serialize.parse_policy(
             None if allowed_result_serializers is None else list(allowed_result_serializers), "allowed_result_serializers")
         cfg = config or ClientConfig.load()
@@ -75,6 +81,8 @@ class Client(AccessMethods, TriggerMethods):
         self.ref_threshold = ref_threshold
         self.object_ttl = object_ttl
         self._objects: ObjectStoreClient | None = None
+        self.proxy_store = proxy_store
+        self.proxy_threshold = proxy_threshold
 
     # -- service --------------------------------------------------------------------------------
 
@@ -220,14 +228,14 @@ class Client(AccessMethods, TriggerMethods):
         ``max_retries`` (reruns after a lost worker; default: the endpoint's setting),
         ``task_group_id`` and ``resource_specification`` (a JSON object for the endpoint)."""
         spec = task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                          self._json_results, self._by_reference, max_retries=max_retries, task_group_id=task_group_id,
+                          self._json_results, self._by_reference, self._prepare_call, max_retries=max_retries, task_group_id=task_group_id,
                           resource_specification=resource_specification)
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
 
     def create_batch(self, task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None) -> Batch:
         return Batch(task_group_id=None if task_group_id is None else str(task_group_id),
                      resource_specification=resource_specification, json_results=self._json_results,
-                     reference=self._by_reference)
+                     reference=self._by_reference, prepare=self._prepare_call)
 
     def batch_run(self, batch: Batch, *, atomic: bool = True) -> list[Any]:
         """Submit a whole batch in one request; returns task ids in the order added.
@@ -268,13 +276,13 @@ class Client(AccessMethods, TriggerMethods):
             ):
                 return list(tasks)
 
-    def get_result(self, task_id: str, timeout: float | None = None) -> Any:
+    def get_result(self, task_id: str, timeout: float | None = None, lazy: bool = False) -> Any:
         """Wait for a task and return its result; re-raise its remote exception.
 
         Raises :class:`TaskPending` if ``timeout`` seconds pass first.
         """
         task = self.wait([task_id], timeout)[0]
-        return result_of(task, self.allowed_result_serializers, self.fetch_object)
+        return result_of(task, self.allowed_result_serializers, self.fetch_object, lazy)
 
     def watch_files(self, task_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield the task's output files (``{"file", "object_id", "size", "sha256"}``) as the
@@ -313,13 +321,24 @@ class Client(AccessMethods, TriggerMethods):
         self._objects.token = self.transport.token or ""
         return self._objects
 
-    def _by_reference(self, payload: bytes) -> bytes:
-        """``payload``, or a reference to it in the object store when it is over ``ref_threshold``."""
-        if not by_reference(len(payload), self.ref_threshold):
-            return payload
-        header = serialize.parse_header(payload)
-        ref = self.objects.put(payload, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
+    def _by_reference(self, parts: list[Part]) -> bytes:
+        """The payload ``parts`` make, or a reference to it in the object store when it is over
+        ``ref_threshold`` (the parts are uploaded one after the other, never joined)."""
+        if not by_reference(oob_frames.total(parts), self.ref_threshold):
+            return oob_frames.join(parts)
+        header = serialize.parse_header(bytes(parts[0][:64]))
+        ref = self.objects.put(parts, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
         return ref.to_buffer(serialize.PYTHON_VERSION)
+
+    def _prepare_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Large arguments as ProxyStore proxies, and the options asking the worker to proxy a
+        large result (nothing when the client has no ``proxy_store``)."""
+        if self.proxy_store is None:
+            return args, kwargs, None
+        from fnserve import proxies
+
+        args, kwargs = proxies.proxy_arguments(args, kwargs, self.proxy_store, self.proxy_threshold)
+        return args, kwargs, {"result_proxy": proxies.result_spec(self.proxy_store, self.proxy_threshold)}
 
     def fetch_object(self, ref: ObjectRef) -> bytearray:
         """The bytes a reference names (checked against its size and SHA-256)."""
@@ -339,7 +358,8 @@ class Client(AccessMethods, TriggerMethods):
 
     def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
         """Run and wait for the result, in one request while it finishes within a long-poll."""
-        spec = task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference)
+        spec = task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference,
+                         self._prepare_call)
         answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):

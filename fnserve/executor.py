@@ -165,6 +165,7 @@ class Executor(concurrent.futures.Executor):
         try:
             spec = task_spec(str(function_id), self.endpoint_id, tuple(args or ()), kwargs, self.runtime, self.walltime,
                               None, self.client._json_results, getattr(self.client, "_by_reference", None),
+                              getattr(self.client, "_prepare_call", None),
                               max_retries=self.max_retries, task_group_id=self.task_group_id,
                               resource_specification=self.resource_specification)
         except Exception as exc:  # noqa: BLE001 - e.g. arguments dill cannot serialize

@@ -15,16 +15,37 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import urllib3
 
 from fnserve.data_refs import DEFAULT_CHUNK_BYTES, ObjectRef
 from fnserve.errors import FnserveError, ServiceUnavailable, error_from_dict
+from fnserve.oob_frames import Part
 
 # Times one chunk is tried (a connection broken mid-chunk is resumed from what the service holds).
 CHUNK_ATTEMPTS = 3
 _READ_BYTES = 1024 * 1024
+
+
+def _views(data: bytes | bytearray | memoryview | Sequence[Part]) -> list[memoryview]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = [data]
+    return [memoryview(p).cast("B") for p in data]
+
+
+def _slice(parts: list[memoryview], start: int, end: int) -> list[memoryview]:
+    """The views covering bytes ``[start, end)`` of the concatenation of ``parts``."""
+    out, at = [], 0
+    for v in parts:
+        a, b = max(start - at, 0), min(end - at, v.nbytes)
+        if a < b:
+            out.append(v[a:b])
+        at += v.nbytes
+        if at >= end:
+            break
+    return out
 
 
 class ObjectStoreClient:
@@ -79,14 +100,19 @@ class ObjectStoreClient:
     def delete(self, object_id: str) -> None:
         self._json("DELETE", f"/v1/objects/{object_id}")
 
-    def put(self, data: bytes | bytearray | memoryview, strategy: str, ttl: float | None = None,
+    def put(self, data: bytes | bytearray | memoryview | Sequence[Part], strategy: str, ttl: float | None = None,
             name: str | None = None) -> ObjectRef:
-        """Upload ``data`` as a new object; returns its reference."""
-        view = memoryview(data).cast("B")
-        digest = hashlib.sha256(view).hexdigest()
-        meta = self.create(len(view), digest, ttl, name)
-        self.upload(meta["object_id"], view, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES))
-        return ObjectRef(meta["object_id"], len(view), digest, strategy)
+        """Upload ``data`` (a buffer, or parts whose concatenation is the object: see
+        :func:`fnserve.serialize.serialize_data_parts`) as a new object; returns its reference.
+        Nothing is copied whole: chunks are sent as views of the parts."""
+        parts = _views(data)
+        size = sum(v.nbytes for v in parts)
+        digest = hashlib.sha256()
+        for v in parts:
+            digest.update(v)
+        meta = self.create(size, digest.hexdigest(), ttl, name)
+        self.upload(meta["object_id"], parts, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES))
+        return ObjectRef(meta["object_id"], size, digest.hexdigest(), strategy, meta.get("read_token"))
 
     def put_file(self, path: str | os.PathLike[str], name: str | None = None, ttl: float | None = None) -> ObjectRef:
         """Upload a file as a new object, reading it a chunk at a time (never whole)."""
@@ -128,14 +154,15 @@ class ObjectStoreClient:
                                "or SHA-256 differs)", code="object_corrupt")
         os.replace(tmp, path)
 
-    def upload(self, object_id: str, view: memoryview, chunk_bytes: int, start: int = 0) -> None:
-        """Send ``view[start:]`` to an object created for it, resuming after broken connections."""
-        size = len(view)
+    def upload(self, object_id: str, data: memoryview | Sequence[Part], chunk_bytes: int, start: int = 0) -> None:
+        """Send ``data[start:]`` to an object created for it, resuming after broken connections."""
+        parts = _views(data)
+        size = sum(v.nbytes for v in parts)
         offset, failures = start, 0
         while True:
             end = min(offset + chunk_bytes, size)
             try:
-                answer = self._put_chunk(object_id, bytes(view[offset:end]), offset, size)
+                answer = self._put_chunk(object_id, _slice(parts, offset, end), offset, size)
             except ServiceUnavailable:
                 failures += 1
                 if failures >= CHUNK_ATTEMPTS:
@@ -146,12 +173,13 @@ class ObjectStoreClient:
             if answer.get("complete") or offset >= size:
                 return
 
-    def _put_chunk(self, object_id: str, part: bytes, start: int, size: int) -> dict[str, Any]:
-        # One bounded copy per chunk (urllib3 sends bytes, not memoryviews).
-        headers = {"Content-Type": "application/octet-stream"}
+    def _put_chunk(self, object_id: str, part: bytes | list[memoryview], start: int, size: int) -> dict[str, Any]:
+        # Views go to the socket as they are (a Content-Length keeps urllib3 from chunked encoding).
+        n = len(part) if isinstance(part, bytes) else sum(v.nbytes for v in part)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(n)}
         if size:
-            headers["Content-Range"] = f"bytes {start}-{start + len(part) - 1}/{size}"
-        resp = self._call("PUT", f"/v1/objects/{object_id}/data", body=part, headers=headers)
+            headers["Content-Range"] = f"bytes {start}-{start + n - 1}/{size}"
+        resp = self._call("PUT", f"/v1/objects/{object_id}/data", body=part or b"", headers=headers)
         return json.loads(resp.data)  # type: ignore[no-any-return]
 
     def get(self, ref: ObjectRef) -> bytearray:

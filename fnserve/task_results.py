@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Callable
 
-from fnserve import serialize
+from fnserve import proxies, serialize
 from fnserve.data_refs import ObjectRef, read_ref
 from fnserve.errors import RemoteExecutionError, SerializationError, TaskCancelled, TaskFailed, TaskPending
 from fnserve.remote_errors import remote_exception
@@ -29,13 +29,14 @@ def status_entry(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -
 
 
 def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None,
-              fetch: Callable[[ObjectRef], bytearray] | None = None) -> Any:
+              fetch: Callable[[ObjectRef], bytearray] | None = None, lazy: bool = False) -> Any:
     """The value of a finished task object from the REST API, or the error it ended with.
 
     ``allowed``: the serializer strategies to load a result from (None: any); another one raises
     :class:`~fnserve.errors.SerializationError` (``serializer_not_allowed``) unloaded.
     ``fetch``: downloads a result passed by reference (``Client.fetch_object``); without it
-    such a result raises ``unresolved_reference``.
+    such a result raises ``unresolved_reference``. A ProxyStore proxy is resolved to its
+    target unless ``lazy``.
     """
     state = task["state"]
     if state == "success":
@@ -50,7 +51,7 @@ def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None,
         if ref is not None and fetch is not None:
             buf = fetch(ref)
             serialize.check_allowed(bytes(buf[:64]), allowed, f"the result of task {task['task_id']}")
-        return serialize.deserialize_data(buf)
+        return proxies.resolve(serialize.deserialize_data(buf), lazy)
     error = task.get("error") or {}
     if state == "failed" and error.get("code") == "user_exception":
         raise remote_exception(error, task["task_id"])

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from fnserve import outputs, serialize
+from fnserve import oob_frames, outputs, proxies, serialize
 from fnserve.data_refs import DEFAULT_REF_THRESHOLD, result_route
 from fnserve.errors import FnserveError, SerializationError
 from fnserve.shell import ShellFunction
@@ -138,6 +138,12 @@ def execute_task(task_bytes: bytes) -> bytes:
 
 
 def _run(task: TaskMessage, received: float) -> ResultMessage:
+    # A ProxyStore connector to the service's object store writes with this task's data token.
+    with proxies.task_context(task.data_url, task.data_token):
+        return _run_task(task, received)
+
+
+def _run_task(task: TaskMessage, received: float) -> ResultMessage:
     timings = dict(task.timings)
     timings["worker_received"] = received
     try:
@@ -153,7 +159,10 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
 
             payload = data_plane.fetch_arguments(task)
             timings["arguments_fetched"] = time.time()
-        args, kwargs = serialize.deserialize_args(payload)
+        args, kwargs, call_options = serialize.deserialize_call(payload)
+        if serialize.parse_header(bytes(payload[:64])).strategy != serialize.DILL_DATA:
+            # A ProxyStore config names a class to import: only a code-capable payload may ask for it.
+            call_options = {}
         del payload
     except SerializationError as exc:
         timings["worker_finished"] = time.time()
@@ -248,21 +257,30 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         },
     )
     if error is None:
+        parts: list[Any] = []
         try:
-            result.data = _serialize_result(value, task.result_strategy)
+            if call_options.get("result_proxy"):  # the caller's ProxyStore store takes a large result
+                value = proxies.proxy_result(value, call_options["result_proxy"])
+            parts = _serialize_result(value, task.result_strategy)
         except SerializationError as exc:
             result.ok = False
             result.error = _serialization_error(
                 exc, "return value", code="result_not_serializable"
             )
+        except Exception as exc:  # noqa: BLE001 - the caller's ProxyStore store refused or is unreachable
+            result.ok = False
+            result.error = RemoteError(code="result_upload_failed", type=type(exc).__name__,
+                                       message=f"the result could not be put into the ProxyStore store: {exc}")
+        size = oob_frames.total(parts)
         limit = task.max_result_bytes or DEFAULT_MAX_RESULT_BYTES
         threshold = task.ref_threshold if task.ref_threshold is not None else DEFAULT_REF_THRESHOLD
-        route = result_route(len(result.data), threshold, limit, bool(task.data_url and task.data_token))
+        route = result_route(size, threshold, limit, bool(task.data_url and task.data_token))
         if route == "reference":
             from node_manager import data_plane
 
             try:
-                result.data = data_plane.store_result(task, result.data)
+                # The parts go up as views of the value: a large array is never copied here.
+                result.data = data_plane.store_result(task, parts)
                 timings["result_stored"] = time.time()
             except FnserveError as exc:
                 result.ok, result.data = False, b""
@@ -270,7 +288,6 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                                            message=f"the result could not be stored in the object store: {exc}")
         elif route == "too_large":
             # Refused here, in the worker: the big buffer is dropped and the worker lives on.
-            size = len(result.data)
             result.ok, result.data = False, b""
             result.error = RemoteError(
                 code="result_too_large", type="ResultTooLarge",
@@ -279,6 +296,8 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                         "object store to pass it by reference (the service sets FNSERVE_PUBLIC_URL for "
                         "that; docs/data.md); return less data or write it to shared storage",
             )
+        elif result.ok:
+            result.data = oob_frames.join(parts)
     return result
 
 
@@ -286,13 +305,13 @@ def _cpu_seconds(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _serialize_result(value: Any, strategy: str | None) -> bytes:
+def _serialize_result(value: Any, strategy: str | None) -> list[oob_frames.Part]:
     if strategy == serialize.JSON_DATA:
         try:
-            return serialize.serialize_data(value, serialize.JSON_DATA)
+            return serialize.serialize_data_parts(value, serialize.JSON_DATA)
         except SerializationError:
             pass  # not JSON-able: dill still lets a Python caller read it
-    return serialize.serialize_data(value, serialize.DILL_DATA)
+    return serialize.serialize_data_parts(value, serialize.DILL_DATA)
 
 
 # -- walltime -------------------------------------------------------------------------------

@@ -48,8 +48,10 @@ class Principal:
 
     user_id: str
     task_id: str | None = None
-    # For a task: the objects its arguments name (besides those it made itself).
+    # For a task: the objects its arguments name (besides those it made itself). For a read
+    # token: the one object it reads.
     objects: frozenset[str] = frozenset()
+    read_only: bool = False  # an object read token: reads its object, nothing else
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: f
     if meta.owner != who.user_id:
         raise Forbidden(f"object {object_id!r} belongs to another user",
                         details={"object_id": object_id})
+    if who.read_only and object_id not in who.objects:
+        raise Forbidden(f"this read token is for another object than {object_id!r}", details={"object_id": object_id})
     if who.task_id is not None and meta.task != who.task_id and object_id not in who.objects:
         # A worker reaches what its task names and what it made, not the owner's other objects.
         raise Forbidden(f"object {object_id!r} is not one task {who.task_id} names or made",
@@ -202,6 +206,40 @@ def data_token_live(state: str | None, finished_at: float | None, now: float, gr
     if state not in _TERMINAL:
         return True
     return finished_at is not None and now - finished_at <= grace
+
+
+# -- object read tokens ------------------------------------------------------------------------
+#
+# ``fnsr1.<object id>.<signature>``: an HMAC of the object id under the data key, handed to the
+# object's creator. It reads that one object (GET) until the object expires, and does nothing
+# else: like an S3 presigned URL. A ProxyStore proxy carries one, so that whoever resolves the
+# proxy (a worker, the SDK) reads the bytes without holding the owner's token.
+
+READ_TOKEN_PREFIX = "fnsr1."
+
+
+def mint_read_token(key: bytes, object_id: str) -> str:
+    mac = hmac.new(key, (READ_TOKEN_PREFIX + object_id).encode(), hashlib.sha256).digest()
+    return f"{READ_TOKEN_PREFIX}{object_id}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def read_token_object(key: bytes, token: str) -> str | None:
+    """The object id a read token was minted for, or None if it is not one of ours."""
+    if not key or not token.startswith(READ_TOKEN_PREFIX):
+        return None
+    object_id = token[len(READ_TOKEN_PREFIX):].partition(".")[0]
+    return object_id if _ID.match(object_id) and hmac.compare_digest(token, mint_read_token(key, object_id)) else None
+
+
+def read_principal(owner: str, object_id: str) -> Principal:
+    return Principal(owner, objects=frozenset({object_id}), read_only=True)
+
+
+def check_writer(who: Principal) -> None:
+    """Creating, uploading and deleting need a user's or a task's token, not a read token."""
+    if who.read_only:
+        raise Forbidden("a read token only reads its object (GET); create, upload and delete need your token",
+                        code="forbidden")
 
 
 _GET_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")

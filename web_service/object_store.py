@@ -186,9 +186,27 @@ return 0
 """
 
 
+class _Hashing:
+    """A request body that feeds what is read from it to a running checksum (if there is one)."""
+
+    def __init__(self, stream: IO[bytes], digest: Any) -> None:
+        self.stream, self.digest = stream, digest
+
+    def read(self, n: int = -1) -> bytes:
+        piece = self.stream.read(n)
+        if self.digest is not None:
+            self.digest.update(piece)
+        return piece
+
+
+# Uploads in progress whose running checksum this process holds (oldest dropped beyond this).
+_RUNNING_MAX = 256
+
+
 class ObjectStore:
     def __init__(self, r: redis.Redis, backend: Any, *, quota_bytes: int, max_object_bytes: int,
                  chunk_bytes: int) -> None:
+        self._running: dict[str, tuple[int, Any]] = {}
         self.r = r
         self.backend = backend
         self.quota_bytes = quota_bytes
@@ -241,20 +259,30 @@ class ObjectStore:
     def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes]) -> ObjectMeta:
         meta = self.get(object_id, who)
         check_chunk(meta, start, end, self.chunk_bytes)
-        wrote = self.backend.write(object_id, start, stream, end - start)
+        # The checksum is computed as the bytes go by (one pass over them, no re-read at the end),
+        # when this process saw every earlier chunk; else (another web process took some) the
+        # last chunk re-reads the object.
+        running = hashlib.sha256() if start == 0 else self._running.pop(object_id, (None, None))
+        digest = running if start == 0 else (running[1] if running[0] == start else None)
+        wrote = self.backend.write(object_id, start, _Hashing(stream, digest), end - start)
         if wrote != end - start:
             raise BadRequest(f"the body ended after {wrote} of {end - start} bytes; send the chunk again",
                              code="incomplete_body", details={"received": meta.received})
         received = int(self._advance(keys=[meta_key(object_id)], args=[start, end]))
         if received == meta.size and received == end:
-            if self.backend.sha256(object_id) != meta.sha256:
+            got = digest.hexdigest() if digest is not None else self.backend.sha256(object_id)
+            if got != meta.sha256:
                 self.delete(object_id, who)
                 raise BadRequest(f"the uploaded bytes do not match the declared sha256; object {object_id} was "
                                  "deleted: create it again", code="checksum_mismatch")
             self.r.hset(meta_key(object_id), "complete", "1")
-        now_meta = self.meta(object_id)
-        assert now_meta is not None
-        return now_meta
+        elif received == end and digest is not None:
+            self._running[object_id] = (end, digest)
+            while len(self._running) > _RUNNING_MAX:
+                self._running.pop(next(iter(self._running)))
+        meta = self.meta(object_id)
+        assert meta is not None
+        return meta
 
     def delete(self, object_id: str, who: Principal) -> None:
         meta = self.get(object_id, who)

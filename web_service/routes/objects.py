@@ -22,15 +22,20 @@ from flask import Blueprint, Response, g, request, stream_with_context
 
 from fnserve.errors import Unauthorized
 from web_service.object_rules import (
+    READ_TOKEN_PREFIX,
     ObjectMeta,
     Principal,
     check_object_id,
     check_readable,
+    check_writer,
     data_token_live,
     data_token_task,
     object_ttl,
     parse_content_range,
+    mint_read_token,
     parse_range,
+    read_principal,
+    read_token_object,
 )
 from web_service.routes._http import check_address, json_body, require_identity, respond
 from web_service.state import current
@@ -47,6 +52,15 @@ def authenticate() -> None:
     token = token.strip()
     state = current()
     task_id = data_token_task(state.data_key, token) if scheme.lower() == "bearer" else None
+    if task_id is None and token.startswith(READ_TOKEN_PREFIX):
+        object_id = read_token_object(state.data_key, token)
+        meta = state.objects.meta(object_id) if object_id and state.objects is not None else None
+        if meta is None:
+            check_address()
+            raise Unauthorized("this read token is not valid (wrong signature, or its object is gone)",
+                               code="invalid_token")
+        g.principal = read_principal(meta.owner, meta.object_id)
+        return
     if task_id is None:
         if token.startswith("fnsd1."):
             check_address()
@@ -80,8 +94,11 @@ def create_object() -> Response:
     body = json_body()
     ttl = object_ttl(body.get("ttl"), state.settings.object_ttl, state.settings.max_object_ttl)
     name = body.get("name") if isinstance(body.get("name"), str) else None
+    check_writer(_who())
     meta = state.objects.create(_who(), body.get("size"), body.get("sha256"), ttl, name)
-    return respond(_view(meta, state.objects.chunk_bytes), 201)
+    # The creator may hand this out (a ProxyStore proxy carries it): it reads this object only.
+    return respond({**_view(meta, state.objects.chunk_bytes), "read_token": mint_read_token(state.data_key, meta.object_id)},
+                   201)
 
 
 @bp.get("/objects/<object_id>")
@@ -97,6 +114,7 @@ def put_data(object_id: str) -> Response:
     state = current()
     assert state.objects is not None
     check_object_id(object_id)
+    check_writer(_who())
     meta = state.objects.get(object_id, _who())
     start, end = parse_content_range(request.headers.get("Content-Range"), request.content_length, meta.size)
     meta = state.objects.write_chunk(object_id, _who(), start, end, request.stream)
@@ -126,6 +144,7 @@ def delete_object(object_id: str) -> Response:
     state = current()
     assert state.objects is not None
     check_object_id(object_id)
+    check_writer(_who())
     state.objects.delete(object_id, _who())
     return respond({"object_id": object_id, "deleted": True})
 

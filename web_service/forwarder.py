@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import redis
 import zmq
@@ -239,10 +239,12 @@ class Forwarder:
                 key = ""
                 if curve:
                     # ZAP put the client's authenticated public key on every message it sends.
-                    key = frames[1].get("User-Id")
-                    identity, payload = frames[0].bytes, frames[1].bytes
+                    head, body = cast("list[zmq.Frame]", frames)  # received with copy=False
+                    # pyzmq types a string property as int | str; "User-Id" is text.
+                    key = cast(str, body.get("User-Id"))
+                    identity, payload = head.bytes, body.bytes
                 else:
-                    identity, payload = frames
+                    identity, payload = cast("list[bytes]", frames)  # received with copy=True
                 try:
                     msg = m.decode_from_site(payload)
                 except FnserveError as exc:

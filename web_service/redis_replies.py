@@ -21,7 +21,8 @@ def text(value: bytes | str) -> str:
 
 
 def texts(values: Iterable[bytes | str]) -> list[str]:
-    return [text(v) for v in values]
+    # text() inlined: this runs per element of id lists on the forwarder's paths.
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
 def text_map(mapping: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
@@ -42,6 +43,17 @@ def stream_reads(reply: Any) -> list[StreamRead]:
 def zset_members(reply: Any) -> list[str]:
     """A ZRANGE-family reply asked without scores: its members as text."""
     return texts(reply)
+
+
+def popped_texts(reply: Any) -> list[str]:
+    """An LPOP / RPOP reply asked with a count: the popped elements as text (none: empty)."""
+    return texts(reply) if reply else []
+
+
+def optional_blobs(reply: Any) -> list[bytes | None]:
+    """An MGET / HMGET reply of binary values (function bodies, task fields) as the bytes
+    client returns them, None where the key or field is missing: typed, not copied."""
+    return cast(list[bytes | None], reply)
 
 
 def optional_texts(values: Iterable[bytes | str | None]) -> list[str | None]:

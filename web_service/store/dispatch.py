@@ -12,6 +12,7 @@ import redis
 from fnserve.messages import ResultMessage, TaskMessage
 from fnserve.serialize import data_only
 from fnserve.states import TaskState
+from web_service.redis_replies import optional_blobs, popped_texts, text, texts
 from web_service.store.keys import (
     COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
     QUEUE_PATTERN, inflight_key, queue_endpoint, queue_key, status_key, task_key,
@@ -36,8 +37,7 @@ class DispatchSide:
 
     def take_cancels(self, endpoint_id: str, max_ids: int = 10_000) -> list[str]:
         """Ids of the endpoint's dispatched tasks cancelled since the last call (each once)."""
-        ids = self.r.lpop(cancels_key(endpoint_id), max_ids)
-        return [i.decode() for i in ids] if ids else []
+        return popped_texts(self.r.lpop(cancels_key(endpoint_id), max_ids))
 
     def claim(self, endpoint_id: str, max_tasks: int, capacity: int = 0) -> list[TaskMessage]:
         """Take up to ``max_tasks`` waiting tasks of an endpoint, marking them dispatched.
@@ -77,7 +77,7 @@ class DispatchSide:
         if missing:
             if len(self._bodies) + len(missing) > _BODY_CACHE_SIZE:
                 self._bodies.clear()
-            for fid, body in zip(missing, self.r.mget([function_key(f) for f in missing])):
+            for fid, body in zip(missing, optional_blobs(self.r.mget([function_key(f) for f in missing]))):
                 if body is not None:
                     self._bodies[fid] = body
         return {fid: self._bodies[fid] for fid in function_ids if fid in self._bodies}
@@ -86,7 +86,7 @@ class DispatchSide:
         return int(self.r.llen(queue_key(endpoint_id)))
 
     def inflight(self, endpoint_id: str) -> set[str]:
-        return {m.decode() for m in self.r.smembers(inflight_key(endpoint_id))}
+        return {text(m) for m in self.r.smembers(inflight_key(endpoint_id))}
 
     def unfinished_ids(self, endpoint_id: str) -> list[str]:
         """Ids of the endpoint's queued tasks, then its in-flight ones (one round trip)."""
@@ -99,13 +99,13 @@ class DispatchSide:
     def queued_endpoints(self) -> Iterator[str]:
         """Ids of the endpoints that have tasks queued (SCAN: no blocking of Redis)."""
         for raw in self.r.scan_iter(match=QUEUE_PATTERN, count=1000):
-            endpoint_id = queue_endpoint(raw.decode())
+            endpoint_id = queue_endpoint(text(raw))
             if endpoint_id is not None:
                 yield endpoint_id
 
     def waiting_tasks(self, endpoint_id: str) -> dict[str, tuple[float, str]]:
         """The endpoint's queued tasks still waiting: id -> (submitted at, owner)."""
-        ids = [i.decode() for i in self.r.lrange(queue_key(endpoint_id), 0, -1)]
+        ids = texts(self.r.lrange(queue_key(endpoint_id), 0, -1))
         if not ids:
             return {}
         pipe = self.r.pipeline(transaction=False)

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import msgspec
 import redis
 
 from fnserve.messages import RemoteError
 from fnserve.states import TaskState
+from web_service.redis_replies import StreamEntry, optional_blobs, stream_entries, stream_reads
 from web_service.store.keys import (
     COMPLETION_LOG_ENTRIES,     CANCEL_WAKE, WAKE_CHANNEL, cancels_key, completed_key, done_channel, group_key, inflight_key, task_key,
 )
 from web_service.store.record import RECORD_FIELDS, TaskRecord, task_record
 from web_service.task_outputs import OutputPage, outputs_key, read
 from web_service.usage import UsageEntry, log_usage
-
-if TYPE_CHECKING:
-    from web_service.store.task_store import TaskStore
 
 # Log entries read at once; each is one recorded batch (up to a few hundred ids).
 _READ_ENTRIES = 256
@@ -49,7 +47,7 @@ class ReadSide:
     scripts: dict[str, Any]
 
     def get(self, task_id: str) -> TaskRecord | None:
-        return task_record(task_id, self.r.hmget(task_key(task_id), RECORD_FIELDS))
+        return task_record(task_id, optional_blobs(self.r.hmget(task_key(task_id), RECORD_FIELDS)))
 
     def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord | None]:
         ids = list(task_ids)
@@ -93,7 +91,7 @@ class ReadSide:
 
     def completion_cursor(self, owner: str) -> str:
         """Where a new reader of ``owner``'s completion log starts: its last entry (or 0-0)."""
-        last = self.r.xrevrange(completed_key(owner), count=1)
+        last = stream_entries(self.r.xrevrange(completed_key(owner), count=1))
         return last[0][0].decode() if last else "0-0"
 
     def completed_since(self, owner: str, cursor: str, timeout: float, max_tasks: int,
@@ -139,14 +137,14 @@ class ReadSide:
             entries = self._read_log(key, last, linger_until)
         return CompletedBatch(last, ids, gap, started)
 
-    def _read_log(self, key: str, cursor: str, deadline: float) -> list[Any]:
+    def _read_log(self, key: str, cursor: str, deadline: float) -> list[StreamEntry]:
         """Entries after ``cursor``, blocking until one arrives or ``deadline`` (monotonic)."""
         while True:
             # In slices: redis-py's socket timeout (the connect timeout unless set) would
             # otherwise cut a long block short. An arriving entry ends a slice at once.
             left = deadline - time.monotonic()
             block = None if left <= 0 else max(1, int(min(left, _BLOCK_SLICE) * 1000))
-            answer = self.r.xread({key: cursor}, count=_READ_ENTRIES, block=block)
+            answer = stream_reads(self.r.xread({key: cursor}, count=_READ_ENTRIES, block=block))
             if answer or left <= _BLOCK_SLICE:
                 return list(answer[0][1]) if answer else []
 
@@ -193,7 +191,7 @@ class ReadSide:
         done_key = completed_key(owner)
         answer = self.r.xread({outputs_key(task_id): since, done_key: finished_cursor}, count=count,
                               block=max(1, int(seconds * 1000)))
-        for key, entries in answer or ():
+        for key, entries in stream_reads(answer):
             if key.decode() == done_key and entries:
                 finished_cursor = entries[-1][0].decode()
         return finished_cursor
@@ -202,7 +200,7 @@ class ReadSide:
 class Completions:
     """A subscription to one owner's task completions (a context manager)."""
 
-    def __init__(self, store: TaskStore, owner: str):
+    def __init__(self, store: ReadSide, owner: str):
         self.store = store
         self.pubsub = store.r.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(done_channel(owner))

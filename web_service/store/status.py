@@ -8,8 +8,10 @@ from typing import Any
 
 import msgspec
 import redis
+from redis.typing import EncodableT, FieldT
 
 from fnserve.messages import EndpointStatus
+from web_service.redis_replies import text
 from web_service.store.keys import WAKE_CHANNEL, WATCH_WAKE, inflight_key, queue_key, status_channel, status_key
 
 
@@ -17,18 +19,18 @@ class StatusSide:
     r: redis.Redis
 
     def set_connected(self, endpoint_id: str, connected: bool, **info: Any) -> None:
-        fields = {"connected": int(connected), "changed_at": repr(time.time()), **{k: str(v) for k, v in info.items()}}
+        fields: dict[FieldT, EncodableT] = {"connected": int(connected), "changed_at": repr(time.time()), **{k: str(v) for k, v in info.items()}}
         # A disconnected endpoint reports no blocks or workers: its last report described a site
         # manager that is gone (stopped, or lost and to be replaced by a new one that reports anew).
         self._set_status(endpoint_id, fields, drop=() if connected else ("report",))
 
     def touch(self, endpoint_id: str, report: EndpointStatus | None = None) -> None:
-        fields: dict[str, Any] = {"last_heartbeat": repr(time.time())}
+        fields: dict[FieldT, EncodableT] = {"last_heartbeat": repr(time.time())}
         if report is not None:
             fields["report"] = msgspec.json.encode(report)
         self._set_status(endpoint_id, fields)
 
-    def _set_status(self, endpoint_id: str, fields: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
+    def _set_status(self, endpoint_id: str, fields: dict[FieldT, EncodableT], drop: tuple[str, ...] = ()) -> None:
         # One round trip; the publish lets live views follow the endpoint without polling.
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(status_key(endpoint_id), mapping=fields)
@@ -43,7 +45,7 @@ class StatusSide:
         self.r.hset(status_key(endpoint_id), "restricted", int(restricted))
 
     def endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
-        raw = {k.decode(): v for k, v in self.r.hgetall(status_key(endpoint_id)).items()}
+        raw = {text(k): v for k, v in self.r.hgetall(status_key(endpoint_id)).items()}
         pipe = self.r.pipeline(transaction=False)
         pipe.llen(queue_key(endpoint_id))
         pipe.scard(inflight_key(endpoint_id))

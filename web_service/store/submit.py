@@ -12,6 +12,7 @@ from fnserve.data_refs import read_ref
 from web_service.store.keys import (
     WAKE_CHANNEL, function_key, group_key, queue_key, status_key, submit_log_key, submitted_channel, task_key, tombstone_key,
 )
+from web_service.redis_replies import optional_blobs
 from web_service.store.record import NewTask, hash_fields
 
 _REF_PREFIX = b"fns1 ref "
@@ -43,7 +44,7 @@ class SubmitSide:
 
     def function_bodies(self, function_ids: list[str]) -> dict[str, bytes]:
         """The cached bodies of these functions (those cached), in one round trip."""
-        bodies = self.r.mget([function_key(f) for f in function_ids]) if function_ids else []
+        bodies = optional_blobs(self.r.mget([function_key(f) for f in function_ids])) if function_ids else []
         return {fid: body for fid, body in zip(function_ids, bodies) if body is not None}
 
     def mark_endpoint_deleted(self, endpoint_id: str, ttl: int) -> None:

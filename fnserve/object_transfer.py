@@ -30,9 +30,8 @@ _READ_BYTES = 1024 * 1024
 
 
 def _views(data: bytes | bytearray | memoryview | Sequence[Part]) -> list[memoryview]:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = [data]
-    return [memoryview(p).cast("B") for p in data]
+    parts: Sequence[Any] = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+    return [memoryview(p).cast("B") for p in parts]
 
 
 def _slice(parts: list[memoryview], start: int, end: int) -> list[memoryview]:

@@ -79,7 +79,7 @@ def dill_dumps(value: Any, protocol: int, buffer_callback: Callable[[pickle.Pick
         else:
             ndarray = numpy.ndarray
 
-        class OobPickler(dill.Pickler):  # type: ignore[misc]
+        class OobPickler(dill.Pickler):
             def save(self, obj: Any, save_persistent_id: bool = True) -> None:
                 if ndarray is not None and type(obj) is ndarray and not obj.dtype.hasobject:
                     memo = self.memo.get(id(obj))

@@ -262,8 +262,12 @@ class ObjectStore:
         # The checksum is computed as the bytes go by (one pass over them, no re-read at the end),
         # when this process saw every earlier chunk; else (another web process took some) the
         # last chunk re-reads the object.
-        running = hashlib.sha256() if start == 0 else self._running.pop(object_id, (None, None))
-        digest = running if start == 0 else (running[1] if running[0] == start else None)
+        digest: Any = None
+        if start == 0:
+            digest = hashlib.sha256()
+        else:
+            at, running = self._running.pop(object_id, (None, None))
+            digest = running if at == start else None
         wrote = self.backend.write(object_id, start, _Hashing(stream, digest), end - start)
         if wrote != end - start:
             raise BadRequest(f"the body ended after {wrote} of {end - start} bytes; send the chunk again",
@@ -280,9 +284,9 @@ class ObjectStore:
             self._running[object_id] = (end, digest)
             while len(self._running) > _RUNNING_MAX:
                 self._running.pop(next(iter(self._running)))
-        meta = self.meta(object_id)
-        assert meta is not None
-        return meta
+        now_meta = self.meta(object_id)
+        assert now_meta is not None
+        return now_meta
 
     def delete(self, object_id: str, who: Principal) -> None:
         meta = self.get(object_id, who)

@@ -34,7 +34,7 @@ from fnserve.messages import (
 from fnserve.version import PROTOCOL_VERSION, __version__
 from site_manager.config import EndpointConfig
 from site_manager.engine import Engine
-from site_manager.resources import route_mpi
+from site_manager.resources import endpoint_offers, submit_routed
 from site_manager.runtime_pool import RuntimePool
 from site_manager.runtimes import HOST
 from site_manager.failures import BlockLost, failure_result
@@ -82,8 +82,16 @@ class SiteManager:
 
     def __init__(self, config: EndpointConfig, engine: Engine | None = None) -> None:
         self.config = config
-        # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools.
+        multi_user = config.multi_user
+        # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools; on a
+        # multi-user endpoint, the relay to the user endpoints that run them as their accounts.
+        if engine is None and multi_user is not None:
+            from site_manager.user_processes import UserEndpoints
+
+            engine = UserEndpoints(config)  # type: ignore[assignment]
         self.engine = engine or RuntimePool.from_config(config)
+        # What one worker of each executor offers (a multi-user endpoint's depend on each user's config).
+        self.offers = endpoint_offers(config) if multi_user is None else {}
         self.session = Session(
             endpoint_id=config.endpoint_id,
             secret=config.secret,
@@ -97,7 +105,10 @@ class SiteManager:
             ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
             allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
             watch_folders=list(config.triggers.allowed_folders),
-            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else 0,
+            # A multi-user endpoint's MPI mode is each user endpoint's: not known here (-1).
+            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else (0 if multi_user is None else -1),
+            offers={n: o.to_dict() for n, o in self.offers.items()} if multi_user is None else None,
+            user_config_schema=multi_user.schema_text() if multi_user is not None else "",
         )
         self.inbox = ResultInbox()
         # File triggers: settled files from the watcher's threads (started on the first watch list).
@@ -380,15 +391,10 @@ class SiteManager:
             # endpoint's admin allows, both: the worker loads nothing else.
             allowed = narrow(task.allowed_serializers, self.config.allowed_serializers)
             task.allowed_serializers = None if allowed is None else list(allowed)
-            mpi = route_mpi(task.resource_specification, self.config.mpi)
-            if mpi is not None:  # Parsl's MPI mode: the worker gets nodes and $PARSL_MPI_PREFIX
-                assert self.config.mpi is not None
-                task.mpi_launcher = self.config.mpi.launcher
-                future = self.engine.submit_mpi(encode_task(task), mpi.parsl_spec(), task_id=task_id)
-            elif task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
-                future = self.engine.submit(encode_task(task), runtime=task.runtime, task_id=task_id)
-            else:
+            if self.config.multi_user is not None:  # its user endpoint routes it (site_manager.user_processes)
                 future = self.engine.submit(encode_task(task), task_id=task_id)
+            else:
+                future = submit_routed(self.engine, task, self.config, self.offers)
         except Exception as exc:  # noqa: BLE001 - engine in a bad state: fail the task clearly
             logger.error("engine refused task %s: %s", task_id, exc)
             self.inbox.put(failure_result(task_id, exc, task.timings))

@@ -102,6 +102,7 @@ SCHEMAS: dict[str, Schema] = {
                       "description": "where it ran: block, job_id (the block's batch job), node, runtime, container"},
         "max_retries": {"type": "integer"}, "task_group_id": {"type": "string"},
         "resource_specification": {"type": "object"},
+        "user_endpoint_config": {"type": "object", "description": "the values the task gave a multi-user endpoint's template"},
     }, ["task_id", "state", "function_id", "endpoint_id", "timestamps"]),
     "TaskSpec": _obj({
         "function_id": _ID, "endpoint_id": _ID, "runtime": _str(128),
@@ -115,7 +116,12 @@ SCHEMAS: dict[str, Schema] = {
         "kwargs": {"type": "object", "description": "JSON keyword arguments (instead of payload)"},
         "task_group_id": {**_ID, "description": "a task group of the caller's to add the task to (any id they choose)"},
         "resource_specification": {"type": "object", "description": "what the task asks of the endpoint's resources "
-                                   "(recorded and forwarded to the endpoint; at most 4 KiB as JSON)"},
+                                   "(recorded and forwarded to the endpoint; at most 4 KiB as JSON): a worker's cores, "
+                                   "memory (MB), gpus, walltime (s); MPI num_nodes, ranks_per_node, num_ranks. A request "
+                                   "no worker of the endpoint can hold is refused (400 resources_never_fit)"},
+        "user_endpoint_config": {"type": "object", "description": "values for a multi-user endpoint's user endpoint "
+                                 "template, checked against the schema the endpoint publishes (400 "
+                                 "invalid_user_endpoint_config); at most 4 KiB as JSON"},
     }, ["function_id", "endpoint_id"]),
     "Sharing": _obj({
         "public": {"type": "boolean"},

@@ -11,6 +11,8 @@ still good, or the error that refused it, naming its index), so one bad task fai
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import time
 import uuid
@@ -21,7 +23,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from fnserve import resources, serialize, shell
+from fnserve import resources, serialize, shell, task_resources, user_endpoint_config
 from fnserve.errors import FnserveError, Forbidden, NotFound, PayloadTooLarge, SerializationError
 from web_service.auth import Identity
 from web_service.registry.models import Function
@@ -56,6 +58,8 @@ class TaskSpec:
     max_retries: int | None = None
     task_group_id: str | None = None
     resource_specification: bytes | None = None  # a JSON object, kept as its text
+    # Values for a multi-user endpoint's config template (fnserve.user_endpoint_config).
+    user_endpoint_config: dict[str, Any] | None = None
 
 
 # What one task of a batch came to: still good, or the error that refused it.
@@ -141,6 +145,14 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
             raise invalid(f"{prefix}.result_format", f"must be one of {', '.join(RESULT_FORMATS)}")
         task_group_id = optional_str(item, "task_group_id", f"{prefix}.task_group_id", MAX_ID_LENGTH)
         resource_specification = _resource_specification(item.get("resource_specification"), prefix)
+        user_config = item.get("user_endpoint_config")
+        if user_config is not None:
+            try:
+                user_config = user_endpoint_config.check_values(user_config, None)
+            except FnserveError as exc:
+                exc.message = f"{prefix}.{exc.message}"
+                exc.details["field"] = f"{prefix}.{exc.details.get('field', 'user_endpoint_config')}"
+                raise
         payload = _payload(item, prefix, max_payload_bytes)
     except FnserveError as exc:
         exc.details.setdefault("index", index)
@@ -150,7 +162,7 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
     else:
         result_strategy = None
     return TaskSpec(function_id, endpoint_id, payload, runtime, walltime, result_strategy, max_retries, task_group_id,
-                    resource_specification)
+                    resource_specification, user_config)
 
 
 def _resource_specification(value: Any, prefix: str) -> bytes | None:
@@ -162,6 +174,8 @@ def _resource_specification(value: Any, prefix: str) -> bytes | None:
     field = f"{prefix}.resource_specification"
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise invalid(field, "must be a JSON object")
+    if user_endpoint_config.ROUTING_KEY in value:  # set by the service only: who submitted it
+        raise invalid(f"{field}.{user_endpoint_config.ROUTING_KEY}", "is set by the service; leave it out")
     text = msgspec.json.encode(value)
     if len(text) > MAX_RESOURCE_SPEC_BYTES:
         raise invalid(field, f"must be at most {MAX_RESOURCE_SPEC_BYTES} bytes as JSON", limit=MAX_RESOURCE_SPEC_BYTES)
@@ -280,7 +294,10 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
     for stage in (_authorize, _check_allowlists, _ensure_usable):
         if not live:
             break
-        refused = stage(session, store, owner, {i: outcomes[i] for i in live}, cache)  # type: ignore[misc]
+        view = {i: outcomes[i] for i in live}
+        refused = stage(session, store, owner, view, cache)  # type: ignore[misc]
+        for i, s in view.items():  # a stage may stamp a spec (a multi-user endpoint's task)
+            outcomes[i] = s
         for i, err in refused.items():
             outcomes[i] = err
         live = [i for i in live if i not in refused]
@@ -363,10 +380,12 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
         else:
             pipe.exists(tombstone_key(ident))
     for ident in endpoints:
-        pipe.hmget(status_key(ident), "serializers", "mpi_nodes")
+        pipe.hmget(status_key(ident), "serializers", "mpi_nodes", "offers", "user_config_schema")
     answers = pipe.execute()
     declared = {e: _policy(v[0]) for e, v in zip(endpoints, answers[len(keys):])}
     mpi_nodes = {e: int(v[1]) if v[1] is not None else -1 for e, v in zip(endpoints, answers[len(keys):])}
+    offers = {e: json.loads(v[2]) if v[2] else None for e, v in zip(endpoints, answers[len(keys):])}
+    schemas = {e: v[3].decode() if v[3] else "" for e, v in zip(endpoints, answers[len(keys):])}
     gone: set[tuple[str, str]] = set()
     missing: list[str] = []
     for (kind, ident), found in zip(keys, answers):
@@ -392,9 +411,15 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
                 refused[i] = err
     for i, s in specs.items():
         if i not in refused and s.resource_specification is not None:
-            err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1))
+            err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1), offers.get(s.endpoint_id))
             if err is not None:
                 refused[i] = err
+        if i not in refused and (schemas.get(s.endpoint_id) or s.user_endpoint_config is not None):
+            stamped = _stamp_for_multi_user(i, s, owner, schemas.get(s.endpoint_id, ""))
+            if isinstance(stamped, FnserveError):
+                refused[i] = stamped
+            else:
+                specs[i] = stamped
     shells = {ident for (kind, ident), head in zip(keys, answers) if kind == "function" and head == _SHELL_HEADER_START}
     if shells:
         templates = _shell_templates(store, shells)
@@ -406,11 +431,27 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
     return refused
 
 
-def _resource_refusal(index: int, s: TaskSpec, mpi_nodes: int) -> FnserveError | None:
-    """An MPI request the endpoint can never run (it said how big its MPI blocks are when it
-    connected): refused now rather than failed after a trip to the endpoint."""
+def _stamp_for_multi_user(index: int, s: TaskSpec, owner: Identity, schema: str) -> TaskSpec | FnserveError:
+    """A task for a multi-user endpoint: its values checked against the schema the endpoint said
+    (none said: it is not multi-user, or not connected yet, and checks them itself), and the
+    submitter's identity stamped beside them for the endpoint's identity mapping."""
     try:
-        resources.check_request(msgspec.json.decode(s.resource_specification or b"{}"), mpi_nodes)
+        values = user_endpoint_config.check_values(s.user_endpoint_config, json.loads(schema) if schema else None)
+    except FnserveError as exc:
+        return type(exc)(f"tasks[{index}].{exc.message} (endpoint {s.endpoint_id})", code=exc.code,
+                         details={**exc.details, "field": f"tasks[{index}].{exc.details.get('field')}", "index": index})
+    spec = msgspec.json.decode(s.resource_specification) if s.resource_specification else None
+    stamped = user_endpoint_config.stamp(spec, {"username": owner.username, "user_id": owner.user_id}, values)
+    return dataclasses.replace(s, resource_specification=msgspec.json.encode(stamped))
+
+
+def _resource_refusal(index: int, s: TaskSpec, mpi_nodes: int, offers: dict[str, Any] | None = None) -> FnserveError | None:
+    """A request the endpoint can never run (it said how big its MPI blocks and workers are when
+    it connected): refused now rather than failed after a trip to the endpoint."""
+    try:
+        spec = msgspec.json.decode(s.resource_specification or b"{}")
+        task_resources.check_offers(spec, offers)
+        resources.check_request(spec, mpi_nodes)
     except FnserveError as exc:
         return type(exc)(f"tasks[{index}]: {exc.message} (endpoint {s.endpoint_id})", code=exc.code,
                          details={**exc.details, "field": f"tasks[{index}].{exc.details.get('field', 'resource_specification')}",

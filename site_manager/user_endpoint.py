@@ -79,6 +79,7 @@ def serve(folder: Path, config: EndpointConfig, engine: RuntimePool, stop: threa
     finally:
         sock.close()
         context.term()
+        path.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:

@@ -131,7 +131,8 @@ class UserEndpoints:
         if placement.name not in self._configs:  # rendered once per user endpoint (a bad value fails this task)
             folder = self.base / placement.account / placement.name
             self._configs[placement.name] = render_user_config(self.mu.template_text, placement.values, {
-                "forwarder": "none", "endpoint_id": f"{self.config.endpoint_id}.{placement.name}", "secret": "-",
+                # It talks to no forwarder: this process relays over its socket (named here for the record).
+                "forwarder": f"ipc://{folder / SOCKET}", "endpoint_id": f"{self.config.endpoint_id}.{placement.name}", "secret": "-",
                 "run_dir": str(folder / "run")})
         task.resource_specification = own
         future: Future[bytes] = Future()

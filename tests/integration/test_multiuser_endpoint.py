@@ -171,25 +171,42 @@ def test_each_users_tasks_run_as_their_own_account_with_a_private_home_and_umask
         assert os.stat(got["home"]).st_mode & 0o777 == 0o700 and os.stat(got["home"]).st_uid == pw.pw_uid
 
 
-def test_one_account_cannot_reach_the_others_user_endpoint_socket_or_files(site):
+def _user_endpoint_pid(account: str) -> int:
+    pids = subprocess.run(["pgrep", "-u", account, "-f", "site_manager.user_endpoint"], capture_output=True,
+                          text=True).stdout.split()
+    assert pids, f"no user endpoint runs as {account}"
+    return int(pids[0])
+
+
+PROBE = """
+import os, sys
+pid = int(sys.argv[1])
+for what, attempt in (("signal", lambda: os.kill(pid, 0)), ("stdin", lambda: open(f"/proc/{pid}/fd/0", "wb")),
+                      ("list", lambda: os.listdir(sys.argv[2])), ("read", lambda: open(sys.argv[3]).read())):
+    try:
+        attempt()
+        print(what, "reached")
+    except OSError as e:
+        print(what, type(e).__name__)
+"""
+
+
+def test_one_account_cannot_reach_the_others_user_endpoint_or_files(site):
     users = site["shared"] / "users"
-    b_folder = users / site["b"].name
-    sockets = list(b_folder.glob("*/tasks.sock"))
-    files = list(b_folder.glob("*/mu_bob.txt"))
-    assert sockets and files, "bob's user endpoint has not run yet (the test above runs it)"
     a: OsAccount = site["a"]
-    probe = a.python(
-        "import socket, sys\n"
-        "s = socket.socket(socket.AF_UNIX)\n"
-        "try:\n    s.connect(sys.argv[1]); print('connected')\n"
-        "except OSError as e:\n    print(type(e).__name__)\n", str(sockets[0]))
-    assert probe.stdout.strip() == "PermissionError", probe
-    assert not a.can_read(files[0]) and not a.can_list(b_folder)
-    # ... and its own are its own: the same probe as A on A's socket gets through.
-    own = list((users / a.name).glob("*/tasks.sock"))
-    mine = a.python("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1]); print('connected')",
-                    str(own[0]))
-    assert mine.stdout.strip() == "connected", mine
+    b_folder = users / site["b"].name
+    b_file = b_folder / "mu_bob.txt"  # in the account's home: its folder here (the test accounts have no home)
+    assert b_file.exists(), "bob's task has not run yet (the test above runs it)"
+    b_pid, a_pid = _user_endpoint_pid(site["b"].name), _user_endpoint_pid(a.name)
+    probe = a.python(PROBE, str(b_pid), str(b_folder), str(b_file))
+    assert probe.stdout.split("\n")[:4] == ["signal PermissionError", "stdin PermissionError", "list PermissionError",
+                                           "read PermissionError"], probe
+    # ... while its own user endpoint and folder are its own: the same probe reaches them.
+    a_file = users / a.name / "mu_alice.txt"
+    own = a.python(PROBE, str(a_pid), str(users / a.name), str(a_file))
+    assert "signal reached" in own.stdout and "list reached" in own.stdout and "read reached" in own.stdout, own
+    # The tasks' channel is two pipes: no socket in the file system another account could try.
+    assert not [p for p in users.rglob("*") if p.is_socket()]
 
 
 def test_an_identity_that_maps_to_no_account_is_refused_with_its_code(site):

@@ -116,3 +116,18 @@ def test_the_template_renders_with_the_values_and_cannot_set_who_the_endpoint_is
     assert "partition" in info.value.message
     with pytest.raises(InvalidUserEndpointConfig):  # the sandbox: no reaching into Python objects
         render_user_config("x: {{ ''.__class__.__mro__[1].__subclasses__() }}", {}, forced)
+
+
+def test_frames_between_the_multi_user_endpoint_and_a_user_endpoint_round_trip_and_end_cleanly():
+    import io
+
+    from site_manager.user_processes import read_frame, write_frame
+
+    buf = io.BytesIO()
+    write_frame(buf, b"task-1", b"\x00" * 70_000, b"")
+    whole = buf.getvalue()
+    stream = io.BytesIO(whole)
+    assert [read_frame(stream) for _ in range(4)] == [b"task-1", b"\x00" * 70_000, b"", None]
+    assert read_frame(io.BytesIO(whole[:20])) == b"task-1" and read_frame(io.BytesIO(whole[:3])) is None
+    cut = io.BytesIO(whole[10:40])  # a frame cut short (the other side died mid-write): the end, not garbage
+    assert read_frame(cut) is None

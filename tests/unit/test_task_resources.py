@@ -68,6 +68,9 @@ def test_an_endpoint_offers_what_its_engine_gives_each_worker():
 
 def test_the_worker_narrows_a_task_to_the_cores_it_asked_for_and_puts_it_back():
     assert cpus_for(2, {3, 1, 7}) == {1, 3} and cpus_for(0.5, {4, 5}) == {4} and cpus_for(9, {0, 1}) == {0, 1}
+    # Tasks on a node's workers 0..3 asking for one core each get one CPU each, not all CPU 0.
+    assert [cpus_for(1, {0, 1, 2, 3}, w) for w in range(4)] == [{0}, {1}, {2}, {3}]
+    assert cpus_for(2, {0, 1, 2}, worker=1) == {2, 0}
     before = os.sched_getaffinity(0)
     env: dict[str, str] = {"OMP_NUM_THREADS": "8"}
     with narrowed({"cores": 1}, env):

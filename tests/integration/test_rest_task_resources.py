@@ -75,3 +75,13 @@ def test_a_multi_user_endpoints_tasks_carry_the_submitter_and_checked_values(cli
     # The owner sees what they asked, not the stamp.
     view = client.get(f"/v1/tasks/{tid}", headers=alice).json
     assert view["resource_specification"] == {"cores": 64} and view["user_endpoint_config"] == {"partition": "debug"}
+
+    # Submitted before the endpoint ever connected: stamped all the same (it may be multi-user),
+    # its values checked by the endpoint; an ordinary endpoint (schema "") gets nothing added.
+    later = register_endpoint(client, alice, "later")["endpoint_id"]
+    plain = register_endpoint(client, alice, "plain")["endpoint_id"]
+    store.set_connected(plain, True, serializers="*", mpi_nodes=0, offers="null", user_config_schema="")
+    for endpoint in (later, plain):
+        assert _submit(client, alice, fid, endpoint).status_code == 202
+    assert store.claim(later, 10)[0].resource_specification[ROUTING_KEY]["identity"]["username"] == "alice"
+    assert store.claim(plain, 10)[0].resource_specification is None

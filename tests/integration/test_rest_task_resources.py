@@ -76,12 +76,12 @@ def test_a_multi_user_endpoints_tasks_carry_the_submitter_and_checked_values(cli
     view = client.get(f"/v1/tasks/{tid}", headers=alice).json
     assert view["resource_specification"] == {"cores": 64} and view["user_endpoint_config"] == {"partition": "debug"}
 
-    # Submitted before the endpoint ever connected: stamped all the same (it may be multi-user),
-    # its values checked by the endpoint; an ordinary endpoint (schema "") gets nothing added.
+    # Submitted before the endpoint ever connected, with values: stamped, the values left to the
+    # endpoint to check; without values to an ordinary endpoint, forwarded as given (nothing).
     later = register_endpoint(client, alice, "later")["endpoint_id"]
     plain = register_endpoint(client, alice, "plain")["endpoint_id"]
     store.set_connected(plain, True, serializers="*", mpi_nodes=0, offers="null", user_config_schema="")
-    for endpoint in (later, plain):
-        assert _submit(client, alice, fid, endpoint).status_code == 202
+    assert _submit(client, alice, fid, later, user_endpoint_config={"anything": 1}).status_code == 202
+    assert _submit(client, alice, fid, plain).status_code == 202
     assert store.claim(later, 10)[0].resource_specification[ROUTING_KEY]["identity"]["username"] == "alice"
     assert store.claim(plain, 10)[0].resource_specification is None

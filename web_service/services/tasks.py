@@ -385,8 +385,8 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
     declared = {e: _policy(v[0]) for e, v in zip(endpoints, answers[len(keys):])}
     mpi_nodes = {e: int(v[1]) if v[1] is not None else -1 for e, v in zip(endpoints, answers[len(keys):])}
     offers = {e: json.loads(v[2]) if v[2] else None for e, v in zip(endpoints, answers[len(keys):])}
-    # A multi-user endpoint's schema; "" said by an ordinary one; None: never said (not connected yet).
-    schemas = {e: v[3].decode() if v[3] is not None else None for e, v in zip(endpoints, answers[len(keys):])}
+    # A multi-user endpoint's schema; "": an ordinary endpoint, or one that never connected.
+    schemas = {e: v[3].decode() if v[3] else "" for e, v in zip(endpoints, answers[len(keys):])}
     gone: set[tuple[str, str]] = set()
     missing: list[str] = []
     for (kind, ident), found in zip(keys, answers):
@@ -415,10 +415,10 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
             err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1), offers.get(s.endpoint_id))
             if err is not None:
                 refused[i] = err
-        schema = schemas.get(s.endpoint_id)
-        if i not in refused and (schema != "" or s.user_endpoint_config is not None):
-            # Stamped for a multi-user endpoint, or one not connected yet that may be one.
-            stamped = _stamp_for_multi_user(i, s, owner, schema or "")
+        schema = schemas.get(s.endpoint_id, "")
+        if i not in refused and (schema or s.user_endpoint_config is not None):
+            # Other tasks' resource_specification is forwarded as the caller gave it.
+            stamped = _stamp_for_multi_user(i, s, owner, schema)
             if isinstance(stamped, FnserveError):
                 refused[i] = stamped
             else:
@@ -437,7 +437,9 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
 def _stamp_for_multi_user(index: int, s: TaskSpec, owner: Identity, schema: str) -> TaskSpec | FnserveError:
     """A task for a multi-user endpoint: its values checked against the schema the endpoint said
     (none said: not connected yet; it checks them itself), and the submitter's identity stamped
-    beside them for the endpoint's identity mapping (an ordinary endpoint ignores the stamp)."""
+    beside them for the endpoint's identity mapping (an ordinary endpoint ignores the stamp).
+    A task without the stamp reaching a multi-user endpoint (queued before it first connected,
+    with no user_endpoint_config) fails there with ``identity_not_mapped``, saying to submit again."""
     try:
         values = user_endpoint_config.check_values(s.user_endpoint_config, json.loads(schema) if schema else None)
     except FnserveError as exc:

@@ -76,10 +76,14 @@ def main(argv: list[str]) -> int:
     os.chdir(folder)
     logging.basicConfig(level=logging.INFO, filename=str(folder / "user_endpoint.log"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Results go on the stdout we were given; anything printed goes to stderr instead.
+    # Tasks come on the stdin and results go on the stdout we were given, through private
+    # descriptors our blocks do not inherit; anything printed goes to stderr, nothing reads 0.
     results = os.fdopen(os.dup(1), "wb")
+    stdin = os.fdopen(os.dup(0), "rb")
     os.dup2(2, 1)
-    stdin = sys.stdin.buffer
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     first = read_frame(stdin)
     if first is None:
         return 1

@@ -128,7 +128,7 @@ class UserEndpoints:
         self.base = Path(self.mu.user_endpoints_dir)
         self._configs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[str, Future[bytes]]] = {}  # task id -> (user endpoint, future)
+        self._pending: dict[str, tuple[_Child, Future[bytes]]] = {}  # task id -> (the process running it, future)
         self._children: dict[str, _Child] = {}
 
     def start(self) -> None:
@@ -147,15 +147,22 @@ class UserEndpoints:
                 "endpoint_id": f"{self.config.endpoint_id}.{placement.name}", "run_dir": str(folder / "run")})
         task.resource_specification = own
         future: Future[bytes] = Future()
-        with self._lock:
-            self._pending[task.task_id] = (placement.name, future)
         try:
             child = self._child(placement)
+        except (OSError, subprocess.SubprocessError) as exc:
+            future.set_exception(EngineLost(f"cannot start the user endpoint of {placement.account}: {exc}"))
+            return future
+        with self._lock:
+            self._pending[task.task_id] = (child, future)
+        try:
             with child.lock:
                 assert child.proc.stdin is not None
                 write_frame(child.proc.stdin, encode_task(task))
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            self._fail(placement.name, EngineLost(f"the user endpoint of {placement.account} cannot take tasks: {exc}"))
+        except (OSError, ValueError) as exc:  # it died meanwhile (its reader may have failed the rest already)
+            with self._lock:
+                mine = self._pending.pop(task.task_id, None)
+            if mine is not None:
+                future.set_exception(EngineLost(f"the user endpoint {placement.name} does not take tasks: {exc}"))
         return future
 
     def submit_mpi(self, task_bytes: bytes, resource_spec: dict[str, object], task_id: str = "") -> Future[bytes]:
@@ -210,11 +217,11 @@ class UserEndpoints:
         with self._lock:
             if self._children.get(name) is child:
                 self._children.pop(name)
-        self._fail(name, EngineLost(f"the user endpoint {name} ended (exit status {status})"))
+        self._fail(child, EngineLost(f"the user endpoint {name} ended (exit status {status})"))
 
-    def _fail(self, name: str, exc: BaseException) -> None:
+    def _fail(self, child: _Child, exc: BaseException) -> None:
         with self._lock:
-            lost = [(t, f) for t, (n, f) in self._pending.items() if n == name]
+            lost = [(t, f) for t, (c, f) in self._pending.items() if c is child]
             for t, _ in lost:
                 self._pending.pop(t, None)
         for _, future in lost:

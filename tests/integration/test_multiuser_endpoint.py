@@ -249,3 +249,33 @@ def test_a_task_sees_the_cores_it_asked_for(site):
     assert two == {"cpus": 2, "omp": "2"} and one == {"cpus": 1, "omp": "1"}, (two, one)
     task, _ = _run(client, site["eid"], allowance, resource_specification={"cores": 3})  # the user endpoint offers 2
     assert task["state"] == "failed" and task["error"]["code"] == "resources_never_fit", task
+
+
+def count_runs(name: str) -> int:
+    """Runs in a task: counts its runs in a file of its home; the first run waits to be killed."""
+    import os
+    import time
+
+    path = os.path.join(os.environ["HOME"], name)
+    with open(path, "a") as f:
+        f.write("run\n")
+    runs = len(open(path).read().splitlines())
+    if runs == 1:
+        time.sleep(120)
+    return runs
+
+
+def test_a_killed_user_endpoint_is_started_again_and_its_running_task_runs_again(site):
+    client, acct = site["clients"]["mu_bob"], site["b"]
+    marker = site["shared"] / "users" / acct.name / "runs.txt"
+    old = _user_endpoint_pid(acct.name)
+    fid = client.register_function(count_runs, serializer="source")
+    tid = client.submit(fid, site["eid"], ["runs.txt"])
+    deadline = time.monotonic() + 120
+    while not marker.exists():  # the first run started
+        assert time.monotonic() < deadline, "the task did not start"
+        time.sleep(0.2)
+    os.kill(old, signal.SIGKILL)
+    assert client.get_result(tid, timeout=180) == 2  # ran again (worker_lost is retried), once
+    assert marker.read_text().count("run") == 2
+    assert _user_endpoint_pid(acct.name) != old

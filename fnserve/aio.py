@@ -98,7 +98,7 @@ class AsyncClient:
     async def submit(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
                      *, runtime: str | None = None, walltime: float | None = None, **options: Any) -> str:
         """Run a registered function; returns the task id. ``options``: ``max_retries``,
-        ``task_group_id``, ``resource_specification``, as :meth:`fnserve.Client.submit`."""
+        ``task_group_id``, ``resource_specification``, ``user_endpoint_config``, as :meth:`fnserve.Client.submit`."""
         spec = task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, None, self._json_results, **options)
         return str((await self.request("POST", "/v1/tasks", {"tasks": [spec]}))["task_ids"][0])
 

@@ -46,16 +46,17 @@ class AsyncExecutor:
     """Run callables on an endpoint from asyncio code; ``submit`` returns awaitable futures.
 
     Options as :class:`fnserve.Executor`: ``task_group_id``, ``resource_specification``,
-    ``max_retries``, ``batch_size``, ``walltime``, ``runtime``, ``serializer``, ``wait``."""
+    ``user_endpoint_config``, ``max_retries``, ``batch_size``, ``walltime``, ``runtime``, ``serializer``, ``wait``."""
 
     def __init__(self, endpoint_id: str, client: AsyncClient | None = None, *, runtime: str | None = None,
                  task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None,
                  max_retries: int | None = None, batch_size: int = 1000, walltime: float | None = None,
-                 serializer: str | None = None, wait: float = 30.0) -> None:
+                 serializer: str | None = None, wait: float = 30.0, user_endpoint_config: dict[str, Any] | None = None) -> None:
         self.endpoint_id = str(endpoint_id)
         self.client = client or AsyncClient()
         self.runtime, self.walltime, self.serializer, self.wait = runtime, walltime, serializer, wait
         self.max_retries, self.resource_specification = max_retries, resource_specification
+        self.user_endpoint_config = user_endpoint_config
         self.task_group_id = str(task_group_id or uuid.uuid4())
         self.batch_size = batch_size
         self._queue: list[tuple[TaskAwaitable, Any, tuple[Any, ...], dict[str, Any]]] = []
@@ -147,7 +148,8 @@ class AsyncExecutor:
             function_id = self._functions[key]
         return task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
                           self.client._json_results, max_retries=self.max_retries, task_group_id=self.task_group_id,
-                          resource_specification=self.resource_specification)
+                          resource_specification=self.resource_specification,
+                          user_endpoint_config=self.user_endpoint_config)
 
     async def _send(self, batch: list[tuple[TaskAwaitable, Any, tuple[Any, ...], dict[str, Any]]]) -> None:
         ready: list[tuple[TaskAwaitable, dict[str, Any]]] = []

@@ -153,11 +153,12 @@ SPEC_OVERHEAD = 1024
 def spec_size(spec: dict[str, Any]) -> int:
     """About how many bytes ``spec`` takes in a submit request's JSON body (never fewer)."""
     size = SPEC_OVERHEAD + len(spec.get("payload", ""))
-    extra = spec.get("resource_specification")
-    if extra:
-        import json
+    for key in ("resource_specification", "user_endpoint_config"):
+        extra = spec.get(key)
+        if extra:
+            import json
 
-        size += len(json.dumps(extra))
+            size += len(json.dumps(extra))
     return size
 
 

@@ -223,13 +223,16 @@ class Client(AccessMethods, TriggerMethods):
     def submit(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
                runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
                max_retries: int | None = None, task_group_id: str | None = None,
-               resource_specification: dict[str, Any] | None = None) -> str:
+               resource_specification: dict[str, Any] | None = None,
+               user_endpoint_config: dict[str, Any] | None = None) -> str:
         """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``,
         ``max_retries`` (reruns after a lost worker; default: the endpoint's setting),
-        ``task_group_id`` and ``resource_specification`` (a JSON object for the endpoint)."""
+        ``task_group_id``, ``resource_specification`` (a JSON object for the endpoint: a
+        worker's ``cores``, ``memory`` in MB, ``gpus``, ``walltime``; MPI ranks) and
+        ``user_endpoint_config`` (a multi-user endpoint's template values, e.g. ``{"partition": "debug"}``)."""
         spec = task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
                           self._json_results, self._by_reference, self._prepare_call, max_retries=max_retries, task_group_id=task_group_id,
-                          resource_specification=resource_specification)
+                          resource_specification=resource_specification, user_endpoint_config=user_endpoint_config)
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
 
     def create_batch(self, task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None) -> Batch:

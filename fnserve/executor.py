@@ -86,6 +86,7 @@ class Executor(concurrent.futures.Executor):
         *,
         task_group_id: str | uuid.UUID | None = None,
         resource_specification: dict[str, Any] | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
         max_retries: int | None = None,
         batch_size: int = 1000,
         batch_delay: float = 0.0,
@@ -102,6 +103,8 @@ class Executor(concurrent.futures.Executor):
         self.serializer = serializer
         self.max_retries = max_retries
         self.resource_specification = resource_specification
+        # A multi-user endpoint's template values for each new task (e.g. {"partition": "debug"}).
+        self.user_endpoint_config = user_endpoint_config
         self.task_group_id = str(task_group_id) if task_group_id is not None else str(uuid.uuid4())
         self._pipeline = Pipeline(self.client, BatchPolicy(batch_size, batch_delay), wait, result_linger, progress,
                                   on_refused=self._forget_functions)
@@ -167,7 +170,8 @@ class Executor(concurrent.futures.Executor):
                               None, self.client._json_results, getattr(self.client, "_by_reference", None),
                               getattr(self.client, "_prepare_call", None),
                               max_retries=self.max_retries, task_group_id=self.task_group_id,
-                              resource_specification=self.resource_specification)
+                              resource_specification=self.resource_specification,
+                              user_endpoint_config=self.user_endpoint_config)
         except Exception as exc:  # noqa: BLE001 - e.g. arguments dill cannot serialize
             return self._failed(exc)
         future = TaskFuture(self._pipeline)

@@ -156,6 +156,12 @@ class Register(_Message, tag="register"):
     # MPI mode: the most nodes one task may ask for (its MPI blocks' size); 0: no MPI mode;
     # -1: not said (an older site manager). The service refuses requests that can never fit.
     mpi_nodes: int = -1
+    # Per-task resources: executor name -> what one of its workers offers (cores, memory MB,
+    # gpus, walltime s; fnserve.task_resources.Offer). The service refuses tasks no worker holds.
+    offers: dict[str, dict[str, float]] | None = None
+    # A multi-user endpoint's JSON schema of user_endpoint_config (JSON text; "" for an endpoint
+    # that runs tasks as its own account): the service checks each task's values against it.
+    user_config_schema: str = ""
 
 
 class Registered(_Message, tag="registered"):

@@ -24,6 +24,7 @@ class Batch:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     task_group_id: str | None = None
     resource_specification: dict[str, Any] | None = None
+    user_endpoint_config: dict[str, Any] | None = None
     json_results: bool = False  # the client refuses dill results: ask for JSON
     reference: Callable[[list[Part]], bytes] | None = None  # large payloads by reference (the client's)
     prepare: Callable[..., Any] | None = None  # large arguments as ProxyStore proxies (the client's)
@@ -33,7 +34,8 @@ class Batch:
             max_retries: int | None = None) -> None:
         self.tasks.append(task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
                                      self.json_results, self.reference, self.prepare, max_retries=max_retries, task_group_id=self.task_group_id,
-                                     resource_specification=self.resource_specification))
+                                     resource_specification=self.resource_specification,
+                                     user_endpoint_config=self.user_endpoint_config))
 
     def __len__(self) -> int:
         return len(self.tasks)

@@ -31,7 +31,7 @@ from fnserve.messages import (
     decode_task,
     encode_result,
 )
-from node_manager import output_files, parent_watch, running, watchdog
+from node_manager import allowance, output_files, parent_watch, running, watchdog
 from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
@@ -214,7 +214,8 @@ def _run_task(task: TaskMessage, received: float) -> ResultMessage:
             # fnserve.report() inside the function sends live outputs to the site manager.
             # Files the function writes in fnserve.output_dir() are shipped as they close, the
             # last ones before the reports' end marker.
-            with outputs.reporting(task.task_id, task.outputs_address, task.outputs_keys), output_files.shipping(task):
+            with outputs.reporting(task.task_id, task.outputs_address, task.outputs_keys), output_files.shipping(task), \
+                    allowance.narrowed(task.resource_specification):
                 try:
                     if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
                         from node_manager import shell

@@ -376,6 +376,9 @@ class EndpointConfig:
     triggers: TriggersConfig = field(default_factory=lambda: TriggersConfig())
     # Parsl's MPI mode for tasks that ask for MPI ranks (None: such tasks are refused).
     mpi: MpiConfig | None = None
+    # A multi-user endpoint (run by root): identity mapping, user config template and schema
+    # (site_manager.multi_user_config.MultiUserConfig); None: tasks run as this account.
+    multi_user: Any = None
 
     def __post_init__(self) -> None:
         keys = (self.forwarder_public_key, self.curve_public_key, self.curve_secret_key)
@@ -481,6 +484,10 @@ class EndpointConfig:
                 raise ConfigError("mpi mode needs a batch or local provider, not kubernetes", details={"key": "mpi"})
         data["runtimes"] = parse_runtimes(data.pop("runtimes", None))
         data["triggers"] = TriggersConfig.from_dict(data.pop("triggers", None))
+        if data.get("multi_user") is not None:
+            from site_manager.multi_user_config import MultiUserConfig
+
+            data["multi_user"] = MultiUserConfig.from_dict(data["multi_user"])
         if data.get("worker_init") and "worker_init" in data["provider"].options:
             raise ConfigError("worker_init is set both at the top level and in provider: keep one",
                               details={"key": "provider.worker_init"})

@@ -15,16 +15,24 @@ from fnserve.serialize import narrow
 from site_manager.config import EndpointConfig
 from site_manager.engine_like import EngineLike
 from site_manager.failures import failure_result
-from site_manager.resources import route_mpi
+from fnserve.task_resources import Offer
+from site_manager.resources import route_mpi, route_worker
 from site_manager.runtime_pool import RuntimeNotSupported, RuntimePool
 
 
-def submit_task(engine: EngineLike, task: TaskMessage, config: EndpointConfig) -> Future[bytes]:
-    """Submit ``task`` (its site fields already set); raises what the engine refuses it with."""
+def submit_task(engine: EngineLike, task: TaskMessage, config: EndpointConfig,
+                offers: dict[str, Offer] | None = None) -> Future[bytes]:
+    """Submit ``task`` (its site fields already set) to the executor that runs it, once it is
+    known to fit what one of its workers ``offers``; raises what the engine refuses it with
+    (a request that never fits: with its code)."""
     # What the service asks (data only for a function-restricted endpoint) and what this
     # endpoint's admin allows, both: the worker loads nothing else.
     allowed = narrow(task.allowed_serializers, config.allowed_serializers)
     task.allowed_serializers = None if allowed is None else list(allowed)
+    if config.multi_user is not None:  # its user endpoint routes it (site_manager.user_processes)
+        return engine.submit(encode_task(task), task_id=task.task_id)
+    if offers is not None:
+        route_worker(task.resource_specification, offers, task.runtime)
     mpi = route_mpi(task.resource_specification, config.mpi)
     if mpi is not None:  # Parsl's MPI mode: the worker gets nodes and $PARSL_MPI_PREFIX
         assert config.mpi is not None

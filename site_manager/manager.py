@@ -31,6 +31,7 @@ from fnserve.version import PROTOCOL_VERSION, __version__
 from site_manager.config import EndpointConfig
 from site_manager.engine_like import EngineLike
 from site_manager.engine_submit import result_of, submit_task
+from site_manager.resources import endpoint_offers
 from site_manager.runtime_pool import RuntimePool
 from site_manager.runtimes import HOST
 from site_manager.failures import BlockLost, failure_result
@@ -80,9 +81,16 @@ class SiteManager:
 
     def __init__(self, config: EndpointConfig, engine: EngineLike | None = None) -> None:
         self.config = config
-        # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools.
-        # An engine given instead (e.g. a single Engine) runs only the default runtime.
+        multi_user = config.multi_user
+        # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools; on a
+        # multi-user endpoint, the relay to the user endpoints that run them as their accounts.
+        if engine is None and multi_user is not None:
+            from site_manager.user_processes import UserEndpoints
+
+            engine = UserEndpoints(config)
         self.engine: EngineLike = engine or RuntimePool.from_config(config)
+        # What one worker of each executor offers (a multi-user endpoint's depend on each user's config).
+        self.offers = endpoint_offers(config) if multi_user is None else {}
         self.session = Session(
             endpoint_id=config.endpoint_id,
             secret=config.secret,
@@ -96,7 +104,10 @@ class SiteManager:
             ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
             allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
             watch_folders=list(config.triggers.allowed_folders),
-            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else 0,
+            # A multi-user endpoint's MPI mode is each user endpoint's: not known here (-1).
+            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else (0 if multi_user is None else -1),
+            offers={n: o.to_dict() for n, o in self.offers.items()} if multi_user is None else None,
+            user_config_schema=multi_user.schema_text() if multi_user is not None else "",
             forwarder=config.forwarder,
         )
         self.inbox = ResultInbox()
@@ -375,7 +386,7 @@ class SiteManager:
             task.control_dir = str(self.control_dir)
             task.max_result_bytes = self.config.max_result_bytes
             task.walltime_grace = self.config.walltime_grace
-            future = submit_task(self.engine, task, self.config)
+            future = submit_task(self.engine, task, self.config, self.offers)
         except Exception as exc:  # noqa: BLE001 - engine in a bad state: fail the task clearly
             logger.error("engine refused task %s: %s", task_id, exc)
             self.inbox.put(failure_result(task_id, exc, task.timings))

@@ -115,10 +115,13 @@ class Session:
         watch_folders: list[str] | None = None,
         mpi_nodes: int = -1,
         forwarder: str = "",
+        offers: dict[str, dict[str, float]] | None = None,
+        user_config_schema: str = "",
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity,
             allowed_serializers=allowed_serializers, watch_folders=list(watch_folders or []), mpi_nodes=mpi_nodes,
+            offers=offers, user_config_schema=user_config_schema,
         )
         # File events sent (or to send) and not yet acked, by key: resent after a reconnect.
         # Not kept on disk: after a restart the folder scan finds the same files again, and

@@ -373,7 +373,8 @@ class Forwarder:
         # The serializers it loads: the web service refuses other argument strategies at submit.
         serializers = "*" if msg.allowed_serializers is None else ",".join(msg.allowed_serializers)
         self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""), serializers=serializers,
-                                 watch_folders=json.dumps(msg.watch_folders), mpi_nodes=msg.mpi_nodes)
+                                 watch_folders=json.dumps(msg.watch_folders), mpi_nodes=msg.mpi_nodes,
+                                 offers=json.dumps(msg.offers), user_config_schema=msg.user_config_schema)
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
         self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold,

@@ -126,9 +126,11 @@ def _read_source(path: Path) -> str:
 @click.option("--traceback", "show_traceback", is_flag=True, help="If the function raised, also print the remote traceback.")
 @click.option("--resource-spec", "resource_json", default=None,
               help='What the task asks of the endpoint, as a JSON object, e.g. \'{"num_nodes": 2, "ranks_per_node": 4}\'.')
+@click.option("--user-endpoint-config", "user_config_json", default=None,
+              help='Values for a multi-user endpoint\'s template, as a JSON object, e.g. \'{"partition": "debug"}\'.')
 def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: str | None, timeout: float | None,
         no_wait: bool, walltime: float | None, runtime: str | None = None, show_traceback: bool = False,
-        resource_json: str | None = None) -> None:
+        resource_json: str | None = None, user_config_json: str | None = None) -> None:
     """Run FUNCTION_ID on an endpoint with ARGS (each a JSON value); waits and prints the result
     (with --no-wait: prints the task id at once).
 
@@ -142,10 +144,13 @@ def run(function_id: str, args: tuple[str, ...], endpoint_id: str, kwargs_json: 
     resources = _parse_arg(resource_json) if resource_json else None
     if resources is not None and not isinstance(resources, dict):
         raise click.BadParameter("--resource-spec must be a JSON object")
+    user_config = _parse_arg(user_config_json) if user_config_json else None
+    if user_config is not None and not isinstance(user_config, dict):
+        raise click.BadParameter("--user-endpoint-config must be a JSON object")
     client = _client()
     task_id = client.submit(function_id, endpoint_id, [_parse_arg(a) for a in args], kwargs,
                             walltime=walltime, serializer=serialize.JSON_DATA, runtime=runtime,
-                            resource_specification=resources)
+                            resource_specification=resources, user_endpoint_config=user_config)
     if no_wait:
         click.echo(task_id)
         return

@@ -11,6 +11,7 @@ still good, or the error that refused it, naming its index), so one bad task fai
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any, Iterable
@@ -19,7 +20,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from fnserve import resources, serialize, shell
+from fnserve import resources, serialize, shell, task_resources, user_endpoint_config
 from fnserve.errors import FnserveError, Forbidden, NotFound, PayloadTooLarge, SerializationError
 from web_service.auth import Identity
 from web_service.registry.models import Function
@@ -125,6 +126,14 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
             raise invalid(f"{prefix}.result_format", f"must be one of {', '.join(RESULT_FORMATS)}")
         task_group_id = optional_str(item, "task_group_id", f"{prefix}.task_group_id", MAX_ID_LENGTH)
         resource_specification = _resource_specification(item.get("resource_specification"), prefix)
+        user_config = item.get("user_endpoint_config")
+        if user_config is not None:
+            try:
+                user_config = user_endpoint_config.check_values(user_config, None)
+            except FnserveError as exc:
+                exc.message = f"{prefix}.{exc.message}"
+                exc.details["field"] = f"{prefix}.{exc.details.get('field', 'user_endpoint_config')}"
+                raise
         payload = _payload(item, prefix, max_payload_bytes)
     except FnserveError as exc:
         exc.details.setdefault("index", index)
@@ -135,7 +144,7 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
         result_strategy = None
     return TaskSpec(function_id=function_id, endpoint_id=endpoint_id, payload=payload, runtime=runtime, walltime=walltime,
                     result_strategy=result_strategy, max_retries=max_retries, task_group_id=task_group_id,
-                    resource_specification=resource_specification)
+                    resource_specification=resource_specification, user_endpoint_config=user_config)
 
 
 def _resource_specification(value: Any, prefix: str) -> bytes | None:
@@ -147,6 +156,8 @@ def _resource_specification(value: Any, prefix: str) -> bytes | None:
     field = f"{prefix}.resource_specification"
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise invalid(field, "must be a JSON object")
+    if user_endpoint_config.ROUTING_KEY in value:  # set by the service only: who submitted it
+        raise invalid(f"{field}.{user_endpoint_config.ROUTING_KEY}", "is set by the service; leave it out")
     text = msgspec.json.encode(value)
     if len(text) > MAX_RESOURCE_SPEC_BYTES:
         raise invalid(field, f"must be at most {MAX_RESOURCE_SPEC_BYTES} bytes as JSON", limit=MAX_RESOURCE_SPEC_BYTES)
@@ -265,7 +276,10 @@ def submit_tasks(session: Session, store: TaskStore, owner: Identity, specs: lis
     for stage in (_authorize, _check_allowlists, _ensure_usable):
         if not live:
             break
-        refused = stage(session, store, owner, {i: outcomes[i] for i in live}, cache)  # type: ignore[misc]
+        view = {i: outcomes[i] for i in live}
+        refused = stage(session, store, owner, view, cache)  # type: ignore[arg-type]
+        for i, s in view.items():  # a stage may stamp a spec (a multi-user endpoint's task)
+            outcomes[i] = s
         for i, err in refused.items():
             outcomes[i] = err
         live = [i for i in live if i not in refused]
@@ -337,9 +351,12 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
     task's arguments in a strategy its endpoint loads (:func:`_serializer_refusal`)."""
     functions = list({s.function_id: None for s in specs.values()})
     endpoints = list({s.endpoint_id: None for s in specs.values()})
-    heads, deleted, status = store.submit_checks(functions, endpoints, len(_SHELL_HEADER_START), ("serializers", "mpi_nodes"))
+    heads, deleted, status = store.submit_checks(functions, endpoints, len(_SHELL_HEADER_START), ("serializers", "mpi_nodes", "offers", "user_config_schema"))
     declared = {e: _policy(v[0]) for e, v in status.items()}
     mpi_nodes = {e: int(v[1]) if v[1] is not None else -1 for e, v in status.items()}
+    offers = {e: json.loads(v[2]) if v[2] else None for e, v in status.items()}
+    # A multi-user endpoint's schema; "": an ordinary endpoint, or one that never connected.
+    schemas = {e: v[3].decode() if v[3] else "" for e, v in status.items()}
     gone: set[tuple[str, str]] = set()
     for ident in deleted:
         if cache is not None:
@@ -362,9 +379,17 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
                 refused[i] = err
     for i, s in specs.items():
         if i not in refused and s.resource_specification is not None:
-            err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1))
+            err = _resource_refusal(i, s, mpi_nodes.get(s.endpoint_id, -1), offers.get(s.endpoint_id))
             if err is not None:
                 refused[i] = err
+        schema = schemas.get(s.endpoint_id, "")
+        if i not in refused and (schema or s.user_endpoint_config is not None):
+            # Other tasks' resource_specification is forwarded as the caller gave it.
+            stamped = _stamp_for_multi_user(i, s, owner, schema)
+            if isinstance(stamped, FnserveError):
+                refused[i] = stamped
+            else:
+                specs[i] = stamped
     shells = {ident for ident, head in heads.items() if head == _SHELL_HEADER_START}
     if shells:
         templates = _shell_templates(store, shells)
@@ -376,11 +401,30 @@ def _ensure_usable(session: Session, store: TaskStore, owner: Identity, specs: d
     return refused
 
 
-def _resource_refusal(index: int, s: TaskSpec, mpi_nodes: int) -> FnserveError | None:
-    """An MPI request the endpoint can never run (it said how big its MPI blocks are when it
-    connected): refused now rather than failed after a trip to the endpoint."""
+def _stamp_for_multi_user(index: int, s: TaskSpec, owner: Identity, schema: str) -> TaskSpec | FnserveError:
+    """A task for a multi-user endpoint: its values checked against the schema the endpoint said
+    (none said: not connected yet; it checks them itself), and the submitter's identity stamped
+    beside them for the endpoint's identity mapping (an ordinary endpoint ignores the stamp).
+    A task without the stamp reaching a multi-user endpoint (queued before it first connected,
+    with no user_endpoint_config) fails there with ``identity_not_mapped``, saying to submit again."""
     try:
-        resources.check_request(msgspec.json.decode(s.resource_specification or b"{}"), mpi_nodes)
+        values = user_endpoint_config.check_values(s.user_endpoint_config, json.loads(schema) if schema else None)
+    except FnserveError as exc:
+        return type(exc)(f"tasks[{index}].{exc.message} (endpoint {s.endpoint_id})", code=exc.code,
+                         details={**exc.details, "field": f"tasks[{index}].{exc.details.get('field')}", "index": index})
+    spec = msgspec.json.decode(s.resource_specification) if s.resource_specification else None
+    stamped = user_endpoint_config.stamp(spec, {"username": owner.username, "user_id": owner.user_id}, values)
+    # The values now ride in the stamp: the spec's own field is consumed here (never stored).
+    return msgspec.structs.replace(s, resource_specification=msgspec.json.encode(stamped), user_endpoint_config=None)
+
+
+def _resource_refusal(index: int, s: TaskSpec, mpi_nodes: int, offers: dict[str, Any] | None = None) -> FnserveError | None:
+    """A request the endpoint can never run (it said how big its MPI blocks and workers are when
+    it connected): refused now rather than failed after a trip to the endpoint."""
+    try:
+        spec = msgspec.json.decode(s.resource_specification or b"{}")
+        task_resources.check_offers(spec, offers)
+        resources.check_request(spec, mpi_nodes)
     except FnserveError as exc:
         return type(exc)(f"tasks[{index}]: {exc.message} (endpoint {s.endpoint_id})", code=exc.code,
                          details={**exc.details, "field": f"tasks[{index}].{exc.details.get('field', 'resource_specification')}",

@@ -1,7 +1,8 @@
 """The task's shape, defined once: what a submitter chooses, the hash stored in Redis, and how
 the dispatched :class:`fnserve.messages.TaskMessage` and the read :class:`TaskRecord` come from it.
 
-``TaskOptions`` holds the per-task choices a submit carries; :class:`TaskSpec` (one task of a
+``TaskOptions`` holds the per-task choices a submit carries; :class:`TaskBody` what is stored of
+one submission, :class:`TaskSpec` (one task of a
 ``POST /v1/tasks`` body), :class:`NewTask` (accepted, with id and owner) and :class:`StoredTask`
 (the ``task:{id}`` hash as submit writes it) extend it. Adding a task field is one line in
 ``TaskOptions`` (plus its validation in ``services/tasks.parse_task``): the submit's HSET
@@ -37,22 +38,30 @@ class TaskOptions(msgspec.Struct, kw_only=True):
     resource_specification: bytes | None = msgspec.field(default=None, name="resource_spec")
 
 
-class TaskSpec(TaskOptions, kw_only=True):
-    """One valid task of a submitted batch, not yet authorized."""
+class TaskBody(TaskOptions, kw_only=True):
+    """What is stored of one task's submission: its options, function, endpoint and arguments."""
 
     function_id: str
     endpoint_id: str
     payload: bytes  # serialized arguments (or a reference to them)
 
 
-class NewTask(TaskSpec, kw_only=True):
+class TaskSpec(TaskBody, kw_only=True):
+    """One valid task of a submitted batch, not yet authorized."""
+
+    # Values for a multi-user endpoint's config template (fnserve.user_endpoint_config): checked
+    # and moved into resource_specification's stamp at submit (services/tasks.py), never stored.
+    user_endpoint_config: dict[str, Any] | None = None
+
+
+class NewTask(TaskBody, kw_only=True):
     """A task accepted at submit, before it is written."""
 
     task_id: str
     owner: str
 
 
-class StoredTask(TaskSpec, kw_only=True):
+class StoredTask(TaskBody, kw_only=True):
     """The ``task:{id}`` hash as submit writes it (later changes are the scripts')."""
 
     owner: str
@@ -64,7 +73,7 @@ class StoredTask(TaskSpec, kw_only=True):
     arg_ref: str | None = None
 
 
-_SPEC = TaskSpec.__struct_fields__
+_SPEC = TaskBody.__struct_fields__
 
 
 def new_task(spec: TaskSpec, task_id: str, owner: str, **changes: Any) -> NewTask:
@@ -75,7 +84,7 @@ def new_task(spec: TaskSpec, task_id: str, owner: str, **changes: Any) -> NewTas
 
 _STORED = tuple((f.name, f.encode_name) for f in msgspec.structs.fields(StoredTask))
 # The spec's fields as stored: (name, hash field, optional: written only when set).
-_SPEC_KEYS = tuple((f.name, f.encode_name, not f.required) for f in msgspec.structs.fields(TaskSpec))
+_SPEC_KEYS = tuple((f.name, f.encode_name, not f.required) for f in msgspec.structs.fields(TaskBody))
 _WAITING = TaskState.WAITING.value
 
 

@@ -7,17 +7,7 @@ from __future__ import annotations
 
 import json
 
-from rest_support import (  # noqa: F401  (fixtures)
-    alice,
-    app,
-    assert_error,
-    client,
-    register_endpoint,
-    settings,
-    source_function,
-    b64,
-    store,
-)
+from rest_support import assert_error, b64, register_endpoint, source_function
 
 from fnserve.user_endpoint_config import ROUTING_KEY
 from web_service.task_store import queue_key

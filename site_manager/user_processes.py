@@ -222,10 +222,11 @@ class UserEndpoints:
     # -- children -------------------------------------------------------------------------------
 
     def _child(self, placement: Placement) -> _Child:
-        with self._lock:
+        with self._lock:  # (under the lock: the idle loop stops it before, or sees it used)
             child = self._children.get(placement.name)
+            if child is not None:
+                child.last_used = time.monotonic()  # not idle: a task goes to it now
         if child is not None and child.proc.poll() is None:
-            child.last_used = time.monotonic()  # not idle: a task goes to it now
             return child
         folder = account_folder(self.base, placement.account)
         child = _Child(spawn_user_endpoint(placement, folder, self.mu.python, self._configs[placement.name]))
@@ -233,6 +234,7 @@ class UserEndpoints:
             self._children[placement.name] = child
         threading.Thread(target=self._read_results, args=(placement.name, child), name=f"user-endpoint-{placement.name}",
                          daemon=True).start()
+        self._idle_wake.set()  # its idle deadline counts from now
         return child
 
     def _read_results(self, name: str, child: _Child) -> None:
@@ -273,6 +275,7 @@ class UserEndpoints:
         next task for them starts them again)."""
         timeout = self.mu.idle_timeout
         while not self._stopping.is_set():
+            self._idle_wake.clear()  # before looking: a wake-up from now on is not lost
             with self._lock:
                 busy = {id(c) for c, _ in self._pending.values()}
                 last = {name: c.last_used for name, c in self._children.items() if id(c) not in busy}
@@ -280,7 +283,8 @@ class UserEndpoints:
             for name in idle:
                 with self._lock:
                     child = self._children.get(name)
-                    if child is None or any(c is child for c, _ in self._pending.values()):
+                    if child is None or any(c is child for c, _ in self._pending.values()) or \
+                            time.monotonic() - child.last_used < timeout:  # a task came meanwhile
                         continue
                     self._children.pop(name)  # a new task starts another
                 logger.info("user endpoint %s idle for %g s: stopping it", name, timeout)
@@ -288,7 +292,6 @@ class UserEndpoints:
                     assert child.proc.stdin is not None
                     child.proc.stdin.close()
             self._idle_wake.wait(None if next_at is None else max(0.0, next_at - time.monotonic()))
-            self._idle_wake.clear()
 
     def _stop_child(self, name: str, child: _Child) -> None:
         if child.proc.poll() is None:

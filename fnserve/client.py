@@ -359,10 +359,13 @@ class Client(AccessMethods, TriggerMethods):
                 out[task["task_id"]] = status_entry(task, self.allowed_result_serializers)
         return out
 
-    def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
-        """Run and wait for the result, in one request while it finishes within a long-poll."""
+    def call(self, function_id: str, endpoint_id: str, *args: Any, user_endpoint_config: dict[str, Any] | None = None,
+             **kwargs: Any) -> Any:
+        """Run and wait for the result, in one request while it finishes within a long-poll.
+        ``user_endpoint_config``: a multi-user endpoint's template values (as for :meth:`submit`;
+        not passed to the function)."""
         spec = task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference,
-                         self._prepare_call)
+                         self._prepare_call, user_endpoint_config=user_endpoint_config)
         answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):

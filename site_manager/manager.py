@@ -270,7 +270,11 @@ class SiteManager:
             elif isinstance(action, Submit):
                 self._submit(action.task)
             elif isinstance(action, Kill):
-                kill_tasks(self.control_dir, action.task_ids)
+                cancel = getattr(self.engine, "cancel", None)  # a multi-user endpoint's: each user endpoint stops its own
+                if cancel is not None:
+                    cancel(action.task_ids)
+                else:
+                    kill_tasks(self.control_dir, action.task_ids)
             elif isinstance(action, Watch):
                 self._watch(list(action.watches))
             elif isinstance(action, Reconnect):

@@ -9,6 +9,7 @@
       python: /opt/fnserve/bin/python        # the interpreter user endpoints run (every mapped account can run it)
       user_endpoints_dir: /var/lib/fnserve/user-endpoints   # per-account folders (0700, owned by the account)
       stop_timeout: 30                       # seconds a user endpoint gets to stop before SIGKILL
+      idle_timeout: 1800                     # seconds without a task before a user endpoint stops (restarted on the next)
 
 The template and schema are read once, at start: an admin restarts the endpoint after editing them.
 """
@@ -33,6 +34,7 @@ class MultiUserConfig:
     python: str = sys.executable
     user_endpoints_dir: str = "/var/lib/fnserve/user-endpoints"
     stop_timeout: float = 30.0
+    idle_timeout: float = 1800.0
 
     # Read at start (not config keys).
     rules: list[Rule] | None = None
@@ -47,6 +49,8 @@ class MultiUserConfig:
             if internal in data:
                 raise ConfigError(f"multi_user: unknown key {internal!r}", details={"key": f"multi_user.{internal}"})
         cfg: MultiUserConfig = _section(cls, "multi_user", dict(data))
+        if not cfg.idle_timeout > 0:
+            raise ConfigError("multi_user.idle_timeout must be a number of seconds > 0", details={"key": "multi_user.idle_timeout"})
         cfg.rules = parse_rules(cfg.identity_mapping)
         try:
             cfg.template_text = Path(cfg.user_config_template).read_text()

@@ -11,7 +11,7 @@ are checked against the admin's schema, and the task goes to the user endpoint o
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,3 +82,17 @@ def render_user_config(template_text: str, values: dict[str, Any], forced: dict[
     if not isinstance(data, dict):
         raise InvalidUserEndpointConfig("the endpoint's config template did not render to a YAML mapping (an admin's error)")
     return {**{k: v for k, v in data.items() if k not in _FORCED}, **forced}
+
+
+def idle_children(last_used: Mapping[str, float], now: float, timeout: float) -> tuple[list[str], float | None]:
+    """The user endpoints to stop for idleness, and when the next one would be: ``last_used``
+    holds, for each user endpoint running no task, when it last sent or got one.
+
+    >>> idle_children({"a.1": 100.0, "b.2": 150.0}, now=200.0, timeout=60.0)
+    (['a.1'], 210.0)
+    >>> idle_children({}, now=200.0, timeout=60.0)
+    ([], None)
+    """
+    idle = sorted(n for n, at in last_used.items() if now - at >= timeout)
+    left = [at + timeout for n, at in last_used.items() if n not in idle]
+    return idle, (min(left) if left else None)

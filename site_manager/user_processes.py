@@ -5,9 +5,12 @@ Each user endpoint (``python -m site_manager.user_endpoint FOLDER``) runs as its
 ``extra_groups``), umask 077, a clean environment with the account's own ``HOME``, working in
 ``USER_ENDPOINTS_DIR/ACCOUNT`` (0700, owned by the account; root makes only that folder, inside
 its own 0711 one, and never touches what the account keeps in it). Tasks and results move over
-the child's stdin and stdout (length-prefixed frames, :func:`write_frame`): pipes no other
+the child's stdin and stdout (length-prefixed frames, :func:`write_frame`; on stdin each message is
+two frames, its kind, :data:`TASK` or :data:`CANCEL`, then its body): pipes no other
 account can open, with no path in the file system that root would follow. The user endpoint
-stops when its stdin closes (this process stopped or died) or on SIGTERM.
+stops when its stdin closes (this process stopped or died, or the user endpoint was idle for
+``idle_timeout``: the next task starts it again) or on SIGTERM. A cancel is sent as a frame: the
+user endpoint stops the task as the account (root writes nothing into the account's folders).
 
 Decisions are in ``site_manager.user_endpoints``; this module only does the I/O.
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import contextlib
+import json
 import logging
+import time
 import os
 import pwd
 import stat
@@ -34,13 +39,16 @@ from fnserve.user_endpoint_config import unstamp
 from site_manager.config import EndpointConfig
 from site_manager.failures import EngineLost
 from site_manager.status import EngineStatus
-from site_manager.user_endpoints import Placement, place_task, render_user_config
+from site_manager.user_endpoints import Placement, idle_children, place_task, render_user_config
 
 logger = logging.getLogger(__name__)
 # A clean environment: nothing of root's leaks into the account's processes.
 _PATH = "/usr/local/bin:/usr/bin:/bin"
 _LENGTH = struct.Struct(">I")
 MAX_FRAME = 1 << 31
+# Kinds of the messages on a user endpoint's stdin (the body follows in a frame of its own).
+TASK = b"task"  # an encoded task
+CANCEL = b"cancel"  # a JSON list of task ids to stop (not run if not started; kill the worker if running)
 
 
 def write_frame(out: IO[bytes], *parts: bytes) -> None:
@@ -97,8 +105,6 @@ def account_folder(base: Path, account: str) -> Path:
 
 def spawn_user_endpoint(placement: Placement, folder: Path, python: str, config: dict[str, Any]) -> subprocess.Popen[bytes]:
     """Start the user endpoint as its account (the only privileged step of a multi-user endpoint)."""
-    import json
-
     pw = pwd.getpwnam(placement.account)
     home = pw.pw_dir if os.path.isdir(pw.pw_dir) else str(folder)
     env = {"HOME": home, "USER": pw.pw_name, "LOGNAME": pw.pw_name, "SHELL": pw.pw_shell or "/bin/sh", "PATH": _PATH,
@@ -117,6 +123,7 @@ class _Child:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self.lock = threading.Lock()  # one writer at a time on its stdin
+        self.last_used = time.monotonic()  # a task sent or a result received (idle shutdown)
 
 
 class UserEndpoints:
@@ -134,10 +141,13 @@ class UserEndpoints:
         self._children: dict[str, _Child] = {}
         # The site manager's probe of which tasks a worker started: each user endpoint keeps its own.
         self.started_probe: Callable[[set[str]], set[str]] | None = None
+        self._stopping = threading.Event()
+        self._idle_wake = threading.Event()
 
     def start(self) -> None:
         if os.geteuid() != 0:
             raise PermissionError("a multi-user endpoint runs as root: it starts each user endpoint as its account")
+        threading.Thread(target=self._idle_loop, name="user-endpoints-idle", daemon=True).start()
 
     def submit(self, task_bytes: bytes, runtime: str | None = None, task_id: str = "") -> Future[bytes]:
         task = decode_task(task_bytes)
@@ -161,13 +171,32 @@ class UserEndpoints:
         try:
             with child.lock:
                 assert child.proc.stdin is not None
-                write_frame(child.proc.stdin, encode_task(task))
+                write_frame(child.proc.stdin, TASK, encode_task(task))
         except (OSError, ValueError) as exc:  # it died meanwhile (its reader may have failed the rest already)
             with self._lock:
                 mine = self._pending.pop(task.task_id, None)
             if mine is not None:
                 future.set_exception(EngineLost(f"the user endpoint {placement.name} does not take tasks: {exc}"))
         return future
+
+    def cancel(self, task_ids: tuple[str, ...]) -> None:
+        """Stop these (cancelled, or past their walltime) tasks: each user endpoint holding one
+        gets a cancel frame and stops it as its account (not run if not started, worker killed
+        if running). Their results come back as usual; the session drops them."""
+        by_child: dict[int, tuple[_Child, list[str]]] = {}
+        with self._lock:
+            for t in task_ids:
+                entry = self._pending.get(t)
+                if entry is not None:
+                    by_child.setdefault(id(entry[0]), (entry[0], []))[1].append(t)
+        for child, ids in by_child.values():
+            try:
+                with child.lock:
+                    assert child.proc.stdin is not None
+                    write_frame(child.proc.stdin, CANCEL, json.dumps(ids).encode())
+                logger.info("cancel of %s sent to user endpoint pid %d", ", ".join(ids), child.proc.pid)
+            except (OSError, ValueError) as exc:  # it ended: its tasks fail as lost, and are dropped
+                logger.warning("cannot send the cancel of %s to user endpoint pid %d: %s", ", ".join(ids), child.proc.pid, exc)
 
     def submit_mpi(self, task_bytes: bytes, resource_spec: dict[str, object], task_id: str = "") -> Future[bytes]:
         return self.submit(task_bytes, task_id=task_id)  # the user endpoint's own config decides
@@ -183,6 +212,8 @@ class UserEndpoints:
         pass
 
     def shutdown(self) -> None:
+        self._stopping.set()
+        self._idle_wake.set()
         with self._lock:
             children = list(self._children.items())
         for name, child in children:
@@ -191,8 +222,10 @@ class UserEndpoints:
     # -- children -------------------------------------------------------------------------------
 
     def _child(self, placement: Placement) -> _Child:
-        with self._lock:
+        with self._lock:  # (under the lock: the idle loop stops it before, or sees it used)
             child = self._children.get(placement.name)
+            if child is not None:
+                child.last_used = time.monotonic()  # not idle: a task goes to it now
         if child is not None and child.proc.poll() is None:
             return child
         folder = account_folder(self.base, placement.account)
@@ -201,6 +234,7 @@ class UserEndpoints:
             self._children[placement.name] = child
         threading.Thread(target=self._read_results, args=(placement.name, child), name=f"user-endpoint-{placement.name}",
                          daemon=True).start()
+        self._idle_wake.set()  # its idle deadline counts from now
         return child
 
     def _read_results(self, name: str, child: _Child) -> None:
@@ -211,8 +245,12 @@ class UserEndpoints:
             task_id, result = read_frame(child.proc.stdout), read_frame(child.proc.stdout)
             if task_id is None or result is None:
                 break
+            child.last_used = time.monotonic()
             with self._lock:
                 entry = self._pending.pop(task_id.decode(), None)
+                idle = not any(c is child for c, _ in self._pending.values())
+            if idle:
+                self._idle_wake.set()  # idle from now: the idle loop sets its deadline
             if entry is not None:
                 with contextlib.suppress(Exception):
                     entry[1].set_result(result)
@@ -231,6 +269,29 @@ class UserEndpoints:
         for _, future in lost:
             with contextlib.suppress(Exception):
                 future.set_exception(exc)
+
+    def _idle_loop(self) -> None:
+        """Close the stdin of user endpoints idle for ``idle_timeout`` (they exit cleanly; the
+        next task for them starts them again)."""
+        timeout = self.mu.idle_timeout
+        while not self._stopping.is_set():
+            self._idle_wake.clear()  # before looking: a wake-up from now on is not lost
+            with self._lock:
+                busy = {id(c) for c, _ in self._pending.values()}
+                last = {name: c.last_used for name, c in self._children.items() if id(c) not in busy}
+            idle, next_at = idle_children(last, time.monotonic(), timeout)
+            for name in idle:
+                with self._lock:
+                    child = self._children.get(name)
+                    if child is None or any(c is child for c, _ in self._pending.values()) or \
+                            time.monotonic() - child.last_used < timeout:  # a task came meanwhile
+                        continue
+                    self._children.pop(name)  # a new task starts another
+                logger.info("user endpoint %s idle for %g s: stopping it", name, timeout)
+                with child.lock, contextlib.suppress(OSError):
+                    assert child.proc.stdin is not None
+                    child.proc.stdin.close()
+            self._idle_wake.wait(None if next_at is None else max(0.0, next_at - time.monotonic()))
 
     def _stop_child(self, name: str, child: _Child) -> None:
         if child.proc.poll() is None:

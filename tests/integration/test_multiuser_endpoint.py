@@ -79,6 +79,42 @@ def _user_python(folder: Path) -> str:
     return str(venv / "bin/python")
 
 
+def _start_mep(stack, admin, tokens, shared: Path, name: str, rules: list, python: str, **multi_user):
+    """Register a multi-user endpoint shared with ``tokens``' users and start it as root."""
+    reg = admin.register_endpoint(name, "multi-user endpoint")
+    eid = reg["endpoint_id"]
+    admin.share_endpoint(eid, users=list(tokens))
+    config = {
+        "forwarder": reg["forwarder_address"], "endpoint_id": eid, "secret": reg["secret"],
+        **{k: reg[k] for k in ("forwarder_public_key", "curve_public_key", "curve_secret_key") if reg.get(k)},
+        "run_dir": str(shared / f"{name}-run"),
+        "multi_user": {
+            "identity_mapping": rules,
+            "user_config_template": str(shared / "template.yaml.j2"),
+            "user_config_schema": str(shared / "schema.json"),
+            "python": python,
+            "user_endpoints_dir": str(shared / f"users-{name}"),
+            "stop_timeout": 20,
+            **multi_user,
+        },
+    }
+    (shared / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    log = open(shared / f"{name}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "site_manager", "--config", str(shared / f"{name}.yaml")],
+                            env={**os.environ}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    return eid, proc, log
+
+
+def _stop(proc: subprocess.Popen, log) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     shared = Path(tempfile.mkdtemp(prefix="fnserve-mu-", dir="/tmp"))
@@ -88,49 +124,29 @@ def site(tmp_path_factory):
         python = _user_python(shared)
         tokens = {u: stack.cli("service", "user", "add", u).stdout.strip().splitlines()[-1] for u in ("mu_alice", "mu_bob", "mu_carol")}
         admin = stack.client()
-        reg = admin.register_endpoint("mep", "multi-user endpoint")
-        eid = reg["endpoint_id"]
-        admin.share_endpoint(eid, users=list(tokens))
         (shared / "identity-map").write_text(f"# identity account\nmu_bob {acct_b.name}\n")
         (shared / "template.yaml.j2").write_text(TEMPLATE)
         (shared / "schema.json").write_text(json.dumps(SCHEMA))
-        config = {
-            "forwarder": reg["forwarder_address"], "endpoint_id": eid, "secret": reg["secret"],
-            **{k: reg[k] for k in ("forwarder_public_key", "curve_public_key", "curve_secret_key") if reg.get(k)},
-            "run_dir": str(shared / "mep-run"),
-            "multi_user": {
-                "identity_mapping": [
-                    {"source": "{username}", "match": "mu_alice", "output": acct_a.name, "literal": True},
-                    {"mapping_file": str(shared / "identity-map")},
-                ],
-                "user_config_template": str(shared / "template.yaml.j2"),
-                "user_config_schema": str(shared / "schema.json"),
-                "python": python,
-                "user_endpoints_dir": str(shared / "users"),
-                "stop_timeout": 20,
-            },
+        alice = {"source": "{username}", "match": "mu_alice", "output": acct_a.name, "literal": True}
+        meps = {
+            "mep": _start_mep(stack, admin, tokens, shared, "mep", [alice, {"mapping_file": str(shared / "identity-map")}], python),
+            # The same, but its user endpoints stop after 2 s without a task (alice only).
+            "idle": _start_mep(stack, admin, tokens, shared, "idle", [alice], python, idle_timeout=2),
         }
-        (shared / "mep.yaml").write_text(yaml.safe_dump(config))
-        log = open(shared / "mep.log", "w")
-        mep = subprocess.Popen([sys.executable, "-m", "site_manager", "--config", str(shared / "mep.yaml")],
-                               env={**os.environ}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
-            while not admin.get_endpoint_status(eid).get("connected"):
-                assert mep.poll() is None, (shared / "mep.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the multi-user endpoint did not connect"
-                time.sleep(0.5)
+            for name, (eid, proc, _) in meps.items():
+                while not admin.get_endpoint_status(eid).get("connected"):
+                    assert proc.poll() is None, (shared / f"{name}.log").read_text()[-3000:]
+                    assert time.monotonic() < deadline, f"the multi-user endpoint {name} did not connect"
+                    time.sleep(0.5)
             clients = {u: Client(stack.url, t) for u, t in tokens.items()}
-            yield {"stack": stack, "eid": eid, "clients": clients, "tokens": tokens, "a": acct_a, "b": acct_b, "shared": shared, "mep": mep}
+            yield {"stack": stack, "eid": meps["mep"][0], "idle_eid": meps["idle"][0], "clients": clients, "tokens": tokens,
+                   "a": acct_a, "b": acct_b, "shared": shared, "mep": meps["mep"][1]}
         finally:
-            mep.send_signal(signal.SIGTERM)
-            try:
-                mep.wait(90)
-            except subprocess.TimeoutExpired:
-                mep.kill()
-                mep.wait()
-            log.close()
-            for path in [shared / "mep.log", *sorted(shared.glob("users/*/*/user_endpoint.log"))]:
+            for _, proc, log in meps.values():
+                _stop(proc, log)
+            for path in [*sorted(shared.glob("*.log")), *sorted(shared.glob("users-*/*/*/user_endpoint.log"))]:
                 print(f"--- {path} (last lines)\n" + "\n".join(path.read_text().splitlines()[-40:]))
             for acct in (acct_a, acct_b):  # the user endpoints and their workers end with it
                 left = _processes_of(acct.name, wait=30)
@@ -171,11 +187,16 @@ def test_each_users_tasks_run_as_their_own_account_with_a_private_home_and_umask
         assert os.stat(got["home"]).st_mode & 0o777 == 0o700 and os.stat(got["home"]).st_uid == pw.pw_uid
 
 
-def _user_endpoint_pid(account: str) -> int:
-    pids = subprocess.run(["pgrep", "-u", account, "-f", "site_manager.user_endpoint"], capture_output=True,
-                          text=True).stdout.split()
-    assert pids, f"no user endpoint runs as {account}"
-    return int(pids[0])
+def _user_endpoint_pids(account: str, mep: str = "mep") -> list[int]:
+    """The account's user endpoints of one multi-user endpoint (by their folder, in their command line)."""
+    return [int(p) for p in subprocess.run(["pgrep", "-u", account, "-f", f"site_manager.user_endpoint .*/users-{mep}/"],
+                                           capture_output=True, text=True).stdout.split()]
+
+
+def _user_endpoint_pid(account: str, mep: str = "mep") -> int:
+    pids = _user_endpoint_pids(account, mep)
+    assert pids, f"no user endpoint of {mep} runs as {account}"
+    return pids[0]
 
 
 PROBE = """
@@ -192,7 +213,7 @@ for what, attempt in (("signal", lambda: os.kill(pid, 0)), ("stdin", lambda: ope
 
 
 def test_one_account_cannot_reach_the_others_user_endpoint_or_files(site):
-    users = site["shared"] / "users"
+    users = site["shared"] / "users-mep"
     a: OsAccount = site["a"]
     b_folder = users / site["b"].name
     b_file = b_folder / "mu_bob.txt"  # in the account's home: its folder here (the test accounts have no home)
@@ -267,7 +288,7 @@ def count_runs(name: str) -> int:
 
 def test_a_killed_user_endpoint_is_started_again_and_its_running_task_runs_again(site):
     client, acct = site["clients"]["mu_bob"], site["b"]
-    marker = site["shared"] / "users" / acct.name / "runs.txt"
+    marker = site["shared"] / "users-mep" / acct.name / "runs.txt"
     old = _user_endpoint_pid(acct.name)
     fid = client.register_function(count_runs, serializer="source")
     tid = client.submit(fid, site["eid"], ["runs.txt"])
@@ -279,3 +300,86 @@ def test_a_killed_user_endpoint_is_started_again_and_its_running_task_runs_again
     assert client.get_result(tid, timeout=180) == 2  # ran again (worker_lost is retried), once
     assert marker.read_text().count("run") == 2
     assert _user_endpoint_pid(acct.name) != old
+
+
+def stays(name: str, ignore_alarm: bool = False) -> int:
+    """Runs in a task: notes its pid in a file of its home, then sleeps (past a walltime too, if told)."""
+    import os
+    import signal
+    import time
+
+    if ignore_alarm:  # the worker's own walltime alarm cannot stop it: only a kill from outside can
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    with open(os.path.join(os.environ["HOME"], name), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(30 if not ignore_alarm else 60)
+    return os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _wait_for(what: str, condition, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return value
+
+
+def test_cancel_kills_a_running_task_on_its_user_endpoint_and_a_queued_one_never_starts(site):
+    client, eid = site["clients"]["mu_alice"], site["eid"]
+    home = site["shared"] / "users-mep" / site["a"].name
+    fid = client.register_function(stays, serializer="source")
+    running = client.submit(fid, eid, ["cancel-running.pid"])
+    pid = int(_wait_for("the long task did not start", lambda: (home / "cancel-running.pid").exists() and
+                        (home / "cancel-running.pid").read_text()))
+    queued = client.submit(fid, eid, ["cancel-queued.pid"])  # behind it: the user endpoint has one worker
+    _wait_for("the queued task did not reach the multi-user endpoint", lambda: client.get_task(queued)["state"] == "dispatched")
+    assert client.cancel(queued)["state"] == "cancelled" and client.cancel(running)["state"] == "cancelled"
+    _wait_for(f"the worker (pid {pid}) of the cancelled running task was not killed", lambda: not _alive(pid), timeout=20)
+    # A task sent after them runs once the worker is replaced: by then the queued one was taken (and skipped).
+    assert client.get_result(client.submit(client.register_function(who_am_i, serializer="source"), eid, ["after-cancel.txt"]),
+                             timeout=120)["uid"] == pwd.getpwnam(site["a"].name).pw_uid
+    assert not (home / "cancel-queued.pid").exists(), "the cancelled queued task ran"
+    assert [client.get_task(t)["state"] for t in (running, queued)] == ["cancelled", "cancelled"]
+
+
+def test_a_task_past_its_walltime_on_a_user_endpoint_is_killed_from_outside_and_fails_with_its_code(site):
+    client, eid = site["clients"]["mu_alice"], site["eid"]
+    home = site["shared"] / "users-mep" / site["a"].name
+    fid = client.register_function(stays, serializer="source")
+    began = time.monotonic()
+    tid = client.submit(fid, eid, ["overstays.pid", True], walltime=2)
+    task = client.wait([tid], timeout=90)[0]
+    took = time.monotonic() - began
+    assert task["state"] == "failed" and task["error"]["code"] == "walltime_exceeded", task
+    assert took < 60, f"took {took:.0f} s (walltime 2 s + 5 s grace; it sleeps 60 s)"
+    pid = int((home / "overstays.pid").read_text())
+    _wait_for(f"the worker (pid {pid}) is still alive", lambda: not _alive(pid), timeout=10)
+
+
+def test_client_call_takes_user_endpoint_config(site):
+    client = site["clients"]["mu_alice"]
+    fid = client.register_function(who_am_i, serializer="source")
+    got = client.call(fid, site["eid"], "call.txt", user_endpoint_config={"workers": 1})
+    assert got["uid"] == pwd.getpwnam(site["a"].name).pw_uid
+    with pytest.raises(FnserveError) as info:
+        client.call(fid, site["eid"], "call.txt", user_endpoint_config={"workers": 99})
+    assert info.value.code == "invalid_user_endpoint_config"
+
+
+def test_an_idle_user_endpoint_stops_and_the_next_task_starts_it_again(site):
+    client, acct = site["clients"]["mu_alice"], site["a"]
+    fid = client.register_function(who_am_i, serializer="source")
+    uid = pwd.getpwnam(acct.name).pw_uid
+    assert client.get_result(client.submit(fid, site["idle_eid"], ["idle-1.txt"]), timeout=180)["uid"] == uid
+    # idle_timeout 2 s: its stdin is closed and it exits (taking its block with it).
+    _wait_for("the idle user endpoint did not stop", lambda: not _user_endpoint_pids(acct.name, "idle"), timeout=60)
+    assert client.get_result(client.submit(fid, site["idle_eid"], ["idle-2.txt"]), timeout=180)["uid"] == uid
+    log = (site["shared"] / "idle.log").read_text()
+    assert log.count("started user endpoint") == 2 and "idle for 2 s: stopping it" in log, log[-3000:]

@@ -131,3 +131,42 @@ def test_frames_between_the_multi_user_endpoint_and_a_user_endpoint_round_trip_a
     assert read_frame(io.BytesIO(whole[:20])) == b"task-1" and read_frame(io.BytesIO(whole[:3])) is None
     cut = io.BytesIO(whole[10:40])  # a frame cut short (the other side died mid-write): the end, not garbage
     assert read_frame(cut) is None
+
+
+def test_user_endpoints_idle_for_the_timeout_are_stopped_and_the_next_deadline_is_the_earliest_other():
+    from site_manager.user_endpoints import idle_children
+
+    assert idle_children({"a.1": 100.0, "b.2": 150.0, "c.3": 170.0}, now=200.0, timeout=50.0) == (["a.1", "b.2"], 220.0)
+    assert idle_children({"a.1": 190.0}, now=200.0, timeout=50.0) == ([], 240.0)  # used 10 s ago: not yet
+    assert idle_children({}, now=200.0, timeout=50.0) == ([], None)  # nothing idle: no deadline (busy ones are left out)
+
+
+def test_idle_timeout_defaults_to_half_an_hour_and_must_be_positive(tmp_path):
+    from site_manager.config import ConfigError
+    from site_manager.multi_user_config import MultiUserConfig
+
+    (tmp_path / "t.j2").write_text("engine: {}\n")
+    base = {"identity_mapping": [{"source": "{username}", "match": "a", "output": "a", "literal": True}],
+            "user_config_template": str(tmp_path / "t.j2")}
+    assert MultiUserConfig.from_dict(base).idle_timeout == 1800.0
+    assert MultiUserConfig.from_dict({**base, "idle_timeout": 2}).idle_timeout == 2
+    with pytest.raises(ConfigError) as info:
+        MultiUserConfig.from_dict({**base, "idle_timeout": 0})
+    assert info.value.details["key"] == "multi_user.idle_timeout"
+
+
+def test_a_user_endpoint_answers_a_task_past_its_walltime_once_and_never_as_a_retriable_loss(tmp_path):
+    from fnserve.messages import decode_result
+    from site_manager.user_endpoint import _Walltimes
+
+    w = _Walltimes(tmp_path)  # no worker notes here: start times given, the kill finds no process
+    w.limits.update({"late": (2.0, 5.0), "lost": (2.0, 5.0), "early": (60.0, 5.0)})
+    w.started.update({"late": 100.0, "lost": 103.0, "early": 100.0})
+    [(tid, sent)] = w.overdue(now=108.0)  # late: 8 s > 2 + 5; lost: 5 s, not yet
+    assert tid == "late" and decode_result(sent).error.code == "walltime_exceeded"  # type: ignore[union-attr]
+    assert w.finished("late", b"lost-report", True, now=108.5) is None  # its killed worker's report: dropped
+    # Killed by its own watchdog first: a loss past walltime + grace is walltime_exceeded, not worker_lost.
+    answer = decode_result(w.finished("lost", b"lost-report", True, now=109.5))  # type: ignore[arg-type]
+    assert not answer.ok and answer.error is not None and answer.error.code == "walltime_exceeded"
+    assert w.finished("early", b"lost-report", True, now=110.0) == b"lost-report"  # lost well before: retriable
+    assert w.overdue(now=200.0) == [] and not w.limits  # all settled, nothing left to watch

@@ -14,10 +14,8 @@ import resource
 import signal
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from fnserve import oob_frames, outputs, proxies, serialize
@@ -36,13 +34,7 @@ from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
 from node_manager.placement import placement
-
-# Our own source folders: frames from them are trimmed from user tracebacks.
-_OUR_DIRS = tuple(
-    os.path.dirname(os.path.abspath(mod_file)) + os.sep
-    for mod_file in (__file__, serialize.__file__)
-)
-
+from node_manager.task_errors import qualified_name, serialization_error, system_error, user_error
 
 class FunctionCache:
     """A bounded LRU map from function id to the deserialized function.
@@ -126,13 +118,13 @@ def execute_task(task_bytes: bytes) -> bytes:
         task_id = task.task_id
         result = _run(task, received)
     except BaseException as exc:  # noqa: BLE001 - last resort: this function must always answer
-        result = ResultMessage(task_id=task_id, ok=False, error=_system_error(exc))
+        result = ResultMessage(task_id=task_id, ok=False, error=system_error(exc))
     result.placement = placement()
     try:
         return encode_result(result)
     except Exception as exc:  # noqa: BLE001 - e.g. lone surrogates in captured output
         fallback = ResultMessage(
-            task_id=task_id, ok=False, error=_system_error(exc), timings=result.timings, placement=result.placement
+            task_id=task_id, ok=False, error=system_error(exc), timings=result.timings, placement=result.placement
         )
         return encode_result(fallback)
 
@@ -169,7 +161,7 @@ def _run_task(task: TaskMessage, received: float) -> ResultMessage:
         return ResultMessage(
             task_id=task.task_id,
             ok=False,
-            error=_serialization_error(exc, "function or arguments"),
+            error=serialization_error(exc, "function or arguments"),
             timings=timings,
         )
     except FnserveError as exc:  # the object store refused or could not serve the arguments
@@ -228,9 +220,9 @@ def _run_task(task: TaskMessage, received: float) -> ResultMessage:
                         watchdog.disarm()
         except FnserveError as exc:
             if not isinstance(fn, ShellFunction):
-                error = _user_error(exc)
+                error = user_error(exc)
             else:  # bad arguments for its template: a stable code naming the placeholder
-                error = RemoteError(code=exc.code, type=_qualified_name(type(exc)), message=exc.message,
+                error = RemoteError(code=exc.code, type=qualified_name(type(exc)), message=exc.message,
                                     args=[exc.message])
         except WalltimeExceeded:
             error = RemoteError(
@@ -239,7 +231,7 @@ def _run_task(task: TaskMessage, received: float) -> ResultMessage:
                 message=f"task ran longer than its walltime of {task.walltime:g} s and was stopped",
             )
         except BaseException as exc:  # noqa: BLE001 - whatever the user's code raises is its result
-            error = _user_error(exc)
+            error = user_error(exc)
     finished = time.time()
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     timings["worker_finished"] = finished
@@ -265,7 +257,7 @@ def _run_task(task: TaskMessage, received: float) -> ResultMessage:
             parts = _serialize_result(value, task.result_strategy)
         except SerializationError as exc:
             result.ok = False
-            result.error = _serialization_error(
+            result.error = serialization_error(
                 exc, "return value", code="result_not_serializable"
             )
         except Exception as exc:  # noqa: BLE001 - the caller's ProxyStore store refused or is unreachable
@@ -379,87 +371,6 @@ def _call_with_async_raise(
     finally:
         done.set()
         timer.cancel()
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-def _qualified_name(cls: type) -> str:
-    if cls.__module__ in ("builtins", "__main__"):
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _is_ours(tb: TracebackType) -> bool:
-    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_DIRS)
-
-
-def _user_traceback(exc: BaseException) -> str:
-    tb = exc.__traceback__
-    while tb is not None and _is_ours(tb):  # drop our frames above the user's function
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
-def _user_error(exc: BaseException) -> RemoteError:
-    cls = type(exc)
-    return RemoteError(
-        code="user_exception",
-        type=_qualified_name(cls),
-        message=_safe_str(exc),
-        traceback=_user_traceback(exc),
-        module=str(getattr(cls, "__module__", "")),
-        qualname=str(getattr(cls, "__qualname__", "")),
-        args=_plain_args(exc),
-    )
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _plain_args(exc: BaseException) -> list[object] | None:
-    """The exception's args if each is a plain JSON scalar (a client can call the class with
-    them again); None otherwise. Only data crosses: never an object to unpickle."""
-    try:
-        args = exc.args
-    except Exception:  # noqa: BLE001 - a user's exception can break its own args
-        return None
-    if not isinstance(args, tuple) or len(args) > 16:
-        return None
-    if all(type(a) in _SCALARS and (type(a) is not str or len(a) <= 65536) for a in args):
-        return list(args)
-    return None
-
-
-def _serialization_error(
-    exc: SerializationError, what: str, code: str | None = None
-) -> RemoteError:
-    return RemoteError(
-        code=code or exc.code,
-        type=_qualified_name(type(exc)),
-        message=f"could not deserialize the task's {what}: {exc.message}"
-        if code is None
-        else f"could not serialize the task's {what}: {exc.message}",
-    )
-
-
-def _system_error(exc: BaseException) -> RemoteError:
-    code = getattr(exc, "code", None)
-    return RemoteError(
-        code=code if isinstance(code, str) else "node_manager_error",
-        type=_qualified_name(type(exc)),
-        message=f"the node manager could not run the task: {_safe_str(exc)}",
-        traceback="".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)
-        ),
-    )
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a user's __str__ can itself raise
-        return f"<unprintable {type(exc).__name__}>"
 
 
 __all__ = ["FunctionCache", "WalltimeExceeded", "execute_task", "function_cache"]

@@ -3,7 +3,8 @@ metadata in Redis and their bytes in a backend (local disk by default).
 
 Keys (prefixed ``fns:``)::
 
-    obj:{id}            hash: owner, size, sha256, received (bytes stored so far), complete
+    obj:{id}            hash: owner, size, sha256 ("" until the last chunk declares it), received
+                        (bytes stored so far), complete
                         ("1" once every byte arrived and the checksum matched), created, expires,
                         name, task (the task whose worker made it, if one did), gone ("1" once
                         swept). Lives a day past ``expires`` so that a late reader is told
@@ -16,7 +17,8 @@ Keys (prefixed ``fns:``)::
 Expired objects are swept per owner (bytes deleted, counter lowered, hash marked ``gone``)
 before each of that owner's creations, and by :meth:`ObjectStore.sweep_all`. Uploads are
 sequential chunks (``received`` moves forward only by the chunk that started there); the last
-chunk checks the SHA-256 declared at creation, and a mismatch deletes the object.
+chunk checks the SHA-256 declared at creation (or, for an object created without one, sent with
+the last chunk), and a mismatch deletes the object.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from web_service.object_rules import (
     check_access,
     check_chunk,
     check_new_object,
+    upload_checksum,
 )
 from web_service.redis_replies import text_map, zset_members
 
@@ -237,6 +240,8 @@ class ObjectStore:
     def create(self, who: Principal, size: object, sha256: object, ttl: float, name: str | None = None) -> ObjectMeta:
         self.sweep(who.user_id)
         size, digest = check_new_object(size, sha256, self.used(who.user_id), self.quota_bytes, self.max_object_bytes)
+        if size == 0 and not digest:
+            digest = hashlib.sha256(b"").hexdigest()
         object_id = uuid.uuid4().hex
         now = time.time()
         fields = ["expires", repr(now + ttl), "owner", who.user_id, "size", str(size), "sha256", digest,
@@ -256,9 +261,13 @@ class ObjectStore:
         assert meta is not None
         return meta
 
-    def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes]) -> ObjectMeta:
+    def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes],
+                    declared: str | None = None) -> ObjectMeta:
+        """Store bytes ``[start, end)``; ``declared``: the SHA-256 sent with the chunk, for an object
+        created without one (checked at the last chunk like one declared at creation)."""
         meta = self.get(object_id, who)
         check_chunk(meta, start, end, self.chunk_bytes)
+        want = upload_checksum(meta.sha256, declared, end == meta.size)
         # The checksum is computed as the bytes go by (one pass over them, no re-read at the end),
         # when this process saw every earlier chunk; else (another web process took some) the
         # last chunk re-reads the object.
@@ -275,11 +284,11 @@ class ObjectStore:
         received = int(self._advance(keys=[meta_key(object_id)], args=[start, end]))
         if received == meta.size and received == end:
             got = digest.hexdigest() if digest is not None else self.backend.sha256(object_id)
-            if got != meta.sha256:
+            if got != want:
                 self.delete(object_id, who)
                 raise BadRequest(f"the uploaded bytes do not match the declared sha256; object {object_id} was "
                                  "deleted: create it again", code="checksum_mismatch")
-            self.r.hset(meta_key(object_id), "complete", "1")
+            self.r.hset(meta_key(object_id), mapping={"complete": "1", "sha256": want})
         elif received == end and digest is not None:
             self._running[object_id] = (end, digest)
             while len(self._running) > _RUNNING_MAX:

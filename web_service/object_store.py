@@ -42,6 +42,7 @@ from web_service.object_rules import (
     check_new_object,
     upload_checksum,
 )
+from web_service.native_threads import in_native_thread
 from web_service.redis_replies import text_map, zset_members
 
 P = "fns:"
@@ -82,6 +83,13 @@ def load_data_key(path: str | os.PathLike[str]) -> bytes:
     raise RuntimeError(f"data key file {p} is empty; delete it and restart")
 
 
+def _write_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
 def object_backend(settings: Any) -> Any:
     """The backend ``settings`` name: local disk (the default) or an S3 bucket."""
     if settings.object_backend == "disk":
@@ -106,22 +114,31 @@ class LocalDiskBackend:
         return self.root / object_id[:2] / object_id
 
     def write(self, object_id: str, offset: int, stream: IO[bytes], length: int) -> int:
-        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time)."""
+        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time).
+
+        Each block is written by a native thread while the next is read from ``stream``: at most
+        one block in flight and one in hand (filling new page cache costs as much as receiving)."""
         path = self.path(object_id)
         path.parent.mkdir(exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         done = 0
+        pending = None
         try:
-            os.lseek(fd, offset, os.SEEK_SET)
             while done < length:
                 piece = stream.read(min(_COPY, length - done))
                 if not piece:
                     break
-                os.write(fd, piece)
+                if pending is not None:
+                    pending()
+                pending = in_native_thread(_write_all, fd, piece, offset + done)
                 done += len(piece)
-            os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
         finally:
-            os.close(fd)
+            try:
+                if pending is not None:
+                    pending()
+                os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
+            finally:
+                os.close(fd)
         return done
 
     def sha256(self, object_id: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +28,8 @@ from fnserve.oob_frames import Part
 # Times one chunk is tried (a connection broken mid-chunk is resumed from what the service holds).
 CHUNK_ATTEMPTS = 3
 _READ_BYTES = 1024 * 1024
+# A download is hashed in a thread in steps of this many bytes, behind the receiving.
+_HASH_BATCH = 8 * _READ_BYTES
 
 
 def _views(data: bytes | bytearray | memoryview | Sequence[Part]) -> list[memoryview]:
@@ -216,11 +218,32 @@ class ObjectStoreClient:
         return json.loads(resp.data)  # type: ignore[no-any-return]
 
     def get(self, ref: ObjectRef) -> bytearray:
-        """The bytes of ``ref``'s object, checked against its size and SHA-256."""
+        """The bytes of ``ref``'s object, checked against its size and SHA-256 (hashed in a thread,
+        a few MiB behind the receiving, so that the check overlaps the transfer)."""
         buf = bytearray(ref.size)
         view = memoryview(buf)
         digest = hashlib.sha256()
+        got = hashed = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="fnserve-sha256") as hasher:
+            pending = None
+            for got in self._receive(ref, view):
+                if got - hashed >= _HASH_BATCH:
+                    if pending is not None:
+                        pending.result()
+                    pending = hasher.submit(digest.update, view[hashed:got])
+                    hashed = got
+            if pending is not None:
+                pending.result()
+        digest.update(view[hashed:got])
+        if got != ref.size or digest.hexdigest() != ref.sha256:
+            raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
+                               "or SHA-256 differs)", code="object_corrupt")
+        return buf
+
+    def _receive(self, ref: ObjectRef, view: memoryview) -> Iterator[int]:
+        """Download ``ref``'s bytes into ``view``, resuming broken transfers; yields how many are in."""
         got = 0
+        yield got
         for attempt in range(CHUNK_ATTEMPTS):
             headers = {"Range": f"bytes={got}-"} if got else {}
             resp = self._call("GET", f"/v1/objects/{ref.object_id}/data", headers=headers, preload=False)
@@ -231,17 +254,13 @@ class ObjectStoreClient:
                         raise FnserveError(f"object {ref.object_id} holds more than the {ref.size} bytes its "
                                            "reference names", code="object_corrupt")
                     view[got:got + n] = piece
-                    digest.update(piece)
                     got += n
-                break
+                    yield got
+                return
             except (urllib3.exceptions.HTTPError, OSError):
                 if attempt + 1 == CHUNK_ATTEMPTS:
                     raise ServiceUnavailable(f"download of object {ref.object_id} broke off at byte {got}",
                                              code="service_unreachable") from None
             finally:
                 resp.release_conn()
-        if got != ref.size or digest.hexdigest() != ref.sha256:
-            raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
-                               "or SHA-256 differs)", code="object_corrupt")
-        return buf
 

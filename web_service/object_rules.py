@@ -111,13 +111,14 @@ def check_object_id(object_id: str) -> None:
 
 
 def check_new_object(size: object, sha256: object, used: int, quota: int, max_object: int) -> tuple[int, str]:
-    """The declared size and checksum of a new object, if they fit; else the error."""
+    """The declared size and checksum ("" when left for the last chunk) of a new object, if they
+    fit; else the error."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise BadRequest("size must be the object's length in bytes (an integer >= 0)", code="invalid_request",
                          details={"field": "size"})
-    if not isinstance(sha256, str) or not _SHA256.match(sha256):
-        raise BadRequest("sha256 must be the object's SHA-256 as 64 lowercase hex digits", code="invalid_request",
-                         details={"field": "sha256"})
+    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.match(sha256)):
+        raise BadRequest("sha256 must be the object's SHA-256 as 64 lowercase hex digits (or left out, and sent "
+                         "with the last chunk as X-Checksum-SHA256)", code="invalid_request", details={"field": "sha256"})
     if size > max_object:
         raise PayloadTooLarge(f"an object of {size} bytes is over this service's limit of {max_object} bytes per "
                               "object (max_object_bytes)", code="object_too_large",
@@ -126,7 +127,7 @@ def check_new_object(size: object, sha256: object, used: int, quota: int, max_ob
         raise PayloadTooLarge(f"storing {size} more bytes would pass your object store quota of {quota} bytes "
                               f"({used} in use); delete objects (DELETE /v1/objects/ID) or wait for their TTL",
                               code="object_quota_exceeded", details={"size": size, "used": used, "quota": quota})
-    return size, sha256
+    return size, sha256 or ""
 
 
 def object_ttl(asked: object, default: float, maximum: float) -> float:
@@ -162,6 +163,23 @@ def parse_content_range(header: str | None, length: int | None, size: int) -> tu
     if length is not None and length != end - start:
         raise BadRequest(f"body has {length} bytes but Content-Range names {end - start}", code="invalid_range")
     return start, end
+
+
+def upload_checksum(declared: str, header: str | None, last: bool) -> str:
+    """The SHA-256 an upload's bytes must match: the one declared at creation, else the one the
+    chunk carries (``X-Checksum-SHA256``, meant for the last chunk, so that an uploader hashes
+    the bytes as it sends them instead of in a pass before). The last chunk needs one of them."""
+    if header is not None and not _SHA256.match(header):
+        raise BadRequest("X-Checksum-SHA256 must be the object's SHA-256 as 64 lowercase hex digits",
+                         code="invalid_request", details={"field": "X-Checksum-SHA256"})
+    if declared and header is not None and header != declared:
+        raise BadRequest("X-Checksum-SHA256 is not the sha256 declared when the object was created",
+                         code="checksum_mismatch")
+    want = declared or header or ""
+    if last and not want:
+        raise BadRequest("this object was created without a sha256: send it with the last chunk "
+                         "(header X-Checksum-SHA256)", code="checksum_missing")
+    return want
 
 
 def check_chunk(meta: ObjectMeta, start: int, end: int, max_chunk: int) -> None:

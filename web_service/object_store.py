@@ -3,7 +3,8 @@ metadata in Redis and their bytes in a backend (local disk by default).
 
 Keys (prefixed ``fns:``)::
 
-    obj:{id}            hash: owner, size, sha256, received (bytes stored so far), complete
+    obj:{id}            hash: owner, size, sha256 ("" until the last chunk declares it), received
+                        (bytes stored so far), complete
                         ("1" once every byte arrived and the checksum matched), created, expires,
                         name, task (the task whose worker made it, if one did), gone ("1" once
                         swept). Lives a day past ``expires`` so that a late reader is told
@@ -16,7 +17,8 @@ Keys (prefixed ``fns:``)::
 Expired objects are swept per owner (bytes deleted, counter lowered, hash marked ``gone``)
 before each of that owner's creations, and by :meth:`ObjectStore.sweep_all`. Uploads are
 sequential chunks (``received`` moves forward only by the chunk that started there); the last
-chunk checks the SHA-256 declared at creation, and a mismatch deletes the object.
+chunk checks the SHA-256 declared at creation (or, for an object created without one, sent with
+the last chunk), and a mismatch deletes the object.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from web_service.object_rules import (
     check_access,
     check_chunk,
     check_new_object,
+    upload_checksum,
 )
+from web_service.native_threads import in_native_thread
 from web_service.redis_replies import text_map, zset_members
 
 P = "fns:"
@@ -79,6 +83,13 @@ def load_data_key(path: str | os.PathLike[str]) -> bytes:
     raise RuntimeError(f"data key file {p} is empty; delete it and restart")
 
 
+def _write_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
 def object_backend(settings: Any) -> Any:
     """The backend ``settings`` name: local disk (the default) or an S3 bucket."""
     if settings.object_backend == "disk":
@@ -103,22 +114,31 @@ class LocalDiskBackend:
         return self.root / object_id[:2] / object_id
 
     def write(self, object_id: str, offset: int, stream: IO[bytes], length: int) -> int:
-        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time)."""
+        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time).
+
+        Each block is written by a native thread while the next is read from ``stream``: at most
+        one block in flight and one in hand (filling new page cache costs as much as receiving)."""
         path = self.path(object_id)
         path.parent.mkdir(exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         done = 0
+        pending = None
         try:
-            os.lseek(fd, offset, os.SEEK_SET)
             while done < length:
                 piece = stream.read(min(_COPY, length - done))
                 if not piece:
                     break
-                os.write(fd, piece)
+                if pending is not None:
+                    pending()
+                pending = in_native_thread(_write_all, fd, piece, offset + done)
                 done += len(piece)
-            os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
         finally:
-            os.close(fd)
+            try:
+                if pending is not None:
+                    pending()
+                os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
+            finally:
+                os.close(fd)
         return done
 
     def sha256(self, object_id: str) -> str:
@@ -237,6 +257,8 @@ class ObjectStore:
     def create(self, who: Principal, size: object, sha256: object, ttl: float, name: str | None = None) -> ObjectMeta:
         self.sweep(who.user_id)
         size, digest = check_new_object(size, sha256, self.used(who.user_id), self.quota_bytes, self.max_object_bytes)
+        if size == 0 and not digest:
+            digest = hashlib.sha256(b"").hexdigest()
         object_id = uuid.uuid4().hex
         now = time.time()
         fields = ["expires", repr(now + ttl), "owner", who.user_id, "size", str(size), "sha256", digest,
@@ -256,9 +278,13 @@ class ObjectStore:
         assert meta is not None
         return meta
 
-    def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes]) -> ObjectMeta:
+    def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes],
+                    declared: str | None = None) -> ObjectMeta:
+        """Store bytes ``[start, end)``; ``declared``: the SHA-256 sent with the chunk, for an object
+        created without one (checked at the last chunk like one declared at creation)."""
         meta = self.get(object_id, who)
         check_chunk(meta, start, end, self.chunk_bytes)
+        want = upload_checksum(meta.sha256, declared, end == meta.size)
         # The checksum is computed as the bytes go by (one pass over them, no re-read at the end),
         # when this process saw every earlier chunk; else (another web process took some) the
         # last chunk re-reads the object.
@@ -275,11 +301,11 @@ class ObjectStore:
         received = int(self._advance(keys=[meta_key(object_id)], args=[start, end]))
         if received == meta.size and received == end:
             got = digest.hexdigest() if digest is not None else self.backend.sha256(object_id)
-            if got != meta.sha256:
+            if got != want:
                 self.delete(object_id, who)
                 raise BadRequest(f"the uploaded bytes do not match the declared sha256; object {object_id} was "
                                  "deleted: create it again", code="checksum_mismatch")
-            self.r.hset(meta_key(object_id), "complete", "1")
+            self.r.hset(meta_key(object_id), mapping={"complete": "1", "sha256": want})
         elif received == end and digest is not None:
             self._running[object_id] = (end, digest)
             while len(self._running) > _RUNNING_MAX:

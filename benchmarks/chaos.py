@@ -370,7 +370,7 @@ def _poll(stack: Stack, task_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _value(task: dict[str, Any]) -> Any:
-    from fnserve.client import result_of
+    from fnserve.task_results import result_of
 
     try:
         return result_of(task)

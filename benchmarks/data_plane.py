@@ -15,7 +15,9 @@ In one run, on this machine, for each size (MiB):
 
 Each is timed from the call to the result in hand; percentiles over ``--repeats`` and the ratio
 of each to the floor. The result file records commit, date, host, CPU, load and versions
-(``meta``), and the service processes' peak RSS.
+(``meta``), and the peak RSS (VmHWM) of every process of the stack by role: web, forwarder,
+Redis, site manager, interchange and worker pool only move bytes (bounded chunks), the HTEX
+worker running the function holds the object it computes on.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import embedded_stack, summarize, write_results
+
+from fnserve.cli.processes import command_line, is_htex_worker, parent_pid, peak_rss_mib, process_tree, tagged_processes
 from peers import bare_htex, dask_client
 
 MIB = 1024 * 1024
@@ -99,24 +103,33 @@ def raw_tcp_round_trip(data: bytes | memoryview, port: int) -> None:
             got += s.recv_into(view[got:], min(size - got, 4 * MIB))
 
 
-def _peak_rss_mib(pid: int | None) -> float:
-    """Largest single-process peak RSS (VmHWM) of ``pid`` and its children (gunicorn's workers)."""
-    if pid is None:
-        return -1.0
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            pids += [int(c) for c in f.read().split()]
-    except OSError:
-        pass
-    peak = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as f:
-                peak = max(peak, next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")))
-        except (OSError, StopIteration):
-            continue
-    return round(peak / 1024, 1)
+def _role(pid: int) -> str:
+    """What a process of the stack is, from its command line (workers materialize objects)."""
+    cmd = command_line(pid)
+    for needle, role in (("process_worker_pool", "worker_pool"), ("gunicorn", "web"), ("web_service.server", "web"),
+                         ("web_service.forwarder", "forwarder"), ("redis-server", "redis"),
+                         ("interchange", "interchange"), ("site_manager", "site_manager"), ("triggers", "triggers")):
+        if needle in cmd:
+            return role
+    return cmd[:40] or "gone"
+
+
+def peak_rss_by_role(pids: list[int | None]) -> dict[str, float]:
+    """Largest peak RSS (VmHWM, MiB) of any one process per role, over the stack's process trees.
+
+    Only ``worker`` (the HTEX worker running the function) holds the object: the others move bytes."""
+    peaks: dict[str, float] = {}
+    tree = {p for root in pids if root is not None for p in process_tree(root)}
+    # The worker pool is started detached (Parsl's provider): found by the stack's tag.
+    tree |= set(tagged_processes(f"{os.environ['FNSERVE_HOME']}{os.sep}", prefix=True))
+    workers = {pid for pid in tree if is_htex_worker(pid)}
+    pools = {parent_pid(pid) for pid in workers}  # the pool may have retitled itself
+    for pid in tree:
+        hwm = peak_rss_mib(pid)
+        if hwm is not None:
+            role = "worker" if pid in workers else "worker_pool" if pid in pools else _role(pid)
+            peaks[role] = max(peaks.get(role, 0.0), hwm)
+    return dict(sorted(peaks.items()))
 
 
 def main() -> None:
@@ -172,8 +185,10 @@ def main() -> None:
         from fnserve.cli import stack
 
         procs = stack.processes()
-        results["service_peak_rss_mib"] = {name: _peak_rss_mib(procs[name].pid()) for name in ("web", "forwarder", "redis")}
-        print(f"service peak RSS (MiB): {results['service_peak_rss_mib']}", flush=True)
+        roots = [procs[name].pid() for name in ("web", "forwarder", "redis")] + [stack.endpoint_process("bench").pid()]
+        results["peak_rss_mib"] = peak_rss_by_role(roots)
+        results["peak_rss_largest_object_mib"] = max(sizes)
+        print(f"peak RSS per process, MiB (largest object {max(sizes)} MiB): {results['peak_rss_mib']}", flush=True)
 
     if "htex" not in skip:
         with bare_htex(args.workers) as ex:

@@ -88,13 +88,15 @@ def run_micro(calls: int) -> dict[str, dict[str, float]]:
 def run_call(calls: int) -> dict[str, dict[str, float]]:
     engine = {"max_workers_per_node": 1, "init_blocks": 1, "min_blocks": 0, "max_blocks": 1}
     with embedded_stack(engine=engine) as (fc, endpoint_id):
-        from fnserve.client import _LONG_POLL, _task_spec, result_of
+        from fnserve.client import _LONG_POLL
+        from fnserve.task_results import result_of
+        from fnserve.task_specs import task_spec
 
         fid = fc.register_function(noop, serializer="source")
 
         def call(walltime: float | None) -> None:
             # Client.call's one request, with a walltime (call() has no walltime argument).
-            spec = _task_spec(fid, endpoint_id, (), None, None, walltime, None)
+            spec = task_spec(fid, endpoint_id, (), None, None, walltime, None)
             task = fc.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL})["tasks"][0]
             if task["state"] in ("success", "failed", "cancelled"):
                 result_of(task, None)

@@ -153,7 +153,8 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[b
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args[0]!r} exited with {proc.returncode} before listening on {port}")
+            program = proc.args[0] if isinstance(proc.args, (list, tuple)) else proc.args
+            raise RuntimeError(f"process {program!r} exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return

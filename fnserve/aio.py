@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fnserve import serialize
-from fnserve.client import _DEFAULT_LIMITS, _LONG_POLL, Client, _b64, _status_entry, _task_spec, result_of
+from fnserve.client import _DEFAULT_LIMITS, _LONG_POLL, Client
+from fnserve.task_results import result_of, status_entry
+from fnserve.task_specs import b64, task_spec
 from fnserve.config import ClientConfig
 from fnserve.errors import ServiceUnavailable
 from fnserve.transport import decode_answer
@@ -87,24 +89,24 @@ class AsyncClient:
     async def register_function(self, function: Callable[..., Any], name: str | None = None, description: str = "", *,
                                 serializer: str | None = None) -> str:
         return await self.register_buffer(serialize.serialize_function(function, serializer),
-                                          name or getattr(function, "__name__", "function"), description)
+                                          name or str(getattr(function, "__name__", "function")), description)
 
     async def register_buffer(self, buf: bytes, name: str, description: str = "") -> str:
-        body = {"name": name, "function": _b64(buf), **({"description": description} if description else {})}
+        body = {"name": name, "function": b64(buf), **({"description": description} if description else {})}
         return str((await self.request("POST", "/v1/functions", body))["function_id"])
 
     async def submit(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
                      *, runtime: str | None = None, walltime: float | None = None, **options: Any) -> str:
         """Run a registered function; returns the task id. ``options``: ``max_retries``,
-        ``task_group_id``, ``resource_specification``, as :meth:`fnserve.Client.submit`."""
-        spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, None, self._json_results, **options)
+        ``task_group_id``, ``resource_specification``, ``user_endpoint_config``, as :meth:`fnserve.Client.submit`."""
+        spec = task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, None, self._json_results, **options)
         return str((await self.request("POST", "/v1/tasks", {"tasks": [spec]}))["task_ids"][0])
 
     async def run(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> str:
         return await self.submit(function_id, endpoint_id, args, kwargs)
 
     async def submit_specs(self, specs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Post task specs (as ``Client``'s ``_task_spec`` makes them) as one batch, judged task
+        """Post task specs (as ``fnserve.task_specs.task_spec`` makes them) as one batch, judged task
         by task; the answer as the REST API gives it."""
         return await self.request("POST", "/v1/tasks", {"tasks": specs})  # type: ignore[no-any-return]
 
@@ -137,7 +139,7 @@ class AsyncClient:
         out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(task_ids), 1000):
             for task in await self.wait(task_ids[start:start + 1000], timeout):
-                out[task["task_id"]] = _status_entry(task, self.allowed_result_serializers)
+                out[task["task_id"]] = status_entry(task, self.allowed_result_serializers)
         return out
 
     async def completions(self, cursor: str | None, wait: float, **params: Any) -> dict[str, Any]:

@@ -27,14 +27,15 @@ from typing import Any
 from fnserve import serialize
 from fnserve.aio import AsyncClient
 from fnserve.batching import Outstanding, payload_bytes, spec_size, split_by_bytes, submit_outcomes
-from fnserve.client import _task_spec, result_of
+from fnserve.task_results import result_of
+from fnserve.task_specs import task_spec
 from fnserve.errors import FnserveError, PayloadTooLarge, ServiceUnavailable, error_from_dict
 
 _FINISHED = ("success", "failed", "cancelled")
 _REQUEST_MARGIN = 64 * 1024
 
 
-class TaskAwaitable(asyncio.Future):  # type: ignore[type-arg]
+class TaskAwaitable(asyncio.Future[Any]):
     """An asyncio future for one task; ``task_id`` once accepted, ``task`` once finished."""
 
     task_id: str | None = None
@@ -45,16 +46,17 @@ class AsyncExecutor:
     """Run callables on an endpoint from asyncio code; ``submit`` returns awaitable futures.
 
     Options as :class:`fnserve.Executor`: ``task_group_id``, ``resource_specification``,
-    ``max_retries``, ``batch_size``, ``walltime``, ``runtime``, ``serializer``, ``wait``."""
+    ``user_endpoint_config``, ``max_retries``, ``batch_size``, ``walltime``, ``runtime``, ``serializer``, ``wait``."""
 
     def __init__(self, endpoint_id: str, client: AsyncClient | None = None, *, runtime: str | None = None,
                  task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None,
                  max_retries: int | None = None, batch_size: int = 1000, walltime: float | None = None,
-                 serializer: str | None = None, wait: float = 30.0) -> None:
+                 serializer: str | None = None, wait: float = 30.0, user_endpoint_config: dict[str, Any] | None = None) -> None:
         self.endpoint_id = str(endpoint_id)
         self.client = client or AsyncClient()
         self.runtime, self.walltime, self.serializer, self.wait = runtime, walltime, serializer, wait
         self.max_retries, self.resource_specification = max_retries, resource_specification
+        self.user_endpoint_config = user_endpoint_config
         self.task_group_id = str(task_group_id or uuid.uuid4())
         self.batch_size = batch_size
         self._queue: list[tuple[TaskAwaitable, Any, tuple[Any, ...], dict[str, Any]]] = []
@@ -144,9 +146,10 @@ class AsyncExecutor:
             if key not in self._functions:
                 self._functions[key] = await self.client.register_buffer(buf, getattr(fn, "__name__", "function"))
             function_id = self._functions[key]
-        return _task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
+        return task_spec(function_id, self.endpoint_id, args, kwargs, self.runtime, self.walltime, None,
                           self.client._json_results, max_retries=self.max_retries, task_group_id=self.task_group_id,
-                          resource_specification=self.resource_specification)
+                          resource_specification=self.resource_specification,
+                          user_endpoint_config=self.user_endpoint_config)
 
     async def _send(self, batch: list[tuple[TaskAwaitable, Any, tuple[Any, ...], dict[str, Any]]]) -> None:
         ready: list[tuple[TaskAwaitable, dict[str, Any]]] = []
@@ -226,7 +229,7 @@ class AsyncExecutor:
             self._idle.set()
 
 
-def _settle(future: asyncio.Future, exc: BaseException) -> None:  # type: ignore[type-arg]
+def _settle(future: asyncio.Future[Any], exc: BaseException) -> None:
     from fnserve.errors import TaskCancelled
 
     if future.done():

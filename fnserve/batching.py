@@ -153,11 +153,12 @@ SPEC_OVERHEAD = 1024
 def spec_size(spec: dict[str, Any]) -> int:
     """About how many bytes ``spec`` takes in a submit request's JSON body (never fewer)."""
     size = SPEC_OVERHEAD + len(spec.get("payload", ""))
-    extra = spec.get("resource_specification")
-    if extra:
-        import json
+    for key in ("resource_specification", "user_endpoint_config"):
+        extra = spec.get(key)
+        if extra:
+            import json
 
-        size += len(json.dumps(extra))
+            size += len(json.dumps(extra))
     return size
 
 
@@ -179,7 +180,7 @@ def split_by_bytes(sizes: list[int], max_bytes: int, max_count: int) -> list[int
 
 def payload_bytes(spec: dict[str, Any]) -> int:
     """The decoded size of a spec's base64 payload (what the service's payload limit counts)."""
-    text = spec.get("payload", "")
+    text: str = spec.get("payload", "")
     return len(text) * 3 // 4 - text[-2:].count("=")
 
 

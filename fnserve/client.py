@@ -20,26 +20,23 @@ with the remote traceback attached (:mod:`fnserve.remote_errors`).
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from fnserve import serialize
+from fnserve import globus_tokens, oob_frames, serialize
 from fnserve.config import ClientConfig
-from fnserve.errors import FnserveError, RemoteExecutionError, SerializationError, TaskCancelled, TaskFailed, TaskPending, Unauthorized, error_from_dict
-from fnserve.remote_errors import remote_exception
+from fnserve.errors import FnserveError, TaskPending, Unauthorized, error_from_dict
 from fnserve.client_access import AccessMethods
 from fnserve.client_triggers import TriggerMethods
-from fnserve.data_refs import DEFAULT_REF_THRESHOLD, ObjectRef, by_reference, read_ref
+from fnserve.data_refs import DEFAULT_REF_THRESHOLD, ObjectRef, by_reference
 from fnserve.object_transfer import ObjectStoreClient
+from fnserve.oob_frames import Part
 from fnserve.output_files import is_file_output
+from fnserve.task_results import status_entry, result_of
+from fnserve.task_specs import Batch, b64, task_spec
 from fnserve.transport import Transport
-
-# A json-data header, to check a result the service already sent as JSON against a policy.
-_JSON_HEADER = serialize.serialize_data(None, serialize.JSON_DATA)
 
 # The service caps one long-poll (FNSERVE_MAX_WAIT); longer waits chain several.
 _LONG_POLL = 30.0
@@ -47,63 +44,13 @@ _LONG_POLL = 30.0
 _DEFAULT_LIMITS = {"max_payload_bytes": 10 * 1024 * 1024, "max_request_bytes": 64 * 1024 * 1024, "max_batch": 10_000}
 
 
-def _b64(buf: bytes) -> str:
-    return base64.b64encode(buf).decode("ascii")
-
-
-@dataclass
-class Batch:
-    """Several task submissions sent in one request (see :meth:`Client.batch_run`).
-
-    ``task_group_id`` and ``resource_specification``, when set, apply to every task added."""
-
-    tasks: list[dict[str, Any]] = field(default_factory=list)
-    task_group_id: str | None = None
-    resource_specification: dict[str, Any] | None = None
-    json_results: bool = False  # the client refuses dill results: ask for JSON
-    reference: Callable[[bytes], bytes] | None = None  # large payloads by reference (the client's)
-
-    def add(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
-            runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
-            max_retries: int | None = None) -> None:
-        self.tasks.append(_task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                                     self.json_results, self.reference, max_retries=max_retries, task_group_id=self.task_group_id,
-                                     resource_specification=self.resource_specification))
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-
-def _task_spec(function_id: str, endpoint_id: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-               runtime: str | None, walltime: float | None, serializer: str | None, json_results: bool = False,
-               reference: Callable[[bytes], bytes] | None = None, **options: Any) -> dict[str, Any]:
-    """One task of a ``POST /v1/tasks`` body. ``json_results``: ask for a JSON result (a client
-    that refuses dill results). ``reference``: what turns a large payload into a reference
-    buffer (``Client._by_reference``). ``options``: ``max_retries``, ``task_group_id``,
-    ``resource_specification`` (left out when None)."""
-    payload = serialize.serialize_args(args, kwargs, strategy=serializer or serialize.DILL_DATA)
-    if reference is not None:
-        payload = reference(payload)
-    spec: dict[str, Any] = {
-        "function_id": str(function_id),
-        "endpoint_id": str(endpoint_id),
-        "payload": _b64(payload),
-        "result_format": "json" if serializer == serialize.JSON_DATA or json_results else "python",
-    }
-    if runtime:
-        spec["runtime"] = runtime
-    if walltime is not None:
-        spec["walltime"] = walltime
-    spec.update((k, v) for k, v in options.items() if v is not None)
-    return spec
-
-
 class Client(AccessMethods, TriggerMethods):
     """A connection to an fnserve service, acting as one user."""
 
     def __init__(self, service_url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
                  config: ClientConfig | None = None, allowed_result_serializers: Iterable[str] | None = None,
-                 ref_threshold: int | None = DEFAULT_REF_THRESHOLD, object_ttl: float | None = None):
+                 ref_threshold: int | None = DEFAULT_REF_THRESHOLD, object_ttl: float | None = None,
+                 proxy_store: Any = None, proxy_threshold: int = DEFAULT_REF_THRESHOLD):
         """``token`` overrides the configured one. With a Globus login (``fnserve login``) or
         ``FNSERVE_CLIENT_ID``/``FNSERVE_CLIENT_SECRET`` set, tokens come from globus-sdk and are
         renewed when they expire.
@@ -116,20 +63,26 @@ class Client(AccessMethods, TriggerMethods):
         ``ref_threshold``: arguments whose serialized size passes it (bytes; default 4 MiB) are
         uploaded to the service's object store and the task carries a reference (None: never;
         they are then limited to the inline ``max_payload_bytes``). ``object_ttl``: seconds
-        such uploads live (default: the service's). Results are resolved the same way."""
+        such uploads live (default: the service's). Results are resolved the same way.
+
+        ``proxy_store``: a ProxyStore ``Store``; each argument whose serialized size passes
+        ``proxy_threshold`` (bytes, default 4 MiB) goes as a proxy from it, resolved lazily on
+        the worker, and a result that large comes back through it (``fnserve.proxies``)."""
         self.allowed_result_serializers = serialize.parse_policy(
             None if allowed_result_serializers is None else list(allowed_result_serializers), "allowed_result_serializers")
         cfg = config or ClientConfig.load()
         self.service_url = service_url or cfg.service_url
         refresh = None
-        if not token and (cfg.auth == "globus" or (not cfg.token and _headless())):
-            refresh = _globus_tokens(cfg, self.service_url)
+        if not token and (cfg.auth == "globus" or (not cfg.token and globus_tokens.headless())):
+            refresh = globus_tokens.token_source(cfg, self.service_url)
         self.transport = Transport(self.service_url, token or (None if refresh else cfg.token), timeout=timeout,
                                    refresh_token=refresh)
         self._limits: dict[str, int] | None = None
         self.ref_threshold = ref_threshold
         self.object_ttl = object_ttl
         self._objects: ObjectStoreClient | None = None
+        self.proxy_store = proxy_store
+        self.proxy_threshold = proxy_threshold
 
     # -- service --------------------------------------------------------------------------------
 
@@ -184,7 +137,7 @@ class Client(AccessMethods, TriggerMethods):
         return self.register_function(fn, description=description, runtime=runtime)
 
     def _register(self, buf: bytes, name: str, description: str, runtime: str | None = None) -> str:
-        body = {"name": name, "function": _b64(buf), **({"description": description} if description else {}),
+        body = {"name": name, "function": b64(buf), **({"description": description} if description else {}),
                 **({"runtime": runtime} if runtime else {})}
         return str(self.transport.post("/v1/functions", body)["function_id"])
 
@@ -270,19 +223,22 @@ class Client(AccessMethods, TriggerMethods):
     def submit(self, function_id: str, endpoint_id: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
                runtime: str | None = None, walltime: float | None = None, serializer: str | None = None,
                max_retries: int | None = None, task_group_id: str | None = None,
-               resource_specification: dict[str, Any] | None = None) -> str:
+               resource_specification: dict[str, Any] | None = None,
+               user_endpoint_config: dict[str, Any] | None = None) -> str:
         """Like :meth:`run`, with options: ``runtime``, ``walltime`` (s), ``serializer``,
         ``max_retries`` (reruns after a lost worker; default: the endpoint's setting),
-        ``task_group_id`` and ``resource_specification`` (a JSON object for the endpoint)."""
-        spec = _task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                          self._json_results, self._by_reference, max_retries=max_retries, task_group_id=task_group_id,
-                          resource_specification=resource_specification)
+        ``task_group_id``, ``resource_specification`` (a JSON object for the endpoint: a
+        worker's ``cores``, ``memory`` in MB, ``gpus``, ``walltime``; MPI ranks) and
+        ``user_endpoint_config`` (a multi-user endpoint's template values, e.g. ``{"partition": "debug"}``)."""
+        spec = task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
+                          self._json_results, self._by_reference, self._prepare_call, max_retries=max_retries, task_group_id=task_group_id,
+                          resource_specification=resource_specification, user_endpoint_config=user_endpoint_config)
         return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
 
     def create_batch(self, task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None) -> Batch:
         return Batch(task_group_id=None if task_group_id is None else str(task_group_id),
                      resource_specification=resource_specification, json_results=self._json_results,
-                     reference=self._by_reference)
+                     reference=self._by_reference, prepare=self._prepare_call)
 
     def batch_run(self, batch: Batch, *, atomic: bool = True) -> list[Any]:
         """Submit a whole batch in one request; returns task ids in the order added.
@@ -323,13 +279,13 @@ class Client(AccessMethods, TriggerMethods):
             ):
                 return list(tasks)
 
-    def get_result(self, task_id: str, timeout: float | None = None) -> Any:
+    def get_result(self, task_id: str, timeout: float | None = None, lazy: bool = False) -> Any:
         """Wait for a task and return its result; re-raise its remote exception.
 
         Raises :class:`TaskPending` if ``timeout`` seconds pass first.
         """
         task = self.wait([task_id], timeout)[0]
-        return result_of(task, self.allowed_result_serializers, self.fetch_object)
+        return result_of(task, self.allowed_result_serializers, self.fetch_object, lazy)
 
     def watch_files(self, task_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield the task's output files (``{"file", "object_id", "size", "sha256"}``) as the
@@ -368,13 +324,24 @@ class Client(AccessMethods, TriggerMethods):
         self._objects.token = self.transport.token or ""
         return self._objects
 
-    def _by_reference(self, payload: bytes) -> bytes:
-        """``payload``, or a reference to it in the object store when it is over ``ref_threshold``."""
-        if not by_reference(len(payload), self.ref_threshold):
-            return payload
-        header = serialize.parse_header(payload)
-        ref = self.objects.put(payload, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
+    def _by_reference(self, parts: list[Part]) -> bytes:
+        """The payload ``parts`` make, or a reference to it in the object store when it is over
+        ``ref_threshold`` (the parts are uploaded one after the other, never joined)."""
+        if not by_reference(oob_frames.total(parts), self.ref_threshold):
+            return oob_frames.join(parts)
+        header = serialize.parse_header(bytes(parts[0][:64]))
+        ref = self.objects.put(parts, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
         return ref.to_buffer(serialize.PYTHON_VERSION)
+
+    def _prepare_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Large arguments as ProxyStore proxies, and the options asking the worker to proxy a
+        large result (nothing when the client has no ``proxy_store``)."""
+        if self.proxy_store is None:
+            return args, kwargs, None
+        from fnserve import proxies
+
+        args, kwargs = proxies.proxy_arguments(args, kwargs, self.proxy_store, self.proxy_threshold)
+        return args, kwargs, {"result_proxy": proxies.result_spec(self.proxy_store, self.proxy_threshold)}
 
     def fetch_object(self, ref: ObjectRef) -> bytearray:
         """The bytes a reference names (checked against its size and SHA-256)."""
@@ -389,12 +356,16 @@ class Client(AccessMethods, TriggerMethods):
         out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(task_ids), 1000):
             for task in self.wait(task_ids[start:start + 1000], timeout):
-                out[task["task_id"]] = _status_entry(task, self.allowed_result_serializers)
+                out[task["task_id"]] = status_entry(task, self.allowed_result_serializers)
         return out
 
-    def call(self, function_id: str, endpoint_id: str, *args: Any, **kwargs: Any) -> Any:
-        """Run and wait for the result, in one request while it finishes within a long-poll."""
-        spec = _task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference)
+    def call(self, function_id: str, endpoint_id: str, *args: Any, user_endpoint_config: dict[str, Any] | None = None,
+             **kwargs: Any) -> Any:
+        """Run and wait for the result, in one request while it finishes within a long-poll.
+        ``user_endpoint_config``: a multi-user endpoint's template values (as for :meth:`submit`;
+        not passed to the function)."""
+        spec = task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference,
+                         self._prepare_call, user_endpoint_config=user_endpoint_config)
         answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):
@@ -452,73 +423,3 @@ class Client(AccessMethods, TriggerMethods):
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 raise TaskPending(f"task {task_id} is still {page['state']}", details={"state": page["state"]})
-
-
-def _headless() -> bool:
-    import os
-
-    return bool(os.environ.get("FNSERVE_CLIENT_ID") and os.environ.get("FNSERVE_CLIENT_SECRET"))
-
-
-def _globus_tokens(cfg: ClientConfig, service_url: str) -> Callable[[], str]:
-    from fnserve import login
-
-    path = login.tokens_path()  # fixed now: the token store of the home this client was made in
-
-    def token() -> str:
-        current = cfg
-        if not current.globus:  # headless with no login: ask the service which scope it needs
-            auth = login.service_auth(service_url)
-            current = ClientConfig(service_url=service_url, auth="globus", globus={
-                "scope": auth.get("scope", ""), "native_client_id": auth.get("native_client_id", "")})
-        else:
-            current = ClientConfig(service_url=service_url, auth="globus", globus=cfg.globus)
-        return login.globus_access_token(current, path)
-
-    return token
-
-
-def _status_entry(task: dict[str, Any], allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"pending": task["state"] not in ("success", "failed", "cancelled"), "status": task["state"],
-                             "state": task["state"]}
-    if not entry["pending"]:
-        try:
-            entry["result"] = result_of(task, allowed)
-        except (RemoteExecutionError, TaskFailed, TaskCancelled, SerializationError) as exc:
-            entry["exception"] = exc
-        if "finished" in task.get("timestamps", {}):
-            entry["completion_t"] = task["timestamps"]["finished"]
-    return entry
-
-
-def result_of(task: dict[str, Any], allowed: tuple[str, ...] | None = None,
-              fetch: Callable[[ObjectRef], bytearray] | None = None) -> Any:
-    """The value of a finished task object from the REST API, or the error it ended with.
-
-    ``allowed``: the serializer strategies to load a result from (None: any); another one raises
-    :class:`~fnserve.errors.SerializationError` (``serializer_not_allowed``) unloaded.
-    ``fetch``: downloads a result passed by reference (``Client.fetch_object``); without it
-    such a result raises ``unresolved_reference``.
-    """
-    state = task["state"]
-    if state == "success":
-        if "result_json" in task:
-            serialize.check_allowed(_JSON_HEADER, allowed, f"the result of task {task['task_id']}")
-            return task["result_json"]
-        if not task.get("result"):
-            return None
-        buf: bytes | bytearray = base64.b64decode(task["result"])
-        serialize.check_allowed(buf, allowed, f"the result of task {task['task_id']}")
-        ref = read_ref(buf)
-        if ref is not None and fetch is not None:
-            buf = fetch(ref)
-            serialize.check_allowed(bytes(buf[:64]), allowed, f"the result of task {task['task_id']}")
-        return serialize.deserialize_data(buf)
-    error = task.get("error") or {}
-    if state == "failed" and error.get("code") == "user_exception":
-        raise remote_exception(error, task["task_id"])
-    if state == "failed":
-        raise TaskFailed(f"task {task['task_id']} failed: {error.get('message', 'unknown error')}", code=error.get("code", "task_failed"), details=error)
-    if state == "cancelled":
-        raise TaskCancelled(f"task {task['task_id']} was cancelled")
-    raise TaskPending(f"task {task['task_id']} is still {state}", details={"state": state})

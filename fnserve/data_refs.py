@@ -40,6 +40,9 @@ class ObjectRef:
     size: int
     sha256: str
     strategy: str  # the strategy of the stored buffer (its own header says it again)
+    # Reads this object only (GET), for whoever holds it, until it expires: set on the ref
+    # ``ObjectStoreClient.put`` returns, never written into a reference buffer.
+    read_token: str | None = None
 
     def to_buffer(self, python: str) -> bytes:
         body = json.dumps({"object_id": self.object_id, "size": self.size, "sha256": self.sha256,

@@ -48,9 +48,11 @@ from typing import Any
 
 from fnserve import serialize
 from fnserve.batching import BatchPolicy, chunked, run_chunk
-from fnserve.client import Client, _task_spec
+from fnserve.client import Client
+from fnserve.task_specs import task_spec
 from fnserve.futures import TaskFuture, settle
 from fnserve.pipeline import Pipeline
+from fnserve.shell import ShellFunction
 from fnserve.task_groups import reload_group
 
 # Functions this process registered: (service url, token, sha-256 of the buffer) -> function id.
@@ -84,6 +86,7 @@ class Executor(concurrent.futures.Executor):
         *,
         task_group_id: str | uuid.UUID | None = None,
         resource_specification: dict[str, Any] | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
         max_retries: int | None = None,
         batch_size: int = 1000,
         batch_delay: float = 0.0,
@@ -100,6 +103,8 @@ class Executor(concurrent.futures.Executor):
         self.serializer = serializer
         self.max_retries = max_retries
         self.resource_specification = resource_specification
+        # A multi-user endpoint's template values for each new task (e.g. {"partition": "debug"}).
+        self.user_endpoint_config = user_endpoint_config
         self.task_group_id = str(task_group_id) if task_group_id is not None else str(uuid.uuid4())
         self._pipeline = Pipeline(self.client, BatchPolicy(batch_size, batch_delay), wait, result_linger, progress,
                                   on_refused=self._forget_functions)
@@ -146,7 +151,7 @@ class Executor(concurrent.futures.Executor):
         the standard library's process pool does; only submitting after shutdown raises."""
         self._check_open()
         try:
-            if hasattr(fn, "__fnserve_buffer__"):  # a ShellFunction: its placeholders are checked here already
+            if isinstance(fn, ShellFunction):  # its placeholders are checked here already
                 fn.render(*args, **kwargs)
             function_id = self.register_function(fn)
         except Exception as exc:  # noqa: BLE001 - it belongs on the future
@@ -161,10 +166,12 @@ class Executor(concurrent.futures.Executor):
         if self.endpoint_id is None:
             raise ValueError("no endpoint: pass endpoint_id to Executor() or set ex.endpoint_id")
         try:
-            spec = _task_spec(str(function_id), self.endpoint_id, tuple(args or ()), kwargs, self.runtime, self.walltime,
+            spec = task_spec(str(function_id), self.endpoint_id, tuple(args or ()), kwargs, self.runtime, self.walltime,
                               None, self.client._json_results, getattr(self.client, "_by_reference", None),
+                              getattr(self.client, "_prepare_call", None),
                               max_retries=self.max_retries, task_group_id=self.task_group_id,
-                              resource_specification=self.resource_specification)
+                              resource_specification=self.resource_specification,
+                              user_endpoint_config=self.user_endpoint_config)
         except Exception as exc:  # noqa: BLE001 - e.g. arguments dill cannot serialize
             return self._failed(exc)
         future = TaskFuture(self._pipeline)
@@ -262,8 +269,8 @@ class Executor(concurrent.futures.Executor):
         with self._functions_lock, _REGISTERED_LOCK:
             for key in [k for k, v in _REGISTERED.items() if v in function_ids]:
                 del _REGISTERED[key]
-            for key in [k for k, (_, v) in self._functions.items() if v in function_ids]:
-                del self._functions[key]
+            for fn_key in [k for k, (_, v) in self._functions.items() if v in function_ids]:
+                del self._functions[fn_key]
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from fnserve.pipeline import Pipeline
 
 
-class TaskFuture(Future):  # type: ignore[type-arg]
+class TaskFuture(Future[Any]):
     """A :class:`concurrent.futures.Future` for one fnserve task (see the module's docstring)."""
 
     def __init__(self, pipeline: Pipeline | None = None, task_id: str | None = None) -> None:
@@ -72,7 +72,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         return super().__repr__()[:-1] + f" task_id={self.task_id}>"
 
 
-def cancel_locally(future: Future) -> bool:  # type: ignore[type-arg]
+def cancel_locally(future: Future[Any]) -> bool:
     """``Future.cancel()`` and, as an executor's worker would, wake ``wait()`` /
     ``as_completed()`` callers at once. False if the future runs or finished."""
     if future.cancelled():
@@ -86,7 +86,7 @@ def cancel_locally(future: Future) -> bool:  # type: ignore[type-arg]
     return True
 
 
-def mark_running(future: Future) -> None:  # type: ignore[type-arg]
+def mark_running(future: Future[Any]) -> None:
     """PENDING -> RUNNING (the service says the task started); anything else stays."""
     if future.running() or future.done():
         return
@@ -99,7 +99,7 @@ def mark_running(future: Future) -> None:  # type: ignore[type-arg]
 def resolve(future: TaskFuture, task: dict[str, Any]) -> None:
     """Complete ``future`` from a finished task object (first completion wins), through
     RUNNING as the standard library's executors do."""
-    from fnserve.client import result_of
+    from fnserve.task_results import result_of
 
     future.task = task
     if future.done():
@@ -122,7 +122,7 @@ def resolve(future: TaskFuture, task: dict[str, Any]) -> None:
     settle(future, future.set_result, value)
 
 
-def settle(future: Future, setter: Callable[[Any], None], value: Any) -> None:  # type: ignore[type-arg]
+def settle(future: Future[Any], setter: Callable[[Any], None], value: Any) -> None:
     """Set a result or exception on a future that may still be PENDING."""
     mark_running(future)
     try:

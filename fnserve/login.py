@@ -16,50 +16,16 @@ Globus mode, three ways to get a token:
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any
 
-from fnserve.config import ClientConfig, home
+from fnserve.client import Client
+from fnserve.config import ClientConfig
 from fnserve.errors import Unauthorized
+# What the login steps share with the client (globus_access_token, service_auth and tokens_path
+# stay importable from here too).
+from fnserve.globus_tokens import globus_access_token, headless_credentials, our_token, service_auth, token_storage, tokens_path
 
-CLIENT_ID_ENV = "FNSERVE_CLIENT_ID"
-CLIENT_SECRET_ENV = "FNSERVE_CLIENT_SECRET"
-# Refresh a little before expiry so a request in flight does not carry a dying token.
-_EXPIRY_MARGIN = 60
-
-
-def tokens_path() -> Any:
-    return home() / "globus_tokens.json"
-
-
-def _storage(service_url: str, path: Any = None) -> Any:
-    from globus_sdk.token_storage import JSONTokenStorage
-
-    path = path or tokens_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # globus-sdk writes the file with an owner-only umask (tokens are secrets).
-    return JSONTokenStorage(path, namespace=service_url.rstrip("/"))
-
-
-def service_auth(service_url: str) -> dict[str, Any]:
-    """How ``service_url`` authenticates: ``{"mode": "local"}`` or Globus details."""
-    from fnserve.transport import Transport
-
-    return dict(Transport(service_url, None).get("/v1/version").get("auth") or {"mode": "local"})
-
-
-def _headless_credentials() -> tuple[str, str] | None:
-    cid, secret = os.environ.get(CLIENT_ID_ENV), os.environ.get(CLIENT_SECRET_ENV)
-    return (cid, secret) if cid and secret else None
-
-
-def _our_token(response: Any, scope: str) -> Any:
-    """The token data in a globus-sdk token response that carries ``scope``."""
-    for data in response.by_resource_server.values():
-        if scope in str(data.get("scope", "")).split():
-            return data
-    raise Unauthorized(f"Globus Auth did not grant the fnserve scope {scope}", code="login_failed")
+__all__ = ["globus_access_token", "login", "login_globus", "logout", "service_auth", "tokens_path"]
 
 
 def login_globus(service_url: str, auth: dict[str, Any], login_flow_manager: Any = None) -> dict[str, Any]:
@@ -73,7 +39,7 @@ def login_globus(service_url: str, auth: dict[str, Any], login_flow_manager: Any
     scope = auth.get("scope") or ""
     if not scope:
         raise Unauthorized("the service does not say which Globus scope it needs; ask its operator", code="login_failed")
-    creds = _headless_credentials()
+    creds = headless_credentials()
     response: Any
     if creds is not None:
         response = globus_sdk.ConfidentialAppAuthClient(*creds).oauth2_client_credentials_tokens(requested_scopes=scope)
@@ -82,33 +48,10 @@ def login_globus(service_url: str, auth: dict[str, Any], login_flow_manager: Any
         manager = login_flow_manager or CommandLineLoginFlowManager(native, request_refresh_tokens=True,
                                                                    native_prefill_named_grant="fnserve")
         response = manager.run_login_flow(GlobusAuthorizationParameters(required_scopes=[scope]))
-    data = _our_token(response, scope)
-    storage = _storage(service_url)
+    data = our_token(response, scope)
+    storage = token_storage(service_url)
     storage.store_token_response(response)
     return {"scope": scope, "resource_server": data["resource_server"], "native_client_id": auth.get("native_client_id", "")}
-
-
-def globus_access_token(cfg: ClientConfig, path: Any = None) -> str:
-    """A valid access token for ``cfg``'s service: stored in ``path`` (default
-    :func:`tokens_path`; refreshed if needed), or fresh from client credentials in headless mode."""
-    import globus_sdk
-
-    g = cfg.globus or {}
-    scope, rs = g.get("scope", ""), g.get("resource_server", "")
-    storage = _storage(cfg.service_url, path)
-    data = storage.get_token_data(rs) if rs else None
-    if data is not None and data.expires_at_seconds > time.time() + _EXPIRY_MARGIN:
-        return str(data.access_token)
-    creds = _headless_credentials()
-    response: Any
-    if creds is not None:
-        response = globus_sdk.ConfidentialAppAuthClient(*creds).oauth2_client_credentials_tokens(requested_scopes=scope)
-    elif data is not None and data.refresh_token:
-        response = globus_sdk.NativeAppAuthClient(g.get("native_client_id") or "").oauth2_refresh_token(data.refresh_token)
-    else:
-        raise Unauthorized("not logged in (or the login expired): run `fnserve login`", code="not_logged_in")
-    storage.store_token_response(response)
-    return str(_our_token(response, scope)["access_token"])
 
 
 def login(service_url: str | None = None, token: str | None = None, login_flow_manager: Any = None) -> ClientConfig:
@@ -124,8 +67,6 @@ def login(service_url: str | None = None, token: str | None = None, login_flow_m
         if not token:
             raise Unauthorized("this service uses local tokens: pass the token your operator gave you", code="token_required")
         new = ClientConfig(service_url=url, token=token, auth="local")
-    from fnserve.client import Client
-
     Client(url, new.token, config=new).whoami()  # refuses a bad token before it is saved
     new.save()
     return new
@@ -139,7 +80,7 @@ def logout() -> bool:
     if cfg.auth == "globus" and cfg.globus:
         import globus_sdk
 
-        storage = _storage(cfg.service_url)
+        storage = token_storage(cfg.service_url)
         data = storage.get_token_data(cfg.globus.get("resource_server", ""))
         if data is not None:
             native = globus_sdk.NativeAppAuthClient(cfg.globus.get("native_client_id") or "")

@@ -32,7 +32,7 @@ task message names in ``outputs_address``.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import msgspec
 
@@ -156,6 +156,12 @@ class Register(_Message, tag="register"):
     # MPI mode: the most nodes one task may ask for (its MPI blocks' size); 0: no MPI mode;
     # -1: not said (an older site manager). The service refuses requests that can never fit.
     mpi_nodes: int = -1
+    # Per-task resources: executor name -> what one of its workers offers (cores, memory MB,
+    # gpus, walltime s; fnserve.task_resources.Offer). The service refuses tasks no worker holds.
+    offers: dict[str, dict[str, float]] | None = None
+    # A multi-user endpoint's JSON schema of user_endpoint_config (JSON text; "" for an endpoint
+    # that runs tasks as its own account): the service checks each task's values against it.
+    user_config_schema: str = ""
 
 
 class Registered(_Message, tag="registered"):
@@ -286,24 +292,28 @@ def encode(msg: msgspec.Struct) -> bytes:
     return _encoder.encode(msg)
 
 
-def _checked(decoder: msgspec.msgpack.Decoder, buf: bytes):  # type: ignore[no-untyped-def]
+_M = TypeVar("_M")
+
+
+def _checked(decoder: msgspec.msgpack.Decoder[_M], buf: bytes) -> _M:
     try:
         msg = decoder.decode(buf)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"malformed wire message: {exc}") from exc
-    if getattr(msg, "v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
-        raise ProtocolError(f"wire protocol version {msg.v} is not supported (this side speaks {PROTOCOL_VERSION}); upgrade fnserve on both sides")
+    version = getattr(msg, "v", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"wire protocol version {version} is not supported (this side speaks {PROTOCOL_VERSION}); upgrade fnserve on both sides")
     return msg
 
 
 def decode_from_site(buf: bytes) -> SiteMessage:
     """Decode a message a site manager sent (used by the forwarder)."""
-    return _checked(_site_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_site_decoder, buf)
 
 
 def decode_from_forwarder(buf: bytes) -> ForwarderMessage:
     """Decode a message the forwarder sent (used by the site manager)."""
-    return _checked(_fwd_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_fwd_decoder, buf)
 
 
 def encode_task(task: TaskMessage) -> bytes:
@@ -311,7 +321,7 @@ def encode_task(task: TaskMessage) -> bytes:
 
 
 def decode_task(buf: bytes) -> TaskMessage:
-    return _checked(_task_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_task_decoder, buf)
 
 
 def encode_result(result: ResultMessage) -> bytes:
@@ -319,7 +329,7 @@ def encode_result(result: ResultMessage) -> bytes:
 
 
 def decode_result(buf: bytes) -> ResultMessage:
-    return _checked(_result_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_result_decoder, buf)
 
 
 def encode_output(output: TaskOutput) -> bytes:
@@ -327,4 +337,4 @@ def encode_output(output: TaskOutput) -> bytes:
 
 
 def decode_output(buf: bytes) -> TaskOutput:
-    return _checked(_output_decoder, buf)  # type: ignore[no-any-return]
+    return _checked(_output_decoder, buf)

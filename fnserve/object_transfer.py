@@ -15,16 +15,44 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import urllib3
 
 from fnserve.data_refs import DEFAULT_CHUNK_BYTES, ObjectRef
 from fnserve.errors import FnserveError, ServiceUnavailable, error_from_dict
+from fnserve.oob_frames import Part
 
 # Times one chunk is tried (a connection broken mid-chunk is resumed from what the service holds).
 CHUNK_ATTEMPTS = 3
 _READ_BYTES = 1024 * 1024
+# A download is hashed in a thread in steps of this many bytes, behind the receiving.
+_HASH_BATCH = 8 * _READ_BYTES
+
+
+def _views(data: bytes | bytearray | memoryview | Sequence[Part]) -> list[memoryview]:
+    parts: Sequence[Any] = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+    return [memoryview(p).cast("B") for p in parts]
+
+
+def _slice(parts: list[memoryview], start: int, end: int) -> list[memoryview]:
+    """The views covering bytes ``[start, end)`` of the concatenation of ``parts``."""
+    out, at = [], 0
+    for v in parts:
+        a, b = max(start - at, 0), min(end - at, v.nbytes)
+        if a < b:
+            out.append(v[a:b])
+        at += v.nbytes
+        if at >= end:
+            break
+    return out
+
+
+def _feed(digest: Any, views: list[memoryview]) -> None:
+    for v in views:
+        digest.update(v)
 
 
 class ObjectStoreClient:
@@ -61,12 +89,15 @@ class ObjectStoreClient:
         data = None if body is None else json.dumps(body).encode()
         headers = {} if body is None else {"Content-Type": "application/json"}
         resp = self._call(method, path, data, headers)
-        return json.loads(resp.data) if resp.data else {}  # type: ignore[no-any-return]
+        return json.loads(resp.data) if resp.data else {}
 
     # -- API -----------------------------------------------------------------------------------
 
-    def create(self, size: int, sha256: str, ttl: float | None = None, name: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"size": size, "sha256": sha256}
+    def create(self, size: int, sha256: str | None, ttl: float | None = None, name: str | None = None) -> dict[str, Any]:
+        """A new object; ``sha256`` None: the upload sends it with its last chunk."""
+        body: dict[str, Any] = {"size": size}
+        if sha256 is not None:
+            body["sha256"] = sha256
         if ttl is not None:
             body["ttl"] = ttl
         if name is not None:
@@ -79,14 +110,19 @@ class ObjectStoreClient:
     def delete(self, object_id: str) -> None:
         self._json("DELETE", f"/v1/objects/{object_id}")
 
-    def put(self, data: bytes | bytearray | memoryview, strategy: str, ttl: float | None = None,
+    def put(self, data: bytes | bytearray | memoryview | Sequence[Part], strategy: str, ttl: float | None = None,
             name: str | None = None) -> ObjectRef:
-        """Upload ``data`` as a new object; returns its reference."""
-        view = memoryview(data).cast("B")
-        digest = hashlib.sha256(view).hexdigest()
-        meta = self.create(len(view), digest, ttl, name)
-        self.upload(meta["object_id"], view, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES))
-        return ObjectRef(meta["object_id"], len(view), digest, strategy)
+        """Upload ``data`` (a buffer, or parts whose concatenation is the object: see
+        :func:`fnserve.serialize.serialize_data_parts`) as a new object; returns its reference.
+        Nothing is copied whole: chunks are sent as views of the parts. The SHA-256 is computed as
+        the chunks go (in a thread, beside the sending) and sent with the last one, which the
+        service checks against the bytes it stored."""
+        parts = _views(data)
+        size = sum(v.nbytes for v in parts)
+        digest = hashlib.sha256()
+        meta = self.create(size, None, ttl, name)
+        self.upload(meta["object_id"], parts, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES), digest=digest)
+        return ObjectRef(meta["object_id"], size, digest.hexdigest(), strategy, meta.get("read_token"))
 
     def put_file(self, path: str | os.PathLike[str], name: str | None = None, ttl: float | None = None) -> ObjectRef:
         """Upload a file as a new object, reading it a chunk at a time (never whole)."""
@@ -128,38 +164,86 @@ class ObjectStoreClient:
                                "or SHA-256 differs)", code="object_corrupt")
         os.replace(tmp, path)
 
-    def upload(self, object_id: str, view: memoryview, chunk_bytes: int, start: int = 0) -> None:
-        """Send ``view[start:]`` to an object created for it, resuming after broken connections."""
-        size = len(view)
-        offset, failures = start, 0
-        while True:
-            end = min(offset + chunk_bytes, size)
-            try:
-                answer = self._put_chunk(object_id, bytes(view[offset:end]), offset, size)
-            except ServiceUnavailable:
-                failures += 1
-                if failures >= CHUNK_ATTEMPTS:
-                    raise
-                offset = int(self.info(object_id)["received"])
-                continue
-            offset = int(answer["received"])
-            if answer.get("complete") or offset >= size:
-                return
+    def upload(self, object_id: str, data: memoryview | Sequence[Part], chunk_bytes: int, start: int = 0,
+               digest: Any = None) -> None:
+        """Send ``data[start:]`` to an object created for it, resuming after broken connections.
 
-    def _put_chunk(self, object_id: str, part: bytes, start: int, size: int) -> dict[str, Any]:
-        # One bounded copy per chunk (urllib3 sends bytes, not memoryviews).
-        headers = {"Content-Type": "application/octet-stream"}
+        ``digest`` (a fresh ``hashlib.sha256()``, with ``start`` 0): fed every byte while the chunks
+        are sent (hashlib lets go of the GIL, so hashing a chunk overlaps sending it) and sent with
+        the last chunk (``X-Checksum-SHA256``), for an object created without a checksum."""
+        parts = _views(data)
+        size = sum(v.nbytes for v in parts)
+        offset, failures, hashed = start, 0, start
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="fnserve-sha256") if digest is not None else None
+        try:
+            while True:
+                end = min(offset + chunk_bytes, size)
+                pending = None
+                if hasher is not None and end > hashed:
+                    pending = hasher.submit(_feed, digest, _slice(parts, hashed, end))
+                    hashed = end
+                checksum = None
+                if hasher is not None and end == size:  # the last chunk carries the checksum
+                    if pending is not None:
+                        pending.result()
+                    checksum = digest.hexdigest()
+                try:
+                    answer = self._put_chunk(object_id, _slice(parts, offset, end), offset, size, checksum)
+                except ServiceUnavailable:
+                    failures += 1
+                    if failures >= CHUNK_ATTEMPTS:
+                        raise
+                    offset = int(self.info(object_id)["received"])
+                    continue
+                finally:
+                    if pending is not None:
+                        pending.result()
+                offset = int(answer["received"])
+                if answer.get("complete") or offset >= size:
+                    return
+        finally:
+            if hasher is not None:
+                hasher.shutdown()
+
+    def _put_chunk(self, object_id: str, part: bytes | list[memoryview], start: int, size: int,
+                   checksum: str | None = None) -> dict[str, Any]:
+        # Views go to the socket as they are (a Content-Length keeps urllib3 from chunked encoding).
+        n = len(part) if isinstance(part, bytes) else sum(v.nbytes for v in part)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(n)}
         if size:
-            headers["Content-Range"] = f"bytes {start}-{start + len(part) - 1}/{size}"
-        resp = self._call("PUT", f"/v1/objects/{object_id}/data", body=part, headers=headers)
+            headers["Content-Range"] = f"bytes {start}-{start + n - 1}/{size}"
+        if checksum is not None:
+            headers["X-Checksum-SHA256"] = checksum
+        resp = self._call("PUT", f"/v1/objects/{object_id}/data", body=part or b"", headers=headers)
         return json.loads(resp.data)  # type: ignore[no-any-return]
 
     def get(self, ref: ObjectRef) -> bytearray:
-        """The bytes of ``ref``'s object, checked against its size and SHA-256."""
+        """The bytes of ``ref``'s object, checked against its size and SHA-256 (hashed in a thread,
+        a few MiB behind the receiving, so that the check overlaps the transfer)."""
         buf = bytearray(ref.size)
         view = memoryview(buf)
         digest = hashlib.sha256()
+        got = hashed = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="fnserve-sha256") as hasher:
+            pending = None
+            for got in self._receive(ref, view):
+                if got - hashed >= _HASH_BATCH:
+                    if pending is not None:
+                        pending.result()
+                    pending = hasher.submit(digest.update, view[hashed:got])
+                    hashed = got
+            if pending is not None:
+                pending.result()
+        digest.update(view[hashed:got])
+        if got != ref.size or digest.hexdigest() != ref.sha256:
+            raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
+                               "or SHA-256 differs)", code="object_corrupt")
+        return buf
+
+    def _receive(self, ref: ObjectRef, view: memoryview) -> Iterator[int]:
+        """Download ``ref``'s bytes into ``view``, resuming broken transfers; yields how many are in."""
         got = 0
+        yield got
         for attempt in range(CHUNK_ATTEMPTS):
             headers = {"Range": f"bytes={got}-"} if got else {}
             resp = self._call("GET", f"/v1/objects/{ref.object_id}/data", headers=headers, preload=False)
@@ -170,17 +254,13 @@ class ObjectStoreClient:
                         raise FnserveError(f"object {ref.object_id} holds more than the {ref.size} bytes its "
                                            "reference names", code="object_corrupt")
                     view[got:got + n] = piece
-                    digest.update(piece)
                     got += n
-                break
+                    yield got
+                return
             except (urllib3.exceptions.HTTPError, OSError):
                 if attempt + 1 == CHUNK_ATTEMPTS:
                     raise ServiceUnavailable(f"download of object {ref.object_id} broke off at byte {got}",
                                              code="service_unreachable") from None
             finally:
                 resp.release_conn()
-        if got != ref.size or digest.hexdigest() != ref.sha256:
-            raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
-                               "or SHA-256 differs)", code="object_corrupt")
-        return buf
 

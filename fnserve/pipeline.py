@@ -237,7 +237,9 @@ class Pipeline:
 
     def _settle_part(self, part: list[tuple[TaskFuture, dict[str, Any]]],
                      outcomes: list[tuple[str | None, dict[str, Any] | None]]) -> None:
-        accepted, late_cancels, refused = [], [], []
+        accepted: list[tuple[str, TaskFuture]] = []
+        late_cancels: list[tuple[str, TaskFuture]] = []
+        refused: list[tuple[TaskFuture, dict[str, Any], FnserveError]] = []
         for (future, spec), (task_id, err) in zip(part, outcomes):
             if task_id is None:
                 refused.append((future, spec, error_from_dict(err or {}, int((err or {}).get("status", 400)))))

@@ -32,8 +32,10 @@ import json
 import sys
 import textwrap
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, Callable
 
+from fnserve import oob_frames
 from fnserve.errors import SerializationError, SerializerNotAllowed
 
 MAGIC = "fns1"
@@ -112,10 +114,10 @@ def parse_policy(value: object, key: str = "allowed_serializers") -> tuple[str, 
     """A list of strategy names from a config or call, checked (``None`` means: any)."""
     if value is None:
         return None
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):  # type: ignore[attr-defined]
+    if isinstance(value, str) or not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
         raise SerializationError(f"{key} must be a list of strategy names ({', '.join(STRATEGIES)})",
                                  code="invalid_serializer_policy", details={"key": key})
-    names = tuple(dict.fromkeys(value))  # type: ignore[arg-type]
+    names = tuple(dict.fromkeys(value))
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
         raise SerializationError(f"{key}: unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}",
@@ -206,7 +208,8 @@ def serialize_function(fn: Callable[..., Any], strategy: str | None = None) -> b
     try:
         import dill
 
-        return _header(DILL_CODE) + dill.dumps(fn, recurse=True)
+        code: bytes = dill.dumps(fn, recurse=True)
+        return _header(DILL_CODE) + code
     except Exception as exc:  # dill raises many types
         reason = f"{type(exc).__name__}: {exc}"
         if strategy == DILL_CODE:
@@ -308,17 +311,43 @@ def serialize_args(args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any
 
 
 def deserialize_args(buf: bytes) -> tuple[list[Any], dict[str, Any]]:
+    args, kwargs, _ = deserialize_call(buf)
+    return args, kwargs
+
+
+def deserialize_call(buf: bytes | bytearray) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """Arguments, keyword arguments and the call's options (see :func:`serialize_args_parts`)."""
     value = deserialize_data(buf)
     if not isinstance(value, dict) or not isinstance(value.get("args", []), list) or not isinstance(value.get("kwargs", {}), dict):
         raise SerializationError('arguments must be {"args": [...], "kwargs": {...}}', code="bad_arguments")
-    return value.get("args", []), value.get("kwargs", {})
+    options = value.get("options")
+    return value.get("args", []), value.get("kwargs", {}), options if isinstance(options, dict) else {}
 
 
 def serialize_data(value: Any, strategy: str | None = None) -> bytes:
+    return oob_frames.join(serialize_data_parts(value, strategy))
+
+
+def serialize_args_parts(args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any] | None = None,
+                         strategy: str | None = None, options: dict[str, Any] | None = None) -> list[oob_frames.Part]:
+    """:func:`serialize_args` as parts to send one after the other (large arrays not copied).
+    ``options``: for the worker, beside the arguments (``result_proxy``: fnserve.proxies)."""
+    call = {"args": list(args), "kwargs": dict(kwargs or {})}
+    if options:
+        call["options"] = options
+    return serialize_data_parts(call, strategy)
+
+
+def serialize_data_parts(value: Any, strategy: str | None = None) -> list[oob_frames.Part]:
+    """The buffer of ``value`` as a list of parts whose concatenation is the buffer.
+
+    A ``dill-data`` value holding large contiguous buffers (numpy arrays, bytearrays) is framed
+    with pickle protocol 5 (:mod:`fnserve.oob_frames`): those buffers are parts of their own,
+    views of the value's memory, so sending a 1 GiB array copies nothing here."""
     strategy = strategy or DILL_DATA
     if strategy == JSON_DATA:
         try:
-            return _header(JSON_DATA) + json.dumps(value, separators=(",", ":")).encode()
+            return [_header(JSON_DATA) + json.dumps(value, separators=(",", ":")).encode()]
         except (TypeError, ValueError) as exc:
             raise SerializationError(f"value is not JSON-serializable: {exc}", code="not_json") from exc
     if strategy == DILL_DATA:
@@ -327,13 +356,16 @@ def serialize_data(value: Any, strategy: str | None = None) -> bytes:
             # and pickle is about 10x faster: this is the per-task cost of a small call.
             import pickle
 
-            return _header(DILL_DATA) + pickle.dumps(value, protocol=4)
+            return [_header(DILL_DATA) + pickle.dumps(value, protocol=4)]
         import dill
 
         try:
-            return _header(DILL_DATA) + dill.dumps(value)
+            parts = oob_frames.dump_parts(value, oob_frames.dill_dumps)
+            if parts is None:
+                return [_header(DILL_DATA) + dill.dumps(value)]
         except Exception as exc:
             raise SerializationError(f"dill could not serialize {type(value).__name__}: {exc}") from exc
+        return [_header(DILL_DATA), *parts]
     raise SerializationError(f"{strategy!r} is not a data strategy; use one of {DATA_STRATEGIES}")
 
 
@@ -370,6 +402,8 @@ def deserialize_data(buf: bytes | bytearray) -> Any:
     import dill
 
     try:
+        if oob_frames.is_frame(body):
+            return oob_frames.load(body, dill.loads)
         return dill.loads(body)
     except Exception as exc:
         raise SerializationError(f"cannot load data with dill: {type(exc).__name__}: {exc}", code="corrupt_buffer") from exc

@@ -45,7 +45,7 @@ class Transport:
             connections.add(conn)
 
         # The pool makes its connections from this class: each one is noted once connected.
-        pool.ConnectionCls = type(f"Tracked{base.__name__}", (base,), {"connect": connect})  # type: ignore[misc]
+        pool.ConnectionCls = type(f"Tracked{base.__name__}", (base,), {"connect": connect})
         return other
 
     def abort(self) -> None:

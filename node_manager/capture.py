@@ -67,7 +67,7 @@ class OutputCapture:
         tb: TracebackType | None,
     ) -> None:
         assert self._saved is not None
-        sys.stdout, sys.stderr = self._saved  # type: ignore[assignment]
+        sys.stdout, sys.stderr = self._saved
 
     @property
     def stdout(self) -> str:

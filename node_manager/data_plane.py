@@ -13,6 +13,7 @@ from fnserve.data_refs import read_ref
 from fnserve.errors import FnserveError, SerializationError
 from fnserve.messages import TaskMessage
 from fnserve.object_transfer import ObjectStoreClient
+from fnserve.oob_frames import Part
 
 
 def _client(task: TaskMessage) -> ObjectStoreClient:
@@ -38,8 +39,9 @@ def fetch_arguments(task: TaskMessage) -> bytearray:
     return buf
 
 
-def store_result(task: TaskMessage, data: bytes) -> bytes:
-    """Upload a serialized result; returns the reference buffer to send back instead."""
-    header = serialize.parse_header(data)
-    ref = _client(task).put(data, strategy=header.strategy, name=f"result of task {task.task_id}")
+def store_result(task: TaskMessage, parts: list[Part]) -> bytes:
+    """Upload a serialized result (its parts, one after the other); returns the reference
+    buffer to send back instead."""
+    header = serialize.parse_header(bytes(parts[0][:64]))
+    ref = _client(task).put(parts, strategy=header.strategy, name=f"result of task {task.task_id}")
     return ref.to_buffer(serialize.PYTHON_VERSION)

@@ -14,13 +14,11 @@ import resource
 import signal
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
-from fnserve import outputs, serialize
+from fnserve import oob_frames, outputs, proxies, serialize
 from fnserve.data_refs import DEFAULT_REF_THRESHOLD, result_route
 from fnserve.errors import FnserveError, SerializationError
 from fnserve.shell import ShellFunction
@@ -31,18 +29,12 @@ from fnserve.messages import (
     decode_task,
     encode_result,
 )
-from node_manager import output_files, parent_watch, running, watchdog
+from node_manager import allowance, output_files, parent_watch, running, watchdog
 from node_manager.capture import OutputCapture
 from node_manager.fd_capture import FdCapture
 from node_manager.peak_memory import TaskMemory
 from node_manager.placement import placement
-
-# Our own source folders: frames from them are trimmed from user tracebacks.
-_OUR_DIRS = tuple(
-    os.path.dirname(os.path.abspath(mod_file)) + os.sep
-    for mod_file in (__file__, serialize.__file__)
-)
-
+from node_manager.task_errors import qualified_name, serialization_error, system_error, user_error
 
 class FunctionCache:
     """A bounded LRU map from function id to the deserialized function.
@@ -126,18 +118,24 @@ def execute_task(task_bytes: bytes) -> bytes:
         task_id = task.task_id
         result = _run(task, received)
     except BaseException as exc:  # noqa: BLE001 - last resort: this function must always answer
-        result = ResultMessage(task_id=task_id, ok=False, error=_system_error(exc))
+        result = ResultMessage(task_id=task_id, ok=False, error=system_error(exc))
     result.placement = placement()
     try:
         return encode_result(result)
     except Exception as exc:  # noqa: BLE001 - e.g. lone surrogates in captured output
         fallback = ResultMessage(
-            task_id=task_id, ok=False, error=_system_error(exc), timings=result.timings, placement=result.placement
+            task_id=task_id, ok=False, error=system_error(exc), timings=result.timings, placement=result.placement
         )
         return encode_result(fallback)
 
 
 def _run(task: TaskMessage, received: float) -> ResultMessage:
+    # A ProxyStore connector to the service's object store writes with this task's data token.
+    with proxies.task_context(task.data_url, task.data_token):
+        return _run_task(task, received)
+
+
+def _run_task(task: TaskMessage, received: float) -> ResultMessage:
     timings = dict(task.timings)
     timings["worker_received"] = received
     try:
@@ -147,20 +145,23 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
             serialize.check_allowed(task.function, task.allowed_serializers, "the function")
             serialize.check_allowed(task.payload, task.allowed_serializers, "the arguments")
         fn = function_cache.get(task.function_id, task.function)
-        payload = task.payload
+        payload: bytes | bytearray = task.payload
         if payload.startswith(_REF_HEADER):
             from node_manager import data_plane
 
             payload = data_plane.fetch_arguments(task)
             timings["arguments_fetched"] = time.time()
-        args, kwargs = serialize.deserialize_args(payload)
+        args, kwargs, call_options = serialize.deserialize_call(payload)
+        if serialize.parse_header(bytes(payload[:64])).strategy != serialize.DILL_DATA:
+            # A ProxyStore config names a class to import: only a code-capable payload may ask for it.
+            call_options = {}
         del payload
     except SerializationError as exc:
         timings["worker_finished"] = time.time()
         return ResultMessage(
             task_id=task.task_id,
             ok=False,
-            error=_serialization_error(exc, "function or arguments"),
+            error=serialization_error(exc, "function or arguments"),
             timings=timings,
         )
     except FnserveError as exc:  # the object store refused or could not serve the arguments
@@ -199,13 +200,14 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
     error: RemoteError | None = None
     # From outside too: a helper process SIGKILLs this worker at walltime + grace, should the
     # function defeat the alarm below (node_manager.watchdog).
-    armed = bool(task.walltime and task.walltime > 0) and watchdog.arm(task.walltime + _grace(task))
+    armed = task.walltime is not None and task.walltime > 0 and watchdog.arm(task.walltime + _grace(task))
     with fd_capture, capture:
         try:
             # fnserve.report() inside the function sends live outputs to the site manager.
             # Files the function writes in fnserve.output_dir() are shipped as they close, the
             # last ones before the reports' end marker.
-            with outputs.reporting(task.task_id, task.outputs_address, task.outputs_keys), output_files.shipping(task):
+            with outputs.reporting(task.task_id, task.outputs_address, task.outputs_keys), output_files.shipping(task), \
+                    allowance.narrowed(task.resource_specification):
                 try:
                     if isinstance(fn, ShellFunction):  # its walltime is the command's: return code 124
                         from node_manager import shell
@@ -218,9 +220,9 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                         watchdog.disarm()
         except FnserveError as exc:
             if not isinstance(fn, ShellFunction):
-                error = _user_error(exc)
+                error = user_error(exc)
             else:  # bad arguments for its template: a stable code naming the placeholder
-                error = RemoteError(code=exc.code, type=_qualified_name(type(exc)), message=exc.message,
+                error = RemoteError(code=exc.code, type=qualified_name(type(exc)), message=exc.message,
                                     args=[exc.message])
         except WalltimeExceeded:
             error = RemoteError(
@@ -229,7 +231,7 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                 message=f"task ran longer than its walltime of {task.walltime:g} s and was stopped",
             )
         except BaseException as exc:  # noqa: BLE001 - whatever the user's code raises is its result
-            error = _user_error(exc)
+            error = user_error(exc)
     finished = time.time()
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     timings["worker_finished"] = finished
@@ -248,21 +250,30 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
         },
     )
     if error is None:
+        parts: list[Any] = []
         try:
-            result.data = _serialize_result(value, task.result_strategy)
+            if call_options.get("result_proxy"):  # the caller's ProxyStore store takes a large result
+                value = proxies.proxy_result(value, call_options["result_proxy"])
+            parts = _serialize_result(value, task.result_strategy)
         except SerializationError as exc:
             result.ok = False
-            result.error = _serialization_error(
+            result.error = serialization_error(
                 exc, "return value", code="result_not_serializable"
             )
+        except Exception as exc:  # noqa: BLE001 - the caller's ProxyStore store refused or is unreachable
+            result.ok = False
+            result.error = RemoteError(code="result_upload_failed", type=type(exc).__name__,
+                                       message=f"the result could not be put into the ProxyStore store: {exc}")
+        size = oob_frames.total(parts)
         limit = task.max_result_bytes or DEFAULT_MAX_RESULT_BYTES
         threshold = task.ref_threshold if task.ref_threshold is not None else DEFAULT_REF_THRESHOLD
-        route = result_route(len(result.data), threshold, limit, bool(task.data_url and task.data_token))
+        route = result_route(size, threshold, limit, bool(task.data_url and task.data_token))
         if route == "reference":
             from node_manager import data_plane
 
             try:
-                result.data = data_plane.store_result(task, result.data)
+                # The parts go up as views of the value: a large array is never copied here.
+                result.data = data_plane.store_result(task, parts)
                 timings["result_stored"] = time.time()
             except FnserveError as exc:
                 result.ok, result.data = False, b""
@@ -270,7 +281,6 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                                            message=f"the result could not be stored in the object store: {exc}")
         elif route == "too_large":
             # Refused here, in the worker: the big buffer is dropped and the worker lives on.
-            size = len(result.data)
             result.ok, result.data = False, b""
             result.error = RemoteError(
                 code="result_too_large", type="ResultTooLarge",
@@ -279,6 +289,8 @@ def _run(task: TaskMessage, received: float) -> ResultMessage:
                         "object store to pass it by reference (the service sets FNSERVE_PUBLIC_URL for "
                         "that; docs/data.md); return less data or write it to shared storage",
             )
+        elif result.ok:
+            result.data = oob_frames.join(parts)
     return result
 
 
@@ -286,13 +298,13 @@ def _cpu_seconds(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _serialize_result(value: Any, strategy: str | None) -> bytes:
+def _serialize_result(value: Any, strategy: str | None) -> list[oob_frames.Part]:
     if strategy == serialize.JSON_DATA:
         try:
-            return serialize.serialize_data(value, serialize.JSON_DATA)
+            return serialize.serialize_data_parts(value, serialize.JSON_DATA)
         except SerializationError:
             pass  # not JSON-able: dill still lets a Python caller read it
-    return serialize.serialize_data(value, serialize.DILL_DATA)
+    return serialize.serialize_data_parts(value, serialize.DILL_DATA)
 
 
 # -- walltime -------------------------------------------------------------------------------
@@ -359,87 +371,6 @@ def _call_with_async_raise(
     finally:
         done.set()
         timer.cancel()
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-def _qualified_name(cls: type) -> str:
-    if cls.__module__ in ("builtins", "__main__"):
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _is_ours(tb: TracebackType) -> bool:
-    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_DIRS)
-
-
-def _user_traceback(exc: BaseException) -> str:
-    tb = exc.__traceback__
-    while tb is not None and _is_ours(tb):  # drop our frames above the user's function
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
-def _user_error(exc: BaseException) -> RemoteError:
-    cls = type(exc)
-    return RemoteError(
-        code="user_exception",
-        type=_qualified_name(cls),
-        message=_safe_str(exc),
-        traceback=_user_traceback(exc),
-        module=str(getattr(cls, "__module__", "")),
-        qualname=str(getattr(cls, "__qualname__", "")),
-        args=_plain_args(exc),
-    )
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _plain_args(exc: BaseException) -> list[object] | None:
-    """The exception's args if each is a plain JSON scalar (a client can call the class with
-    them again); None otherwise. Only data crosses: never an object to unpickle."""
-    try:
-        args = exc.args
-    except Exception:  # noqa: BLE001 - a user's exception can break its own args
-        return None
-    if not isinstance(args, tuple) or len(args) > 16:
-        return None
-    if all(type(a) in _SCALARS and (type(a) is not str or len(a) <= 65536) for a in args):
-        return list(args)
-    return None
-
-
-def _serialization_error(
-    exc: SerializationError, what: str, code: str | None = None
-) -> RemoteError:
-    return RemoteError(
-        code=code or exc.code,
-        type=_qualified_name(type(exc)),
-        message=f"could not deserialize the task's {what}: {exc.message}"
-        if code is None
-        else f"could not serialize the task's {what}: {exc.message}",
-    )
-
-
-def _system_error(exc: BaseException) -> RemoteError:
-    code = getattr(exc, "code", None)
-    return RemoteError(
-        code=code if isinstance(code, str) else "node_manager_error",
-        type=_qualified_name(type(exc)),
-        message=f"the node manager could not run the task: {_safe_str(exc)}",
-        traceback="".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)
-        ),
-    )
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a user's __str__ can itself raise
-        return f"<unprintable {type(exc).__name__}>"
 
 
 __all__ = ["FunctionCache", "WalltimeExceeded", "execute_task", "function_cache"]

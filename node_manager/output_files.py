@@ -55,7 +55,7 @@ class Shipper:
         q = self._queue
 
         class Closed(FileSystemEventHandler):
-            def on_closed(self, event: FileClosedEvent) -> None:  # type: ignore[override]
+            def on_closed(self, event: FileClosedEvent) -> None:
                 if not event.is_directory:
                     q.put(str(event.src_path))
 

@@ -35,7 +35,7 @@ for m in ("web_service.app", "web_service.server", "web_service.forwarder", "web
           "gunicorn.workers.gthread", "gunicorn.glogging", "gevent", "gevent.monkey", "psycopg", "sqlalchemy.dialects.postgresql.psycopg",
           "sqlalchemy.dialects.sqlite", "alembic.command", "alembic.runtime.migration", "prometheus_client.multiprocess",
           "zmq.auth.thread", "redis", "globus_sdk", "msgspec", "dill", "yaml", "click", "jinja2", "markupsafe",
-          "croniter", "web_service.triggers.runner"):
+          "croniter", "web_service.triggers.runner", "jsonschema", "redis.sentinel"):
     importlib.import_module(m)
 stdlib, purelib = sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]
 # config-3.x holds the static libpython (tens of MB) that only C extension builds need.

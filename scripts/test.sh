@@ -18,7 +18,8 @@ log "system packages"
 # systemd: only its systemd-analyze, which checks the unit files in deploy/systemd (systemd never runs here).
 # openmpi-bin + libopenmpi-dev: MPI functions' tests (mpiexec, mpicc, and mpi4py's build).
 APT_PACKAGES=(redis-server postgresql podman runc charliecloud-runtime docker.io python3-zmq python3-redis chromium chromium-driver systemd
-              openmpi-bin libopenmpi-dev curl)
+              openmpi-bin libopenmpi-dev curl
+              python3-venv)  # python3-venv: the multi-user endpoint test builds a Python every test account can run
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -56,6 +57,9 @@ scripts/build_worker_image.sh
 
 log "lint (ruff, settings in pyproject.toml)"
 python3 -m ruff check fnserve web_service site_manager node_manager
+
+log "types (mypy, settings in pyproject.toml)"
+python3 -m mypy
 
 log "tests"
 set +e

@@ -15,13 +15,10 @@ from :attr:`Engine.started_probe` (the workers' start notes and start markers).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import inspect
 import logging
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,41 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from fnserve.private_files import private_dir
-from site_manager.config import (
-    LAUNCHERS,
-    PROVIDERS,
-    EngineConfig,
-    LauncherConfig,
-    MpiConfig,
-    ProviderConfig,
-    ScalingConfig,
-    parsl_class,
-)
-from site_manager.batch_jobs import GONE_STATES, JobRecord, cancel_jobs, describe_left, in_queue, next_step, query_states, settle
-from site_manager.block_size import block_cpus, cpu_note
+from site_manager.batch_jobs import JobRecord, describe_left, settle
+from site_manager.config import EngineConfig, LauncherConfig, MpiConfig, ProviderConfig, ScalingConfig
+from site_manager.engine_blocks import EngineBlocks
+from site_manager.engine_build import TASK_EXECUTOR, build_executor, make_provider, pool_launch_cmd, prepare_environment
 from site_manager.failures import BlockLost, EngineLost
-from site_manager.interchange import LAUNCH_CMD as INTERCHANGE_LAUNCH_CMD
-from site_manager.runtimes.blocks import ended_dir, read_exit_notes
-from site_manager.scaling import TERMINAL_STATES, BlockView, classify_blocks, decide, idle_from
+from site_manager.runtimes.blocks import ended_dir
+from site_manager.scaling import decide, idle_from
 from site_manager.status import EngineStatus, summarize
 
 logger = logging.getLogger(__name__)
 
-TASK_EXECUTOR = {"task_executor": {"f": "node_manager.execute.execute_task"}}
-WORKER_UMASK = "umask 077"
-
-
-def pool_launch_cmd(default: str, python: str = sys.executable) -> str:
-    """Parsl's worker pool command, run through :mod:`node_manager.pool` (pure): the pool then
-    ends with its site manager and replaces dead workers at once.
-
-    >>> pool_launch_cmd("process_worker_pool.py -p {x}", "/py")
-    '/py -m node_manager.pool -p {x}'
-    """
-    head, _, rest = default.partition(" ")
-    if not head.endswith("process_worker_pool.py"):
-        return default
-    return f"{python} -m node_manager.pool {rest}".rstrip()
+# Imported from here by other modules and tests: the builders live in site_manager.engine_build.
+__all__ = ["Engine", "make_provider", "pool_launch_cmd", "split_lost"]
 
 
 def split_lost(task_ids: set[str], started: set[str]) -> tuple[set[str], set[str]]:
@@ -81,85 +56,7 @@ def split_lost(task_ids: set[str], started: set[str]) -> tuple[set[str], set[str
     return again, task_ids - again
 
 
-def make_launcher(launcher: LauncherConfig) -> Any:
-    """The Parsl launcher object a config's ``launcher`` section names."""
-    return parsl_class(LAUNCHERS.get(launcher.type) or _OWN_LAUNCHERS[launcher.type])(**launcher.options)
-
-
-# Launchers the engine picks itself (not offered in configs): MPI mode needs Parsl's SimpleLauncher.
-_OWN_LAUNCHERS = {"simple": "parsl.launchers.SimpleLauncher"}
-
-
-def make_provider(
-    provider: ProviderConfig,
-    scaling: ScalingConfig,
-    script_dir: Path,
-    launcher: LauncherConfig | None = None,
-    worker_init: str = "",
-    engine: EngineConfig | None = None,
-) -> Any:
-    """The Parsl provider object a config's ``provider`` section names.
-
-    Block counts come from ``scaling`` and the launcher from ``launcher``; the engine decides
-    when to scale (no DataFlowKernel), so Parsl's own scaling strategy never sees them. A
-    block asks for the CPUs ``engine``'s workers use (:func:`site_manager.block_size.block_cpus`).
-    """
-    cls = parsl_class(PROVIDERS[provider.type])
-    options = dict(provider.options)
-    if engine is not None:
-        options.update(block_cpus(provider.type, options, engine.cores_per_worker, engine.max_workers_per_node)[0])
-    if worker_init:
-        options["worker_init"] = worker_init
-    if "worker_init" in inspect.signature(cls.__init__).parameters:
-        # Block files (worker logs, Parsl's run dirs) private on every scheduler, whatever
-        # umask the batch system gives jobs (PBS does not pass the submitter's on).
-        options["worker_init"] = f"{WORKER_UMASK}\n{options.get('worker_init') or ''}".rstrip("\n")
-    if provider.type != "kubernetes":  # pods start their worker pool themselves
-        options["launcher"] = make_launcher(launcher or LauncherConfig())
-    obj = cls(
-        init_blocks=scaling.init_blocks,
-        min_blocks=scaling.min_blocks,
-        max_blocks=scaling.max_blocks,
-        nodes_per_block=scaling.nodes_per_block,
-        **options,
-    )
-    obj.script_dir = str(script_dir)
-    return obj
-
-
-def interchange_address(provider_type: str, options: dict[str, Any]) -> dict[str, str]:
-    """Where the interchange listens for worker pools (pure): the narrowest address the provider
-    needs. Local blocks run on this host, so loopback; batch blocks run on compute nodes, so
-    Parsl's default (every interface) unless the admin names one with ``engine.address``.
-
-    >>> interchange_address("local", {})
-    {'address': '127.0.0.1'}
-    >>> interchange_address("slurm", {})
-    {}
-    """
-    if "address" in options or provider_type != "local":
-        return {}
-    return {"address": "127.0.0.1"}
-
-
-def _prepare_environment() -> None:
-    # HTEX starts interchange.py and process_worker_pool.py by name, and workers import
-    # node_manager: make both findable for the processes the provider launches from here.
-    bin_dir = os.path.dirname(sys.executable)
-    path = os.environ.get("PATH", "").split(os.pathsep)
-    if bin_dir not in path:
-        os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
-    spec = importlib.util.find_spec("node_manager")
-    if spec is not None and spec.origin:
-        root = str(Path(spec.origin).parent.parent)
-        pythonpath = [
-            p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
-        ]
-        if root not in pythonpath:
-            os.environ["PYTHONPATH"] = os.pathsep.join([root, *pythonpath])
-
-
-class Engine:
+class Engine(EngineBlocks):
     """Runs encoded task messages on a HighThroughputExecutor, scales its blocks, reports its state.
 
     Example::
@@ -220,60 +117,13 @@ class Engine:
 
     def start(self) -> None:
         """Start the interchange and the configured initial blocks."""
-        from parsl.executors import HighThroughputExecutor, MPIExecutor
-
-        _prepare_environment()
+        prepare_environment()
         private_dir(self.run_dir)
         # Block ids start again from 0 with each executor: notes of an earlier one name other blocks.
         shutil.rmtree(ended_dir(self.run_dir), ignore_errors=True)
-        script_dir = private_dir(self.run_dir / "submit_scripts")
-        cfg = self.config
-        launch_cmd = self.launch_cmd
-        if launch_cmd is None and self.provider_config.type == "local":
-            from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
-
-            launch_cmd = pool_launch_cmd(DEFAULT_LAUNCH_CMD)
-        if self.mpi is not None:
-            # MPI mode: Parsl requires SimpleLauncher (one pool on the block's first node; the
-            # tasks' own launcher reaches the other nodes).
-            cls: Any = MPIExecutor
-            launcher = LauncherConfig(type="simple")
-            sizing: dict[str, Any] = {"max_workers_per_block": self.mpi.max_workers_per_block,
-                                      "mpi_launcher": self.mpi.parsl_launcher}
-        else:
-            cls, launcher = HighThroughputExecutor, self.launcher_config
-            sizing = {"max_workers_per_node": cfg.max_workers_per_node, "cores_per_worker": cfg.cores_per_worker,
-                      "mem_per_worker": cfg.mem_per_worker}
-        accepted = set(inspect.signature(cls.__init__).parameters)
-        ex = cls(
-            label=self.label,
-            provider=make_provider(
-                self.provider_config, self.scaling, script_dir, launcher, self.worker_init, cfg
-            ),
-            **sizing,
-            prefetch_capacity=cfg.prefetch_capacity,
-            heartbeat_period=cfg.heartbeat_period,
-            heartbeat_threshold=cfg.heartbeat_threshold,
-            # Parsl's error handler would put the executor in a bad state for good after block
-            # failures; here lost blocks are replaced and their tasks fail with a clear error.
-            block_error_handler=False,
-            # CurveZMQ: Parsl writes the keys under run_dir (0700), which workers in containers
-            # see through their bind mount and batch jobs through the shared file system.
-            encrypted=cfg.encrypted,
-            **({"launch_cmd": launch_cmd} if launch_cmd else {}),
-            **{k: v for k, v in {**interchange_address(self.provider_config.type, cfg.options), **cfg.options}.items()
-               if k in accepted},
-        )
-        # Set after construction: MPIExecutor's signature types it as a string, HTEX runs the list as is.
-        ex.interchange_launch_cmd = INTERCHANGE_LAUNCH_CMD
-        ex.run_dir = str(self.run_dir)
-        if not cfg.encrypted:
-            logger.warning("engine.encrypted is off: any process that reaches the interchange's worker port (%s) can "
-                           "run code as this account; turn it on unless every such process is trusted",
-                           ex.address or "every interface")
-        note = cpu_note(self.provider_config.type)
-        if note and cfg.max_workers_per_node * cfg.cores_per_worker > 1:
-            logger.warning("blocks may get fewer CPUs than their %d worker(s) use: %s", cfg.max_workers_per_node, note)
+        ex = build_executor(self.config, self.provider_config, self.scaling, self.launcher_config,
+                            private_dir(self.run_dir / "submit_scripts"), self.run_dir, self.label,
+                            self.worker_init, self.launch_cmd, self.mpi)
         ex.start()
         self._executor = ex
         # Jobs a killed predecessor recorded stay listed until they are seen out of the queue.
@@ -336,85 +186,6 @@ class Engine:
             threshold=self.config.heartbeat_threshold,
         )
 
-    def _view(self) -> BlockView:
-        ex = self._executor
-        states = {b: s.state.name for b, s in list(ex.status_facade.items())}
-        # A block whose script left an exit note has ended, whatever the provider's last poll says.
-        states.update((b, "COMPLETED") for b in read_exit_notes(self.run_dir) if b in states)
-        with self._lock:
-            view = classify_blocks(states, self._connected_blocks, self._seen_blocks)
-        return view
-
-    # -- batch jobs ---------------------------------------------------------------------------------
-
-    def _live_jobs(self) -> set[str]:
-        ex = self._executor
-        if ex is None:
-            return set()
-        states = {b: s.state.name for b, s in list(ex.status_facade.items())}
-        return {str(j) for b, j in list(ex.blocks_to_job_id.items())
-                if j is not None and states.get(b, "PENDING") not in GONE_STATES}
-
-    def _save_jobs(self) -> None:
-        """Write the batch jobs in the queue (live blocks, cancelled ones not yet gone) for the CLI."""
-        if self.provider_config.type in ("local", "kubernetes"):
-            return  # no batch queue: the process tree is the whole story
-        try:
-            self._record.write(self._live_jobs() | set(self._cancelling))
-        except OSError as exc:
-            logger.warning("cannot write %s: %s", self._record.path, exc)
-
-    def _poll_blocks(self, now: float) -> None:
-        """Ask the batch system about every block at ``scaling.poll_period`` (Parsl's own pace is 60 s
-        for Slurm): a block that ended without our asking is reported and dropped at once."""
-        ex = self._executor
-        if now - self._polled_at < self.scaling.poll_period:
-            return
-        self._polled_at = now
-        ex._last_poll_time = 0  # Parsl's poll_facade keeps its own pace; this poll is due now
-        try:
-            ex.poll_facade()
-        except Exception as exc:  # noqa: BLE001 - a failing batch system must not stop heartbeats
-            logger.warning("cannot poll block states: %s", exc)
-        self._report_ended()
-        self._settle_cancelled(now)
-        self._save_jobs()
-
-    def _report_ended(self) -> None:
-        """Log once each block whose job ended without the endpoint cancelling it, with its state."""
-        ex = self._executor
-        for block, st in list(ex.status_facade.items()):
-            name = st.state.name
-            if name not in GONE_STATES or name == "SCALED_IN" or block in self._ended:
-                continue
-            self._ended.add(block)
-            if self._lost.get(block) == "cancelled":
-                continue  # reported when it was found lost, and cancelled then
-            job = ex.blocks_to_job_id.get(block)
-            with self._lock:
-                had_workers = block in self._seen_blocks
-                self._lost.setdefault(block, f"its batch job ended ({name})")
-                self._connected_blocks.discard(block)
-            logger.warning("block %s (batch job %s) ended without the endpoint asking: state %s%s; %s", block, job, name,
-                           f" ({st.message})" if st.message else "",
-                           "its workers no longer count; the tasks it held are retried or fail as lost"
-                           if had_workers else "no worker of it had connected")
-
-    def _settle_cancelled(self, now: float) -> None:
-        """Check jobs cancelled earlier against the queue; cancel again those still in it."""
-        if not self._cancelling or self.provider_config.type in ("local", "kubernetes"):
-            return
-        ex = self._executor
-        states = query_states(ex.provider, list(self._cancelling))
-        step = next_step(states, self._cancelling, now, float("inf"), self.scaling.cancel_timeout / 4)
-        for job in set(self._cancelling) - set(in_queue(states)):
-            del self._cancelling[job]
-        if step.cancel:
-            logger.warning("batch job(s) %s still in the queue after a cancel: cancelling again",
-                           describe_left({j: states[j] for j in step.cancel}))
-            cancel_jobs(ex.provider, list(step.cancel))
-            self._cancelling.update(dict.fromkeys(step.cancel, now))
-
     def _scale_out_if_cold(self) -> None:
         # Only the cold start is decided on the task's path (from cached state, no round trip);
         # everything else waits for scale() at heartbeat pace.
@@ -451,88 +222,6 @@ class Engine:
                         ", ".join(removed) or "none", ", ".join(jobs) or "none")
             return d.add - len(removed)
         return d.add
-
-    def _forget_lost(self, view: BlockView) -> None:
-        """Cancel a lost block's batch job once (a hung job must not hold nodes).
-
-        Lost blocks no longer count as alive (see :func:`classify_blocks`), so a new block
-        starts for the tasks still waiting.
-        """
-        ex = self._executor
-        for block in view.lost:
-            with self._lock:
-                if self._lost.get(block) == "cancelled":
-                    continue
-                why = self._lost.get(block, "its workers disconnected")
-                self._lost[block] = "cancelled"
-            job = ex.blocks_to_job_id.get(block)
-            st = ex.status_facade.get(block)
-            logger.warning("block %s (batch job %s) was lost: %s; state %s at the last poll of the queue; cancelling it",
-                           block, job, why, st.state.name if st is not None else "unknown")
-            if job is not None and self.provider_config.type in ("local", "kubernetes"):
-                try:
-                    ex.provider.cancel([job])
-                except Exception as exc:  # noqa: BLE001 - usually the job is already gone
-                    logger.info("cancelling lost block %s: %s", block, exc)
-            elif job is not None:
-                cancel_jobs(ex.provider, [str(job)])
-                self._cancelling[str(job)] = time.monotonic()  # checked against the queue at each poll
-                self._save_jobs()
-
-    def ended_blocks(self) -> dict[str, str]:
-        """Blocks that ended, and how: the block script's exit note (written the moment its
-        container exits) or the provider's terminal state. Tasks a worker started there will
-        never finish; the interchange would say so only after ``heartbeat_threshold``.
-
-        The managers of a newly ended block are put on hold, so that a task re-run now is not
-        sent to them while the interchange still counts them connected.
-        """
-        ex = self._executor
-        if ex is None:
-            return {}
-        ended = {b: f"its batch job ended ({s.state.name}{'' if s.exit_code is None else f', exit code {s.exit_code}'})"
-                 for b, s in list(ex.status_facade.items()) if s.state.name in TERMINAL_STATES}
-        for block, status in read_exit_notes(self.run_dir).items():
-            ended[block] = f"its container exited with status {status}" + (" (killed)" if status == "137" else "")
-        for block in set(ended) - self._held:
-            self._held.add(block)
-            try:
-                ex._hold_block(block)  # Parsl's own call: no new task goes to that block's managers
-            except Exception as exc:  # noqa: BLE001 - the interchange may be gone (shutdown)
-                logger.info("holding ended block %s: %s", block, exc)
-        return ended
-
-    def block_states(self) -> dict[str, str]:
-        """Each block's state at the provider's last poll (``RUNNING``, ``COMPLETED``...)."""
-        ex = self._executor
-        return {b: s.state.name for b, s in list(ex.status_facade.items())} if ex is not None else {}
-
-    def outstanding(self) -> int:
-        """Tasks submitted and not finished (queued at the interchange or running)."""
-        ex = self._executor
-        return int(ex.outstanding()) if ex is not None else 0
-
-    def failed_starts(self) -> list[tuple[str, str]]:
-        """Blocks that ended before any worker connected, with the tail of their stderr.
-
-        Such a block never ran anything: its workers could not start (a missing image, a
-        container that refuses to start, an interpreter without fnserve). Read from the
-        provider's last poll (refreshed by :meth:`status`).
-        """
-        ex = self._executor
-        if ex is None:
-            return []
-        with self._lock:
-            seen = set(self._seen_blocks)
-        out = []
-        for block, st in list(ex.status_facade.items()):
-            if block in seen or not st.terminal or st.state.name in ("SCALED_IN",) or st.message == "cancelled":
-                continue
-            if st.state.name == "CANCELLED" and st.message != "Killed":
-                continue  # cancelled by us (scale-in, shutdown)
-            err = (st.stderr_summary or st.message or "").strip()
-            out.append((block, "\n".join(err.splitlines()[-6:]) or f"exit code {st.exit_code}"))
-        return out
 
     # -- dead processes ---------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from watchdog.events import FileSystemEventHandler
+
 from fnserve.messages import FileEvent, FolderWatch, file_event_key
 from site_manager.inbox import Inbox
 
@@ -250,10 +252,11 @@ class FileWatcher:
         self._thread.join(5)
 
 
-class _Handler:
+class _Handler(FileSystemEventHandler):
     """watchdog's callback object for one watch: turns its events into ours."""
 
     def __init__(self, watcher: FileWatcher, watch: FolderWatch) -> None:
+        super().__init__()
         self.watcher = watcher
         self.watch = watch
 

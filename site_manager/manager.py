@@ -20,21 +20,18 @@ from typing import Any
 import zmq
 
 from fnserve.errors import FnserveError
-from fnserve.serialize import narrow
 from fnserve.messages import (
     Disconnect,
-    ResultMessage,
     TaskMessage,
     TaskOutput,
     decode_from_forwarder,
-    decode_result,
     encode,
-    encode_task,
 )
 from fnserve.version import PROTOCOL_VERSION, __version__
 from site_manager.config import EndpointConfig
-from site_manager.engine import Engine
-from site_manager.resources import route_mpi
+from site_manager.engine_like import EngineLike
+from site_manager.engine_submit import result_of, submit_task
+from site_manager.resources import endpoint_offers
 from site_manager.runtime_pool import RuntimePool
 from site_manager.runtimes import HOST
 from site_manager.failures import BlockLost, failure_result
@@ -46,7 +43,9 @@ from site_manager.cancel import control_dir, kill_tasks
 from site_manager.walltime import overdue
 from site_manager.ledger_store import LedgerStore
 from site_manager.metrics import NoMetrics, SiteMetrics, site_metrics
-from site_manager.session import Action, Backoff, Exit, Kill, Reconnect, ResultLedger, Send, Session, Submit, Watch
+from site_manager.actions import Action, Exit, Kill, Reconnect, Send, Submit, Watch
+from site_manager.result_ledger import ResultLedger
+from site_manager.session import Backoff, Session
 from site_manager.status import EngineStatus
 
 logger = logging.getLogger(__name__)
@@ -80,10 +79,18 @@ class SiteManager:
     with :meth:`stop` / SIGTERM / SIGINT (exit status 0 after draining).
     """
 
-    def __init__(self, config: EndpointConfig, engine: Engine | None = None) -> None:
+    def __init__(self, config: EndpointConfig, engine: EngineLike | None = None) -> None:
         self.config = config
-        # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools.
-        self.engine = engine or RuntimePool.from_config(config)
+        multi_user = config.multi_user
+        # One engine per runtime (the host one, plus the config's `runtimes:`): warm pools; on a
+        # multi-user endpoint, the relay to the user endpoints that run them as their accounts.
+        if engine is None and multi_user is not None:
+            from site_manager.user_processes import UserEndpoints
+
+            engine = UserEndpoints(config)
+        self.engine: EngineLike = engine or RuntimePool.from_config(config)
+        # What one worker of each executor offers (a multi-user endpoint's depend on each user's config).
+        self.offers = endpoint_offers(config) if multi_user is None else {}
         self.session = Session(
             endpoint_id=config.endpoint_id,
             secret=config.secret,
@@ -97,7 +104,10 @@ class SiteManager:
             ledger=ResultLedger(LedgerStore(config.run_path / "unacked_results.sqlite")),
             allowed_serializers=None if config.allowed_serializers is None else list(config.allowed_serializers),
             watch_folders=list(config.triggers.allowed_folders),
-            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else 0,
+            # A multi-user endpoint's MPI mode is each user endpoint's: not known here (-1).
+            mpi_nodes=config.mpi.nodes_per_block if config.mpi is not None else (0 if multi_user is None else -1),
+            offers={n: o.to_dict() for n, o in self.offers.items()} if multi_user is None else None,
+            user_config_schema=multi_user.schema_text() if multi_user is not None else "",
             forwarder=config.forwarder,
         )
         self.inbox = ResultInbox()
@@ -141,8 +151,7 @@ class SiteManager:
         # Children started from here (interchange, local worker pools) end when this process
         # does (node_manager.parent_watch); a restarted engine needs to know which tasks started.
         os.environ[parent_watch.ENV] = parent_watch.identity()
-        if hasattr(self.engine, "started_probe"):
-            self.engine.started_probe = self._started
+        self.engine.started_probe = self._started
         self.engine.start()
         try:
             return self._loop()
@@ -261,7 +270,11 @@ class SiteManager:
             elif isinstance(action, Submit):
                 self._submit(action.task)
             elif isinstance(action, Kill):
-                kill_tasks(self.control_dir, action.task_ids)
+                cancel = getattr(self.engine, "cancel", None)  # a multi-user endpoint's: each user endpoint stops its own
+                if cancel is not None:
+                    cancel(action.task_ids)
+                else:
+                    kill_tasks(self.control_dir, action.task_ids)
             elif isinstance(action, Watch):
                 self._watch(list(action.watches))
             elif isinstance(action, Reconnect):
@@ -305,10 +318,9 @@ class SiteManager:
     def _fail_tasks_of_ended_blocks(self) -> None:
         """Fail (as worker_lost, so retried within max_retries) the tasks started in blocks that
         ended: at heartbeat pace, not after the interchange's heartbeat_threshold."""
-        ended_blocks = getattr(self.engine, "ended_blocks", None)
-        if ended_blocks is None or not self._task_blocks:
-            return
-        ended = ended_blocks()
+        if not isinstance(self.engine, RuntimePool) or not self._task_blocks:
+            return  # (the pool reports blocks by runtime, which the start markers name)
+        ended = self.engine.ended_blocks()
         for task_id, where in list(self._task_blocks.items()):
             why = ended.get(where)
             future = self._futures.get(task_id)
@@ -316,7 +328,7 @@ class SiteManager:
                 continue
             self._task_blocks.pop(task_id, None)
             runtime, block = where
-            job = self.engine.job_of(runtime, block) if hasattr(self.engine, "job_of") else None
+            job = self.engine.job_of(runtime, block)
             logger.warning("task %s: block %s of runtime %s (job %s) ended: %s; failing it now (re-run within max_retries)",
                            task_id, block, runtime, job, why)
             with contextlib.suppress(InvalidStateError):  # settled meanwhile by Parsl's thread
@@ -378,26 +390,19 @@ class SiteManager:
             task.control_dir = str(self.control_dir)
             task.max_result_bytes = self.config.max_result_bytes
             task.walltime_grace = self.config.walltime_grace
-            # What the service asks (data only for a function-restricted endpoint) and what this
-            # endpoint's admin allows, both: the worker loads nothing else.
-            allowed = narrow(task.allowed_serializers, self.config.allowed_serializers)
-            task.allowed_serializers = None if allowed is None else list(allowed)
-            mpi = route_mpi(task.resource_specification, self.config.mpi)
-            if mpi is not None:  # Parsl's MPI mode: the worker gets nodes and $PARSL_MPI_PREFIX
-                assert self.config.mpi is not None
-                task.mpi_launcher = self.config.mpi.launcher
-                future = self.engine.submit_mpi(encode_task(task), mpi.parsl_spec(), task_id=task_id)
-            elif task.runtime:  # its runtime's warm pool (an engine of another kind runs only the default)
-                future = self.engine.submit(encode_task(task), runtime=task.runtime, task_id=task_id)
-            else:
-                future = self.engine.submit(encode_task(task), task_id=task_id)
+            future = submit_task(self.engine, task, self.config, self.offers)
         except Exception as exc:  # noqa: BLE001 - engine in a bad state: fail the task clearly
             logger.error("engine refused task %s: %s", task_id, exc)
             self.inbox.put(failure_result(task_id, exc, task.timings))
             return
         self._futures[task_id] = future
         self._task_blocks.pop(task_id, None)  # a re-run: its new worker's start marker names its block
-        future.add_done_callback(lambda fut: (self._forget(task_id, fut), self.inbox.put(_result_of(task_id, fut, task.timings))))
+
+        def done(fut: Future[bytes]) -> None:
+            self._forget(task_id, fut)
+            self.inbox.put(result_of(task_id, fut, task.timings))
+
+        future.add_done_callback(done)
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -415,12 +420,10 @@ class SiteManager:
         )
         self.session.start_drain()
         # Workers take nothing more from the interchange: what is queued there stays unstarted.
-        hold = getattr(self.engine, "hold", None)
-        if hold is not None:
-            try:
-                hold()
-            except Exception as exc:  # noqa: BLE001 - a dead interchange: nothing more starts anyway
-                logger.warning("cannot hold the workers: %s", exc)
+        try:
+            self.engine.hold()
+        except Exception as exc:  # noqa: BLE001 - a dead interchange: nothing more starts anyway
+            logger.warning("cannot hold the workers: %s", exc)
         self._drain_deadline = time.monotonic() + self.config.drain_timeout
         self._drain_checked_at = 0.0
 
@@ -456,18 +459,3 @@ class SiteManager:
         logger.info("site manager stopped")
         return 0
 
-
-def _result_of(
-    task_id: str, future: Future[bytes], timings: dict[str, float]
-) -> ResultMessage:
-    # Runs on a Parsl thread: build the message here, the loop only batches and sends it.
-    exc = future.exception()
-    if exc is not None:
-        return failure_result(task_id, exc, timings)
-    try:
-        result = decode_result(future.result())
-    except FnserveError as err:
-        return failure_result(task_id, err, timings)
-    result.task_id = task_id  # the worker may not have been able to read it
-    result.timings["site_result"] = time.time()
-    return result

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 from fnserve.resources import (
     MpiRequest,
     ResourceSpecError,
@@ -13,7 +14,8 @@ from fnserve.resources import (
     mpi_request,
     wants_mpi,
 )
-from site_manager.config import MpiConfig
+from fnserve.task_resources import Offer, choose_executor, worker_request
+from site_manager.config import EndpointConfig, MpiConfig
 
 
 def route_mpi(spec: dict[str, Any] | None, mpi: MpiConfig | None) -> MpiRequest | None:
@@ -42,3 +44,45 @@ def route_mpi(spec: dict[str, Any] | None, mpi: MpiConfig | None) -> MpiRequest 
     request = mpi_request(spec, mpi.launcher_options)
     check_fit(request, mpi.nodes_per_block)
     return request
+
+
+def _seconds(walltime: object) -> float:
+    """A provider's walltime ("HH:MM:SS", "D-HH:MM:SS" or seconds) in seconds; 0 when not known."""
+    if isinstance(walltime, (int, float)) and not isinstance(walltime, bool):
+        return float(walltime)
+    if not isinstance(walltime, str):
+        return 0.0
+    days, _, clock = walltime.rpartition("-")
+    try:
+        parts = [float(p) for p in clock.split(":")]
+        seconds = float(sum(v * 60 ** i for i, v in enumerate(reversed(parts))))
+        return seconds + (float(days) * 86400 if days else 0.0)
+    except ValueError:
+        return 0.0
+
+
+def endpoint_offers(config: EndpointConfig) -> dict[str, Offer]:
+    """What one worker of each executor offers, from the config (said to the service at connect).
+
+    Every runtime's pool is sized like the host engine (``engine``); a GPU per worker when the
+    engine has ``available_accelerators`` (Parsl pins one to each worker).
+
+    >>> endpoint_offers(EndpointConfig.from_dict({"forwarder": "tcp://h:1", "endpoint_id": "e", "secret": "s",
+    ...     "engine": {"cores_per_worker": 2, "mem_per_worker": 1}}))["host"]
+    Offer(cores=2, memory=1024, gpus=0, walltime=0.0)
+    """
+    engine = config.engine
+    gpus = 1 if engine.options.get("available_accelerators") else 0
+    memory = engine.mem_per_worker * 1024 if engine.mem_per_worker else 0
+    offer = Offer(cores=engine.cores_per_worker, memory=memory, gpus=gpus,
+                  walltime=_seconds(config.provider.options.get("walltime")))
+    return {name: offer for name in ("host", *getattr(config, "runtimes", {}))}
+
+
+def route_worker(spec: dict[str, Any] | None, offers: dict[str, Offer], runtime: str | None) -> None:
+    """Refuse a task no worker of its executor can hold (``resources_never_fit``): the runtime it
+    names, or any executor when it names none."""
+    request = worker_request(spec)
+    if request is None:
+        return
+    choose_executor(request, {runtime: offers[runtime]} if runtime in offers else offers)

@@ -98,7 +98,7 @@ class RuntimePool:
                           scaling=scaling, worker_init=config.worker_init, launch_cmd=cmd)
 
         mpi = None
-        if getattr(config, "mpi", None) is not None:
+        if config.mpi is not None:
             mpi = Engine(config.engine, config.provider, config.run_path / "mpi", label="fnserve-mpi",
                          scaling=config.mpi.scaling, worker_init=config.worker_init, mpi=config.mpi)
         return cls(host, getattr(config, "runtimes", {}) or {}, make, endpoint_id=config.endpoint_id,
@@ -190,7 +190,9 @@ class RuntimePool:
             per[name] = {**_figures(st), "failures": self.health[name].failures}
             for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running)):
                 total[i] += v
-        return EngineStatus(*total, runtimes=per)
+        blocks_pending, blocks_running, workers, tasks_queued, tasks_running = total
+        return EngineStatus(blocks_pending=blocks_pending, blocks_running=blocks_running, workers=workers,
+                            tasks_queued=tasks_queued, tasks_running=tasks_running, runtimes=per)
 
     def ended_blocks(self) -> dict[tuple[str, str], str]:
         """``(runtime, block) -> how it ended`` for every engine's ended blocks (see :meth:`Engine.ended_blocks`)."""

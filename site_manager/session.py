@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import msgspec
 
@@ -23,7 +21,6 @@ from fnserve.messages import (
     FileEvent,
     FileEventBatch,
     FileEventsAck,
-    FolderWatch,
     Heartbeat,
     Refused,
     Register,
@@ -38,65 +35,16 @@ from fnserve.messages import (
     WatchFolders,
 )
 from fnserve.forwarders import next_forwarder
+from site_manager.actions import Action, Exit, Kill, Reconnect, Send, Submit, Watch
+from site_manager.result_ledger import ResultLedger
 from site_manager.retries import final_result, should_retry
 from site_manager.status import EngineStatus, endpoint_status
 from site_manager.walltime import DEFAULT_GRACE, lost_past_walltime, walltime_result
-
-if TYPE_CHECKING:
-    from site_manager.ledger_store import LedgerStore
 
 # Results per ResultBatch when resending a backlog, to keep frames of a sane size.
 RESEND_CHUNK = 256
 EXIT_REFUSED = 2
 
-
-@dataclass(frozen=True)
-class Send:
-    """Send ``message`` to the forwarder."""
-
-    message: msgspec.Struct
-
-
-@dataclass(frozen=True)
-class Submit:
-    """Hand ``task`` to the engine."""
-
-    task: TaskMessage
-
-
-@dataclass(frozen=True)
-class Reconnect:
-    """Close the connection and open a new one after ``delay`` seconds, to ``address`` (a
-    forwarder's; empty: the same one as before)."""
-
-    reason: str
-    delay: float
-    address: str = ""
-
-
-@dataclass(frozen=True)
-class Exit:
-    """Stop the site manager with exit status ``code``."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Kill:
-    """Stop the workers running these (cancelled) tasks."""
-
-    task_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Watch:
-    """Watch these folders for file triggers (the whole list: it replaces the last one)."""
-
-    watches: tuple[FolderWatch, ...]
-
-
-Action = Send | Submit | Reconnect | Exit | Kill | Watch
 
 # File events per FileEventBatch: a burst of files goes as a few large messages.
 FILE_EVENT_CHUNK = 500
@@ -117,59 +65,6 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.initial
-
-
-class ResultLedger:
-    """Results sent (or waiting to be sent) and not yet acked by the forwarder, oldest first.
-
-    With a ``store`` (site_manager.ledger_store.LedgerStore) every change is also written to
-    disk, and what a previous process left unacked is loaded back at once.
-    """
-
-    def __init__(self, store: LedgerStore | None = None) -> None:
-        self._unacked: OrderedDict[str, ResultMessage] = OrderedDict()
-        self._store = store
-        if store is not None:
-            for result in store.load():
-                self._unacked.setdefault(result.task_id, result)
-
-    def add(self, result: ResultMessage) -> None:
-        self.add_many([result])
-
-    def add_many(self, results: list[ResultMessage]) -> list[ResultMessage]:
-        """Keep new results, on disk first when stored; returns them. The first result for a
-        task wins, against the ledger and within ``results``."""
-        new: dict[str, ResultMessage] = {}
-        for r in results:
-            if r.task_id not in self._unacked:
-                new.setdefault(r.task_id, r)
-        fresh = list(new.values())
-        if self._store is not None and fresh:
-            self._store.add(fresh)
-        self._unacked.update(new)
-        return fresh
-
-    def ack(self, task_ids: Iterable[str]) -> int:
-        """Forget acked results; returns how many were known."""
-        known = [t for t in task_ids if self._unacked.pop(t, None) is not None]
-        if self._store is not None and known:
-            self._store.ack(known)
-        return len(known)
-
-    def task_ids(self) -> list[str]:
-        return list(self._unacked)
-
-    def get(self, task_id: str) -> ResultMessage | None:
-        return self._unacked.get(task_id)
-
-    def pending(self) -> list[ResultMessage]:
-        return list(self._unacked.values())
-
-    def __len__(self) -> int:
-        return len(self._unacked)
-
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._unacked
 
 
 class State(enum.Enum):
@@ -220,10 +115,13 @@ class Session:
         watch_folders: list[str] | None = None,
         mpi_nodes: int = -1,
         forwarder: str = "",
+        offers: dict[str, dict[str, float]] | None = None,
+        user_config_schema: str = "",
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity,
             allowed_serializers=allowed_serializers, watch_folders=list(watch_folders or []), mpi_nodes=mpi_nodes,
+            offers=offers, user_config_schema=user_config_schema,
         )
         # File events sent (or to send) and not yet acked, by key: resent after a reconnect.
         # Not kept on disk: after a restart the folder scan finds the same files again, and

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from fnserve.errors import Conflict, Forbidden, ServiceUnavailable, Unauthorized
+from web_service.registry.db import rows_changed
 from web_service.registry.models import Token, User, utcnow
 from web_service.ttl_cache import TTLCache
 
@@ -262,13 +263,9 @@ def revoke_token(session: Session, token: str) -> bool:
     Processes that verified it in the last ``cache_seconds`` may still accept it that long.
     """
     which = Token.id == token if len(token) == 36 and not token.startswith(TOKEN_PREFIX) else Token.token_hash == hash_secret(token)
-    result = session.execute(
-        sa.update(Token)
-        .where(which, Token.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
+    changed = rows_changed(session, sa.update(Token).where(which, Token.revoked_at.is_(None)).values(revoked_at=utcnow()))
     session.commit()
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 def list_tokens(session: Session, user_id: str) -> list[Token]:

@@ -41,10 +41,10 @@ def server_keys(key_file: str | os.PathLike[str]) -> tuple[bytes, bytes]:
             public, secret = zmq.curve_keypair()
             _write(secret_path, public, secret, 0o600)
             _write(path, public, None, 0o600)  # public, but state: private like all of it
-    public, secret = zmq.auth.load_certificate(secret_path)
-    if secret is None:
+    public, loaded = zmq.auth.load_certificate(secret_path)
+    if loaded is None:
         raise ValueError(f"{secret_path} holds no secret key")
-    return public, secret
+    return public, loaded
 
 
 def server_public_key(key_file: str | os.PathLike[str]) -> str:

@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, cast
 
 import redis
 import zmq
@@ -27,13 +27,15 @@ import zmq
 from fnserve import messages as m
 from fnserve.errors import FnserveError
 from web_service import forwarder_metrics as metrics
+from web_service.forwarder_auth import EndpointKeys, KeyLookup, SecretVerifier, check_bind, start_curve
 from web_service.forwarder_pool import ForwarderPool, heartbeat_ttl
+from web_service.forwarder_watches import WatchLists
 from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
     Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply,
 )
 from web_service.redis_client import replicated
-from web_service.forwarder_wake import relay_wakeups
-from web_service.task_store import CANCEL_WAKE, REVOKE_WAKE, WATCH_WAKE, TaskStore, tombstone_key
+from web_service.forwarder_wake import relay_wakeups, sort_wakeups
+from web_service.task_store import TaskStore, tombstone_key
 from fnserve.outputs import task_output_limit
 from web_service.task_outputs import OutputWriter
 from web_service.result_limits import within_limits
@@ -42,17 +44,8 @@ from web_service.usage import log_usage, result_entries
 
 log = logging.getLogger(__name__)
 
-SecretVerifier = Callable[[str, str], bool]
-# CurveZMQ public key (Z85 text) -> the live endpoint it belongs to, or None.
-KeyLookup = Callable[[str], "str | None"]
-ZAP_DOMAIN = "fnserve"
-
-
 # Messages handled per drain pass before what they carried is flushed to Redis.
 DRAIN_MAX = 1000
-# Seconds between looks at the registry for changed file triggers (a change made through the
-# REST API also wakes the forwarder at once: WATCH_WAKE).
-WATCH_REFRESH = 5.0
 
 
 class Forwarder:
@@ -80,10 +73,7 @@ class Forwarder:
         authenticated through ZAP, the client's key must belong to a live endpoint
         (``endpoint_for_key``) and to the very endpoint it registers as. Without keys the
         forwarder only binds to loopback (or ipc/inproc)."""
-        if server_keys is None and not _local_only(bind):
-            raise ValueError(f"refusing to serve {bind} in plaintext: CurveZMQ keys are required off loopback")
-        if server_keys is not None and endpoint_for_key is None:
-            raise ValueError("CurveZMQ needs endpoint_for_key to authenticate site managers")
+        check_bind(bind, server_keys, endpoint_for_key)
         self.server_keys = server_keys
         self.endpoint_for_key = endpoint_for_key
         self.store = store
@@ -107,9 +97,7 @@ class Forwarder:
         self.rejected_outputs = 0
         # File triggers (web_service.triggers.files.FileTriggerBridge): the watch list each
         # connected endpoint was last sent, and when the registry is next looked at.
-        self.file_triggers = file_triggers
-        self._watch_sent: dict[str, list[m.FolderWatch]] = {}
-        self._watch_check_at = 0.0
+        self.watches = WatchLists(file_triggers)
         # Tasks waiting this long for an endpoint that is not connected fail (0: never).
         self.waiting_expiry = waiting_expiry
         # Several forwarders (web_service/forwarder_pool.py): this one serves only the endpoints
@@ -137,7 +125,8 @@ class Forwarder:
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting site manager takes over its identity
-        authenticator = self._start_curve(router) if self.server_keys is not None else None
+        authenticator = (start_curve(self._ctx, router, self.server_keys, EndpointKeys(self.endpoint_for_key))  # type: ignore[arg-type]
+                         if self.server_keys is not None else None)
         if self.bind.endswith(":0"):
             port = router.bind_to_random_port(self.bind.rsplit(":", 1)[0])
             self.address = f"{self.bind.rsplit(':', 1)[0]}:{port}"
@@ -194,32 +183,6 @@ class Forwarder:
                 authenticator.stop()
             self._ctx.term()
 
-    def _start_curve(self, router: zmq.Socket) -> Any:
-        from zmq.auth.thread import ThreadAuthenticator
-
-        authenticator = ThreadAuthenticator(self._ctx, log=logging.getLogger("fnserve.forwarder.zap"))
-        authenticator.start()
-        authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
-        public, secret = self.server_keys  # type: ignore[misc]
-        router.curve_server = True
-        router.curve_publickey = public
-        router.curve_secretkey = secret
-        router.zap_domain = ZAP_DOMAIN.encode()
-        return authenticator
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        """ZAP: admit a CURVE client only if its public key belongs to a live endpoint.
-
-        Runs on the authenticator's thread, once per connection (not per message)."""
-        try:
-            endpoint_id = self.endpoint_for_key(key.decode("ascii"))  # type: ignore[misc]
-        except Exception:
-            log.exception("could not look up an endpoint key")
-            return False
-        if endpoint_id is None:
-            log.warning("refused a CurveZMQ connection: the key belongs to no live endpoint")
-        return endpoint_id is not None
-
     # -- events ---------------------------------------------------------------------------------
 
     def _drain_router(self, router: zmq.Socket) -> None:
@@ -239,10 +202,12 @@ class Forwarder:
                 key = ""
                 if curve:
                     # ZAP put the client's authenticated public key on every message it sends.
-                    key = frames[1].get("User-Id")
-                    identity, payload = frames[0].bytes, frames[1].bytes
+                    head, body = cast("list[zmq.Frame]", frames)  # received with copy=False
+                    # pyzmq types a string property as int | str; "User-Id" is text.
+                    key = cast(str, body.get("User-Id"))
+                    identity, payload = head.bytes, body.bytes
                 else:
-                    identity, payload = frames
+                    identity, payload = cast("list[bytes]", frames)  # received with copy=True
                 try:
                     msg = m.decode_from_site(payload)
                 except FnserveError as exc:
@@ -371,36 +336,26 @@ class Forwarder:
         # The serializers it loads: the web service refuses other argument strategies at submit.
         serializers = "*" if msg.allowed_serializers is None else ",".join(msg.allowed_serializers)
         self.store.set_connected(msg.endpoint_id, True, fnserve=msg.software.get("fnserve", ""), serializers=serializers,
-                                 watch_folders=json.dumps(msg.watch_folders), mpi_nodes=msg.mpi_nodes)
+                                 watch_folders=json.dumps(msg.watch_folders), mpi_nodes=msg.mpi_nodes,
+                                 offers=json.dumps(msg.offers), user_config_schema=msg.user_config_schema)
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
         self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold,
                                                   forwarders=list(self.session.live)))
-        self._watch_sent.pop(msg.endpoint_id, None)  # a new connection gets the list again
+        self.watches.forget(msg.endpoint_id)  # a new connection gets the list again
         self._send_watches(router, [msg.endpoint_id])
         self._relay_cancels(router, msg.endpoint_id)
         self._dispatch(router, msg.endpoint_id)
 
     def _drain_wakeups(self, router: zmq.Socket, wake: zmq.Socket) -> None:
-        endpoints: set[str] = set()
-        cancels: set[str] = set()
-        revoked: set[str] = set()
-        watch_changed: set[str] = set()
+        words = []
         while True:
             try:
-                word = wake.recv(zmq.NOBLOCK).decode()
+                words.append(wake.recv(zmq.NOBLOCK).decode())
             except zmq.Again:
                 break
-            if word.startswith(REVOKE_WAKE):
-                revoked.add(word[len(REVOKE_WAKE):])
-                continue
-            if word.startswith(WATCH_WAKE):
-                watch_changed.add(word[len(WATCH_WAKE):])
-                continue
-            if word.startswith(CANCEL_WAKE):
-                word = word[len(CANCEL_WAKE):]
-                cancels.add(word)
-            endpoints.add(word)
+        w = sort_wakeups(words)
+        endpoints, cancels, revoked, watch_changed = w.endpoints, w.cancels, w.revoked, w.watch_changed
         if "*" in endpoints:  # Redis came back: anything may have happened meanwhile
             endpoints = cancels = set(self.connections.by_endpoint)
             revoked |= self._deleted_meanwhile()
@@ -436,36 +391,22 @@ class Forwarder:
         return {e for e, gone in zip(ids, self.store.r.mget([tombstone_key(e) for e in ids])) if gone}
 
     def _refresh_watches(self, router: zmq.Socket, now: float) -> None:
-        if self.file_triggers is None or now < self._watch_check_at:
-            return
-        self._watch_check_at = now + WATCH_REFRESH
-        self._send_watches(router, list(self.connections.by_endpoint))
+        if self.watches.due(now):
+            self._send_watches(router, list(self.connections.by_endpoint))
 
     def _send_watches(self, router: zmq.Socket, endpoint_ids: list[str]) -> None:
         """Send each endpoint its file triggers' watch list if it changed since last sent."""
-        if self.file_triggers is None or not endpoint_ids:
-            return
-        try:
-            lists = self.file_triggers.watches(endpoint_ids)
-        except Exception:  # the registry away: the next refresh tries again
-            log.exception("could not read file triggers")
-            return
-        for endpoint_id, watches in lists.items():
+        for endpoint_id, watches in self.watches.changed(endpoint_ids).items():
             conn = self.connections.by_endpoint.get(endpoint_id)
-            if conn is None or (endpoint_id in self._watch_sent and self._watch_sent[endpoint_id] == watches):
+            if conn is None:
                 continue
-            self._watch_sent[endpoint_id] = watches
+            self.watches.mark_sent(endpoint_id, watches)
             self._send(router, conn.identity, m.WatchFolders(watches=watches))
 
     def _record_files(self, router: zmq.Socket, conn: Connection, events: list[m.FileEvent]) -> None:
-        """Record file events (each once, in one transaction) and ack them; unacked on failure:
-        the site manager sends them again after its next registration."""
-        if self.file_triggers is None:
-            return
-        try:
-            keys = self.file_triggers.record(conn.endpoint_id, events)
-        except Exception:
-            log.exception("could not record %d file event(s) of endpoint %s", len(events), conn.endpoint_id)
+        """Record file events and ack them; unacked on failure (sent again after re-registering)."""
+        keys = self.watches.record(conn.endpoint_id, events)
+        if keys is None:
             return
         metrics.count_file_events(len(events))
         self._send(router, conn.identity, m.FileEventsAck(keys=keys))
@@ -545,7 +486,7 @@ class Forwarder:
 
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)
-        self._watch_sent.pop(endpoint_id, None)
+        self.watches.forget(endpoint_id)
         if self.pool is not None and not self.pool.release(endpoint_id):
             # It registered with another forwarder since: its tasks are that one's to settle.
             log.info("endpoint %s left (%s); now served by another forwarder", endpoint_id, why)
@@ -561,14 +502,6 @@ class Forwarder:
             router.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY off drops silently anyway)
             log.debug("send to a site manager failed: %s", exc)
-
-
-def _local_only(bind: str) -> bool:
-    """Whether ``bind`` is reachable from this host only (plaintext is tolerated there)."""
-    if bind.startswith(("ipc://", "inproc://")):
-        return True
-    host = bind.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def main() -> None:

@@ -48,8 +48,10 @@ class Principal:
 
     user_id: str
     task_id: str | None = None
-    # For a task: the objects its arguments name (besides those it made itself).
+    # For a task: the objects its arguments name (besides those it made itself). For a read
+    # token: the one object it reads.
     objects: frozenset[str] = frozenset()
+    read_only: bool = False  # an object read token: reads its object, nothing else
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: f
     if meta.owner != who.user_id:
         raise Forbidden(f"object {object_id!r} belongs to another user",
                         details={"object_id": object_id})
+    if who.read_only and object_id not in who.objects:
+        raise Forbidden(f"this read token is for another object than {object_id!r}", details={"object_id": object_id})
     if who.task_id is not None and meta.task != who.task_id and object_id not in who.objects:
         # A worker reaches what its task names and what it made, not the owner's other objects.
         raise Forbidden(f"object {object_id!r} is not one task {who.task_id} names or made",
@@ -107,13 +111,14 @@ def check_object_id(object_id: str) -> None:
 
 
 def check_new_object(size: object, sha256: object, used: int, quota: int, max_object: int) -> tuple[int, str]:
-    """The declared size and checksum of a new object, if they fit; else the error."""
+    """The declared size and checksum ("" when left for the last chunk) of a new object, if they
+    fit; else the error."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise BadRequest("size must be the object's length in bytes (an integer >= 0)", code="invalid_request",
                          details={"field": "size"})
-    if not isinstance(sha256, str) or not _SHA256.match(sha256):
-        raise BadRequest("sha256 must be the object's SHA-256 as 64 lowercase hex digits", code="invalid_request",
-                         details={"field": "sha256"})
+    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.match(sha256)):
+        raise BadRequest("sha256 must be the object's SHA-256 as 64 lowercase hex digits (or left out, and sent "
+                         "with the last chunk as X-Checksum-SHA256)", code="invalid_request", details={"field": "sha256"})
     if size > max_object:
         raise PayloadTooLarge(f"an object of {size} bytes is over this service's limit of {max_object} bytes per "
                               "object (max_object_bytes)", code="object_too_large",
@@ -122,7 +127,7 @@ def check_new_object(size: object, sha256: object, used: int, quota: int, max_ob
         raise PayloadTooLarge(f"storing {size} more bytes would pass your object store quota of {quota} bytes "
                               f"({used} in use); delete objects (DELETE /v1/objects/ID) or wait for their TTL",
                               code="object_quota_exceeded", details={"size": size, "used": used, "quota": quota})
-    return size, sha256
+    return size, sha256 or ""
 
 
 def object_ttl(asked: object, default: float, maximum: float) -> float:
@@ -158,6 +163,23 @@ def parse_content_range(header: str | None, length: int | None, size: int) -> tu
     if length is not None and length != end - start:
         raise BadRequest(f"body has {length} bytes but Content-Range names {end - start}", code="invalid_range")
     return start, end
+
+
+def upload_checksum(declared: str, header: str | None, last: bool) -> str:
+    """The SHA-256 an upload's bytes must match: the one declared at creation, else the one the
+    chunk carries (``X-Checksum-SHA256``, meant for the last chunk, so that an uploader hashes
+    the bytes as it sends them instead of in a pass before). The last chunk needs one of them."""
+    if header is not None and not _SHA256.match(header):
+        raise BadRequest("X-Checksum-SHA256 must be the object's SHA-256 as 64 lowercase hex digits",
+                         code="invalid_request", details={"field": "X-Checksum-SHA256"})
+    if declared and header is not None and header != declared:
+        raise BadRequest("X-Checksum-SHA256 is not the sha256 declared when the object was created",
+                         code="checksum_mismatch")
+    want = declared or header or ""
+    if last and not want:
+        raise BadRequest("this object was created without a sha256: send it with the last chunk "
+                         "(header X-Checksum-SHA256)", code="checksum_missing")
+    return want
 
 
 def check_chunk(meta: ObjectMeta, start: int, end: int, max_chunk: int) -> None:
@@ -202,6 +224,40 @@ def data_token_live(state: str | None, finished_at: float | None, now: float, gr
     if state not in _TERMINAL:
         return True
     return finished_at is not None and now - finished_at <= grace
+
+
+# -- object read tokens ------------------------------------------------------------------------
+#
+# ``fnsr1.<object id>.<signature>``: an HMAC of the object id under the data key, handed to the
+# object's creator. It reads that one object (GET) until the object expires, and does nothing
+# else: like an S3 presigned URL. A ProxyStore proxy carries one, so that whoever resolves the
+# proxy (a worker, the SDK) reads the bytes without holding the owner's token.
+
+READ_TOKEN_PREFIX = "fnsr1."
+
+
+def mint_read_token(key: bytes, object_id: str) -> str:
+    mac = hmac.new(key, (READ_TOKEN_PREFIX + object_id).encode(), hashlib.sha256).digest()
+    return f"{READ_TOKEN_PREFIX}{object_id}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def read_token_object(key: bytes, token: str) -> str | None:
+    """The object id a read token was minted for, or None if it is not one of ours."""
+    if not key or not token.startswith(READ_TOKEN_PREFIX):
+        return None
+    object_id = token[len(READ_TOKEN_PREFIX):].partition(".")[0]
+    return object_id if _ID.match(object_id) and hmac.compare_digest(token, mint_read_token(key, object_id)) else None
+
+
+def read_principal(owner: str, object_id: str) -> Principal:
+    return Principal(owner, objects=frozenset({object_id}), read_only=True)
+
+
+def check_writer(who: Principal) -> None:
+    """Creating, uploading and deleting need a user's or a task's token, not a read token."""
+    if who.read_only:
+        raise Forbidden("a read token only reads its object (GET); create, upload and delete need your token",
+                        code="forbidden")
 
 
 _GET_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")

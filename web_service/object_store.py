@@ -3,7 +3,8 @@ metadata in Redis and their bytes in a backend (local disk by default).
 
 Keys (prefixed ``fns:``)::
 
-    obj:{id}            hash: owner, size, sha256, received (bytes stored so far), complete
+    obj:{id}            hash: owner, size, sha256 ("" until the last chunk declares it), received
+                        (bytes stored so far), complete
                         ("1" once every byte arrived and the checksum matched), created, expires,
                         name, task (the task whose worker made it, if one did), gone ("1" once
                         swept). Lives a day past ``expires`` so that a late reader is told
@@ -16,7 +17,8 @@ Keys (prefixed ``fns:``)::
 Expired objects are swept per owner (bytes deleted, counter lowered, hash marked ``gone``)
 before each of that owner's creations, and by :meth:`ObjectStore.sweep_all`. Uploads are
 sequential chunks (``received`` moves forward only by the chunk that started there); the last
-chunk checks the SHA-256 declared at creation, and a mismatch deletes the object.
+chunk checks the SHA-256 declared at creation (or, for an object created without one, sent with
+the last chunk), and a mismatch deletes the object.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ from web_service.object_rules import (
     check_access,
     check_chunk,
     check_new_object,
+    upload_checksum,
 )
+from web_service.native_threads import in_native_thread
+from web_service.redis_replies import text_map, zset_members
 
 P = "fns:"
 TOMBSTONE_SECONDS = 24 * 3600
@@ -78,6 +83,13 @@ def load_data_key(path: str | os.PathLike[str]) -> bytes:
     raise RuntimeError(f"data key file {p} is empty; delete it and restart")
 
 
+def _write_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
 def object_backend(settings: Any) -> Any:
     """The backend ``settings`` name: local disk (the default) or an S3 bucket."""
     if settings.object_backend == "disk":
@@ -102,22 +114,31 @@ class LocalDiskBackend:
         return self.root / object_id[:2] / object_id
 
     def write(self, object_id: str, offset: int, stream: IO[bytes], length: int) -> int:
-        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time)."""
+        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time).
+
+        Each block is written by a native thread while the next is read from ``stream``: at most
+        one block in flight and one in hand (filling new page cache costs as much as receiving)."""
         path = self.path(object_id)
         path.parent.mkdir(exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         done = 0
+        pending = None
         try:
-            os.lseek(fd, offset, os.SEEK_SET)
             while done < length:
                 piece = stream.read(min(_COPY, length - done))
                 if not piece:
                     break
-                os.write(fd, piece)
+                if pending is not None:
+                    pending()
+                pending = in_native_thread(_write_all, fd, piece, offset + done)
                 done += len(piece)
-            os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
         finally:
-            os.close(fd)
+            try:
+                if pending is not None:
+                    pending()
+                os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
+            finally:
+                os.close(fd)
         return done
 
     def sha256(self, object_id: str) -> str:
@@ -185,9 +206,27 @@ return 0
 """
 
 
+class _Hashing:
+    """A request body that feeds what is read from it to a running checksum (if there is one)."""
+
+    def __init__(self, stream: IO[bytes], digest: Any) -> None:
+        self.stream, self.digest = stream, digest
+
+    def read(self, n: int = -1) -> bytes:
+        piece = self.stream.read(n)
+        if self.digest is not None:
+            self.digest.update(piece)
+        return piece
+
+
+# Uploads in progress whose running checksum this process holds (oldest dropped beyond this).
+_RUNNING_MAX = 256
+
+
 class ObjectStore:
     def __init__(self, r: redis.Redis, backend: Any, *, quota_bytes: int, max_object_bytes: int,
                  chunk_bytes: int) -> None:
+        self._running: dict[str, tuple[int, Any]] = {}
         self.r = r
         self.backend = backend
         self.quota_bytes = quota_bytes
@@ -200,7 +239,7 @@ class ObjectStore:
     # -- reading metadata ------------------------------------------------------------------------
 
     def meta(self, object_id: str) -> ObjectMeta | None:
-        h = {k.decode(): v.decode() for k, v in self.r.hgetall(meta_key(object_id)).items()}
+        h = text_map(self.r.hgetall(meta_key(object_id)))
         if not h:
             return None
         return ObjectMeta(object_id=object_id, owner=h["owner"], size=int(h["size"]), sha256=h["sha256"],
@@ -218,6 +257,8 @@ class ObjectStore:
     def create(self, who: Principal, size: object, sha256: object, ttl: float, name: str | None = None) -> ObjectMeta:
         self.sweep(who.user_id)
         size, digest = check_new_object(size, sha256, self.used(who.user_id), self.quota_bytes, self.max_object_bytes)
+        if size == 0 and not digest:
+            digest = hashlib.sha256(b"").hexdigest()
         object_id = uuid.uuid4().hex
         now = time.time()
         fields = ["expires", repr(now + ttl), "owner", who.user_id, "size", str(size), "sha256", digest,
@@ -237,23 +278,41 @@ class ObjectStore:
         assert meta is not None
         return meta
 
-    def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes]) -> ObjectMeta:
+    def write_chunk(self, object_id: str, who: Principal, start: int, end: int, stream: IO[bytes],
+                    declared: str | None = None) -> ObjectMeta:
+        """Store bytes ``[start, end)``; ``declared``: the SHA-256 sent with the chunk, for an object
+        created without one (checked at the last chunk like one declared at creation)."""
         meta = self.get(object_id, who)
         check_chunk(meta, start, end, self.chunk_bytes)
-        wrote = self.backend.write(object_id, start, stream, end - start)
+        want = upload_checksum(meta.sha256, declared, end == meta.size)
+        # The checksum is computed as the bytes go by (one pass over them, no re-read at the end),
+        # when this process saw every earlier chunk; else (another web process took some) the
+        # last chunk re-reads the object.
+        digest: Any = None
+        if start == 0:
+            digest = hashlib.sha256()
+        else:
+            at, running = self._running.pop(object_id, (None, None))
+            digest = running if at == start else None
+        wrote = self.backend.write(object_id, start, _Hashing(stream, digest), end - start)
         if wrote != end - start:
             raise BadRequest(f"the body ended after {wrote} of {end - start} bytes; send the chunk again",
                              code="incomplete_body", details={"received": meta.received})
         received = int(self._advance(keys=[meta_key(object_id)], args=[start, end]))
         if received == meta.size and received == end:
-            if self.backend.sha256(object_id) != meta.sha256:
+            got = digest.hexdigest() if digest is not None else self.backend.sha256(object_id)
+            if got != want:
                 self.delete(object_id, who)
                 raise BadRequest(f"the uploaded bytes do not match the declared sha256; object {object_id} was "
                                  "deleted: create it again", code="checksum_mismatch")
-            self.r.hset(meta_key(object_id), "complete", "1")
-        meta = self.meta(object_id)
-        assert meta is not None
-        return meta
+            self.r.hset(meta_key(object_id), mapping={"complete": "1", "sha256": want})
+        elif received == end and digest is not None:
+            self._running[object_id] = (end, digest)
+            while len(self._running) > _RUNNING_MAX:
+                self._running.pop(next(iter(self._running)))
+        now_meta = self.meta(object_id)
+        assert now_meta is not None
+        return now_meta
 
     def delete(self, object_id: str, who: Principal) -> None:
         meta = self.get(object_id, who)
@@ -271,7 +330,7 @@ class ObjectStore:
     def sweep(self, owner: str, now: float | None = None) -> int:
         """Delete the owner's expired objects (bytes, quota, index); returns how many."""
         n = 0
-        for raw in self.r.zrangebyscore(owner_key(owner), "-inf", now or time.time()):
-            object_id, _, size = raw.decode().partition(":")
+        for raw in zset_members(self.r.zrangebyscore(owner_key(owner), "-inf", now or time.time())):
+            object_id, _, size = raw.partition(":")
             n += self._release_member(owner, object_id, int(size))
         return n

@@ -12,7 +12,7 @@ checked at submit:
 Periods are calendar-aligned in UTC (an hour, a day from midnight, an ISO week from Monday, a
 month from the 1st), so "when it resets" has one clear answer.
 
-The rate limit is a token bucket per user in Redis (one Lua call per request): ``rate``
+The rate limit is a token bucket per user in Redis (one Lua call per request, ``store/scripts/bucket.lua``): ``rate``
 requests per second sustained, bursts of ``burst``; over it, 429 ``rate_limited`` with
 ``Retry-After``. Off when ``rate`` is 0.
 """
@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import QuotaExceeded, RateLimited
 from web_service.registry.models import Quota
+from web_service.store.keys import quota_tasks_key, rate_bucket_prefix
+from web_service.store.scripts import register
 from web_service.ttl_cache import TTLCache
 from web_service.usage import core_hours_since
 
@@ -70,6 +72,7 @@ class QuotaChecker:
 
     def __init__(self, r: redis.Redis, cache_seconds: float):
         self.r = r
+        self._reserve = register(r, "reserve")  # rules.quota_allows, in one round trip
         self._limits: TTLCache[str, QuotaLimits] = TTLCache(cache_seconds)
         self._core_hours: TTLCache[tuple[str, datetime], float] = TTLCache(cache_seconds)
 
@@ -101,19 +104,15 @@ class QuotaChecker:
         if q.max_tasks is None:
             return None
         key = tasks_counter_key(user_id, start)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.incrby(key, n_tasks)
-        pipe.expireat(key, int(end.timestamp()) + 3600)
-        count = int(pipe.execute()[0])
-        if count > q.max_tasks:
-            self.r.decrby(key, n_tasks)
-            raise _exceeded("tasks", f"{count - n_tasks} of {q.max_tasks} tasks used, {n_tasks} more asked", q.period, end)
+        count, reserved = self._reserve(keys=[key], args=[n_tasks, int(end.timestamp()) + 3600, q.max_tasks])
+        if not reserved:
+            raise _exceeded("tasks", f"{int(count) - n_tasks} of {q.max_tasks} tasks used, {n_tasks} more asked", q.period, end)
         return Reservation(self.r, key, n_tasks)
 
 
 def tasks_counter_key(user_id: str, window_start: datetime) -> str:
     """The Redis counter of the tasks ``user_id`` submitted in the window starting then."""
-    return f"fns:quota:{user_id}:{int(window_start.timestamp())}:tasks"
+    return quota_tasks_key(user_id, int(window_start.timestamp()))
 
 
 @dataclass(frozen=True)
@@ -168,31 +167,6 @@ def set_quota(session: Session, user_id: str, period: str, max_tasks: int | None
 
 # -- rate limit ------------------------------------------------------------------------------------
 
-# Token bucket. KEYS[1]: bucket hash. ARGV: rate (tokens/s), burst, now (s), cost. A cost of 0
-# only looks: allowed while a token is left, nothing taken.
-# Returns 0 when allowed, else milliseconds until enough tokens.
-_BUCKET = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or burst
-local ts = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local need = math.max(cost, 1)
-local wait = 0
-if tokens >= need then
-  tokens = tokens - cost
-else
-  wait = math.ceil((need - tokens) / rate * 1000)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return wait
-"""
-
-
 class RateLimiter:
     """Token buckets in Redis, shared by every web worker: per user (``scope="user"``), or per
     client address for requests without a verified token (``scope="address"``)."""
@@ -201,8 +175,8 @@ class RateLimiter:
         self.rate = rate
         self.burst = max(burst, 1.0)
         self.scope = scope
-        self._prefix = "fns:rl:" if scope == "user" else f"fns:rl:{scope}:"
-        self._script = r.register_script(_BUCKET)
+        self._prefix = rate_bucket_prefix(scope)
+        self._script = register(r, "bucket")  # web_service.store.rules.bucket_take
 
     def check(self, who: str, cost: int = 1) -> None:
         """Take ``cost`` tokens from ``who``'s bucket, or raise 429 ``rate_limited``. A ``cost``

@@ -54,7 +54,8 @@ def redis_from_settings(settings: Any, **kwargs: Any) -> redis.Redis:
     if settings.redis_sentinel_password:
         sentinel_kwargs["password"] = settings.redis_sentinel_password
     sentinel = Sentinel(sentinel_hosts(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs, **conn_kwargs)
-    return sentinel.master_for(settings.redis_sentinel_service, **kwargs)
+    client: redis.Redis = sentinel.master_for(settings.redis_sentinel_service, **kwargs)
+    return client
 
 
 def replicated(r: redis.Redis, replicas: int, timeout_ms: int) -> bool:

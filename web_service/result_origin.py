@@ -2,10 +2,10 @@
 
 A result is code the victim's client may run (a dill buffer), and it is billed to the endpoint
 that reports it, so only the endpoint that holds the task may report it. The task store's Lua
-scripts (``_RECORD`` in :mod:`web_service.task_store`, ``_APPEND`` in
+scripts (``web_service/store/scripts/record.lua``, ``_APPEND`` in
 :mod:`web_service.task_outputs`) apply exactly these rules inside Redis, next to the data;
-``tests/unit/test_result_origin.py`` pins them down and ``tests/integration/test_task_store.py``
-checks the scripts against them.
+``tests/unit/test_result_origin.py`` pins them down and ``tests/integration/test_store_scripts.py``
+checks the record script against them.
 """
 
 from __future__ import annotations

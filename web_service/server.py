@@ -94,7 +94,7 @@ def serve_gunicorn(bind: str, workers: int, threads: int, worker_class: str) -> 
     config["child_exit"] = worker_exited
     master = os.getpid()
 
-    class Application(BaseApplication):  # type: ignore[misc]
+    class Application(BaseApplication):
         def load_config(self) -> None:
             for key, value in config.items():
                 self.cfg.set(key, value)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from fnserve.messages import RemoteError
 from fnserve.states import TaskState
-from web_service.task_store import P, TaskStore, queue_key, status_key, task_key
+from web_service.task_store import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,11 @@ def sweep_interval(expiry: float) -> float:
     return min(60.0, max(1.0, expiry / 10))
 
 
-def expiry_error(endpoint_id: str, expiry: float) -> dict[str, str]:
-    return {"code": CODE, "type": "EndpointNotConnected",
-            "message": f"the task waited {expiry:g} s for endpoint {endpoint_id}, which did not connect in that time; "
-                       "start the endpoint (`fnserve endpoint start`) and submit it again, or submit it to another "
-                       "endpoint (the service's FNSERVE_WAITING_EXPIRY sets this time)"}
+def expiry_error(endpoint_id: str, expiry: float) -> RemoteError:
+    return RemoteError(code=CODE, type="EndpointNotConnected",
+                       message=f"the task waited {expiry:g} s for endpoint {endpoint_id}, which did not connect in that time; "
+                               "start the endpoint (`fnserve endpoint start`) and submit it again, or submit it to another "
+                               "endpoint (the service's FNSERVE_WAITING_EXPIRY sets this time)")
 
 
 def expire_waiting(store: TaskStore, expiry: float, now: float) -> int:
@@ -61,31 +62,16 @@ def expire_waiting(store: TaskStore, expiry: float, now: float) -> int:
     if expiry <= 0:
         return 0
     ended = 0
-    prefix, suffix = P + "ep:", ":queue"
-    for raw in store.r.scan_iter(match=prefix + "*" + suffix, count=1000):
-        key = raw.decode()
-        endpoint_id = key[len(prefix):-len(suffix)]
-        if key != queue_key(endpoint_id):
+    for endpoint_id in store.queued_endpoints():
+        if store.is_connected(endpoint_id):
             continue
-        if store.r.hget(status_key(endpoint_id), "connected") == b"1":
-            continue
-        ids = [i.decode() for i in store.r.lrange(key, 0, -1)]
-        if not ids:
-            continue
-        pipe = store.r.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(task_key(task_id), "state", "t_submitted", "owner")
-        waiting: dict[str, float] = {}
-        owners: dict[str, str] = {}
-        for task_id, (state, submitted, owner) in zip(ids, pipe.execute()):
-            if state == TaskState.WAITING.value.encode() and submitted and owner:
-                waiting[task_id] = float(submitted)
-                owners[task_id] = owner.decode()
+        queued = store.waiting_tasks(endpoint_id)
+        waiting = {task_id: submitted for task_id, (submitted, _) in queued.items()}
         error = expiry_error(endpoint_id, expiry)
         here = 0
         for task_id in expired(waiting, False, now, expiry):
-            if store.end_unfinished(task_id, owners[task_id], TaskState.FAILED, error) == TaskState.WAITING.value:
-                store.r.lrem(key, 1, task_id)
+            if store.end_unfinished(task_id, queued[task_id][1], TaskState.FAILED, error) == TaskState.WAITING.value:
+                store.unqueue(endpoint_id, task_id)
                 here += 1
         if here:
             log.warning("endpoint %s has not connected: %d task(s) that waited %g s failed (%s)", endpoint_id, here,

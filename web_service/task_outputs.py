@@ -25,21 +25,13 @@ import redis
 
 from fnserve.messages import TaskOutput
 from fnserve.outputs import DEFAULT_TASK_OUTPUT_BYTES
-from web_service.task_store import DEFAULT_RESULT_TTL, P, inflight_key
+from web_service.store.keys import DEFAULT_RESULT_TTL, TASK_PREFIX, inflight_key, outputs_info_key as info_key, outputs_key
 
 # Entries one read returns at most.
 MAX_READ = 1000
 # Seconds after its task finished that an output of it still counts (the worker's `end` marker
 # travels beside the result, on another channel, and can come second).
 LATE_OUTPUT_GRACE = 2.0
-
-
-def outputs_key(task_id: str) -> str:
-    return f"{P}task:{task_id}:out"
-
-
-def info_key(task_id: str) -> str:
-    return f"{P}task:{task_id}:outinfo"
 
 
 # KEYS: the endpoint's in-flight set. ARGV: key prefix, endpoint id, default ttl, byte limit,
@@ -108,7 +100,7 @@ class OutputWriter:
 
     def append_checked(self, endpoint_id: str, outputs: Iterable[TaskOutput]) -> tuple[int, int]:
         """Like :meth:`append`; returns ``(kept, dropped for tasks not in flight on endpoint_id)``."""
-        args: list[Any] = [P + "task:", endpoint_id, self.result_ttl, self.limit, repr(time.time()), LATE_OUTPUT_GRACE]
+        args: list[Any] = [TASK_PREFIX, endpoint_id, self.result_ttl, self.limit, repr(time.time()), LATE_OUTPUT_GRACE]
         for out in outputs:
             values = msgspec.json.encode(out.values) if out.kind == "output" else b""
             args += [out.task_id, out.kind, out.seq, repr(out.time), values]

@@ -31,10 +31,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from web_service.registry.models import Usage
+from web_service.redis_replies import stream_reads
+from web_service.store.keys import USAGE_STREAM, task_key
 
 log = logging.getLogger("fnserve.usage")
 
-STREAM = "fns:usage"
+STREAM = USAGE_STREAM
 GROUP = "usage-writers"
 BATCH = 500
 # Entries pending this long on a consumer that went away are claimed by another.
@@ -96,7 +98,7 @@ def _enrich(r: redis.Redis, entries: list[UsageEntry]) -> list[UsageEntry]:
     if todo:
         pipe = r.pipeline(transaction=False)
         for e in todo:
-            pipe.hmget(f"fns:task:{e.task_id}", ("owner", "function_id", "runtime", "t_submitted"))
+            pipe.hmget(task_key(e.task_id), ("owner", "function_id", "runtime", "t_submitted"))
         for e, (owner, fid, runtime, submitted) in zip(todo, pipe.execute()):
             if owner is None:
                 log.warning("usage: task %s expired before it was accounted; skipped", e.task_id)
@@ -165,7 +167,8 @@ class UsageWriter:
         if not messages:
             # Own pending entries first (a failed insert), then new ones, blocking for them.
             for start in ("0", ">"):
-                got = self.r.xreadgroup(GROUP, self.consumer, {STREAM: start}, count=BATCH, block=block_ms if start == ">" else None)
+                got = stream_reads(self.r.xreadgroup(GROUP, self.consumer, {STREAM: start}, count=BATCH,
+                                                     block=block_ms if start == ">" else None))
                 messages = got[0][1] if got and got[0][1] else []
                 if messages:
                     break

@@ -6,7 +6,7 @@ import base64
 import binascii
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 
@@ -23,7 +23,7 @@ MAX_JSON_DEPTH = 128
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
-def is_stream_id(value: Any) -> bool:
+def is_stream_id(value: Any) -> TypeGuard[str]:
     """Whether ``value`` is a Redis stream id Redis accepts: two unsigned 64-bit numbers, 'ms-seq'.
 
     The cursors of the completions and outputs routes are stream ids; a larger number made

@@ -220,3 +220,52 @@ def kill_and_wait(pids: list[int], timeout: float = 10.0) -> list[int]:
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident memory so far (VmHWM), in MiB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return round(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration):
+        return None
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def is_htex_worker(pid: int) -> bool:
+    """Whether ``pid`` is one of a Parsl worker pool's workers (started by multiprocessing's
+    spawn from the pool, or forked by it), the processes that run functions."""
+    if "multiprocessing.spawn" in command_line(pid):
+        return True
+    parent = parent_pid(pid)
+    return parent is not None and "process_worker_pool" in command_line(parent) and "process_worker_pool" in command_line(pid)

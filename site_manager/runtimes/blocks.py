@@ -59,7 +59,7 @@ def ended_dir(run_dir: Path) -> Path:
 
 def read_exit_notes(run_dir: Path) -> dict[str, str]:
     """``block id -> exit status`` of the exit notes under ``run_dir`` (missing folder: none)."""
-    notes = {}
+    notes: dict[str, str] = {}
     try:
         entries = list(os.scandir(ended_dir(run_dir)))
     except OSError:

@@ -29,7 +29,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from site_manager.config import ConfigError
+from site_manager.config_errors import ConfigError
 
 HOST = "host"
 RUNTIME_TYPES = ("host", "venv", "podman", "docker", "charliecloud", "apptainer", "singularity")

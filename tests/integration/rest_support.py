@@ -1,4 +1,4 @@
-"""Fixtures and helpers shared by the REST tests (imported by the test_rest_* modules).
+"""Helpers shared by the REST tests (their fixtures: tests/integration/conftest.py).
 
 Everything is real: the Flask app over a real Redis and a real SQLite / PostgreSQL database.
 """
@@ -6,65 +6,17 @@ Everything is real: the Flask app over a real Redis and a real SQLite / PostgreS
 from __future__ import annotations
 
 import base64
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from fnserve import serialize
-from web_service.admin import add_user
-from web_service.app import create_app
-from web_service.settings import Settings
 from web_service.state import ServiceState
-from web_service.task_store import TaskStore
 
 MAX_PAYLOAD = 64 * 1024
 MAX_REQUEST = 512 * 1024
 MAX_BATCH = 50
-
-
-@pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        forwarder_key_file=str(tmp_path / "forwarder.key"),
-        database_url=database_url, redis_url=redis_url, max_payload_bytes=MAX_PAYLOAD,
-        max_request_bytes=MAX_REQUEST, max_batch=MAX_BATCH, max_wait=5.0,
-        forwarder_address="tcp://forwarder.example:55001",
-        # Route-coverage tests send hundreds of refused requests from one address; the
-        # per-address limit has its own tests (test_security_service.py).
-        anon_rate_limit=0.0,
-    )
-
-
-@pytest.fixture
-def app(settings: Settings, redis_client: redis.Redis) -> Iterator[Flask]:
-    app = create_app(settings)
-    yield app
-    state(app).engine.dispose()
-    state(app).store.r.close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> TaskStore:
-    return state(app).store
-
-
-@pytest.fixture
-def alice(app: Flask, settings: Settings) -> dict[str, str]:
-    return bearer(add_user(settings, "alice"))
-
-
-@pytest.fixture
-def bob(app: Flask, settings: Settings) -> dict[str, str]:
-    return bearer(add_user(settings, "bob"))
 
 
 def state(app: Flask) -> ServiceState:

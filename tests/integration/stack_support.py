@@ -106,3 +106,30 @@ def running_stack(home: Path, database_url: str | None = None, extra_env: dict[s
     finally:
         down = subprocess.run([*FNSERVE, "down"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
         assert down.returncode == 0, down.stderr
+
+
+def peak_rss_split(stack: Stack) -> tuple[dict[str, float], dict[str, float]]:
+    """Peak RSS (VmHWM, MiB) of the stack's processes, split into those that only move bytes
+    (web, forwarder, Redis, triggers, site manager, interchange, worker pool) and the HTEX
+    workers (a worker pool's children), which compute on whole objects. Keys: command lines."""
+    from fnserve.cli.processes import (
+        command_line,
+        is_htex_worker,
+        peak_rss_mib,
+        process_tree,
+        recorded_pid,
+        tagged_processes,
+    )
+
+    # The pid files' trees, and the processes carrying the stack's tag (the worker pool is
+    # started detached by Parsl's provider, so it is no child of the site manager).
+    roots = [recorded_pid(f) for f in stack.home.rglob("*.pid")]
+    tree = {p for root in roots if root is not None for p in process_tree(root)}
+    tree |= set(tagged_processes(f"{stack.home}{os.sep}", prefix=True))
+    movers: dict[str, float] = {}
+    workers: dict[str, float] = {}
+    for p in tree:
+        mib = peak_rss_mib(p)
+        if mib is not None:
+            (workers if is_htex_worker(p) else movers)[f"{p} {command_line(p)[:70]}"] = mib
+    return movers, workers

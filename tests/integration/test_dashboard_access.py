@@ -15,9 +15,7 @@ import responses
 
 from tests.integration import globus_standin as standin
 from tests.integration.dashboard_support import form_csrf, log_in, page_csrf, read_events, token_of
-from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice, app, bob, client, register_endpoint, register_function, settings, state,
-)
+from tests.integration.rest_support import register_endpoint, register_function, state
 from web_service.admin import set_operator
 from web_service.app import create_app
 from web_service.auth import revoke_token

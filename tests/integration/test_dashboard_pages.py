@@ -11,9 +11,7 @@ from datetime import datetime, timedelta, timezone
 from fnserve import serialize
 from fnserve.messages import EndpointStatus, RemoteError, ResultMessage
 from tests.integration.dashboard_support import log_in, read_events, token_of
-from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice, app, bob, client, register_endpoint, register_function, settings, state,
-)
+from tests.integration.rest_support import register_endpoint, register_function, state
 from web_service.admin import set_operator, set_user_quota
 from web_service.dashboard.operator_stats import operator_view
 from web_service.dashboard.task_list import PAGE_SIZE, parse_cursor, recent_tasks

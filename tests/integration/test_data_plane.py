@@ -169,6 +169,27 @@ def test_an_object_is_checked_against_its_checksum_and_a_wrong_upload_is_refused
     assert err.value.code == "object_not_found"
 
 
+def test_a_checksum_sent_with_the_last_chunk_is_checked_like_one_declared_at_creation(stack):
+    fc = stack.client()
+    data = bytes(range(256)) * 2048  # 512 KiB, in two chunks
+    meta = fc.objects.create(len(data), None)
+    assert meta["sha256"] == "" and not meta["complete"]
+    fc.objects._put_chunk(meta["object_id"], data[:300_000], 0, len(data))
+    with pytest.raises(FnserveError) as err:  # the last chunk must say what the bytes hash to
+        fc.objects._put_chunk(meta["object_id"], data[300_000:], 300_000, len(data))
+    assert err.value.code == "checksum_missing" and fc.objects.info(meta["object_id"])["received"] == 300_000
+    with pytest.raises(FnserveError) as err:  # a wrong one deletes the object
+        fc.objects._put_chunk(meta["object_id"], data[300_000:], 300_000, len(data), "0" * 64)
+    assert err.value.code == "checksum_mismatch"
+    with pytest.raises(FnserveError) as err:
+        fc.objects.info(meta["object_id"])
+    assert err.value.code == "object_not_found"
+    # put() hashes while it sends: the reference and the stored object carry the bytes' SHA-256.
+    ref = fc.objects.put([memoryview(data[:100_000]), memoryview(data[100_000:])], strategy="dill-data")
+    assert ref.sha256 == hashlib.sha256(data).hexdigest() == fc.objects.info(ref.object_id)["sha256"]
+    assert fc.objects.get(ref) == data
+
+
 def test_an_upload_resumes_where_the_service_stands(stack):
     fc = stack.client()
     data = bytes(range(256)) * 4096  # 1 MiB

@@ -13,30 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from executor_support import counting_client
 from stack_support import running_stack
 
-from fnserve.client import Client
 from fnserve.errors import NotFound, PayloadTooLarge, RemoteExecutionError, SerializationError
 from fnserve.executor import Executor
 from fnserve.remote_errors import RemoteTraceback
 from fnserve.serialize import SourceFallbackWarning
-from fnserve.transport import Transport
-
-
-class CountingTransport(Transport):
-    """The real HTTP transport, counting the requests it makes by (method, route)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self._count_lock = threading.Lock()
-
-    def request(self, method, path, *args, **kwargs):
-        # Task ids are the last path segment of per-task routes: group them as "{id}".
-        route = "/v1/tasks/{id}" if path.startswith("/v1/tasks/") and path.count("/") == 3 and not path.endswith(("/results", "/completions")) else path
-        with self._count_lock:
-            self.counts[(method, route)] += 1
-        return super().request(method, path, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +30,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def client(stack):
-    fc = Client(stack.url, stack.token)
-    fc.transport = CountingTransport(stack.url, stack.token, timeout=60)
-    return fc
+    return counting_client(stack)
 
 
 def test_futures_complete_and_map_keeps_order(stack, client):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from stack_support import running_stack
-from test_executor import client  # noqa: F401, F811 - the counting client fixture, on this module's stack
+from executor_support import counting_client
 from test_faults import _wait_for_pids, pid_recorder
 
 from fnserve.aio import AsyncClient
@@ -27,6 +27,12 @@ from fnserve.executor import Executor
 def stack(tmp_path_factory):
     with running_stack(tmp_path_factory.mktemp("parity")) as stack:
         yield stack
+
+
+@pytest.fixture
+def client(stack):
+    """The counting client, on this module's stack."""
+    return counting_client(stack)
 
 
 def napper():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 import zmq
 
 from fnserve import messages as m
@@ -14,19 +13,6 @@ from web_service.forwarder import Forwarder
 from web_service.task_store import NewTask, TaskStore
 
 SECRETS = {"ep1": "s3cret"}
-
-
-@pytest.fixture
-def forwarder(redis_client):
-    store = TaskStore(redis_client)
-    fwd = Forwarder(store, lambda e, s: SECRETS.get(e) == s, "tcp://127.0.0.1:0", heartbeat_period=0.2, heartbeat_threshold=0.6)
-    th = threading.Thread(target=fwd.run, daemon=True)
-    th.start()
-    assert fwd.bound.wait(5)
-    yield fwd, store
-    fwd.stop()
-    th.join(10)
-    assert not th.is_alive()
 
 
 class Site:

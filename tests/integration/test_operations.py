@@ -29,7 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from stack_support import REPO, running_stack
 
-from fnserve.client import result_of
+from fnserve.task_results import result_of
 
 N = 12  # tasks
 M = 30  # health requests, each on a fresh connection (spread over both web workers)

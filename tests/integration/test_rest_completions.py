@@ -9,9 +9,7 @@ import pytest
 
 from fnserve import serialize
 from fnserve.messages import ResultMessage
-from rest_support import (  # noqa: F401  (fixtures)
-    alice, app, assert_error, bob, client, register_endpoint, register_function, settings, state, store,
-)
+from rest_support import assert_error, register_endpoint, register_function
 from web_service.task_store import completed_key
 
 

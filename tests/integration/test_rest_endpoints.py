@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from rest_support import (  # noqa: F401  (fixtures)
-    alice, app, assert_error, bob, client, register_endpoint, register_function, settings, state, store,
-)
+from rest_support import assert_error, register_endpoint, register_function, state
 from web_service.services.endpoints import verify_endpoint_secret
 
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fnserve import serialize
-from rest_support import (  # noqa: F401  (fixtures)
-    MAX_PAYLOAD, alice, app, assert_error, b64, bob, client, register_function, settings,
-    source_function, store,
-)
+from rest_support import MAX_PAYLOAD, assert_error, b64, register_function, source_function
 from web_service.task_store import function_key
 
 

@@ -4,17 +4,7 @@ codes, before anything is queued."""
 
 from __future__ import annotations
 
-from rest_support import (  # noqa: F401  (fixtures)
-    alice,
-    app,
-    assert_error,
-    b64,
-    bob,
-    client,
-    register_endpoint,
-    settings,
-    store,
-)
+from rest_support import assert_error, b64, register_endpoint
 
 from fnserve import serialize
 from web_service.task_store import function_key, queue_key

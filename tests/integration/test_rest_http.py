@@ -11,10 +11,7 @@ import pytest
 from fnserve import serialize
 from fnserve._redis_server import free_port
 from fnserve.version import PROTOCOL_VERSION, __version__
-from rest_support import (  # noqa: F401  (fixtures)
-    MAX_BATCH, MAX_PAYLOAD, MAX_REQUEST, alice, app, assert_error, b64, bearer, client, register_endpoint, register_function,
-    settings, state,
-)
+from rest_support import MAX_BATCH, MAX_PAYLOAD, MAX_REQUEST, assert_error, b64, bearer, register_endpoint, register_function, state
 from web_service.app import create_app
 from web_service.auth import issue_token, revoke_token
 from web_service.registry.models import User

@@ -7,18 +7,7 @@ import time
 
 import msgspec
 import pytest
-from rest_support import (  # noqa: F401  (fixtures)
-    alice,
-    app,
-    assert_error,
-    bob,
-    client,
-    register_endpoint,
-    register_function,
-    settings,
-    state,
-    store,
-)
+from rest_support import assert_error, register_endpoint, register_function
 
 from fnserve import serialize
 from fnserve.messages import ResultMessage, TaskOutput

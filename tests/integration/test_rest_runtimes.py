@@ -3,19 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rest_support import (  # noqa: F401  (fixtures)
-    alice,
-    app,
-    assert_error,
-    b64,
-    bob,
-    client,
-    register_endpoint,
-    register_function,
-    settings,
-    state,
-    store,
-)
+from rest_support import assert_error, b64, register_endpoint, register_function
 
 from fnserve.messages import EndpointStatus
 

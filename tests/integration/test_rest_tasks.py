@@ -10,10 +10,7 @@ import pytest
 
 from fnserve import serialize
 from fnserve.messages import RemoteError, ResultMessage
-from rest_support import (  # noqa: F401  (fixtures)
-    MAX_BATCH, MAX_PAYLOAD, alice, app, assert_error, b64, bob, client, register_endpoint,
-    register_function, settings, state, store,
-)
+from rest_support import MAX_BATCH, MAX_PAYLOAD, assert_error, b64, register_endpoint, register_function, state
 from web_service.task_store import function_key, queue_key
 
 

@@ -5,9 +5,7 @@ of their rules; nobody else may, and unsharing stops their rules firing."""
 
 from __future__ import annotations
 
-from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice, app, assert_error, bob, client, register_endpoint, register_function, settings, state,
-)
+from tests.integration.rest_support import assert_error, register_endpoint, register_function, state
 from tests.integration.test_rest_triggers import deliver, make_trigger
 
 

@@ -13,9 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from fnserve import serialize, webhooks
-from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice, app, assert_error, bob, client, register_endpoint, register_function, settings, state,
-)
+from tests.integration.rest_support import assert_error, register_endpoint, register_function, state
 from web_service.registry.models import Trigger, TriggerFiring
 from web_service.services import triggers as trigger_service
 from web_service.triggers import events

@@ -13,7 +13,7 @@ from globus_sdk.testing import load_response
 from fnserve.config import ClientConfig
 from fnserve.login import logout
 from tests.integration import globus_standin as standin
-from tests.integration.rest_support import assert_error, bearer, settings, state  # noqa: F401 - fixtures
+from tests.integration.rest_support import assert_error, bearer, state
 from web_service.app import create_app
 
 
@@ -107,6 +107,7 @@ def test_headless_client_credentials_need_no_login_and_logout_revokes(monkeypatc
 
 def test_expired_stored_token_is_refreshed_with_the_refresh_token(monkeypatch, tmp_path):
     from fnserve import login as sdk_login
+    from fnserve.globus_tokens import token_storage
 
     monkeypatch.setenv("FNSERVE_HOME", str(tmp_path))
     cfg = ClientConfig(service_url="http://fnserve.example", auth="globus",
@@ -117,6 +118,6 @@ def test_expired_stored_token_is_refreshed_with_the_refresh_token(monkeypatch, t
         from globus_sdk import NativeAppAuthClient
 
         # What `fnserve login` left behind: a token about to expire, with a refresh token.
-        sdk_login._storage(cfg.service_url).store_token_response(NativeAppAuthClient(standin.NATIVE_CLIENT_ID).oauth2_refresh_token("bootstrap"))
+        token_storage(cfg.service_url).store_token_response(NativeAppAuthClient(standin.NATIVE_CLIENT_ID).oauth2_refresh_token("bootstrap"))
         assert sdk_login.globus_access_token(cfg) == "new"
         assert "refresh_token=refresh-1" in mock.calls[-1].request.body

@@ -12,7 +12,7 @@ import zmq
 
 from fnserve import messages as m
 from fnserve import serialize
-from tests.integration.rest_support import alice, app, bearer, client, settings, state  # noqa: F401 - fixtures
+from tests.integration.rest_support import bearer
 from web_service.forwarder import Forwarder
 
 MARK = "S3CRET-MARKER-91c2"

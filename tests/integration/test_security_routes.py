@@ -11,9 +11,7 @@ from typing import Any, Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice, app, assert_error, b64, bearer, bob, client, register_endpoint, register_function, settings, state,
-)
+from tests.integration.rest_support import b64, bearer, register_endpoint, register_function, state
 from web_service.auth import issue_token, revoke_token
 from web_service.registry.models import User
 

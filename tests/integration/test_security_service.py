@@ -23,15 +23,13 @@ from fnserve import messages as m
 from fnserve import serialize
 from fnserve.messages import TaskOutput
 from os_accounts import as_account, readable_copy, unprivileged_account
-from rest_support import (  # noqa: F401  (fixtures)
-    alice, app, assert_error, b64, bearer, bob, client, register_endpoint, register_function, settings, state, store,
-)
-from test_forwarder import _registered_site, forwarder  # noqa: F401  (fixture)
+from rest_support import assert_error, bearer, register_endpoint, register_function, state
+from test_forwarder import _registered_site
 from web_server_support import web_server
 from web_service.admin import add_user
 from web_service.app import create_app
 from web_service.task_outputs import OutputWriter
-from web_service.task_store import NewTask, TaskStore
+from web_service.task_store import NewTask
 
 REPO = Path(__file__).resolve().parents[2]
 

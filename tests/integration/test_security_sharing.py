@@ -9,9 +9,7 @@ import time
 import pytest
 
 from fnserve.messages import ResultMessage
-from tests.integration.rest_support import (  # noqa: F401 - fixtures
-    alice, app, assert_error, bearer, bob, client, register_endpoint, register_function, settings, state, store,
-)
+from tests.integration.rest_support import assert_error, bearer, register_endpoint, register_function, state
 from web_service.admin import add_user, set_user_quota
 from web_service.app import create_app
 from web_service.usage import UsageWriter, log_usage, result_entries

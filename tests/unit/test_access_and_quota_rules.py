@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from web_service.forwarder import _local_only
+from web_service.forwarder_auth import local_only as _local_only
 from web_service.quotas import window
 from web_service.services.access import Access
 

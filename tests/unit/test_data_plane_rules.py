@@ -20,6 +20,7 @@ from web_service.object_rules import (
     object_ttl,
     parse_content_range,
     parse_range,
+    upload_checksum,
 )
 
 REF = ObjectRef("a" * 32, 123, "b" * 64, "dill-data")
@@ -99,6 +100,19 @@ def test_a_new_object_must_fit_the_quota_and_the_object_limit():
         with pytest.raises(FnserveError) as err:
             check_new_object(size, sha, used=0, quota=10, max_object=10)
         assert err.value.code == "invalid_request"
+    # The checksum may be left for the last chunk.
+    assert check_new_object(10, None, used=0, quota=10, max_object=10) == (10, "")
+
+
+def test_the_checksum_comes_at_creation_or_with_the_last_chunk_and_the_last_chunk_needs_one():
+    c, d = "c" * 64, "d" * 64
+    assert upload_checksum(c, None, last=True) == c and upload_checksum(c, c, last=True) == c
+    assert upload_checksum("", d, last=True) == d and upload_checksum("", None, last=False) == ""
+    for declared, header, last, code in (("", None, True, "checksum_missing"), (c, d, True, "checksum_mismatch"),
+                                         ("", "D" * 64, True, "invalid_request"), ("", "x", False, "invalid_request")):
+        with pytest.raises(FnserveError) as err:
+            upload_checksum(declared, header, last=last)
+        assert err.value.code == code and err.value.http_status == 400
 
 
 def test_ttl_defaults_and_caps():

@@ -20,6 +20,7 @@ import redis
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse  # (what redirect() returns)
 
 from fnserve.errors import FnserveError, Forbidden, Unauthorized
 from web_service.auth import Identity
@@ -114,7 +115,7 @@ def _wants_html() -> bool:
 
 
 @bp.before_request
-def authenticate() -> Response | None:
+def authenticate() -> BaseResponse | None:
     if request.endpoint in _PUBLIC:
         return None
     state = current()

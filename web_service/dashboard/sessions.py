@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from web_service.auth import Identity
 from web_service.task_store import P
+from web_service.redis_replies import text_map
 
 COOKIE = "fns_dashboard"
 # A login form's own CSRF token (double submit), before there is a session.
@@ -111,7 +113,7 @@ class SessionStore:
             expires_at=session_end(now, token_expires_at), token_id=token_id,
         )
         key = session_key(session.sid)
-        fields = {"user_id": session.user_id, "username": session.username, "csrf": session.csrf,
+        fields: dict[FieldT, EncodableT] = {"user_id": session.user_id, "username": session.username, "csrf": session.csrf,
                   "expires_at": repr(session.expires_at), "token_id": session.token_id or ""}
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
@@ -124,7 +126,7 @@ class SessionStore:
         if not sid or len(sid) > 128:
             return None
         key = session_key(sid)
-        raw = {k.decode(): v.decode() for k, v in self.r.hgetall(key).items()}
+        raw = text_map(self.r.hgetall(key))
         if not raw or "user_id" not in raw:
             return None
         expires_at = float(raw.get("expires_at") or 0)

@@ -17,6 +17,7 @@ import redis
 
 from fnserve.states import TERMINAL, TaskState
 from web_service.task_store import submit_log_key, task_key
+from web_service.redis_replies import stream_entries
 
 PAGE_SIZE = 50
 # Ids one page may look at: a history of expired tasks cannot make a page read without end.
@@ -110,7 +111,7 @@ def recent_ids(r: redis.Redis, owner: str, before: Cursor | None = None, count: 
     top, skip = ("+", 0) if before is None else (before.entry, before.skip)
     out: list[str] = []
     while True:
-        entries = r.xrevrange(key, max=top, min="-", count=_ENTRIES_PER_READ)
+        entries = stream_entries(r.xrevrange(key, max=top, min="-", count=_ENTRIES_PER_READ))
         if not entries:
             return out, None
         for entry_id, fields in entries:

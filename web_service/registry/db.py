@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -103,3 +103,12 @@ def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def rows_changed(session: Session, statement: sa.Executable) -> int:
+    """Run an UPDATE / DELETE in ``session``; how many rows it changed.
+
+    (``Session.execute`` returns a ``CursorResult`` for these, which carries ``rowcount``;
+    SQLAlchemy's annotations promise only ``Result``, hence the cast.)"""
+    result = cast("sa.CursorResult[Any]", session.execute(statement))
+    return result.rowcount or 0

@@ -1,6 +1,7 @@
 """``/v1/objects``: the object store (large arguments, results and files by reference).
 
-    POST   /v1/objects            {"size", "sha256", "ttl"?, "name"?} -> 201 the object's metadata
+    POST   /v1/objects            {"size", "sha256"?, "ttl"?, "name"?} -> 201 the object's metadata
+                                  (no sha256: the last chunk sends it as X-Checksum-SHA256)
                                   with "chunk_bytes" (largest chunk a PUT may carry)
     PUT    /v1/objects/ID/data    a chunk; header "Content-Range: bytes START-LAST/SIZE" (none:
                                   the whole object in one body) -> {"received", "complete", ...}
@@ -22,19 +23,25 @@ from flask import Blueprint, Response, g, request, stream_with_context
 
 from fnserve.errors import Unauthorized
 from web_service.object_rules import (
+    READ_TOKEN_PREFIX,
     ObjectMeta,
     Principal,
     check_object_id,
     check_readable,
+    check_writer,
     data_token_live,
     data_token_task,
     object_ttl,
     parse_content_range,
+    mint_read_token,
     parse_range,
+    read_principal,
+    read_token_object,
 )
 from web_service.routes._http import check_address, json_body, require_identity, respond
 from web_service.state import current
 from web_service.task_store import task_key
+from web_service.redis_replies import optional_texts
 
 bp = Blueprint("objects", __name__)
 
@@ -46,6 +53,15 @@ def authenticate() -> None:
     token = token.strip()
     state = current()
     task_id = data_token_task(state.data_key, token) if scheme.lower() == "bearer" else None
+    if task_id is None and token.startswith(READ_TOKEN_PREFIX):
+        object_id = read_token_object(state.data_key, token)
+        meta = state.objects.meta(object_id) if object_id and state.objects is not None else None
+        if meta is None:
+            check_address()
+            raise Unauthorized("this read token is not valid (wrong signature, or its object is gone)",
+                               code="invalid_token")
+        g.principal = read_principal(meta.owner, meta.object_id)
+        return
     if task_id is None:
         if token.startswith("fnsd1."):
             check_address()
@@ -53,15 +69,14 @@ def authenticate() -> None:
         require_identity()
         g.principal = Principal(g.identity.user_id)
         return
-    owner, task_state, finished, arg_ref = state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished",
-                                                               "arg_ref")
-    if owner is None or not data_token_live(task_state and task_state.decode(),
+    owner, task_state, finished, arg_ref = optional_texts(state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished",
+                                                                              "arg_ref"))
+    if owner is None or not data_token_live(task_state,
                                             float(finished) if finished else None, time.time()):
         check_address()
         raise Unauthorized(f"the data token of task {task_id} is no longer valid (the task finished)",
                            code="invalid_token")
-    g.principal = Principal(owner.decode(), task_id=task_id,
-                            objects=frozenset({arg_ref.decode()}) if arg_ref else frozenset())
+    g.principal = Principal(owner, task_id=task_id, objects=frozenset({arg_ref}) if arg_ref else frozenset())
 
 
 def _who() -> Principal:
@@ -80,8 +95,11 @@ def create_object() -> Response:
     body = json_body()
     ttl = object_ttl(body.get("ttl"), state.settings.object_ttl, state.settings.max_object_ttl)
     name = body.get("name") if isinstance(body.get("name"), str) else None
+    check_writer(_who())
     meta = state.objects.create(_who(), body.get("size"), body.get("sha256"), ttl, name)
-    return respond(_view(meta, state.objects.chunk_bytes), 201)
+    # The creator may hand this out (a ProxyStore proxy carries it): it reads this object only.
+    return respond({**_view(meta, state.objects.chunk_bytes), "read_token": mint_read_token(state.data_key, meta.object_id)},
+                   201)
 
 
 @bp.get("/objects/<object_id>")
@@ -97,9 +115,14 @@ def put_data(object_id: str) -> Response:
     state = current()
     assert state.objects is not None
     check_object_id(object_id)
+    check_writer(_who())
     meta = state.objects.get(object_id, _who())
     start, end = parse_content_range(request.headers.get("Content-Range"), request.content_length, meta.size)
-    meta = state.objects.write_chunk(object_id, _who(), start, end, request.stream)
+    # With a Content-Length the server's own input is read as is (WSGI bounds it to that length;
+    # each chunk is exactly ``end - start`` bytes): Werkzeug's wrapper would copy every block
+    # twice more. A chunked body goes through the wrapper, which enforces the request limit.
+    body = request.environ["wsgi.input"] if request.content_length is not None else request.stream
+    meta = state.objects.write_chunk(object_id, _who(), start, end, body, request.headers.get("X-Checksum-SHA256"))
     return respond(_view(meta, state.objects.chunk_bytes))
 
 
@@ -126,6 +149,7 @@ def delete_object(object_id: str) -> Response:
     state = current()
     assert state.objects is not None
     check_object_id(object_id)
+    check_writer(_who())
     state.objects.delete(object_id, _who())
     return respond({"object_id": object_id, "deleted": True})
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from fnserve.user_endpoint_config import unstamp
 from fnserve import serialize
 from fnserve.errors import FnserveError, SerializationError, ServiceUnavailable
 from web_service.metrics import RESULT_BYTES
@@ -42,8 +43,11 @@ def task_view(rec: TaskRecord) -> dict[str, Any]:
         view["max_retries"] = rec.max_retries
     if rec.task_group_id:
         view["task_group_id"] = rec.task_group_id
-    if rec.resource_specification is not None:
-        view["resource_specification"] = rec.resource_specification
+    own, stamp = unstamp(rec.resource_specification)
+    if own is not None:
+        view["resource_specification"] = own
+    if stamp is not None and stamp.get("config"):
+        view["user_endpoint_config"] = stamp["config"]
     if rec.result:
         RESULT_BYTES.observe(len(rec.result))
         try:

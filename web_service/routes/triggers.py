@@ -4,8 +4,12 @@ by hand; read its history (events and the tasks they made). Sharing a trigger is
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from typing import Any
 
+from flask import Blueprint, Response, request
+from sqlalchemy.orm import Session
+
+from web_service.registry.models import Trigger
 from web_service.routes._http import identity, json_body, require_identity, respond
 from web_service.services import tasks as task_service
 from web_service.services import triggers as service
@@ -16,7 +20,7 @@ bp = Blueprint("triggers", __name__)
 bp.before_request(require_identity)
 
 
-def _view(session, trig) -> dict:  # type: ignore[no-untyped-def]
+def _view(session: Session, trig: Trigger) -> dict[str, Any]:
     return service.trigger_view(trig, service.visible_rules(session, identity(), trig))
 
 
@@ -85,7 +89,7 @@ def fire(trigger_id: str) -> Response:
         return respond(_recorded(rec), 200 if rec.duplicate else 202)
 
 
-def _recorded(rec: events.Recorded) -> dict:  # type: ignore[type-arg]
+def _recorded(rec: events.Recorded) -> dict[str, Any]:
     return {"event_id": rec.event.id, "duplicate": rec.duplicate,
             "firings": [service.firing_view(f) for f in sorted(rec.firings, key=lambda f: f.rule_id)]}
 

@@ -10,18 +10,21 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
+from fnserve.states import TaskState
+from fnserve.messages import RemoteError
 from web_service.auth import Identity, hash_secret
 from web_service.curve_keys import new_keypair
 from web_service.registry.models import Endpoint, utcnow
 from web_service.services import OwnershipCache
 from web_service.services.access import require_owner, require_use
+from web_service.services.ended_tasks import log_cancelled
 from web_service.services.functions import shared_with
-from web_service.task_store import TaskStore, inflight_key, queue_key, tombstone_key
+from web_service.task_store import TaskStore
 
 log = logging.getLogger("fnserve.web.endpoints")
 
 SECRET_PREFIX = "fnse_"
-# Set when an endpoint is deleted (web_service.task_store.tombstone_key), checked at submit in
+# Set when an endpoint is deleted (web_service.store.keys.tombstone_key), checked at submit in
 # the same Redis round trip as function bodies: closes the window in which another process
 # still trusts a cached ownership entry. Only needs to outlive that cache (seconds).
 TOMBSTONE_TTL = 3600
@@ -72,7 +75,7 @@ def delete_endpoint(session: Session, store: TaskStore, owner: Identity, endpoin
     ep = require_owner(session, owner, "endpoint", endpoint_id)
     ep.deleted_at = utcnow()
     session.commit()
-    store.r.set(tombstone_key(endpoint_id), 1, ex=TOMBSTONE_TTL)
+    store.mark_endpoint_deleted(endpoint_id, TOMBSTONE_TTL)
     # Its live connection is cut now (the ZAP handler refuses its key for new ones).
     store.revoke_endpoint(endpoint_id)
     if cache is not None:
@@ -83,20 +86,16 @@ def delete_endpoint(session: Session, store: TaskStore, owner: Identity, endpoin
     return ended
 
 
-def deleted_error(endpoint_id: str) -> dict[str, str]:
+def deleted_error(endpoint_id: str) -> RemoteError:
     """The error an unfinished task of a deleted endpoint ends with."""
-    return {"code": "endpoint_deleted", "type": "EndpointDeleted",
-            "message": f"endpoint {endpoint_id} was deleted before this task finished; submit it to another endpoint"}
+    return RemoteError(code="endpoint_deleted", type="EndpointDeleted",
+                       message=f"endpoint {endpoint_id} was deleted before this task finished; submit it to another endpoint")
 
 
 def _fail_unfinished(store: TaskStore, endpoint_id: str) -> int:
-    ids = [i.decode() for i in store.r.lrange(queue_key(endpoint_id), 0, -1)]
-    ids += [i.decode() for i in store.r.smembers(inflight_key(endpoint_id))]
+    ids = store.unfinished_ids(endpoint_id)
     if not ids:
         return 0
-    from fnserve.states import TaskState
-    from web_service.services.tasks import log_cancelled
-
     ended = 0
     error = deleted_error(endpoint_id)
     for task_id, owner in store.owners(ids).items():

@@ -14,12 +14,11 @@ from typing import Any
 
 from web_service.auth import Identity
 from web_service.services.tasks import get_tasks
-from web_service.task_outputs import LATE_OUTPUT_GRACE, MAX_READ, OutputPage, outputs_key, read
-from web_service.task_store import TaskRecord, TaskStore, completed_key
+from web_service.task_outputs import LATE_OUTPUT_GRACE, MAX_READ, OutputPage
+from web_service.task_store import TaskRecord, TaskStore
 from web_service.validation import invalid, is_stream_id
 
 END_GRACE = LATE_OUTPUT_GRACE  # late outputs are accepted for as long (web_service.task_outputs)
-_DEFAULT_SOCKET_TIMEOUT = 5.0  # redis-py's own default when the client sets none
 START = "0-0"
 
 
@@ -30,14 +29,6 @@ def parse_since(value: Any) -> str:
     if not is_stream_id(value):
         raise invalid("since", "must be a cursor returned by this route (like '1716000000000-0'), or absent to read from the start")
     return value
-
-
-def _block_cap(store: TaskStore) -> float:
-    """Longest single ``XREAD BLOCK`` (s): under the Redis client's socket timeout, or the
-    blocked read fails as a timeout (redis-py 8 sets 5 s unless told otherwise); a longer wait
-    blocks again, so it still wakes on the event, not on an interval."""
-    timeout = store.r.connection_pool.connection_kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
-    return max(0.1, float(timeout) - 1.0) if timeout else 3600.0
 
 
 def _complete(rec: TaskRecord, page: OutputPage, now: float) -> bool:
@@ -62,7 +53,7 @@ def read_outputs(store: TaskStore, owner: Identity, task_id: str, since: str = S
     rec = get_tasks(store, owner, [task_id])[0]
     deadline = time.monotonic() + wait
     while True:
-        page = read(store.r, task_id, since, count)
+        page = store.read_outputs(task_id, since, count)
         now = time.time()
         left = deadline - time.monotonic()
         if page.outputs or _complete(rec, page, now) or left <= 0:
@@ -70,13 +61,8 @@ def read_outputs(store: TaskStore, owner: Identity, task_id: str, since: str = S
         since = page.cursor  # past any end marker that carries no output
         if rec.finished:  # only the grace for late outputs is left to wait for
             left = min(left, max(0.001, rec.timestamps.get("finished", now) + END_GRACE - now))
-        left = min(left, _block_cap(store))
-        done_key = completed_key(owner.user_id)
-        answer = store.r.xread({outputs_key(task_id): since, done_key: finished_cursor}, count=MAX_READ,
-                               block=max(1, int(left * 1000)))
-        for key, entries in answer or ():
-            if key.decode() == done_key and entries:
-                finished_cursor = entries[-1][0].decode()
+        left = min(left, store.block_cap())
+        finished_cursor = store.wait_outputs_or_finish(task_id, since, owner.user_id, finished_cursor, left, MAX_READ)
         if not rec.finished:
             rec = get_tasks(store, owner, [task_id])[0]
 

@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -22,7 +21,7 @@ from fnserve.errors import Conflict, NotFound
 from web_service.auth import Identity
 from web_service.registry.models import Function, Runtime, utcnow
 from web_service.services.access import AccessCache, access_for, may_use, require_owner
-from web_service.task_store import TaskStore, status_key
+from web_service.task_store import TaskStore
 from web_service.ttl_cache import TTLCache
 from web_service.validation import invalid
 
@@ -195,13 +194,7 @@ def check_endpoint_runs(store: TaskStore, endpoint_id: str, runtime: str, **deta
     An endpoint that has not reported yet (or runs a site manager too old to list runtimes) is
     given the benefit of the doubt: its site manager fails such a task with the same code.
     """
-    raw = store.r.hget(status_key(endpoint_id), "report")
-    if not raw:
-        return
-    try:
-        runtimes = msgspec.json.decode(raw).get("runtimes") or {}
-    except (msgspec.DecodeError, AttributeError):
-        return
+    runtimes = store.endpoint_runtimes(endpoint_id)
     if runtimes and runtime not in runtimes:
         raise Conflict(
             f"endpoint {endpoint_id!r} does not run runtime {runtime!r}; it runs: {', '.join(sorted(runtimes))}. "

@@ -99,16 +99,14 @@ def create_trigger(session: Session, store: TaskStore, who: Identity, body: dict
 def check_watch(session: Session, store: TaskStore, who: Identity, cfg: dict[str, Any], cache: OwnershipCache | None) -> None:
     """A file trigger watches a folder of an endpoint the caller may use, and only one its
     admin allowed (``triggers.allowed_folders``, reported when the endpoint connects)."""
-    from web_service.task_store import status_key
     from web_service.triggers.files import folder_allowed
 
     endpoint_id = cfg["endpoint_id"]
     require_use(session, who, "endpoint", endpoint_id, cache)
-    raw = store.r.hget(status_key(endpoint_id), "watch_folders")
-    if raw is None:
+    allowed = store.endpoint_watch_folders(endpoint_id)
+    if allowed is None:
         raise Conflict(f"endpoint {endpoint_id} has not connected yet, so its allowed folders are unknown: start it, "
                        "then create the file trigger", code="endpoint_never_connected", details={"endpoint_id": endpoint_id})
-    allowed = json.loads(raw)
     if not folder_allowed(cfg["folder"], allowed):
         where = ", ".join(allowed) if allowed else "none (its config has no triggers.allowed_folders)"
         raise Forbidden(f"endpoint {endpoint_id} does not allow file triggers on {cfg['folder']}; its admin allows: {where}",
@@ -188,10 +186,8 @@ def delete_trigger(session: Session, who: Identity, trigger_id: str, store: Task
 def _wake_watchers(store: TaskStore, endpoint_id: str) -> None:
     """Tell the forwarders the endpoint's file triggers changed (best effort: they also look
     every few seconds)."""
-    from web_service.task_store import WAKE_CHANNEL, WATCH_WAKE
-
     try:
-        store.r.publish(WAKE_CHANNEL, WATCH_WAKE + endpoint_id)
+        store.wake_watchers(endpoint_id)
     except Exception as exc:  # noqa: BLE001 - the periodic refresh covers it
         log.warning("could not wake the forwarders for endpoint %s's file triggers (%s)", endpoint_id, type(exc).__name__)
 

@@ -22,8 +22,10 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import NotFound
 from web_service.auth import Identity
+from web_service.registry.db import rows_changed
 from web_service.registry.models import Endpoint, Function, Grant, Group, GroupMember, Runtime, Token, User, utcnow
-from web_service.task_store import TaskStore, inflight_key, queue_key
+from web_service.services.ended_tasks import log_cancelled
+from web_service.task_store import TaskStore
 
 log = logging.getLogger("fnserve.admin")
 
@@ -67,18 +69,16 @@ def delete_user(session: Session, store: TaskStore, username: str) -> DeletedUse
     session.commit()  # refused from here on (within the cache time), whatever follows
     out = DeletedUser(username)
     owner = Identity(user_id=user.id, username=user.username)
-    out.tokens_revoked = session.execute(
-        sa.update(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None)).values(revoked_at=utcnow())
-    ).rowcount or 0
+    out.tokens_revoked = rows_changed(session, sa.update(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))
+                                      .values(revoked_at=utcnow()))
     for endpoint_id in session.scalars(sa.select(Endpoint.id).where(Endpoint.owner_id == user.id, Endpoint.deleted_at.is_(None))).all():
         out.tasks_cancelled += delete_endpoint(session, store, owner, endpoint_id)
         out.endpoints += 1
     for function_id in session.scalars(sa.select(Function.id).where(Function.owner_id == user.id, Function.deleted_at.is_(None))).all():
         delete_function(session, store, owner, function_id)
         out.functions += 1
-    out.runtimes = session.execute(
-        sa.update(Runtime).where(Runtime.owner_id == user.id, Runtime.deleted_at.is_(None)).values(deleted_at=utcnow())
-    ).rowcount or 0
+    out.runtimes = rows_changed(session, sa.update(Runtime).where(Runtime.owner_id == user.id, Runtime.deleted_at.is_(None))
+                                .values(deleted_at=utcnow()))
     owned_groups = session.scalars(sa.select(Group.id).where(Group.owner_id == user.id)).all()
     out.groups = len(owned_groups)
     if owned_groups:
@@ -97,12 +97,9 @@ def delete_user(session: Session, store: TaskStore, username: str) -> DeletedUse
 
 def cancel_tasks_of(session: Session, store: TaskStore, user_id: str) -> int:
     """Cancel ``user_id``'s unfinished tasks on every live endpoint (queued or in flight)."""
-    from web_service.services.tasks import log_cancelled
-
     cancelled = 0
     for endpoint_id in session.scalars(sa.select(Endpoint.id).where(Endpoint.deleted_at.is_(None))).all():
-        ids = [i.decode() for i in store.r.lrange(queue_key(endpoint_id), 0, -1)]
-        ids += [i.decode() for i in store.r.smembers(inflight_key(endpoint_id))]
+        ids = store.unfinished_ids(endpoint_id)
         mine = [tid for tid, owner in store.owners(ids).items() if owner == user_id] if ids else []
         for rec in store.get_many(mine).values():
             if rec is not None and store.cancel(rec.task_id, user_id) not in (None, "success", "failed", "cancelled"):

@@ -123,7 +123,7 @@ def submit_firings(session: Session, store: TaskStore, firings: list[TriggerFiri
             _refuse(f, "forbidden", "the trigger is no longer shared with the user who bound this rule")
             continue
         payload = serialize.serialize_args(args, kwargs, strategy=serialize.JSON_DATA)
-        spec = TaskSpec(rule.function_id, rule.endpoint_id, payload, result_strategy=serialize.JSON_DATA)
+        spec = TaskSpec(function_id=rule.function_id, endpoint_id=rule.endpoint_id, payload=payload, result_strategy=serialize.JSON_DATA)
         by_owner.setdefault(owner_id, []).append((f, spec))
     submitted = 0
     for owner_id, items in by_owner.items():

@@ -63,10 +63,10 @@ def _holds(f: dict[str, Any], event: dict[str, Any]) -> bool:
         return bool(value == want)
     if op == "ne":
         return bool(value != want)
-    if op == "in":
-        return value in want
+    if op == "in":  # (the config check made it a list, and a glob's pattern a str)
+        return isinstance(want, list) and value in want
     if op == "glob":
-        return isinstance(value, str) and fnmatch.fnmatchcase(value, want)
+        return isinstance(value, str) and isinstance(want, str) and fnmatch.fnmatchcase(value, want)
     try:
         if op == "gt":
             return bool(value > want)

@@ -1,0 +1,116 @@
+"""Each task store Lua script answers as its pure rule does (web_service/store/rules.py): the
+case tables of tests/unit/test_store_rules.py, run through the scripts on a real redis-server."""
+
+from __future__ import annotations
+
+import pytest
+
+from fnserve.messages import ResultMessage
+from fnserve.states import TaskState, may_move
+from tests.unit.test_store_rules import (
+    BUCKET_BURST, BUCKET_CALLS, BUCKET_RATE, BUCKET_WAITS, CLAIM_ROOM_CASES, QUOTA_CASES, VERDICT_CASES,
+)
+from web_service.store import rules
+from web_service.store.keys import inflight_key, queue_key, task_key
+from web_service.store.scripts import register
+from web_service.task_store import NewTask, TaskStore
+
+S = TaskState
+
+
+@pytest.fixture
+def store(redis_client):
+    return TaskStore(redis_client)
+
+
+def _task(store: TaskStore, task_id: str, state: TaskState, endpoint: str = "ep", dispatched: bool = True,
+          inflight: bool = False) -> None:
+    """A task of owner ``u`` in ``state`` (written as submit writes it, then moved there)."""
+    store.submit([NewTask(task_id=task_id, owner="u", function_id="f", endpoint_id=endpoint, payload=b"x")])
+    store.r.lrem(queue_key(endpoint), 0, task_id)
+    store.r.hset(task_key(task_id), "state", state.value)
+    if dispatched:
+        store.r.hset(task_key(task_id), "t_dispatched", "1.0")
+    if inflight:
+        store.r.sadd(inflight_key(endpoint), task_id)
+
+
+def _state(store: TaskStore, task_id: str) -> TaskState:
+    return TaskState(store.r.hget(task_key(task_id), "state").decode())
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_claim_takes_only_claimable_tasks(store, state):
+    _task(store, "t", state, dispatched=False)
+    store.r.rpush(queue_key("ep"), "t")
+    claimed = [t.task_id for t in store.claim("ep", 10)]
+    assert (claimed == ["t"]) is rules.claimable(state)
+    assert _state(store, "t") == (S.DISPATCHED if claimed else state)
+    assert store.r.sismember(inflight_key("ep"), "t") == bool(claimed)
+
+
+@pytest.mark.parametrize("args, room", CLAIM_ROOM_CASES)
+def test_claim_room_in_lua_is_the_rule(store, args, room):
+    capacity, inflight, want = args
+    if inflight:
+        store.r.sadd(inflight_key("ep"), *(f"busy{i}" for i in range(inflight)))
+    store.submit([NewTask(task_id=f"t{i}", owner="u", function_id="f", endpoint_id="ep", payload=b"x")
+                  for i in range(want + 3)])
+    assert len(store.claim("ep", want, capacity)) == room == rules.claim_room(capacity, inflight, want)
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_running_moves_only_startable_tasks(store, state):
+    _task(store, "t", state, inflight=True)
+    store.mark_running(["t"])
+    assert _state(store, "t") == (S.RUNNING if rules.startable(state) else state)
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_requeue_moves_only_requeueable_tasks(store, state):
+    _task(store, "t", state, inflight=True)
+    moved = store.requeue_inflight("ep")
+    assert moved == int(rules.requeueable(state))
+    assert _state(store, "t") == (S.WAITING if moved else state)
+    assert store.r.lrange(queue_key("ep"), 0, -1) == ([b"t"] if moved else [])
+    assert not store.r.sismember(inflight_key("ep"), "t")  # it leaves the set either way
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_cancel_ends_only_finishable_tasks(store, state):
+    _task(store, "t", state, inflight=state is not S.WAITING)
+    before = store.cancel("t", "u")
+    assert before == state.value
+    ended = rules.finishable(state)
+    assert _state(store, "t") == (S.CANCELLED if ended else state)
+    assert not ended or may_move(state, S.CANCELLED)
+
+
+@pytest.mark.parametrize("args, verdict", VERDICT_CASES)
+def test_record_applies_the_result_verdict(store, args, verdict):
+    state, endpoint, reporter, held, dispatched = args
+    if state is not None:
+        _task(store, "t", state, endpoint=endpoint, dispatched=dispatched)
+        if held:
+            store.r.sadd(inflight_key(reporter), "t")
+    recorded, rejected = store.record_results_from([ResultMessage(task_id="t", ok=True, data=b"R")], reporter)
+    assert (recorded, rejected) == {"record": (["t"], []), "duplicate": ([], []), "reject": ([], ["t"])}[verdict]
+    if state is not None:
+        assert _state(store, "t") == (S.SUCCESS if verdict == "record" else state)
+        assert not store.r.sismember(inflight_key(reporter), "t") or verdict == "reject"
+
+
+def test_bucket_script_is_the_rule(redis_client):
+    bucket = register(redis_client, "bucket")
+    waits = [int(bucket(keys=["fns:rl:test"], args=[BUCKET_RATE, BUCKET_BURST, repr(now), cost]))
+             for now, cost in BUCKET_CALLS]
+    assert waits == BUCKET_WAITS
+
+
+@pytest.mark.parametrize("args, reserved", QUOTA_CASES)
+def test_reserve_script_is_the_rule(redis_client, args, reserved):
+    before, n, limit = args
+    redis_client.set("fns:quota:test", before)
+    count, ok = register(redis_client, "reserve")(keys=["fns:quota:test"], args=[n, 4_000_000_000, limit])
+    assert (count, bool(ok)) == (before + n, rules.quota_allows(before + n, limit)) and bool(ok) is reserved
+    assert int(redis_client.get("fns:quota:test")) == (before + n if reserved else before)

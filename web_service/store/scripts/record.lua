@@ -1,0 +1,47 @@
+-- Records results: the first one for a task wins, and only the endpoint that holds the task may
+-- record it (result_verdict). KEYS: the reporting endpoint's in-flight set, task key prefix, done
+-- channel prefix, completion log prefix, the rejected-results counter hash. ARGV: now, ttl, log
+-- max entries, the reporting endpoint id, the number n of result fields, their n names
+-- (record.RESULT_FIELDS), then per result: id, state, the n values. Completions are logged and
+-- published once per owner. Returns {recorded ids, rejected ids}.
+local endpoint = ARGV[4]
+local n = tonumber(ARGV[5])
+local names = {unpack(ARGV, 6, 5 + n)}
+local first, step = 6 + n, 2 + n
+local ids = {}
+for i = first, #ARGV, step do ids[#ids + 1] = ARGV[i] end
+if #ids == 0 then return {{}, {}} end
+local held = redis.call('SMISMEMBER', KEYS[1], unpack(ids))
+local recorded, rejected, leave = {}, {}, {}
+local by_owner, owners = {}, {}
+for j, id in ipairs(ids) do
+  local i = first + (j - 1) * step
+  local k = KEYS[2] .. id
+  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner')
+  local verdict = result_verdict(f[1], f[2], endpoint, held[j] == 1, f[3])
+  if verdict == 'record' then
+    local values = {'state', ARGV[i + 1], 't_finished', ARGV[1]}
+    for f = 1, n do
+      values[#values + 1] = names[f]
+      values[#values + 1] = ARGV[i + 1 + f]
+    end
+    redis.call('HSET', k, unpack(values))
+    redis.call('HDEL', k, 'payload')
+    redis.call('EXPIRE', k, ARGV[2])
+    leave[#leave + 1] = id
+    local owner = f[4]
+    if not by_owner[owner] then by_owner[owner] = {}; owners[#owners + 1] = owner end
+    table.insert(by_owner[owner], id)
+    recorded[#recorded + 1] = id
+  elseif verdict == 'duplicate' then
+    leave[#leave + 1] = id
+  else
+    rejected[#rejected + 1] = id
+  end
+end
+if #leave > 0 then call_many('SREM', KEYS[1], leave) end
+if #rejected > 0 then redis.call('HINCRBY', KEYS[5], endpoint, #rejected) end
+for _, owner in ipairs(owners) do
+  log_completed(KEYS[4] .. owner, KEYS[3] .. owner, ARGV[3], ARGV[2], table.concat(by_owner[owner], ','))
+end
+return {recorded, rejected}

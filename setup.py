@@ -36,7 +36,8 @@ BENCH = ["dask[distributed]>=2024.1", "matplotlib>=3.7", "py-spy>=0.3"]
 MPI = ["mpi4py>=3.1"]
 # moto[server]: a local S3-protocol server, the stand-in the S3 backend is tested against.
 TEST = ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6", "mypy>=1.10", "responses>=0.25", "schemathesis>=4", "playwright>=1.40",
-        "moto[server]>=5", *S3, *ASYNC, *PROXYSTORE]
+        "moto[server]>=5", *S3, *ASYNC, *PROXYSTORE,
+        "podman-compose>=1.1"]  # tests/integration/test_compose_deployment.py runs deploy/compose.yaml
 # What examples/ needs (notebooks, OpenMM on the CPU, scikit-image); the tests execute them.
 EXAMPLES = ["openmm>=8.1", "scikit-image>=0.22", "matplotlib>=3.7", "numpy>=1.24", "tqdm>=4.60", "ipywidgets>=8",
             "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25"]

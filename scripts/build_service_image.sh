@@ -14,13 +14,14 @@ cd "$(dirname "$0")/.."
 # The image runs as an unprivileged user: its files must be readable whatever umask the caller has
 # (a test process that started a private stack had 077, and the base came out unreadable).
 umask 022
+. scripts/image_cache.sh
 OUT=${1:-/var/cache/fnserve/service-image}
 BASE=${FNSERVE_SERVICE_BASE_IMAGE:-localhost/fnserve-python-base:test}
 IMAGE=${FNSERVE_SERVICE_IMAGE:-localhost/fnserve-service:test}
 PY=$(python3 -c 'import sys; print(sys.executable)')
 
-key=$( { "$PY" -c 'import sys; print(sys.version)'; "$PY" -m pip freeze 2>/dev/null | grep -v -i '^-e\|fnserve'; cat "$0"; } | sha256sum | cut -c1-16)
-if ! { [ -f "$OUT/key" ] && [ "$(cat "$OUT/key")" = "$key" ] && podman image exists "$BASE"; }; then
+key=$( { "$PY" -c 'import sys; print(sys.version)'; "$PY" -m pip freeze 2>/dev/null | grep -v -i '^-e\|fnserve'; cat "$0"; } | cache_key )
+if ! cache_fresh "$OUT" "$key" "$BASE"; then
   rm -rf "$OUT/rootfs" && mkdir -p "$OUT/rootfs"
   "$PY" - "$OUT/rootfs" <<'PY'
 """Copy the interpreter, the stdlib and the service's packages into a root filesystem."""
@@ -100,7 +101,7 @@ PY
   podman import --change 'ENV PATH=/opt/python/bin:/usr/bin:/bin' --change 'ENV PYTHONHOME=/opt/python' \
     "$OUT/rootfs.tar" "$BASE" >/dev/null
   rm -rf "$OUT/rootfs.tar" "$OUT/rootfs"
-  echo "$key" > "$OUT/key"
+  cache_store "$OUT" "$key"
 fi
 podman build -q --format docker -f deploy/Containerfile --build-arg BASE="$BASE" --build-arg PIP_INSTALL=0 -t "$IMAGE" . >/dev/null
 echo "$IMAGE"

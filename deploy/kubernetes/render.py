@@ -1,6 +1,6 @@
 """Render the Kubernetes manifests of the fnserve service from values.yaml.
 
-    python deploy/kubernetes/render.py [--values FILE] [--set forwarders.replicas=4 ...] > fnserve.yaml
+    python deploy/kubernetes/render.py [--values FILE] [--env-file deploy/compose.env] [--set forwarders.replicas=4 ...] > fnserve.yaml
     kubectl apply -f fnserve.yaml        # on your cluster (none runs where this is tested)
 
 ``settings:`` holds the service's own FNSERVE_* variables; a name the service does not read is
@@ -46,6 +46,18 @@ def _set(values: dict[str, Any], assignment: str) -> None:
     node[last] = yaml.safe_load(raw)
 
 
+def settings_from_env_file(text: str) -> dict[str, str]:
+    """The service settings of an env file such as deploy/compose.env: its ``FNSERVE_*`` lines
+    but the secrets (those go in the Secret); ``DEPLOY_*`` lines (ports, images, passwords of
+    one compose deployment) and comments are not the cluster's business."""
+    settings = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.startswith("FNSERVE_") and name not in SECRET_SETTINGS:
+            settings[name] = value
+    return settings
+
+
 def render(values: dict[str, Any], version: str = "0") -> str:
     settings = {k: str(v) for k, v in (values.get("settings") or {}).items()}
     unknown = sorted(set(settings) - known_settings())
@@ -62,10 +74,13 @@ def render(values: dict[str, Any], version: str = "0") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--values", default=str(HERE / "values.yaml"))
+    parser.add_argument("--env-file", help="take the FNSERVE_* settings of this file (deploy/compose.env), but secrets")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--version", default=None, help="the image's version (names the migration job)")
     args = parser.parse_args()
     values = yaml.safe_load(Path(args.values).read_text())
+    if args.env_file:
+        values["settings"] = {**(values.get("settings") or {}), **settings_from_env_file(Path(args.env_file).read_text())}
     for assignment in args.set:
         _set(values, assignment)
     if args.version is None:

@@ -75,3 +75,15 @@ def test_a_setting_the_service_does_not_read_or_a_secret_in_values_is_refused(se
     out = subprocess.run([sys.executable, str(REPO / "deploy/kubernetes/render.py"), "--set", setting],
                          capture_output=True, text=True, check=False, cwd=REPO)
     assert out.returncode != 0 and message in out.stderr
+
+
+def test_the_compose_env_file_supplies_the_settings_but_not_its_secrets_or_deployment_lines():
+    out = subprocess.run([sys.executable, str(REPO / "deploy/kubernetes/render.py"), "--env-file", str(REPO / "deploy/compose.env")],
+                         capture_output=True, text=True, check=False, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    [config] = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "ConfigMap"]
+    compose_env = (REPO / "deploy/compose.env").read_text()
+    assert "FNSERVE_REDIS_REPLICAS_ACK=2" in compose_env and config["data"]["FNSERVE_REDIS_REPLICAS_ACK"] == "2"
+    assert not [k for k in config["data"] if k.startswith("DEPLOY_")]
+    assert "FNSERVE_METRICS_TOKEN" not in config["data"] and "FNSERVE_REDIS_SENTINEL_PASSWORD" not in config["data"]
+    assert "CHANGE-ME" not in out.stdout

@@ -86,7 +86,8 @@ SH
 
   # HAProxy, from its .deb and those of the two libraries this host lacks
   debs=$work/debs; mkdir -p "$debs"
-  (cd "$debs" && apt-get download -q haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 >/dev/null 2>&1)
+  get_debs() { (cd "$debs" && apt-get download -q haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 >/dev/null 2>&1); }
+  get_debs || { apt-get update -qq && get_debs; }  # a machine whose package lists were never fetched
   for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$debs/x"; done
   r=$work/haproxy; common "$r"
   python3 scripts/standin_rootfs.py "$r" /bin/sh /usr/sbin/haproxy="$debs/x/usr/sbin/haproxy" \

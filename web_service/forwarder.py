@@ -241,7 +241,7 @@ class Forwarder:
             log.exception("could not verify endpoint %s", msg.endpoint_id)
             ok = False
         if not ok:
-            log.warning("endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
+            log.warning("refused a site manager for endpoint %s: unknown endpoint or wrong secret", msg.endpoint_id)
         elif self.pool is not None and not self.session.serves(msg.endpoint_id):
             self.session.live = self.pool.live()  # a dead forwarder may still be in the last read
         return ok

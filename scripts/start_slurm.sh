@@ -20,17 +20,17 @@ fi
 
 CPUS=$(nproc)
 CONF=/etc/slurm/slurm.conf
-# proctrack/pgid: a job's processes are its process group, so a job's end kills what a killed
-# worker pool orphaned (with proctrack/linuxproc those escaped and held the job in COMPLETING for
-# about a minute: chaos slurm_pool_kill9 recovered in 74 s, with pgid in 9 s). Production sites
-# use proctrack/cgroup, which tracks them as well; it needs a systemd-managed cgroup tree.
+# proctrack/linuxproc. proctrack/pgid made a killed worker pool's job end at once (chaos
+# slurm_pool_kill9: 74 s -> 9-11 s to recovery: the pool's orphans escape linuxproc and hold the job
+# COMPLETING) but left a container block's podman container running after its job was cancelled
+# (tests/integration/test_runtimes_slurm.py); sites run proctrack/cgroup, which tracks both.
 WANT=$(cat <<EOF
 # Single-node Slurm for fnserve's tests (written by scripts/start_slurm.sh).
 ClusterName=fnserve
 SlurmctldHost=localhost
 SlurmUser=root
 AuthType=auth/munge
-ProctrackType=proctrack/pgid
+ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none

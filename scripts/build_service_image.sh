@@ -20,12 +20,15 @@ BASE=${FNSERVE_SERVICE_BASE_IMAGE:-localhost/fnserve-python-base:test}
 IMAGE=${FNSERVE_SERVICE_IMAGE:-localhost/fnserve-service:test}
 PY=$(python3 -c 'import sys; print(sys.executable)')
 
-key=$( { "$PY" -c 'import sys; print(sys.version)'; "$PY" -m pip freeze 2>/dev/null | grep -v -i '^-e\|fnserve'; cat "$0"; } | cache_key )
+key=$( { "$PY" -c 'import sys; print(sys.version)'; "$PY" -m pip freeze 2>/dev/null | grep -v -i '^-e\|fnserve'; cat "$0" scripts/standin_rootfs.py; } | cache_key )
 if ! cache_fresh "$OUT" "$key" "$BASE"; then
   rm -rf "$OUT/rootfs" && mkdir -p "$OUT/rootfs"
   "$PY" - "$OUT/rootfs" <<'PY'
 """Copy the interpreter, the stdlib and the service's packages into a root filesystem."""
-import importlib, os, shutil, subprocess, sys, sysconfig
+import importlib, os, shutil, sys, sysconfig
+
+sys.path.insert(0, "scripts")
+from standin_rootfs import copy_libraries
 
 root = sys.argv[1]
 prefix = "/opt/python"
@@ -70,19 +73,7 @@ libpython = os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_confi
 objects = [binary, libpython, "/bin/sh"]
 for top, _, files in os.walk(root):
     objects += [os.path.join(top, f) for f in files if ".so" in f]
-libs = set()
-for obj in objects:
-    out = subprocess.run(["ldd", obj], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        path = parts[2] if "=>" in parts and len(parts) > 2 else (parts[0] if parts else "")
-        if path.startswith("/") and os.path.exists(path) and not path.startswith(root):
-            libs.add(path)
-for so in sorted(libs):
-    target = dest(so)
-    if not os.path.exists(target):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy2(os.path.realpath(so), target)
+copy_libraries(root, objects)
 for d in ("bin", "tmp", "etc", "usr/bin", "var/lib", "etc/ssl/certs"):
     os.makedirs(dest("/" + d), exist_ok=True)
 os.chmod(dest("/tmp"), 0o1777)

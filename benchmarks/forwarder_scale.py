@@ -41,6 +41,30 @@ from common import summarize, write_results
 OWNER = "bench-user"
 
 
+def _submit_and_wait(store: Any, cursor: str, ids: list[str], n_endpoints: int, n_tasks: int) -> tuple[dict[str, float], float]:
+    """Submit ``n_tasks`` no-ops round-robin over the endpoints in batches of 1,000 and wait until
+    all are recorded; returns each task's submit time and the seconds it all took."""
+    from web_service.task_store import NewTask
+
+    submitted_at: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for start in range(0, n_tasks, 1000):
+        batch = [NewTask(task_id=f"t{i}", owner=OWNER, function_id="f-noop", endpoint_id=ids[i % n_endpoints], payload=b"fns1 json-data 3\n{}")
+                 for i in range(start, min(n_tasks, start + 1000))]
+        now = time.time()
+        store.submit(batch)
+        submitted_at.update((t.task_id, now) for t in batch)
+    done = 0
+    while done < n_tasks:
+        page = store.completed_since(OWNER, cursor, 30.0, 100_000)
+        if not page.task_ids:
+            raise RuntimeError(f"stalled: {done}/{n_tasks} results recorded")
+        done += len(page.task_ids)
+        cursor = page.cursor
+    elapsed = time.perf_counter() - t0
+    return submitted_at, elapsed
+
+
 def _secret(endpoint_id: str) -> str:
     return "s-" + endpoint_id
 
@@ -112,7 +136,7 @@ def endpoints_process(address: str | dict[str, str], endpoint_ids: list[str], re
 def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[str, Any]:
     import redis
 
-    from web_service.task_store import NewTask, TaskStore
+    from web_service.task_store import TaskStore
 
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
@@ -137,22 +161,7 @@ def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[
             raise RuntimeError("simulated endpoints did not all register")
     register_s = time.perf_counter() - t_reg
     cursor = store.completion_cursor(OWNER)
-    submitted_at: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for start in range(0, n_tasks, 1000):
-        batch = [NewTask(task_id=f"t{i}", owner=OWNER, function_id="f-noop", endpoint_id=ids[i % n_endpoints], payload=b"fns1 json-data 3\n{}")
-                 for i in range(start, min(n_tasks, start + 1000))]
-        now = time.time()
-        store.submit(batch)
-        submitted_at.update((t.task_id, now) for t in batch)
-    done = 0
-    while done < n_tasks:
-        page = store.completed_since(OWNER, cursor, 30.0, 100_000)
-        if not page.task_ids:
-            raise RuntimeError(f"stalled: {done}/{n_tasks} results recorded")
-        done += len(page.task_ids)
-        cursor = page.cursor
-    elapsed = time.perf_counter() - t0
+    submitted_at, elapsed = _submit_and_wait(store, cursor, ids, n_endpoints, n_tasks)
     stop.set()
     received: list[tuple[str, float]] = []
     for _ in sims:
@@ -176,7 +185,7 @@ def scale_out(redis_url: str, n_endpoints: int, n_tasks: int, n_forwarders: int,
     import redis
 
     from web_service.forwarder_pool import ForwarderPool, assign
-    from web_service.task_store import NewTask, TaskStore
+    from web_service.task_store import TaskStore
 
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
@@ -210,22 +219,7 @@ def scale_out(redis_url: str, n_endpoints: int, n_tasks: int, n_forwarders: int,
             raise RuntimeError("simulated endpoints did not all register")
     cursor = store.completion_cursor(OWNER)
     cpu0 = [_cpu_seconds(p.pid) for p in fwds]
-    submitted_at: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for start in range(0, n_tasks, 1000):
-        batch = [NewTask(task_id=f"t{i}", owner=OWNER, function_id="f-noop", endpoint_id=ids[i % n_endpoints], payload=b"fns1 json-data 3\n{}")
-                 for i in range(start, min(n_tasks, start + 1000))]
-        now = time.time()
-        store.submit(batch)
-        submitted_at.update((t.task_id, now) for t in batch)
-    done = 0
-    while done < n_tasks:
-        page = store.completed_since(OWNER, cursor, 30.0, 100_000)
-        if not page.task_ids:
-            raise RuntimeError(f"stalled: {done}/{n_tasks} results recorded")
-        done += len(page.task_ids)
-        cursor = page.cursor
-    elapsed = time.perf_counter() - t0
+    submitted_at, elapsed = _submit_and_wait(store, cursor, ids, n_endpoints, n_tasks)
     cpu = [_cpu_seconds(p.pid) - c for p, c in zip(fwds, cpu0)]
     stop.set()
     received: list[tuple[str, float]] = []

@@ -68,8 +68,9 @@ pid=
 {rm}  # a container left under this name by an earlier run
 # However this script ends (the pool exits, the job is cancelled, the client is killed), the
 # container goes with it: no container keeps serving without its block. The exit note tells
-# the site manager at once that the block's tasks died with it (it re-runs them).
-trap 'rc=$?; {rm}; mkdir -p {ended} && echo "$rc" > {ended}/"$block"' EXIT
+# the site manager at once that the block's tasks died with it (it re-runs them): written before
+# the removal, which can take seconds on a loaded node.
+trap 'rc=$?; mkdir -p {ended} && echo "$rc" > {ended}/"$block"; {rm}' EXIT
 trap 'kill -TERM $pid 2>/dev/null; exit 143' TERM INT HUP
 {sh_join(run_argv(rt, ctx))} {pool} &
 pid=$!

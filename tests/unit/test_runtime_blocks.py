@@ -40,7 +40,7 @@ def test_podman_block_runs_a_named_labelled_container_from_local_images_and_remo
         '-v /scratch:/data:ro -e FNSERVE_RUNTIME -e FNSERVE_BLOCK_ID -e FNSERVE_JOB_ID -e FNSERVE_CONTAINER '
         '-e OMP_NUM_THREADS=1 --cpus=2 localhost/w:1 python3 -m node_manager.pool "$@" &')
     assert 'export FNSERVE_CONTAINER="fnserve-5f1c2a3b-sci-b$block-$(hostname -s)"' in script
-    assert "trap 'rc=$?; podman rm -f -t 0 \"$name\" >/dev/null 2>&1; mkdir -p /tmp/ended && echo \"$rc\" > /tmp/ended/\"$block\"' EXIT" in script
+    assert "trap 'rc=$?; mkdir -p /tmp/ended && echo \"$rc\" > /tmp/ended/\"$block\"; podman rm -f -t 0 \"$name\" >/dev/null 2>&1' EXIT" in script
     assert 'wait "$pid"' in script
 
 
@@ -63,7 +63,7 @@ def test_docker_block_uses_dockers_own_remove_and_gpu_flags():
     _bash_ok(script)
     run = _line(script, "docker run")
     assert "--pull=missing" in run and "--gpus all" in run and " w:1 python3 -m node_manager.pool" in run
-    assert "trap 'rc=$?; docker rm -f \"$name\" >/dev/null 2>&1; mkdir -p" in script
+    assert "; docker rm -f \"$name\" >/dev/null 2>&1' EXIT" in script
     podman_gpu = _line(block_script(RuntimeConfig("p", "podman", image="w", gpus="nvidia"), CTX), "podman run")
     assert "--device nvidia.com/gpu=all" in podman_gpu  # CDI
     amd = _line(block_script(RuntimeConfig("p", "podman", image="w", gpus="amd"), CTX), "podman run")

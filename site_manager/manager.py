@@ -6,15 +6,12 @@ watches the clock and carries out the actions the session returns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import platform
-import signal
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import Any
 
 import zmq
@@ -23,18 +20,15 @@ from fnserve.errors import FnserveError
 from fnserve.messages import (
     Disconnect,
     TaskMessage,
-    TaskOutput,
     decode_from_forwarder,
     encode,
 )
-from fnserve.version import PROTOCOL_VERSION, __version__
 from site_manager.config import EndpointConfig
 from site_manager.engine_like import EngineLike
 from site_manager.engine_submit import result_of, submit_task
 from site_manager.resources import endpoint_offers
 from site_manager.runtime_pool import RuntimePool
-from site_manager.runtimes import HOST
-from site_manager.failures import BlockLost, failure_result
+from site_manager.failures import failure_result
 from site_manager.inbox import Inbox, ResultInbox
 from site_manager.outputs import OutputRelay, advertised_host
 from node_manager import parent_watch
@@ -47,30 +41,14 @@ from site_manager.actions import Action, Exit, Kill, Reconnect, Send, Submit, Wa
 from site_manager.result_ledger import ResultLedger
 from site_manager.session import Backoff, Session
 from site_manager.status import EngineStatus
+from site_manager.drain import Drain, stop_on_signals
+from site_manager.engine_tasks import EngineTasks
+from site_manager.software import software_versions
 
 logger = logging.getLogger(__name__)
 
 # Seconds between checks for tasks past their walltime (only while such tasks run).
 WALLTIME_CHECK = 1.0
-# Seconds between asking the workers whether they still run anything, while stopping.
-DRAIN_CHECK = 0.25
-
-
-def software_versions() -> dict[str, str]:
-    """What this endpoint runs, reported to the forwarder at registration."""
-    versions = {
-        "fnserve": __version__,
-        "protocol": str(PROTOCOL_VERSION),
-        "python": platform.python_version(),
-    }
-    try:
-        import parsl
-
-        versions["parsl"] = parsl.__version__
-    except ImportError:
-        pass
-    return versions
-
 
 class SiteManager:
     """Connects out to the forwarder and runs the tasks it sends on the engine.
@@ -119,8 +97,7 @@ class SiteManager:
         self._socket: zmq.Socket[bytes] | None = None
         self._reconnect_at: float | None = 0.0  # connect at once
         self._stop_requested = threading.Event()
-        self._drain_deadline: float | None = None
-        self._drain_checked_at = 0.0
+        self._drain: Drain | None = None  # a stop under way
         self._walltime_check_at: float | None = None  # set while tasks with a walltime run
         self._poller = zmq.Poller()
         self._poller.register(self.inbox.fileno(), zmq.POLLIN)
@@ -131,16 +108,14 @@ class SiteManager:
         self._poller.register(self.outputs.zap, zmq.POLLIN)
         self.exit_reason = ""
         self.metrics: SiteMetrics | NoMetrics = NoMetrics()  # served once run() starts
-        # Tasks handed to the engine (their futures), and the (runtime, block) a worker started
-        # each in (from its start marker): a task whose block dies is re-run at once.
-        self._futures: dict[str, Future[bytes]] = {}
-        self._task_blocks: dict[str, tuple[str, str]] = {}
+        # Tasks handed to the engine, and the block each started in: re-run at once if it dies.
+        self.engine_tasks = EngineTasks()
 
     # -- public ------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Start the engine and serve until stopped; returns the process exit status."""
-        self._install_signal_handlers()
+        stop_on_signals(self.stop)
         bind = self.config.metrics or os.environ.get("FNSERVE_SITE_METRICS", "")
         try:
             self.metrics = site_metrics(bind, lambda: len(self.session.running), logger)
@@ -182,13 +157,13 @@ class SiteManager:
                 time.monotonic(), time.time(), self._engine_status
             )
             actions += self._enforce_walltimes(time.monotonic())
-            if self._stop_requested.is_set() and self._drain_deadline is None:
-                self._begin_drain()
+            if self._stop_requested.is_set() and self._drain is None:
+                self._drain = Drain(self.session, self.engine, self.config.drain_timeout, time.monotonic())
             code = self._perform(actions)
             if code is not None:
                 return code
-            if self._drain_deadline is not None and self._drain_finished():
-                return self._leave()
+            if self._drain is not None and self._drain.finished(time.monotonic()):
+                return self._leave(self._drain)
 
     def _enforce_walltimes(self, now: float) -> list[Action]:
         """Kill the workers of tasks past walltime + grace (checked every WALLTIME_CHECK s,
@@ -214,10 +189,9 @@ class SiteManager:
             for d in (
                 self.session.next_deadline(),
                 self._reconnect_at,
-                self._drain_deadline,
                 self._walltime_check_at,
-                # Stopping: ask the workers again soon whether they still run anything.
-                None if self._drain_deadline is None else self._drain_checked_at + DRAIN_CHECK,
+                # Stopping: the drain's deadline, or asking the workers again whether they run anything.
+                None if self._drain is None else self._drain.wake_at(),
             )
             if d is not None
         ]
@@ -234,7 +208,7 @@ class SiteManager:
         if self.outputs.socket in ready or self.inbox.fileno() in ready:
             # Before results: a task's last outputs reach the forwarder ahead of its result.
             outputs = self.outputs.drain()
-            self._note_blocks(outputs)
+            self.engine_tasks.note_blocks(outputs)
             actions += self.session.outputs_ready(outputs)
         if self.inbox.fileno() in ready:
             results = self.inbox.drain()
@@ -305,39 +279,10 @@ class SiteManager:
     def _engine_status(self) -> EngineStatus:
         # Heartbeat pace: also the moment to replace lost blocks (no DataFlowKernel does it).
         status = self.engine.status()
-        self._fail_tasks_of_ended_blocks()
+        self.engine_tasks.fail_those_of_ended_blocks(self.engine)
         if self.engine.scale():
             status = self.engine.status()
         return status
-
-    def _note_blocks(self, outputs: list[TaskOutput]) -> None:
-        for o in outputs:
-            if o.kind == "start" and o.values.get("block") and o.task_id in self._futures:
-                self._task_blocks[o.task_id] = (str(o.values.get("runtime") or HOST), str(o.values["block"]))
-
-    def _fail_tasks_of_ended_blocks(self) -> None:
-        """Fail (as worker_lost, so retried within max_retries) the tasks started in blocks that
-        ended: at heartbeat pace, not after the interchange's heartbeat_threshold."""
-        if not isinstance(self.engine, RuntimePool) or not self._task_blocks:
-            return  # (the pool reports blocks by runtime, which the start markers name)
-        ended = self.engine.ended_blocks()
-        for task_id, where in list(self._task_blocks.items()):
-            why = ended.get(where)
-            future = self._futures.get(task_id)
-            if why is None or future is None:
-                continue
-            self._task_blocks.pop(task_id, None)
-            runtime, block = where
-            job = self.engine.job_of(runtime, block)
-            logger.warning("task %s: block %s of runtime %s (job %s) ended: %s; failing it now (re-run within max_retries)",
-                           task_id, block, runtime, job, why)
-            with contextlib.suppress(InvalidStateError):  # settled meanwhile by Parsl's thread
-                future.set_exception(BlockLost(block, job, platform.node(), 0, why))
-
-    def _forget(self, task_id: str, future: Future[bytes]) -> None:
-        if self._futures.get(task_id) is future:
-            self._futures.pop(task_id, None)
-            self._task_blocks.pop(task_id, None)
 
     # -- I/O helpers ---------------------------------------------------------------------------
 
@@ -395,67 +340,19 @@ class SiteManager:
             logger.error("engine refused task %s: %s", task_id, exc)
             self.inbox.put(failure_result(task_id, exc, task.timings))
             return
-        self._futures[task_id] = future
-        self._task_blocks.pop(task_id, None)  # a re-run: its new worker's start marker names its block
+        self.engine_tasks.add(task_id, future)
 
         def done(fut: Future[bytes]) -> None:
-            self._forget(task_id, fut)
+            self.engine_tasks.forget(task_id, fut)
             self.inbox.put(result_of(task_id, fut, task.timings))
 
         future.add_done_callback(done)
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals only reach the main thread; callers there use stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stop())
-
-    def _begin_drain(self) -> None:
-        logger.info(
-            "stopping: no new tasks; waiting up to %g s for the tasks running on workers and acks; "
-            "the tasks not started go back to the service",
-            self.config.drain_timeout,
-        )
-        self.session.start_drain()
-        # Workers take nothing more from the interchange: what is queued there stays unstarted.
-        try:
-            self.engine.hold()
-        except Exception as exc:  # noqa: BLE001 - a dead interchange: nothing more starts anyway
-            logger.warning("cannot hold the workers: %s", exc)
-        self._drain_deadline = time.monotonic() + self.config.drain_timeout
-        self._drain_checked_at = 0.0
-
-    def _drain_finished(self) -> bool:
-        assert self._drain_deadline is not None
-        now = time.monotonic()
-        if self.session.drained or now >= self._drain_deadline:
-            return True
-        if not self.session.started_done or now - self._drain_checked_at < DRAIN_CHECK:
-            return False
-        # The session saw every started task finish; the workers must say they hold none either
-        # (a task can be on a worker a moment before its start marker arrives).
-        self._drain_checked_at = now
-        try:
-            return self.engine.status().tasks_running == 0
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("cannot ask the workers what they run: %s", exc)
-            return True
-
-    def _leave(self) -> int:
-        back = self.session.handed_back()
-        if back:
-            logger.info("handing %d task(s) that no worker started back to the service: %s", len(back),
-                        ", ".join(back[:20]) + (" ..." if len(back) > 20 else ""))
-        started = len(self.session.running) - len(back)
-        if started or len(self.session.ledger):
-            logger.warning(
-                "leaving with %d started task(s) still running and %d result(s) unacked after %g s; "
-                "the forwarder re-dispatches them", started, len(self.session.ledger), self.config.drain_timeout,
-            )
+    def _leave(self, drain: Drain) -> int:
+        drain.log_leaving()
         self._send(Disconnect(reason="endpoint shutting down"))
         self._close_socket(linger_ms=1000)  # give the goodbye a moment to leave
         logger.info("site manager stopped")
         return 0
-

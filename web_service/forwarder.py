@@ -9,7 +9,8 @@ The loop blocks on ``zmq.Poller``; new work is signalled by the task store's Red
 channel, relayed by a thread into an inproc socket, so nothing on the hot path sleeps or polls on
 an interval. The decisions (who is connected as which endpoint, who went silent, which endpoints
 this forwarder serves among several) live in web_service/forwarder_session.py, pure and tested
-without sockets; this module carries out the actions it returns. ``python -m
+without sockets; this module carries out the actions it returns, and
+web_service/forwarder_traffic.py what connected endpoints send and are sent. ``python -m
 web_service.forwarder`` starts one from the environment (web_service/forwarder_main.py).
 """
 
@@ -33,14 +34,11 @@ from web_service.forwarder_watches import WatchLists
 from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
     Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply,
 )
-from web_service.redis_client import replicated
-from web_service.forwarder_wake import relay_wakeups, sort_wakeups
+from web_service.forwarder_traffic import EndpointTraffic, send
+from web_service.redis_client import wait_until_back
+from web_service.forwarder_wake import read_wakeups, relay_wakeups, sort_wakeups
 from web_service.task_store import TaskStore, tombstone_key
-from fnserve.outputs import task_output_limit
-from web_service.task_outputs import OutputWriter
-from web_service.result_limits import within_limits
 from web_service.stale_tasks import expire_waiting, sweep_interval
-from web_service.usage import log_usage, result_entries
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +75,9 @@ class Forwarder:
         self.server_keys = server_keys
         self.endpoint_for_key = endpoint_for_key
         self.store = store
-        # Live outputs of running tasks (fnserve.report), bounded per task by output_limit bytes.
-        self.outputs = OutputWriter(store.r, store.result_ttl, task_output_limit() if output_limit is None else output_limit)
         self.verify_secret = verify_secret
-        self.max_result_bytes = max_result_bytes  # the service's own bound (web_service.result_limits)
         self.bind = bind
         self.heartbeat_period = heartbeat_period
-        self.batch_size = batch_size
         # The decisions (web_service/forwarder_session.py); this class does the I/O they ask for.
         self.session = ForwarderSession(heartbeat_threshold, pool.address if pool is not None else None)
         self.connections: Connections = self.session.connections
@@ -92,9 +86,6 @@ class Forwarder:
         self._wake_addr = f"inproc://fnserve-wake-{id(self)}"
         self.bound = threading.Event()
         self.address: str | None = None
-        # Results / live outputs dropped because the endpoint sending them did not hold the task.
-        self.rejected_results = 0
-        self.rejected_outputs = 0
         # File triggers (web_service.triggers.files.FileTriggerBridge): the watch list each
         # connected endpoint was last sent, and when the registry is next looked at.
         self.watches = WatchLists(file_triggers)
@@ -105,9 +96,9 @@ class Forwarder:
         self.pool = pool
         if pool is not None:
             pool.ttl = heartbeat_ttl(heartbeat_threshold)
-        # Replicas that must hold recorded results before they are acked (web_service/redis_client.py).
-        self.replicas_ack = replicas_ack
-        self.replicas_timeout = replicas_timeout
+        # Tasks out, results, status, outputs and file events in (web_service/forwarder_traffic.py).
+        self.traffic = EndpointTraffic(store, self.connections, self.watches, batch_size, output_limit,
+                                       max_result_bytes, replicas_ack, replicas_timeout)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -161,7 +152,7 @@ class Forwarder:
                     now = time.time()
                     if now >= check_at:
                         self._expire(router, now)
-                        self._refresh_watches(router, now)
+                        self.traffic.refresh_watches(router, now)
                         check_at = self.connections.next_deadline(now)
                     if now >= sweep_at:
                         expire_waiting(self.store, self.waiting_expiry, now)
@@ -215,18 +206,18 @@ class Forwarder:
                     continue
                 self._handle(router, identity, msg, key, pending)
         finally:
-            self._flush(router, pending)
+            self.traffic.flush(router, pending)
 
     def _handle(self, router: zmq.Socket, identity: bytes, msg: m.SiteMessage, key: str = "",
                 pending: _Pending | None = None) -> None:
         now = time.time()
         if isinstance(msg, m.Register):
             if pending is not None:
-                self._flush(router, pending)  # what the old connection sent comes first
+                self.traffic.flush(router, pending)  # what the old connection sent comes first
             self._perform(router, self.session.register(identity, msg, key, self._verify(msg, key), now), now, pending)
             return
         if isinstance(msg, m.Disconnect) and pending is not None:
-            self._flush(router, pending)
+            self.traffic.flush(router, pending)
         self._perform(router, self.session.received(identity, msg, key, now), now, pending)
 
     def _verify(self, msg: m.Register, key: str) -> bool:
@@ -253,78 +244,13 @@ class Forwarder:
                     log.warning("refused a site manager: [%s] %s", action.message.code, action.message.reason)
                 elif isinstance(action.message, m.Disconnect) and action.message.connect_to:
                     log.info("a site manager was sent to forwarder %s: %s", action.message.connect_to, action.message.reason)
-                self._send(router, action.identity, action.message)
+                send(router, action.identity, action.message)
             elif isinstance(action, Accept):
                 self._accept(router, action.conn, action.register)
             elif isinstance(action, Lose):
                 self._lose(action.endpoint_id, action.why)
             elif isinstance(action, Handle):
-                self._on_message(router, action.conn, action.message, now, pending)
-
-    def _on_message(self, router: zmq.Socket, conn: Connection, msg: m.SiteMessage, now: float, pending: _Pending | None) -> None:
-        if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
-            pending.add(conn, msg)
-            return
-        if isinstance(msg, m.ResultBatch):
-            self._record(router, conn, msg.results, now)
-        elif isinstance(msg, m.TaskStatusBatch):
-            self.store.mark_running(msg.running, msg.started_at or None)
-        elif isinstance(msg, m.Heartbeat):
-            self._send(router, conn.identity, m.Heartbeat(sent_at=now))
-            self.store.touch(conn.endpoint_id)
-        elif isinstance(msg, m.TaskOutputBatch):
-            kept, dropped = self.outputs.append_checked(conn.endpoint_id, msg.outputs)
-            if dropped:
-                self.rejected_outputs += dropped
-                log.warning("endpoint %s sent %d live output(s) for tasks not in flight there; dropped", conn.endpoint_id, dropped)
-        elif isinstance(msg, m.EndpointStatus):
-            self.store.touch(conn.endpoint_id, msg)
-        elif isinstance(msg, m.FileEventBatch):
-            self._record_files(router, conn, msg.events)
-
-    def _flush(self, router: zmq.Socket, pending: _Pending) -> None:
-        """Record what a drain pass gathered: status first (a result must win over 'running')."""
-        for started_at, task_ids in pending.running.items():
-            self.store.mark_running(task_ids, started_at or None)
-        now = time.time()
-        for conn, results in pending.results.values():
-            if self.connections.by_identity.get(conn.identity) is conn:
-                self._record(router, conn, results, now)
-        for conn, events in pending.files.values():
-            if self.connections.by_identity.get(conn.identity) is conn:
-                self._record_files(router, conn, events)
-        pending.clear()
-
-    def _record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
-        """Record results (first wins), ack them all, then send what their room lets through."""
-        results = [within_limits(r, self.max_result_bytes) for r in results]
-        recorded, rejected = self.store.record_results_from(results, conn.endpoint_id)
-        metrics.count_recorded(results, recorded, len(rejected), now)
-        if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout):
-            # Not acked: the site manager keeps them and sends them again after its next
-            # registration (a failover makes it register again), and the first recorded wins.
-            log.warning("endpoint %s: %d result(s) recorded but not yet on %d replica(s); not acked",
-                        conn.endpoint_id, len(results), self.replicas_ack)
-            return
-        # Rejected ones are acked too: a site manager must not resend them forever.
-        self._send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
-        if conn.capacity:
-            self._dispatch(router, conn.endpoint_id)  # results free room: send what waits
-        self._account(conn.endpoint_id, results, recorded, now)
-        if rejected:
-            self.rejected_results += len(rejected)
-            log.warning("endpoint %s sent %d result(s) for tasks it does not hold; dropped (not recorded, not billed): %s",
-                        conn.endpoint_id, len(rejected), ", ".join(rejected[:10]) + (" ..." if len(rejected) > 10 else ""))
-        duplicates = len(results) - len(recorded) - len(rejected)
-        if duplicates:
-            log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, duplicates)
-
-    def _account(self, endpoint_id: str, results: list[m.ResultMessage], recorded: list[str], now: float) -> None:
-        """Log usage of the results recorded now, after the ack (one XADD; see web_service.usage)."""
-        try:
-            log_usage(self.store.r, result_entries(endpoint_id, results, recorded, now))
-        except Exception as exc:  # noqa: BLE001 - accounting must never cost a result
-            log.error("could not log usage of %d task(s) of endpoint %s: %s", len(recorded), endpoint_id, type(exc).__name__)
+                self.traffic.on_message(router, action.conn, action.message, now, pending)
 
     def _accept(self, router: zmq.Socket, conn: Connection, msg: m.Register) -> None:
         identity = conn.identity
@@ -340,21 +266,15 @@ class Forwarder:
                                  offers=json.dumps(msg.offers), user_config_schema=msg.user_config_schema)
         self.store.touch(msg.endpoint_id)
         log.info("endpoint %s connected (%d task(s) requeued)", msg.endpoint_id, requeued)
-        self._send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold,
+        send(router, identity, m.Registered(heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.connections.threshold,
                                                   forwarders=list(self.session.live)))
         self.watches.forget(msg.endpoint_id)  # a new connection gets the list again
-        self._send_watches(router, [msg.endpoint_id])
-        self._relay_cancels(router, msg.endpoint_id)
-        self._dispatch(router, msg.endpoint_id)
+        self.traffic.send_watches(router, [msg.endpoint_id])
+        self.traffic.relay_cancels(router, msg.endpoint_id)
+        self.traffic.dispatch(router, msg.endpoint_id)
 
     def _drain_wakeups(self, router: zmq.Socket, wake: zmq.Socket) -> None:
-        words = []
-        while True:
-            try:
-                words.append(wake.recv(zmq.NOBLOCK).decode())
-            except zmq.Again:
-                break
-        w = sort_wakeups(words)
+        w = sort_wakeups(read_wakeups(wake))
         endpoints, cancels, revoked, watch_changed = w.endpoints, w.cancels, w.revoked, w.watch_changed
         if "*" in endpoints:  # Redis came back: anything may have happened meanwhile
             endpoints = cancels = set(self.connections.by_endpoint)
@@ -363,14 +283,14 @@ class Forwarder:
             self._revoke(router, endpoint_id)
         watch_changed &= set(self.connections.by_endpoint)
         if watch_changed:
-            self._send_watches(router, sorted(watch_changed))
+            self.traffic.send_watches(router, sorted(watch_changed))
         # The cancel list is read only when a cancel said so: no Redis call per dispatch wake.
         for endpoint_id in cancels:
             if endpoint_id in self.connections.by_endpoint:
-                self._relay_cancels(router, endpoint_id)
+                self.traffic.relay_cancels(router, endpoint_id)
         for endpoint_id in endpoints:
             if endpoint_id in self.connections.by_endpoint:
-                self._dispatch(router, endpoint_id)
+                self.traffic.dispatch(router, endpoint_id)
 
     def _revoke(self, router: zmq.Socket, endpoint_id: str) -> None:
         """The endpoint was deleted: refuse its site manager now and forget its connection, so
@@ -379,7 +299,7 @@ class Forwarder:
         if conn is None:
             return
         self.connections.drop(endpoint_id)
-        self._send(router, conn.identity, m.Refused(code="endpoint_deleted", reason="this endpoint was deleted"))
+        send(router, conn.identity, m.Refused(code="endpoint_deleted", reason="this endpoint was deleted"))
         self.store.set_connected(endpoint_id, False, reason="endpoint deleted")
         log.warning("endpoint %s was deleted: its connection is cut", endpoint_id)
 
@@ -389,49 +309,6 @@ class Forwarder:
         if not ids:
             return set()
         return {e for e, gone in zip(ids, self.store.r.mget([tombstone_key(e) for e in ids])) if gone}
-
-    def _refresh_watches(self, router: zmq.Socket, now: float) -> None:
-        if self.watches.due(now):
-            self._send_watches(router, list(self.connections.by_endpoint))
-
-    def _send_watches(self, router: zmq.Socket, endpoint_ids: list[str]) -> None:
-        """Send each endpoint its file triggers' watch list if it changed since last sent."""
-        for endpoint_id, watches in self.watches.changed(endpoint_ids).items():
-            conn = self.connections.by_endpoint.get(endpoint_id)
-            if conn is None:
-                continue
-            self.watches.mark_sent(endpoint_id, watches)
-            self._send(router, conn.identity, m.WatchFolders(watches=watches))
-
-    def _record_files(self, router: zmq.Socket, conn: Connection, events: list[m.FileEvent]) -> None:
-        """Record file events and ack them; unacked on failure (sent again after re-registering)."""
-        keys = self.watches.record(conn.endpoint_id, events)
-        if keys is None:
-            return
-        metrics.count_file_events(len(events))
-        self._send(router, conn.identity, m.FileEventsAck(keys=keys))
-
-    def _relay_cancels(self, router: zmq.Socket, endpoint_id: str) -> None:
-        """Tell the endpoint's site manager which of its tasks were cancelled after dispatch."""
-        task_ids = self.store.take_cancels(endpoint_id)
-        if task_ids:
-            self._send(router, self.connections.by_endpoint[endpoint_id].identity, m.CancelTasks(task_ids=task_ids))
-
-    def _dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
-        """Send the endpoint its waiting tasks in batches, no more than its capacity in flight."""
-        conn = self.connections.by_endpoint[endpoint_id]
-        while True:
-            claimed = self.store.claim_timed(endpoint_id, self.batch_size, conn.capacity)
-            if not claimed:
-                return
-            now = time.time()
-            tasks = [t for t, _ in claimed]
-            for t in tasks:
-                t.timings["forwarder_dispatched"] = now
-            self._send(router, conn.identity, m.TaskBatch(tasks=tasks))
-            metrics.count_dispatched(claimed, now)
-            if len(tasks) < self.batch_size:
-                return
 
     def _store_lost(self, router: zmq.Socket, exc: Exception) -> None:
         """Redis went away (a restart, a failover): wait for it, then have every site manager
@@ -444,18 +321,11 @@ class Forwarder:
         each endpoint's registration settles its own (``requeue_inflight_except``).
         """
         log.warning("Redis unavailable (%s); waiting for it", exc)
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                self.store.r.ping()
-                break
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                self._stop.wait(delay)  # fault path only, not the task path
-                delay = min(delay * 2, 2.0)
+        wait_until_back(self.store.r, self._stop)
         dropped = list(self.connections.by_endpoint.values())
         for conn in dropped:
             self.connections.drop(conn.endpoint_id)
-            self._send(router, conn.identity, m.Disconnect(reason="the service's task store restarted; register again"))
+            send(router, conn.identity, m.Disconnect(reason="the service's task store restarted; register again"))
         log.warning("Redis is back; asked %d site manager(s) to register again", len(dropped))
 
     # -- several forwarders (web_service/forwarder_pool.py) -------------------------------------
@@ -495,13 +365,6 @@ class Forwarder:
         metrics.count_requeued(requeued)
         self.store.set_connected(endpoint_id, False, reason=why)
         log.warning("endpoint %s disconnected (%s); %d in-flight task(s) requeued", endpoint_id, why, requeued)
-
-    @staticmethod
-    def _send(router: zmq.Socket, identity: bytes, msg: m._Message) -> None:
-        try:
-            router.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY off drops silently anyway)
-            log.debug("send to a site manager failed: %s", exc)
 
 
 def main() -> None:

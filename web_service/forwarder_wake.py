@@ -50,6 +50,16 @@ def sort_wakeups(words: list[str]) -> Wakeups:
     return out
 
 
+def read_wakeups(wake: zmq.Socket) -> list[str]:
+    """Every wake word already relayed into the loop's socket (nothing waits for more)."""
+    words = []
+    while True:
+        try:
+            words.append(wake.recv(zmq.NOBLOCK).decode())
+        except zmq.Again:
+            return words
+
+
 def relay_wakeups(ctx: zmq.Context, wake_addr: str, r: redis.Redis, stop: threading.Event) -> None:
     """Relay Redis 'wake' messages (endpoint ids) into the loop's inproc socket."""
     out = ctx.socket(zmq.PAIR)

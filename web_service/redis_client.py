@@ -19,6 +19,7 @@ registers anew). See docs/operations.md, "Redis failover".
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
@@ -67,3 +68,15 @@ def replicated(r: redis.Redis, replicas: int, timeout_ms: int) -> bool:
     pipe.execute_command("WAIT", replicas, timeout_ms)
     _, acked = pipe.execute()
     return int(acked) >= replicas
+
+
+def wait_until_back(r: redis.Redis, stop: threading.Event) -> None:
+    """Ping Redis until it answers (or ``stop`` is set), backing off from 0.1 s to 2 s."""
+    delay = 0.1
+    while not stop.is_set():
+        try:
+            r.ping()
+            return
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            stop.wait(delay)  # fault path only, not the task path
+            delay = min(delay * 2, 2.0)

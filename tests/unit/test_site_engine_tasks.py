@@ -1,0 +1,33 @@
+"""The site manager's record of tasks on the engine and the block each started in."""
+
+from concurrent.futures import Future
+
+from fnserve.messages import TaskOutput
+from site_manager.engine_tasks import EngineTasks
+
+
+def _start(task_id: str, block: str, runtime: str = "") -> TaskOutput:
+    values = {"block": block} | ({"runtime": runtime} if runtime else {})
+    return TaskOutput(task_id=task_id, seq=-1, time=0.0, kind="start", values=values)
+
+
+def test_a_start_marker_names_the_block_of_a_task_on_the_engine_only():
+    tasks = EngineTasks()
+    tasks.add("t1", Future())
+    tasks.note_blocks([_start("t1", "3", "podman"), _start("other", "1"), _start("t1-no-block", "")])
+    assert tasks.blocks == {"t1": ("podman", "3")}
+    tasks.note_blocks([_start("t1", "4")])  # no runtime named: the host's
+    assert tasks.blocks["t1"] == ("host", "4")
+
+
+def test_a_rerun_forgets_the_old_block_and_an_old_future_does_not_forget_the_new_one():
+    tasks = EngineTasks()
+    first, second = Future(), Future()
+    tasks.add("t1", first)
+    tasks.note_blocks([_start("t1", "0")])
+    tasks.add("t1", second)  # re-run: its new worker's start marker will name its block
+    assert "t1" not in tasks.blocks
+    tasks.forget("t1", first)  # the first attempt's callback, late
+    assert tasks.futures["t1"] is second
+    tasks.forget("t1", second)
+    assert tasks.futures == {} and tasks.blocks == {}

@@ -1,0 +1,166 @@
+"""What the forwarder does with each connected endpoint's traffic, once the session let it in.
+
+Tasks go out (claimed from the endpoint's queue in batches, no more than its capacity in
+flight), with the cancels made after dispatch and the file-trigger watch lists; what comes back
+goes into the task store: results (size limits applied, first recorded wins, acked once on
+enough Redis replicas, usage logged after the ack), task status, live outputs, file events.
+Messages of one drain pass are gathered (:class:`~web_service.forwarder_session.Pending`) and
+recorded with one Redis call per endpoint and kind. The loop that receives them and the
+connection decisions are in web_service/forwarder.py and forwarder_session.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import zmq
+
+from fnserve import messages as m
+from fnserve.outputs import task_output_limit
+from web_service import forwarder_metrics as metrics
+from web_service.forwarder_session import Connection, Connections, Pending
+from web_service.forwarder_watches import WatchLists
+from web_service.redis_client import replicated
+from web_service.result_limits import within_limits
+from web_service.task_outputs import OutputWriter
+from web_service.task_store import TaskStore
+from web_service.usage import log_usage, result_entries
+
+log = logging.getLogger("web_service.forwarder")
+
+
+def send(router: zmq.Socket, identity: bytes, msg: m._Message) -> None:
+    """Send one message to the site manager connected as ``identity`` (dropped if it is gone)."""
+    try:
+        router.send_multipart([identity, m.encode(msg)], zmq.NOBLOCK)
+    except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY off drops silently anyway)
+        log.debug("send to a site manager failed: %s", exc)
+
+
+class EndpointTraffic:
+    """Tasks out to the connected endpoints and what they send back into the task store."""
+
+    def __init__(self, store: TaskStore, connections: Connections, watches: WatchLists, batch_size: int,
+                 output_limit: int | None, max_result_bytes: int, replicas_ack: int, replicas_timeout: int) -> None:
+        self.store = store
+        self.connections = connections
+        self.watches = watches
+        self.batch_size = batch_size
+        # Live outputs of running tasks (fnserve.report), bounded per task by output_limit bytes.
+        self.outputs = OutputWriter(store.r, store.result_ttl, task_output_limit() if output_limit is None else output_limit)
+        self.max_result_bytes = max_result_bytes  # the service's own bound (web_service.result_limits)
+        # Replicas that must hold recorded results before they are acked (web_service/redis_client.py).
+        self.replicas_ack = replicas_ack
+        self.replicas_timeout = replicas_timeout
+        # Results / live outputs dropped because the endpoint sending them did not hold the task.
+        self.rejected_results = 0
+        self.rejected_outputs = 0
+
+    def on_message(self, router: zmq.Socket, conn: Connection, msg: m.SiteMessage, now: float, pending: Pending | None) -> None:
+        if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
+            pending.add(conn, msg)
+            return
+        if isinstance(msg, m.ResultBatch):
+            self.record(router, conn, msg.results, now)
+        elif isinstance(msg, m.TaskStatusBatch):
+            self.store.mark_running(msg.running, msg.started_at or None)
+        elif isinstance(msg, m.Heartbeat):
+            send(router, conn.identity, m.Heartbeat(sent_at=now))
+            self.store.touch(conn.endpoint_id)
+        elif isinstance(msg, m.TaskOutputBatch):
+            kept, dropped = self.outputs.append_checked(conn.endpoint_id, msg.outputs)
+            if dropped:
+                self.rejected_outputs += dropped
+                log.warning("endpoint %s sent %d live output(s) for tasks not in flight there; dropped", conn.endpoint_id, dropped)
+        elif isinstance(msg, m.EndpointStatus):
+            self.store.touch(conn.endpoint_id, msg)
+        elif isinstance(msg, m.FileEventBatch):
+            self.record_files(router, conn, msg.events)
+
+    def flush(self, router: zmq.Socket, pending: Pending) -> None:
+        """Record what a drain pass gathered: status first (a result must win over 'running')."""
+        for started_at, task_ids in pending.running.items():
+            self.store.mark_running(task_ids, started_at or None)
+        now = time.time()
+        for conn, results in pending.results.values():
+            if self.connections.by_identity.get(conn.identity) is conn:
+                self.record(router, conn, results, now)
+        for conn, events in pending.files.values():
+            if self.connections.by_identity.get(conn.identity) is conn:
+                self.record_files(router, conn, events)
+        pending.clear()
+
+    def record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
+        """Record results (first wins), ack them all, then send what their room lets through."""
+        results = [within_limits(r, self.max_result_bytes) for r in results]
+        recorded, rejected = self.store.record_results_from(results, conn.endpoint_id)
+        metrics.count_recorded(results, recorded, len(rejected), now)
+        if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout):
+            # Not acked: the site manager keeps them and sends them again after its next
+            # registration (a failover makes it register again), and the first recorded wins.
+            log.warning("endpoint %s: %d result(s) recorded but not yet on %d replica(s); not acked",
+                        conn.endpoint_id, len(results), self.replicas_ack)
+            return
+        # Rejected ones are acked too: a site manager must not resend them forever.
+        send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
+        if conn.capacity:
+            self.dispatch(router, conn.endpoint_id)  # results free room: send what waits
+        self._account(conn.endpoint_id, results, recorded, now)
+        if rejected:
+            self.rejected_results += len(rejected)
+            log.warning("endpoint %s sent %d result(s) for tasks it does not hold; dropped (not recorded, not billed): %s",
+                        conn.endpoint_id, len(rejected), ", ".join(rejected[:10]) + (" ..." if len(rejected) > 10 else ""))
+        duplicates = len(results) - len(recorded) - len(rejected)
+        if duplicates:
+            log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, duplicates)
+
+    def _account(self, endpoint_id: str, results: list[m.ResultMessage], recorded: list[str], now: float) -> None:
+        """Log usage of the results recorded now, after the ack (one XADD; see web_service.usage)."""
+        try:
+            log_usage(self.store.r, result_entries(endpoint_id, results, recorded, now))
+        except Exception as exc:  # noqa: BLE001 - accounting must never cost a result
+            log.error("could not log usage of %d task(s) of endpoint %s: %s", len(recorded), endpoint_id, type(exc).__name__)
+
+    def record_files(self, router: zmq.Socket, conn: Connection, events: list[m.FileEvent]) -> None:
+        """Record file events and ack them; unacked on failure (sent again after re-registering)."""
+        keys = self.watches.record(conn.endpoint_id, events)
+        if keys is None:
+            return
+        metrics.count_file_events(len(events))
+        send(router, conn.identity, m.FileEventsAck(keys=keys))
+
+    def refresh_watches(self, router: zmq.Socket, now: float) -> None:
+        if self.watches.due(now):
+            self.send_watches(router, list(self.connections.by_endpoint))
+
+    def send_watches(self, router: zmq.Socket, endpoint_ids: list[str]) -> None:
+        """Send each endpoint its file triggers' watch list if it changed since last sent."""
+        for endpoint_id, watches in self.watches.changed(endpoint_ids).items():
+            conn = self.connections.by_endpoint.get(endpoint_id)
+            if conn is None:
+                continue
+            self.watches.mark_sent(endpoint_id, watches)
+            send(router, conn.identity, m.WatchFolders(watches=watches))
+
+    def relay_cancels(self, router: zmq.Socket, endpoint_id: str) -> None:
+        """Tell the endpoint's site manager which of its tasks were cancelled after dispatch."""
+        task_ids = self.store.take_cancels(endpoint_id)
+        if task_ids:
+            send(router, self.connections.by_endpoint[endpoint_id].identity, m.CancelTasks(task_ids=task_ids))
+
+    def dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
+        """Send the endpoint its waiting tasks in batches, no more than its capacity in flight."""
+        conn = self.connections.by_endpoint[endpoint_id]
+        while True:
+            claimed = self.store.claim_timed(endpoint_id, self.batch_size, conn.capacity)
+            if not claimed:
+                return
+            now = time.time()
+            tasks = [t for t, _ in claimed]
+            for t in tasks:
+                t.timings["forwarder_dispatched"] = now
+            send(router, conn.identity, m.TaskBatch(tasks=tasks))
+            metrics.count_dispatched(claimed, now)
+            if len(tasks) < self.batch_size:
+                return

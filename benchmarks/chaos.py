@@ -286,14 +286,15 @@ def _hpc_jobs(stack: Stack) -> list[str]:
 
 
 def _block_pools(jobs: list[str]) -> list[tuple[int, str]]:
-    """(pid, batch job) of each worker pool (Parsl's process_worker_pool.py) running in ``jobs``:
-    the pool process itself, not its workers (which share its command line)."""
+    """(pid, batch job) of each worker pool (``python3 -m node_manager.pool``, Parsl's
+    process_worker_pool.py before) running in ``jobs``: the pool process itself, not a child of it."""
     found: dict[int, tuple[int, str]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            if b"process_worker_pool" not in (d / "cmdline").read_bytes():
+            cmd = (d / "cmdline").read_bytes()
+            if b"process_worker_pool" not in cmd and b"node_manager.pool" not in cmd:
                 continue
             env = (d / "environ").read_bytes().split(b"\0")
             ppid = int((d / "stat").read_text().rsplit(") ", 1)[1].split()[1])

@@ -12,6 +12,13 @@ Two more things a pool started here does:
   running tasks that the restarted site manager gets again;
 - its worker watchdog (Parsl's, paced by ``--hb_period``) checks every ``WORKER_CHECK`` s at most,
   so a worker killed by a cancel or a crash is replaced at once, not at the next 30 s heartbeat;
+- its workers (and Parsl's Manager server) die with it, however it ends (a ``kill -9`` of the pool
+  alone too): :mod:`node_manager.pool_children`;
+- it ends when its interchange has not answered for ``INTERCHANGE_SILENCE`` s (``--hb_threshold``
+  capped): the interchange answers each heartbeat (every ``WORKER_CHECK`` s), and it dies with its
+  site manager, so a pool on another node (which cannot watch the site manager's pid) ends within
+  that time of a site manager's death instead of the endpoint's ``heartbeat_threshold`` (120 s by
+  default). Ten missed answers in a row is far beyond what a busy interchange takes to answer one;
 - a worker that dies while idle ends the whole pool (:class:`IdleWorkerDeath`): an idle worker
   waits in ``multiprocessing.Queue.get`` holding the pool's task-queue lock, so once it is killed
   (the OOM killer, an admin's ``kill -9``) no other worker of the pool can take a task again, and
@@ -30,18 +37,25 @@ from collections.abc import Callable
 
 # Seconds between the worker pool's checks for dead workers (and its heartbeats to the interchange).
 WORKER_CHECK = 1
+# Seconds without an answer from the interchange after which the pool ends (and its workers).
+INTERCHANGE_SILENCE = 10
 
 
-def paced(argv: list[str], period: int = WORKER_CHECK) -> list[str]:
-    """``argv`` with ``--hb_period`` at most ``period`` (pure).
+def paced(argv: list[str], period: int = WORKER_CHECK, silence: int = INTERCHANGE_SILENCE) -> list[str]:
+    """``argv`` with ``--hb_period`` at most ``period`` and ``--hb_threshold`` (how long the pool
+    waits for its interchange) at most ``silence`` (pure).
 
     >>> paced(["-p", "0", "--hb_period=30", "--hb_threshold=120"])
-    ['-p', '0', '--hb_period=1', '--hb_threshold=120']
+    ['-p', '0', '--hb_period=1', '--hb_threshold=10']
+    >>> paced(["--hb_period=1", "--hb_threshold=4"])
+    ['--hb_period=1', '--hb_threshold=4']
     """
+    caps = {"--hb_period": period, "--hb_threshold": silence}
     out = []
     for arg in argv:
-        if arg.startswith("--hb_period=") and arg.split("=", 1)[1].isdigit():
-            arg = f"--hb_period={min(int(arg.split('=', 1)[1]), period)}"
+        key, _, value = arg.partition("=")
+        if key in caps and value.isdigit():
+            arg = f"{key}={min(int(value), caps[key])}"
         out.append(arg)
     return out
 
@@ -106,8 +120,10 @@ def main() -> None:
             signal.signal(signum, lambda *_: os._exit(0))
     # Worker logs land in the endpoint's run dir (bind-mounted into containers): private.
     os.umask(0o077)
-    from node_manager import parent_watch
+    from node_manager import parent_watch, pool_children
+    from parsl.multiprocessing import SpawnContext
 
+    pool_children.die_with_pool(SpawnContext)  # the workers Parsl starts die with this pool
     parent_watch.watch(_end_block)
     logging.getLogger(POOL_LOGGER).addHandler(IdleWorkerDeath(_end_block))
     sys.argv[1:] = paced(sys.argv[1:])

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fnserve import shell
-from node_manager import running
+from node_manager import running, watchdog
 
 SANDBOX_ROOT_ENV = "FNSERVE_SANDBOX_ROOT"  # where per-task folders go (default: the worker's folder)
 
@@ -59,6 +59,7 @@ def run(fn: shell.ShellFunction, args: list[Any], kwargs: dict[str, Any], task_i
         proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 cwd=cwd, env=env, start_new_session=True)
         note = running.mark_group(control_dir, task_id, proc.pid)  # a cancel kills the group too
+        watchdog.guard_group(proc.pid)  # and so does this worker's death (its pool killed, say)
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -70,6 +71,7 @@ def run(fn: shell.ShellFunction, args: list[Any], kwargs: dict[str, Any], task_i
         finally:
             if timed_out:
                 _kill_group(proc)
+            watchdog.guard_group(0)
         _kill_group(proc, only_leftovers=True)
         if note:
             with contextlib.suppress(OSError):

@@ -13,7 +13,12 @@ on other nodes). So each worker process keeps one small helper process beside it
   (nothing in the task can catch that). Parsl's worker pool reports the task's worker lost and
   starts a fresh worker; the site manager reports such a task ``walltime_exceeded`` (it knows
   when the task started and its walltime: ``site_manager.walltime.lost_past_walltime``);
-- when the worker dies for any reason, the pipe closes and the helper exits.
+- when the worker dies for any reason, the pipe closes and the helper exits;
+- a shell function's command runs in a session of its own (so that a walltime kills it whole),
+  which a dying worker would leave running: the worker tells the helper ``group <pgid>`` while
+  the command runs (``group 0`` after), and the helper SIGKILLs that process group when the
+  worker dies or is killed for its walltime. So a worker killed with its pool
+  (:mod:`node_manager.pool_children`) takes its task's commands along.
 
 Deadlines are ``CLOCK_MONOTONIC`` times, which both processes share.
 """
@@ -29,7 +34,14 @@ import time
 # imports nothing from the worker's environment.
 _HELPER = r"""
 import os, select, signal, sys, time
-worker, fd, deadline, buf = int(sys.argv[1]), 0, None, b""
+worker, fd, deadline, group, buf = int(sys.argv[1]), 0, None, 0, b""
+def end():
+    if group:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+    sys.exit(0)
 while True:
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     if not select.select([fd], [], [], timeout)[0]:
@@ -38,15 +50,18 @@ while True:
                 os.kill(worker, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            sys.exit(0)
+            end()
         continue
     chunk = os.read(fd, 4096)
     if not chunk:
-        sys.exit(0)  # the worker is gone
+        end()  # the worker is gone
     buf += chunk
     *lines, buf = buf.split(b"\n")
     for line in lines:
-        deadline = float(line[6:]) if line.startswith(b"start ") else None
+        if line.startswith(b"group "):
+            group = int(line[6:])
+        else:
+            deadline = float(line[6:]) if line.startswith(b"start ") else None
 """
 
 
@@ -75,6 +90,10 @@ class Watchdog:
     def disarm(self) -> None:
         os.write(self._fd, b"done\n")
 
+    def guard(self, pgid: int) -> None:
+        """Kill process group ``pgid`` if this process dies (0: none)."""
+        os.write(self._fd, b"group %d\n" % pgid)
+
 
 _watchdog: Watchdog | None = None
 
@@ -93,6 +112,22 @@ def arm(seconds: float) -> bool:
         return False
 
 
+def guard_group(pgid: int) -> bool:
+    """Have this worker's helper (started on first use) SIGKILL process group ``pgid`` if this
+    worker dies; ``guard_group(0)`` once the group is done. False if no helper could be started."""
+    global _watchdog
+    try:
+        if _watchdog is None or not _watchdog.alive():
+            if not pgid:
+                return True
+            _watchdog = Watchdog()
+        _watchdog.guard(pgid)
+        return True
+    except OSError:
+        _watchdog = None
+        return False
+
+
 def disarm() -> None:
     if _watchdog is not None and _watchdog.pid == os.getpid():
         try:
@@ -101,4 +136,4 @@ def disarm() -> None:
             pass  # the helper died: the next arm starts another
 
 
-__all__ = ["Watchdog", "arm", "disarm"]
+__all__ = ["Watchdog", "arm", "disarm", "guard_group"]

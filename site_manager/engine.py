@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fnserve.private_files import private_dir
+from node_manager import parent_watch
 from site_manager.batch_jobs import JobRecord, describe_left, settle
 from site_manager.config import EngineConfig, LauncherConfig, MpiConfig, ProviderConfig, ScalingConfig
 from site_manager.engine_blocks import EngineBlocks
@@ -258,6 +259,8 @@ class Engine(EngineBlocks):
                 self._groups.pop(block, None)  # scaled in: Parsl signalled its group already
                 continue
             try:
+                if parent_watch.start_time(int(pid)) is None:  # a zombie nobody reaped has a group still
+                    raise ProcessLookupError(pid)
                 self._groups[block] = os.getpgid(int(pid))
             except (ProcessLookupError, ValueError):
                 gone.append((block, int(pid)))

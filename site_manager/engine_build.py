@@ -32,11 +32,13 @@ logger = logging.getLogger(__name__)
 
 TASK_EXECUTOR = {"task_executor": {"f": "node_manager.execute.execute_task"}}
 WORKER_UMASK = "umask 077"
+BATCH_PYTHON = "python3"  # the worker pool's interpreter in a batch job (after worker_init)
 
 
 def pool_launch_cmd(default: str, python: str = sys.executable) -> str:
     """Parsl's worker pool command, run through :mod:`node_manager.pool` (pure): the pool then
-    ends with its site manager and replaces dead workers at once.
+    ends with its site manager (on its host) or its interchange (anywhere), replaces dead workers
+    at once, and its workers end with it.
 
     >>> pool_launch_cmd("process_worker_pool.py -p {x}", "/py")
     '/py -m node_manager.pool -p {x}'
@@ -141,10 +143,12 @@ def build_executor(
     ``mpi`` is set. ``launch_cmd`` replaces the worker pool's command (a runtime's container)."""
     from parsl.executors import HighThroughputExecutor, MPIExecutor
 
-    if launch_cmd is None and provider.type == "local":
+    if launch_cmd is None and (provider.type == "local" or mpi is None):
         from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
-        launch_cmd = pool_launch_cmd(DEFAULT_LAUNCH_CMD)
+        # A batch job's pool runs the Python that worker_init puts first on the node's PATH (the
+        # site manager's may not exist there), as Parsl's process_worker_pool.py would.
+        launch_cmd = pool_launch_cmd(DEFAULT_LAUNCH_CMD, sys.executable if provider.type == "local" else BATCH_PYTHON)
     if mpi is not None:
         # MPI mode: Parsl requires SimpleLauncher (one pool on the block's first node; the
         # tasks' own launcher reaches the other nodes).

@@ -188,3 +188,35 @@ def nap(seconds: float) -> float:
 
     time.sleep(seconds)
     return seconds
+
+
+def job_processes(job: str) -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of each live process of batch job ``job`` (by its environment)."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if f"SLURM_JOB_ID={job}".encode() not in (d / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (d / "stat").read_text().rsplit(") ", 1)[1].split()
+            if stat[0] in ("Z", "X"):
+                continue
+            found[int(d.name)] = (int(stat[1]), (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def note_then_nap(path: str, seconds: float) -> str | None:
+    """Runs on a worker: appends its pid to ``path`` (one line per execution), sleeps, says its job."""
+    import os
+    import time
+
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    time.sleep(seconds)
+    return os.environ.get("SLURM_JOB_ID")

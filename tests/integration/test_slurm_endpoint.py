@@ -25,8 +25,10 @@ from tests.integration.slurm_support import (
     batch_jobs,
     failing_scancel,
     hold_until,
+    job_processes,
     nap,
     nap_then_where,
+    note_then_nap,
     queued,
     require_slurm,
     result_in_block,
@@ -120,7 +122,10 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     assert result_in_block(fc, held, run_dir) == first["job"]
 
     # Idle for IDLE_SECONDS: the block is cancelled and the nodes go back to Slurm.
-    wait_for(lambda: batch_jobs(run_dir) == [], 30, "idle block cancelled")
+    try:
+        wait_for(lambda: batch_jobs(run_dir) == [], 30, "idle block cancelled")
+    except AssertionError as exc:  # a COMPLETING job and a leak look different
+        raise AssertionError(f"{exc}; this endpoint's jobs: {queued(run_dir)}") from None
     assert "cancelled block(s)" in stack.log("hpc")
 
     # The next task is a cold start again, on a new block.
@@ -242,3 +247,45 @@ def test_stop_fails_loudly_naming_the_job_when_scancel_fails_and_a_second_stop_c
     assert again.returncode == 0, again.stderr
     assert "no batch job left" in again.stdout
     assert_no_jobs(run_dir, "the second endpoint stop")
+
+
+@pytest.mark.timeout(300)
+def test_a_block_pool_killed_alone_takes_its_workers_along_and_its_task_reruns_once(stack: Stack) -> None:
+    """kill -9 of a block's worker pool by pid (the OOM killer, an admin): its workers die with it
+    at once (not left to the batch system's process tracking, which with proctrack/linuxproc lost
+    them and held the job COMPLETING for a minute), the job leaves the queue, and the task that was
+    running reruns once on a new block."""
+    fc = stack.client()
+    run_dir = stack.endpoint_dir("poolkill") / "run"
+    runs = stack.home / "poolkill-runs"
+    _configure(stack, "poolkill")
+    stack.cli("endpoint", "start", "poolkill")
+    endpoint_id = stack.endpoint_id("poolkill")
+    try:
+        task = fc.submit(fc.register_function(note_then_nap, serializer="source"), endpoint_id, [str(runs), 4])
+        wait_for(runs.exists, 180, "the task running in a block")
+        [job] = batch_jobs(run_dir)
+        procs = job_processes(job)
+        named = {p for p, (_, cmd) in procs.items() if "node_manager.pool" in cmd}  # the pool and any shell above it
+        [pool] = [p for p in named if not any(procs[q][0] == p for q in named)]
+        below = {p for p, (ppid, _) in procs.items() if ppid == pool}  # its workers and Parsl's Manager server
+        worker = int(runs.read_text().split()[0])
+        assert worker in below, f"the worker {worker} is not a child of the pool {pool}: {procs}"
+        os.kill(pool, 9)
+        killed_at = time.monotonic()
+
+        def left() -> dict[int, tuple[int, str]]:
+            return {p: v for p, v in job_processes(job).items() if p in below}
+
+        try:
+            wait_for(lambda: not left(), 5, "the killed pool's workers gone")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {left()}; job {job}: {queued(run_dir)}") from None
+        assert result_in_block(fc, task, run_dir) not in (None, job)
+        recovered = time.monotonic() - killed_at
+        assert len(runs.read_text().split()) == 2, runs.read_text()  # ran once, killed, reran once
+        wait_for(lambda: job not in queued(run_dir), 30, f"job {job} out of the queue ({queued(run_dir)})")
+        print(f"pool killed to task done: {recovered:.1f} s")
+    finally:
+        stack.cli("endpoint", "stop", "poolkill", timeout=120)
+    assert_no_jobs(run_dir, "endpoint stop")

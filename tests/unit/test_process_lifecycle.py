@@ -53,9 +53,52 @@ def test_watch_is_not_armed_without_a_visible_site_manager(monkeypatch):
     assert not parent_watch.watch(lambda: None)
 
 
-def test_the_worker_pool_checks_its_workers_every_second_at_most():
-    assert paced(["--hb_period=30", "--hb_threshold=120"]) == ["--hb_period=1", "--hb_threshold=120"]
-    assert paced(["--hb_period=1"], period=1) == ["--hb_period=1"]
+def test_the_worker_pool_checks_its_workers_every_second_and_waits_10_s_at_most_for_its_interchange():
+    assert paced(["--hb_period=30", "--hb_threshold=120"]) == ["--hb_period=1", "--hb_threshold=10"]
+    assert paced(["--hb_period=1", "--hb_threshold=4"]) == ["--hb_period=1", "--hb_threshold=4"]
+    assert paced(["-p", "0", "--hb_threshold=x"]) == ["-p", "0", "--hb_threshold=x"]
+
+
+# A stand-in for Parsl's worker pool: starts two children through the spawn context as the pool
+# does (a worker busy in a long "task", and one started from another thread, as Parsl's watchdog
+# restarts a worker), prints their pids, then waits to be killed.
+_POOL = """
+import multiprocessing, sys, threading, time
+from node_manager import pool_children
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    pool_children.die_with_pool(ctx)
+    kids = [ctx.Process(target=time.sleep, args=(60,), name="HTEX-Worker-0")]
+    kids[0].start()
+    def restart():
+        kids.append(ctx.Process(target=time.sleep, args=(60,))); kids[1].start(); time.sleep(60)
+    threading.Thread(target=restart, daemon=True).start()
+    while len(kids) < 2 or kids[1].pid is None:
+        time.sleep(0.01)
+    print(kids[0].pid, kids[1].pid, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_worker_pools_children_die_with_it_when_it_is_killed_alone():
+    pool = subprocess.Popen([sys.executable, "-c", _POOL], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    kids: list[int] = []
+    try:
+        assert pool.stdout is not None
+        kids = [int(p) for p in pool.stdout.readline().split()]
+        assert len(kids) == 2 and all(parent_watch.start_time(k) for k in kids)
+        time.sleep(1)  # each child is past its start (module imports) and in its "task"
+        pool.kill()  # kill -9 of the pool alone, by pid
+        pool.wait()
+        deadline = time.monotonic() + 3
+        while any(parent_watch.start_time(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [k for k in kids if parent_watch.start_time(k)] == [], "children outlived their pool"
+    finally:
+        for pid in [pool.pid, *kids]:
+            if parent_watch.start_time(pid):
+                os.kill(pid, 9)
 
 
 def test_local_pools_start_through_the_node_manager_entry_point():

@@ -90,3 +90,46 @@ def _helpers(worker: int) -> list[int]:
         if b"os.kill(worker, signal.SIGKILL)" in cmd and cmd.rstrip(b"\0").endswith(b"\0" + str(worker).encode()):
             found.append(int(pid))
     return found
+
+
+# A worker running a shell function's command, which starts a background process of its own and
+# writes both pids to a file; the command runs in a session of its own (as for a walltime kill).
+_SHELL_WORKER = """
+import sys
+from fnserve.shell import ShellFunction
+from node_manager import shell
+shell.run(ShellFunction("sleep 60 & echo $$ $! > {path}; wait"), [], {"path": sys.argv[1]}, "t1")
+"""
+
+
+def test_a_killed_worker_takes_its_shell_commands_process_group_along(tmp_path):
+    import subprocess
+    import sys
+
+    pids = tmp_path / "pids"
+    worker = subprocess.Popen([sys.executable, "-c", _SHELL_WORKER, str(pids)],
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    command: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        command = [int(p) for p in pids.read_text().split()]
+        os.kill(worker.pid, signal.SIGKILL)  # the worker dies (its pool was killed, say)
+        worker.wait()
+        deadline = time.monotonic() + 3
+        while any(_alive(p) for p in command) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [p for p in command if _alive(p)] == [], "the command outlived its worker"
+    finally:
+        for pid in command:
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL) if pid == command[0] else os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False

@@ -40,8 +40,8 @@ class FunctionRegistration(Struct, kw_only=True):
     name: Name
     description: Description | None = None
     function: Annotated[Base64Text, Meta(description="base64 of a function buffer made by fnserve.serialize")] | None = None
-    shell: Annotated[dict[str, Any], _see(
-        "ShellSpec", "a shell function instead of a buffer (docs/user-guide.md#shell-functions-run-an-existing-executable)")] | None = None
+    shell: Annotated[Any, _see(
+        "ShellSpec", "a shell function instead of a buffer (docs/user-guide.md#shell-functions-run-an-existing-executable)")] = None
     runtime: Annotated[str, Meta(min_length=1, max_length=128, description="the function's default runtime (id or name)")] | None = None
 
 

@@ -18,7 +18,7 @@ Object = dict[str, Any]
 TaskStateName = Literal["waiting-for-endpoint", "dispatched", "running", "success", "failed", "cancelled"]
 
 
-class ErrorDetail(Struct, kw_only=True, omit_defaults=True):
+class ErrorDetail(Struct, kw_only=True):
     code: Annotated[str, Meta(description="stable machine-readable code")]
     message: str
     details: Object | UnsetType = UNSET
@@ -69,7 +69,7 @@ class Usage(Struct, kw_only=True):
     objects: ObjectUsage
 
 
-class Function(Struct, kw_only=True, omit_defaults=True):
+class Function(Struct, kw_only=True):
     function_id: str
     name: str
     description: str
@@ -159,7 +159,7 @@ class RuntimeDeleted(Struct, kw_only=True):
     deleted: bool
 
 
-class TaskError(Struct, kw_only=True, omit_defaults=True):
+class TaskError(Struct, kw_only=True):
     code: str
     message: str
     type: str = ""
@@ -193,7 +193,7 @@ class Task(Struct, kw_only=True):
     user_endpoint_config: Object | UnsetType = UNSET
 
 
-class BatchError(Struct, kw_only=True, omit_defaults=True):
+class BatchError(Struct, kw_only=True):
     index: Annotated[int, Meta(ge=0, description="the refused task's position in the batch")]
     status: Annotated[int, Meta(description="the HTTP status this error has on its own")]
     code: str
@@ -201,7 +201,7 @@ class BatchError(Struct, kw_only=True, omit_defaults=True):
     details: Object | UnsetType = UNSET
 
 
-class TasksSubmitted(Struct, kw_only=True, omit_defaults=True):
+class TasksSubmitted(Struct, kw_only=True):
     task_ids: Annotated[list[str | None], Meta(description="in batch order; null for a refused task")]
     errors: list[BatchError] = []
     tasks: Annotated[list[Task], Meta(description="with wait: the tasks finished by then")] | UnsetType = UNSET

@@ -15,6 +15,7 @@ from web_service.rest_bodies.refs import BASE64_PATTERN, ref
 
 MAX_ID_LENGTH = 64
 MAX_RETRIES = 100  # per task: reruns after a lost worker or block
+MAX_RULES = 32  # per trigger
 
 Name = Annotated[str, Meta(min_length=1, max_length=255)]
 Description = Annotated[str, Meta(min_length=1, max_length=10_000)]
@@ -184,7 +185,7 @@ class TriggerCreation(Struct, kw_only=True):
     name: Name
     kind: TriggerKind
     config: Annotated[dict[str, Any], _see("TriggerConfig", "the trigger's settings by kind")] | None = None
-    rules: Annotated[list[Any], Meta(max_length=32, extra_json_schema={"items": ref("RuleRequest")})] | None = None
+    rules: Annotated[list[Any], Meta(max_length=MAX_RULES, extra_json_schema={"items": ref("RuleRequest")})] | None = None
 
 
 class FireRequest(Struct, kw_only=True):

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from web_service.rest_bodies.refs import BASE64_PATTERN
-from web_service.rest_bodies.requests import Allowlist, Id, RuleFilter, Sharing
+from web_service.rest_bodies.refs import BASE64_PATTERN, ref
+from web_service.rest_bodies.requests import Allowlist, Id, RuleFilter, Sharing, TriggerKind
 
 Timestamp = Annotated[str, Meta(description="ISO 8601 time, UTC")]
 Object = dict[str, Any]
@@ -267,14 +267,14 @@ class Rule(Struct, kw_only=True):
     rule_id: str | UnsetType = UNSET
     owner_id: Annotated[str, Meta(description="who bound the rule (its tasks run as them)")] | None | UnsetType = UNSET
     args_template: Object | UnsetType = UNSET
-    filters: list[RuleFilter] | UnsetType = UNSET
+    filters: Annotated[list[Object], Meta(extra_json_schema={"items": ref("RuleFilter")})] | UnsetType = UNSET
     max_concurrency: int | None | UnsetType = UNSET
 
 
 class Trigger(Struct, kw_only=True):
     trigger_id: str
     name: str
-    kind: Literal["schedule", "webhook", "file"]
+    kind: TriggerKind
     config: Object
     rules: list[Rule]
     owner_id: str | UnsetType = UNSET
@@ -318,12 +318,12 @@ class Delivered(Struct, kw_only=True):
 
 
 class Event(Struct, kw_only=True):
-    event_id: str | UnsetType = UNSET
-    event_key: str | UnsetType = UNSET
-    kind: str | UnsetType = UNSET
-    time: str | UnsetType = UNSET
-    data: Any = UNSET
-    firings: list[Firing] | UnsetType = UNSET
+    event_id: str
+    event_key: str | None
+    kind: str | None
+    time: str | None
+    data: Any
+    firings: list[Firing]
 
 
 class TriggerEvents(Struct, kw_only=True):
@@ -331,4 +331,4 @@ class TriggerEvents(Struct, kw_only=True):
     events: list[Event]
 
 
-__all__ = ["Sharing", "Allowlist"]  # re-exported: a request body that is also the answer
+__all__ = ["Sharing", "Allowlist", "RuleFilter"]  # re-exported: a request body that is also the answer

@@ -26,6 +26,7 @@ Wait = Annotated[float, Meta(ge=0, description="seconds to long-poll (capped by 
 Base64Text = Annotated[str, Meta(extra_json_schema={"pattern": BASE64_PATTERN})]
 RuntimeType = Literal["host", "venv", "apptainer", "singularity", "podman", "docker", "charliecloud"]
 TriggerKind = Literal["schedule", "webhook", "file"]
+ReturnWhen = Literal["ALL_COMPLETED", "FIRST_COMPLETED"]
 FilterOp = Literal["eq", "ne", "in", "glob", "gt", "ge", "lt", "le", "exists"]
 
 
@@ -101,7 +102,7 @@ class TaskResultsRequest(Struct, kw_only=True):
 
     task_ids: Annotated[list[Id], Meta(min_length=1)]
     wait: Wait = 0.0
-    return_when: Literal["ALL_COMPLETED", "FIRST_COMPLETED"] = "ALL_COMPLETED"
+    return_when: ReturnWhen = "ALL_COMPLETED"
 
 
 class ObjectCreation(Struct, kw_only=True):

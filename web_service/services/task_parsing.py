@@ -7,6 +7,7 @@ A batch is judged task by task: :func:`parse_task_items` gives an outcome per ta
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, get_args
 
@@ -18,7 +19,7 @@ from web_service.rest_bodies.decoding import decode
 from web_service.rest_bodies.requests import MAX_ID_LENGTH, ReturnWhen, TaskRequest, TaskResultsRequest, TaskSubmission
 from web_service.rest_bodies.responses import BatchError
 from web_service.store.record import TaskSpec
-from web_service.validation import decode_base64, invalid, optional_number
+from web_service.validation import decode_base64, invalid
 
 RETURN_WHEN: tuple[str, ...] = get_args(ReturnWhen)
 MAX_RESOURCE_SPEC_BYTES = 4096  # a task's resource_specification, as JSON
@@ -213,9 +214,11 @@ def parse_wait(value: Any, field: str = "wait") -> float:
         try:
             value = float(value)
         except ValueError:
-            raise invalid(field, "must be a number of seconds >= 0") from None
-    wait = optional_number({field: value}, field)
-    return wait or 0.0
+            value = None
+    # bool is an int in Python but never a sensible number of seconds.
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise invalid(field, "must be a number >= 0")
+    return float(value)
 
 
 #: Largest count a query parameter may carry: Redis takes signed 64-bit offsets, JSON clients

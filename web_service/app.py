@@ -6,6 +6,7 @@ import logging
 
 import redis
 from flask import Flask, Response, request
+from msgspec import UNSET
 from werkzeug.exceptions import HTTPException
 
 from fnserve.errors import FnserveError, ServiceUnavailable
@@ -16,6 +17,7 @@ from web_service.metrics import register_metrics
 from web_service.object_store import ObjectStore, load_data_key, object_backend
 from web_service.quotas import QuotaChecker, RateLimiter
 from web_service.registry.db import make_engine, make_session_factory, migrate
+from web_service.rest_bodies.responses import Error, ErrorDetail
 from web_service.routes import register_blueprints
 from web_service.routes._http import respond
 from web_service.services import OwnershipCache
@@ -89,13 +91,17 @@ def _authenticator(settings: Settings, sessions: object) -> Authenticator:
 
 
 def _error(code: str, message: str, status: int) -> Response:
-    return respond({"error": {"code": code, "message": message}}, status)
+    return respond(Error(error=ErrorDetail(code=code, message=message)), status)
+
+
+def _error_body(exc: FnserveError) -> Error:
+    return Error(error=ErrorDetail(code=exc.code, message=exc.message, details=exc.details or UNSET))
 
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(FnserveError)
     def fnserve_error(exc: FnserveError) -> Response:
-        resp = respond({"error": exc.to_dict()}, exc.http_status)
+        resp = respond(_error_body(exc), exc.http_status)
         if exc.http_status in (429, 503) and "retry_after" in exc.details:
             resp.headers["Retry-After"] = str(exc.details["retry_after"])
         elif exc.http_status == 401:
@@ -119,14 +125,14 @@ def _register_error_handlers(app: Flask) -> None:
     def too_deep(exc: RecursionError) -> Response:
         # Only input nests this deep here (JSON bodies, arguments): the caller's to fix, not a 500.
         err = validation_too_deep()
-        return respond({"error": err.to_dict()}, err.http_status)
+        return respond(_error_body(err), err.http_status)
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     def redis_down(exc: Exception) -> Response:
         log.error("redis unavailable during %s %s: %s", request.method, request.path, type(exc).__name__)
         err = ServiceUnavailable("the task store (Redis) is unavailable; retry shortly")
-        return respond({"error": err.to_dict()}, err.http_status)
+        return respond(_error_body(err), err.http_status)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

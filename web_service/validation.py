@@ -1,10 +1,11 @@
-"""Checks of request bodies: every failure names the field, with a stable code."""
+"""Checks of request bodies beyond their Structs' (web_service.rest_bodies): JSON parsing with a
+depth limit, strict base64 with a size limit, stream-id cursors; every failure names the field,
+with a stable code."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 from typing import Any, TypeGuard
 
@@ -63,39 +64,6 @@ def json_depth(value: Any) -> int:
 def too_deep() -> BadRequest:
     return BadRequest("request body is nested too deeply (hundreds of levels of arrays or objects); flatten it",
                       code="json_too_deep")
-
-
-def require_str(body: dict[str, Any], key: str, field: str | None = None, max_len: int = 255) -> str:
-    value = body.get(key)
-    field = field or key
-    if value is None:
-        raise invalid(field, "is required")
-    return _check_str(value, field, max_len)
-
-
-def optional_str(body: dict[str, Any], key: str, field: str | None = None, max_len: int = 255, default: str | None = None) -> str | None:
-    value = body.get(key)
-    return default if value is None else _check_str(value, field or key, max_len)
-
-
-def _check_str(value: Any, field: str, max_len: int) -> str:
-    if not isinstance(value, str):
-        raise invalid(field, "must be a string")
-    if not value or len(value) > max_len:
-        raise invalid(field, f"must be 1 to {max_len} characters")
-    return value
-
-
-def optional_number(body: dict[str, Any], key: str, field: str | None = None, minimum: float = 0.0, exclusive: bool = False) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    field = field or key
-    # bool is an int in Python but never a sensible number of seconds.
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (exclusive and value == minimum):
-        raise invalid(field, f"must be a number {'>' if exclusive else '>='} {minimum:g}")
-    return float(value)
 
 
 def decode_base64(value: Any, field: str, max_bytes: int, **details: Any) -> bytes:

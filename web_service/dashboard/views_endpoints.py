@@ -87,7 +87,7 @@ def endpoint(endpoint_id: str) -> str:
         if ep.owner_id == me.user_id:
             sharing = access_service.get_sharing(session, me, "endpoint", ep.id)
             allowlist = access_service.get_allowlist(session, me, ep.id)
-            allowed_names = names(session, me, allowlist["function_ids"], ())
+            allowed_names = names(session, me, allowlist.function_ids, ())
             until = datetime.now(timezone.utc)
             use = endpoint_totals(session, [ep.id], until - timedelta(days=USE_DAYS), until)[ep.id]
             owners.update(usernames(session, use["by_user"]))

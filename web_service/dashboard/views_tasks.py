@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from msgspec import UNSET
 from flask import Response, redirect, render_template, request, url_for
 
 from web_service.dashboard import live
@@ -53,8 +54,8 @@ def task_details(task_id: str) -> dict[str, Any]:
     view = task_view(rec)
     arg_bytes = state.store.r.hget(task_key(task_id), "arg_bytes")
     result_text = None
-    if "result_json" in view:
-        result_text = json.dumps(view["result_json"], indent=2)[:RESULT_PREVIEW]
+    if view.result_json is not UNSET:
+        result_text = json.dumps(view.result_json, indent=2)[:RESULT_PREVIEW]
     with state.sessions() as session:
         labels = task_names(session, me, [TaskRow(rec.task_id, rec.function_id, rec.endpoint_id, rec.state.value, "", None, None, None)])
     return {

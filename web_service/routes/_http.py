@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import redis
@@ -12,10 +12,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from fnserve.errors import Unauthorized
 from web_service.auth import Identity
+from web_service.rest_bodies.decoding import decode
 from web_service.state import current
 from web_service.validation import parse_json_object
 
 _encoder = msgspec.json.Encoder()
+T = TypeVar("T")
 
 
 def require_identity() -> None:
@@ -66,6 +68,11 @@ def json_body() -> dict[str, Any]:
     if limit is not None and len(raw) >= limit and request.content_length is None and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
     return parse_json_object(raw)
+
+
+def body_as(type_: type[T]) -> T:
+    """The request body decoded into its Struct (400 naming the field otherwise)."""
+    return decode(json_body(), type_)
 
 
 def respond(body: Any, status: int = 200) -> Response:

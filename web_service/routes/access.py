@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from web_service.routes._http import identity, json_body, require_identity, respond
+from web_service.rest_bodies.requests import Allowlist, GroupCreation, MemberChanges, Sharing
+from web_service.rest_bodies.responses import GroupList
+from web_service.routes._http import body_as, identity, require_identity, respond
 from web_service.services import access as service
 from web_service.state import current
-from web_service.validation import invalid, require_str
 
 bp = Blueprint("access", __name__)
 bp.before_request(require_identity)
@@ -44,7 +45,7 @@ def get_sharing(collection: str, ident: str) -> Response:
 @bp.put("/<any(functions, endpoints, runtimes, triggers):collection>/<ident>/sharing")
 def set_sharing(collection: str, ident: str) -> Response:
     state = current()
-    public, users, groups = service.parse_sharing(json_body())
+    public, users, groups = service.parse_sharing(body_as(Sharing))
     with state.sessions() as session:
         view = service.set_sharing(session, identity(), _kind(collection), ident, public=public, users=users,
                                    groups=groups, cache=state.ownership)
@@ -60,7 +61,7 @@ def get_allowlist(endpoint_id: str) -> Response:
 @bp.put("/endpoints/<endpoint_id>/allowed_functions")
 def set_allowlist(endpoint_id: str) -> Response:
     state = current()
-    ids = service.parse_allowlist(json_body())
+    ids = service.parse_allowlist(body_as(Allowlist))
     with state.sessions() as session:
         answer = service.set_allowlist(session, identity(), endpoint_id, ids, state.ownership)
     state.store.set_restricted(endpoint_id, ids is not None)
@@ -70,12 +71,12 @@ def set_allowlist(endpoint_id: str) -> Response:
 @bp.get("/groups")
 def list_groups() -> Response:
     with current().sessions() as session:
-        return respond({"groups": service.list_groups(session, identity())})
+        return respond(GroupList(groups=service.list_groups(session, identity())))
 
 
 @bp.post("/groups")
 def create_group() -> Response:
-    name = require_str(json_body(), "name")
+    name = body_as(GroupCreation).name
     with current().sessions() as session:
         group = service.create_group(session, identity(), name)
         return respond(service.group_view(session, group), 201)
@@ -84,12 +85,6 @@ def create_group() -> Response:
 @bp.post("/groups/<name>/members")
 def members(name: str) -> Response:
     state = current()
-    body = json_body()
-    lists = []
-    for key in ("add", "remove"):
-        value = body.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise invalid(key, "must be a list of usernames")
-        lists.append(value)
+    body = body_as(MemberChanges)
     with state.sessions() as session:
-        return respond(service.set_members(session, identity(), name, lists[0], lists[1], state.ownership))
+        return respond(service.set_members(session, identity(), name, body.add, body.remove, state.ownership))

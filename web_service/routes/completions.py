@@ -27,6 +27,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from web_service.routes._http import identity, require_identity, respond
+from web_service.rest_bodies.responses import Completions
 from web_service.routes.tasks import task_view
 from web_service.services import completions as service
 from web_service.services.tasks import parse_wait
@@ -48,4 +49,4 @@ def completions() -> Response:
     # Without a cursor it answers at once: no long-poll place needed.
     with state.waits.admit(identity().user_id, wait if cursor is not None else 0):
         page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger, running)
-    return respond({"cursor": page.cursor, "tasks": [task_view(r) for r in page.tasks], "gap": page.gap})
+    return respond(Completions(cursor=page.cursor, tasks=[task_view(r) for r in page.tasks], gap=page.gap))

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, request
 
 from web_service.registry.models import Endpoint, User
+from web_service.rest_bodies.responses import ObjectUsage, Usage, WhoAmI
 from web_service.routes._http import identity, require_identity, respond
 from web_service.state import current
 from web_service.usage import endpoint_totals, user_totals
@@ -22,15 +23,15 @@ DEFAULT_USAGE_DAYS = 30
 @bp.get("/whoami")
 def whoami() -> Response:
     who = identity()
-    return respond({"user_id": who.user_id, "username": who.username, "auth_mode": current().settings.auth_mode})
+    return respond(WhoAmI(user_id=who.user_id, username=who.username, auth_mode=current().settings.auth_mode))
 
 
-def _object_usage(user_id: str) -> dict[str, int]:
+def _object_usage(user_id: str) -> ObjectUsage:
     objects = current().objects
     if objects is None:
-        return {"bytes": 0, "quota_bytes": 0}
+        return ObjectUsage(bytes=0, quota_bytes=0)
     objects.sweep(user_id)
-    return {"bytes": objects.used(user_id), "quota_bytes": objects.quota_bytes}
+    return ObjectUsage(bytes=objects.used(user_id), quota_bytes=objects.quota_bytes)
 
 
 def _time_arg(name: str, default: datetime) -> datetime:
@@ -74,14 +75,14 @@ def usage() -> Response:
         per_ep = endpoint_totals(session, [e.id for e in eps], since, until)
         user_ids = {u for v in per_ep.values() for u in v["by_user"]}
         names = {row[0]: row[1] for row in session.execute(sa.select(User.id, User.username).where(User.id.in_(user_ids)))} if user_ids else {}
-    return respond({
-        "since": since.isoformat(), "until": until.isoformat(),
-        "user": {"user_id": who.user_id, "username": who.username, **mine},
+    return respond(Usage(
+        since=since.isoformat(), until=until.isoformat(),
+        user={"user_id": who.user_id, "username": who.username, **mine},
         # Bytes held in the object store now (not over the window): counted against the quota.
-        "objects": _object_usage(who.user_id),
-        "endpoints": [
+        objects=_object_usage(who.user_id),
+        endpoints=[
             {"endpoint_id": e.id, "name": e.name, **per_ep[e.id]["totals"],
              "by_user": {names.get(u, u): t for u, t in per_ep[e.id]["by_user"].items()}}
             for e in eps
         ],
-    })
+    ))

@@ -17,7 +17,6 @@ sequential and resumable: after a broken connection read ``received`` and send f
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from flask import Blueprint, Response, g, request, stream_with_context
 
@@ -38,7 +37,9 @@ from web_service.object_rules import (
     read_principal,
     read_token_object,
 )
-from web_service.routes._http import check_address, json_body, require_identity, respond
+from web_service.rest_bodies.requests import ObjectCreation
+from web_service.rest_bodies.responses import ObjectDeleted, ObjectMetadata
+from web_service.routes._http import body_as, check_address, require_identity, respond
 from web_service.state import current
 from web_service.task_store import task_key
 from web_service.redis_replies import optional_texts
@@ -83,23 +84,23 @@ def _who() -> Principal:
     return g.principal  # type: ignore[no-any-return]
 
 
-def _view(meta: ObjectMeta, chunk_bytes: int) -> dict[str, Any]:
-    return {"object_id": meta.object_id, "size": meta.size, "sha256": meta.sha256, "received": meta.received,
-            "complete": meta.complete, "expires": meta.expires, "chunk_bytes": chunk_bytes}
+def _view(meta: ObjectMeta, chunk_bytes: int) -> ObjectMetadata:
+    return ObjectMetadata(object_id=meta.object_id, size=meta.size, sha256=meta.sha256, received=meta.received,
+                          complete=meta.complete, expires=meta.expires, chunk_bytes=chunk_bytes)
 
 
 @bp.post("/objects")
 def create_object() -> Response:
     state = current()
     assert state.objects is not None
-    body = json_body()
-    ttl = object_ttl(body.get("ttl"), state.settings.object_ttl, state.settings.max_object_ttl)
-    name = body.get("name") if isinstance(body.get("name"), str) else None
+    body = body_as(ObjectCreation)
+    ttl = object_ttl(body.ttl, state.settings.object_ttl, state.settings.max_object_ttl)
     check_writer(_who())
-    meta = state.objects.create(_who(), body.get("size"), body.get("sha256"), ttl, name)
+    meta = state.objects.create(_who(), body.size, body.sha256, ttl, body.name)
+    view = _view(meta, state.objects.chunk_bytes)
     # The creator may hand this out (a ProxyStore proxy carries it): it reads this object only.
-    return respond({**_view(meta, state.objects.chunk_bytes), "read_token": mint_read_token(state.data_key, meta.object_id)},
-                   201)
+    view.read_token = mint_read_token(state.data_key, meta.object_id)
+    return respond(view, 201)
 
 
 @bp.get("/objects/<object_id>")
@@ -151,5 +152,5 @@ def delete_object(object_id: str) -> Response:
     check_object_id(object_id)
     check_writer(_who())
     state.objects.delete(object_id, _who())
-    return respond({"object_id": object_id, "deleted": True})
+    return respond(ObjectDeleted(object_id=object_id, deleted=True))
 

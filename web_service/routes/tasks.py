@@ -15,13 +15,16 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, request
+from msgspec import UNSET
 
 from fnserve.user_endpoint_config import unstamp
 from fnserve import serialize
 from fnserve.errors import FnserveError, SerializationError, ServiceUnavailable
 from web_service.metrics import RESULT_BYTES
 from web_service.redis_client import replicated
-from web_service.routes._http import identity, json_body, require_identity, respond
+from web_service.rest_bodies.requests import TaskResultsRequest, TaskSubmission
+from web_service.rest_bodies.responses import Task, TaskError, TaskGroupPage, TaskList, TasksSubmitted
+from web_service.routes._http import body_as, identity, require_identity, respond
 from web_service.services import tasks as service
 from web_service.state import current
 from web_service.task_store import TaskRecord
@@ -31,23 +34,20 @@ bp = Blueprint("tasks", __name__)
 bp.before_request(require_identity)
 
 
-def task_view(rec: TaskRecord) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "task_id": rec.task_id, "state": rec.state.value, "function_id": rec.function_id,
-        "endpoint_id": rec.endpoint_id, "runtime": rec.runtime, "timestamps": rec.timestamps,
-        "result": encode_base64(rec.result) if rec.result else None,
-        "error": _error_view(rec.error), "stdout": rec.stdout, "stderr": rec.stderr,
-        "timings": rec.timings, "resources": rec.resources, "placement": rec.placement,
-    }
+def task_view(rec: TaskRecord) -> Task:
+    view = Task(task_id=rec.task_id, state=rec.state.value, function_id=rec.function_id,
+                endpoint_id=rec.endpoint_id, runtime=rec.runtime, timestamps=rec.timestamps,
+                result=encode_base64(rec.result) if rec.result else None, error=_error_view(rec.error), stdout=rec.stdout,
+                stderr=rec.stderr, timings=rec.timings, resources=rec.resources, placement=rec.placement)
     if rec.max_retries is not None:
-        view["max_retries"] = rec.max_retries
+        view.max_retries = rec.max_retries
     if rec.task_group_id:
-        view["task_group_id"] = rec.task_group_id
+        view.task_group_id = rec.task_group_id
     own, stamp = unstamp(rec.resource_specification)
     if own is not None:
-        view["resource_specification"] = own
+        view.resource_specification = own
     if stamp is not None and stamp.get("config"):
-        view["user_endpoint_config"] = stamp["config"]
+        view.user_endpoint_config = stamp["config"]
     if rec.result:
         RESULT_BYTES.observe(len(rec.result))
         try:
@@ -57,34 +57,35 @@ def task_view(rec: TaskRecord) -> dict[str, Any]:
         if text is not None:
             # Parsing JSON is not deserializing code: safe for the service to do.
             try:
-                view["result_json"] = json.loads(text)
+                view.result_json = json.loads(text)
             except ValueError:
                 pass
     return view
 
 
-def _error_view(error: dict[str, Any] | None) -> dict[str, Any] | None:
+def _error_view(error: dict[str, Any] | None) -> TaskError | None:
     if not error:
         return None
-    view = {
-        "code": error.get("code", "error"), "type": error.get("type", ""),
-        "message": error.get("message", ""), "traceback": error.get("traceback", ""),
-    }
+    view = TaskError(code=error.get("code", "error"), type=error.get("type", ""), message=error.get("message", ""),
+                     traceback=error.get("traceback", ""))
     # Where the exception's class lives and its plain args: a client raises the same class.
-    for key in ("module", "qualname", "args"):
-        if error.get(key):
-            view[key] = error[key]
+    if error.get("module"):
+        view.module = error["module"]
+    if error.get("qualname"):
+        view.qualname = error["qualname"]
+    if error.get("args"):
+        view.args = error["args"]
     return view
 
 
 @bp.post("/tasks")
 def submit() -> Response:
     state = current()
-    body = json_body()
-    items = service.parse_task_items(body, max_payload_bytes=state.settings.max_payload_bytes, max_batch=state.settings.max_batch,
-                                     max_walltime=state.settings.max_walltime)
-    atomic = service.parse_atomic(body)
-    wait = min(service.parse_wait(body.get("wait")), state.settings.max_wait)
+    body = body_as(TaskSubmission)
+    items = service.judge_tasks(body, max_payload_bytes=state.settings.max_payload_bytes, max_batch=state.settings.max_batch,
+                                max_walltime=state.settings.max_walltime)
+    atomic = body.atomic
+    wait = min(body.wait, state.settings.max_wait)
     if wait <= 0:
         with state.sessions() as session:
             outcomes = _submit(session, items, atomic)
@@ -116,12 +117,10 @@ def _submit(session: Any, items: list[service.Outcome], atomic: bool) -> list[st
     return outcomes
 
 
-def _submitted(outcomes: list[str | FnserveError], tasks: list[dict[str, Any]] | None = None) -> Response:
+def _submitted(outcomes: list[str | FnserveError], tasks: list[Task] | None = None) -> Response:
     task_ids = [o if isinstance(o, str) else None for o in outcomes]
     errors = [service.error_entry(i, o) for i, o in enumerate(outcomes) if isinstance(o, FnserveError)]
-    body: dict[str, Any] = {"task_ids": task_ids, "errors": errors}
-    if tasks is not None:
-        body["tasks"] = tasks
+    body = TasksSubmitted(task_ids=task_ids, errors=errors, tasks=UNSET if tasks is None else tasks)
     return respond(body, 207 if errors else 202)
 
 
@@ -138,13 +137,13 @@ def get(task_id: str) -> Response:
 @bp.post("/tasks/results")
 def results() -> Response:
     state = current()
-    body = json_body()
-    task_ids = service.parse_task_ids(body, state.settings.max_batch)
-    wait = min(service.parse_wait(body.get("wait")), state.settings.max_wait)
-    any_ = service.parse_return_when(body)
+    body = body_as(TaskResultsRequest)
+    task_ids = service.check_task_ids(body.task_ids, state.settings.max_batch)
+    wait = min(body.wait, state.settings.max_wait)
+    any_ = body.return_when == "FIRST_COMPLETED"
     with state.waits.admit(identity().user_id, wait):
         recs = service.get_tasks(state.store, identity(), task_ids, wait, any_)
-    return respond({"tasks": [task_view(r) for r in recs]})
+    return respond(TaskList(tasks=[task_view(r) for r in recs]))
 
 
 @bp.post("/tasks/<task_id>/cancel")
@@ -162,5 +161,5 @@ def group_tasks(task_group_id: str) -> Response:
     limit = min(service.parse_count(request.args.get("limit"), "limit", 1000), state.settings.max_batch)
     recs, total = service.group_tasks(state.store, identity(), task_group_id, offset, limit)
     next_offset = offset + limit if offset + limit < total else None
-    return respond({"task_group_id": task_group_id, "tasks": [task_view(r) for r in recs], "total": total,
-                    "next_offset": next_offset})
+    return respond(TaskGroupPage(task_group_id=task_group_id, tasks=[task_view(r) for r in recs], total=total,
+                                 next_offset=next_offset))

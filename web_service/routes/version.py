@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response
 
 from fnserve.version import PROTOCOL_VERSION, __version__
+from web_service.rest_bodies.responses import Health, Version, VersionLimits
 from web_service.routes._http import check_address, respond
 from web_service.state import ServiceState, current
 
@@ -25,9 +26,9 @@ def version() -> Response:
         # What `fnserve login` needs to start a Globus login for this service (all public).
         auth.update(scope=settings.globus_scope, native_client_id=settings.globus_native_client_id)
     # Clients size their submit requests by these (the SDK splits batches to fit them).
-    limits = {"max_payload_bytes": settings.max_payload_bytes, "max_request_bytes": settings.max_request_bytes,
-              "max_batch": settings.max_batch}
-    return respond({"version": __version__, "protocol_version": PROTOCOL_VERSION, "api": "v1", "auth": auth, "limits": limits})
+    limits = VersionLimits(max_payload_bytes=settings.max_payload_bytes, max_request_bytes=settings.max_request_bytes,
+                           max_batch=settings.max_batch)
+    return respond(Version(version=__version__, protocol_version=PROTOCOL_VERSION, api="v1", auth=auth, limits=limits))
 
 
 @bp.get("/openapi.json")
@@ -65,4 +66,4 @@ def check_health(state: ServiceState) -> dict[str, bool]:
 def health() -> Response:
     checks = check_health(current())
     ok = all(checks.values())
-    return respond({"status": "ok" if ok else "unavailable", **checks}, 200 if ok else 503)
+    return respond(Health(status="ok" if ok else "unavailable", **checks), 200 if ok else 503)

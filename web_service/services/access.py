@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 
 from fnserve.errors import BadRequest, Forbidden, NotFound
 from web_service.auth import Identity
+from web_service.rest_bodies.requests import Allowlist, Sharing
+from web_service.rest_bodies.responses import AllowlistOf, Group as GroupView
 from web_service.registry.models import Endpoint, EndpointAllowedFunction, Function, Grant, Group, GroupMember, Runtime, Trigger, User
 from web_service.ttl_cache import TTLCache
 
@@ -195,13 +197,13 @@ def require_owner(session: Session, who: Identity, kind: str, ident: str) -> Any
 # -- sharing -------------------------------------------------------------------------------------
 
 
-def get_sharing(session: Session, who: Identity, kind: str, ident: str) -> dict[str, Any]:
+def get_sharing(session: Session, who: Identity, kind: str, ident: str) -> Sharing:
     """``{"public": bool, "users": [names], "groups": [names]}`` of a resource ``who`` owns."""
     require_owner(session, who, kind, ident)
     return _sharing_view(session, kind, ident)
 
 
-def _sharing_view(session: Session, kind: str, ident: str) -> dict[str, Any]:
+def _sharing_view(session: Session, kind: str, ident: str) -> Sharing:
     rows = session.execute(
         sa.select(Grant.grantee_type, Grant.grantee_id).where(Grant.resource_type == kind, Grant.resource_id == ident)
     ).all()
@@ -209,11 +211,11 @@ def _sharing_view(session: Session, kind: str, ident: str) -> dict[str, Any]:
     group_ids = [i for t, i in rows if t == "group"]
     users = sorted(session.scalars(sa.select(User.username).where(User.id.in_(user_ids)))) if user_ids else []
     groups = sorted(session.scalars(sa.select(Group.name).where(Group.id.in_(group_ids)))) if group_ids else []
-    return {"public": any(t == "public" for t, _ in rows), "users": users, "groups": groups}
+    return Sharing(public=any(t == "public" for t, _ in rows), users=users, groups=groups)
 
 
 def set_sharing(session: Session, who: Identity, kind: str, ident: str, *, public: bool, users: list[str],
-                groups: list[str], cache: AccessCache | None = None) -> dict[str, Any]:
+                groups: list[str], cache: AccessCache | None = None) -> Sharing:
     """Replace who ``ident`` is shared with (owner only). Unknown names are 404s; commits."""
     require_owner(session, who, kind, ident)
     user_ids = _ids_by_name(session, User, User.username, users, "user")
@@ -251,33 +253,22 @@ def _ids_by_name(session: Session, model: Any, column: Any, names: list[str], wh
     return [found[n] for n in names]
 
 
-def parse_sharing(body: dict[str, Any]) -> tuple[bool, list[str], list[str]]:
-    """Validate a sharing body ``{"public": bool, "users": [...], "groups": [...]}``."""
-    from web_service.validation import invalid
-
-    public = body.get("public", False)
-    if not isinstance(public, bool):
-        raise invalid("public", "must be true or false")
-    lists = []
-    for key in ("users", "groups"):
-        value = body.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and 0 < len(v) <= 255 for v in value) or len(value) > 1000:
-            raise invalid(key, "must be a list of names (at most 1000)")
-        lists.append(sorted(set(value)))
-    return public, lists[0], lists[1]
+def parse_sharing(body: Sharing) -> tuple[bool, list[str], list[str]]:
+    """A sharing body as (public, users, groups), names sorted and each once."""
+    return body.public, sorted(set(body.users)), sorted(set(body.groups))
 
 
 # -- endpoint allowlists -------------------------------------------------------------------------
 
 
-def get_allowlist(session: Session, who: Identity, endpoint_id: str) -> dict[str, Any]:
+def get_allowlist(session: Session, who: Identity, endpoint_id: str) -> AllowlistOf:
     ep = require_owner(session, who, "endpoint", endpoint_id)
     ids = sorted(session.scalars(sa.select(EndpointAllowedFunction.function_id).where(EndpointAllowedFunction.endpoint_id == endpoint_id)))
-    return {"endpoint_id": endpoint_id, "restricted": bool(ep.restrict_functions), "function_ids": ids}
+    return AllowlistOf(endpoint_id=endpoint_id, restricted=bool(ep.restrict_functions), function_ids=ids)
 
 
 def set_allowlist(session: Session, who: Identity, endpoint_id: str, function_ids: list[str] | None,
-                  cache: AccessCache | None = None) -> dict[str, Any]:
+                  cache: AccessCache | None = None) -> AllowlistOf:
     """Restrict the endpoint to ``function_ids``, or lift the restriction with ``None``. Commits."""
     ep = require_owner(session, who, "endpoint", endpoint_id)
     session.execute(sa.delete(EndpointAllowedFunction).where(EndpointAllowedFunction.endpoint_id == endpoint_id))
@@ -294,20 +285,13 @@ def set_allowlist(session: Session, who: Identity, endpoint_id: str, function_id
     return get_allowlist(session, who, endpoint_id)
 
 
-def parse_allowlist(body: dict[str, Any]) -> list[str] | None:
-    from web_service.validation import invalid
-
-    restricted = body.get("restricted", True)
-    if not isinstance(restricted, bool):
-        raise invalid("restricted", "must be true or false")
-    ids = body.get("function_ids", [])
-    if not isinstance(ids, list) or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids) or len(ids) > 10_000:
-        raise invalid("function_ids", "must be a list of function ids")
-    if not restricted:
-        if ids:
+def parse_allowlist(body: Allowlist) -> list[str] | None:
+    """The functions to restrict an endpoint to, or None to lift the restriction."""
+    if not body.restricted:
+        if body.function_ids:
             raise BadRequest("function_ids must be empty when restricted is false", code="invalid_request", details={"field": "function_ids"})
         return None
-    return ids
+    return body.function_ids
 
 
 # -- groups --------------------------------------------------------------------------------------
@@ -326,7 +310,7 @@ def create_group(session: Session, who: Identity, name: str) -> Group:
     return group
 
 
-def list_groups(session: Session, who: Identity) -> list[dict[str, Any]]:
+def list_groups(session: Session, who: Identity) -> list[GroupView]:
     """Groups ``who`` owns or belongs to, with their members."""
     groups = session.scalars(
         sa.select(Group).where(sa.or_(Group.owner_id == who.user_id, Group.id.in_(
@@ -335,12 +319,12 @@ def list_groups(session: Session, who: Identity) -> list[dict[str, Any]]:
     return [group_view(session, g) for g in groups]
 
 
-def group_view(session: Session, group: Group) -> dict[str, Any]:
+def group_view(session: Session, group: Group) -> GroupView:
     members = sorted(session.scalars(
         sa.select(User.username).join(GroupMember, GroupMember.user_id == User.id).where(GroupMember.group_id == group.id)
     ))
     owner = session.scalar(sa.select(User.username).where(User.id == group.owner_id))
-    return {"group_id": group.id, "name": group.name, "owner": owner, "members": members}
+    return GroupView(group_id=group.id, name=group.name, owner=owner, members=members)
 
 
 def _owned_group(session: Session, who: Identity, name: str) -> Group:
@@ -353,7 +337,7 @@ def _owned_group(session: Session, who: Identity, name: str) -> Group:
 
 
 def set_members(session: Session, who: Identity, name: str, add: list[str], remove: list[str],
-                cache: AccessCache | None = None) -> dict[str, Any]:
+                cache: AccessCache | None = None) -> GroupView:
     group = _owned_group(session, who, name)
     for uid in _ids_by_name(session, User, User.username, add, "user"):
         if session.get(GroupMember, (group.id, uid)) is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from fnserve.errors import Conflict, NotFound
 from web_service.auth import Identity
 from web_service.registry.models import Function, Runtime, utcnow
+from web_service.rest_bodies.requests import RuntimeRegistration, RuntimeType
 from web_service.services.access import AccessCache, access_for, may_use, require_owner
 from web_service.task_store import TaskStore
 from web_service.ttl_cache import TTLCache
@@ -27,7 +28,7 @@ from web_service.validation import invalid
 
 log = logging.getLogger("fnserve.web.runtimes")
 
-RUNTIME_TYPES = ("host", "venv", "apptainer", "singularity", "podman", "docker", "charliecloud")
+RUNTIME_TYPES: tuple[str, ...] = get_args(RuntimeType)
 # The runtime a task without one runs in: the endpoint's own engine (see site_manager.runtime_pool).
 DEFAULT_RUNTIME = "host"
 
@@ -50,22 +51,15 @@ class RuntimeRef:
 # -- registry ----------------------------------------------------------------------------------------
 
 
-def parse_runtime(body: dict[str, Any]) -> dict[str, str]:
-    """Validate a ``POST /v1/runtimes`` body; returns name, type, image, description."""
-    from web_service.validation import optional_str, require_str
-
-    name = require_str(body, "name", max_len=128)
-    if name != name.strip() or any(c.isspace() for c in name):
+def parse_runtime(body: RuntimeRegistration) -> dict[str, str]:
+    """The checks of a ``POST /v1/runtimes`` body its Struct cannot state; returns name, type,
+    image, description."""
+    if any(c.isspace() for c in body.name):  # the Struct's pattern lets a trailing newline through
         raise invalid("name", "must not contain spaces (it names the runtime in endpoint configs)")
-    kind = require_str(body, "type", max_len=32)
-    if kind not in RUNTIME_TYPES:
-        raise invalid("type", f"must be one of {', '.join(RUNTIME_TYPES)}", allowed=list(RUNTIME_TYPES))
-    image = optional_str(body, "image", max_len=4096, default="") or ""
-    if kind not in ("host",) and not image:
-        what = "the interpreter's path (e.g. /opt/env/bin/python)" if kind == "venv" else "the image location"
-        raise invalid("image", f"is required for a {kind} runtime: {what}")
-    description = optional_str(body, "description", max_len=10_000, default="") or ""
-    return {"name": name, "type": kind, "image": image, "description": description}
+    if body.type != "host" and not body.image:
+        what = "the interpreter's path (e.g. /opt/env/bin/python)" if body.type == "venv" else "the image location"
+        raise invalid("image", f"is required for a {body.type} runtime: {what}")
+    return {"name": body.name, "type": body.type, "image": body.image or "", "description": body.description or ""}
 
 
 def register_runtime(session: Session, owner: Identity, name: str, type: str, image: str = "", description: str = "") -> Runtime:

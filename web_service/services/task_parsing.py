@@ -7,22 +7,24 @@ A batch is judged task by task: :func:`parse_task_items` gives an outcome per ta
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from fnserve import serialize, user_endpoint_config
 from fnserve.errors import FnserveError, NotFound, PayloadTooLarge, SerializationError
+from web_service.rest_bodies.decoding import decode
+from web_service.rest_bodies.requests import MAX_ID_LENGTH, ReturnWhen, TaskRequest, TaskResultsRequest, TaskSubmission
+from web_service.rest_bodies.responses import BatchError
 from web_service.store.record import TaskSpec
-from web_service.validation import decode_base64, invalid, optional_number, optional_str, require_str
+from web_service.validation import decode_base64, invalid
 
-RESULT_FORMATS = ("json", "python")
-RETURN_WHEN = ("ALL_COMPLETED", "FIRST_COMPLETED")
-MAX_ID_LENGTH = 64
-MAX_RETRIES = 100  # per task: reruns after a lost worker or block
+RETURN_WHEN: tuple[str, ...] = get_args(ReturnWhen)
 MAX_RESOURCE_SPEC_BYTES = 4096  # a task's resource_specification, as JSON
 
+__all__ = ["MAX_ID_LENGTH"]
 
 # What one task of a batch came to: still good, or the error that refused it.
 Outcome = TaskSpec | FnserveError
@@ -44,11 +46,16 @@ def parse_task_batch(body: dict[str, Any], *, max_payload_bytes: int, max_batch:
 
 def parse_task_items(body: dict[str, Any], *, max_payload_bytes: int, max_batch: int,
                      max_walltime: float = DEFAULT_MAX_WALLTIME) -> list[Outcome]:
-    """Validate a ``POST /v1/tasks`` body task by task: a spec per good task, the error (naming
-    its index) per bad one. A body that is not a batch at all raises."""
-    tasks = body.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise invalid("tasks", "must be a non-empty list")
+    """Validate a ``POST /v1/tasks`` body task by task (see :func:`judge_tasks`)."""
+    return judge_tasks(decode(body, TaskSubmission), max_payload_bytes=max_payload_bytes, max_batch=max_batch,
+                       max_walltime=max_walltime)
+
+
+def judge_tasks(body: TaskSubmission, *, max_payload_bytes: int, max_batch: int,
+                max_walltime: float = DEFAULT_MAX_WALLTIME) -> list[Outcome]:
+    """A spec per good task of a batch, the error (naming its index) per bad one. A batch
+    larger than ``max_batch`` raises."""
+    tasks = body.tasks
     if len(tasks) > max_batch:
         raise PayloadTooLarge(
             f"a batch may hold at most {max_batch} tasks, this one has {len(tasks)}; split it",
@@ -64,19 +71,11 @@ def parse_task_items(body: dict[str, Any], *, max_payload_bytes: int, max_batch:
     return items
 
 
-def parse_atomic(body: dict[str, Any]) -> bool:
-    """``atomic``: refuse the whole batch if any task is bad (default false: judge each task)."""
-    value = body.get("atomic", False)
-    if not isinstance(value, bool):
-        raise invalid("atomic", "must be true or false")
-    return value
-
-
-def error_entry(index: int, exc: FnserveError) -> dict[str, Any]:
+def error_entry(index: int, exc: FnserveError) -> BatchError:
     """How the answer to a batch names one refused task."""
     details = {k: v for k, v in exc.details.items() if k not in ("index", "errors")}
-    return {"index": index, "status": exc.http_status, "code": exc.code, "message": exc.message,
-            **({"details": details} if details else {})}
+    return BatchError(index=index, status=exc.http_status, code=exc.code, message=exc.message,
+                      details=details or msgspec.UNSET)
 
 
 def raise_first_error(items: list[Outcome]) -> None:
@@ -87,27 +86,16 @@ def raise_first_error(items: list[Outcome]) -> None:
 
 
 def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: float = DEFAULT_MAX_WALLTIME) -> TaskSpec:
+    """One task of a batch (a :class:`TaskRequest` as sent) as the :class:`TaskSpec` it asks for."""
     prefix = f"tasks[{index}]"
-    if not isinstance(item, dict):
-        raise invalid(prefix, "must be an object", index=index)
     try:
-        function_id = require_str(item, "function_id", f"{prefix}.function_id", MAX_ID_LENGTH)
-        endpoint_id = require_str(item, "endpoint_id", f"{prefix}.endpoint_id", MAX_ID_LENGTH)
-        runtime = optional_str(item, "runtime", f"{prefix}.runtime", 128)
-        walltime = optional_number(item, "walltime", f"{prefix}.walltime", exclusive=True)
-        if walltime is not None and walltime > max_walltime:
+        req = decode(item, TaskRequest, prefix)
+        if req.walltime is not None and req.walltime > max_walltime:
             # Bounded: a walltime like 1e308 overflows the worker's timers (and means "never").
             raise invalid(f"{prefix}.walltime", f"must be at most {max_walltime:g} s (the service's FNSERVE_MAX_WALLTIME)",
                           limit=max_walltime)
-        max_retries = item.get("max_retries")
-        if max_retries is not None and (type(max_retries) is not int or not 0 <= max_retries <= MAX_RETRIES):
-            raise invalid(f"{prefix}.max_retries", f"must be an integer from 0 to {MAX_RETRIES}")
-        result_format = item.get("result_format")
-        if result_format is not None and result_format not in RESULT_FORMATS:
-            raise invalid(f"{prefix}.result_format", f"must be one of {', '.join(RESULT_FORMATS)}")
-        task_group_id = optional_str(item, "task_group_id", f"{prefix}.task_group_id", MAX_ID_LENGTH)
-        resource_specification = _resource_specification(item.get("resource_specification"), prefix)
-        user_config = item.get("user_endpoint_config")
+        resource_specification = _resource_specification(req.resource_specification, prefix)
+        user_config = req.user_endpoint_config
         if user_config is not None:
             try:
                 user_config = user_endpoint_config.check_values(user_config, None)
@@ -115,28 +103,27 @@ def parse_task(index: int, item: Any, max_payload_bytes: int, max_walltime: floa
                 exc.message = f"{prefix}.{exc.message}"
                 exc.details["field"] = f"{prefix}.{exc.details.get('field', 'user_endpoint_config')}"
                 raise
-        payload = _payload(item, prefix, max_payload_bytes)
+        payload = _payload(req, prefix, max_payload_bytes)
     except FnserveError as exc:
         exc.details.setdefault("index", index)
         raise
-    if result_format == "json" or (result_format is None and payload.startswith(_JSON_HEADER_START)):
+    if req.result_format == "json" or (req.result_format is None and payload.startswith(_JSON_HEADER_START)):
         result_strategy: str | None = serialize.JSON_DATA
     else:
         result_strategy = None
-    return TaskSpec(function_id=function_id, endpoint_id=endpoint_id, payload=payload, runtime=runtime, walltime=walltime,
-                    result_strategy=result_strategy, max_retries=max_retries, task_group_id=task_group_id,
-                    resource_specification=resource_specification, user_endpoint_config=user_config)
+    return TaskSpec(function_id=req.function_id, endpoint_id=req.endpoint_id, payload=payload, runtime=req.runtime,
+                    walltime=req.walltime, result_strategy=result_strategy, max_retries=req.max_retries,
+                    task_group_id=req.task_group_id, resource_specification=resource_specification,
+                    user_endpoint_config=user_config)
 
 
-def _resource_specification(value: Any, prefix: str) -> bytes | None:
+def _resource_specification(value: dict[str, Any] | None, prefix: str) -> bytes | None:
     """A JSON object the endpoint gets with the task (e.g. ``{"num_nodes": 2}``); kept as text.
 
     The service only records and forwards it: what the keys mean is the endpoint's business."""
     if value is None:
         return None
     field = f"{prefix}.resource_specification"
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise invalid(field, "must be a JSON object")
     if user_endpoint_config.ROUTING_KEY in value:  # set by the service only: who submitted it
         raise invalid(f"{field}.{user_endpoint_config.ROUTING_KEY}", "is set by the service; leave it out")
     text = msgspec.json.encode(value)
@@ -148,13 +135,13 @@ def _resource_specification(value: Any, prefix: str) -> bytes | None:
 _JSON_HEADER_START = f"{serialize.MAGIC} {serialize.JSON_DATA} ".encode()
 
 
-def _payload(item: dict[str, Any], prefix: str, max_bytes: int) -> bytes:
-    has_args = "args" in item or "kwargs" in item
-    if item.get("payload") is not None:
+def _payload(req: TaskRequest, prefix: str, max_bytes: int) -> bytes:
+    has_args = req.args is not msgspec.UNSET or req.kwargs is not msgspec.UNSET
+    if req.payload is not None:
         if has_args:
             raise invalid(f"{prefix}.payload", "cannot be combined with args/kwargs: send one or the other")
         try:
-            buf = decode_base64(item["payload"], f"{prefix}.payload", max_bytes)
+            buf = decode_base64(req.payload, f"{prefix}.payload", max_bytes)
         except PayloadTooLarge as exc:
             raise PayloadTooLarge(
                 f"{exc.message} for arguments sent inline; pass large arguments by reference: the SDK "
@@ -171,12 +158,8 @@ def _payload(item: dict[str, Any], prefix: str, max_bytes: int) -> bytes:
                 code="wrong_strategy", details={"field": f"{prefix}.payload", "strategy": header.strategy},
             )
         return buf
-    args = item.get("args", [])
-    kwargs = item.get("kwargs", {})
-    if not isinstance(args, list):
-        raise invalid(f"{prefix}.args", "must be a list")
-    if not isinstance(kwargs, dict):
-        raise invalid(f"{prefix}.kwargs", "must be an object")
+    args = [] if req.args is msgspec.UNSET else req.args
+    kwargs = {} if req.kwargs is msgspec.UNSET else req.kwargs
     # Plain JSON in, plain JSON out: wrapping it is safe (no code is deserialized).
     buf = serialize.serialize_args(args, kwargs, strategy=serialize.JSON_DATA)
     if len(buf) > max_bytes:
@@ -202,14 +185,15 @@ def check_task_id(task_id: str, **details: Any) -> str:
 
 
 def parse_task_ids(body: dict[str, Any], max_batch: int) -> list[str]:
-    ids = body.get("task_ids")
-    if not isinstance(ids, list) or not ids:
-        raise invalid("task_ids", "must be a non-empty list of task ids")
+    """The task ids of a ``POST /v1/tasks/results`` body (see :func:`check_task_ids`)."""
+    return check_task_ids(decode(body, TaskResultsRequest).task_ids, max_batch)
+
+
+def check_task_ids(ids: list[str], max_batch: int) -> list[str]:
+    """``ids`` if there are at most ``max_batch`` and each has the form of a task id."""
     if len(ids) > max_batch:
         raise PayloadTooLarge(f"at most {max_batch} task ids per call", code="batch_too_large", details={"field": "task_ids", "limit": max_batch})
     for i, tid in enumerate(ids):
-        if not isinstance(tid, str) or not tid or len(tid) > MAX_ID_LENGTH:
-            raise invalid(f"task_ids[{i}]", "must be a task id string", index=i)
         check_task_id(tid, index=i)
     return ids
 
@@ -230,9 +214,11 @@ def parse_wait(value: Any, field: str = "wait") -> float:
         try:
             value = float(value)
         except ValueError:
-            raise invalid(field, "must be a number of seconds >= 0") from None
-    wait = optional_number({field: value}, field)
-    return wait or 0.0
+            value = None
+    # bool is an int in Python but never a sensible number of seconds.
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise invalid(field, "must be a number >= 0")
+    return float(value)
 
 
 #: Largest count a query parameter may carry: Redis takes signed 64-bit offsets, JSON clients

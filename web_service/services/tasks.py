@@ -39,8 +39,9 @@ from web_service.services.task_parsing import (
     MAX_ID_LENGTH,
     Outcome,
     check_task_id,
+    check_task_ids,
     error_entry,
-    parse_atomic,
+    judge_tasks,
     parse_count,
     parse_return_when,
     parse_task,
@@ -297,7 +298,7 @@ def cancel_task(store: TaskStore, owner: Identity, task_id: str) -> TaskRecord:
 
 
 __all__ = [
-    "Outcome", "TaskSpec", "check_task_id", "error_entry", "parse_atomic", "parse_task_batch", "parse_task_items", "raise_first_error",
+    "Outcome", "TaskSpec", "check_task_id", "error_entry", "judge_tasks", "check_task_ids", "parse_task_batch", "parse_task_items", "raise_first_error",
     "parse_task", "parse_task_ids", "parse_return_when", "parse_wait", "submit_tasks", "get_tasks", "cancel_task", "group_tasks",
     "parse_count", "MAX_COUNT", "parse_task", "task_not_found",
 ]

@@ -25,17 +25,20 @@ from fnserve import webhooks
 from fnserve.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from web_service.auth import Identity
 from web_service.quotas import QuotaChecker, RateLimiter
+from msgspec import UNSET
+
 from web_service.registry.models import Trigger, TriggerEvent, TriggerFiring, TriggerRule, utcnow
 from web_service.services import OwnershipCache
 from web_service.services.access import function_not_allowed, require_owner, require_use
 from web_service.task_store import TaskStore
 from web_service.triggers import config, events
 from web_service.triggers.config import RuleSpec
-from web_service.validation import invalid, parse_json_object, require_str
+from web_service.rest_bodies import responses as rest
+from web_service.rest_bodies.requests import MAX_RULES, FireRequest, TriggerCreation
+from web_service.validation import invalid, parse_json_object
 
 log = logging.getLogger("fnserve.web.triggers")
 
-MAX_RULES = 32  # per trigger
 MAX_EVENT_KEY = 160
 MAX_HISTORY = 1000
 
@@ -71,14 +74,13 @@ def visible_rules(session: Session, who: Identity, trig: Trigger) -> list[Trigge
     return rules if trig.owner_id == who.user_id else [r for r in rules if rule_owner(r, trig) == who.user_id]
 
 
-def create_trigger(session: Session, store: TaskStore, who: Identity, body: dict[str, Any],
+def create_trigger(session: Session, store: TaskStore, who: Identity, body: TriggerCreation,
                    cache: OwnershipCache | None = None) -> tuple[Trigger, str | None]:
-    """Validate and store a trigger (and its ``rules``, if given). Returns it and, for a
-    webhook, its secret (shown this once)."""
-    name = require_str(body, "name")
-    kind = config.parse_kind(body.get("kind"))
-    cfg = config.parse_config(kind, body.get("config"))
-    specs = _parse_rules(body.get("rules"))
+    """Check (its config and rules: ``triggers.config``) and store a trigger. Returns it and,
+    for a webhook, its secret (shown this once)."""
+    name, kind = body.name, body.kind
+    cfg = config.parse_config(kind, body.config)
+    specs = [config.parse_rule(r, f"rules[{i}].") for i, r in enumerate(body.rules or [])]
     if kind == "file":
         check_watch(session, store, who, cfg, cache)
     for spec in specs:
@@ -112,14 +114,6 @@ def check_watch(session: Session, store: TaskStore, who: Identity, cfg: dict[str
         raise Forbidden(f"endpoint {endpoint_id} does not allow file triggers on {cfg['folder']}; its admin allows: {where}",
                         code="folder_not_allowed", details={"endpoint_id": endpoint_id, "folder": cfg["folder"],
                                                            "allowed_folders": allowed})
-
-
-def _parse_rules(value: Any) -> list[RuleSpec]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > MAX_RULES:
-        raise invalid("rules", f"must be a list of at most {MAX_RULES} rules")
-    return [config.parse_rule(r, f"rules[{i}].") for i, r in enumerate(value)]
 
 
 def check_rule_access(session: Session, who: Identity, spec: RuleSpec, cache: OwnershipCache | None = None) -> None:
@@ -192,7 +186,7 @@ def _wake_watchers(store: TaskStore, endpoint_id: str) -> None:
         log.warning("could not wake the forwarders for endpoint %s's file triggers (%s)", endpoint_id, type(exc).__name__)
 
 
-def history(session: Session, who: Identity, trigger_id: str, limit: int, cache: OwnershipCache | None = None) -> list[dict[str, Any]]:
+def history(session: Session, who: Identity, trigger_id: str, limit: int, cache: OwnershipCache | None = None) -> list[rest.Event]:
     """The trigger's latest events, newest first, each with the firings (rule, task, state).
     A user the trigger is shared with sees the events that fired their rules, with those firings."""
     trig = usable_trigger(session, who, trigger_id, cache)
@@ -210,20 +204,15 @@ def history(session: Session, who: Identity, trigger_id: str, limit: int, cache:
     return [event_record(e, firings.get(e.id, [])) for e in evs]
 
 
-def event_record(e: TriggerEvent, firings: list[TriggerFiring]) -> dict[str, Any]:
+def event_record(e: TriggerEvent, firings: list[TriggerFiring]) -> rest.Event:
     data = json.loads(e.data)
-    return {
-        "event_id": e.id, "event_key": e.event_key, "kind": data.get("kind"), "time": data.get("time"),
-        "data": data.get("data"),
-        "firings": [firing_view(f) for f in sorted(firings, key=lambda f: f.rule_id)],
-    }
+    return rest.Event(event_id=e.id, event_key=e.event_key, kind=data.get("kind"), time=data.get("time"),
+                      data=data.get("data"), firings=[firing_view(f) for f in sorted(firings, key=lambda f: f.rule_id)])
 
 
-def firing_view(f: TriggerFiring) -> dict[str, Any]:
-    view: dict[str, Any] = {"rule_id": f.rule_id, "task_id": f.task_id, "state": f.state}
-    if f.error_code:
-        view["error"] = {"code": f.error_code, "message": f.error_message or ""}
-    return view
+def firing_view(f: TriggerFiring) -> rest.Firing:
+    error = rest.FiringError(code=f.error_code, message=f.error_message or "") if f.error_code else UNSET
+    return rest.Firing(rule_id=f.rule_id, task_id=f.task_id, state=f.state, error=error)  # type: ignore[arg-type]
 
 
 def parse_event_key(value: Any, field: str = "event_id") -> str | None:
@@ -235,14 +224,14 @@ def parse_event_key(value: Any, field: str = "event_id") -> str | None:
     return value
 
 
-def fire(session: Session, store: TaskStore, who: Identity, trigger_id: str, body: dict[str, Any],
+def fire(session: Session, store: TaskStore, who: Identity, trigger_id: str, body: FireRequest,
          cache: OwnershipCache | None = None, quotas: QuotaChecker | None = None) -> events.Recorded:
     """An event sent by the trigger's owner (``POST /v1/triggers/{id}/fire``): ``data`` is the
     event's data, ``event_id`` its optional idempotency key."""
     trig = own_trigger(session, who, trigger_id)
-    key = parse_event_key(body.get("event_id"))
-    data = body.get("data", {})
-    return _deliver(session, store, trig, "id:" + key if key else "fire:" + secrets.token_hex(16), "manual", data, cache, quotas)
+    key = parse_event_key(body.event_id)
+    return _deliver(session, store, trig, "id:" + key if key else "fire:" + secrets.token_hex(16), "manual", body.data, cache,
+                    quotas)
 
 
 def deliver_webhook(session: Session, store: TaskStore, trigger_id: str, raw: bytes, headers: dict[str, str | None],
@@ -286,28 +275,26 @@ def _deliver(session: Session, store: TaskStore, trig: Trigger, event_key: str, 
     return rec
 
 
-def trigger_view(trig: Trigger, rules: list[TriggerRule], now: datetime | None = None) -> dict[str, Any]:
+def trigger_view(trig: Trigger, rules: list[TriggerRule], now: datetime | None = None) -> rest.Trigger:
     from web_service.routes._http import iso
     from web_service.triggers import schedule
 
-    cfg = json.loads(trig.config)
-    view: dict[str, Any] = {
-        "trigger_id": trig.id, "name": trig.name, "kind": trig.kind, "config": cfg, "owner_id": trig.owner_id,
-        "created_at": iso(trig.created_at), "rules": [rule_view(r) for r in rules],
-    }
+    view = rest.Trigger(trigger_id=trig.id, name=trig.name, kind=trig.kind, config=json.loads(trig.config),  # type: ignore[arg-type]
+                        owner_id=trig.owner_id, created_at=iso(trig.created_at), rules=[rule_view(r) for r in rules])
     if trig.kind == "webhook":
-        view["webhook_path"] = f"/v1/hooks/{trig.id}"
+        view.webhook_path = f"/v1/hooks/{trig.id}"
     if trig.kind == "schedule":
         spec = config.schedule_of(trig.config)
         last = trig.last_scheduled_at or trig.created_at
         last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
-        view["next_time"] = schedule.next_time(spec, max(last, now or datetime.now(timezone.utc))).isoformat()
+        view.next_time = schedule.next_time(spec, max(last, now or datetime.now(timezone.utc))).isoformat()
     return view
 
 
-def rule_view(r: TriggerRule) -> dict[str, Any]:
-    return {"rule_id": r.id, "owner_id": r.owner_id, "function_id": r.function_id, "endpoint_id": r.endpoint_id,
-            "args_template": json.loads(r.args_template), "filters": json.loads(r.filters), "max_concurrency": r.max_concurrency}
+def rule_view(r: TriggerRule) -> rest.Rule:
+    return rest.Rule(rule_id=r.id, owner_id=r.owner_id, function_id=r.function_id, endpoint_id=r.endpoint_id,
+                     args_template=json.loads(r.args_template), filters=json.loads(r.filters),
+                     max_concurrency=r.max_concurrency)
 
 
 __all__ = ["create_trigger", "add_rule", "delete_rule", "list_triggers", "delete_trigger", "history", "fire", "deliver_webhook",

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from web_service.rest_bodies.requests import FilterOp, TriggerKind
 from web_service.validation import invalid
 
-KINDS = ("schedule", "webhook", "file")
+KINDS: tuple[str, ...] = get_args(TriggerKind)
 MAX_SETTLE = 3600.0
-FILTER_OPS = ("eq", "ne", "in", "glob", "gt", "ge", "lt", "le", "exists")
+FILTER_OPS: tuple[str, ...] = get_args(FilterOp)
 MIN_EVERY = 1.0  # seconds
 MAX_EVERY = 366 * 86400.0
 MAX_CATCH_UP = 100

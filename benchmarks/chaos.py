@@ -44,15 +44,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import write_results
 
 from fnserve.cli.stack import wait_until as _wait
+from fnserve.testing.stack import Stack
+from fnserve.testing.stack import alive as _alive
 
 REPO = Path(__file__).resolve().parents[1]
-FNSERVE = [sys.executable, "-m", "fnserve.cli.main"]
 FINAL = ("success", "failed", "cancelled")
 # Whole process groups and graceful restarts, then one process by pid (kill -9 <pid>: the OOM
 # killer, a segfault, an admin), on the embedded stack.
@@ -96,70 +96,15 @@ def running_now(runs: Path) -> int:
         open_runs[(parts[0], parts[1])] += 1 if len(parts) == 2 else -1
     return sum(1 for v in open_runs.values() if v > 0)
 
-def _free_port() -> int:
-    sys.path.insert(0, str(REPO / "tests" / "integration"))
-    from stack_support import free_base_port
-
-    return free_base_port()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
-
-
-class Stack:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.env = {**os.environ, "FNSERVE_HOME": str(home)}
-        self.env.pop("FNSERVE_TOKEN", None)
-        self.env.pop("FNSERVE_SERVICE_URL", None)
-
-    def cli(self, *args: str, timeout: float = 240) -> str:
-        out = subprocess.run([*FNSERVE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                             cwd=self.home, check=False)
-        if out.returncode != 0:
-            raise RuntimeError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
-        return out.stdout
-
-    def up(self) -> None:
-        """Start whatever part of the stack is not running (all of it the first time)."""
-        self.cli("up", "--port", str(self.port))
-
-    def client(self) -> Any:
-        from fnserve.client import Client
-
-        token = yaml.safe_load((self.home / "client.yaml").read_text())["token"]
-        return Client(f"http://127.0.0.1:{self.port}", token)
-
-    def pid(self, *where: str) -> int:
-        return int((self.home.joinpath(*where)).read_text().strip())
-
-    def endpoint_id(self, name: str) -> str:
-        d = self.home / "endpoints" / name
-        f = d / "credentials.yaml" if (d / "credentials.yaml").exists() else d / "config.yaml"
-        return str(yaml.safe_load(f.read_text())["endpoint_id"])
-
-    def add_slurm_endpoint(self) -> str:
-        self.cli("endpoint", "configure", "hpc", "--template", "slurm")
-        path = self.home / "endpoints" / "hpc" / "config.yaml"
-        config = yaml.safe_load(path.read_text())
-        # Half a core per worker: the block asks Slurm for 1 CPU and fits beside other jobs on a small node.
-        config["engine"].update({"max_workers_per_node": 2, "cores_per_worker": 0.5, "heartbeat_period": 1,
-                                 "heartbeat_threshold": 4})
-        config["provider"].update({"walltime": "00:30:00"})
-        config.setdefault("scaling", {}).update({"init_blocks": 1, "min_blocks": 1, "max_blocks": 1})
-        config["worker_init"] = ""
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.cli("endpoint", "start", "hpc")
-        return self.endpoint_id("hpc")
+def add_slurm_endpoint(stack: Stack) -> str:
+    """Endpoint "hpc" on the local Slurm, one block of 2 workers kept; its id."""
+    # Half a core per worker: the block asks Slurm for 1 CPU and fits beside other jobs on a small node.
+    stack.configure("hpc", "slurm", engine={"max_workers_per_node": 2, "cores_per_worker": 0.5, "heartbeat_period": 1,
+                                            "heartbeat_threshold": 4},
+                    provider={"walltime": "00:30:00"}, scaling={"init_blocks": 1, "min_blocks": 1, "max_blocks": 1},
+                    worker_init="")
+    stack.cli("endpoint", "start", "hpc")
+    return stack.id_of("hpc")
 
 
 # -- the faults: each breaks one part, then brings it back -------------------------------------
@@ -485,18 +430,18 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="fnserve-chaos-"))
     work = home / "work"
     work.mkdir()
-    stack = Stack(home)
+    stack = Stack(home, cwd=home)
     print(f"fnserve up in {home}")
     stack.up()
     rows = []
     try:
         client = stack.client()
         fid = client.register_function(record)
-        endpoints = {"local": stack.endpoint_id("local")}
+        endpoints = {"local": stack.id_of("local")}
         if any(f.startswith("slurm_") for f in args.faults):
             if shutil.which("sinfo") is None:
                 raise SystemExit("the slurm_* faults need Slurm: run scripts/start_slurm.sh")
-            endpoints["hpc"] = stack.add_slurm_endpoint()
+            endpoints["hpc"] = add_slurm_endpoint(stack)
         per_fault = args.tasks // len(args.faults)
         for k, fault in enumerate(args.faults):
             ep = endpoints["hpc" if fault.startswith("slurm_") else "local"]

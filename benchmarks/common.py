@@ -40,25 +40,20 @@ def time_calls(fn: Callable[[], Any], n: int, warmup: int = 20) -> list[float]:
 
 @contextmanager
 def embedded_stack(port: int = 18780, engine: dict[str, Any] | None = None) -> Iterator[tuple[Any, str]]:
-    """An fnserve stack in a temporary FNSERVE_HOME; yields (client, endpoint_id)."""
-    home = tempfile.mkdtemp(prefix="fnserve-bench-")
-    old = os.environ.get("FNSERVE_HOME")
-    os.environ["FNSERVE_HOME"] = home
-    from fnserve.cli import stack
-    from fnserve.client import Client
+    """An fnserve stack in a temporary FNSERVE_HOME (fnserve/testing/stack.py) with one local
+    endpoint "bench" (``engine``: its engine section); yields (client, endpoint_id).
 
+    FNSERVE_HOME is also set in this process while it runs, for benchmarks that read the stack's
+    processes (``fnserve.cli.stack.processes()``)."""
+    from fnserve.testing.stack import running_stack
+
+    home = Path(tempfile.mkdtemp(prefix="fnserve-bench-"))
+    old = os.environ.get("FNSERVE_HOME")
+    os.environ["FNSERVE_HOME"] = str(home)
     try:
-        ports = stack.StackPorts(web=port, forwarder=port + 1, redis=port + 2)
-        env = stack.start_service(ports, say=lambda _s: None)
-        url = f"http://127.0.0.1:{port}"
-        cfg = stack.ensure_user(env, url, "bench")
-        client = Client(url, cfg.token)
-        ep = stack.create_endpoint("bench", env["FNSERVE_FORWARDER_ADDRESS"], client, engine=engine)
-        proc = stack.start_endpoint("bench")
-        stack.wait_connected(client, ep["endpoint_id"], proc)
-        yield client, ep["endpoint_id"]
+        with running_stack(home, port=port, endpoint="bench", engine=engine) as stack:
+            yield stack.client(), stack.endpoint_id
     finally:
-        stack.stop_all(say=lambda _s: None)
         if old is None:
             os.environ.pop("FNSERVE_HOME", None)
         else:

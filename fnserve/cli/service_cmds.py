@@ -38,17 +38,9 @@ def add_commands(main: click.Group) -> click.Group:
         Creates a local user whose token goes to the client config, so the SDK and CLI work at once.
         """
         from fnserve.cli import stack
-        from fnserve.client import Client
 
-        ports = _ports(port)
         click.echo("starting fnserve on this machine:")
-        env = stack.start_service(ports, embedded_redis=True, say=click.echo)
-        url = f"http://127.0.0.1:{ports.web}"
-        cfg = stack.ensure_user(env, url)
-        client = Client(url, cfg.token)
-        ep = stack.create_endpoint(endpoint_name, env["FNSERVE_FORWARDER_ADDRESS"], client)
-        proc = stack.start_endpoint(endpoint_name)
-        stack.wait_connected(client, ep["endpoint_id"], proc)
+        ep = stack.up(_ports(port), endpoint_name, say=click.echo)
         click.echo(f"  endpoint   {endpoint_name} = {ep['endpoint_id']} (connected)")
         click.echo(f"ready. client config: {stack.home() / 'client.yaml'}; stop with `fnserve down`")
 

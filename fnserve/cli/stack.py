@@ -240,6 +240,24 @@ def wait_connected(client: Any, endpoint_id: str, proc: Managed, timeout: float 
                "endpoint", proc)
 
 
+def up(ports: StackPorts, endpoint_name: str = "local", engine: dict[str, Any] | None = None,
+       say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Start the service and a local endpoint (``fnserve up``); returns the endpoint's config.
+
+    ``engine``: that endpoint's engine section (default: 2 workers, one block kept warm).
+    """
+    from fnserve.client import Client
+
+    env = start_service(ports, embedded_redis=True, say=say)
+    url = f"http://127.0.0.1:{ports.web}"
+    cfg = ensure_user(env, url)
+    client = Client(url, cfg.token)
+    ep = create_endpoint(endpoint_name, env["FNSERVE_FORWARDER_ADDRESS"], client, engine=engine)
+    proc = start_endpoint(endpoint_name)
+    wait_connected(client, ep["endpoint_id"], proc)
+    return ep
+
+
 # Seconds `endpoint stop` / `delete` / `fnserve down` wait for an endpoint's batch jobs to leave the
 # queue once its site manager is gone (they retry the cancel meanwhile).
 JOBS_TIMEOUT = 30.0

@@ -1,8 +1,9 @@
 """Helpers for tests that run endpoints on the real single-node Slurm (scripts/start_slurm.sh).
 
-The stack is real throughout: `fnserve up` (Redis, gunicorn web service, ZMQ forwarder), the
-`fnserve endpoint ...` CLI, the site manager, Parsl's SlurmProvider submitting real sbatch jobs,
-and node managers in worker pools inside those jobs.
+The stack is real throughout: `fnserve up` (Redis, gunicorn web service, ZMQ forwarder) through
+the shared harness (fnserve/testing/stack.py: ``Stack``), the `fnserve endpoint ...` CLI, the
+site manager, Parsl's SlurmProvider submitting real sbatch jobs, and node managers in worker pools
+inside those jobs.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from fnserve.client import Client
-from tests.integration.stack_support import FNSERVE, REPO, free_base_port
 
 
 def require_slurm() -> None:
@@ -41,68 +40,6 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f} s")
         time.sleep(every)
-
-
-class Stack:
-    """`fnserve up` in its own FNSERVE_HOME, and the CLI and SDK pointed at it."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = free_base_port()
-        self.env = {**os.environ, "FNSERVE_HOME": str(home),
-                    "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        self.env.pop("FNSERVE_TOKEN", None)
-        self.env.pop("FNSERVE_SERVICE_URL", None)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def up(self) -> None:
-        for _ in range(3):  # other test runs on this host may take the free ports we picked meanwhile
-            out = subprocess.run([*FNSERVE, "up", "--port", str(self.port)], env=self.env, capture_output=True,
-                                 text=True, timeout=180, cwd=self.home, check=False)
-            if out.returncode == 0 or "already in use" not in out.stderr:
-                break
-            self.down()
-            self.port = free_base_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-        assert out.returncode == 0, f"fnserve up failed:\n{out.stdout}\n{out.stderr}"
-        self.token = yaml.safe_load((self.home / "client.yaml").read_text())["token"]
-
-    def down(self) -> None:
-        subprocess.run([*FNSERVE, "down"], env=self.env, capture_output=True, text=True, timeout=180, cwd=self.home, check=False)
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 180,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([*FNSERVE, *args], env={**self.env, **(env or {})}, capture_output=True, text=True,
-                             timeout=timeout, cwd=self.home, check=False)
-        if check and out.returncode != 0:
-            raise AssertionError(f"fnserve {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
-        return out
-
-    def client(self) -> Client:
-        return Client(self.url, self.token)
-
-    def endpoint_dir(self, name: str) -> Path:
-        return self.home / "endpoints" / name
-
-    def configure(self, name: str, template: str, **sections: dict[str, Any]) -> dict[str, Any]:
-        """`fnserve endpoint configure NAME --template T`, then apply test settings per section."""
-        self.cli("endpoint", "configure", name, "--template", template)
-        path = self.endpoint_dir(name) / "config.yaml"
-        config = yaml.safe_load(path.read_text())
-        for section, values in sections.items():
-            if isinstance(values, dict) and "type" not in values:  # with a type: the whole section
-                config.setdefault(section, {}).update(values)
-            else:
-                config[section] = values
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return config
-
-    def endpoint_id(self, name: str) -> str:
-        return str(yaml.safe_load((self.endpoint_dir(name) / "credentials.yaml").read_text())["endpoint_id"])
-
-    def log(self, name: str) -> str:
-        path = self.endpoint_dir(name) / "site_manager.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
 
 def queued(run_dir: Path) -> dict[str, str]:

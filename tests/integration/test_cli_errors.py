@@ -9,7 +9,8 @@ import socket
 import subprocess
 
 import pytest
-from stack_support import FNSERVE, REPO, running_stack
+from fnserve.testing.stack import FNSERVE
+from stack_support import REPO, running_stack
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 

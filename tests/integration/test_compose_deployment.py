@@ -29,7 +29,8 @@ from typing import Any, Iterator
 import pytest
 import redis
 from compose_support import Deployment, build_images, settings_for_test, urlopen_ok, wait_for
-from stack_support import FNSERVE, REPO
+from fnserve.testing.stack import FNSERVE
+from stack_support import REPO
 
 from fnserve.client import Batch, Client
 from fnserve.errors import FnserveError, ServiceUnavailable

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from fnserve.errors import RemoteExecutionError
-from tests.integration.stack_support import REPO, Stack, running_stack
+from fnserve.testing.stack import Stack
+from tests.integration.stack_support import REPO, running_stack
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (fnserve[test])")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.slurm_support import Stack, wait_for
+from fnserve.testing.stack import Stack
+from tests.integration.slurm_support import wait_for
 
 WORKERS = 2
 TASKS = 6
@@ -35,7 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     try:
         yield s
     finally:
-        s.down()
+        s.down(check=False)
 
 
 def test_stop_finishes_the_running_tasks_and_hands_back_the_queued_ones_each_run_once(stack: Stack, tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_stop_finishes_the_running_tasks_and_hands_back_the_queued_ones_each_run
     stack.configure("drainy", "local", engine={"max_workers_per_node": WORKERS, "heartbeat_period": 1,
                                                "heartbeat_threshold": 4})
     stack.cli("endpoint", "start", "drainy")
-    endpoint_id = stack.endpoint_id("drainy")
+    endpoint_id = stack.id_of("drainy")
     marks = tmp_path / "executions.txt"
     marks.touch()
     marks.chmod(0o666)

@@ -25,7 +25,8 @@ import pytest
 from fnserve import Executor, MPIFunction, ShellFunction
 from fnserve.errors import FnserveError
 from fnserve.shell import ShellArgumentError
-from tests.integration.slurm_support import Stack, batch_jobs, require_slurm
+from fnserve.testing.stack import Stack
+from tests.integration.slurm_support import batch_jobs, require_slurm
 from tests.integration.stack_support import REPO
 
 RESULT_WAIT = 300  # s: the single Slurm node is shared with other tests' blocks
@@ -55,12 +56,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         yield s
     finally:
         s.cli("endpoint", "stop", "hpc", check=False, timeout=180)
-        s.down()
+        s.down(check=False)
 
 
 @pytest.fixture(scope="module")
 def endpoint_id(stack: Stack) -> str:
-    return stack.endpoint_id("hpc")
+    return stack.id_of("hpc")
 
 
 def rank_lines(stdout: str) -> list[tuple[int, int, str]]:

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 from tests.os_accounts import OsAccount, os_account
-from stack_support import FNSERVE, REPO, running_stack
+from fnserve.testing.stack import FNSERVE
+from stack_support import REPO, running_stack
 
 from fnserve.client import Client
 from fnserve.errors import FnserveError

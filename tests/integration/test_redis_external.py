@@ -15,7 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from stack_support import FNSERVE, REPO, free_base_port
+from fnserve.testing.stack import FNSERVE, free_base_port
+from stack_support import REPO
 
 from fnserve._redis_server import RedisAuth, free_port, redis_server_binary, wait_for_port
 from fnserve.client import Client

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 from apptainer_support import install
-from stack_support import FNSERVE, REPO
+from fnserve.testing.stack import FNSERVE
+from stack_support import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,10 @@ import pytest
 from apptainer_support import install, make_sif
 from runtime_support import IMAGE_DIR, build_image, require_docker
 
-from tests.integration.slurm_support import REPO, Stack, batch_jobs, require_slurm, wait_for
-from tests.integration.stack_support import FNSERVE
+from fnserve.testing.stack import Stack
+from tests.integration.slurm_support import batch_jobs, require_slurm, wait_for
+from tests.integration.stack_support import REPO
+from fnserve.testing.stack import FNSERVE
 
 # 600 s: the first test also sets up the stack, and its blocks wait behind any other job on the 2-CPU node.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -120,10 +122,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         try:
             yield s
         finally:
-            s.down()
+            s.down(check=False)
     for name in ("ctr", "tq", "pbs"):
         assert batch_jobs(s.endpoint_dir(name) / "run") == [], f"batch jobs of {name} left after fnserve down"
-    out = subprocess.run(["podman", "ps", "-q", "--filter", f"label=fnserve.endpoint={s.endpoint_id('ctr')}"],
+    out = subprocess.run(["podman", "ps", "-q", "--filter", f"label=fnserve.endpoint={s.id_of('ctr')}"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", "containers left after fnserve down"
 
@@ -134,7 +136,7 @@ def first_calls(stack: Stack) -> dict[str, tuple[dict, Any, list[str], bool]]:
     runtime's batch jobs in the queue when the task finished, whether its job ran from the
     runtime's run directory)."""
     fc = stack.client()
-    endpoint_id = stack.endpoint_id("ctr")
+    endpoint_id = stack.id_of("ctr")
     ids = {fc.submit(stack.fid, endpoint_id, runtime=rt): rt for rt in CONTAINERS}
     out: dict[str, tuple[dict, Any, list[str], bool]] = {}
     deadline = time.monotonic() + 240
@@ -155,7 +157,7 @@ def first_calls(stack: Stack) -> dict[str, tuple[dict, Any, list[str], bool]]:
 def test_each_container_runtime_runs_inside_the_sbatch_job_and_the_task_names_job_and_container(
         stack: Stack, first_calls: dict, runtime: str) -> None:
     task, inside, _, ran_here = first_calls[runtime]
-    endpoint_id = stack.endpoint_id("ctr")
+    endpoint_id = stack.id_of("ctr")
     placement = task["placement"]
     assert ran_here  # the task ran in this runtime's block: a batch job of its own engine
     assert placement["runtime"] == runtime
@@ -178,7 +180,7 @@ def test_each_container_runtime_runs_inside_the_sbatch_job_and_the_task_names_jo
 
 def test_made_up_gpus_one_per_worker_reach_the_apptainer_container_with_nv(stack: Stack, tmp_path: Path) -> None:
     fc = stack.client()
-    endpoint_id = stack.endpoint_id("ctr")
+    endpoint_id = stack.id_of("ctr")
     tasks = [fc.submit(stack.fid, endpoint_id, [str(tmp_path), 2], runtime="apt") for _ in range(2)]
     results = [fc.get_result(t, timeout=120) for t in tasks]
     assert [r["together"] for r in results] == [2, 2]  # both workers at once
@@ -189,7 +191,7 @@ def test_made_up_gpus_one_per_worker_reach_the_apptainer_container_with_nv(stack
 
 def test_a_task_whose_container_is_killed_is_rerun_at_once_on_a_new_block(stack: Stack) -> None:
     fc = stack.client()
-    endpoint_id = stack.endpoint_id("ctr")
+    endpoint_id = stack.id_of("ctr")
     runs = stack.shared / "runs.txt"
     fid = fc.register_function(count_then_hang, serializer="source")
     task_id = fc.submit(fid, endpoint_id, [str(runs)], runtime="pod")
@@ -249,8 +251,8 @@ def test_pbspro_with_a_hot_spare_and_torque_endpoints_run_runtimes_inside_their_
 
     # The hot spare: its block was submitted with the endpoint, before any task.
     (spare_job,) = wait_for(lambda: batch_jobs(pbs_run), 60, "the PBS Pro hot spare's batch job")
-    tq_task = fc.submit(stack.fid, stack.endpoint_id("tq"), runtime="tq-ch")
-    (pbs_task,) = fc.wait([fc.submit(stack.fid, stack.endpoint_id("pbs"), runtime="pbs-pod")], 180)
+    tq_task = fc.submit(stack.fid, stack.id_of("tq"), runtime="tq-ch")
+    (pbs_task,) = fc.wait([fc.submit(stack.fid, stack.id_of("pbs"), runtime="pbs-pod")], 180)
     assert pbs_task["state"] == "success", pbs_task
     assert pbs_task["placement"]["job_id"] == spare_job and batch_jobs(pbs_run) == [spare_job]  # served by the spare
     inside = fc.get_result(pbs_task["task_id"])

@@ -19,8 +19,8 @@ import pytest
 
 from fnserve.errors import NotFound, TaskFailed
 from tests.integration.runtime_support import assert_interchange_encrypted
+from fnserve.testing.stack import Stack
 from tests.integration.slurm_support import (
-    Stack,
     assert_no_jobs,
     batch_jobs,
     failing_scancel,
@@ -56,7 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     try:
         yield s
     finally:
-        s.down()
+        s.down(check=False)
 
 
 def _configure(stack: Stack, name: str, engine: dict | None = None, **scaling: float) -> None:
@@ -79,7 +79,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
 
     started = stack.cli("endpoint", "start", "hpc")
     assert "registered endpoint hpc" in started.stdout and "connected" in started.stdout
-    endpoint_id = stack.endpoint_id("hpc")
+    endpoint_id = stack.id_of("hpc")
     creds = stack.endpoint_dir("hpc") / "credentials.yaml"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     assert "fnse_" not in (stack.endpoint_dir("hpc") / "config.yaml").read_text()  # no secret in the config
@@ -148,7 +148,7 @@ def test_slurm_endpoint_lifecycle_scales_out_on_demand_and_back_in_when_idle(sta
     # Restart keeps the identity: no new registration, same endpoint id, tasks run again.
     restarted = stack.cli("endpoint", "restart", "hpc")
     assert "registered" not in restarted.stdout and "connected" in restarted.stdout
-    assert stack.endpoint_id("hpc") == endpoint_id
+    assert stack.id_of("hpc") == endpoint_id
     assert result_in_block(fc, fc.run(fid, endpoint_id), run_dir)["job"] is not None
 
     # Delete: stopped, gone from the service, its directory removed.
@@ -166,7 +166,7 @@ def test_scancel_of_a_block_mid_task_fails_or_retries_its_tasks_and_a_new_block_
     run_dir = stack.endpoint_dir("lossy") / "run"
     _configure(stack, "lossy")
     stack.cli("endpoint", "start", "lossy")
-    endpoint_id = stack.endpoint_id("lossy")
+    endpoint_id = stack.id_of("lossy")
     try:
         fid = fc.register_function(nap, serializer="source")
         # One task may not be rerun (it must fail, naming the lost block); one may be rerun once.
@@ -228,7 +228,7 @@ def test_stop_fails_loudly_naming_the_job_when_scancel_fails_and_a_second_stop_c
     stack.cli("endpoint", "start", "stuck", env=broken)
     try:
         job = result_in_block(fc, fc.run(fc.register_function(where_am_i, serializer="source"),
-                                         stack.endpoint_id("stuck")), run_dir)["job"]
+                                         stack.id_of("stuck")), run_dir)["job"]
         assert batch_jobs(run_dir) == [job]
 
         stopped = stack.cli("endpoint", "stop", "stuck", "--jobs-timeout", "3", env=broken, check=False)

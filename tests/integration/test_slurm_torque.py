@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from tests.integration.slurm_support import Stack, assert_no_jobs, batch_jobs, require_slurm, where_am_i
+from fnserve.testing.stack import Stack
+from tests.integration.slurm_support import assert_no_jobs, batch_jobs, require_slurm, where_am_i
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     try:
         yield s
     finally:
-        s.down()
+        s.down(check=False)
 
 
 def test_torque_endpoint_submits_blocks_with_qsub_runs_tasks_and_qdels_them_on_stop(stack: Stack) -> None:
@@ -40,7 +41,7 @@ def test_torque_endpoint_submits_blocks_with_qsub_runs_tasks_and_qdels_them_on_s
         worker_init="",
     )
     stack.cli("endpoint", "start", "torque")
-    endpoint_id = stack.endpoint_id("torque")
+    endpoint_id = stack.id_of("torque")
     try:
         fid = fc.register_function(where_am_i, serializer="source")
         where = fc.get_result(fc.run(fid, endpoint_id), timeout=120)

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import requests
-from stack_support import FNSERVE, running_stack
+from fnserve.testing.stack import FNSERVE
+from stack_support import running_stack
 
 from fnserve import webhooks
 from fnserve.client import Client

@@ -5,9 +5,11 @@ the same over 1, 2 and 4 forwarders sharing the endpoints (web_service/forwarder
     python benchmarks/forwarder_scale.py --endpoints 1000 --forwarders 1 2 4   # scale-out
 
 Real pieces: redis-server, the task store, and the forwarder (``web_service.forwarder.Forwarder``
-in its own process, plaintext ZMQ on loopback). The endpoints are light simulated site managers:
-ZMQ DEALER sockets in two processes that register, heartbeat, and answer every TaskBatch at
-once with a ResultBatch (no Parsl behind them), so the forwarder and Redis are what is measured.
+in its own process, plaintext ZMQ on loopback). The endpoints are light simulated site managers
+(tests/integration/sim_endpoints.py, shared with the compose deployment test): the site
+manager's protocol state machine per endpoint on a ZMQ DEALER socket, all of them in two
+processes, answering every TaskBatch at once with a ResultBatch (no Parsl behind them), so the
+forwarder and Redis are what is measured.
 Their secrets are checked by a stand-in verifier (a dict) instead of the SQL registry.
 Tasks are submitted through ``TaskStore.submit`` (what ``POST /v1/tasks`` calls), spread evenly
 over the endpoints, in batches of 1,000.
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: tests.integration
 from common import summarize, write_results
 
 OWNER = "bench-user"
@@ -88,49 +91,25 @@ def forwarder_process(redis_url: str, bind: str, ready: Any, pooled: bool = Fals
 
 
 def endpoints_process(address: str | dict[str, str], endpoint_ids: list[str], registered: Any, out: Any, stop: Any) -> None:
-    """Simulated site managers: register, heartbeat every 2 s, answer tasks at once."""
-    import zmq
+    """Simulated site managers (tests/integration/sim_endpoints.py: the site manager's protocol
+    state machine per endpoint, all on one ZMQ context and poller): register, heartbeat, answer
+    tasks at once."""
+    from tests.integration.sim_endpoints import SimEndpoint, SimulatedEndpoints
 
-    from fnserve import messages as m
+    sims = SimulatedEndpoints([SimEndpoint(eid, _secret(eid), address if isinstance(address, str) else address[eid])
+                               for eid in endpoint_ids])
+    sims.record_received = True
 
-    ctx = zmq.Context()
-    ctx.max_sockets = 8192
-    sockets = {}
-    poller = zmq.Poller()
-    for eid in endpoint_ids:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(address if isinstance(address, str) else address[eid])
-        s.send(m.encode(m.Register(endpoint_id=eid, secret=_secret(eid))))
-        sockets[s] = eid
-        poller.register(s, zmq.POLLIN)
-    received: list[tuple[str, float]] = []
-    pending_registrations = set(endpoint_ids)
-    next_heartbeat = time.monotonic() + 2.0
-    while not stop.is_set():
-        for s, _ in poller.poll(200):
-            while True:
-                try:
-                    frame = s.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                msg = m.decode_from_forwarder(frame)
-                if isinstance(msg, m.TaskBatch):
-                    now = time.time()
-                    received += [(t.task_id, now) for t in msg.tasks]
-                    s.send(m.encode(m.ResultBatch(results=[m.ResultMessage(task_id=t.task_id, ok=True, data=b"fns1 json-data 3\\nnull") for t in msg.tasks])))
-                elif isinstance(msg, m.Registered):
-                    pending_registrations.discard(sockets[s])
-                    if not pending_registrations:
-                        registered.set()
-        if time.monotonic() >= next_heartbeat:
-            next_heartbeat += 2.0
-            for s in sockets:
-                s.send(m.encode(m.Heartbeat(sent_at=time.time())))
-    out.put(received)
-    for s in sockets:
-        s.close(0)
-    ctx.term()
+    def stopping() -> bool:
+        if not registered.is_set() and sims.registered():
+            registered.set()
+        return bool(stop.is_set())
+
+    try:
+        sims.run(stopping)
+        out.put(sims.received)
+    finally:
+        sims.close()
 
 
 def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -69,6 +70,24 @@ class Deployment:
         assert out.returncode == 0, f"podman-compose {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
         return out
 
+    def keep_logs(self, *services: str) -> None:
+        """Copy the services' container logs to $FNSERVE_TEST_KEEP_LOGS, if set (to read after a
+        failure: the containers are removed at the end of the module)."""
+        keep = os.environ.get("FNSERVE_TEST_KEEP_LOGS")
+        for service in services if keep else ():
+            with open(Path(keep) / f"{service}.log", "wb") as out:
+                subprocess.run(["podman", "logs", self.container(service)], stdout=out, stderr=subprocess.STDOUT, timeout=60,
+                               check=False)
+
+    def restart_exited(self) -> str:
+        """Run deploy/compose/restart-exited.sh for this project (what an operator without systemd
+        runs from cron); returns what it printed."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FNSERVE_", "DEPLOY_"))}
+        out = subprocess.run([str(REPO / "deploy/compose/restart-exited.sh"), self.project, "--env-file", str(self.env_file),
+                              "-f", str(COMPOSE_FILE)], capture_output=True, text=True, timeout=300, env=env, check=False)
+        assert out.returncode == 0, f"restart-exited.sh:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        return out.stdout
+
     def container(self, service: str) -> str:
         return f"{self.project}_{service}_1"
 
@@ -91,6 +110,15 @@ class Deployment:
                                 "restarts={{.RestartCount}}", name], capture_output=True, text=True, timeout=60, check=False)
         logs = subprocess.run(["podman", "logs", "--tail", "15", name], capture_output=True, text=True, timeout=60, check=False)
         return f"{name}: {state.stdout.strip()}{state.stderr.strip()}\n{logs.stdout}{logs.stderr}"
+
+    def systemd_unit(self, service: str, folder: Path) -> Path:
+        """The unit `podman generate systemd` writes for the service's container (what an operator
+        installs for restarts podman 4.3 does not do without systemd: docs/operations.md)."""
+        out = subprocess.run(["podman", "generate", "systemd", "--files", "--restart-policy=always", "--restart-sec=1",
+                              "--name", self.container(service)], capture_output=True, text=True, timeout=60, cwd=folder,
+                             check=False)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return Path(out.stdout.strip().splitlines()[-1])
 
     def containers(self) -> list[str]:
         out = subprocess.run(["podman", "ps", "-a", "--filter", f"name={self.project}_", "--format", "{{.Names}}"],
@@ -138,6 +166,13 @@ def wait_for(check: Any, timeout: float, what: str, period: float = 0.2, explain
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{explain()}" if explain else ""))
         time.sleep(period)
+
+
+def exec_start(unit: str) -> list[str]:
+    """The command of a unit's ``ExecStart=`` line (backslash continuations joined)."""
+    text = unit.replace("\\\n", " ")
+    [line] = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    return shlex.split(line.split("=", 1)[1])
 
 
 def urlopen_ok(url: str) -> bool:

@@ -12,6 +12,12 @@ Two more things a pool started here does:
   running tasks that the restarted site manager gets again;
 - its worker watchdog (Parsl's, paced by ``--hb_period``) checks every ``WORKER_CHECK`` s at most,
   so a worker killed by a cancel or a crash is replaced at once, not at the next 30 s heartbeat;
+- Parsl's file logger keeps the pool's logger at DEBUG and filters at the handler, so the pool
+  built a log record for each debug line on its per-task path (about 60 % of the manager's
+  busy samples in a py-spy profile of warm calls); unless the pool runs with ``--debug`` (HTEX's
+  ``worker_debug``) or ``FNSERVE_WORKER_POOL_DEBUG=1``, ``logging.disable(DEBUG)`` drops them
+  before a record is built, as :mod:`site_manager.interchange` does for the interchange. INFO
+  lines (what the manager log and :class:`IdleWorkerDeath` need) stay;
 - a worker that dies while idle ends the whole pool (:class:`IdleWorkerDeath`): an idle worker
   waits in ``multiprocessing.Queue.get`` holding the pool's task-queue lock, so once it is killed
   (the OOM killer, an admin's ``kill -9``) no other worker of the pool can take a task again, and
@@ -44,6 +50,15 @@ def paced(argv: list[str], period: int = WORKER_CHECK) -> list[str]:
             arg = f"--hb_period={min(int(arg.split('=', 1)[1]), period)}"
         out.append(arg)
     return out
+
+
+def debug_records_wanted(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether the pool should build its DEBUG log records (pure).
+
+    >>> debug_records_wanted(["-c", "1.0"], {}), debug_records_wanted(["--debug"], {}), debug_records_wanted([], {"FNSERVE_WORKER_POOL_DEBUG": "1"})
+    (False, True, True)
+    """
+    return "--debug" in argv or "-d" in argv or bool(env.get("FNSERVE_WORKER_POOL_DEBUG"))
 
 
 # What Parsl's worker watchdog logs when a worker died with no task on it (process_worker_pool).
@@ -110,6 +125,8 @@ def main() -> None:
 
     parent_watch.watch(_end_block)
     logging.getLogger(POOL_LOGGER).addHandler(IdleWorkerDeath(_end_block))
+    if not debug_records_wanted(sys.argv[1:], dict(os.environ)):
+        logging.disable(logging.DEBUG)
     sys.argv[1:] = paced(sys.argv[1:])
     sys.argv[0] = "process_worker_pool.py"
     runpy.run_module("parsl.executors.high_throughput.process_worker_pool", run_name="__main__", alter_sys=True)

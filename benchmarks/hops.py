@@ -61,10 +61,14 @@ def stack_pids() -> dict[int, str]:
     sids = {p for p in (m.pid() for m in (*stack.processes().values(), stack.endpoint_process("bench"))) if p}
     pids: dict[int, str] = {}
     seen: dict[str, int] = {}
+    spawned = sorted(p for p in proc_cpu.sessions_pids(sids) if proc_cpu.label(p) == "worker")
     for pid in sorted(proc_cpu.sessions_pids(sids)):
         name = proc_cpu.label(pid)
         if name is None:
             continue
+        if name == "worker" and len(spawned) > 1 and pid == spawned[0]:
+            # Parsl's pool spawns its multiprocessing Manager (the shared task queue) before its workers.
+            name = "pool task-queue server"
         seen[name] = seen.get(name, 0) + 1
         pids[pid] = name if seen[name] == 1 else f"{name} {seen[name]}"
     return pids

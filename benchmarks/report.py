@@ -65,10 +65,24 @@ def warm_latency(r: dict[str, Any]) -> str:
 
 
 def hops(r: dict[str, Any]) -> str:
-    total = r["total (client)"]
-    rows = [[hop, _ms(ms), f"{100 * ms / total:.0f}%"] for hop, ms in r.items() if hop != "total (client)"]
+    hop_ms = r.get("hops", r)  # older files: the hops at the top level
+    total = hop_ms["total (client)"]
+    rows = [[hop, _ms(ms), f"{100 * ms / total:.0f}%"] for hop, ms in hop_ms.items() if hop != "total (client)"]
     rows.append(["**total seen by the client**", _ms(total), "100%"])
-    return "Median of each hop over warm no-op calls (timestamps recorded on every task).\n\n" + _table(["hop", "ms", "share"], rows)
+    how = "CurveZMQ on the interchange" if r.get("encrypted", True) else "interchange in plaintext"
+    text = (f"Median of each hop over {r.get('calls', 'the')} warm no-op `Client.call`s ({how}; timestamps recorded on every task).\n\n"
+            + _table(["hop", "ms", "share"], rows))
+    procs = r.get("processes")
+    if procs:
+        prow = [[name, f"{p['cpu_us']:,.0f}", f"{p['runq_wait_us']:,.0f}", f"{p['scheduled']:.1f}", f"{p['idle_cpu_pct']:.1f}"]
+                for name, p in sorted(procs.items(), key=lambda kv: -kv[1]["cpu_us"]) if p["cpu_us"] >= 1 or p["idle_cpu_pct"] >= 0.1]
+        cpu = sum(p["cpu_us"] for p in procs.values())
+        prow.append(["**all processes**", f"**{cpu:,.0f}**", f"{sum(p['runq_wait_us'] for p in procs.values()):,.0f}",
+                     f"{sum(p['scheduled'] for p in procs.values()):.1f}", ""])
+        text += ("\n\nThe same calls, per process (kernel `schedstat`, each process's idle rate subtracted): CPU per call, time "
+                 "runnable but waiting for a core, times scheduled in, and CPU when idle.\n\n"
+                 + _table(["process", "CPU us / call", "run-queue wait us / call", "scheduled / call", "idle CPU %"], prow))
+    return text
 
 
 def throughput(r: dict[str, Any]) -> str:

@@ -60,6 +60,12 @@ def warm_latency(r: dict[str, Any]) -> str:
         dfk = r["parsl_dfk"]["p50_ms"]
         targets += f"; at most DFK + 1 ms: {call - dfk:+.2f} ms, {_met(call - dfk <= 1.0)}"
     targets += f"; `Executor` within 10 % of `Client.call`: {ex / call:.2f}x, {_met(ex / call <= 1.1)}."
+    cpu = r.get("cpu")
+    if cpu:
+        idle = ", ".join(f"{k.replace('_', ' ')} {v:.1f} %" for k, v in cpu["idle_cpu_pct"].items())
+        wake = ", ".join(f"{k.replace('_', ' ')} {m['scheduled_per_call']:.0f}" for k, m in cpu["measured"].items() if "scheduled_per_call" in m)
+        targets += (f"\n\nCPU each system used while the others were measured (percent of one core): {idle}. "
+                    f"Times the measured system's processes were scheduled in per call: {wake}.")
     return (f"{r['calls']:,} sequential no-op calls per system ({how}), {r['workers_per_node']} worker.\n\n{table}\n\n"
             f"{targets}\n\n![warm latency](img/bench_warm_latency.png)")
 

@@ -40,6 +40,7 @@ def bare_htex(workers: int, encrypted: bool = False) -> Iterator[Any]:
             f.result(timeout=120)
         yield ex
     finally:
+        _cancel_blocks(ex)
         ex.shutdown()
 
 
@@ -69,6 +70,7 @@ def parsl_dfk(workers: int) -> Iterator[Any]:
             f.result(timeout=120)
         yield submit
     finally:
+        _cancel_blocks(dfk.executors["dfk"])
         dfk.cleanup()
 
 
@@ -98,6 +100,18 @@ def dask_client(workers: int) -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
+
+
+def _cancel_blocks(ex: Any) -> None:
+    """End the executor's worker pools. ``HighThroughputExecutor.shutdown`` (and the DFK's
+    cleanup) leave them to their heartbeat timeout: each pool polled a dead interchange for
+    minutes after a run, CPU taken from whatever ran next on the machine."""
+    job_ids = list(getattr(ex, "blocks_to_job_id", {}).values())
+    if job_ids:
+        try:
+            ex.provider.cancel(job_ids)
+        except Exception:  # noqa: BLE001, S110 - best effort; the heartbeat timeout still ends them
+            pass
 
 
 def _noop(*_: Any) -> None:

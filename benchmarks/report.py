@@ -60,15 +60,35 @@ def warm_latency(r: dict[str, Any]) -> str:
         dfk = r["parsl_dfk"]["p50_ms"]
         targets += f"; at most DFK + 1 ms: {call - dfk:+.2f} ms, {_met(call - dfk <= 1.0)}"
     targets += f"; `Executor` within 10 % of `Client.call`: {ex / call:.2f}x, {_met(ex / call <= 1.1)}."
+    cpu = r.get("cpu")
+    if cpu:
+        idle = ", ".join(f"{k.replace('_', ' ')} {v:.1f} %" for k, v in cpu["idle_cpu_pct"].items())
+        wake = ", ".join(f"{k.replace('_', ' ')} {m['scheduled_per_call']:.0f}" for k, m in cpu["measured"].items() if "scheduled_per_call" in m)
+        targets += (f"\n\nCPU each system used while the others were measured (percent of one core): {idle}. "
+                    f"Times the measured system's processes were scheduled in per call: {wake}.")
     return (f"{r['calls']:,} sequential no-op calls per system ({how}), {r['workers_per_node']} worker.\n\n{table}\n\n"
             f"{targets}\n\n![warm latency](img/bench_warm_latency.png)")
 
 
 def hops(r: dict[str, Any]) -> str:
-    total = r["total (client)"]
-    rows = [[hop, _ms(ms), f"{100 * ms / total:.0f}%"] for hop, ms in r.items() if hop != "total (client)"]
+    hop_ms = r.get("hops", r)  # older files: the hops at the top level
+    total = hop_ms["total (client)"]
+    rows = [[hop, _ms(ms), f"{100 * ms / total:.0f}%"] for hop, ms in hop_ms.items() if hop != "total (client)"]
     rows.append(["**total seen by the client**", _ms(total), "100%"])
-    return "Median of each hop over warm no-op calls (timestamps recorded on every task).\n\n" + _table(["hop", "ms", "share"], rows)
+    how = "CurveZMQ on the interchange" if r.get("encrypted", True) else "interchange in plaintext"
+    text = (f"Median of each hop over {r.get('calls', 'the')} warm no-op `Client.call`s ({how}; timestamps recorded on every task).\n\n"
+            + _table(["hop", "ms", "share"], rows))
+    procs = r.get("processes")
+    if procs:
+        prow = [[name, f"{p['cpu_us']:,.0f}", f"{p['runq_wait_us']:,.0f}", f"{p['scheduled']:.1f}", f"{p['idle_cpu_pct']:.1f}"]
+                for name, p in sorted(procs.items(), key=lambda kv: -kv[1]["cpu_us"]) if p["cpu_us"] >= 1 or p["idle_cpu_pct"] >= 0.1]
+        cpu = sum(p["cpu_us"] for p in procs.values())
+        prow.append(["**all processes**", f"**{cpu:,.0f}**", f"{sum(p['runq_wait_us'] for p in procs.values()):,.0f}",
+                     f"{sum(p['scheduled'] for p in procs.values()):.1f}", ""])
+        text += ("\n\nThe same calls, per process (kernel `schedstat`, each process's idle rate subtracted): CPU per call, time "
+                 "runnable but waiting for a core, times scheduled in, and CPU when idle.\n\n"
+                 + _table(["process", "CPU us / call", "run-queue wait us / call", "scheduled / call", "idle CPU %"], prow))
+    return text
 
 
 def throughput(r: dict[str, Any]) -> str:

@@ -19,6 +19,12 @@ Two more things a pool started here does:
   site manager, so a pool on another node (which cannot watch the site manager's pid) ends within
   that time of a site manager's death instead of the endpoint's ``heartbeat_threshold`` (120 s by
   default). Ten missed answers in a row is far beyond what a busy interchange takes to answer one;
+- Parsl's file logger keeps the pool's logger at DEBUG and filters at the handler, so the pool
+  built a log record for each debug line on its per-task path (about 60 % of the manager's
+  busy samples in a py-spy profile of warm calls); unless the pool runs with ``--debug`` (HTEX's
+  ``worker_debug``) or ``FNSERVE_WORKER_POOL_DEBUG=1``, ``logging.disable(DEBUG)`` drops them
+  before a record is built, as :mod:`site_manager.interchange` does for the interchange. INFO
+  lines (what the manager log and :class:`IdleWorkerDeath` need) stay;
 - a worker that dies while idle ends the whole pool (:class:`IdleWorkerDeath`): an idle worker
   waits in ``multiprocessing.Queue.get`` holding the pool's task-queue lock, so once it is killed
   (the OOM killer, an admin's ``kill -9``) no other worker of the pool can take a task again, and
@@ -58,6 +64,15 @@ def paced(argv: list[str], period: int = WORKER_CHECK, silence: int = INTERCHANG
             arg = f"{key}={min(int(value), caps[key])}"
         out.append(arg)
     return out
+
+
+def debug_records_wanted(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether the pool should build its DEBUG log records (pure).
+
+    >>> debug_records_wanted(["-c", "1.0"], {}), debug_records_wanted(["--debug"], {}), debug_records_wanted([], {"FNSERVE_WORKER_POOL_DEBUG": "1"})
+    (False, True, True)
+    """
+    return "--debug" in argv or "-d" in argv or bool(env.get("FNSERVE_WORKER_POOL_DEBUG"))
 
 
 # What Parsl's worker watchdog logs when a worker died with no task on it (process_worker_pool).
@@ -126,6 +141,8 @@ def main() -> None:
     pool_children.die_with_pool(SpawnContext)  # the workers Parsl starts die with this pool
     parent_watch.watch(_end_block)
     logging.getLogger(POOL_LOGGER).addHandler(IdleWorkerDeath(_end_block))
+    if not debug_records_wanted(sys.argv[1:], dict(os.environ)):
+        logging.disable(logging.DEBUG)
     sys.argv[1:] = paced(sys.argv[1:])
     sys.argv[0] = "process_worker_pool.py"
     runpy.run_module("parsl.executors.high_throughput.process_worker_pool", run_name="__main__", alter_sys=True)

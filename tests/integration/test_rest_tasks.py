@@ -374,3 +374,41 @@ def test_a_task_group_lists_its_tasks_in_order_for_its_owner_only(client, alice,
                                                                           "next_offset": None}
     assert_error(client.get("/v1/task_groups/runs/tasks", query_string={"limit": 0}, headers=alice), 400, "invalid_request")
     assert_error(client.get("/v1/task_groups/runs/tasks", query_string={"offset": "x"}, headers=alice), 400, "invalid_request")
+
+
+def test_submit_and_wait_reuses_its_redis_subscription_connection(client, alice, fid, eid, store, redis_client):
+    """Each Client.call used to open a new Redis connection (connect, HELLO/AUTH) for its wait."""
+
+    def call() -> dict:
+        threading.Thread(target=_finish_next, args=(store, eid, 7)).start()
+        resp = client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid, "args": [1]}], "wait": 5}, headers=alice)
+        return resp.json["tasks"][0]
+
+    assert call()["result_json"] == 7  # the first wait may open the connection
+    before = redis_client.info("stats")["total_connections_received"]
+    for _ in range(5):
+        assert call()["result_json"] == 7
+    assert redis_client.info("stats")["total_connections_received"] == before
+
+
+def test_a_reused_subscription_ignores_the_previous_owners_messages(store):
+    """A message of the previous owner's channel still unread on a reused connection wakes nobody."""
+    from web_service.task_store import done_channel
+
+    bob = store.completions("bob")
+    store.r.publish(done_channel("bob"), SOME_ID)  # queued on bob's connection before it unsubscribes
+    bob.__exit__(None, None, None)
+    t0 = time.monotonic()
+    with store.completions("alice") as alice:
+        assert alice.pubsub is bob.pubsub
+        alice.wait([SOME_ID], 0.5, fresh=True)
+    assert time.monotonic() - t0 >= 0.5  # still waited: bob's message was not taken for alice's task
+
+
+def _finish_next(store, eid, value) -> None:
+    """The forwarder's part for the next task queued: claim it, record its result."""
+    deadline = time.monotonic() + 5
+    while store.queue_length(eid) == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    [task] = store.claim(eid, 10)
+    store.record_results([ResultMessage(task_id=task.task_id, ok=True, data=serialize.serialize_data(value, "json-data"))], eid)

@@ -14,7 +14,7 @@ from fnserve import serialize
 from fnserve.cli.processes import TAG, Managed, kill_and_wait, tagged_processes
 from fnserve.messages import TaskMessage, decode_result, encode_task
 from node_manager import execute, parent_watch, running
-from node_manager.pool import paced
+from node_manager.pool import debug_records_wanted, paced
 from site_manager.engine import pool_launch_cmd, split_lost
 from site_manager.session import Session
 
@@ -99,6 +99,13 @@ def test_a_worker_pools_children_die_with_it_when_it_is_killed_alone():
         for pid in [pool.pid, *kids]:
             if parent_watch.start_time(pid):
                 os.kill(pid, 9)
+
+
+def test_the_worker_pool_builds_debug_records_only_when_asked():
+    argv = ["-c", "1.0", "--poll", "10", "--hb_period=30"]
+    assert not debug_records_wanted(argv, {})
+    assert debug_records_wanted([*argv, "--debug"], {}) and debug_records_wanted(["-d", *argv], {})  # HTEX worker_debug
+    assert debug_records_wanted(argv, {"FNSERVE_WORKER_POOL_DEBUG": "1"})
 
 
 def test_local_pools_start_through_the_node_manager_entry_point():

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 import msgspec
 import redis
+from redis.client import PubSub
 
 from fnserve.messages import RemoteError
 from fnserve.states import TaskState
@@ -45,6 +46,7 @@ class ReadSide:
     r: redis.Redis
     result_ttl: int
     scripts: dict[str, Any]
+    idle_subscribers: list[PubSub]  # see Completions
 
     def get(self, task_id: str) -> TaskRecord | None:
         return task_record(task_id, optional_blobs(self.r.hmget(task_key(task_id), RECORD_FIELDS)))
@@ -197,19 +199,45 @@ class ReadSide:
         return finished_cursor
 
 
+# Idle pub/sub connections a process keeps for its next waits (each is one Redis connection).
+IDLE_SUBSCRIBERS = 16
+
+
 class Completions:
-    """A subscription to one owner's task completions (a context manager)."""
+    """A subscription to one owner's task completions (a context manager).
+
+    Its pub/sub connection is reused: closing one (redis-py disconnects it) cost every
+    submit-and-wait a new connection to Redis and a ``HELLO``/``AUTH`` round trip on its hot
+    path. On exit it sends ``UNSUBSCRIBE`` without waiting for the answer and goes back to the
+    store's idle list; the next wait reads that answer (and any message of the old channel still
+    in flight) before its own, and :meth:`wait` keeps only messages of its own channel.
+    """
 
     def __init__(self, store: ReadSide, owner: str):
         self.store = store
-        self.pubsub = store.r.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(done_channel(owner))
+        self.channel = done_channel(owner).encode()
+        idle = store.idle_subscribers
+        self.pubsub = idle.pop() if idle else store.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            self.pubsub.subscribe(self.channel)
+        except BaseException:
+            self.pubsub.close()
+            raise
 
     def __enter__(self) -> "Completions":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.pubsub.close()
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        idle = self.store.idle_subscribers
+        if exc_type is None and len(idle) < IDLE_SUBSCRIBERS and self.pubsub.connection is not None:
+            try:
+                self.pubsub.unsubscribe(self.channel)
+            except redis.RedisError:
+                self.pubsub.close()
+                return
+            idle.append(self.pubsub)
+        else:
+            self.pubsub.close()  # an interrupted wait may have left a reply unread: not reused
 
     def wait(self, task_ids: list[str], timeout: float, any_: bool = False, fresh: bool = False) -> dict[str, TaskRecord | None]:
         """Wait for ``task_ids``; ``fresh`` means they were just submitted (none finished yet),
@@ -226,7 +254,7 @@ class Completions:
             if left <= 0:
                 break
             msg = self.pubsub.get_message(timeout=left)
-            if msg is None or msg.get("type") != "message":
+            if msg is None or msg.get("type") != "message" or msg.get("channel") != self.channel:
                 continue
             # One message per recorded batch: the ids that finished, comma-separated.
             done = pending.intersection(msg["data"].decode().split(","))

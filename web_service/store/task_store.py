@@ -35,6 +35,7 @@ class TaskStore(SubmitSide, ReadSide, DispatchSide, StatusSide):
         # Function bodies never change under an id: the forwarder keeps the ones it dispatched.
         self._bodies: dict[str, bytes] = {}
         self._log_upkeep: dict[str, float] = {}  # owner -> last TTL renewal of their submission log
+        self.idle_subscribers: list[Any] = []  # pub/sub connections kept for the next wait (reads.Completions)
         # The data plane (set by the forwarder): each dispatched task carries the service's URL
         # and a data token for it (web_service.object_rules), so that its worker moves large
         # arguments and results through the object store.

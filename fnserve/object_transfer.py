@@ -16,8 +16,9 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
 
@@ -30,6 +31,8 @@ CHUNK_ATTEMPTS = 3
 _READ_BYTES = 1024 * 1024
 # A download is hashed in a thread in steps of this many bytes, behind the receiving.
 _HASH_BATCH = 8 * _READ_BYTES
+# Seconds a reader following an upload in progress waits for each next chunk before it gives up.
+FOLLOW_WAIT = 60.0
 
 
 def _views(data: bytes | bytearray | memoryview | Sequence[Part]) -> list[memoryview]:
@@ -59,10 +62,11 @@ class ObjectStoreClient:
     """The object store of one service, as one caller (a user token or a task's data token)."""
 
     def __init__(self, base_url: str, token: str, timeout: float = 300.0,
-                 pool: urllib3.PoolManager | None = None) -> None:
+                 pool: urllib3.PoolManager | None = None, follow_wait: float = FOLLOW_WAIT) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.follow_wait = follow_wait
         self.pool = pool or urllib3.PoolManager(num_pools=2, maxsize=4, retries=False)
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -123,6 +127,33 @@ class ObjectStoreClient:
         meta = self.create(size, None, ttl, name)
         self.upload(meta["object_id"], parts, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES), digest=digest)
         return ObjectRef(meta["object_id"], size, digest.hexdigest(), strategy, meta.get("read_token"))
+
+    def start_put(self, data: bytes | bytearray | memoryview | Sequence[Part], strategy: str, ttl: float | None = None,
+                  name: str | None = None) -> tuple[ObjectRef, Future[None]]:
+        """Create an object for ``data`` and upload it in a thread; returns its reference at once
+        (with ``sha256`` empty: a reader follows the upload and checks the bytes against the
+        checksum the service verified at the end) and the upload's future. ``data`` must not
+        change until the future is done. An upload that fails deletes its object (if it still
+        can), so that a reader following it is told at once (``object_not_found``)."""
+        parts = _views(data)
+        size = sum(v.nbytes for v in parts)
+        meta = self.create(size, None, ttl, name)
+        chunk = int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES)
+
+        def upload() -> None:
+            try:
+                self.upload(meta["object_id"], parts, chunk, digest=hashlib.sha256())
+            except BaseException:
+                try:
+                    self.delete(meta["object_id"])
+                except FnserveError:
+                    pass
+                raise
+
+        runner = ThreadPoolExecutor(1, thread_name_prefix="fnserve-upload")
+        done = runner.submit(upload)
+        runner.shutdown(wait=False)
+        return ObjectRef(meta["object_id"], size, "", strategy, meta.get("read_token")), done
 
     def put_file(self, path: str | os.PathLike[str], name: str | None = None, ttl: float | None = None) -> ObjectRef:
         """Upload a file as a new object, reading it a chunk at a time (never whole)."""
@@ -219,7 +250,13 @@ class ObjectStoreClient:
 
     def get(self, ref: ObjectRef) -> bytearray:
         """The bytes of ``ref``'s object, checked against its size and SHA-256 (hashed in a thread,
-        a few MiB behind the receiving, so that the check overlaps the transfer)."""
+        a few MiB behind the receiving, so that the check overlaps the transfer).
+
+        A reference without a SHA-256 (:meth:`start_put`'s) names an object that may still be
+        being uploaded: the download follows the upload, chunk by chunk as the service stores
+        them (waiting at most ``follow_wait`` s for each), and the bytes are checked against the
+        checksum the service verified when the upload completed. An upload that stops (its
+        uploader died, or gave up) raises ``upload_stalled``."""
         buf = bytearray(ref.size)
         view = memoryview(buf)
         digest = hashlib.sha256()
@@ -235,7 +272,8 @@ class ObjectStoreClient:
             if pending is not None:
                 pending.result()
         digest.update(view[hashed:got])
-        if got != ref.size or digest.hexdigest() != ref.sha256:
+        expected = ref.sha256 or (str(self.info(ref.object_id)["sha256"]) if got == ref.size else "")
+        if got != ref.size or digest.hexdigest() != expected:
             raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
                                "or SHA-256 differs)", code="object_corrupt")
         return buf
@@ -244,9 +282,10 @@ class ObjectStoreClient:
         """Download ``ref``'s bytes into ``view``, resuming broken transfers; yields how many are in."""
         got = 0
         yield got
+        follow = "" if ref.sha256 else f"?wait={quote(repr(self.follow_wait))}"
         for attempt in range(CHUNK_ATTEMPTS):
             headers = {"Range": f"bytes={got}-"} if got else {}
-            resp = self._call("GET", f"/v1/objects/{ref.object_id}/data", headers=headers, preload=False)
+            resp = self._call("GET", f"/v1/objects/{ref.object_id}/data{follow}", headers=headers, preload=False)
             try:
                 for piece in resp.stream(_READ_BYTES):
                     n = len(piece)
@@ -258,9 +297,22 @@ class ObjectStoreClient:
                     yield got
                 return
             except (urllib3.exceptions.HTTPError, OSError):
+                if follow:
+                    self._check_progress(ref, got)
                 if attempt + 1 == CHUNK_ATTEMPTS:
                     raise ServiceUnavailable(f"download of object {ref.object_id} broke off at byte {got}",
                                              code="service_unreachable") from None
             finally:
                 resp.release_conn()
 
+
+    def _check_progress(self, ref: ObjectRef, got: int) -> None:
+        """After a followed download ended short: go on if the upload moved past ``got``, else
+        say that it stopped (the service ends a followed stream after ``follow_wait`` s without
+        a new chunk, or when the object is deleted)."""
+        info = self.info(ref.object_id)  # object_not_found if the upload failed its checksum
+        if not info.get("complete") and int(info.get("received", 0)) <= got:
+            raise FnserveError(
+                f"the upload of object {ref.object_id} stopped at byte {info.get('received')} of {ref.size}: no new "
+                f"chunk for {self.follow_wait:g} s (its uploader stopped, or died); upload it again",
+                code="upload_stalled", details={"object_id": ref.object_id, "received": info.get("received")})

@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,100", help="MiB, comma-separated (1 GiB: 1024)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=18780, help="the stack's web port (+1, +2: forwarder, Redis)")
     parser.add_argument("--skip", default="", help="comma-separated peers to leave out (htex,dask)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,7 +172,7 @@ def main() -> None:
     finally:
         server.kill()
 
-    with embedded_stack(engine={"max_workers_per_node": args.workers}) as (client, endpoint_id):
+    with embedded_stack(args.port, engine={"max_workers_per_node": args.workers}) as (client, endpoint_id):
         fid = client.register_source(ECHO, "echo")
         for mib in sizes:
             arr = arrays[mib]

@@ -13,12 +13,13 @@ and goes on from there. Downloads are checked against the reference's size and S
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 
@@ -53,6 +54,14 @@ def _slice(parts: list[memoryview], start: int, end: int) -> list[memoryview]:
     return out
 
 
+def _raise_error(status: int, data: bytes) -> None:
+    try:
+        err = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        err = {"code": "http_error", "message": f"HTTP {status} from the object store"}
+    raise error_from_dict(err, status)
+
+
 def _feed(digest: Any, views: list[memoryview]) -> None:
     for v in views:
         digest.update(v)
@@ -81,12 +90,7 @@ class ObjectStoreClient:
             raise ServiceUnavailable(f"cannot reach the object store at {self.base_url} ({type(exc).__name__})",
                                      code="service_unreachable") from exc
         if resp.status >= 400:
-            data = resp.data if preload else resp.read()
-            try:
-                err = json.loads(data)["error"]
-            except (ValueError, KeyError, TypeError):
-                err = {"code": "http_error", "message": f"HTTP {resp.status} from the object store"}
-            raise error_from_dict(err, resp.status)
+            _raise_error(resp.status, resp.data if preload else resp.read())
         return resp
 
     def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
@@ -279,32 +283,56 @@ class ObjectStoreClient:
         return buf
 
     def _receive(self, ref: ObjectRef, view: memoryview) -> Iterator[int]:
-        """Download ``ref``'s bytes into ``view``, resuming broken transfers; yields how many are in."""
+        """Download ``ref``'s bytes into ``view``, resuming broken transfers; yields how many are in.
+
+        Read with the standard library's ``HTTPResponse.readinto``: the socket's bytes land in
+        ``view`` itself (urllib3's reads return new ``bytes`` that would be copied once more)."""
         got = 0
         yield got
         follow = "" if ref.sha256 else f"?wait={quote(repr(self.follow_wait))}"
         for attempt in range(CHUNK_ATTEMPTS):
             headers = {"Range": f"bytes={got}-"} if got else {}
-            resp = self._call("GET", f"/v1/objects/{ref.object_id}/data{follow}", headers=headers, preload=False)
+            conn, resp = self._open_download(f"/v1/objects/{ref.object_id}/data{follow}", headers)
             try:
-                for piece in resp.stream(_READ_BYTES):
-                    n = len(piece)
-                    if got + n > ref.size:
-                        raise FnserveError(f"object {ref.object_id} holds more than the {ref.size} bytes its "
-                                           "reference names", code="object_corrupt")
-                    view[got:got + n] = piece
+                if resp.length is not None and got + resp.length > ref.size:
+                    raise FnserveError(f"object {ref.object_id} holds more than the {ref.size} bytes its "
+                                       "reference names", code="object_corrupt")
+                while got < ref.size:
+                    n = resp.readinto(view[got:min(got + _READ_BYTES, ref.size)])
+                    if not n:
+                        break
                     got += n
                     yield got
-                return
-            except (urllib3.exceptions.HTTPError, OSError):
+                if got == ref.size:
+                    return
+                raise http.client.IncompleteRead(b"", ref.size - got)
+            except (http.client.HTTPException, OSError):
                 if follow:
                     self._check_progress(ref, got)
                 if attempt + 1 == CHUNK_ATTEMPTS:
                     raise ServiceUnavailable(f"download of object {ref.object_id} broke off at byte {got}",
                                              code="service_unreachable") from None
             finally:
-                resp.release_conn()
+                conn.close()
 
+    def _open_download(self, path: str, headers: dict[str, str]) -> tuple[http.client.HTTPConnection,
+                                                                          http.client.HTTPResponse]:
+        url = urlsplit(self.base_url)
+        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = cls(url.hostname or "localhost", url.port, timeout=self.timeout)
+        try:
+            conn.request("GET", url.path + path, headers={"Authorization": f"Bearer {self.token}", **headers})
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                _raise_error(resp.status, resp.read())
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            raise ServiceUnavailable(f"cannot reach the object store at {self.base_url} ({type(exc).__name__})",
+                                     code="service_unreachable") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn, resp
 
     def _check_progress(self, ref: ObjectRef, got: int) -> None:
         """After a followed download ended short: go on if the upload moved past ``got``, else

@@ -43,9 +43,15 @@ class InFlightUploads:
         """``post()`` (the task submission), then wait for the uploads started for it."""
         uploads: list[tuple[str, Future[None]]] = self._local.__dict__.pop("uploads", [])
         try:
-            return post()
-        finally:
-            self._finish(uploads)
+            answer = post()
+        except BaseException:
+            try:
+                self._finish(uploads)
+            except Exception:  # noqa: BLE001, S110 - the refusal of the task is the error to raise
+                pass
+            raise
+        self._finish(uploads)
+        return answer
 
     def _finish(self, uploads: list[tuple[str, Future[None]]]) -> None:
         failure: BaseException | None = None

@@ -221,9 +221,12 @@ PATHS: dict[str, Any] = {
         "delete": _op("delete an object", "200", _deleted("object_id"), params=[_path_param("object_id")]),
     },
     "/v1/objects/{object_id}/data": {
-        "get": _bytes_answer(_op("an object's bytes (Range: bytes=START- resumes)", "200", {"type": "string"},
+        "get": _bytes_answer(_op("an object's bytes (Range: bytes=START- resumes; wait=S follows an upload in "
+                                 "progress, at most S s for each next chunk)", "200", {"type": "string"},
                                  params=[_path_param("object_id"), {"name": "Range", "in": "header", "required": False,
-                                                                    "schema": {"type": "string"}}])),
+                                                                    "schema": {"type": "string"}},
+                                         {"name": "wait", "in": "query", "required": False,
+                                          "schema": {"type": "number", "minimum": 0, "maximum": 300}}])),
         "put": {**_op("one upload chunk (Content-Range: bytes START-LAST/SIZE; application/octet-stream body)",
                       "200", ref("Object"), params=[_path_param("object_id"), {"name": "X-Checksum-SHA256", "in": "header", "required": False,
                                                                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}]),

@@ -114,14 +114,42 @@ def _role(pid: int) -> str:
     return cmd[:40] or "gone"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (0 if it is gone)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu() -> float:
+    t = os.times()  # this process, its threads included
+    return t.user + t.system
+
+
+def stack_pids(pids: list[int | None]) -> set[int]:
+    """The stack's processes: the trees under ``pids`` and the detached worker pool (by tag)."""
+    tree = {p for root in pids if root is not None for p in process_tree(root)}
+    return tree | set(tagged_processes(f"{os.environ['FNSERVE_HOME']}{os.sep}", prefix=True))
+
+
+def cpu_by_role(before: dict[int, float], sdk_before: float, calls: int) -> dict[str, float]:
+    """CPU seconds per call by role since ``before`` (pid: CPU seconds), the SDK's included."""
+    out = {"sdk": (_self_cpu() - sdk_before) / calls}
+    for pid, was in before.items():
+        role = "worker" if is_htex_worker(pid) else _role(pid)
+        out[role] = out.get(role, 0.0) + (_cpu_seconds(pid) - was) / calls
+    out["total"] = sum(out.values())
+    return {k: round(v, 3) for k, v in sorted(out.items()) if v >= 0.001}
+
+
 def peak_rss_by_role(pids: list[int | None]) -> dict[str, float]:
     """Largest peak RSS (VmHWM, MiB) of any one process per role, over the stack's process trees.
 
     Only ``worker`` (the HTEX worker running the function) holds the object: the others move bytes."""
     peaks: dict[str, float] = {}
-    tree = {p for root in pids if root is not None for p in process_tree(root)}
-    # The worker pool is started detached (Parsl's provider): found by the stack's tag.
-    tree |= set(tagged_processes(f"{os.environ['FNSERVE_HOME']}{os.sep}", prefix=True))
+    tree = stack_pids(pids)  # the worker pool is started detached (Parsl's provider): found by tag
     workers = {pid for pid in tree if is_htex_worker(pid)}
     pools = {parent_pid(pid) for pid in workers}  # the pool may have retitled itself
     for pid in tree:
@@ -137,6 +165,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,100", help="MiB, comma-separated (1 GiB: 1024)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=18780, help="the stack's web port (+1, +2: forwarder, Redis)")
     parser.add_argument("--skip", default="", help="comma-separated peers to leave out (htex,dask)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -152,6 +181,8 @@ def main() -> None:
     results: dict[str, Any] = {
         "benchmark": "data_plane", "repeats": args.repeats, "sizes_mib": sizes, "systems": {},
         "load_average_at_start": os.getloadavg(),
+        # CPU seconds per round trip by process role (the work, whatever the waiting).
+        "cpu_s_per_round_trip": {},
     }
 
     def record(system: str, mib: int, samples: list[float]) -> None:
@@ -167,11 +198,15 @@ def main() -> None:
     try:
         for mib in sizes:
             data = memoryview(arrays[mib]).cast("B")
+            cpu0, sdk0 = _cpu_seconds(server.pid), _self_cpu()
             record("raw_tcp", mib, _time(lambda data=data: raw_tcp_round_trip(data, port), args.repeats))
+            results["cpu_s_per_round_trip"].setdefault("raw_tcp", {})[str(mib)] = {  # the warm call included
+                "client": round((_self_cpu() - sdk0) / (args.repeats + 1), 3),
+                "server": round((_cpu_seconds(server.pid) - cpu0) / (args.repeats + 1), 3)}
     finally:
         server.kill()
 
-    with embedded_stack(engine={"max_workers_per_node": args.workers}) as (client, endpoint_id):
+    with embedded_stack(args.port, engine={"max_workers_per_node": args.workers}) as (client, endpoint_id):
         fid = client.register_source(ECHO, "echo")
         for mib in sizes:
             arr = arrays[mib]
@@ -179,13 +214,17 @@ def main() -> None:
             def fnserve_call(arr: Any = arr) -> None:
                 _check(client.get_result(client.submit(fid, endpoint_id, [arr]), timeout=600), arr)
 
+            from fnserve.cli import stack
+
+            procs = stack.processes()
+            roots = [procs[name].pid() for name in ("web", "forwarder", "redis")] + [stack.endpoint_process("bench").pid()]
+            fnserve_call()  # warm: the workers exist before their CPU is counted
+            before, sdk0 = {pid: _cpu_seconds(pid) for pid in stack_pids(roots)}, _self_cpu()
             record("fnserve", mib, _time(fnserve_call, args.repeats))
+            results["cpu_s_per_round_trip"].setdefault("fnserve", {})[str(mib)] = cpu_by_role(before, sdk0,
+                                                                                              args.repeats + 1)
         # The service's processes must not hold whole objects: their peak RSS (VmHWM) after the
         # largest round trips, next to the largest payload.
-        from fnserve.cli import stack
-
-        procs = stack.processes()
-        roots = [procs[name].pid() for name in ("web", "forwarder", "redis")] + [stack.endpoint_process("bench").pid()]
         results["peak_rss_mib"] = peak_rss_by_role(roots)
         results["peak_rss_largest_object_mib"] = max(sizes)
         print(f"peak RSS per process, MiB (largest object {max(sizes)} MiB): {results['peak_rss_mib']}", flush=True)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 from fnserve import globus_tokens, oob_frames, serialize
 from fnserve.config import ClientConfig
 from fnserve.errors import FnserveError, TaskPending, Unauthorized, error_from_dict
+from fnserve.argument_uploads import InFlightUploads
 from fnserve.client_access import AccessMethods
 from fnserve.client_triggers import TriggerMethods
 from fnserve.data_refs import DEFAULT_REF_THRESHOLD, ObjectRef, by_reference
@@ -81,6 +82,7 @@ class Client(AccessMethods, TriggerMethods):
         self.ref_threshold = ref_threshold
         self.object_ttl = object_ttl
         self._objects: ObjectStoreClient | None = None
+        self._uploads = InFlightUploads(lambda: self.objects)
         self.proxy_store = proxy_store
         self.proxy_threshold = proxy_threshold
 
@@ -231,9 +233,10 @@ class Client(AccessMethods, TriggerMethods):
         worker's ``cores``, ``memory`` in MB, ``gpus``, ``walltime``; MPI ranks) and
         ``user_endpoint_config`` (a multi-user endpoint's template values, e.g. ``{"partition": "debug"}``)."""
         spec = task_spec(function_id, endpoint_id, tuple(args), kwargs, runtime, walltime, serializer,
-                          self._json_results, self._by_reference, self._prepare_call, max_retries=max_retries, task_group_id=task_group_id,
-                          resource_specification=resource_specification, user_endpoint_config=user_endpoint_config)
-        return str(self.transport.post("/v1/tasks", {"tasks": [spec]})["task_ids"][0])
+                          self._json_results, self._by_reference_in_flight, self._prepare_call, max_retries=max_retries,
+                          task_group_id=task_group_id, resource_specification=resource_specification,
+                          user_endpoint_config=user_endpoint_config)
+        return str(self._post_then_finish_uploads({"tasks": [spec]})["task_ids"][0])
 
     def create_batch(self, task_group_id: str | None = None, resource_specification: dict[str, Any] | None = None) -> Batch:
         return Batch(task_group_id=None if task_group_id is None else str(task_group_id),
@@ -333,6 +336,14 @@ class Client(AccessMethods, TriggerMethods):
         ref = self.objects.put(parts, strategy=header.strategy, ttl=self.object_ttl, name="task arguments")
         return ref.to_buffer(serialize.PYTHON_VERSION)
 
+    def _by_reference_in_flight(self, parts: list[Part]) -> bytes:
+        """Like :meth:`_by_reference`, but the upload runs in a thread while the task is sent: the
+        worker's download follows it (:mod:`fnserve.argument_uploads`)."""
+        return self._uploads.reference(parts, self.ref_threshold, self.object_ttl)
+
+    def _post_then_finish_uploads(self, body: dict[str, Any], timeout: float | None = None) -> Any:
+        return self._uploads.send(lambda: self.transport.post("/v1/tasks", body, timeout=timeout))
+
     def _prepare_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Large arguments as ProxyStore proxies, and the options asking the worker to proxy a
         large result (nothing when the client has no ``proxy_store``)."""
@@ -364,9 +375,9 @@ class Client(AccessMethods, TriggerMethods):
         """Run and wait for the result, in one request while it finishes within a long-poll.
         ``user_endpoint_config``: a multi-user endpoint's template values (as for :meth:`submit`;
         not passed to the function)."""
-        spec = task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results, self._by_reference,
-                         self._prepare_call, user_endpoint_config=user_endpoint_config)
-        answer = self.transport.post("/v1/tasks", {"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
+        spec = task_spec(function_id, endpoint_id, args, kwargs, None, None, None, self._json_results,
+                         self._by_reference_in_flight, self._prepare_call, user_endpoint_config=user_endpoint_config)
+        answer = self._post_then_finish_uploads({"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):
             return result_of(task, self.allowed_result_serializers, self.fetch_object)

@@ -13,11 +13,13 @@ and goes on from there. Downloads are checked against the reference's size and S
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import urllib3
 
@@ -30,6 +32,8 @@ CHUNK_ATTEMPTS = 3
 _READ_BYTES = 1024 * 1024
 # A download is hashed in a thread in steps of this many bytes, behind the receiving.
 _HASH_BATCH = 8 * _READ_BYTES
+# Seconds a reader following an upload in progress waits for each next chunk before it gives up.
+FOLLOW_WAIT = 60.0
 
 
 def _views(data: bytes | bytearray | memoryview | Sequence[Part]) -> list[memoryview]:
@@ -50,6 +54,14 @@ def _slice(parts: list[memoryview], start: int, end: int) -> list[memoryview]:
     return out
 
 
+def _raise_error(status: int, data: bytes) -> None:
+    try:
+        err = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        err = {"code": "http_error", "message": f"HTTP {status} from the object store"}
+    raise error_from_dict(err, status)
+
+
 def _feed(digest: Any, views: list[memoryview]) -> None:
     for v in views:
         digest.update(v)
@@ -59,10 +71,11 @@ class ObjectStoreClient:
     """The object store of one service, as one caller (a user token or a task's data token)."""
 
     def __init__(self, base_url: str, token: str, timeout: float = 300.0,
-                 pool: urllib3.PoolManager | None = None) -> None:
+                 pool: urllib3.PoolManager | None = None, follow_wait: float = FOLLOW_WAIT) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.follow_wait = follow_wait
         self.pool = pool or urllib3.PoolManager(num_pools=2, maxsize=4, retries=False)
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -77,12 +90,7 @@ class ObjectStoreClient:
             raise ServiceUnavailable(f"cannot reach the object store at {self.base_url} ({type(exc).__name__})",
                                      code="service_unreachable") from exc
         if resp.status >= 400:
-            data = resp.data if preload else resp.read()
-            try:
-                err = json.loads(data)["error"]
-            except (ValueError, KeyError, TypeError):
-                err = {"code": "http_error", "message": f"HTTP {resp.status} from the object store"}
-            raise error_from_dict(err, resp.status)
+            _raise_error(resp.status, resp.data if preload else resp.read())
         return resp
 
     def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
@@ -123,6 +131,33 @@ class ObjectStoreClient:
         meta = self.create(size, None, ttl, name)
         self.upload(meta["object_id"], parts, int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES), digest=digest)
         return ObjectRef(meta["object_id"], size, digest.hexdigest(), strategy, meta.get("read_token"))
+
+    def start_put(self, data: bytes | bytearray | memoryview | Sequence[Part], strategy: str, ttl: float | None = None,
+                  name: str | None = None) -> tuple[ObjectRef, Future[None]]:
+        """Create an object for ``data`` and upload it in a thread; returns its reference at once
+        (with ``sha256`` empty: a reader follows the upload and checks the bytes against the
+        checksum the service verified at the end) and the upload's future. ``data`` must not
+        change until the future is done. An upload that fails deletes its object (if it still
+        can), so that a reader following it is told at once (``object_not_found``)."""
+        parts = _views(data)
+        size = sum(v.nbytes for v in parts)
+        meta = self.create(size, None, ttl, name)
+        chunk = int(meta.get("chunk_bytes") or DEFAULT_CHUNK_BYTES)
+
+        def upload() -> None:
+            try:
+                self.upload(meta["object_id"], parts, chunk, digest=hashlib.sha256())
+            except BaseException:
+                try:
+                    self.delete(meta["object_id"])
+                except FnserveError:
+                    pass
+                raise
+
+        runner = ThreadPoolExecutor(1, thread_name_prefix="fnserve-upload")
+        done = runner.submit(upload)
+        runner.shutdown(wait=False)
+        return ObjectRef(meta["object_id"], size, "", strategy, meta.get("read_token")), done
 
     def put_file(self, path: str | os.PathLike[str], name: str | None = None, ttl: float | None = None) -> ObjectRef:
         """Upload a file as a new object, reading it a chunk at a time (never whole)."""
@@ -219,7 +254,13 @@ class ObjectStoreClient:
 
     def get(self, ref: ObjectRef) -> bytearray:
         """The bytes of ``ref``'s object, checked against its size and SHA-256 (hashed in a thread,
-        a few MiB behind the receiving, so that the check overlaps the transfer)."""
+        a few MiB behind the receiving, so that the check overlaps the transfer).
+
+        A reference without a SHA-256 (:meth:`start_put`'s) names an object that may still be
+        being uploaded: the download follows the upload, chunk by chunk as the service stores
+        them (waiting at most ``follow_wait`` s for each), and the bytes are checked against the
+        checksum the service verified when the upload completed. An upload that stops (its
+        uploader died, or gave up) raises ``upload_stalled``."""
         buf = bytearray(ref.size)
         view = memoryview(buf)
         digest = hashlib.sha256()
@@ -235,32 +276,71 @@ class ObjectStoreClient:
             if pending is not None:
                 pending.result()
         digest.update(view[hashed:got])
-        if got != ref.size or digest.hexdigest() != ref.sha256:
+        expected = ref.sha256 or (str(self.info(ref.object_id)["sha256"]) if got == ref.size else "")
+        if got != ref.size or digest.hexdigest() != expected:
             raise FnserveError(f"object {ref.object_id} does not match its reference (size {got} of {ref.size}, "
                                "or SHA-256 differs)", code="object_corrupt")
         return buf
 
     def _receive(self, ref: ObjectRef, view: memoryview) -> Iterator[int]:
-        """Download ``ref``'s bytes into ``view``, resuming broken transfers; yields how many are in."""
+        """Download ``ref``'s bytes into ``view``, resuming broken transfers; yields how many are in.
+
+        Read with the standard library's ``HTTPResponse.readinto``: the socket's bytes land in
+        ``view`` itself (urllib3's reads return new ``bytes`` that would be copied once more)."""
         got = 0
         yield got
+        follow = "" if ref.sha256 else f"?wait={quote(repr(self.follow_wait))}"
         for attempt in range(CHUNK_ATTEMPTS):
             headers = {"Range": f"bytes={got}-"} if got else {}
-            resp = self._call("GET", f"/v1/objects/{ref.object_id}/data", headers=headers, preload=False)
+            conn, resp = self._open_download(f"/v1/objects/{ref.object_id}/data{follow}", headers)
             try:
-                for piece in resp.stream(_READ_BYTES):
-                    n = len(piece)
-                    if got + n > ref.size:
-                        raise FnserveError(f"object {ref.object_id} holds more than the {ref.size} bytes its "
-                                           "reference names", code="object_corrupt")
-                    view[got:got + n] = piece
+                if resp.length is not None and got + resp.length > ref.size:
+                    raise FnserveError(f"object {ref.object_id} holds more than the {ref.size} bytes its "
+                                       "reference names", code="object_corrupt")
+                while got < ref.size:
+                    n = resp.readinto(view[got:min(got + _READ_BYTES, ref.size)])
+                    if not n:
+                        break
                     got += n
                     yield got
-                return
-            except (urllib3.exceptions.HTTPError, OSError):
+                if got == ref.size:
+                    return
+                raise http.client.IncompleteRead(b"", ref.size - got)
+            except (http.client.HTTPException, OSError):
+                if follow:
+                    self._check_progress(ref, got)
                 if attempt + 1 == CHUNK_ATTEMPTS:
                     raise ServiceUnavailable(f"download of object {ref.object_id} broke off at byte {got}",
                                              code="service_unreachable") from None
             finally:
-                resp.release_conn()
+                conn.close()
 
+    def _open_download(self, path: str, headers: dict[str, str]) -> tuple[http.client.HTTPConnection,
+                                                                          http.client.HTTPResponse]:
+        url = urlsplit(self.base_url)
+        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = cls(url.hostname or "localhost", url.port, timeout=self.timeout)
+        try:
+            conn.request("GET", url.path + path, headers={"Authorization": f"Bearer {self.token}", **headers})
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                _raise_error(resp.status, resp.read())
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            raise ServiceUnavailable(f"cannot reach the object store at {self.base_url} ({type(exc).__name__})",
+                                     code="service_unreachable") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn, resp
+
+    def _check_progress(self, ref: ObjectRef, got: int) -> None:
+        """After a followed download ended short: go on if the upload moved past ``got``, else
+        say that it stopped (the service ends a followed stream after ``follow_wait`` s without
+        a new chunk, or when the object is deleted)."""
+        info = self.info(ref.object_id)  # object_not_found if the upload failed its checksum
+        if not info.get("complete") and int(info.get("received", 0)) <= got:
+            raise FnserveError(
+                f"the upload of object {ref.object_id} stopped at byte {info.get('received')} of {ref.size}: no new "
+                f"chunk for {self.follow_wait:g} s (its uploader stopped, or died); upload it again",
+                code="upload_stalled", details={"object_id": ref.object_id, "received": info.get("received")})

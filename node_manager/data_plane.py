@@ -8,12 +8,16 @@ manager's import time stays small).
 
 from __future__ import annotations
 
+import logging
+
 from fnserve import serialize
 from fnserve.data_refs import read_ref
 from fnserve.errors import FnserveError, SerializationError
 from fnserve.messages import TaskMessage
 from fnserve.object_transfer import ObjectStoreClient
 from fnserve.oob_frames import Part
+
+log = logging.getLogger(__name__)
 
 
 def _client(task: TaskMessage) -> ObjectStoreClient:
@@ -40,8 +44,17 @@ def fetch_arguments(task: TaskMessage) -> bytearray:
 
 
 def store_result(task: TaskMessage, parts: list[Part]) -> bytes:
-    """Upload a serialized result (its parts, one after the other); returns the reference
-    buffer to send back instead."""
+    """Start uploading a serialized result (its parts, one after the other, in a thread) and
+    return the reference buffer to send back at once: the SDK's download follows the upload
+    (the two transfers overlap). The object is created here, so a refusal (quota, size) is the
+    task's ``result_upload_failed``; an upload that breaks later deletes its object and the
+    reader is told (``object_not_found``, or ``upload_stalled`` if this worker died)."""
     header = serialize.parse_header(bytes(parts[0][:64]))
-    ref = _client(task).put(parts, strategy=header.strategy, name=f"result of task {task.task_id}")
+    ref, done = _client(task).start_put(parts, strategy=header.strategy, name=f"result of task {task.task_id}")
+    done.add_done_callback(lambda f: _log_failure(task.task_id, f.exception()))
     return ref.to_buffer(serialize.PYTHON_VERSION)
+
+
+def _log_failure(task_id: str, exc: BaseException | None) -> None:
+    if exc is not None:
+        log.warning("the result of task %s could not be uploaded: %s", task_id, exc)

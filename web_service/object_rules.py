@@ -102,6 +102,44 @@ def check_readable(meta: ObjectMeta) -> None:
                        code="object_incomplete", details={"received": meta.received, "size": meta.size})
 
 
+# A reader may follow an upload in progress (``GET /v1/objects/ID/data?wait=S``): the stream waits
+# at most S seconds for each next chunk; past that it ends short and the reader is told.
+MAX_FOLLOW_WAIT = 300.0
+
+
+def follow_wait(value: str | None) -> float | None:
+    """The ``wait`` query parameter of a download: None (the object must be complete), else the
+    seconds to wait for each next chunk of an upload in progress, at most :data:`MAX_FOLLOW_WAIT`.
+
+    >>> follow_wait(None), follow_wait("2.5"), follow_wait("9999")
+    (None, 2.5, 300.0)
+    """
+    if value is None or value == "":
+        return None
+    try:
+        wait = float(value)
+    except ValueError:
+        wait = -1.0
+    if not wait >= 0:
+        raise BadRequest(f"wait={value!r}: give the seconds to wait for each next chunk (0-{MAX_FOLLOW_WAIT:g})",
+                         code="invalid_wait")
+    return min(wait, MAX_FOLLOW_WAIT)
+
+
+def readable_end(meta: ObjectMeta) -> int:
+    """How many bytes a reader following an upload may read now: every stored byte, but the last
+    one only once the object is complete (its checksum matched), so that a stream that ends
+    whole has passed the service's check.
+
+    >>> m = ObjectMeta("x", "u", 10, "", 4, False, 0.0)
+    >>> readable_end(m), readable_end(ObjectMeta("x", "u", 10, "", 10, False, 0.0))
+    (4, 9)
+    >>> readable_end(ObjectMeta("x", "u", 10, "s", 10, True, 0.0))
+    10
+    """
+    return meta.size if meta.complete else min(meta.received, meta.size - 1)
+
+
 def check_object_id(object_id: str) -> None:
     if not _ID.match(object_id):
         raise NotFound(f"no object {object_id!r} (object ids are 32 hex digits)", code="object_not_found")
@@ -224,6 +262,19 @@ def data_token_live(state: str | None, finished_at: float | None, now: float, gr
     if state not in _TERMINAL:
         return True
     return finished_at is not None and now - finished_at <= grace
+
+
+def finishing_upload(meta: ObjectMeta | None, task_id: str) -> bool:
+    """Whether a task's data token, past its time, may still act on this object: one its task made
+    whose upload is not complete (a worker sends a large result's reference before the upload
+    ends, so the upload may outlive the task by more than the grace).
+
+    >>> finishing_upload(ObjectMeta("x", "u", 10, "", 4, False, 0.0, task="t"), "t")
+    True
+    >>> finishing_upload(ObjectMeta("x", "u", 10, "s", 10, True, 0.0, task="t"), "t")
+    False
+    """
+    return meta is not None and meta.task == task_id and not meta.complete and not meta.gone
 
 
 # -- object read tokens ------------------------------------------------------------------------

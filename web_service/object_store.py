@@ -40,6 +40,7 @@ from web_service.object_rules import (
     check_access,
     check_chunk,
     check_new_object,
+    readable_end,
     upload_checksum,
 )
 from web_service.native_threads import in_native_thread
@@ -60,6 +61,11 @@ def owner_key(owner: str) -> str:
 
 def bytes_key(owner: str) -> str:
     return f"{P}objbytes:{owner}"
+
+
+def progress_channel(object_id: str) -> str:
+    """Pub/sub channel told each time an upload moves on (a chunk stored, completed, deleted)."""
+    return f"{P}objprog:{object_id}"
 
 
 def load_data_key(path: str | os.PathLike[str]) -> bytes:
@@ -310,6 +316,8 @@ class ObjectStore:
             self._running[object_id] = (end, digest)
             while len(self._running) > _RUNNING_MAX:
                 self._running.pop(next(iter(self._running)))
+        if received == end:
+            self.r.publish(progress_channel(object_id), received)  # readers following the upload
         now_meta = self.meta(object_id)
         assert now_meta is not None
         return now_meta
@@ -318,6 +326,33 @@ class ObjectStore:
         meta = self.get(object_id, who)
         self._drop(meta)
         self.r.delete(meta_key(object_id))
+        self.r.publish(progress_channel(object_id), "deleted")
+
+    def follow(self, object_id: str, start: int, end: int, wait: float) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of an object, sent as its upload stores them: each stored chunk
+        is read as soon as the uploader's request for it is done; the last byte only once the
+        object is complete (checksum matched). Waits at most ``wait`` seconds for each next chunk
+        (woken by :func:`progress_channel`, no polling); past that, or if the object is deleted,
+        the stream ends short and the reader, missing bytes, asks for the object's state."""
+        sub = self.r.pubsub(ignore_subscribe_messages=True)
+        sub.subscribe(progress_channel(object_id))  # before the first look: no progress is missed
+        try:
+            pos = start
+            while pos < end:
+                meta = self.meta(object_id)
+                if meta is None or meta.gone:
+                    return
+                now_end = min(readable_end(meta), end)
+                if now_end > pos:
+                    yield from self.backend.read(object_id, pos, now_end)
+                    pos = now_end
+                    continue
+                deadline = time.monotonic() + wait
+                while sub.get_message(timeout=max(0.0, deadline - time.monotonic())) is None:
+                    if time.monotonic() >= deadline:
+                        return
+        finally:
+            sub.close()
 
     def _drop(self, meta: ObjectMeta) -> None:
         self._release_member(meta.owner, meta.object_id, meta.size)

@@ -192,9 +192,12 @@ PATHS: dict[str, Any] = {
         "delete": _op("delete an object", "200", rs.ObjectDeleted, params=[_path_param("object_id")]),
     },
     "/v1/objects/{object_id}/data": {
-        "get": _bytes_answer(_op("an object's bytes (Range: bytes=START- resumes)", "200", {"type": "string"},
+        "get": _bytes_answer(_op("an object's bytes (Range: bytes=START- resumes; wait=S follows an upload in "
+                                 "progress, at most S s for each next chunk)", "200", {"type": "string"},
                                  params=[_path_param("object_id"), {"name": "Range", "in": "header", "required": False,
-                                                                    "schema": {"type": "string"}}])),
+                                                                    "schema": {"type": "string"}},
+                                         {"name": "wait", "in": "query", "required": False,
+                                          "schema": {"type": "number", "minimum": 0, "maximum": 300}}])),
         "put": {**_op("one upload chunk (Content-Range: bytes START-LAST/SIZE; application/octet-stream body)",
                       "200", rs.ObjectMetadata, params=[_path_param("object_id"), _SHA256_HEADER]),
                 "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": _RAW}}}},

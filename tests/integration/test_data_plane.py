@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +71,11 @@ def test_a_100_mib_array_goes_in_and_a_100_mib_result_comes_back_by_reference(st
     assert len(result_buf) < 1024
     ref = read_ref(result_buf)
     assert ref is not None and ref.size > 100 * MIB
+    # The worker sent the reference as it started the upload (the SDK's download followed it):
+    # no checksum in it, the object's own was checked by the service and by the SDK's download.
     info = fc.objects.info(ref.object_id)
-    assert info["complete"] and info["sha256"] == ref.sha256 and info["size"] == ref.size
+    assert ref.sha256 == "" and info["complete"] and info["size"] == ref.size
+    assert info["sha256"] == hashlib.sha256(fc.objects.get(ref)).hexdigest()
 
 
 def test_small_arguments_and_results_stay_inline(stack):
@@ -283,3 +288,59 @@ def test_output_files_appear_while_the_function_runs_and_download_intact(stack, 
     assert (tmp_path / "run.txt").read_text() == "still open when the function returns"
     out = stack.cli("get", task_id, "--dir", str(tmp_path / "all"))
     assert (tmp_path / "all" / "frame-002.png").read_bytes() == bytes([2]) * 1000, out.stdout
+
+
+def test_a_download_follows_an_upload_in_progress_and_says_when_it_stopped(stack):
+    """A reference without a checksum (the SDK sends one while it still uploads the arguments):
+    the reader gets each chunk as the service stores it, checks the whole against the checksum
+    the service verified, and is told at once-ish (its wait, not the HTTP timeout) when the
+    upload stops."""
+    from fnserve.data_refs import ObjectRef
+    from fnserve.object_transfer import ObjectStoreClient
+
+    fc = stack.client()
+    data = bytes(range(256)) * 4096 * 3  # 3 MiB, three chunks
+    oid = fc.objects.create(len(data), None)["object_id"]
+    reader = ObjectStoreClient(stack.url, stack.token, follow_wait=30.0)
+    ref = ObjectRef(oid, len(data), "", "dill-data")
+    fc.objects._put_chunk(oid, data[:MIB], 0, len(data))
+    view = memoryview(bytearray(len(data)))
+    receiving = reader._receive(ref, view)
+    got = 0
+    while got < MIB:  # the first chunk arrives while the object is incomplete
+        got = next(receiving)
+    assert not fc.objects.info(oid)["complete"] and bytes(view[:MIB]) == data[:MIB]
+    fc.objects._put_chunk(oid, data[MIB:2 * MIB], MIB, len(data))
+    fc.objects._put_chunk(oid, data[2 * MIB:], 2 * MIB, len(data), hashlib.sha256(data).hexdigest())
+    assert list(receiving)[-1] == len(data) and bytes(view) == data
+    assert reader.get(ref) == data  # complete now: read, and checked against the service's checksum
+
+    # An upload that stops: the reader waits its follow_wait for the next chunk, then says so.
+    oid = fc.objects.create(len(data), None)["object_id"]
+    fc.objects._put_chunk(oid, data[:MIB], 0, len(data))
+    reader.follow_wait = 1.0
+    t0 = time.monotonic()
+    with pytest.raises(FnserveError) as err:
+        reader.get(ObjectRef(oid, len(data), "", "dill-data"))
+    assert err.value.code == "upload_stalled" and err.value.details["received"] == MIB
+    assert time.monotonic() - t0 < 10
+
+    # An upload whose checksum does not match is deleted: a reader following it is told.
+    oid = fc.objects.create(len(data), None)["object_id"]
+    fc.objects._put_chunk(oid, data[:MIB], 0, len(data))
+    failed = {}
+
+    def follow():
+        try:
+            reader.get(ObjectRef(oid, len(data), "", "dill-data"))
+        except FnserveError as exc:
+            failed["code"] = exc.code
+
+    reader.follow_wait = 30.0
+    t = threading.Thread(target=follow)
+    t.start()
+    fc.objects._put_chunk(oid, data[MIB:2 * MIB], MIB, len(data))
+    with pytest.raises(FnserveError):
+        fc.objects._put_chunk(oid, data[2 * MIB:], 2 * MIB, len(data), "0" * 64)
+    t.join(20)
+    assert failed == {"code": "object_not_found"}

@@ -189,3 +189,27 @@ def test_output_dir_outside_a_worker_is_a_local_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert fnserve.output_dir() == tmp_path / "fnserve-outputs" or fnserve.output_dir().resolve() == tmp_path / "fnserve-outputs"
     assert (tmp_path / "fnserve-outputs").is_dir()
+
+
+def test_a_download_may_follow_an_upload_for_a_bounded_wait_and_gets_the_last_byte_once_checked():
+    from web_service.object_rules import MAX_FOLLOW_WAIT, follow_wait, readable_end
+
+    assert follow_wait(None) is None and follow_wait("") is None
+    assert follow_wait("2.5") == 2.5 and follow_wait("1e9") == MAX_FOLLOW_WAIT
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(FnserveError) as err:
+            follow_wait(bad)
+        assert err.value.code == "invalid_wait"
+    assert readable_end(meta(received=40)) == 40
+    assert readable_end(meta(received=100)) == 99  # stored, but its checksum not yet checked
+    assert readable_end(meta(received=100, complete=True)) == 100
+
+
+def test_a_finished_tasks_token_may_only_finish_an_upload_its_task_started():
+    from web_service.object_rules import finishing_upload
+
+    assert finishing_upload(meta(task="t1", received=50), "t1")
+    assert not finishing_upload(meta(task="t1", received=50), "t2")
+    assert not finishing_upload(meta(task="t1", received=100, complete=True), "t1")
+    assert not finishing_upload(meta(task="t1", gone=True), "t1")
+    assert not finishing_upload(None, "t1")

@@ -6,7 +6,9 @@
     PUT    /v1/objects/ID/data    a chunk; header "Content-Range: bytes START-LAST/SIZE" (none:
                                   the whole object in one body) -> {"received", "complete", ...}
     GET    /v1/objects/ID         metadata: size, sha256, received, complete, expires
-    GET    /v1/objects/ID/data    the bytes (HTTP Range requests resume a download)
+    GET    /v1/objects/ID/data    the bytes (HTTP Range requests resume a download); with
+                                  ``?wait=S`` an object still being uploaded is streamed as its
+                                  chunks arrive (at most S s of waiting for each next one)
     DELETE /v1/objects/ID
 
 Callers: a user's bearer token, or a task's data token (``fnsd1.``; see
@@ -30,6 +32,8 @@ from web_service.object_rules import (
     check_writer,
     data_token_live,
     data_token_task,
+    finishing_upload,
+    follow_wait,
     object_ttl,
     parse_content_range,
     mint_read_token,
@@ -72,8 +76,9 @@ def authenticate() -> None:
         return
     owner, task_state, finished, arg_ref = optional_texts(state.store.r.hmget(task_key(task_id), "owner", "state", "t_finished",
                                                                               "arg_ref"))
-    if owner is None or not data_token_live(task_state,
-                                            float(finished) if finished else None, time.time()):
+    object_id = (request.view_args or {}).get("object_id")
+    if owner is None or not data_token_live(task_state, float(finished) if finished else None, time.time()) and not (
+            object_id and state.objects is not None and finishing_upload(state.objects.meta(object_id), task_id)):
         check_address()
         raise Unauthorized(f"the data token of task {task_id} is no longer valid (the task finished)",
                            code="invalid_token")
@@ -133,16 +138,29 @@ def get_data(object_id: str) -> Response:
     assert state.objects is not None
     check_object_id(object_id)
     meta = state.objects.get(object_id, _who())
-    check_readable(meta)
+    wait = follow_wait(request.args.get("wait"))
+    if wait is None or meta.complete:
+        check_readable(meta)
     start, end = parse_range(request.headers.get("Range"), meta.size)
-    resp = Response(stream_with_context(state.objects.backend.read(object_id, start, end)),
-                    status=206 if (start, end) != (0, meta.size) else 200, mimetype="application/octet-stream")
+    resp = Response(_body(meta, start, end, wait), mimetype="application/octet-stream",
+                    status=206 if (start, end) != (0, meta.size) else 200)
     resp.headers["Content-Length"] = str(end - start)
     resp.headers["Accept-Ranges"] = "bytes"
     resp.headers["X-Checksum-SHA256"] = meta.sha256
     if resp.status_code == 206:
         resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.size}"
     return resp
+
+
+def _body(meta: ObjectMeta, start: int, end: int, wait: float | None) -> Any:
+    """What a download sends: the backend's blocks; for an object still being uploaded, its
+    chunks as they are stored."""
+    objects = current().objects
+    assert objects is not None
+    if not meta.complete:
+        assert wait is not None
+        return stream_with_context(objects.follow(meta.object_id, start, end, wait))
+    return stream_with_context(objects.backend.read(meta.object_id, start, end))
 
 
 @bp.delete("/objects/<object_id>")

@@ -19,6 +19,7 @@ sequential and resumable: after a broken connection read ``received`` and send f
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Blueprint, Response, g, request, stream_with_context
 

@@ -388,7 +388,9 @@ def test_submit_and_wait_reuses_its_redis_subscription_connection(client, alice,
     before = redis_client.info("stats")["total_connections_received"]
     for _ in range(5):
         assert call()["result_json"] == 7
-    assert redis_client.info("stats")["total_connections_received"] == before
+    # One new connection per call before (5 here); at most one now: the shared pool's second
+    # connection, opened the first time the test's forwarder thread and the request overlap.
+    assert redis_client.info("stats")["total_connections_received"] - before <= 1
 
 
 def test_a_reused_subscription_ignores_the_previous_owners_messages(store):

@@ -99,6 +99,8 @@ class Forwarder:
         # Tasks out, results, status, outputs and file events in (web_service/forwarder_traffic.py).
         self.traffic = EndpointTraffic(store, self.connections, self.watches, batch_size, output_limit,
                                        max_result_bytes, replicas_ack, replicas_timeout)
+        if pool is not None:
+            self.traffic.owns = pool.owns
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -108,6 +108,11 @@ class ForwarderPool:
     def claim(self, endpoint_id: str) -> None:
         self.r.set(owner_key(endpoint_id), self.address)
 
+    def owns(self, endpoint_id: str) -> bool:
+        """Whether no other forwarder has claimed ``endpoint_id`` since this one did."""
+        holder = self.r.get(owner_key(endpoint_id))
+        return holder is None or (holder.decode() if isinstance(holder, bytes) else holder) == self.address
+
     def release(self, endpoint_id: str) -> bool:
         """Whether this forwarder still owned ``endpoint_id`` (and so must settle its tasks)."""
         return bool(self._release(keys=[owner_key(endpoint_id)], args=[self.address]))

@@ -11,6 +11,8 @@ connection decisions are in web_service/forwarder.py and forwarder_session.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import logging
 import time
 
@@ -56,6 +58,8 @@ class EndpointTraffic:
         # Results / live outputs dropped because the endpoint sending them did not hold the task.
         self.rejected_results = 0
         self.rejected_outputs = 0
+        # Whether this forwarder still owns an endpoint (set in a pool of forwarders; None: alone).
+        self.owns: Callable[[str], bool] | None = None
 
     def on_message(self, router: zmq.Socket, conn: Connection, msg: m.SiteMessage, now: float, pending: Pending | None) -> None:
         if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
@@ -150,7 +154,18 @@ class EndpointTraffic:
             send(router, self.connections.by_endpoint[endpoint_id].identity, m.CancelTasks(task_ids=task_ids))
 
     def dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
-        """Send the endpoint its waiting tasks in batches, no more than its capacity in flight."""
+        """Send the endpoint its waiting tasks in batches, no more than its capacity in flight.
+
+        In a pool of forwarders, only while this one still owns the endpoint (``owns``): another
+        forwarder that accepted the endpoint's newer registration owns it and settled its
+        in-flight tasks then; tasks sent here afterwards, on a connection the site manager has
+        left, would stay "dispatched" for good. The connection is dropped instead: if the site
+        manager is in fact still here, its next message is answered "register again"."""
+        if self.owns is not None and not self.owns(endpoint_id):
+            self.connections.drop(endpoint_id)
+            self.watches.forget(endpoint_id)
+            log.info("endpoint %s is owned by another forwarder now; not dispatching here", endpoint_id)
+            return
         conn = self.connections.by_endpoint[endpoint_id]
         while True:
             claimed = self.store.claim_timed(endpoint_id, self.batch_size, conn.capacity)

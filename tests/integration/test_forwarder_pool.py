@@ -20,7 +20,7 @@ import pytest
 from fnserve._redis_server import redis_auth, start_redis
 from fnserve.states import TaskState
 from tests.integration.pool_procs import THRESHOLD, Pool, wait as _wait
-from web_service.forwarder_pool import ForwarderPool, assign
+from web_service.forwarder_pool import ForwarderPool, assign, owner_key
 from web_service.task_store import NewTask, TaskStore
 
 TASKS_PER_ENDPOINT = 30
@@ -128,3 +128,21 @@ def test_a_forwarder_stopped_for_an_upgrade_hands_its_endpoints_over_at_once(poo
     ids = _submit(pool.store, theirs, 3, "c")
     _wait(lambda: _states(pool.store, ids)[TaskState.SUCCESS.value] == len(ids), 60, "every task to succeed")
     assert all(pool.effects()[t] == 1 for t in ids)
+
+
+def test_a_forwarder_whose_endpoint_another_claimed_sends_it_nothing_until_it_registers_again(pool: Pool):
+    """Another forwarder accepted a newer registration of the endpoint (here: its claim written
+    as that forwarder would, which then died): this one must not dispatch on its old connection
+    (the site manager may have left it: tasks sent there stayed "dispatched" for good in the
+    full-scale compose test). It drops the connection; the site manager, still here, is told to
+    register again, this forwarder claims the endpoint back and its tasks run once each."""
+    e = next(e for e in pool.sites if pool.connected(e) and pool.owner(e) in ForwarderPool(pool.r).live())
+    mine = pool.owner(e)
+    assert mine is not None
+    pool.r.set(owner_key(e), "tcp://127.0.0.1:1")  # another forwarder's claim
+    ids = _submit(pool.store, [e], 3, "d")
+    _wait(lambda: _states(pool.store, ids)[TaskState.SUCCESS.value] == len(ids), 60, "every task to succeed")
+    assert all(pool.effects()[t] == 1 for t in ids)
+    assert pool.owner(e) == mine  # registered again here, so claimed back
+    log = (pool.tmp / f"forwarder-{mine.rsplit(':', 1)[1]}.log").read_text()
+    assert f"endpoint {e} is owned by another forwarder now; not dispatching here" in log

@@ -41,17 +41,11 @@ from web_service.store.keys import inflight_key, task_key
 
 pytestmark = pytest.mark.integration
 
-# The issue's scale (200 endpoints, 20,000 tasks, 2 processes, batches of 1,000, 4,000 before the
-# faults) passed once and failed twice on 2026-12-02: tasks dispatched by a forwarder to an
-# endpoint that had just re-registered stayed "dispatched" for good (docs/operations.md, "Not done
-# yet"). Until that is fixed CI runs the scale that passes, and the full scale is run by hand with
-# FNSERVE_COMPOSE_FULL_SCALE=1.
-FULL_SCALE = os.environ.get("FNSERVE_COMPOSE_FULL_SCALE") == "1"
-SIM_ENDPOINTS = 200 if FULL_SCALE else 10
-SIM_PROCESSES = 2 if FULL_SCALE else 1  # processes of tests/integration/sim_endpoints.py sharing the endpoints
-TASKS = 20_000 if FULL_SCALE else 1000  # over the simulated endpoints, in batches of BATCH
-BATCH = 1000 if FULL_SCALE else 100
-PHASE_A = 4000 if FULL_SCALE else 200  # before the faults (the metrics check), the rest during them
+SIM_ENDPOINTS = 200
+SIM_PROCESSES = 2     # processes of tests/integration/sim_endpoints.py sharing the endpoints
+TASKS = 20_000        # over the simulated endpoints, in batches of BATCH
+BATCH = 1000
+PHASE_A = 4000        # before the faults (the metrics check), the rest during them
 
 
 @pytest.fixture(scope="module")

@@ -213,7 +213,7 @@ def test_operator_disables_enables_and_deletes_a_user_within_the_cache_time(sett
 
 def test_the_forwarder_records_a_result_over_the_services_limit_as_result_too_large(forwarder):
     fwd, store = forwarder
-    fwd.max_result_bytes = 1000  # FNSERVE_MAX_RESULT_BYTES, small for the test
+    fwd.traffic.max_result_bytes = 1000  # FNSERVE_MAX_RESULT_BYTES, small for the test (checked where results are recorded)
     store.cache_function("f", b"FN")
     store.submit([NewTask(task_id=t, owner="u", function_id="f", endpoint_id="ep1", payload=b"x") for t in ("big", "ok")])
     site = _registered_site(fwd)

@@ -59,13 +59,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         s.down(check=False)
 
 
-def _configure(stack: Stack, name: str, engine: dict | None = None, **scaling: float) -> None:
+def _configure(stack: Stack, name: str, engine: dict | None = None, worker_init: str = "", **scaling: float) -> None:
     stack.configure(
         name, "slurm",
         engine={**ENGINE, **(engine or {})},
         provider={"walltime": "00:10:00"},
         scaling={"init_blocks": 0, "min_blocks": 0, "max_blocks": 1, "max_idletime": IDLE_SECONDS, **scaling},
-        worker_init="",
+        worker_init=worker_init,
     )
 
 
@@ -221,8 +221,12 @@ def test_stop_fails_loudly_naming_the_job_when_scancel_fails_and_a_second_stop_c
         stack: Stack, tmp_path) -> None:
     fc = stack.client()
     run_dir = stack.endpoint_dir("stuck") / "run"
-    # Workers that wait long for a gone interchange: the job does not end by itself meanwhile.
-    _configure(stack, "stuck", engine={"heartbeat_threshold": 120}, cancel_timeout=3)
+    # A pool that does not know its site manager (the variable it would watch is unset, as on a
+    # node of its own) waits up to 10 s for its gone interchange: the job does not end by itself
+    # before stop checks the queue (on this one-node cluster the pool would otherwise end with
+    # its site manager at once, node_manager.parent_watch, and the job with it).
+    _configure(stack, "stuck", engine={"heartbeat_threshold": 120}, worker_init="unset FNSERVE_SITE_MANAGER",
+               cancel_timeout=3)
     broken = failing_scancel(tmp_path / "bin")
     # The site manager inherits the PATH it was started with: its own cancels fail too.
     stack.cli("endpoint", "start", "stuck", env=broken)
@@ -260,7 +264,7 @@ def test_a_block_pool_killed_alone_takes_its_workers_along_and_its_task_reruns_o
     runs = stack.home / "poolkill-runs"
     _configure(stack, "poolkill")
     stack.cli("endpoint", "start", "poolkill")
-    endpoint_id = stack.endpoint_id("poolkill")
+    endpoint_id = stack.id_of("poolkill")
     try:
         task = fc.submit(fc.register_function(note_then_nap, serializer="source"), endpoint_id, [str(runs), 4])
         wait_for(runs.exists, 180, "the task running in a block")

@@ -33,8 +33,15 @@ class Sched:
 def sched(pid: int) -> Sched:
     """Sum over ``pid``'s live threads (a thread that ended since is not counted: take
     long-lived processes only)."""
+    return _threads(pid)
+
+
+def _threads(pid: int, skip: str | None = None) -> Sched:
+    """Sum of the schedstat of ``pid``'s live threads, but the thread ``skip``."""
     total = Sched()
     for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        if path.split("/")[4] == skip:
+            continue
         try:
             with open(path) as f:
                 cpu, wait, n = f.read().split()
@@ -76,17 +83,7 @@ def descendants(pid: int) -> set[int]:
 def other_threads() -> Sched:
     """This process's threads but the main one (a benchmark's peers run client threads in it)."""
     me = os.getpid()
-    total = Sched()
-    for path in glob.glob(f"/proc/{me}/task/*/schedstat"):
-        if path.split("/")[4] == str(me):
-            continue
-        try:
-            with open(path) as f:
-                cpu, wait, n = f.read().split()
-        except (OSError, ValueError):
-            continue
-        total = total + Sched(int(cpu) / 1e9, int(wait) / 1e9, int(n))
-    return total
+    return _threads(me, skip=str(me))
 
 
 def tagged(name: str, value: str) -> set[int]:

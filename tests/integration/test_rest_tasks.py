@@ -393,6 +393,25 @@ def test_submit_and_wait_reuses_its_redis_subscription_connection(client, alice,
     assert redis_client.info("stats")["total_connections_received"] - before <= 1
 
 
+def test_a_kept_subscription_connection_redis_closed_is_replaced_not_answered_503(client, alice, fid, eid, store, redis_client):
+    """Redis restarting (or failing over) closes the pub/sub connections a process keeps for its
+    next waits; the next submit-and-wait used to answer 503 on the dead one (the CI run where a
+    file trigger's tasks were waited for after Redis was restarted)."""
+
+    def call() -> dict:
+        threading.Thread(target=_finish_next, args=(store, eid, 7)).start()
+        resp = client.post("/v1/tasks", json={"tasks": [{"function_id": fid, "endpoint_id": eid, "args": [1]}], "wait": 5}, headers=alice)
+        assert resp.status_code == 202, resp.json
+        return resp.json["tasks"][0]
+
+    assert call()["result_json"] == 7
+    assert store.idle_subscribers
+    # What a restart does to every connection the service holds: the server closes it.
+    assert redis_client.client_kill_filter(skipme=True) >= len(store.idle_subscribers)
+    assert call()["result_json"] == 7
+    assert call()["result_json"] == 7  # and the new connection is kept in turn
+
+
 def test_a_reused_subscription_ignores_the_previous_owners_messages(store):
     """A message of the previous owner's channel still unread on a reused connection wakes nobody."""
     from web_service.task_store import done_channel

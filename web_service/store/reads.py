@@ -217,7 +217,25 @@ class Completions:
         self.store = store
         self.channel = done_channel(owner).encode()
         idle = store.idle_subscribers
+        self.reused = bool(idle)
         self.pubsub = idle.pop() if idle else store.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            self.pubsub.subscribe(self.channel)
+        except redis.ConnectionError:
+            if not self.reused:
+                self.pubsub.close()
+                raise
+            self._resubscribe()  # a kept connection Redis dropped (a restart): a new one
+        except BaseException:
+            self.pubsub.close()
+            raise
+
+    def _resubscribe(self) -> None:
+        """Replace a kept pub/sub connection that Redis closed (it restarted or failed over while
+        the connection sat idle) by a new one; raises if Redis is still unavailable."""
+        self.pubsub.close()
+        self.reused = False
+        self.pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
         try:
             self.pubsub.subscribe(self.channel)
         except BaseException:
@@ -253,7 +271,19 @@ class Completions:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            msg = self.pubsub.get_message(timeout=left)
+            try:
+                msg = self.pubsub.get_message(timeout=left)
+            except redis.ConnectionError:
+                if not self.reused:
+                    raise
+                # A kept connection is found dead only on its first read: subscribe on a new
+                # one and read the records again, so a result recorded meanwhile is not missed.
+                self._resubscribe()
+                records = self.store.get_many(sorted(pending))
+                done = {tid for tid, rec in records.items() if rec is None or rec.finished}
+                finished_any = finished_any or bool(done)
+                pending -= done
+                continue
             if msg is None or msg.get("type") != "message" or msg.get("channel") != self.channel:
                 continue
             # One message per recorded batch: the ids that finished, comma-separated.

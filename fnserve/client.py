@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from fnserve import globus_tokens, oob_frames, serialize
 from fnserve.config import ClientConfig
-from fnserve.errors import FnserveError, TaskPending, Unauthorized, error_from_dict
+from fnserve.errors import FnserveError, ServiceUnavailable, TaskPending, Unauthorized, error_from_dict
 from fnserve.argument_uploads import InFlightUploads
 from fnserve.client_access import AccessMethods
 from fnserve.client_triggers import TriggerMethods
@@ -37,7 +37,7 @@ from fnserve.oob_frames import Part
 from fnserve.output_files import is_file_output
 from fnserve.task_results import status_entry, result_of
 from fnserve.task_specs import Batch, b64, task_spec
-from fnserve.transport import Transport
+from fnserve.transport import Transport, unavailable_retry
 
 # The service caps one long-poll (FNSERVE_MAX_WAIT); longer waits chain several.
 _LONG_POLL = 30.0
@@ -270,12 +270,26 @@ class Client(AccessMethods, TriggerMethods):
     def wait(self, task_ids: list[str], timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> list[dict[str, Any]]:
         """Block until the tasks finish (or the first one, with FIRST_COMPLETED) or ``timeout`` passes."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        delay: float | None = None
+        failing_since = 0.0
         while True:
             left = _LONG_POLL if deadline is None else max(0.0, min(_LONG_POLL, deadline - time.monotonic()))
-            tasks = self.transport.post(
-                "/v1/tasks/results", {"task_ids": list(task_ids), "wait": left, "return_when": return_when},
-                timeout=left + self.transport.timeout,
-            )["tasks"]
+            try:
+                tasks = self.transport.post(
+                    "/v1/tasks/results", {"task_ids": list(task_ids), "wait": left, "return_when": return_when},
+                    timeout=left + self.transport.timeout,
+                )["tasks"]
+            except ServiceUnavailable as exc:
+                # Asking is harmless (a read): ride out a Redis failover or a web replica restart.
+                now = time.monotonic()
+                failing_since = failing_since if delay is not None else now
+                delay = unavailable_retry(delay, now - failing_since, None if deadline is None else deadline - now,
+                                          float(exc.details.get("retry_after", 0)))
+                if delay is None or exc.code == "request_aborted":
+                    raise
+                time.sleep(delay)  # the service is down: not on the path of a result
+                continue
+            delay = None
             done = [t for t in tasks if t["state"] in ("success", "failed", "cancelled")]
             if len(done) == len(tasks) or (return_when == "FIRST_COMPLETED" and done) or left <= 0 or (
                 deadline is not None and time.monotonic() >= deadline

@@ -109,6 +109,26 @@ class Transport:
         return self.request("DELETE", path)
 
 
+# A wait rides out the service being briefly unavailable (Redis restarting or failing over, a
+# web replica restarting): first retry after 0.2 s, doubling to 5 s, given up after 120 s without
+# an answer when the wait has no deadline of its own.
+UNAVAILABLE_FIRST, UNAVAILABLE_MAX, UNAVAILABLE_GIVE_UP = 0.2, 5.0, 120.0
+
+
+def unavailable_retry(previous: float | None, unavailable_for: float, left: float | None, retry_after: float = 0.0) -> float | None:
+    """Seconds to wait before asking again after a ``ServiceUnavailable`` answer, or None to give
+    up: ``previous`` is the last delay (None: first failure), ``unavailable_for`` how long the
+    service has been failing, ``left`` the seconds left before the caller's deadline (None: none),
+    ``retry_after`` what the service asked for."""
+    if left is not None and left <= 0:
+        return None
+    if left is None and unavailable_for >= UNAVAILABLE_GIVE_UP:
+        return None
+    delay = UNAVAILABLE_FIRST if previous is None else min(previous * 2, UNAVAILABLE_MAX)
+    delay = max(delay, retry_after)
+    return delay if left is None else min(delay, left)
+
+
 def decode_answer(status: int, data: bytes) -> Any:
     """A REST answer's JSON, or its error raised as the matching :class:`FnserveError`."""
     try:

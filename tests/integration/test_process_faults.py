@@ -211,6 +211,32 @@ def test_up_removes_what_a_killed_gunicorn_master_left_on_the_web_port(stack):
     client.cancel(tid)
 
 
+def test_a_result_wait_rides_out_a_redis_restart(stack, tmp_path):
+    """A scientist's ``get_result`` across Redis killed and started again (what an operator's
+    restart or a Sentinel failover looks like from the SDK): the service answers 503 meanwhile,
+    the SDK asks again, and the result comes back; the task ran once."""
+    client = stack.client()
+    fid = client.register_function(recorder())
+    log = tmp_path / "runs"
+    tid = client.submit(fid, stack.endpoint_id, (7, str(log), 2000))
+    got: dict[str, object] = {}
+
+    def wait() -> None:
+        try:
+            got["result"] = client.get_result(tid, timeout=150)
+        except Exception as exc:  # noqa: BLE001 - what the user would see
+            got["error"] = exc
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    _wait(log.exists, 60, "the task to start")
+    stack.kill9("service", "run", "redis.pid")  # the long poll in flight loses its Redis
+    stack.cli("up", "--port", stack.url.rsplit(":", 1)[1], timeout=180)
+    waiter.join(170)
+    assert got == {"result": 7}
+    assert _executions(log) == Counter({7: 1})
+
+
 def test_tasks_cancelled_before_they_start_never_run_and_the_endpoint_serves_at_once(stack, tmp_path):
     client = stack.client()
     fid = client.register_function(recorder())

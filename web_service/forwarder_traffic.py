@@ -3,7 +3,7 @@
 Tasks go out (claimed from the endpoint's queue in batches, no more than its capacity in
 flight), with the cancels made after dispatch and the file-trigger watch lists; what comes back
 goes into the task store: results (size limits applied, first recorded wins, acked once on
-enough Redis replicas, usage logged after the ack), task status, live outputs, file events.
+enough Redis replicas, usage logged in the same script run), task status, live outputs, file events.
 Messages of one drain pass are gathered (:class:`~web_service.forwarder_session.Pending`) and
 recorded with one Redis call per endpoint and kind. The loop that receives them and the
 connection decisions are in web_service/forwarder.py and forwarder_session.py.
@@ -27,7 +27,7 @@ from web_service.redis_client import replicated
 from web_service.result_limits import within_limits
 from web_service.task_outputs import OutputWriter
 from web_service.task_store import TaskStore
-from web_service.usage import log_usage, result_entries
+from web_service.usage import encode_entry
 
 log = logging.getLogger("web_service.forwarder")
 
@@ -98,7 +98,9 @@ class EndpointTraffic:
     def record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
         """Record results (first wins), ack them all, then send what their room lets through."""
         results = [within_limits(r, self.max_result_bytes) for r in results]
-        recorded, rejected = self.store.record_results_from(results, conn.endpoint_id)
+        # Usage of the results recorded now is logged by the same script run (web_service.usage).
+        usage = [encode_entry(conn.endpoint_id, r, now) for r in results]
+        recorded, rejected, queued = self.store.record_and_log_usage(results, conn.endpoint_id, usage)
         metrics.count_recorded(results, recorded, len(rejected), now)
         if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout):
             # Not acked: the site manager keeps them and sends them again after its next
@@ -108,9 +110,8 @@ class EndpointTraffic:
             return
         # Rejected ones are acked too: a site manager must not resend them forever.
         send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
-        if conn.capacity:
+        if conn.capacity and queued:
             self.dispatch(router, conn.endpoint_id)  # results free room: send what waits
-        self._account(conn.endpoint_id, results, recorded, now)
         if rejected:
             self.rejected_results += len(rejected)
             log.warning("endpoint %s sent %d result(s) for tasks it does not hold; dropped (not recorded, not billed): %s",
@@ -118,13 +119,6 @@ class EndpointTraffic:
         duplicates = len(results) - len(recorded) - len(rejected)
         if duplicates:
             log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, duplicates)
-
-    def _account(self, endpoint_id: str, results: list[m.ResultMessage], recorded: list[str], now: float) -> None:
-        """Log usage of the results recorded now, after the ack (one XADD; see web_service.usage)."""
-        try:
-            log_usage(self.store.r, result_entries(endpoint_id, results, recorded, now))
-        except Exception as exc:  # noqa: BLE001 - accounting must never cost a result
-            log.error("could not log usage of %d task(s) of endpoint %s: %s", len(recorded), endpoint_id, type(exc).__name__)
 
     def record_files(self, router: zmq.Socket, conn: Connection, events: list[m.FileEvent]) -> None:
         """Record file events and ack them; unacked on failure (sent again after re-registering)."""

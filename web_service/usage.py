@@ -1,8 +1,9 @@
 """Accounting: one usage row per finished task, written to SQL off the hot path.
 
-Why this design: results are recorded in Redis by the forwarder (the hot path); right after, the
-forwarder appends one compact entry per recorded batch to the Redis stream ``fns:usage`` (one
-XADD, tens of microseconds). A :class:`UsageWriter` thread in each forwarder reads the stream
+Why this design: results are recorded in Redis by the forwarder (the hot path); the same script
+run that records a batch (``scripts/record.lua``) appends one compact entry listing the results
+recorded now to the Redis stream ``fns:usage`` (no extra round trip; exactly the results recorded,
+once). A :class:`UsageWriter` thread in each forwarder reads the stream
 through a consumer group (blocking read, batches of up to 500 entries), inserts the rows into
 the ``usage`` table ignoring task ids already there, then acknowledges. So:
 
@@ -69,6 +70,17 @@ def log_usage(r: "redis.Redis | redis.client.Pipeline", entries: list[UsageEntry
     """Append finished tasks to the usage stream (one XADD for the whole list)."""
     if entries:
         r.xadd(STREAM, {"e": _encoder.encode(entries)})
+
+
+def encode_entry(endpoint_id: str, result: Any, now: float) -> bytes:
+    """One result's usage entry as the record script appends it to the stream (msgpack; the
+    script writes the recorded ones as one list, the bytes :func:`log_usage` would write).
+    Empty when its resources cannot be read: accounting must never cost a result."""
+    try:
+        return _encoder.encode(result_entries(endpoint_id, [result], [result.task_id], now)[0])
+    except (TypeError, ValueError, AttributeError) as exc:
+        log.error("could not log usage of task %s of endpoint %s: %s", result.task_id, endpoint_id, type(exc).__name__)
+        return b""
 
 
 def result_entries(endpoint_id: str, results: Iterable[Any], recorded: list[str], now: float) -> list[UsageEntry]:
@@ -141,6 +153,7 @@ class UsageWriter:
         self.consumer = consumer or f"{socket.gethostname()}-{id(self)}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._group_ready = False  # created once; again after a failed pass (Redis may have restarted)
 
     def start(self) -> "UsageWriter":
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
@@ -153,11 +166,14 @@ class UsageWriter:
             self._thread.join(timeout)
 
     def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
         try:
             self.r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        self._group_ready = True
 
     def drain_once(self, block_ms: int = 1000) -> int:
         """Read one batch (claiming abandoned entries first), write it, ack it. Returns rows."""
@@ -198,6 +214,7 @@ class UsageWriter:
                     self._stop.wait(LINGER)
             except Exception as exc:  # noqa: BLE001 - DB or Redis down: entries stay pending; retry shortly
                 log.warning("usage writer: %s; retrying", type(exc).__name__)
+                self._group_ready = False
                 self._stop.wait(1.0)
 
 

@@ -125,3 +125,31 @@ def test_call_returns_the_value_in_one_request_and_reraises(stack):
     with pytest.raises(RemoteExecutionError) as info:
         fc.call(fid, stack.endpoint_id, 1, 0)
     assert info.value.remote_type.endswith("ZeroDivisionError") and "return a / b" in info.value.remote_traceback
+
+
+def test_a_warm_call_runs_five_redis_scripts(stack):
+    """The Redis work of a warm ``Client.call`` (docs/performance.md, "The warm path, profiled"):
+    admission, accept, claim, running and record, one script run each. The forwarder records a
+    result and logs its usage in one run, and claims again after it only when tasks wait (it
+    ran a sixth script, an empty claim, and a separate XADD per call before)."""
+    import redis
+
+    from fnserve._redis_server import redis_auth
+
+    r = redis.Redis.from_url(redis_auth(stack.home / "service").socket_url())
+    fc = stack.client()
+
+    def noop():
+        return None
+
+    fid = fc.register_function(noop)
+    for _ in range(3):
+        fc.call(fid, stack.endpoint_id)
+    r.config_resetstat()
+    calls = 20
+    for _ in range(calls):
+        fc.call(fid, stack.endpoint_id)
+    stats = r.info("commandstats")
+    per_call = {k.removeprefix("cmdstat_"): v["calls"] / calls for k, v in stats.items()}
+    assert per_call.get("evalsha", 0) <= 5.2, per_call  # 6.0 before
+    assert per_call.get("get", 0) <= 1.2, per_call  # the forwarder's ownership check, once a dispatch: 2.0 before

@@ -3,6 +3,7 @@ case tables of tests/unit/test_store_rules.py, run through the scripts on a real
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from fnserve.messages import ResultMessage
@@ -11,9 +12,10 @@ from tests.unit.test_store_rules import (
     BUCKET_BURST, BUCKET_CALLS, BUCKET_RATE, BUCKET_WAITS, CLAIM_ROOM_CASES, QUOTA_CASES, VERDICT_CASES,
 )
 from web_service.store import rules
-from web_service.store.keys import inflight_key, queue_key, task_key
+from web_service.store.keys import USAGE_STREAM, inflight_key, queue_key, task_key
 from web_service.store.scripts import register
 from web_service.task_store import NewTask, TaskStore
+from web_service.usage import encode_entry, result_entries
 
 S = TaskState
 
@@ -114,3 +116,26 @@ def test_reserve_script_is_the_rule(redis_client, args, reserved):
     count, ok = register(redis_client, "reserve")(keys=["fns:quota:test"], args=[n, 4_000_000_000, limit])
     assert (count, bool(ok)) == (before + n, rules.quota_allows(before + n, limit)) and bool(ok) is reserved
     assert int(redis_client.get("fns:quota:test")) == (before + n if reserved else before)
+
+
+@pytest.mark.parametrize("n", [3, 20])  # 20: past msgpack's one-byte array header (16)
+def test_record_logs_usage_of_exactly_the_recorded_results_in_the_same_run(store, n):
+    """The forwarder's record (one script run) appends the usage of the results recorded now, as
+    log_usage would have written it after the record, and says how many tasks still wait."""
+    for i in range(n):
+        _task(store, f"t{i}", S.DISPATCHED, inflight=True)
+    _task(store, "done", S.SUCCESS)  # a duplicate: not billed again
+    _task(store, "other", S.DISPATCHED, endpoint="ep2", inflight=True)  # not this endpoint's: rejected
+    store.submit([NewTask(task_id=f"q{i}", owner="u", function_id="f", endpoint_id="ep", payload=b"x") for i in range(2)])
+    results = [ResultMessage(task_id=f"t{i}", ok=i % 2 == 0, resources={"cpu_time": 0.5 + i, "wall_time": 1.0, "max_rss_kb": 7.0})
+               for i in range(n)]
+    results += [ResultMessage(task_id="done", ok=True), ResultMessage(task_id="other", ok=True)]
+    usage = [encode_entry("ep", r, 123.0) for r in results]
+    recorded, rejected, queued = store.record_and_log_usage(results, "ep", usage)
+    assert recorded == [f"t{i}" for i in range(n)] and rejected == ["other"] and queued == 2
+    (_, fields), = store.r.xrange(USAGE_STREAM)
+    expected = msgspec.msgpack.encode(result_entries("ep", results, recorded, 123.0))
+    assert fields == {b"e": expected}
+    # A second delivery of the same results records nothing and logs nothing more.
+    assert store.record_and_log_usage(results, "ep", usage)[:2] == ([], ["other"])
+    assert store.r.xlen(USAGE_STREAM) == 1

@@ -94,11 +94,12 @@ def submit() -> Response:
     # submitting means no result can slip past; the tasks are durable once submitted, and the
     # wait only decides how much of their outcome this answer carries.
     # Admitted before submitting: a refused wait must not leave tasks the caller never heard of.
-    with state.waits.admit(identity().user_id, wait), state.store.completions(identity().user_id) as completions:
+    with state.waits.admit(identity().user_id, wait) as admission, state.store.completions(identity().user_id) as completions:
         with state.sessions() as session:
             outcomes = _submit(session, items, atomic)
         task_ids = [o for o in outcomes if isinstance(o, str)]
-        recs = completions.wait(task_ids, wait, fresh=True)
+        # The wait's place is given back in the same round trip as the final read of the tasks.
+        recs = completions.wait(task_ids, wait, fresh=True, also=admission.release_in)
     return _submitted(outcomes, [task_view(r) for r in recs.values() if r is not None])
 
 

@@ -15,7 +15,7 @@ from fnserve.states import TaskState
 from web_service.redis_replies import optional_blobs, popped_texts, text, texts
 from web_service.store.keys import (
     COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
-    QUEUE_PATTERN, inflight_key, queue_endpoint, queue_key, status_key, task_key,
+    QUEUE_PATTERN, USAGE_STREAM, inflight_key, queue_endpoint, queue_key, status_key, task_key,
 )
 from web_service.store.record import DISPATCH_FIELDS, RESULT_FIELDS, result_values, task_message
 
@@ -136,13 +136,34 @@ class DispatchSide:
         """
         if not results:
             return [], []
+        recorded, rejected, _ = self._record(results, endpoint_id, None)
+        return recorded, rejected
+
+    def record_and_log_usage(self, results: list[ResultMessage], endpoint_id: str,
+                             usage: list[bytes]) -> tuple[list[str], list[str], int]:
+        """:meth:`record_results_from` for the forwarder, in the same script run (one round trip
+        where there were three): the usage entries of the results recorded now are appended to
+        the usage stream (``usage[i]``: ``results[i]``'s, encoded by
+        :func:`web_service.usage.encode_entry`; empty: none), and the answer adds how many tasks
+        wait in the endpoint's queue (none: no claim is worth making).
+        Returns ``(recorded now, rejected, tasks queued)``."""
+        if not results:
+            return [], [], self.queue_length(endpoint_id)
+        return self._record(results, endpoint_id, usage)
+
+    def _record(self, results: list[ResultMessage], endpoint_id: str, usage: list[bytes] | None) -> tuple[list[str], list[str], int]:
         args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES, endpoint_id,
                            len(RESULT_FIELDS), *RESULT_FIELDS]
-        for res in results:
-            args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res)]
-        recorded, rejected = self.scripts["record"](
-            keys=[inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS], args=args)
-        return [r.decode() for r in recorded], [r.decode() for r in rejected]
+        keys = [inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS]
+        if usage is None:
+            for res in results:
+                args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res)]
+        else:
+            keys += [queue_key(endpoint_id), USAGE_STREAM]
+            for res, entry in zip(results, usage, strict=True):
+                args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res), entry]
+        recorded, rejected, queued = self.scripts["record"](keys=keys, args=args)
+        return [r.decode() for r in recorded], [r.decode() for r in rejected], int(queued)
 
     def rejected_results(self, endpoint_id: str) -> int:
         """How many results ``endpoint_id`` sent for tasks it did not hold (dropped)."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import msgspec
 import redis
-from redis.client import PubSub
+from redis.client import Pipeline, PubSub
 
 from fnserve.messages import RemoteError
 from fnserve.states import TaskState
@@ -51,11 +51,15 @@ class ReadSide:
     def get(self, task_id: str) -> TaskRecord | None:
         return task_record(task_id, optional_blobs(self.r.hmget(task_key(task_id), RECORD_FIELDS)))
 
-    def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord | None]:
+    def get_many(self, task_ids: Iterable[str], also: Callable[[Pipeline], None] | None = None) -> dict[str, TaskRecord | None]:
+        """The tasks' records (None: unknown or expired); ``also`` adds the caller's own commands
+        to the same round trip (their answers are not returned)."""
         ids = list(task_ids)
         pipe = self.r.pipeline(transaction=False)
         for task_id in ids:
             pipe.hmget(task_key(task_id), RECORD_FIELDS)
+        if also is not None:
+            also(pipe)
         return {tid: task_record(tid, vals) for tid, vals in zip(ids, pipe.execute())}
 
     def owners(self, task_ids: list[str]) -> dict[str, str | None]:
@@ -257,9 +261,11 @@ class Completions:
         else:
             self.pubsub.close()  # an interrupted wait may have left a reply unread: not reused
 
-    def wait(self, task_ids: list[str], timeout: float, any_: bool = False, fresh: bool = False) -> dict[str, TaskRecord | None]:
+    def wait(self, task_ids: list[str], timeout: float, any_: bool = False, fresh: bool = False,
+             also: Callable[[Pipeline], None] | None = None) -> dict[str, TaskRecord | None]:
         """Wait for ``task_ids``; ``fresh`` means they were just submitted (none finished yet),
-        which saves reading them before waiting."""
+        which saves reading them before waiting. ``also``: commands sent with the final read
+        (:meth:`ReadSide.get_many`)."""
         if fresh:
             pending = set(task_ids)
         else:
@@ -291,4 +297,4 @@ class Completions:
             if done:
                 pending -= done
                 finished_any = True
-        return self.store.get_many(task_ids)
+        return self.store.get_many(task_ids, also)

@@ -39,3 +39,10 @@ local function log_completed(log, channel, maxlen, ttl, ids, kind)
   redis.call('EXPIRE', log, ttl)
   if not kind then redis.call('PUBLISH', channel, ids) end
 end
+
+-- The msgpack header of an array of n elements (what msgspec writes before them).
+local function msgpack_array_header(n)
+  if n < 16 then return string.char(0x90 + n) end
+  if n < 65536 then return string.char(0xdc, math.floor(n / 256), n % 256) end
+  return string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+end

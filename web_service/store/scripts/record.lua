@@ -4,13 +4,21 @@
 -- max entries, the reporting endpoint id, the number n of result fields, their n names
 -- (record.RESULT_FIELDS), then per result: id, state, the n values. Completions are logged and
 -- published once per owner. Returns {recorded ids, rejected ids}.
+-- The forwarder's form adds KEYS[6], the endpoint's queue, and KEYS[7], the usage stream: each
+-- result then carries one more value, its usage entry (one msgpack-encoded web_service.usage
+-- UsageEntry; empty: none), and the entries of the results recorded now are appended to the
+-- stream as one list (one XADD, as usage.log_usage writes it); the answer adds the queue's length
+-- (the forwarder claims more only when tasks wait).
 local endpoint = ARGV[4]
 local n = tonumber(ARGV[5])
 local names = {unpack(ARGV, 6, 5 + n)}
+local usage_stream = KEYS[7]
 local first, step = 6 + n, 2 + n
+if usage_stream then step = step + 1 end
 local ids = {}
 for i = first, #ARGV, step do ids[#ids + 1] = ARGV[i] end
-if #ids == 0 then return {{}, {}} end
+if #ids == 0 then return {{}, {}, 0} end
+local usage = {}
 local held = redis.call('SMISMEMBER', KEYS[1], unpack(ids))
 local recorded, rejected, leave = {}, {}, {}
 local by_owner, owners = {}, {}
@@ -33,6 +41,7 @@ for j, id in ipairs(ids) do
     if not by_owner[owner] then by_owner[owner] = {}; owners[#owners + 1] = owner end
     table.insert(by_owner[owner], id)
     recorded[#recorded + 1] = id
+    if usage_stream and ARGV[i + 2 + n] ~= '' then usage[#usage + 1] = ARGV[i + 2 + n] end
   elseif verdict == 'duplicate' then
     leave[#leave + 1] = id
   else
@@ -44,4 +53,9 @@ if #rejected > 0 then redis.call('HINCRBY', KEYS[5], endpoint, #rejected) end
 for _, owner in ipairs(owners) do
   log_completed(KEYS[4] .. owner, KEYS[3] .. owner, ARGV[3], ARGV[2], table.concat(by_owner[owner], ','))
 end
-return {recorded, rejected}
+if #usage > 0 then
+  redis.call('XADD', usage_stream, '*', 'e', msgpack_array_header(#usage) .. table.concat(usage))
+end
+local queued = 0
+if KEYS[6] then queued = redis.call('LLEN', KEYS[6]) end
+return {recorded, rejected, queued}

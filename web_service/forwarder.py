@@ -35,7 +35,7 @@ from web_service.forwarder_session import (  # noqa: F401 - Connections re-expor
     Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply,
 )
 from web_service.forwarder_traffic import EndpointTraffic, send
-from web_service.redis_client import wait_until_back
+from web_service.redis_client import primary_changes, wait_until_back
 from web_service.forwarder_wake import read_wakeups, relay_wakeups, sort_wakeups
 from web_service.task_store import TaskStore, tombstone_key
 from web_service.stale_tasks import expire_waiting, sweep_interval
@@ -101,6 +101,9 @@ class Forwarder:
                                        max_result_bytes, replicas_ack, replicas_timeout)
         if pool is not None:
             self.traffic.owns = pool.owns
+        # Sentinel failovers seen so far (web_service/redis_client.py): one seen between loop
+        # passes is handled like a lost store even when no command failed.
+        self._primary_seen = primary_changes(store.r)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -161,8 +164,11 @@ class Forwarder:
                         sweep_at = now + sweep_interval(self.waiting_expiry)
                     if now >= announce_at:
                         announce_at = self._announce()
+                    if primary_changes(self.store.r) != self._primary_seen:
+                        self._store_lost(router, "the Redis primary changed (a failover)")
+                        check_at = self.connections.next_deadline(time.time())
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                    self._store_lost(router, exc)
+                    self._store_lost(router, f"Redis unavailable ({exc})")
                     check_at = self.connections.next_deadline(time.time())
         finally:
             if self.pool is not None:
@@ -312,9 +318,15 @@ class Forwarder:
             return set()
         return {e for e, gone in zip(ids, self.store.r.mget([tombstone_key(e) for e in ids])) if gone}
 
-    def _store_lost(self, router: zmq.Socket, exc: Exception) -> None:
+    def _store_lost(self, router: zmq.Socket, why: str) -> None:
         """Redis went away (a restart, a failover): wait for it, then have every site manager
         register again.
+
+        A failover is handled so even when no command failed: redis-py moves a connection the
+        demoted primary closed while it was idle to the new primary without an error, and what
+        was recorded on the old primary after the promotion (results, not acked: no replica
+        confirmed them) is gone. Without the registration the site manager would never send
+        those results again and their tasks would stay "dispatched" for good.
 
         What this process was doing when Redis failed may be half done (a result batch recorded
         but not acked, a registration not answered); nothing is lost by starting over: a site
@@ -322,8 +334,9 @@ class Forwarder:
         and the first result recorded for a task wins. In-flight tasks are not requeued here:
         each endpoint's registration settles its own (``requeue_inflight_except``).
         """
-        log.warning("Redis unavailable (%s); waiting for it", exc)
+        log.warning("%s; waiting for Redis", why)
         wait_until_back(self.store.r, self._stop)
+        self._primary_seen = primary_changes(self.store.r)
         dropped = list(self.connections.by_endpoint.values())
         for conn in dropped:
             self.connections.drop(conn.endpoint_id)

@@ -23,7 +23,7 @@ from fnserve.outputs import task_output_limit
 from web_service import forwarder_metrics as metrics
 from web_service.forwarder_session import Connection, Connections, Pending
 from web_service.forwarder_watches import WatchLists
-from web_service.redis_client import replicated
+from web_service.redis_client import primary_changes, replicated
 from web_service.result_limits import within_limits
 from web_service.task_outputs import OutputWriter
 from web_service.task_store import TaskStore
@@ -98,11 +98,12 @@ class EndpointTraffic:
     def record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
         """Record results (first wins), ack them all, then send what their room lets through."""
         results = [within_limits(r, self.max_result_bytes) for r in results]
+        since = primary_changes(self.store.r)
         # Usage of the results recorded now is logged by the same script run (web_service.usage).
         usage = [encode_entry(conn.endpoint_id, r, now) for r in results]
         recorded, rejected, queued = self.store.record_and_log_usage(results, conn.endpoint_id, usage)
         metrics.count_recorded(results, recorded, len(rejected), now)
-        if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout):
+        if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout, since):
             # Not acked: the site manager keeps them and sends them again after its next
             # registration (a failover makes it register again), and the first recorded wins.
             log.warning("endpoint %s: %d result(s) recorded but not yet on %d replica(s); not acked",

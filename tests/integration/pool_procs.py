@@ -68,13 +68,13 @@ class Pool:
         wait(lambda: address in ForwarderPool(self.r).live(), 30, f"forwarder {address} to join the pool")
         return address
 
-    def start_site(self, endpoint_id: str, forwarder: str) -> None:
+    def start_site(self, endpoint_id: str, forwarder: str, seconds: float = 0.1) -> None:
         run = self.tmp / endpoint_id
         config = {"forwarder": forwarder, "endpoint_id": endpoint_id, "secret": self.secrets[endpoint_id],
                   "run_dir": str(run), "heartbeat_period": PERIOD, "heartbeat_threshold": THRESHOLD,
                   "reconnect_delay": 0.2, "reconnect_max_delay": 1.0}
         self.sites[endpoint_id] = self._spawn("site", {"config": config, "effects": str(self.tmp / "effects.log"),
-                                                       "seconds": 0.1}, f"site-{endpoint_id}.log")
+                                                       "seconds": seconds}, f"site-{endpoint_id}.log")
 
     def owner(self, endpoint_id: str) -> str | None:
         raw = self.r.get(owner_key(endpoint_id))

@@ -74,3 +74,27 @@ def test_a_sentinel_address_without_a_port_is_refused_with_the_setting_named():
 
     with pytest.raises(ValueError, match="FNSERVE_REDIS_SENTINELS"):
         sentinel_hosts("redis-sentinel")
+
+
+def test_the_pool_counts_a_new_primary_named_to_a_connecting_connection():
+    """A failover may reach a process only as a silent reconnect (redis-py reconnects a pooled
+    connection closed while idle): the pool its connections ask for the primary counts it."""
+    from web_service.redis_client import PrimaryTrackingPool, primary_changes
+
+    named = [("10.0.0.1", 6379), ("10.0.0.1", 6379), ("10.0.0.2", 6379)]
+
+    class Sentinels:  # stands in for redis.sentinel.Sentinel: the primary each lookup names
+        def discover_master(self, service: str) -> tuple[str, int]:
+            return named.pop(0)
+
+    pool = PrimaryTrackingPool("fnserve", Sentinels())
+    import redis
+
+    client = redis.Redis(connection_pool=pool)
+    conn = pool.make_connection()  # what a (re)connect asks: redis-py's own connection class
+    assert conn.connection_pool.get_master_address() == ("10.0.0.1", 6379)
+    assert conn.connection_pool.get_master_address() == ("10.0.0.1", 6379)
+    assert primary_changes(client) == 0
+    assert conn.connection_pool.get_master_address() == ("10.0.0.2", 6379)
+    assert primary_changes(client) == 1
+    assert primary_changes(redis.Redis()) == 0  # no Sentinel: no failover to see

@@ -21,7 +21,7 @@ from fnserve.user_endpoint_config import unstamp
 from fnserve import serialize
 from fnserve.errors import FnserveError, SerializationError, ServiceUnavailable
 from web_service.metrics import RESULT_BYTES
-from web_service.redis_client import replicated
+from web_service.redis_client import primary_changes, replicated
 from web_service.rest_bodies.requests import TaskResultsRequest, TaskSubmission
 from web_service.rest_bodies.responses import Task, TaskError, TaskGroupPage, TaskList, TasksSubmitted
 from web_service.routes._http import body_as, identity, require_identity, respond
@@ -105,9 +105,10 @@ def submit() -> Response:
 
 def _submit(session: Any, items: list[service.Outcome], atomic: bool) -> list[str | FnserveError]:
     state = current()
+    since = primary_changes(state.store.r)  # a failover between the writes and WAIT: not confirmed
     outcomes = service.submit_tasks(session, state.store, identity(), items, state.ownership, state.quotas, atomic=atomic)
     settings = state.settings
-    if not replicated(state.store.r, settings.redis_replicas_ack, settings.redis_wait_ms):
+    if not replicated(state.store.r, settings.redis_replicas_ack, settings.redis_wait_ms, since):
         # Accepted means durable: on the primary alone it could vanish in a failover.
         # Not "accepted": written to the primary only. Their ids let the caller look before
         # submitting again (a failover may have lost them, or they may run).

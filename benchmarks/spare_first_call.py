@@ -47,8 +47,9 @@ def main() -> None:
     ap.add_argument("--spares", type=int, default=6)
     ap.add_argument("--warm", type=int, default=20)
     ap.add_argument("--port", type=int, default=18960)
-    ap.add_argument("--at-ready", action="store_true",
-                    help="call each spare the moment the endpoint reports its worker (default: 3 s after all are)")
+    ap.add_argument("--at-ready", choices=["workers", "ready"],
+                    help="call each spare the moment the endpoint reports its worker (workers: registered, "
+                         "ready: started); default: 3 s after all are ready")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fnserve-spare-bench-"))
     # A venv runtime runs isolated (python -I): a venv that sees this checkout (a .pth) and the
@@ -84,13 +85,13 @@ def main() -> None:
         fid = fc.register_function(noop, serializer="source")
         fc.call(fid, eid)  # the service's and the host engine's first use of the function: not a spare's
 
-        def workers(name: str) -> int:
+        def workers(name: str, key: str = "workers") -> int:
             site = fc.get_endpoint_status(eid).get("site") or {}
-            return int((site.get("runtimes") or {}).get(name, {}).get("workers", -1))
+            return int((site.get("runtimes") or {}).get(name, {}).get(key, -1))
 
         if not args.at_ready:
-            _wait(lambda: all(workers(n) >= 1 for n in runtimes), 300, "hot spares")
-            time.sleep(3)  # every spare's worker is past its start (a call right at "ready" is --at-ready)
+            _wait(lambda: all(workers(n, "ready") >= 1 for n in runtimes), 300, "hot spares")
+            time.sleep(3)  # well past every spare's start (a call right at the report is --at-ready)
 
         def one(name: str) -> dict[str, float]:
             spec = {"function_id": fid, "endpoint_id": eid, "args": [], "runtime": name}
@@ -103,7 +104,7 @@ def main() -> None:
         first = {}
         for name in runtimes:
             if args.at_ready:
-                _wait(lambda n=name: workers(n) >= 1, 300, f"hot spare {name}")
+                _wait(lambda n=name: workers(n, args.at_ready) >= 1, 300, f"hot spare {name}")
             first[name] = one(name)
         warm: dict[str, list[dict[str, float]]] = {name: [] for name in runtimes}
         for _ in range(args.warm):

@@ -126,7 +126,7 @@ def main() -> None:
             # starting would also say 0 workers).
             return workers(name, "blocks") == 0 and workers(name) == 0
 
-        _wait(lambda: all(workers(n) >= 1 for n in runtimes if n.endswith("-spare")), 120, "hot spares")
+        _wait(lambda: all(workers(n, "ready") >= 1 for n in runtimes if n.endswith("-spare")), 120, "hot spares")
         for name in runtimes:
             kind = name.rsplit("-", 1)[0]
             row = results.setdefault(kind, {})

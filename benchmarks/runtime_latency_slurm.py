@@ -210,7 +210,8 @@ def fnserve_runtimes(calls: int, port: int, tmp: Path, results: dict[str, Any] |
         config["runtimes"] = {**runtimes, **spare}
         path.write_text(yaml.safe_dump(config))
         endpoint_cmds.start("slurm", say=lambda _s: None)
-        wait_until(lambda: runtime_figures("podman-spare").get("workers", 0) >= 1, 300, "the hot spare's workers")
+        # "ready": its worker has started ("workers" counts it from the pool's registration, before).
+        wait_until(lambda: runtime_figures("podman-spare").get("ready", 0) >= 1, 300, "the hot spare's worker")
         results["podman hot spare"] = {"first_ms": _one(fc, fid, eid, "podman-spare") * 1e3}
         results["podman hot spare"]["warm"] = summarize95([_one(fc, fid, eid, "podman-spare") for _ in range(calls)])
         print(f"podman hot spare: first call {results['podman hot spare']['first_ms']:.1f} ms", flush=True)

@@ -10,10 +10,11 @@ job COMPLETING for about a minute, so the block's replacement waited (74 s to re
 :func:`die_with_pool` wraps the spawn context's ``Process`` in the pool process (an entry-point
 hook: no Parsl code is copied or changed) so that each child first asks the kernel for SIGKILL
 when the pool dies (``PR_SET_PDEATHSIG``, :func:`node_manager.parent_watch.die_with_parent`) and
-then runs what Parsl asked for. The signal is exact and immediate: the child is the pool's
-direct child, started from a thread that lives as long as the pool (the main thread, or Parsl's
-worker watchdog thread for a replacement worker, which ends only when the pool stops and kills
-its workers anyway). A child that finds its pool already gone when it starts exits at once.
+then runs what Parsl asked for; a worker first does its first task's one-time work
+(:mod:`node_manager.warm_up`), so that a hot spare's first call costs what a warm one does.
+The signal is exact and immediate: the child is the pool's direct child, started from a thread
+that lives as long as the pool (the main thread, or Parsl's worker watchdog thread for a
+replacement worker, which ends only when the pool stops and kills its workers anyway). A child that finds its pool already gone when it starts exits at once.
 
 What a task started below a worker is covered separately: a shell function's command runs in a
 session of its own, which the worker's walltime helper kills when the worker dies
@@ -28,9 +29,11 @@ from typing import Any
 
 
 def _child(pool: int, target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from node_manager import parent_watch
+    from node_manager import parent_watch, warm_up
 
     parent_watch.die_with_parent(pool)  # exits at once if the pool is already gone
+    if warm_up.wanted(target, os.environ):
+        warm_up.run()  # a worker: its first task's one-time work now, before it takes a task
     return target(*args, **kwargs)
 
 

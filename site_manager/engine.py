@@ -35,12 +35,20 @@ from site_manager.engine_build import TASK_EXECUTOR, build_executor, make_provid
 from site_manager.failures import BlockLost, EngineLost
 from site_manager.runtimes.blocks import ended_dir
 from site_manager.scaling import decide, idle_from
-from site_manager.status import EngineStatus, summarize
+from site_manager.status import EngineStatus, ready_workers, summarize
 
 logger = logging.getLogger(__name__)
 
 # Imported from here by other modules and tests: the builders live in site_manager.engine_build.
 __all__ = ["Engine", "make_provider", "pool_launch_cmd", "split_lost"]
+
+
+def _worker_logs(logdir: str | None, block: str, manager: str) -> int:
+    """How many workers of a pool have opened their log (Parsl: LOGDIR/block-B/MANAGER/worker_N.log)."""
+    try:
+        return sum(1 for n in os.listdir(os.path.join(logdir or "", f"block-{block}", manager)) if n.startswith("worker_"))
+    except OSError:
+        return 0
 
 
 def split_lost(task_ids: set[str], started: set[str]) -> tuple[set[str], set[str]]:
@@ -356,7 +364,10 @@ class Engine(EngineBlocks):
             self._hold(managers)  # blocks that connected since the stop began
         view = self._view()
         st = summarize((), managers or [], ex.outstanding(), include_held=self._holding)
-        return EngineStatus(len(view.pending), len(view.running), st.workers, st.tasks_queued, st.tasks_running)
+        live = [m for m in managers or [] if self._holding or m.get("active", True)]
+        ready = ready_workers(live, lambda block, manager: _worker_logs(ex.worker_logdir, block, manager))
+        return EngineStatus(len(view.pending), len(view.running), st.workers, st.tasks_queued, st.tasks_running,
+                            workers_ready=ready)
 
     def hold(self) -> None:
         """Stopping: the interchange sends no more task to any worker, and no block starts.

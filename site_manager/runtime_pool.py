@@ -165,16 +165,16 @@ class RuntimePool:
         """Everything summed, with per-runtime figures in ``runtimes`` (heartbeat pace)."""
         host = self.host.status()
         per = {HOST: _figures(host)}
-        total = [host.blocks_pending, host.blocks_running, host.workers, host.tasks_queued, host.tasks_running]
+        total = [host.blocks_pending, host.blocks_running, host.workers, host.tasks_queued, host.tasks_running, host.workers_ready]
         if self.mpi is not None:
             st = self.mpi.status()
             per["mpi"] = _figures(st)
-            for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running)):
+            for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running, st.workers_ready)):
                 total[i] += v
         for name, rt in self.runtimes.items():
             engine = self.engines.get(name)
             if engine is None:
-                per[name] = {"workers": 0, "blocks": 0, "tasks": 0, "failures": self.health[name].failures}
+                per[name] = {"workers": 0, "ready": 0, "blocks": 0, "tasks": 0, "failures": self.health[name].failures}
                 continue
             st = engine.status()
             with self._lock:
@@ -188,11 +188,11 @@ class RuntimePool:
                     st = EngineStatus()
             self._clean_ended_blocks(rt, engine)
             per[name] = {**_figures(st), "failures": self.health[name].failures}
-            for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running)):
+            for i, v in enumerate((st.blocks_pending, st.blocks_running, st.workers, st.tasks_queued, st.tasks_running, st.workers_ready)):
                 total[i] += v
-        blocks_pending, blocks_running, workers, tasks_queued, tasks_running = total
+        blocks_pending, blocks_running, workers, tasks_queued, tasks_running, ready = total
         return EngineStatus(blocks_pending=blocks_pending, blocks_running=blocks_running, workers=workers,
-                            tasks_queued=tasks_queued, tasks_running=tasks_running, runtimes=per)
+                            tasks_queued=tasks_queued, tasks_running=tasks_running, workers_ready=ready, runtimes=per)
 
     def ended_blocks(self) -> dict[tuple[str, str], str]:
         """``(runtime, block) -> how it ended`` for every engine's ended blocks (see :meth:`Engine.ended_blocks`)."""
@@ -307,7 +307,7 @@ class RuntimePool:
 
 
 def _figures(st: EngineStatus) -> dict[str, int]:
-    return {"workers": st.workers, "blocks": st.blocks_pending + st.blocks_running,
+    return {"workers": st.workers, "ready": st.workers_ready, "blocks": st.blocks_pending + st.blocks_running,
             "tasks": st.tasks_queued + st.tasks_running}
 
 

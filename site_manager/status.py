@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,9 @@ class EngineStatus:
     workers: int = 0
     tasks_queued: int = 0
     tasks_running: int = 0
+    # Workers that have started (can take a task at once): ``workers`` counts a pool's workers as
+    # soon as the pool registers, which Parsl's pool does right after spawning them.
+    workers_ready: int = 0
     # Runtime name -> workers, blocks, tasks (and failed starts): see site_manager.runtime_pool.
     runtimes: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -44,6 +47,20 @@ def summarize(
     busy = sum(min(int(m.get("tasks", 0)), int(m.get("worker_count", 0))) for m in live)
     busy = min(busy, outstanding)
     return EngineStatus(pending, running, workers, outstanding - busy, busy)
+
+
+def ready_workers(managers: Iterable[dict[str, Any]], started: Callable[[str, str], int]) -> int:
+    """How many workers of ``managers`` (``connected_managers()`` dicts) have started (pure):
+    ``started(block_id, manager_id)`` says how many of a pool's workers have left a start trace
+    (each worker opens its log as it enters Parsl's worker loop, after :mod:`node_manager.warm_up`);
+    never more than the pool's worker count.
+
+    >>> ready_workers([{"block_id": "0", "manager": "ab", "worker_count": 2}, {"block_id": "1", "manager": "cd", "worker_count": 1}],
+    ...               lambda b, m: {"ab": 1, "cd": 3}[m])
+    2
+    """
+    return sum(min(int(m.get("worker_count", 0)), started(str(m.get("block_id")), str(m.get("manager"))))
+               for m in managers)
 
 
 def endpoint_status(status: EngineStatus) -> EndpointStatus:

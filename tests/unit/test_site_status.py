@@ -86,3 +86,13 @@ def test_inbox_hands_results_from_other_threads_and_signals_readiness() -> None:
         assert inbox.drain() == []
     finally:
         inbox.close()
+
+
+def test_ready_workers_counts_started_workers_per_pool_capped_at_its_worker_count():
+    from site_manager.status import ready_workers
+
+    managers = [{"block_id": "0", "manager": "a", "worker_count": 2}, {"block_id": "1", "manager": "b", "worker_count": 1},
+                {"block_id": "2", "manager": "c", "worker_count": 4}]
+    started = {("0", "a"): 1, ("1", "b"): 3, ("2", "c"): 0}  # b: logs of a replaced worker count once
+    assert ready_workers(managers, lambda block, manager: started[(block, manager)]) == 2
+    assert ready_workers([], lambda block, manager: 1) == 0

@@ -24,7 +24,8 @@ value); hung (not ended within --hung-after seconds after the fault); reruns (ta
 more than once; target: at most the tasks in flight at the fault: started, and their result not
 yet recorded by the service, read just before the fault; a task that has finished on a worker but
 whose result is still on its way through a process that dies is one). Target: 0 lost, 0 duplicated,
-0 hung. Results: benchmarks/results/chaos.json,
+0 hung. Each row also records the 1-minute load average at the fault (`load_at_fault`).
+Results: benchmarks/results/chaos.json,
 figures in docs/reliability.md.
 """
 

@@ -24,7 +24,8 @@ value); hung (not ended within --hung-after seconds after the fault); reruns (ta
 more than once; target: at most the tasks in flight at the fault: started, and their result not
 yet recorded by the service, read just before the fault; a task that has finished on a worker but
 whose result is still on its way through a process that dies is one). Target: 0 lost, 0 duplicated,
-0 hung. Results: benchmarks/results/chaos.json,
+0 hung. Each row also records the 1-minute load average at the fault (`load_at_fault`).
+Results: benchmarks/results/chaos.json,
 figures in docs/reliability.md.
 """
 
@@ -344,6 +345,7 @@ def run_phase(stack: Stack, fault: str, fid: str, endpoint_id: str, n: int, offs
     # A task that finished on a worker but whose result is still on its way is one of these.
     not_recorded = {index[tid] for tid, t in _poll(stack, task_ids).items() if t["state"] not in FINAL}
     in_flight_at_fault = len(not_recorded & set(executions(runs)))
+    load = Path("/proc/loadavg").read_text().split()[0]  # the 1-minute load average at the fault
     injected_at = time.time()
     how = INJECT[fault](stack, runs)
     print(f"  {fault}: {how}")
@@ -400,6 +402,7 @@ def run_phase(stack: Stack, fault: str, fid: str, endpoint_id: str, n: int, offs
         "never_ran_but_succeeded": sum(1 for tid, i in index.items() if runs_of[i] == 0 and tid in final and final[tid]["state"] == "success"),
         "seconds_fault_to_all_done": round(finished_at - injected_at, 1),
         "seconds_to_restart": round(recovered_at - injected_at, 1),
+        "load_at_fault": float(load),
     }
 
 

@@ -25,6 +25,8 @@ Two more things a pool started here does:
   ``worker_debug``) or ``FNSERVE_WORKER_POOL_DEBUG=1``, ``logging.disable(DEBUG)`` drops them
   before a record is built, as :mod:`site_manager.interchange` does for the interchange. INFO
   lines (what the manager log and :class:`IdleWorkerDeath` need) stay;
+- it, its workers and Parsl's Manager server import only the Parsl modules a pool uses (not
+  Parsl's package inits, which import all of Parsl): :mod:`node_manager.light_parsl`;
 - a worker that dies while idle ends the whole pool (:class:`IdleWorkerDeath`): an idle worker
   waits in ``multiprocessing.Queue.get`` holding the pool's task-queue lock, so once it is killed
   (the OOM killer, an admin's ``kill -9``) no other worker of the pool can take a task again, and
@@ -116,6 +118,9 @@ def _end_block() -> None:
 def main() -> None:
     import importlib.util
 
+    from node_manager import light_parsl
+
+    light_parsl.skip_package_inits()  # Parsl's package inits import all of Parsl: 3x the import time
     try:
         import node_manager.execute  # noqa: F401 - what each task runs
         # Found, not imported: runpy below runs it as __main__.
@@ -139,6 +144,7 @@ def main() -> None:
     from parsl.multiprocessing import SpawnContext
 
     pool_children.die_with_pool(SpawnContext)  # the workers Parsl starts die with this pool
+    light_parsl.light_children()  # and import no more of Parsl than this pool did
     parent_watch.watch(_end_block)
     logging.getLogger(POOL_LOGGER).addHandler(IdleWorkerDeath(_end_block))
     if not debug_records_wanted(sys.argv[1:], dict(os.environ)):

@@ -143,11 +143,12 @@ def build_executor(
     ``mpi`` is set. ``launch_cmd`` replaces the worker pool's command (a runtime's container)."""
     from parsl.executors import HighThroughputExecutor, MPIExecutor
 
-    if launch_cmd is None and (provider.type == "local" or mpi is None):
+    if launch_cmd is None:
         from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
-        # A batch job's pool runs the Python that worker_init puts first on the node's PATH (the
-        # site manager's may not exist there), as Parsl's process_worker_pool.py would.
+        # Every block's pool, MPI mode's too (the same command with --enable_mpi_mode), runs through
+        # node_manager.pool. A batch job's pool runs the Python that worker_init puts first on the
+        # node's PATH (the site manager's may not exist there), as Parsl's process_worker_pool.py would.
         launch_cmd = pool_launch_cmd(DEFAULT_LAUNCH_CMD, sys.executable if provider.type == "local" else BATCH_PYTHON)
     if mpi is not None:
         # MPI mode: Parsl requires SimpleLauncher (one pool on the block's first node; the

@@ -8,6 +8,8 @@ its CPU under a throughput run (py-spy). ``logging.disable(DEBUG)`` drops those 
 record is built; then Parsl's interchange module runs exactly as its ``interchange.py`` script
 would. Set ``FNSERVE_INTERCHANGE_DEBUG=1`` in the site manager's environment to keep them.
 
+It imports only the Parsl modules the interchange uses (:mod:`node_manager.light_parsl`).
+
 The interchange ends with its site manager (:mod:`node_manager.parent_watch`): a site manager
 killed with SIGKILL leaves no interchange behind, still queueing or dispatching its tasks.
 """
@@ -25,8 +27,9 @@ LAUNCH_CMD = [sys.executable, "-m", "site_manager.interchange"]
 
 
 def main() -> None:
-    from node_manager import parent_watch
+    from node_manager import light_parsl, parent_watch
 
+    light_parsl.skip_package_inits()  # Parsl's package inits import all of Parsl: 3x the import time
     parent = parent_watch.parse(os.environ.get(parent_watch.ENV, ""), socket.gethostname())
     if parent is not None and parent[0] == os.getppid():
         parent_watch.die_with_parent(parent[0])

@@ -145,6 +145,20 @@ def job_processes(job: str) -> dict[int, tuple[int, str]]:
     return found
 
 
+def block_pool(procs: dict[int, tuple[int, str]]) -> tuple[int, set[int]]:
+    """The worker pool among a job's processes (:func:`job_processes`: the topmost one started
+    through ``node_manager.pool`` or as Parsl's ``process_worker_pool.py``, not a shell above it)
+    and every process below it (its workers, Parsl's Manager server, and what the workers started)."""
+    named = {p for p, (_, cmd) in procs.items() if "node_manager.pool" in cmd or "process_worker_pool" in cmd}
+    [pool] = [p for p in named if not any(procs[q][0] == p for q in named)]
+    below: set[int] = set()
+    frontier = {pool}
+    while frontier:
+        frontier = {p for p, (ppid, _) in procs.items() if ppid in frontier} - below
+        below |= frontier
+    return pool, below
+
+
 def note_then_nap(path: str, seconds: float) -> str | None:
     """Runs on a worker: appends its pid to ``path`` (one line per execution), sleeps, says its job."""
     import os

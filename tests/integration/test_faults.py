@@ -110,3 +110,20 @@ def test_a_result_over_10_mib_comes_back_by_reference_and_the_worker_survives(st
         os.kill(pid, 0)
     assert worker_pids() <= before  # no replacement worker was started
     assert client.get_result(client.submit(fid, stack.endpoint_id, (3,)), timeout=60)[1] == b"xxx"
+
+
+def test_workers_load_only_the_parsl_modules_a_worker_pool_uses(stack):
+    """A new engine's workers (spawned by the pool, each importing the pool's main module) start
+    without Parsl's DataFlowKernel, providers and monitoring database (node_manager/light_parsl.py):
+    five such imports (interchange, pool, Manager server, two workers) are what recovery from a dead
+    interchange or pool waits for."""
+    client = stack.client()
+
+    def heavy_modules_here() -> list[str]:
+        import sys
+
+        return [m for m in ("parsl.dataflow.dflow", "parsl.monitoring.db_manager", "parsl.providers.slurm.slurm",
+                            "sqlalchemy") if m in sys.modules]
+
+    fid = client.register_function(heavy_modules_here)
+    assert client.get_result(client.submit(fid, stack.endpoint_id), timeout=60) == []

@@ -26,7 +26,7 @@ from fnserve import Executor, MPIFunction, ShellFunction
 from fnserve.errors import FnserveError
 from fnserve.shell import ShellArgumentError
 from fnserve.testing.stack import Stack
-from tests.integration.slurm_support import batch_jobs, require_slurm
+from tests.integration.slurm_support import batch_jobs, block_pool, job_processes, queued, require_slurm, wait_for
 from tests.integration.stack_support import REPO
 
 RESULT_WAIT = 300  # s: the single Slurm node is shared with other tests' blocks
@@ -142,6 +142,41 @@ def test_mpi_example_computes_pi_on_two_ranks(stack: Stack, endpoint_id: str) ->
     assert abs(report["pi"] - 3.141592653589793) < 1e-9 and report["ranks"] == 2
     assert sorted(w["rank"] for w in report["where"]) == [0, 1] and len({w["job"] for w in report["where"]}) == 1
     assert "from 2 MPI ranks" in out.stdout
+
+
+def test_an_mpi_block_pool_killed_alone_leaves_none_of_its_processes_and_its_job_leaves_the_queue(
+        stack: Stack, endpoint_id: str, tmp_path: Path) -> None:
+    """kill -9 of the MPI block's worker pool by pid (the OOM killer, an admin): its workers,
+    Parsl's Manager server and the running task's mpiexec and rank die with it, the batch job leaves
+    the queue, and the task reruns on a new block and succeeds."""
+    run_dir = stack.endpoint_dir("hpc") / "run" / "mpi"
+    runs = tmp_path / "runs"
+    script = tmp_path / "note_then_nap.sh"
+    script.write_text(f'echo "$$" >> {runs}\nsleep 4\n')  # one line per execution of the rank
+    fc = stack.client()
+    fid = fc.register_function(MPIFunction(f"sh {script}"))
+    task = fc.submit(fid, endpoint_id, resource_specification={"num_ranks": 1})
+    wait_for(runs.exists, RESULT_WAIT, "the MPI task running in its block")
+    [job] = batch_jobs(run_dir)
+    procs = job_processes(job)
+    pool, below = block_pool(procs)
+    rank = int(runs.read_text().split()[0])
+    assert rank in below, f"the rank {rank} is not below the pool {pool}: {procs}"
+    os.kill(pool, 9)
+    killed_at = time.monotonic()
+
+    def left() -> dict[int, tuple[int, str]]:
+        return {p: v for p, v in job_processes(job).items() if p in below}
+
+    try:
+        wait_for(lambda: not left(), 5, "the killed pool's processes gone")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {left()}; job {job}: {queued(run_dir)}") from None
+    wait_for(lambda: job not in queued(run_dir), 30, f"job {job} out of the queue ({queued(run_dir)})")
+    done = fc.get_result(task, timeout=RESULT_WAIT)
+    assert done["returncode"] == 0, done
+    assert len(runs.read_text().split()) == 2, runs.read_text()  # ran once, killed, reran once
+    print(f"MPI pool killed to task done: {time.monotonic() - killed_at:.1f} s")
 
 
 # -- shell functions -----------------------------------------------------------------------------

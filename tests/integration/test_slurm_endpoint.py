@@ -23,6 +23,7 @@ from fnserve.testing.stack import Stack
 from tests.integration.slurm_support import (
     assert_no_jobs,
     batch_jobs,
+    block_pool,
     failing_scancel,
     hold_until,
     job_processes,
@@ -270,9 +271,7 @@ def test_a_block_pool_killed_alone_takes_its_workers_along_and_its_task_reruns_o
         wait_for(runs.exists, 180, "the task running in a block")
         [job] = batch_jobs(run_dir)
         procs = job_processes(job)
-        named = {p for p, (_, cmd) in procs.items() if "node_manager.pool" in cmd}  # the pool and any shell above it
-        [pool] = [p for p in named if not any(procs[q][0] == p for q in named)]
-        below = {p for p, (ppid, _) in procs.items() if ppid == pool}  # its workers and Parsl's Manager server
+        pool, below = block_pool(procs)  # below: its workers and Parsl's Manager server
         worker = int(runs.read_text().split()[0])
         assert worker in below, f"the worker {worker} is not a child of the pool {pool}: {procs}"
         os.kill(pool, 9)

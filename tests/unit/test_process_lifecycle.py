@@ -113,6 +113,21 @@ def test_local_pools_start_through_the_node_manager_entry_point():
     assert pool_launch_cmd("something else", "/py") == "something else"
 
 
+def test_every_batch_block_pool_mpi_mode_too_starts_through_the_node_manager_entry_point(tmp_path):
+    # The executors as an engine builds them (Parsl objects only, nothing started or submitted).
+    from site_manager.config import EngineConfig, LauncherConfig, MpiConfig, ProviderConfig, ScalingConfig
+    from site_manager.engine_build import build_executor
+
+    def launch_cmd(mpi: MpiConfig | None) -> str:
+        ex = build_executor(EngineConfig(), ProviderConfig(type="slurm"), ScalingConfig(), LauncherConfig(),
+                            tmp_path, tmp_path, "t", mpi=mpi)
+        return ex.launch_cmd
+
+    htex, mpi = launch_cmd(None), launch_cmd(MpiConfig())
+    assert htex.startswith("python3 -m node_manager.pool ") and mpi.startswith("python3 -m node_manager.pool ")
+    assert "{enable_mpi_mode}" in mpi  # Parsl fills in --enable_mpi_mode for the MPI engine's pool
+
+
 def test_a_dead_engine_resubmits_only_tasks_no_worker_started():
     again, lost = split_lost({"queued", "running", ""}, {"running"})
     assert again == {"queued"}

@@ -65,6 +65,7 @@ class ObjectMeta:
     expires: float
     gone: bool = False
     task: str | None = None  # the task whose worker made it
+    released: bool = False  # it held a task's arguments and that task finished (it expired then)
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -90,6 +91,9 @@ def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: f
         # A worker reaches what its task names and what it made, not the owner's other objects.
         raise Forbidden(f"object {object_id!r} is not one task {who.task_id} names or made",
                         details={"object_id": object_id})
+    if meta.released and (meta.gone or meta.expires <= now):
+        raise Gone(f"object {object_id!r} held the arguments of a task that has finished: they are deleted then "
+                   "(submit the task again to run it again)", details={"object_id": object_id, "released": True})
     if meta.gone or meta.expires <= now:
         raise Gone(f"object {object_id!r} expired (its TTL passed) and its bytes were deleted; upload it again",
                    details={"object_id": object_id})

@@ -7,8 +7,10 @@ Keys (prefixed ``fns:``)::
                         (bytes stored so far), complete
                         ("1" once every byte arrived and the checksum matched), created, expires,
                         name, task (the task whose worker made it, if one did), gone ("1" once
-                        swept). Lives a day past ``expires`` so that a late reader is told
-                        ``object_expired`` rather than ``object_not_found``.
+                        swept), released ("1" once the task whose arguments it holds finished:
+                        it expires then; see store/scripts/record.lua). Lives a day past
+                        ``expires`` so that a late reader is told ``object_expired`` rather
+                        than ``object_not_found``.
     objs:{owner}        sorted set: the owner's live objects as "{id}:{size}", scored by their
                         expiry time (the size is there so a sweep needs nothing else)
     objbytes:{owner}    bytes counted against the owner's quota: the declared sizes of live
@@ -45,6 +47,7 @@ from web_service.object_rules import (
 )
 from web_service.native_threads import in_native_thread
 from web_service.redis_replies import text_map, zset_members
+from web_service.store.keys import OBJECT_META_PREFIX, OBJECT_OWNER_PREFIX
 
 P = "fns:"
 TOMBSTONE_SECONDS = 24 * 3600
@@ -52,11 +55,11 @@ _COPY = 1024 * 1024
 
 
 def meta_key(object_id: str) -> str:
-    return f"{P}obj:{object_id}"
+    return OBJECT_META_PREFIX + object_id
 
 
 def owner_key(owner: str) -> str:
-    return f"{P}objs:{owner}"
+    return OBJECT_OWNER_PREFIX + owner
 
 
 def bytes_key(owner: str) -> str:
@@ -250,7 +253,8 @@ class ObjectStore:
             return None
         return ObjectMeta(object_id=object_id, owner=h["owner"], size=int(h["size"]), sha256=h["sha256"],
                           received=int(h.get("received", 0)), complete=h.get("complete") == "1",
-                          expires=float(h["expires"]), gone=h.get("gone") == "1", task=h.get("task"))
+                          expires=float(h["expires"]), gone=h.get("gone") == "1", task=h.get("task"),
+                          released=h.get("released") == "1")
 
     def get(self, object_id: str, who: Principal) -> ObjectMeta:
         return check_access(self.meta(object_id), object_id, who, time.time())

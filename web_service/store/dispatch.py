@@ -14,7 +14,7 @@ from fnserve.serialize import data_only
 from fnserve.states import TaskState
 from web_service.redis_replies import optional_blobs, popped_texts, text, texts
 from web_service.store.keys import (
-    COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
+    COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, OBJECT_META_PREFIX, OBJECT_OWNER_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
     QUEUE_PATTERN, inflight_key, queue_endpoint, queue_key, status_key, task_key,
 )
 from web_service.store.record import DISPATCH_FIELDS, RESULT_FIELDS, result_values, task_message
@@ -141,7 +141,8 @@ class DispatchSide:
         for res in results:
             args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res)]
         recorded, rejected = self.scripts["record"](
-            keys=[inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS], args=args)
+            keys=[inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS,
+                  OBJECT_META_PREFIX, OBJECT_OWNER_PREFIX], args=args)
         return [r.decode() for r in recorded], [r.decode() for r in rejected]
 
     def rejected_results(self, endpoint_id: str) -> int:

@@ -1,9 +1,20 @@
 -- Records results: the first one for a task wins, and only the endpoint that holds the task may
 -- record it (result_verdict). KEYS: the reporting endpoint's in-flight set, task key prefix, done
--- channel prefix, completion log prefix, the rejected-results counter hash. ARGV: now, ttl, log
+-- channel prefix, completion log prefix, the rejected-results counter hash, the object store's
+-- metadata key prefix and its owners' set prefix. ARGV: now, ttl, log
 -- max entries, the reporting endpoint id, the number n of result fields, their n names
 -- (record.RESULT_FIELDS), then per result: id, state, the n values. Completions are logged and
--- published once per owner. Returns {recorded ids, rejected ids}.
+-- published once per owner. A recorded task's argument object (arguments passed by reference)
+-- expires now: nothing reads it once its task is finished, and the owner's next upload sweeps it
+-- (web_service.object_store), so that its disk and page cache are reused. Returns {recorded ids,
+-- rejected ids}.
+local function release_arguments(object_id, now)
+  local meta = KEYS[6] .. object_id
+  local o = redis.call('HMGET', meta, 'size', 'owner', 'gone')
+  if not o[1] or o[3] == '1' then return end
+  redis.call('HSET', meta, 'expires', now, 'released', '1')
+  redis.call('ZADD', KEYS[7] .. o[2], 'XX', now, object_id .. ':' .. o[1])
+end
 local endpoint = ARGV[4]
 local n = tonumber(ARGV[5])
 local names = {unpack(ARGV, 6, 5 + n)}
@@ -17,7 +28,7 @@ local by_owner, owners = {}, {}
 for j, id in ipairs(ids) do
   local i = first + (j - 1) * step
   local k = KEYS[2] .. id
-  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner')
+  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner', 'arg_ref')
   local verdict = result_verdict(f[1], f[2], endpoint, held[j] == 1, f[3])
   if verdict == 'record' then
     local values = {'state', ARGV[i + 1], 't_finished', ARGV[1]}
@@ -28,6 +39,7 @@ for j, id in ipairs(ids) do
     redis.call('HSET', k, unpack(values))
     redis.call('HDEL', k, 'payload')
     redis.call('EXPIRE', k, ARGV[2])
+    if f[5] then release_arguments(f[5], ARGV[1]) end
     leave[#leave + 1] = id
     local owner = f[4]
     if not by_owner[owner] then by_owner[owner] = {}; owners[#owners + 1] = owner end

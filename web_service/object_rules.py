@@ -237,6 +237,29 @@ def check_chunk(meta: ObjectMeta, start: int, end: int, max_chunk: int) -> None:
                        code="wrong_offset", details={"received": meta.received})
 
 
+# -- the local-disk backend's pool of deleted objects' files (web_service/object_disk.py) -----
+
+
+def pick_recycled(pool: list[tuple[str, int]], need: int) -> str:
+    """Which pooled file (name, size) a new object of ``need`` bytes takes over: the smallest
+    that holds it (the least cut off and freed at the end), else the largest.
+
+    >>> pick_recycled([("a", 10), ("b", 300), ("c", 120)], 100), pick_recycled([("a", 10), ("b", 30)], 100)
+    ('c', 'b')
+    """
+    fits = [p for p in pool if p[1] >= need]
+    return min(fits, key=lambda p: p[1])[0] if fits else max(pool, key=lambda p: p[1])[0]
+
+
+def recycle_room(pool_sizes: list[int], size: int, limit: int) -> bool:
+    """Whether a deleted object's file of ``size`` bytes joins the pool (at most ``limit`` bytes).
+
+    >>> recycle_room([100], 50, 200), recycle_room([100, 80], 50, 200), recycle_room([], 0, 200)
+    (True, False, False)
+    """
+    return 0 < size and sum(pool_sizes) + size <= limit
+
+
 # -- task data tokens --------------------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ against the one the service verified when the upload completed), so the worker s
 downloading while the SDK is still uploading: the two transfers overlap instead of following
 each other. ``submit`` returns once the upload is done (the caller may change its arguments
 then). An upload that fails deletes its object, so the worker following it fails at once
-(``object_not_found``), and the upload's error is raised from ``submit``.
+(``object_not_found``), and the upload's error is raised from ``submit``, unless the task
+finished first (its argument object is released then: the task's outcome says what happened).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from fnserve import oob_frames, serialize
 from fnserve.data_refs import by_reference
+from fnserve.errors import FnserveError
 from fnserve.object_transfer import ObjectStoreClient
 from fnserve.oob_frames import Part
 
@@ -58,6 +60,9 @@ class InFlightUploads:
         for _object_id, done in uploads:
             try:
                 done.result()  # a failed upload has deleted its object (ObjectStoreClient.start_put)
+            except FnserveError as exc:
+                if not exc.details.get("released"):  # else: the task finished first; its outcome says why
+                    failure = failure or exc
             except Exception as exc:  # noqa: BLE001 - raised below, once every upload has ended
                 failure = failure or exc
         if failure is not None:

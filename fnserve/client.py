@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from fnserve import globus_tokens, oob_frames, serialize
 from fnserve.config import ClientConfig
-from fnserve.errors import FnserveError, ServiceUnavailable, TaskPending, Unauthorized, error_from_dict
+from fnserve.errors import FnserveError, NotFound, ServiceUnavailable, TaskPending, Unauthorized, error_from_dict
 from fnserve.argument_uploads import InFlightUploads
 from fnserve.client_access import AccessMethods
 from fnserve.client_triggers import TriggerMethods
@@ -302,7 +302,7 @@ class Client(AccessMethods, TriggerMethods):
         Raises :class:`TaskPending` if ``timeout`` seconds pass first.
         """
         task = self.wait([task_id], timeout)[0]
-        return result_of(task, self.allowed_result_serializers, self.fetch_object, lazy)
+        return result_of(task, self.allowed_result_serializers, self.fetch_result, lazy)
 
     def watch_files(self, task_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield the task's output files (``{"file", "object_id", "size", "sha256"}``) as the
@@ -372,6 +372,25 @@ class Client(AccessMethods, TriggerMethods):
         """The bytes a reference names (checked against its size and SHA-256)."""
         return self.objects.get(ref)
 
+    def fetch_result(self, ref: ObjectRef) -> bytearray:
+        """A task's result passed by reference: downloaded, checked against its size and SHA-256,
+        then deleted from the object store. A result is delivered once: the service does not
+        keep its bytes (disk, page cache, quota) once a client has them."""
+        try:
+            buf = self.objects.get(ref)
+        except FnserveError as exc:
+            if exc.code != "object_not_found":
+                raise
+            raise NotFound(f"the result (object {ref.object_id}) is no longer in the object store: a result passed "
+                           "by reference is deleted once a client has downloaded it (keep the value get_result "
+                           "returned), or the worker's upload of it failed", code="object_not_found",
+                           details={"object_id": ref.object_id}) from None
+        try:
+            self.objects.delete(ref.object_id)
+        except FnserveError:
+            pass  # it goes at its TTL
+        return buf
+
     def get_batch_result(self, task_ids: list[str], timeout: float = 0.0) -> dict[str, dict[str, Any]]:
         """The status of many tasks at once, as Globus Compute's method of the same name answers:
         ``{task_id: {"pending": bool, "status": state, "result" | "exception": ...}}``.
@@ -394,7 +413,7 @@ class Client(AccessMethods, TriggerMethods):
         answer = self._post_then_finish_uploads({"tasks": [spec], "wait": _LONG_POLL}, timeout=_LONG_POLL + self.transport.timeout)
         task = answer["tasks"][0]
         if task["state"] in ("success", "failed", "cancelled"):
-            return result_of(task, self.allowed_result_serializers, self.fetch_object)
+            return result_of(task, self.allowed_result_serializers, self.fetch_result)
         return self.get_result(task["task_id"])
 
     @property

@@ -109,7 +109,7 @@ def resolve(future: TaskFuture, task: dict[str, Any]) -> None:
     allowed = client.allowed_result_serializers if client is not None else None
     try:
         # A result passed by reference is downloaded here, in the thread resolving futures.
-        value = result_of(task, allowed, getattr(client, "fetch_object", None))
+        value = result_of(task, allowed, getattr(client, "fetch_result", None))
     except TaskCancelled:
         cancel_locally(future)
         return

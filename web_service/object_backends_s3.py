@@ -45,7 +45,7 @@ class S3Backend:
                 out.append((int(item["Key"].rsplit("/", 1)[1]), int(item["Size"]), item["Key"]))
         return sorted(out)
 
-    def write(self, object_id: str, offset: int, stream: IO[bytes], length: int) -> int:
+    def write(self, object_id: str, offset: int, stream: IO[bytes], length: int, size: int | None = None) -> int:
         buf = io.BytesIO()
         done = 0
         while done < length:

@@ -65,6 +65,7 @@ class ObjectMeta:
     expires: float
     gone: bool = False
     task: str | None = None  # the task whose worker made it
+    released: bool = False  # it held a task's arguments and that task finished (it expired then)
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -90,6 +91,9 @@ def check_access(meta: ObjectMeta | None, object_id: str, who: Principal, now: f
         # A worker reaches what its task names and what it made, not the owner's other objects.
         raise Forbidden(f"object {object_id!r} is not one task {who.task_id} names or made",
                         details={"object_id": object_id})
+    if meta.released and (meta.gone or meta.expires <= now):
+        raise Gone(f"object {object_id!r} held the arguments of a task that has finished: they are deleted then "
+                   "(submit the task again to run it again)", details={"object_id": object_id, "released": True})
     if meta.gone or meta.expires <= now:
         raise Gone(f"object {object_id!r} expired (its TTL passed) and its bytes were deleted; upload it again",
                    details={"object_id": object_id})
@@ -231,6 +235,29 @@ def check_chunk(meta: ObjectMeta, start: int, end: int, max_chunk: int) -> None:
     if start != meta.received:
         raise Conflict(f"chunk starts at byte {start} but the object holds {meta.received}: send from there",
                        code="wrong_offset", details={"received": meta.received})
+
+
+# -- the local-disk backend's pool of deleted objects' files (web_service/object_disk.py) -----
+
+
+def pick_recycled(pool: list[tuple[str, int]], need: int) -> str:
+    """Which pooled file (name, size) a new object of ``need`` bytes takes over: the smallest
+    that holds it (the least cut off and freed at the end), else the largest.
+
+    >>> pick_recycled([("a", 10), ("b", 300), ("c", 120)], 100), pick_recycled([("a", 10), ("b", 30)], 100)
+    ('c', 'b')
+    """
+    fits = [p for p in pool if p[1] >= need]
+    return min(fits, key=lambda p: p[1])[0] if fits else max(pool, key=lambda p: p[1])[0]
+
+
+def recycle_room(pool_sizes: list[int], size: int, limit: int) -> bool:
+    """Whether a deleted object's file of ``size`` bytes joins the pool (at most ``limit`` bytes).
+
+    >>> recycle_room([100], 50, 200), recycle_room([100, 80], 50, 200), recycle_room([], 0, 200)
+    (True, False, False)
+    """
+    return 0 < size and sum(pool_sizes) + size <= limit
 
 
 # -- task data tokens --------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Keys (prefixed ``fns:``)::
                         (bytes stored so far), complete
                         ("1" once every byte arrived and the checksum matched), created, expires,
                         name, task (the task whose worker made it, if one did), gone ("1" once
-                        swept). Lives a day past ``expires`` so that a late reader is told
-                        ``object_expired`` rather than ``object_not_found``.
+                        swept), released ("1" once the task whose arguments it holds finished:
+                        it expires then; see store/scripts/record.lua). Lives a day past
+                        ``expires`` so that a late reader is told ``object_expired`` rather
+                        than ``object_not_found``.
     objs:{owner}        sorted set: the owner's live objects as "{id}:{size}", scored by their
                         expiry time (the size is there so a sweep needs nothing else)
     objbytes:{owner}    bytes counted against the owner's quota: the declared sizes of live
@@ -33,7 +35,7 @@ from typing import IO, Any
 
 import redis
 
-from fnserve.errors import BadRequest
+from fnserve.errors import BadRequest, NotFound
 from web_service.object_rules import (
     ObjectMeta,
     Principal,
@@ -43,20 +45,20 @@ from web_service.object_rules import (
     readable_end,
     upload_checksum,
 )
-from web_service.native_threads import in_native_thread
+from web_service.object_disk import LocalDiskBackend
 from web_service.redis_replies import text_map, zset_members
+from web_service.store.keys import OBJECT_META_PREFIX, OBJECT_OWNER_PREFIX
 
 P = "fns:"
 TOMBSTONE_SECONDS = 24 * 3600
-_COPY = 1024 * 1024
 
 
 def meta_key(object_id: str) -> str:
-    return f"{P}obj:{object_id}"
+    return OBJECT_META_PREFIX + object_id
 
 
 def owner_key(owner: str) -> str:
-    return f"{P}objs:{owner}"
+    return OBJECT_OWNER_PREFIX + owner
 
 
 def bytes_key(owner: str) -> str:
@@ -89,17 +91,10 @@ def load_data_key(path: str | os.PathLike[str]) -> bytes:
     raise RuntimeError(f"data key file {p} is empty; delete it and restart")
 
 
-def _write_all(fd: int, data: bytes, at: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, at)
-        view, at = view[n:], at + n
-
-
 def object_backend(settings: Any) -> Any:
     """The backend ``settings`` name: local disk (the default) or an S3 bucket."""
     if settings.object_backend == "disk":
-        return LocalDiskBackend(settings.objects_dir)
+        return LocalDiskBackend(settings.objects_dir, recycle_bytes=settings.object_recycle_bytes)
     if settings.object_backend == "s3":
         if not settings.s3_bucket:
             raise ValueError("FNSERVE_OBJECT_BACKEND=s3 needs FNSERVE_S3_BUCKET")
@@ -107,73 +102,6 @@ def object_backend(settings: Any) -> Any:
 
         return S3Backend(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
     raise ValueError(f"FNSERVE_OBJECT_BACKEND={settings.object_backend!r}: use 'disk' or 's3'")
-
-
-class LocalDiskBackend:
-    """Objects as files under ``root`` (0700 folders, 0600 files)."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def path(self, object_id: str) -> Path:
-        return self.root / object_id[:2] / object_id
-
-    def write(self, object_id: str, offset: int, stream: IO[bytes], length: int) -> int:
-        """Copy ``length`` bytes of ``stream`` into the object at ``offset`` (1 MiB at a time).
-
-        Each block is written by a native thread while the next is read from ``stream``: at most
-        one block in flight and one in hand (filling new page cache costs as much as receiving)."""
-        path = self.path(object_id)
-        path.parent.mkdir(exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        done = 0
-        pending = None
-        try:
-            while done < length:
-                piece = stream.read(min(_COPY, length - done))
-                if not piece:
-                    break
-                if pending is not None:
-                    pending()
-                pending = in_native_thread(_write_all, fd, piece, offset + done)
-                done += len(piece)
-        finally:
-            try:
-                if pending is not None:
-                    pending()
-                os.ftruncate(fd, offset + done)  # a retried chunk leaves no stale tail
-            finally:
-                os.close(fd)
-        return done
-
-    def sha256(self, object_id: str) -> str:
-        digest = hashlib.sha256()
-        with open(self.path(object_id), "rb") as f:
-            while piece := f.read(4 * _COPY):
-                digest.update(piece)
-        return digest.hexdigest()
-
-    def read(self, object_id: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        with open(self.path(object_id), "rb") as f:
-            f.seek(start)
-            left = None if end is None else end - start
-            while left is None or left > 0:
-                piece = f.read(_COPY if left is None else min(_COPY, left))
-                if not piece:
-                    return
-                if left is not None:
-                    left -= len(piece)
-                yield piece
-
-    def exists(self, object_id: str) -> bool:
-        return self.path(object_id).exists()
-
-    def delete(self, object_id: str) -> None:
-        try:
-            self.path(object_id).unlink()
-        except FileNotFoundError:
-            pass
 
 
 # KEYS: owner's set, owner's byte counter, new meta key. ARGV: size, quota, set member,
@@ -250,7 +178,8 @@ class ObjectStore:
             return None
         return ObjectMeta(object_id=object_id, owner=h["owner"], size=int(h["size"]), sha256=h["sha256"],
                           received=int(h.get("received", 0)), complete=h.get("complete") == "1",
-                          expires=float(h["expires"]), gone=h.get("gone") == "1", task=h.get("task"))
+                          expires=float(h["expires"]), gone=h.get("gone") == "1", task=h.get("task"),
+                          released=h.get("released") == "1")
 
     def get(self, object_id: str, who: Principal) -> ObjectMeta:
         return check_access(self.meta(object_id), object_id, who, time.time())
@@ -300,7 +229,11 @@ class ObjectStore:
         else:
             at, running = self._running.pop(object_id, (None, None))
             digest = running if at == start else None
-        wrote = self.backend.write(object_id, start, _Hashing(stream, digest), end - start)
+        try:
+            wrote = self.backend.write(object_id, start, _Hashing(stream, digest), end - start, size=meta.size)
+        except FileNotFoundError:  # deleted while this chunk came in
+            raise NotFound(f"no object {object_id!r} (deleted during the upload)", code="object_not_found",
+                           details={"object_id": object_id}) from None
         if wrote != end - start:
             raise BadRequest(f"the body ended after {wrote} of {end - start} bytes; send the chunk again",
                              code="incomplete_body", details={"received": meta.received})

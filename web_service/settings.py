@@ -85,6 +85,9 @@ class Settings:
     object_quota_bytes: int = 50 * 1024 * MIB  # per user, bytes of live objects
     max_object_bytes: int = 16 * 1024 * MIB  # one object
     object_chunk_bytes: int = 16 * MIB  # one upload request at most
+    # Bytes of deleted objects' files the disk backend keeps for new uploads to overwrite (their
+    # page cache is reused instead of new pages filled; web_service/object_disk.py). 0: none.
+    object_recycle_bytes: int = 4 * 1024 * MIB
     object_ttl: float = 24 * 3600.0  # default lifetime of an object, seconds
     max_object_ttl: float = 30 * 24 * 3600.0
     # HMAC key of task data tokens, shared by the web service and the forwarder (created on
@@ -158,6 +161,7 @@ class Settings:
             object_quota_bytes=int(get("OBJECT_QUOTA_BYTES", str(d.object_quota_bytes))),
             max_object_bytes=int(get("MAX_OBJECT_BYTES", str(d.max_object_bytes))),
             object_chunk_bytes=min(int(get("OBJECT_CHUNK_BYTES", str(d.object_chunk_bytes))), 48 * MIB),
+            object_recycle_bytes=int(get("OBJECT_RECYCLE_BYTES", str(d.object_recycle_bytes))),
             object_ttl=float(get("OBJECT_TTL", str(d.object_ttl))),
             max_object_ttl=float(get("MAX_OBJECT_TTL", str(d.max_object_ttl))),
             data_key_file=get("DATA_KEY_FILE", d.data_key_file),

@@ -166,7 +166,7 @@ def _print_outcome(task: dict[str, Any], show_traceback: bool = False) -> None:
     if task["state"] not in ("success", "failed", "cancelled"):
         fail(f"task {task['task_id']} is still {task['state']}: wait longer with `fnserve result {task['task_id']}`", 2)
     try:
-        value = result_of(task, fetch=_client().fetch_object)  # a large result comes by reference
+        value = result_of(task, fetch=_client().fetch_result)  # a large result comes by reference
     except RemoteExecutionError as exc:
         if show_traceback:
             click.echo(exc.remote_traceback.rstrip(), err=True)

@@ -61,21 +61,36 @@ def test_a_100_mib_array_goes_in_and_a_100_mib_result_comes_back_by_reference(st
     fid = register_double(fc)
     arr = np.random.default_rng(0).random(100 * MIB // 8)
     task_id = fc.submit(fid, stack.endpoint_id, [arr])
-    got, _ = fc.get_result(task_id, timeout=180)
-    assert got.shape == arr.shape and np.array_equal(got, arr * 2)
+    task = fc.wait([task_id], timeout=180)[0]
 
     # Neither the arguments nor the result sat in Redis or travelled in a REST body.
     assert int(store_redis.hget(f"fns:task:{task_id}", "arg_bytes")) < 1024
-    raw = fc.get_task(task_id)
-    result_buf = base64.b64decode(raw["result"])
+    result_buf = base64.b64decode(task["result"])
     assert len(result_buf) < 1024
     ref = read_ref(result_buf)
     assert ref is not None and ref.size > 100 * MIB
     # The worker sent the reference as it started the upload (the SDK's download followed it):
     # no checksum in it, the object's own was checked by the service and by the SDK's download.
+    stored = fc.objects.get(ref)
     info = fc.objects.info(ref.object_id)
     assert ref.sha256 == "" and info["complete"] and info["size"] == ref.size
-    assert info["sha256"] == hashlib.sha256(fc.objects.get(ref)).hexdigest()
+    assert info["sha256"] == hashlib.sha256(stored).hexdigest()
+    del stored
+
+    got, _ = fc.get_result(task_id, timeout=180)
+    assert got.shape == arr.shape and np.array_equal(got, arr * 2)
+    # Both objects were one-shot: the result is deleted once the SDK has it, the arguments once
+    # their task finished (their bytes with the owner's next upload): nothing stays on the disk.
+    arg_id = store_redis.hget(f"fns:task:{task_id}", "arg_ref").decode()
+    with pytest.raises(FnserveError) as err:
+        fc.objects.info(arg_id)
+    assert err.value.code == "object_expired" and "finished" in err.value.message
+    with pytest.raises(FnserveError) as err:
+        fc.get_result(task_id)
+    assert err.value.code == "object_not_found" and "deleted once a client has downloaded it" in err.value.message
+    fc.objects.delete(fc.objects.put(b"next", strategy="dill-data").object_id)  # an upload sweeps
+    objects = stack.home / "service" / "objects"
+    assert not (objects / arg_id[:2] / arg_id).exists() and not (objects / ref.object_id[:2] / ref.object_id).exists()
 
 
 def test_small_arguments_and_results_stay_inline(stack):
@@ -130,7 +145,8 @@ def test_another_os_account_with_a_made_up_data_token_is_refused(stack, attacker
 def test_a_task_data_token_reaches_its_arguments_and_what_it_made_only_while_the_task_runs(stack, store_redis, other_token):
     """The token a worker gets with alice's task (minted here with the service's data key, as the
     forwarder does) reads the object holding that task's arguments and the objects it creates;
-    not alice's other objects, not mallory's; and stops working once the task ended."""
+    not alice's other objects, not mallory's; and stops working once the task ended (its
+    arguments are released at once, what it made stays reachable for the grace)."""
     from web_service.object_rules import TOKEN_GRACE, mint_data_token
     from web_service.object_store import load_data_key
 
@@ -138,28 +154,41 @@ def test_a_task_data_token_reaches_its_arguments_and_what_it_made_only_while_the
     other = alice.objects.put(b"alice's other data" * 100, strategy="dill-data")
     theirs = mallory.objects.put(b"mallory's data" * 100, strategy="dill-data")
     fid = register_double(alice)
-    task_id = alice.submit(fid, stack.endpoint_id, [np.ones(5 * MIB // 8)])  # arguments by reference
+    key = load_data_key(stack.home / "service" / "data.key")
+    # A task that waits (its endpoint is not connected): its token is live, its arguments there.
+    offline = alice.register_endpoint("offline data token")["endpoint_id"]
+    waiting = alice.submit(fid, offline, [np.ones(5 * MIB // 8)])  # arguments by reference
+    waiting_args = store_redis.hget(f"fns:task:{waiting}", "arg_ref").decode()
+    as_waiting = Client(stack.url, mint_data_token(key, waiting)).objects
+    assert as_waiting.info(waiting_args)["sha256"] == alice.objects.info(waiting_args)["sha256"]
+    for ref in (other, theirs):
+        with pytest.raises(FnserveError) as err:
+            as_waiting.get(ref)
+        assert err.value.code == "forbidden"
+    with pytest.raises(FnserveError) as err:
+        Client(stack.url, mint_data_token(b"not the service key" * 2, waiting)).objects.info(waiting_args)
+    assert err.value.code == "invalid_token" and err.value.http_status == 401
+    alice.cancel(waiting)
+
+    task_id = alice.submit(fid, stack.endpoint_id, [np.ones(5 * MIB // 8)])
     alice.get_result(task_id, timeout=120)
     arg_ref = store_redis.hget(f"fns:task:{task_id}", "arg_ref").decode()
-    args = alice.objects.info(arg_ref)
-    key = load_data_key(stack.home / "service" / "data.key")
     as_task = Client(stack.url, mint_data_token(key, task_id)).objects
-    # Within the grace after the task ended: its arguments, and an object it makes.
-    assert as_task.info(arg_ref)["sha256"] == args["sha256"]
+    # Within the grace after the task ended: its arguments are released, an object it makes is its.
+    with pytest.raises(FnserveError) as err:
+        as_task.info(arg_ref)
+    assert err.value.code == "object_expired"
     made = as_task.put(b"made by the task", strategy="dill-data")
     assert bytes(as_task.get(made)) == b"made by the task" and bytes(alice.objects.get(made)) == b"made by the task"
     for ref in (other, theirs):
         with pytest.raises(FnserveError) as err:
             as_task.get(ref)
         assert err.value.code == "forbidden"
-    with pytest.raises(FnserveError) as err:
-        Client(stack.url, mint_data_token(b"not the service key" * 2, task_id)).objects.info(arg_ref)
-    assert err.value.code == "invalid_token" and err.value.http_status == 401
     # Past the grace the token is dead (the task finished TOKEN_GRACE seconds ago).
     finished = float(alice.get_task(task_id)["timestamps"]["finished"])
     store_redis.hset(f"fns:task:{task_id}", "t_finished", repr(finished - TOKEN_GRACE - 1))
     with pytest.raises(FnserveError) as err:
-        as_task.info(arg_ref)
+        as_task.info(made.object_id)
     assert err.value.code == "invalid_token"
 
 

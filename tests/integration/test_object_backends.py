@@ -56,10 +56,10 @@ def moto_s3():
     proc.wait()
 
 
-@pytest.fixture(params=["disk", "s3"])
+@pytest.fixture(params=["disk", "disk-recycling", "s3"])
 def store(request, redis_client, tmp_path):
-    if request.param == "disk":
-        backend = LocalDiskBackend(tmp_path / "objects")
+    if request.param.startswith("disk"):
+        backend = LocalDiskBackend(tmp_path / "objects", recycle_bytes=64 * MIB if request.param == "disk-recycling" else 0)
     else:
         from web_service.object_backends_s3 import S3Backend
 
@@ -136,3 +136,39 @@ def test_expired_objects_are_swept_and_say_so(store):
     assert not store.backend.exists(meta.object_id)
     with pytest.raises(Gone):
         store.get(meta.object_id, ALICE)
+
+
+@pytest.fixture
+def recycling(redis_client, tmp_path):
+    backend = LocalDiskBackend(tmp_path / "objects", recycle_bytes=5 * MIB)
+    return ObjectStore(redis_client, backend, quota_bytes=64 * MIB, max_object_bytes=6 * MIB, chunk_bytes=MIB)
+
+
+def test_a_deleted_objects_file_is_overwritten_by_the_next_upload_and_no_old_byte_shows(recycling):
+    """The disk backend keeps deleted objects' files (up to its pool's bytes) and the next upload
+    takes one over: its page cache is overwritten instead of new pages filled. The new object
+    reads back exactly its own bytes, while it is uploaded and after (never the old tail)."""
+    store, backend = recycling, recycling.backend
+    old = _upload(store, ALICE, b"\xaa" * (3 * MIB), MIB)
+    inode = backend.path(old.object_id).stat().st_ino
+    store.delete(old.object_id, ALICE)
+    assert [p.stat().st_ino for p in backend.pool.iterdir()] == [inode]
+
+    data = bytes(range(256)) * (MIB // 256) + b"tail"  # 1 MiB + 4 bytes, in two chunks
+    meta = store.create(MALLORY, len(data), hashlib.sha256(data).hexdigest(), ttl=3600)
+    store.write_chunk(meta.object_id, MALLORY, 0, MIB, io.BytesIO(data[:MIB]))
+    path = backend.path(meta.object_id)
+    assert path.stat().st_ino == inode and not list(backend.pool.iterdir())  # taken over
+    assert b"".join(store.follow(meta.object_id, 0, len(data), wait=0)) == data[:MIB]  # stops at what was written
+    store.write_chunk(meta.object_id, MALLORY, MIB, len(data), io.BytesIO(data[MIB:]))
+    assert path.stat().st_size == len(data) and b"".join(backend.read(meta.object_id, 0, len(data))) == data
+    assert store.get(meta.object_id, MALLORY).sha256 == hashlib.sha256(data).hexdigest()
+
+    # Over the pool's bytes, or while a reader has the file open, a deleted file is deleted outright.
+    big = _upload(store, ALICE, b"b" * (6 * MIB), MIB)
+    store.delete(big.object_id, ALICE)
+    reading = backend.read(meta.object_id, 0, len(data))
+    first = next(reading)
+    store.delete(meta.object_id, MALLORY)
+    assert not list(backend.pool.iterdir()) and not path.exists()
+    assert first + b"".join(reading) == data  # the reader keeps the bytes it started on

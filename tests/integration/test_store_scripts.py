@@ -3,6 +3,8 @@ case tables of tests/unit/test_store_rules.py, run through the scripts on a real
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 import pytest
 
@@ -139,3 +141,38 @@ def test_record_logs_usage_of_exactly_the_recorded_results_in_the_same_run(store
     # A second delivery of the same results records nothing and logs nothing more.
     assert store.record_and_log_usage(results, "ep", usage)[:2] == ([], ["other"])
     assert store.r.xlen(USAGE_STREAM) == 1
+
+
+def test_recording_a_result_releases_the_tasks_argument_object_and_the_next_upload_deletes_it(store, tmp_path):
+    """A task's arguments passed by reference are read by its worker only: once its result is
+    recorded the object expires (the owner's next upload sweeps its bytes off the disk, so the
+    service reuses that room and page cache). The owner's other objects keep their lifetime."""
+    import io
+
+    from web_service.object_rules import Gone, Principal
+    from web_service.object_store import LocalDiskBackend, ObjectStore
+    from fnserve.data_refs import ObjectRef
+
+    objects = ObjectStore(store.r, LocalDiskBackend(tmp_path), quota_bytes=10**9, max_object_bytes=10**6,
+                          chunk_bytes=10**6)
+    owner = Principal("u")
+
+    def upload(data: bytes) -> str:
+        oid = objects.create(owner, len(data), hashlib.sha256(data).hexdigest(), ttl=3600).object_id
+        objects.write_chunk(oid, owner, 0, len(data), io.BytesIO(data))
+        return oid
+
+    args, other = upload(b"arguments"), upload(b"kept")
+    payload = ObjectRef(args, 9, hashlib.sha256(b"arguments").hexdigest(), "dill-data").to_buffer("3.11")
+    store.submit([NewTask(task_id="t", owner="u", function_id="f", endpoint_id="ep", payload=payload)])
+    assert [t.task_id for t in store.claim("ep", 1)] == ["t"]
+    assert objects.get(args, owner).complete  # while the task runs, its arguments are there
+    assert store.record_results([ResultMessage(task_id="t", ok=True, data=b"R")], "ep") == ["t"]
+
+    with pytest.raises(Gone) as err:
+        objects.get(args, owner)
+    assert err.value.details["released"] and "finished" in err.value.message
+    assert objects.backend.exists(args)  # the bytes go with the owner's next upload
+    upload(b"next")
+    assert not objects.backend.exists(args) and objects.used("u") == len(b"kept") + len(b"next")
+    assert objects.get(other, owner).complete and objects.backend.exists(other)

@@ -20,6 +20,8 @@ from web_service.object_rules import (
     object_ttl,
     parse_content_range,
     parse_range,
+    pick_recycled,
+    recycle_room,
     upload_checksum,
 )
 
@@ -213,3 +215,26 @@ def test_a_finished_tasks_token_may_only_finish_an_upload_its_task_started():
     assert not finishing_upload(meta(task="t1", received=100, complete=True), "t1")
     assert not finishing_upload(meta(task="t1", gone=True), "t1")
     assert not finishing_upload(None, "t1")
+
+
+@pytest.mark.parametrize("pool, need, taken", [
+    ([("a", 10), ("b", 300), ("c", 120)], 100, "c"),  # the smallest that holds it
+    ([("a", 10), ("b", 300), ("c", 120)], 120, "c"),
+    ([("a", 10), ("b", 30)], 100, "b"),  # none holds it: the largest (it grows)
+])
+def test_a_new_object_takes_the_recycled_file_that_wastes_least(pool, need, taken):
+    assert pick_recycled(pool, need) == taken
+
+
+@pytest.mark.parametrize("pool, size, limit, joins", [
+    ([], 100, 100, True), ([60], 40, 100, True), ([60], 41, 100, False), ([], 0, 100, False), ([], 1, 0, False),
+])
+def test_the_recycle_pool_holds_at_most_its_bytes(pool, size, limit, joins):
+    assert recycle_room(pool, size, limit) is joins
+
+
+def test_released_arguments_say_their_task_finished():
+    m = meta(released=True, expires=1.0)
+    with pytest.raises(Gone) as err:
+        check_access(m, m.object_id, Principal("alice"), now=2.0)
+    assert err.value.details["released"] and "finished" in err.value.message

@@ -14,7 +14,7 @@ from fnserve.serialize import data_only
 from fnserve.states import TaskState
 from web_service.redis_replies import optional_blobs, popped_texts, text, texts
 from web_service.store.keys import (
-    COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
+    COMPLETION_LOG_ENTRIES,     COMPLETED_PREFIX, DONE_PREFIX, OBJECT_META_PREFIX, OBJECT_OWNER_PREFIX, REJECTED_RESULTS, REVOKE_WAKE, TASK_PREFIX, WAKE_CHANNEL, cancels_key, function_key,
     QUEUE_PATTERN, USAGE_STREAM, inflight_key, queue_endpoint, queue_key, status_key, task_key,
 )
 from web_service.store.record import DISPATCH_FIELDS, RESULT_FIELDS, result_values, task_message
@@ -154,7 +154,8 @@ class DispatchSide:
     def _record(self, results: list[ResultMessage], endpoint_id: str, usage: list[bytes] | None) -> tuple[list[str], list[str], int]:
         args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES, endpoint_id,
                            len(RESULT_FIELDS), *RESULT_FIELDS]
-        keys = [inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS]
+        keys = [inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS,
+                OBJECT_META_PREFIX, OBJECT_OWNER_PREFIX]
         if usage is None:
             for res in results:
                 args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res)]

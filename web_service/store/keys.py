@@ -60,6 +60,11 @@ CANCEL_WAKE = "cancel:"
 REVOKE_WAKE = "revoke:"
 # WATCH_WAKE + an endpoint id: its file triggers changed; the forwarder sends the new watch list.
 WATCH_WAKE = "watch:"
+# The object store's keys (web_service.object_store) the record script reaches: an object's
+# metadata hash, and the set of its owner's live objects (a recorded task's argument object
+# expires then).
+OBJECT_META_PREFIX = P + "obj:"
+OBJECT_OWNER_PREFIX = P + "objs:"
 # Stream: finished tasks to account, read by the usage writers (web_service.usage).
 USAGE_STREAM = P + "usage"
 # Hash: endpoint id -> results it sent for tasks it did not hold (dropped; see result_origin).

@@ -1,18 +1,29 @@
 -- Records results: the first one for a task wins, and only the endpoint that holds the task may
 -- record it (result_verdict). KEYS: the reporting endpoint's in-flight set, task key prefix, done
--- channel prefix, completion log prefix, the rejected-results counter hash. ARGV: now, ttl, log
+-- channel prefix, completion log prefix, the rejected-results counter hash, the object store's
+-- metadata key prefix and its owners' set prefix. ARGV: now, ttl, log
 -- max entries, the reporting endpoint id, the number n of result fields, their n names
 -- (record.RESULT_FIELDS), then per result: id, state, the n values. Completions are logged and
--- published once per owner. Returns {recorded ids, rejected ids}.
--- The forwarder's form adds KEYS[6], the endpoint's queue, and KEYS[7], the usage stream: each
+-- published once per owner. A recorded task's argument object (arguments passed by reference)
+-- expires now: nothing reads it once its task is finished, and the owner's next upload sweeps it
+-- (web_service.object_store), so that its disk and page cache are reused. Returns {recorded ids,
+-- rejected ids, queue length (0 without KEYS[8])}.
+-- The forwarder's form adds KEYS[8], the endpoint's queue, and KEYS[9], the usage stream: each
 -- result then carries one more value, its usage entry (one msgpack-encoded web_service.usage
 -- UsageEntry; empty: none), and the entries of the results recorded now are appended to the
--- stream as one list (one XADD, as usage.log_usage writes it); the answer adds the queue's length
--- (the forwarder claims more only when tasks wait).
+-- stream as one list (one XADD, as usage.log_usage writes it); the answer's queue length lets
+-- the forwarder claim more only when tasks wait.
+local function release_arguments(object_id, now)
+  local meta = KEYS[6] .. object_id
+  local o = redis.call('HMGET', meta, 'size', 'owner', 'gone')
+  if not o[1] or o[3] == '1' then return end
+  redis.call('HSET', meta, 'expires', now, 'released', '1')
+  redis.call('ZADD', KEYS[7] .. o[2], 'XX', now, object_id .. ':' .. o[1])
+end
 local endpoint = ARGV[4]
 local n = tonumber(ARGV[5])
 local names = {unpack(ARGV, 6, 5 + n)}
-local usage_stream = KEYS[7]
+local usage_stream = KEYS[9]
 local first, step = 6 + n, 2 + n
 if usage_stream then step = step + 1 end
 local ids = {}
@@ -25,7 +36,7 @@ local by_owner, owners = {}, {}
 for j, id in ipairs(ids) do
   local i = first + (j - 1) * step
   local k = KEYS[2] .. id
-  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner')
+  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner', 'arg_ref')
   local verdict = result_verdict(f[1], f[2], endpoint, held[j] == 1, f[3])
   if verdict == 'record' then
     local values = {'state', ARGV[i + 1], 't_finished', ARGV[1]}
@@ -36,6 +47,7 @@ for j, id in ipairs(ids) do
     redis.call('HSET', k, unpack(values))
     redis.call('HDEL', k, 'payload')
     redis.call('EXPIRE', k, ARGV[2])
+    if f[5] then release_arguments(f[5], ARGV[1]) end
     leave[#leave + 1] = id
     local owner = f[4]
     if not by_owner[owner] then by_owner[owner] = {}; owners[#owners + 1] = owner end
@@ -57,5 +69,5 @@ if #usage > 0 then
   redis.call('XADD', usage_stream, '*', 'e', msgpack_array_header(#usage) .. table.concat(usage))
 end
 local queued = 0
-if KEYS[6] then queued = redis.call('LLEN', KEYS[6]) end
+if KEYS[8] then queued = redis.call('LLEN', KEYS[8]) end
 return {recorded, rejected, queued}

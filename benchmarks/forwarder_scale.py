@@ -68,6 +68,13 @@ def _submit_and_wait(store: Any, cursor: str, ids: list[str], n_endpoints: int, 
     return submitted_at, elapsed
 
 
+def _groups(ids: list[str]) -> list[list[str]]:
+    """The endpoints split over the simulator processes: two, or one per 2,500 endpoints (a
+    poll over all of a process's sockets costs in proportion to their number)."""
+    k = max(2, len(ids) // 2500)
+    return [ids[i::k] for i in range(k)]
+
+
 def _secret(endpoint_id: str) -> str:
     return "s-" + endpoint_id
 
@@ -100,9 +107,14 @@ def endpoints_process(address: str | dict[str, str], endpoint_ids: list[str], re
                                for eid in endpoint_ids])
     sims.record_received = True
 
+    check_at = [0.0]
+
     def stopping() -> bool:
-        if not registered.is_set() and sims.registered():
-            registered.set()
+        # Whether all registered: a scan of every session, so not on every loop pass.
+        if not registered.is_set() and time.monotonic() >= check_at[0]:
+            check_at[0] = time.monotonic() + 0.5
+            if sims.registered():
+                registered.set()
         return bool(stop.is_set())
 
     try:
@@ -128,7 +140,7 @@ def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[
     fwd.start()
     ready.wait(30)
     ids = [f"ep-{i:05d}" for i in range(n_endpoints)]
-    groups = [ids[0::2], ids[1::2]]
+    groups = _groups(ids)
     out = ctx.Queue()
     regs = [ctx.Event() for _ in groups]
     sims = [ctx.Process(target=endpoints_process, args=(address, g, ev, out, stop), daemon=True) for g, ev in zip(groups, regs)]
@@ -136,7 +148,7 @@ def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[
         p.start()
     t_reg = time.perf_counter()
     for ev in regs:
-        if not ev.wait(120):
+        if not ev.wait(max(120, n_endpoints / 20)):
             raise RuntimeError("simulated endpoints did not all register")
     register_s = time.perf_counter() - t_reg
     cursor = store.completion_cursor(OWNER)
@@ -187,14 +199,14 @@ def scale_out(redis_url: str, n_endpoints: int, n_tasks: int, n_forwarders: int,
         time.sleep(0.1)  # start-up only
     ids = [f"ep-{i:05d}" for i in range(n_endpoints)]
     where = {e: assign(e, addresses) for e in ids}
-    groups = [ids[0::2], ids[1::2]]
+    groups = _groups(ids)
     out = ctx.Queue()
     regs = [ctx.Event() for _ in groups]
     sims = [ctx.Process(target=endpoints_process, args=(where, g, ev, out, stop), daemon=True) for g, ev in zip(groups, regs)]
     for p in sims:
         p.start()
     for ev in regs:
-        if not ev.wait(120):
+        if not ev.wait(max(120, n_endpoints / 20)):
             raise RuntimeError("simulated endpoints did not all register")
     cursor = store.completion_cursor(OWNER)
     cpu0 = [_cpu_seconds(p.pid) for p in fwds]

@@ -34,6 +34,7 @@ from web_service.forwarder_watches import WatchLists
 from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
     Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply,
 )
+from web_service.forwarder_registrations import RegistrationQueue
 from web_service.forwarder_traffic import EndpointTraffic, send
 from web_service.redis_client import primary_changes, wait_until_back
 from web_service.forwarder_wake import read_wakeups, relay_wakeups, sort_wakeups
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 # Messages handled per drain pass before what they carried is flushed to Redis.
 DRAIN_MAX = 1000
+# Seconds per loop pass spent accepting queued registrations (web_service/forwarder_registrations.py):
+# a burst of thousands cannot keep the forwarder from answering registered site managers.
+REGISTER_BUDGET = 0.2
 
 
 class Forwarder:
@@ -81,6 +85,7 @@ class Forwarder:
         # The decisions (web_service/forwarder_session.py); this class does the I/O they ask for.
         self.session = ForwarderSession(heartbeat_threshold, pool.address if pool is not None else None)
         self.connections: Connections = self.session.connections
+        self.registrations = RegistrationQueue()
         self._ctx = zmq.Context()
         self._stop = threading.Event()
         self._wake_addr = f"inproc://fnserve-wake-{id(self)}"
@@ -147,13 +152,15 @@ class Forwarder:
         sweep_at = time.time() + (sweep_interval(self.waiting_expiry) if self.waiting_expiry > 0 else float("inf"))
         try:
             while not self._stop.is_set():
-                timeout_ms = max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
+                timeout_ms = 0 if self.registrations else max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 try:
                     if router in events:
                         self._drain_router(router)
                     if wake in events:
                         self._drain_wakeups(router, wake)
+                    if self.registrations:
+                        self._accept_queued(router)
                     now = time.time()
                     if now >= check_at:
                         self._expire(router, now)
@@ -220,13 +227,29 @@ class Forwarder:
                 pending: _Pending | None = None) -> None:
         now = time.time()
         if isinstance(msg, m.Register):
-            if pending is not None:
-                self.traffic.flush(router, pending)  # what the old connection sent comes first
-            self._perform(router, self.session.register(identity, msg, key, self._verify(msg, key), now), now, pending)
+            # Accepted after this pass (what the old connection sent is recorded first), within
+            # a time budget per pass: see _accept_queued.
+            self.registrations.add(identity, msg, key)
             return
-        if isinstance(msg, m.Disconnect) and pending is not None:
-            self.traffic.flush(router, pending)
+        if isinstance(msg, m.Disconnect):
+            if identity not in self.connections.by_identity and self.registrations.discard(identity):
+                return  # gone before its registration was accepted
+            if pending is not None:
+                self.traffic.flush(router, pending)
         self._perform(router, self.session.received(identity, msg, key, now), now, pending)
+
+    def _accept_queued(self, router: zmq.Socket) -> None:
+        """Accept queued registrations, oldest first, for at most ``REGISTER_BUDGET`` seconds; the
+        ones left waiting are sent a Heartbeat every heartbeat period, so their site managers
+        keep waiting instead of reconnecting (and queueing again) after their threshold."""
+        deadline = time.monotonic() + REGISTER_BUDGET
+        while self.registrations and time.monotonic() < deadline:
+            q = self.registrations.take()
+            now = time.time()
+            self._perform(router, self.session.register(q.identity, q.register, q.key, self._verify(q.register, q.key), now), now)
+        now = time.time()
+        for identity in self.registrations.keepalive(now, self.heartbeat_period):
+            send(router, identity, m.Heartbeat(sent_at=now))
 
     def _verify(self, msg: m.Register, key: str) -> bool:
         """The endpoint's secret, and (CURVE) that the connection's key is that endpoint's own;

@@ -84,6 +84,13 @@ class Pending:
         # File events: all of a pass's batches from one endpoint are recorded in one transaction
         # (while one pass records, the next burst queues up: batches grow with the load).
         self.files: dict[bytes, tuple[Connection, list[m.FileEvent]]] = {}
+        # Heartbeats and status reports: each endpoint's last report, recorded in one round trip.
+        self.touched: dict[str, tuple[Connection, m.EndpointStatus | None]] = {}
+
+    def touch(self, conn: Connection, report: m.EndpointStatus | None) -> None:
+        """A heartbeat (``report`` None) or a status report from ``conn``: the latest report wins."""
+        prior = self.touched.get(conn.endpoint_id)
+        self.touched[conn.endpoint_id] = (conn, report or (prior[1] if prior is not None and prior[0] is conn else None))
 
     def add(self, conn: Connection, msg: m.ResultBatch | m.TaskStatusBatch | m.FileEventBatch) -> None:
         if isinstance(msg, m.ResultBatch):
@@ -97,6 +104,7 @@ class Pending:
         self.results.clear()
         self.running.clear()
         self.files.clear()
+        self.touched.clear()
 
 
 # -- actions -------------------------------------------------------------------------------------

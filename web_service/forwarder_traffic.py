@@ -71,19 +71,27 @@ class EndpointTraffic:
             self.store.mark_running(msg.running, msg.started_at or None)
         elif isinstance(msg, m.Heartbeat):
             send(router, conn.identity, m.Heartbeat(sent_at=now))
-            self.store.touch(conn.endpoint_id)
+            if pending is not None:
+                pending.touch(conn, None)  # recorded with the pass's others: one round trip
+            else:
+                self.store.touch(conn.endpoint_id)
         elif isinstance(msg, m.TaskOutputBatch):
             kept, dropped = self.outputs.append_checked(conn.endpoint_id, msg.outputs)
             if dropped:
                 self.rejected_outputs += dropped
                 log.warning("endpoint %s sent %d live output(s) for tasks not in flight there; dropped", conn.endpoint_id, dropped)
         elif isinstance(msg, m.EndpointStatus):
-            self.store.touch(conn.endpoint_id, msg)
+            if pending is not None:
+                pending.touch(conn, msg)
+            else:
+                self.store.touch(conn.endpoint_id, msg)
         elif isinstance(msg, m.FileEventBatch):
             self.record_files(router, conn, msg.events)
 
     def flush(self, router: zmq.Socket, pending: Pending) -> None:
         """Record what a drain pass gathered: status first (a result must win over 'running')."""
+        self.store.touch_many({e: report for e, (conn, report) in pending.touched.items()
+                               if self.connections.by_identity.get(conn.identity) is conn})
         for started_at, task_ids in pending.running.items():
             self.store.mark_running(task_ids, started_at or None)
         now = time.time()

@@ -34,6 +34,10 @@ from site_manager.status import EngineStatus
 
 RESULT = b"fns1 json-data 4\nnull"
 IDLE = EngineStatus()
+# Connections opened per loop pass: a process that opened thousands before reading any would
+# leave the first ones unread past their heartbeat threshold (a real site manager is a process
+# of its own, reading as soon as it connected).
+OPEN_PER_PASS = 100
 CAPACITY = 4096  # tasks held at once, what a real site manager says by default (config.task_capacity)
 
 
@@ -132,11 +136,12 @@ class SimulatedEndpoints:
                 actions += c.session.results_ready(results, time.time())
 
     def run(self, stop: Callable[[], bool]) -> None:
-        for i, c in enumerate(self.conns):
-            self._open(i, c.ep.forwarder)
-        next_tick = time.monotonic()
+        start = time.monotonic()
+        self.reopen = [(start, i, c.ep.forwarder) for i, c in enumerate(self.conns)]  # a heap already: in order
+        next_tick = start
         while not stop():
-            for s, _ in self.poller.poll(100):
+            due = bool(self.reopen) and self.reopen[0][0] <= time.monotonic()
+            for s, _ in self.poller.poll(0 if due else 100):
                 c = self.by_sock.get(s)
                 while c is not None and c.sock is s:
                     try:
@@ -149,7 +154,9 @@ class SimulatedEndpoints:
                         self.received += [(t.task_id, now) for t in msg.tasks]
                     self._do(c, c.session.received(msg, time.monotonic(), time.time()))
             now = time.monotonic()
-            while self.reopen and self.reopen[0][0] <= now:
+            for _ in range(OPEN_PER_PASS):
+                if not self.reopen or self.reopen[0][0] > now:
+                    break
                 _, i, address = heapq.heappop(self.reopen)
                 if self.conns[i].sock is None and not self.conns[i].exited:
                     self._open(i, address)

@@ -147,6 +147,19 @@ class EngineBlocks:
                 self._cancelling[str(job)] = time.monotonic()  # checked against the queue at each poll
                 self._save_jobs()
 
+    def saw_blocks(self, where: set[tuple[str, str]]) -> None:
+        """``(runtime, block)`` pairs whose workers started tasks: :meth:`note_seen` of their blocks
+        (an engine runs one runtime; a pool routes the pairs to its engines)."""
+        self.note_seen({block for _, block in where})
+
+    def note_seen(self, blocks: set[str]) -> None:
+        """Workers of ``blocks`` started tasks (their start markers name them): those blocks had
+        workers, even if they ended before a status poll saw their managers connected. A block
+        killed seconds after its first task started is then lost (its tasks re-run), not a
+        runtime whose workers did not start."""
+        with self._lock:
+            self._seen_blocks |= blocks
+
     def ended_blocks(self) -> dict[str, str]:
         """Blocks that ended, and how: the block script's exit note (written the moment its
         container exits) or the provider's terminal state. Tasks a worker started there will

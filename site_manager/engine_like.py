@@ -33,6 +33,9 @@ class EngineLike(Protocol):
         """Start or cancel blocks as the load asks; returns the change in blocks."""
         ...
 
+    def saw_blocks(self, where: set[tuple[str, str]]) -> None:
+        """``(runtime, block)`` pairs whose workers started tasks: those blocks had workers."""
+
     def hold(self) -> None:
         """Stopping: send no further task to a worker."""
 

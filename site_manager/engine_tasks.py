@@ -38,10 +38,14 @@ class EngineTasks:
             self.futures.pop(task_id, None)
             self.blocks.pop(task_id, None)
 
-    def note_blocks(self, outputs: list[TaskOutput]) -> None:
+    def note_blocks(self, outputs: list[TaskOutput]) -> set[tuple[str, str]]:
+        """Note the block each start marker names; returns the ``(runtime, block)`` pairs named."""
+        named: set[tuple[str, str]] = set()
         for o in outputs:
             if o.kind == "start" and o.values.get("block") and o.task_id in self.futures:
-                self.blocks[o.task_id] = (str(o.values.get("runtime") or HOST), str(o.values["block"]))
+                self.blocks[o.task_id] = where = (str(o.values.get("runtime") or HOST), str(o.values["block"]))
+                named.add(where)
+        return named
 
     def fail_those_of_ended_blocks(self, engine: EngineLike) -> None:
         """Fail (as worker_lost, so retried within max_retries) the tasks started in blocks that

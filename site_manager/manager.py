@@ -208,7 +208,9 @@ class SiteManager:
         if self.outputs.socket in ready or self.inbox.fileno() in ready:
             # Before results: a task's last outputs reach the forwarder ahead of its result.
             outputs = self.outputs.drain()
-            self.engine_tasks.note_blocks(outputs)
+            named = self.engine_tasks.note_blocks(outputs)
+            if named:
+                self.engine.saw_blocks(named)
             actions += self.session.outputs_ready(outputs)
         if self.inbox.fileno() in ready:
             results = self.inbox.drain()

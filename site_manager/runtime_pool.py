@@ -194,6 +194,13 @@ class RuntimePool:
         return EngineStatus(blocks_pending=blocks_pending, blocks_running=blocks_running, workers=workers,
                             tasks_queued=tasks_queued, tasks_running=tasks_running, workers_ready=ready, runtimes=per)
 
+    def saw_blocks(self, where: set[tuple[str, str]]) -> None:
+        """``(runtime, block)`` pairs whose workers started tasks (see :meth:`Engine.note_seen`)."""
+        for runtime in {r for r, _ in where}:
+            engine = self.host if runtime == HOST else self.engines.get(runtime)
+            if engine is not None:
+                engine.note_seen({b for r, b in where if r == runtime})
+
     def ended_blocks(self) -> dict[tuple[str, str], str]:
         """``(runtime, block) -> how it ended`` for every engine's ended blocks (see :meth:`Engine.ended_blocks`)."""
         ended = {(HOST, b): why for b, why in self.host.ended_blocks().items()}

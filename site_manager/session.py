@@ -218,6 +218,7 @@ class Session:
         """
         finished: list[ResultMessage] = []
         retries: list[Action] = []
+        unannounced: set[str] = set()  # ran, but their start marker has not come (yet)
         for result in results:
             if result.task_id in self.cancelled:
                 # Cancelled while it ran: the service already ended it; nothing to retry or send.
@@ -237,12 +238,22 @@ class Session:
                     retries.append(Submit(task))
                     continue  # still running, as far as anyone outside knows
                 result = final_result(result, attempts, limit)
+            if result.task_id in self.running and result.task_id not in self.started and not _lost(result):
+                unannounced.add(result.task_id)
             self._forget(result.task_id)
             finished.append(result)
         fresh = self.ledger.add_many(finished)
         if self.state is not State.READY or not fresh:
             return retries  # kept in the ledger: resent once registered again
-        return retries + _batches(fresh)
+        # A worker's start marker travels on its outputs channel, the result through Parsl: a
+        # quick task's result can come first (its marker is then dropped, the task being gone).
+        # It ran, so it is reported running first, as every task is before its result.
+        late = [r for r in fresh if r.task_id in unannounced]
+        if not late:
+            return retries + _batches(fresh)
+        starts = [r.timings["worker_started"] for r in late if r.timings.get("worker_started")]
+        status = Send(TaskStatusBatch(running=[r.task_id for r in late], started_at=min(starts, default=0.0)))
+        return retries + [status] + _batches(fresh)
 
     def files_ready(self, events: list[FileEvent]) -> list[Action]:
         """Watched files settled: keep them until acked, and send them if registered."""

@@ -208,6 +208,9 @@ class UserEndpoints:
     def scale(self, now: float | None = None) -> int:
         return 0  # each user endpoint scales its own blocks
 
+    def saw_blocks(self, where: set[tuple[str, str]]) -> None:
+        pass  # the user endpoints' own site managers track their blocks
+
     def hold(self) -> None:
         pass
 

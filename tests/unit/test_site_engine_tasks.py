@@ -14,8 +14,9 @@ def _start(task_id: str, block: str, runtime: str = "") -> TaskOutput:
 def test_a_start_marker_names_the_block_of_a_task_on_the_engine_only():
     tasks = EngineTasks()
     tasks.add("t1", Future())
-    tasks.note_blocks([_start("t1", "3", "podman"), _start("other", "1"), _start("t1-no-block", "")])
+    named = tasks.note_blocks([_start("t1", "3", "podman"), _start("other", "1"), _start("t1-no-block", "")])
     assert tasks.blocks == {"t1": ("podman", "3")}
+    assert named == {("podman", "3")}  # the engine is told that block had a worker (Engine.note_seen)
     tasks.note_blocks([_start("t1", "4")])  # no runtime named: the host's
     assert tasks.blocks["t1"] == ("host", "4")
 

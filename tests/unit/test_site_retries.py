@@ -71,7 +71,7 @@ def test_per_task_max_retries_overrides_the_endpoint_and_success_after_a_retry_i
     s.received(TaskBatch(tasks=[task(max_retries=1)]), 0.0, 0.0)
     assert isinstance(s.results_ready([lost()])[0], Submit)
     sent = s.results_ready([ResultMessage(task_id="t1", ok=True, data=b"v")])
-    assert sent[0].message.results[0].ok
+    assert sent[-1].message.results[0].ok
 
 
 def test_no_retry_while_draining():

@@ -196,6 +196,7 @@ def test_a_task_batch_submits_each_task_and_reports_running_only_when_a_worker_s
 def test_results_are_sent_in_one_batch_and_kept_until_acked() -> None:
     s = ready_session()
     s.received(TaskBatch(tasks=[task("a"), task("b")]), NOW, 0.0)
+    s.outputs_ready([TaskOutput(task_id=t, seq=-1, time=1.0, kind="start") for t in "ab"])
     (batch,) = sent(s.results_ready([result("a"), result("b")]))
     assert isinstance(batch, ResultBatch) and [r.task_id for r in batch.results] == [
         "a",
@@ -204,6 +205,20 @@ def test_results_are_sent_in_one_batch_and_kept_until_acked() -> None:
     assert s.running == set() and len(s.ledger) == 2
     s.received(Ack(task_ids=["a"]), NOW, 0.0)
     assert [r.task_id for r in s.ledger.pending()] == ["b"]
+
+
+def test_a_result_that_overtakes_its_start_marker_is_reported_running_first() -> None:
+    """The start marker comes on the worker's outputs channel, the result through Parsl: a quick
+    task's result can arrive first. It ran: running (with the worker's start time) goes before
+    the result, as for every task, and the marker arriving later is dropped."""
+    s = ready_session()
+    s.received(TaskBatch(tasks=[task("a"), task("b")]), NOW, 0.0)
+    s.outputs_ready([TaskOutput(task_id="a", seq=-1, time=1.0, kind="start")])
+    quick = ResultMessage(task_id="b", ok=True, data=b"v", timings={"worker_started": 7.5})
+    status, batch = sent(s.results_ready([result("a"), quick]))
+    assert status == TaskStatusBatch(running=["b"], started_at=7.5)
+    assert [r.task_id for r in batch.results] == ["a", "b"]
+    assert sent(s.outputs_ready([TaskOutput(task_id="b", seq=-1, time=7.5, kind="start")])) == []
 
 
 def test_results_while_disconnected_wait_and_every_unacked_one_is_resent_after_registering() -> (

@@ -158,7 +158,10 @@ class EngineBlocks:
         killed seconds after its first task started is then lost (its tasks re-run), not a
         runtime whose workers did not start."""
         with self._lock:
+            # Connected now too: a block seen but not connected counts as lost (classify_blocks)
+            # until the next status poll lists its managers.
             self._seen_blocks |= blocks
+            self._connected_blocks |= blocks
 
     def ended_blocks(self) -> dict[str, str]:
         """Blocks that ended, and how: the block script's exit note (written the moment its

@@ -32,3 +32,20 @@ def test_a_rerun_forgets_the_old_block_and_an_old_future_does_not_forget_the_new
     assert tasks.futures["t1"] is second
     tasks.forget("t1", second)
     assert tasks.futures == {} and tasks.blocks == {}
+
+
+def test_a_block_named_by_a_start_marker_counts_as_running_until_a_status_poll_says_otherwise():
+    """A start marker can come before the status poll lists the block's manager: the block had
+    workers (not a runtime that cannot start them) and is running, not lost (a lost block's job
+    is cancelled)."""
+    import threading
+
+    from site_manager.engine_blocks import EngineBlocks
+    from site_manager.scaling import classify_blocks
+
+    blocks = EngineBlocks.__new__(EngineBlocks)
+    blocks._lock, blocks._seen_blocks, blocks._connected_blocks = threading.Lock(), set(), set()
+    blocks.saw_blocks({("host", "3")})
+    view = classify_blocks({"3": "RUNNING"}, blocks._connected_blocks, blocks._seen_blocks)
+    assert view.running == ("3",) and view.lost == ()
+    assert "3" in blocks._seen_blocks  # had workers: if it ends now, its tasks are lost, not "did not start"

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from compare_commits import REPO, git  # the benchmarks folder is the script's own
 
 
 # -- one stack, driven over stdin/stdout (runs with the measured commit's fnserve on PYTHONPATH) --
@@ -79,10 +79,6 @@ def _serve(port: int) -> None:
 # -- the driver --------------------------------------------------------------------------------
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
 class _Stack:
     def __init__(self, tree: Path, port: int, tmp: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(tree), "TMPDIR": str(tmp)}
@@ -124,13 +120,13 @@ def main() -> None:
         return
     if len(args.commits) == 1:
         args.commits.append("HEAD")
-    shas = [_git("rev-parse", "--short", f"{c}^{{commit}}") for c in args.commits]
+    shas = [git("rev-parse", "--short", f"{c}^{{commit}}") for c in args.commits]
     work = Path(tempfile.mkdtemp(prefix="fcpu-"))  # short: the stacks' unix sockets live below it
     stacks: dict[str, _Stack] = {}
     load0 = os.getloadavg()
     try:
         for i, sha in enumerate(shas):
-            _git("worktree", "add", "--detach", str(work / sha), sha)
+            git("worktree", "add", "--detach", str(work / sha), sha)
             (work / f"tmp-{sha}").mkdir()
             stacks[sha] = _Stack(work / sha, args.port + 20 * i, work / f"tmp-{sha}")
         idle = {sha: s.ask(f"idle {args.idle}") for sha, s in stacks.items()}

@@ -77,6 +77,36 @@ def _one(fc: Any, fid: str, eid: str, runtime: str) -> float:
     return time.perf_counter() - t0
 
 
+def start_bench_endpoint(port: int, runtimes: dict[str, dict[str, Any]], connect_timeout: float) -> tuple[Any, str]:
+    """An embedded service on ``port`` (and the next two) and a local endpoint "bench" of one
+    block of one worker with ``runtimes`` configured and registered; ``(client, endpoint id)``.
+    Stop it with ``stack.stop_all``. FNSERVE_HOME must be set first."""
+    from fnserve.cli import stack
+    from fnserve.client import Client
+
+    ports = stack.StackPorts(web=port, forwarder=port + 1, redis=port + 2)
+    env = stack.start_service(ports, say=lambda _s: None)
+    url = f"http://127.0.0.1:{port}"
+    fc = Client(url, stack.ensure_user(env, url, "bench").token)
+    ep = stack.create_endpoint("bench", env["FNSERVE_FORWARDER_ADDRESS"], fc,
+                               engine={"max_workers_per_node": 1, "init_blocks": 1, "min_blocks": 1, "max_blocks": 1})
+    path = stack.endpoint_config_path("bench")
+    data = yaml.safe_load(path.read_text())
+    data["runtimes"] = runtimes
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    eid = ep["endpoint_id"]
+    stack.wait_connected(fc, eid, stack.start_endpoint("bench"), timeout=connect_timeout)
+    for name, spec in runtimes.items():
+        fc.register_runtime(name, spec["type"], image=spec.get("image") or spec.get("python", ""))
+    return fc, eid
+
+
+def runtime_figure(fc: Any, eid: str, name: str, key: str = "workers") -> int:
+    """One figure (``workers``, ``ready``, ``blocks``) of runtime ``name`` in the endpoint's status; -1: none yet."""
+    site = fc.get_endpoint_status(eid).get("site") or {}
+    return int((site.get("runtimes") or {}).get(name, {}).get(key, -1))
+
+
 def main() -> None:
     if "--local" not in sys.argv:
         import runtime_latency_slurm
@@ -96,30 +126,15 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(tmp / "venv")], check=True)
     os.environ["FNSERVE_HOME"] = str(tmp / "home")
     from fnserve.cli import stack
-    from fnserve.client import Client
 
     runtimes = _runtimes(str(tmp / "venv/bin/python"), image)
     results: dict[str, Any] = {"image": image}
     try:
-        ports = stack.StackPorts(web=args.port, forwarder=args.port + 1, redis=args.port + 2)
-        env = stack.start_service(ports, say=lambda _s: None)
-        url = f"http://127.0.0.1:{args.port}"
-        fc = Client(url, stack.ensure_user(env, url, "bench").token)
-        ep = stack.create_endpoint("bench", env["FNSERVE_FORWARDER_ADDRESS"], fc,
-                                   engine={"max_workers_per_node": 1, "init_blocks": 1, "min_blocks": 1, "max_blocks": 1})
-        path = stack.endpoint_config_path("bench")
-        data = yaml.safe_load(path.read_text())
-        data["runtimes"] = runtimes
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        eid = ep["endpoint_id"]
-        stack.wait_connected(fc, eid, stack.start_endpoint("bench"))
-        for name, spec in runtimes.items():
-            fc.register_runtime(name, spec["type"], image=spec.get("image") or spec.get("python", ""))
+        fc, eid = start_bench_endpoint(args.port, runtimes, connect_timeout=90)
         fid = fc.register_function(noop, serializer="source")
 
         def workers(name: str, key: str = "workers") -> int:
-            site = fc.get_endpoint_status(eid).get("site") or {}
-            return int((site.get("runtimes") or {}).get(name, {}).get(key, -1))
+            return runtime_figure(fc, eid, name, key)
 
         def reaped(name: str) -> bool:
             # No block at all, pending ones included (a report taken while a new block was still

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import write_results  # noqa: E402
 from hops import HOPS  # noqa: E402
+from runtime_latency import runtime_figure, start_bench_endpoint  # noqa: E402
 
 
 def noop() -> None:
@@ -60,7 +60,6 @@ def main() -> None:
     python = str(tmp / "venv/bin/python")
     os.environ["FNSERVE_HOME"] = str(tmp / "home")
     from fnserve.cli import stack
-    from fnserve.client import Client
 
     variants = {f"spare{i}": ("before" if i % 2 else "after") for i in range(args.spares)}
     runtimes = {name: {"type": "venv", "python": python, "min_warm_workers": 1, "max_blocks": 1,
@@ -68,26 +67,12 @@ def main() -> None:
                 for name, v in variants.items()}
     load0 = os.getloadavg()
     try:
-        ports = stack.StackPorts(web=args.port, forwarder=args.port + 1, redis=args.port + 2)
-        env = stack.start_service(ports, say=lambda _s: None)
-        url = f"http://127.0.0.1:{args.port}"
-        fc = Client(url, stack.ensure_user(env, url, "bench").token)
-        ep = stack.create_endpoint("bench", env["FNSERVE_FORWARDER_ADDRESS"], fc,
-                                   engine={"max_workers_per_node": 1, "init_blocks": 1, "min_blocks": 1, "max_blocks": 1})
-        path = stack.endpoint_config_path("bench")
-        data = yaml.safe_load(path.read_text())
-        data["runtimes"] = runtimes
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        eid = ep["endpoint_id"]
-        stack.wait_connected(fc, eid, stack.start_endpoint("bench"), timeout=400)
-        for name in runtimes:
-            fc.register_runtime(name, "venv", image=sys.executable)
+        fc, eid = start_bench_endpoint(args.port, runtimes, connect_timeout=400)
         fid = fc.register_function(noop, serializer="source")
         fc.call(fid, eid)  # the service's and the host engine's first use of the function: not a spare's
 
         def workers(name: str, key: str = "workers") -> int:
-            site = fc.get_endpoint_status(eid).get("site") or {}
-            return int((site.get("runtimes") or {}).get(name, {}).get(key, -1))
+            return runtime_figure(fc, eid, name, key)
 
         if not args.at_ready:
             _wait(lambda: all(workers(n, "ready") >= 1 for n in runtimes), 300, "hot spares")

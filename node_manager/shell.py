@@ -35,6 +35,12 @@ def sandbox_dir(task_id: str) -> Path:
     return path
 
 
+# The command's shell waits on a pipe (its stdin) until the worker has noted its process group (for a cancel)
+# and told its helper (for the worker's death), then becomes ``/bin/sh -c <command>`` (same pid and
+# group). Should the worker die before that, the pipe closes unread and the command never runs.
+_GATED = 'IFS= read -r _ || exit 125; exec /bin/sh -c "$0" </dev/null'
+
+
 def _tail(f: IO[bytes], limit: int) -> tuple[bytes, int]:
     total = f.seek(0, os.SEEK_END)
     f.seek(max(0, total - limit))
@@ -56,10 +62,18 @@ def run(fn: shell.ShellFunction, args: list[Any], kwargs: dict[str, Any], task_i
     cwd = sandbox_dir(task_id) if spec.sandbox else None
     env = {**os.environ, **({"FNSERVE_SANDBOX": str(cwd)} if cwd else {}), "FNSERVE_TASK_ID": task_id}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                cwd=cwd, env=env, start_new_session=True)
-        note = running.mark_group(control_dir, task_id, proc.pid)  # a cancel kills the group too
-        watchdog.guard_group(proc.pid)  # and so does this worker's death (its pool killed, say)
+        gate, opened = os.pipe()
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", _GATED, command], stdin=gate, stdout=out, stderr=err,
+                                    cwd=cwd, env=env, start_new_session=True)
+        finally:
+            os.close(gate)
+        try:
+            note = running.mark_group(control_dir, task_id, proc.pid)  # a cancel kills the group too
+            watchdog.guard_group(proc.pid)  # and so does this worker's death (its pool killed, say)
+            os.write(opened, b"\n")  # only now may the command start: nothing it starts goes unguarded
+        finally:
+            os.close(opened)
         timed_out = False
         try:
             proc.wait(timeout=timeout)

@@ -100,15 +100,22 @@ def test_a_result_over_10_mib_comes_back_by_reference_and_the_worker_survives(st
         ids = [client.submit(fid, stack.endpoint_id, (10,)) for _ in range(6)]
         return {client.get_result(t, timeout=60)[0] for t in ids}
 
-    before = worker_pids() | worker_pids()  # two rounds: a loaded host can give one worker all six
+    before = worker_pids()
     task_id = client.submit(fid, stack.endpoint_id, (11 * 1024 * 1024,))
     pid, data = client.get_result(task_id, timeout=60)
-    assert data == b"x" * (11 * 1024 * 1024) and pid in before
+    assert data == b"x" * (11 * 1024 * 1024)
     assert len(client.get_task(task_id)["result"]) < 1024  # a reference, not 11 MiB
-    # No worker died for it: the ones from before are alive and the endpoint keeps serving.
-    for pid in before:
-        os.kill(pid, 0)
-    assert worker_pids() <= before  # no replacement worker was started
+    # No worker died for it: the one that sent it and the ones from before are alive, and the one
+    # that sent it takes tasks again. (Which worker takes a task is the pool's choice, and a worker
+    # killed by an earlier test may be replaced late, so the set of pids is not compared.)
+    for alive in before | {pid}:
+        os.kill(alive, 0)
+    seen: set[int] = set()
+    for _ in range(10):
+        seen |= worker_pids()
+        if pid in seen:
+            break
+    assert pid in seen, f"the worker {pid} that returned the large result took no task again: {seen}"
     assert client.get_result(client.submit(fid, stack.endpoint_id, (3,)), timeout=60)[1] == b"xxx"
 
 

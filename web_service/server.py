@@ -40,10 +40,12 @@ def default_worker_class() -> str:
 def gunicorn_config(bind: str, workers: int, threads: int, worker_class: str, max_open_waits: int) -> dict[str, Any]:
     """Gunicorn's settings for the service (the ``accesslog`` is our own: see app.py)."""
     # keepalive: an idle client connection holds a worker's shutdown (SIGTERM, `fnserve service
-    # restart`) until it times out: at 75 s a restart took 22 s (graceful_timeout), at 5 s 6.7 s.
+    # restart`) until it times out: at 75 s a restart took 22 s (graceful_timeout), at 5 s 9.6-10.1 s
+    # (benchmarks/chaos.py web_restart, quiet machine), at 2 s see docs/reliability.md. A client
+    # idle for longer reconnects (a TCP connect; a proxy in front keeps its own client connections).
     config: dict[str, Any] = {
         "bind": bind, "workers": workers, "worker_class": worker_class,
-        "timeout": 120, "graceful_timeout": 20, "keepalive": 5, "accesslog": None,
+        "timeout": 120, "graceful_timeout": 20, "keepalive": 2, "accesslog": None,
     }
     if worker_class == "gevent":
         config["worker_connections"] = max_open_waits + 1000

@@ -40,8 +40,8 @@ def default_worker_class() -> str:
 def gunicorn_config(bind: str, workers: int, threads: int, worker_class: str, max_open_waits: int) -> dict[str, Any]:
     """Gunicorn's settings for the service (the ``accesslog`` is our own: see app.py)."""
     # keepalive: an idle client connection holds a worker's shutdown (SIGTERM, `fnserve service
-    # restart`) until it times out: at 75 s a restart took 22 s (graceful_timeout), at 5 s 9.6-10.1 s
-    # (benchmarks/chaos.py web_restart, quiet machine), at 2 s see docs/reliability.md. A client
+    # restart`) until it times out: at 75 s a restart took 22 s (graceful_timeout), at 5 s 9.6-10.1 s,
+    # at 2 s 5.7-5.8 s (benchmarks/chaos.py web_restart, quiet machine). A client
     # idle for longer reconnects (a TCP connect; a proxy in front keeps its own client connections).
     config: dict[str, Any] = {
         "bind": bind, "workers": workers, "worker_class": worker_class,

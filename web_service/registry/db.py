@@ -34,7 +34,8 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
         if parsed.database and parsed.database != ":memory:":
             # A fresh connection per session: a pooled SQLite connection kept a read snapshot
             # open between requests (WAL), so an operator's `service user enable` stayed unseen
-            # until the process restarted. Opening one costs ~0.1 ms; the hot path caches.
+            # until the process restarted. Opening one costs 0.2-0.6 ms (more when no other connection
+            # holds the file open: SQLite creates and removes its -wal and -shm files); the hot path caches.
             options.setdefault("poolclass", sa.pool.NullPool)
         engine = sa.create_engine(url, **options)
         # WAL is a property of the database file: set once per process, not on every connection

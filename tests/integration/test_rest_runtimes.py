@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rest_support import assert_error, b64, register_endpoint, register_function
+import sqlalchemy as sa
+from rest_support import assert_error, b64, register_endpoint, register_function, state
 
 from fnserve.messages import EndpointStatus
 
@@ -69,6 +70,31 @@ def test_runtime_the_endpoint_does_not_report_is_refused_naming_what_it_runs(cli
     report(store, eid, "host", "sci")
     assert submit(client, alice, {"function_id": fid, "endpoint_id": eid, "args": [1], "runtime": "sci"}).status_code == 202
     assert store.claim(eid, 10)[0].runtime == "sci"
+
+
+def test_first_submit_naming_a_runtime_resolves_it_in_one_query_and_a_repeat_in_none(app, client, alice, bob, store):
+    """A hot spare's first call: the service's first use of a runtime name reads the runtime and
+    who may use it together (it was three statements: the name, the row again, its grants)."""
+    register_runtime(client, alice, "sci")
+    gpu = register_runtime(client, alice, "gpu", type="venv", image="/opt/gpu/bin/python")
+    fid, eid = register_function(client, alice), register_endpoint(client, alice)["endpoint_id"]
+    for path, body in ((f"runtimes/{gpu}", {"users": ["bob"]}), (f"functions/{fid}", {"public": True}), (f"endpoints/{eid}", {"public": True})):
+        assert client.put(f"/v1/{path}/sharing", json=body, headers=alice).status_code == 200
+    report(store, eid, "host", "sci", "gpu")
+    for who in (alice, bob):  # the function and endpoint are known to this process from here on
+        assert submit(client, who, {"function_id": fid, "endpoint_id": eid, "args": [1]}).status_code == 202
+    store.claim(eid, 10)
+    statements: list[str] = []
+    sa.event.listen(state(app).engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    for who, name in ((alice, "sci"), (bob, "gpu"), (alice, "gpu")):  # own, shared with bob, own
+        statements.clear()
+        assert submit(client, who, {"function_id": fid, "endpoint_id": eid, "args": [1], "runtime": name}).status_code == 202
+        assert len(statements) == 1, statements
+        statements.clear()
+        assert submit(client, who, {"function_id": fid, "endpoint_id": eid, "args": [1], "runtime": name}).status_code == 202
+        assert statements == []
+    assert [t.runtime for t in store.claim(eid, 10)] == ["sci", "sci", "gpu", "gpu", "gpu", "gpu"]
+    assert_error(submit(client, bob, {"function_id": fid, "endpoint_id": eid, "args": [1], "runtime": "sci"}), 404, "runtime_not_found")
 
 
 def test_function_default_runtime_travels_with_its_tasks_unless_a_task_names_another(client, alice, store):

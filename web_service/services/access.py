@@ -102,18 +102,33 @@ def load_access(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple
             .where(EndpointAllowedFunction.endpoint_id.in_(restricted_eps))
         ):
             allowed.setdefault(ep, set()).add(fn)
-    out = {}
-    for key, (owner_id, restricted) in owners.items():
-        g = grants.get(key, [])
-        out[key] = Access(
-            owner_id=owner_id,
-            public=any(t == "public" for t, _ in g),
-            users=frozenset(i for t, i in g if t == "user"),
-            groups=frozenset(i for t, i in g if t == "group"),
-            restricted=restricted,
-            allowed=frozenset(allowed.get(key[1], ())),
-        )
-    return out
+    return {key: access_of(owner_id, grants.get(key, ()), restricted, allowed.get(key[1], ()))
+            for key, (owner_id, restricted) in owners.items()}
+
+
+def access_of(owner_id: str, grants: Iterable[tuple[str, str]], restricted: bool = False, allowed: Iterable[str] = ()) -> Access:
+    """The snapshot of a resource owned by ``owner_id`` from its grants' (grantee_type, grantee_id)."""
+    g = list(grants)
+    return Access(
+        owner_id=owner_id,
+        public=any(t == "public" for t, _ in g),
+        users=frozenset(i for t, i in g if t == "user"),
+        groups=frozenset(i for t, i in g if t == "group"),
+        restricted=restricted,
+        allowed=frozenset(allowed),
+    )
+
+
+def visible_to(model: Any, kind: str, user_id: Any) -> sa.ColumnElement[bool]:
+    """SQL condition: user ``user_id`` (an id, or a bound parameter) owns the row or it is shared
+    with them, directly, through a group or publicly."""
+    groups = sa.select(GroupMember.group_id).where(GroupMember.user_id == user_id)
+    granted = sa.select(Grant.resource_id).where(Grant.resource_type == kind, sa.or_(
+        Grant.grantee_type == "public",
+        sa.and_(Grant.grantee_type == "user", Grant.grantee_id == user_id),
+        sa.and_(Grant.grantee_type == "group", Grant.grantee_id.in_(groups)),
+    ))
+    return sa.or_(model.owner_id == user_id, model.id.in_(granted))
 
 
 def groups_of(session: Session, user_id: str, cache: AccessCache | None = None) -> frozenset[str]:

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from fnserve import serialize, shell
 from fnserve.errors import Forbidden, NotFound, SerializationError  # noqa: F401 (re-exported)
 from web_service.auth import Identity
-from web_service.registry.models import Function, Grant, GroupMember, utcnow
+from web_service.registry.models import Function, utcnow
 from web_service.services import OwnershipCache
-from web_service.services.access import require_owner, require_use
+from web_service.services.access import require_owner, require_use, visible_to
 from web_service.task_store import TaskStore
 
 log = logging.getLogger("fnserve.web.functions")
@@ -72,13 +72,7 @@ def list_functions(session: Session, owner: Identity, shared: bool = False) -> l
 
 def shared_with(model: type, kind: str, who: Identity) -> sa.ColumnElement[bool]:
     """SQL condition: ``who`` owns the row or it is shared with them (for list queries)."""
-    groups = sa.select(GroupMember.group_id).where(GroupMember.user_id == who.user_id)
-    granted = sa.select(Grant.resource_id).where(Grant.resource_type == kind, sa.or_(
-        Grant.grantee_type == "public",
-        sa.and_(Grant.grantee_type == "user", Grant.grantee_id == who.user_id),
-        sa.and_(Grant.grantee_type == "group", Grant.grantee_id.in_(groups)),
-    ))
-    return sa.or_(model.owner_id == who.user_id, model.id.in_(granted))  # type: ignore[attr-defined]
+    return visible_to(model, kind, who.user_id)
 
 
 def get_function(session: Session, owner: Identity, function_id: str) -> Function:

@@ -12,16 +12,16 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fnserve.errors import Conflict, NotFound
 from web_service.auth import Identity
-from web_service.registry.models import Function, Runtime, utcnow
+from web_service.registry.models import Function, Grant, Runtime, utcnow
 from web_service.rest_bodies.requests import RuntimeRegistration, RuntimeType
-from web_service.services.access import AccessCache, access_for, may_use, require_owner
+from web_service.services.access import Access, AccessCache, access_of, may_use, require_owner, visible_to
 from web_service.task_store import TaskStore
 from web_service.ttl_cache import TTLCache
 from web_service.validation import invalid
@@ -122,18 +122,20 @@ def _is_uuid(text: str) -> bool:
 
 
 def resolve_runtime(session: Session, who: Identity, ident: str, cache: AccessCache | None = None, **details: object) -> RuntimeRef:
-    """The live runtime ``ident`` (an id, or a name) that ``who`` may use: 404 / 403 otherwise."""
+    """The live runtime ``ident`` (an id, or a name) that ``who`` may use: 404 / 403 otherwise.
+
+    Warm (this process resolved ``ident`` for ``who`` and holds its access snapshot): no SQL.
+    Otherwise one query, which reads the runtime and its grants together (:func:`_lookup`)."""
     ref = _resolved.get((who.user_id, ident))
-    if ref is None:
-        row = _row_by_id(session, ident) if _is_uuid(ident) else _row_by_name(session, who, ident)
-        if row is None:
+    acc = cache.get(("runtime", ref.runtime_id)) if ref is not None and cache is not None else None
+    if ref is None or acc is None:
+        found = _lookup(session, ident, who.user_id, by_id=_is_uuid(ident))
+        if found is None:
+            _resolved.forget((who.user_id, ident))
             raise runtime_not_found(ident, **details)
-        ref = RuntimeRef(str(row[0]), str(row[1]))
-    # Liveness and permission through the (shared, TTL) access cache: no query when warm.
-    acc = access_for(session, [("runtime", ref.runtime_id)], cache).get(("runtime", ref.runtime_id))
-    if acc is None:
-        _resolved.forget((who.user_id, ident))
-        raise runtime_not_found(ident, **details)
+        ref, acc = found
+        if cache is not None:
+            cache.put(("runtime", ref.runtime_id), acc)
     if not may_use(session, who, acc, cache):
         from web_service.services.access import forbidden
 
@@ -142,27 +144,39 @@ def resolve_runtime(session: Session, who: Identity, ident: str, cache: AccessCa
     return ref
 
 
-def _row_by_id(session: Session, runtime_id: str) -> Any:
-    return session.execute(sa.select(Runtime.id, Runtime.name).where(Runtime.id == runtime_id, Runtime.deleted_at.is_(None))).first()
-
-
 def _ttl(cache: AccessCache | None) -> float:
     return cache.resources.ttl if cache is not None else 0.0
 
 
-def _row_by_name(session: Session, who: Identity, name: str) -> Any:
-    """(id, name) of the caller's own runtime of that name, else of the oldest one shared with them."""
-    from web_service.services.functions import shared_with
+# A live runtime with every grant on it (one row per grant, one with NULLs when there is none):
+# its name and its access snapshot in one round trip. Built once; the values are bound per call.
+_WITH_GRANTS = (
+    sa.select(Runtime.id, Runtime.name, Runtime.owner_id, Grant.grantee_type, Grant.grantee_id)
+    .outerjoin(Grant, sa.and_(Grant.resource_type == "runtime", Grant.resource_id == Runtime.id))
+    .where(Runtime.deleted_at.is_(None))
+)
+_BY_ID = _WITH_GRANTS.where(Runtime.id == sa.bindparam("ident"))
+# By name: the caller's own runtimes and those shared with them, oldest first.
+_BY_NAME = _WITH_GRANTS.where(Runtime.name == sa.bindparam("ident"), visible_to(Runtime, "runtime", sa.bindparam("user_id"))
+                              ).order_by(Runtime.created_at, Runtime.id)
 
-    rows = session.execute(
-        sa.select(Runtime.id, Runtime.owner_id).where(
-            Runtime.name == name, Runtime.deleted_at.is_(None), shared_with(Runtime, "runtime", who))
-        .order_by(Runtime.created_at, Runtime.id)
-    ).all()
-    for rid, owner_id in rows:
-        if owner_id == who.user_id:
-            return (rid, name)
-    return (rows[0][0], name) if rows else None
+
+def _lookup(session: Session, ident: str, user_id: str = "", *, by_id: bool) -> tuple[RuntimeRef, Access] | None:
+    """The live runtime ``ident`` (an id, or a name as user ``user_id`` sees it) and its access
+    snapshot, in one query; None: no such runtime.
+
+    A name picks the user's own runtime of that name, else the oldest one shared with them."""
+    rows = session.execute(_BY_ID if by_id else _BY_NAME, {"ident": ident} if by_id else {"ident": ident, "user_id": user_id}).all()
+    found: dict[str, tuple[str, str, list[tuple[str, str]]]] = {}  # in the query's order
+    for rid, name, owner_id, grantee_type, grantee_id in rows:
+        grants = found.setdefault(str(rid), (str(name), str(owner_id), []))[2]
+        if grantee_type is not None:
+            grants.append((grantee_type, grantee_id))
+    if not found:
+        return None
+    rid = next((r for r, (_, owner_id, _) in found.items() if owner_id == user_id), next(iter(found)))
+    name, owner_id, grants = found[rid]
+    return RuntimeRef(rid, name), access_of(owner_id, grants)
 
 
 def function_runtimes(session: Session, function_ids: list[str]) -> dict[str, str | None]:
@@ -248,11 +262,13 @@ def task_runtimes(session: Session, store: TaskStore, who: Identity, tasks: list
 def _live(session: Session, runtime_id: str, cache: AccessCache | None, **details: object) -> RuntimeRef:
     """A function's default runtime: it must still exist (using the function implies using it)."""
     ref = _resolved.get(("#function", runtime_id))
-    if ref is None or access_for(session, [("runtime", runtime_id)], cache).get(("runtime", runtime_id)) is None:
-        row = _row_by_id(session, runtime_id)
-        if row is None:
+    if ref is None or cache is None or cache.get(("runtime", runtime_id)) is None:
+        found = _lookup(session, runtime_id, by_id=True)
+        if found is None:
             raise NotFound(f"the function's runtime {runtime_id!r} was deleted; register the function again with another runtime, "
                            "or name a runtime in the task", code="runtime_not_found", details={"runtime": runtime_id, **details})
-        ref = RuntimeRef(str(row[0]), str(row[1]))
+        ref, acc = found
+        if cache is not None:
+            cache.put(("runtime", runtime_id), acc)
         _resolved.put(("#function", runtime_id), ref, _ttl(cache))
     return ref

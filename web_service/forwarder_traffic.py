@@ -4,8 +4,10 @@ Tasks go out (claimed from the endpoint's queue in batches, no more than its cap
 flight), with the cancels made after dispatch and the file-trigger watch lists; what comes back
 goes into the task store: results (size limits applied, first recorded wins, acked once on
 enough Redis replicas, usage logged in the same script run), task status, live outputs, file events.
-Messages of one drain pass are gathered (:class:`~web_service.forwarder_session.Pending`) and
-recorded with one Redis call per endpoint and kind. The loop that receives them and the
+Tasks go out from a backlog of endpoints owed a dispatch (web_service/forwarder_backlog.py), in
+chunks with one pipelined claim round trip each, within a time budget per loop pass. Messages of
+one drain pass are gathered (:class:`~web_service.forwarder_session.Pending`) and recorded
+together: heartbeats and status in one round trip, all the result batches in another. The loop that receives them and the
 connection decisions are in web_service/forwarder.py and forwarder_session.py.
 """
 

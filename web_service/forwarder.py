@@ -160,13 +160,12 @@ class Forwarder:
             while not self._stop.is_set():
                 busy = bool(self.registrations or self.traffic.backlog)
                 timeout_ms = 0 if busy else max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
-                polled_at = time.time()
                 events = dict(poller.poll(timeout_ms))
                 try:
                     if router in events:
                         self._drain_router(router)
                     else:
-                        self.drained_at = polled_at  # nothing was waiting in it then
+                        self.drained_at = time.time()  # nothing was waiting in it as the poll returned
                     if wake in events:
                         self._drain_wakeups(router, wake)
                     if self.registrations:

@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from common import summarize, write_results
 
 OWNER = "bench-user"
+IDLE_S = 10.0  # seconds all endpoints are registered and idle before the burst (liveness cost)
 
 
 def _submit_and_wait(store: Any, cursor: str, ids: list[str], n_endpoints: int, n_tasks: int) -> tuple[dict[str, float], float]:
@@ -119,7 +120,7 @@ def endpoints_process(address: str | dict[str, str], endpoint_ids: list[str], re
 
     try:
         sims.run(stopping)
-        out.put(sims.received)
+        out.put((sims.received, sims.reconnected_at))
     finally:
         sims.close()
 
@@ -156,7 +157,7 @@ def scenario(redis_url: str, n_endpoints: int, n_tasks: int, port: int) -> dict[
     stop.set()
     received: list[tuple[str, float]] = []
     for _ in sims:
-        received += out.get(timeout=60)
+        received += out.get(timeout=60)[0]
     for p in sims:
         p.join(30)
     fwd.terminate()
@@ -208,24 +209,36 @@ def scale_out(redis_url: str, n_endpoints: int, n_tasks: int, n_forwarders: int,
     for ev in regs:
         if not ev.wait(max(120, n_endpoints / 20)):
             raise RuntimeError("simulated endpoints did not all register")
+    # Liveness alone (heartbeats and status reports, no task): each forwarder's CPU over 10 s idle.
+    idle0 = [_cpu_seconds(p.pid) for p in fwds]
+    time.sleep(IDLE_S)
+    idle = [(_cpu_seconds(p.pid) - c) / IDLE_S for p, c in zip(fwds, idle0)]
     cursor = store.completion_cursor(OWNER)
     cpu0 = [_cpu_seconds(p.pid) for p in fwds]
+    burst_at = time.time()
     submitted_at, elapsed = _submit_and_wait(store, cursor, ids, n_endpoints, n_tasks)
     cpu = [_cpu_seconds(p.pid) - c for p, c in zip(fwds, cpu0)]
     stop.set()
     received: list[tuple[str, float]] = []
+    reconnects: list[float] = []
     for _ in sims:
-        received += out.get(timeout=60)
+        got, times = out.get(timeout=60)
+        received += got
+        reconnects += times
     for p in [*sims, *fwds]:
         if p in fwds:
             p.terminate()
         p.join(30)
     routed = {a: sum(1 for i in range(n_tasks) if where[ids[i % n_endpoints]] == a) for a in addresses}
     per_forwarder = [{"endpoints": sum(1 for e in ids if where[e] == a), "tasks": routed[a], "cpu_s": c,
-                      "cpu_s_per_1000_tasks": c / routed[a] * 1000 if routed[a] else None} for a, c in zip(addresses, cpu)]
+                      "cpu_s_per_1000_tasks": c / routed[a] * 1000 if routed[a] else None,
+                      "idle_cpu_s_per_s": i} for a, c, i in zip(addresses, cpu, idle)]
     delays = [at - submitted_at[tid] for tid, at in received if tid in submitted_at]
     return {"forwarders": n_forwarders, "endpoints": n_endpoints, "tasks": n_tasks, "seconds": elapsed,
             "tasks_per_s": n_tasks / elapsed, "dispatch_delay": summarize(delays), "per_forwarder": per_forwarder,
+            "reconnects_registering": sum(1 for t in reconnects if t < burst_at),
+            "reconnects_burst": sum(1 for t in reconnects if t >= burst_at),
+            "tasks_delivered_twice": len(received) - len({tid for tid, _ in received}),
             "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
 
 
@@ -249,7 +262,10 @@ def main() -> None:
                     d = res["dispatch_delay"]
                     costs = ", ".join(f"{f['cpu_s_per_1000_tasks']:.2f}" for f in res["per_forwarder"] if f["cpu_s_per_1000_tasks"])
                     print(f"{n:5d} endpoints, {k} forwarder(s): {res['tasks_per_s']:7.0f} tasks/s, dispatch p50 "
-                          f"{d['p50_ms']:.1f} ms p99 {d['p99_ms']:.1f} ms; CPU s per 1,000 tasks per forwarder: {costs} "
+                          f"{d['p50_ms']:.1f} ms p99 {d['p99_ms']:.1f} ms; CPU s per 1,000 tasks per forwarder: {costs}; "
+                          f"idle (liveness) CPU s/s: {', '.join(format(f['idle_cpu_s_per_s'], '.2f') for f in res['per_forwarder'])}; "
+                          f"reconnects registering {res['reconnects_registering']}, in the burst {res['reconnects_burst']}, "
+                          f"tasks delivered twice {res['tasks_delivered_twice']} "
                           f"(load {' '.join(res['loadavg'])})", flush=True)
         finally:
             proc.terminate()

@@ -32,7 +32,7 @@ from web_service.forwarder_auth import EndpointKeys, KeyLookup, SecretVerifier, 
 from web_service.forwarder_pool import ForwarderPool, heartbeat_ttl
 from web_service.forwarder_watches import WatchLists
 from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
-    Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply,
+    Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply, expiry_due,
 )
 from web_service.forwarder_registrations import RegistrationQueue
 from web_service.forwarder_traffic import EndpointTraffic, send
@@ -48,6 +48,9 @@ DRAIN_MAX = 1000
 # Seconds per loop pass spent accepting queued registrations (web_service/forwarder_registrations.py):
 # a burst of thousands cannot keep the forwarder from answering registered site managers.
 REGISTER_BUDGET = 0.2
+# Seconds per loop pass spent dispatching to woken endpoints (web_service/forwarder_backlog.py):
+# a burst of submits to thousands of endpoints cannot keep the forwarder from reading the others.
+DISPATCH_BUDGET = 0.1
 
 
 class Forwarder:
@@ -105,7 +108,10 @@ class Forwarder:
         self.traffic = EndpointTraffic(store, self.connections, self.watches, batch_size, output_limit,
                                        max_result_bytes, replicas_ack, replicas_timeout)
         if pool is not None:
-            self.traffic.owns = pool.owns
+            self.traffic.owns_many = pool.owns_many
+        # When the ROUTER socket was last read empty: silence is judged up to then, not up to now
+        # (a heartbeat waiting unread in the socket is not silence; forwarder_session.expiry_due).
+        self.drained_at = time.time()
         # Sentinel failovers seen so far (web_service/redis_client.py): one seen between loop
         # passes is handled like a lost store even when no command failed.
         self._primary_seen = primary_changes(store.r)
@@ -152,17 +158,22 @@ class Forwarder:
         sweep_at = time.time() + (sweep_interval(self.waiting_expiry) if self.waiting_expiry > 0 else float("inf"))
         try:
             while not self._stop.is_set():
-                timeout_ms = 0 if self.registrations else max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
+                busy = bool(self.registrations or self.traffic.backlog)
+                timeout_ms = 0 if busy else max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 try:
                     if router in events:
                         self._drain_router(router)
+                    else:
+                        self.drained_at = time.time()  # nothing was waiting in it as the poll returned
                     if wake in events:
                         self._drain_wakeups(router, wake)
                     if self.registrations:
                         self._accept_queued(router)
+                    if self.traffic.backlog:
+                        self.traffic.dispatch_queued(router, DISPATCH_BUDGET)
                     now = time.time()
-                    if now >= check_at:
+                    if expiry_due(check_at, now, self.drained_at):
                         self._expire(router, now)
                         self.traffic.refresh_watches(router, now)
                         check_at = self.connections.next_deadline(now)
@@ -193,8 +204,13 @@ class Forwarder:
 
     def _drain_router(self, router: zmq.Socket) -> None:
         """Handle every message that has arrived (at most ``DRAIN_MAX``), then flush the
-        results and status updates they carried: one Redis call per endpoint and kind for the
-        whole pass instead of one per message. Nothing waits for more to arrive."""
+        results and status updates they carried: pipelined, a round trip per kind for the whole
+        pass instead of one per message. Nothing waits for more to arrive. Reading the socket
+        empty moves ``drained_at`` on (silence is judged up to then).
+
+        The cap stays: with thousands of endpoints the socket is never empty while a pass handles
+        what it read (10,000 endpoints send 10,000 liveness messages a second), so an uncapped
+        pass would never end, never flush its results and never read the wake socket."""
         curve = self.server_keys is not None
         pending = _Pending()
         try:
@@ -202,6 +218,7 @@ class Forwarder:
                 try:
                     frames = router.recv_multipart(zmq.NOBLOCK, copy=not curve)
                 except zmq.Again:
+                    self.drained_at = time.time()
                     return
                 if len(frames) != 2:
                     continue  # wrong frame count: not a site manager
@@ -390,7 +407,7 @@ class Forwarder:
         self._perform(router, self.session.withdraw(others), time.time())
 
     def _expire(self, router: zmq.Socket, now: float) -> None:
-        self._perform(router, self.session.expire(now), now)
+        self._perform(router, self.session.expire(now, self.drained_at), now)
 
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)

@@ -113,6 +113,13 @@ class ForwarderPool:
         holder = self.r.get(owner_key(endpoint_id))
         return holder is None or (holder.decode() if isinstance(holder, bytes) else holder) == self.address
 
+    def owns_many(self, endpoint_ids: list[str]) -> list[bool]:
+        """:meth:`owns` for many endpoints in one round trip."""
+        if not endpoint_ids:
+            return []
+        holders = self.r.mget([owner_key(e) for e in endpoint_ids])
+        return [h is None or (h.decode() if isinstance(h, bytes) else h) == self.address for h in holders]
+
     def release(self, endpoint_id: str) -> bool:
         """Whether this forwarder still owned ``endpoint_id`` (and so must settle its tasks)."""
         return bool(self._release(keys=[owner_key(endpoint_id)], args=[self.address]))

@@ -4,8 +4,10 @@ Tasks go out (claimed from the endpoint's queue in batches, no more than its cap
 flight), with the cancels made after dispatch and the file-trigger watch lists; what comes back
 goes into the task store: results (size limits applied, first recorded wins, acked once on
 enough Redis replicas, usage logged in the same script run), task status, live outputs, file events.
-Messages of one drain pass are gathered (:class:`~web_service.forwarder_session.Pending`) and
-recorded with one Redis call per endpoint and kind. The loop that receives them and the
+Tasks go out from a backlog of endpoints owed a dispatch (web_service/forwarder_backlog.py), in
+chunks with one pipelined claim round trip each, within a time budget per loop pass. Messages of
+one drain pass are gathered (:class:`~web_service.forwarder_session.Pending`) and recorded
+together: heartbeats and status in one round trip, all the result batches in another. The loop that receives them and the
 connection decisions are in web_service/forwarder.py and forwarder_session.py.
 """
 
@@ -21,6 +23,7 @@ import zmq
 from fnserve import messages as m
 from fnserve.outputs import task_output_limit
 from web_service import forwarder_metrics as metrics
+from web_service.forwarder_backlog import CHUNK, DispatchBacklog
 from web_service.forwarder_session import Connection, Connections, Pending
 from web_service.forwarder_watches import WatchLists
 from web_service.redis_client import primary_changes, replicated
@@ -58,8 +61,10 @@ class EndpointTraffic:
         # Results / live outputs dropped because the endpoint sending them did not hold the task.
         self.rejected_results = 0
         self.rejected_outputs = 0
-        # Whether this forwarder still owns an endpoint (set in a pool of forwarders; None: alone).
-        self.owns: Callable[[str], bool] | None = None
+        # Whether this forwarder still owns endpoints (set in a pool of forwarders; None: alone).
+        self.owns_many: Callable[[list[str]], list[bool]] | None = None
+        # Endpoints to dispatch to, served within a time budget per loop pass (web_service/forwarder_backlog.py).
+        self.backlog = DispatchBacklog()
 
     def on_message(self, router: zmq.Socket, conn: Connection, msg: m.SiteMessage, now: float, pending: Pending | None) -> None:
         if isinstance(msg, (m.ResultBatch, m.TaskStatusBatch, m.FileEventBatch)) and pending is not None:
@@ -94,10 +99,8 @@ class EndpointTraffic:
                                if self.connections.by_identity.get(conn.identity) is conn})
         for started_at, task_ids in pending.running.items():
             self.store.mark_running(task_ids, started_at or None)
-        now = time.time()
-        for conn, results in pending.results.values():
-            if self.connections.by_identity.get(conn.identity) is conn:
-                self.record(router, conn, results, now)
+        self.record_many(router, [(conn, results) for conn, results in pending.results.values()
+                                  if results and self.connections.by_identity.get(conn.identity) is conn], time.time())
         for conn, events in pending.files.values():
             if self.connections.by_identity.get(conn.identity) is conn:
                 self.record_files(router, conn, events)
@@ -105,29 +108,43 @@ class EndpointTraffic:
 
     def record(self, router: zmq.Socket, conn: Connection, results: list[m.ResultMessage], now: float) -> None:
         """Record results (first wins), ack them all, then send what their room lets through."""
-        results = [within_limits(r, self.max_result_bytes) for r in results]
-        since = primary_changes(self.store.r)
-        # Usage of the results recorded now is logged by the same script run (web_service.usage).
-        usage = [encode_entry(conn.endpoint_id, r, now) for r in results]
-        recorded, rejected, queued = self.store.record_and_log_usage(results, conn.endpoint_id, usage)
-        metrics.count_recorded(results, recorded, len(rejected), now)
-        if not replicated(self.store.r, self.replicas_ack, self.replicas_timeout, since):
-            # Not acked: the site manager keeps them and sends them again after its next
-            # registration (a failover makes it register again), and the first recorded wins.
-            log.warning("endpoint %s: %d result(s) recorded but not yet on %d replica(s); not acked",
-                        conn.endpoint_id, len(results), self.replicas_ack)
+        self.record_many(router, [(conn, results)], now)
+
+    def record_many(self, router: zmq.Socket, batches: list[tuple[Connection, list[m.ResultMessage]]], now: float) -> None:
+        """:meth:`record` for a pass's result batches from many endpoints: one pipelined Redis
+        round trip for all (web_service/store/dispatch.py ``record_many``) and one replica check."""
+        prepared = []
+        for conn, results in batches:
+            results = [within_limits(r, self.max_result_bytes) for r in results]
+            # Usage of the results recorded now is logged by the same script run (web_service.usage).
+            prepared.append((conn, results, [encode_entry(conn.endpoint_id, r, now) for r in results]))
+        if not prepared:
             return
-        # Rejected ones are acked too: a site manager must not resend them forever.
-        send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
-        if conn.capacity and queued:
-            self.dispatch(router, conn.endpoint_id)  # results free room: send what waits
-        if rejected:
-            self.rejected_results += len(rejected)
-            log.warning("endpoint %s sent %d result(s) for tasks it does not hold; dropped (not recorded, not billed): %s",
-                        conn.endpoint_id, len(rejected), ", ".join(rejected[:10]) + (" ..." if len(rejected) > 10 else ""))
-        duplicates = len(results) - len(recorded) - len(rejected)
-        if duplicates:
-            log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, duplicates)
+        since = primary_changes(self.store.r)
+        answers = self.store.record_many([(conn.endpoint_id, results, usage) for conn, results, usage in prepared])
+        # Not acked unless replicated: the site manager keeps them and sends them again after its
+        # next registration (a failover makes it register again), and the first recorded wins.
+        acked = replicated(self.store.r, self.replicas_ack, self.replicas_timeout, since)
+        for (conn, results, _), answer in zip(prepared, answers):
+            if answer is None:
+                continue  # the script failed (logged): not acked, sent again after re-registering
+            recorded, rejected, queued = answer
+            metrics.count_recorded(results, recorded, len(rejected), now)
+            if not acked:
+                log.warning("endpoint %s: %d result(s) recorded but not yet on %d replica(s); not acked",
+                            conn.endpoint_id, len(results), self.replicas_ack)
+                continue
+            # Rejected ones are acked too: a site manager must not resend them forever.
+            send(router, conn.identity, m.Ack(task_ids=[r.task_id for r in results]))
+            if conn.capacity and queued:
+                self.backlog.add(conn.endpoint_id)  # results free room: send what waits
+            if rejected:
+                self.rejected_results += len(rejected)
+                log.warning("endpoint %s sent %d result(s) for tasks it does not hold; dropped (not recorded, not billed): %s",
+                            conn.endpoint_id, len(rejected), ", ".join(rejected[:10]) + (" ..." if len(rejected) > 10 else ""))
+            duplicates = len(results) - len(recorded) - len(rejected)
+            if duplicates:
+                log.info("endpoint %s: %d duplicate result(s) ignored", conn.endpoint_id, duplicates)
 
     def record_files(self, router: zmq.Socket, conn: Connection, events: list[m.FileEvent]) -> None:
         """Record file events and ack them; unacked on failure (sent again after re-registering)."""
@@ -157,28 +174,40 @@ class EndpointTraffic:
             send(router, self.connections.by_endpoint[endpoint_id].identity, m.CancelTasks(task_ids=task_ids))
 
     def dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
-        """Send the endpoint its waiting tasks in batches, no more than its capacity in flight.
+        """Queue the endpoint for a dispatch (:meth:`dispatch_queued` sends it its tasks)."""
+        self.backlog.add(endpoint_id)
 
-        In a pool of forwarders, only while this one still owns the endpoint (``owns``): another
-        forwarder that accepted the endpoint's newer registration owns it and settled its
+    def dispatch_queued(self, router: zmq.Socket, budget: float) -> None:
+        """Send the queued endpoints their waiting tasks, oldest first, in chunks (one pipelined
+        claim per chunk: web_service/store/dispatch.py ``claim_many``), until ``budget`` seconds
+        are spent; a batch of ``batch_size`` goes back to the queue (there may be more), and
+        never more than an endpoint's capacity in flight.
+
+        In a pool of forwarders, only while this one still owns the endpoint (``owns_many``):
+        another forwarder that accepted the endpoint's newer registration owns it and settled its
         in-flight tasks then; tasks sent here afterwards, on a connection the site manager has
         left, would stay "dispatched" for good. The connection is dropped instead: if the site
         manager is in fact still here, its next message is answered "register again"."""
-        if self.owns is not None and not self.owns(endpoint_id):
-            self.connections.drop(endpoint_id)
-            self.watches.forget(endpoint_id)
-            log.info("endpoint %s is owned by another forwarder now; not dispatching here", endpoint_id)
-            return
-        conn = self.connections.by_endpoint[endpoint_id]
-        while True:
-            claimed = self.store.claim_timed(endpoint_id, self.batch_size, conn.capacity)
-            if not claimed:
-                return
+        deadline = time.monotonic() + budget
+        while self.backlog and time.monotonic() < deadline:
+            ids = [e for e in self.backlog.take(CHUNK) if e in self.connections.by_endpoint]
+            if self.owns_many is not None and ids:
+                owned = self.owns_many(ids)
+                for endpoint_id in (e for e, mine in zip(ids, owned) if not mine):
+                    self.connections.drop(endpoint_id)
+                    self.watches.forget(endpoint_id)
+                    log.info("endpoint %s is owned by another forwarder now; not dispatching here", endpoint_id)
+                ids = [e for e, mine in zip(ids, owned) if mine]
+            conns = [self.connections.by_endpoint[e] for e in ids]
+            claims = self.store.claim_many([(c.endpoint_id, self.batch_size, c.capacity) for c in conns])
             now = time.time()
-            tasks = [t for t, _ in claimed]
-            for t in tasks:
-                t.timings["forwarder_dispatched"] = now
-            send(router, conn.identity, m.TaskBatch(tasks=tasks))
-            metrics.count_dispatched(claimed, now)
-            if len(tasks) < self.batch_size:
-                return
+            for conn, claimed in zip(conns, claims):
+                if not claimed:
+                    continue
+                tasks = [t for t, _ in claimed]
+                for t in tasks:
+                    t.timings["forwarder_dispatched"] = now
+                send(router, conn.identity, m.TaskBatch(tasks=tasks))
+                metrics.count_dispatched(claimed, now)
+                if len(tasks) >= self.batch_size:
+                    self.backlog.add(conn.endpoint_id)

@@ -84,6 +84,7 @@ class SimulatedEndpoints:
         self.effects = open(effects, "a", buffering=1) if effects else None  # noqa: SIM115 - kept open for the run
         self.received: list[tuple[str, float]] = []
         self.record_received = False
+        self.reconnected_at: list[float] = []  # unix time of each reconnect (the benchmark counts the burst's)
 
     def registered(self) -> bool:
         return all(c.session.state.value == "ready" for c in self.conns)
@@ -121,6 +122,7 @@ class SimulatedEndpoints:
                     except zmq.Again:  # as the site manager does: the forwarder is not reading
                         more += c.session.connection_lost("send queue to the forwarder is full")
                 elif isinstance(a, Reconnect):
+                    self.reconnected_at.append(time.time())
                     log(f"{c.ep.endpoint_id}: reconnect to {a.address or c.session.forwarder} in {a.delay:g} s: {a.reason}")
                     self._close(c)
                     heapq.heappush(self.reopen, (time.monotonic() + a.delay, c.index, a.address or c.session.forwarder))

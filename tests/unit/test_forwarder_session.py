@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fnserve import messages as m
 from web_service.forwarder_pool import assign
-from web_service.forwarder_session import Accept, ForwarderSession, Handle, Lose, Reply
+from web_service.forwarder_session import Accept, ForwarderSession, Handle, Lose, Reply, expiry_due, silence_clock
 
 A, B = "tcp://a:1", "tcp://b:1"
 REG = m.Register(endpoint_id="ep1", secret="s")
@@ -95,3 +95,26 @@ def test_a_forwarder_that_stops_sends_each_endpoint_to_its_next_forwarder():
     s.register(b"id", m.Register(endpoint_id=on_a, secret="s"), "", verified=True, now=0.0)
     assert s.withdraw([B]) == [Reply(b"id", m.Disconnect(reason="this forwarder is stopping", connect_to=B))]
     assert s.withdraw([]) == []
+
+
+def test_silence_is_judged_up_to_when_the_socket_was_last_read_empty_not_wall_time():
+    s = ForwarderSession(10.0)
+    s.register(b"id1", REG, "", verified=True, now=0.0)
+    # The forwarder was busy from t=5 to t=30 (last read its socket empty at 5): the endpoint's
+    # heartbeats may be waiting unread, so it is not silent.
+    assert s.expire(30.0, drained_at=5.0) == []
+    assert s.connections.by_endpoint.keys() == {"ep1"}
+    # Read empty at 10.5 with nothing from it since 0: silent for 10.5 s by then.
+    assert s.expire(30.0, drained_at=10.5) == [Lose("ep1", "no heartbeat within the threshold")]
+
+
+def test_the_silence_clock_is_the_earlier_of_now_and_the_last_empty_read():
+    assert silence_clock(now=30.0, drained_at=5.0) == 5.0
+    assert silence_clock(now=30.0, drained_at=31.0) == 30.0
+
+
+def test_expiry_is_looked_for_once_the_silence_clock_reaches_the_earliest_deadline():
+    assert not expiry_due(check_at=10.0, now=9.0, drained_at=9.0)
+    assert not expiry_due(check_at=10.0, now=40.0, drained_at=9.5)  # behind: wait for an empty read
+    assert expiry_due(check_at=10.0, now=40.0, drained_at=10.0)
+    assert expiry_due(check_at=10.0, now=10.0, drained_at=12.0)

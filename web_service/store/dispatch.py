@@ -4,6 +4,7 @@ one script run per batch (``scripts/*.lua``)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Iterator
 
@@ -18,6 +19,8 @@ from web_service.store.keys import (
     QUEUE_PATTERN, USAGE_STREAM, inflight_key, queue_endpoint, queue_key, status_key, task_key,
 )
 from web_service.store.record import DISPATCH_FIELDS, RESULT_FIELDS, result_values, task_message
+
+log = logging.getLogger(__name__)
 
 _BODY_CACHE_SIZE = 1024
 _WAITING = TaskState.WAITING.value.encode()
@@ -50,13 +53,28 @@ class DispatchSide:
     def claim_timed(self, endpoint_id: str, max_tasks: int, capacity: int = 0) -> list[tuple[TaskMessage, float]]:
         """:meth:`claim`, each task with the unix time it was submitted (0.0 if unknown): the
         forwarder's dispatch-delay histogram (web_service.forwarder_metrics)."""
-        answer = self.scripts["claim"](keys=[queue_key(endpoint_id), inflight_key(endpoint_id), status_key(endpoint_id)],
-                                       args=[max_tasks, repr(time.time()), TASK_PREFIX, capacity, *DISPATCH_FIELDS])
-        if not answer:
+        return self.claim_many([(endpoint_id, max_tasks, capacity)])[0]
+
+    def claim_many(self, wanted: list[tuple[str, int, int]]) -> list[list[tuple[TaskMessage, float]]]:
+        """:meth:`claim_timed` for many endpoints, ``(endpoint id, max tasks, capacity)`` each, in
+        one round trip (a forwarder's pass of dispatches): one claim script run per endpoint,
+        pipelined, so each endpoint's claim is still atomic. Answers in the order asked."""
+        if not wanted:
             return []
+        now = repr(time.time())
+        pipe = self.r.pipeline(transaction=False)
+        for endpoint_id, max_tasks, capacity in wanted:
+            self.scripts["claim"](keys=[queue_key(endpoint_id), inflight_key(endpoint_id), status_key(endpoint_id)],
+                                  args=[max_tasks, now, TASK_PREFIX, capacity, *DISPATCH_FIELDS], client=pipe)
+        # One endpoint's script failing must not strand the others' claims (made, so in flight).
+        answers = _answers(pipe.execute(raise_on_error=False), [e for e, _, _ in wanted], "claim")
+        fid_at = DISPATCH_FIELDS.index("function_id")
+        bodies = self._function_bodies({values[fid_at].decode() for answer in answers if answer for _, values in answer[1]})
+        return [self._claimed(answer, bodies) if answer else [] for answer in answers]
+
+    def _claimed(self, answer: Any, bodies: dict[str, bytes]) -> list[tuple[TaskMessage, float]]:
         restricted, rows = answer
         fid_at = DISPATCH_FIELDS.index("function_id")
-        bodies = self._function_bodies({values[fid_at].decode() for _, values in rows})
         # A function-restricted endpoint's workers load no code-capable arguments, even for
         # tasks queued before the restriction.
         allowed = list(data_only(None)) if restricted == b"1" else None
@@ -151,7 +169,26 @@ class DispatchSide:
             return [], [], self.queue_length(endpoint_id)
         return self._record(results, endpoint_id, usage)
 
+    def record_many(self, batches: list[tuple[str, list[ResultMessage], list[bytes]]]) -> list[tuple[list[str], list[str], int] | None]:
+        """:meth:`record_and_log_usage` for many endpoints' batches, ``(endpoint id, results,
+        usage)`` each, in one round trip (a forwarder's pass of result batches): one record script
+        run per batch, pipelined. Answers in the order asked; None where the script failed
+        (nothing to ack: the site manager sends those results again)."""
+        if not batches:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for endpoint_id, results, usage in batches:
+            keys, args = self._record_call(results, endpoint_id, usage)
+            self.scripts["record"](keys=keys, args=args, client=pipe)
+        answers = _answers(pipe.execute(raise_on_error=False), [e for e, _, _ in batches], "record")
+        return [None if a is None else ([r.decode() for r in a[0]], [r.decode() for r in a[1]], int(a[2])) for a in answers]
+
     def _record(self, results: list[ResultMessage], endpoint_id: str, usage: list[bytes] | None) -> tuple[list[str], list[str], int]:
+        keys, args = self._record_call(results, endpoint_id, usage)
+        recorded, rejected, queued = self.scripts["record"](keys=keys, args=args)
+        return [r.decode() for r in recorded], [r.decode() for r in rejected], int(queued)
+
+    def _record_call(self, results: list[ResultMessage], endpoint_id: str, usage: list[bytes] | None) -> tuple[list[Any], list[Any]]:
         args: list[Any] = [repr(time.time()), self.result_ttl, COMPLETION_LOG_ENTRIES, endpoint_id,
                            len(RESULT_FIELDS), *RESULT_FIELDS]
         keys = [inflight_key(endpoint_id), TASK_PREFIX, DONE_PREFIX, COMPLETED_PREFIX, REJECTED_RESULTS,
@@ -163,8 +200,7 @@ class DispatchSide:
             keys += [queue_key(endpoint_id), USAGE_STREAM]
             for res, entry in zip(results, usage, strict=True):
                 args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res), entry]
-        recorded, rejected, queued = self.scripts["record"](keys=keys, args=args)
-        return [r.decode() for r in recorded], [r.decode() for r in rejected], int(queued)
+        return keys, args
 
     def rejected_results(self, endpoint_id: str) -> int:
         """How many results ``endpoint_id`` sent for tasks it did not hold (dropped)."""
@@ -178,3 +214,14 @@ class DispatchSide:
         """Requeue in-flight tasks of an endpoint but those its site manager still ``held``."""
         return int(self.scripts["requeue"](keys=[queue_key(endpoint_id), inflight_key(endpoint_id)],
                                            args=[TASK_PREFIX, *held]))
+
+
+def _answers(answers: list[Any], endpoint_ids: list[str], script: str) -> list[Any]:
+    """A pipeline's script answers, None for each that failed (logged with its endpoint)."""
+    out = []
+    for endpoint_id, answer in zip(endpoint_ids, answers, strict=True):
+        if isinstance(answer, redis.exceptions.ResponseError):
+            log.error("the %s script failed for endpoint %s: %s", script, endpoint_id, answer)
+            answer = None
+        out.append(answer)
+    return out

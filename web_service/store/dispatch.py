@@ -62,12 +62,9 @@ class DispatchSide:
         if not wanted:
             return []
         now = repr(time.time())
-        pipe = self.r.pipeline(transaction=False)
-        for endpoint_id, max_tasks, capacity in wanted:
-            self.scripts["claim"](keys=[queue_key(endpoint_id), inflight_key(endpoint_id), status_key(endpoint_id)],
-                                  args=[max_tasks, now, TASK_PREFIX, capacity, *DISPATCH_FIELDS], client=pipe)
         # One endpoint's script failing must not strand the others' claims (made, so in flight).
-        answers = _answers(pipe.execute(raise_on_error=False), [e for e, _, _ in wanted], "claim")
+        answers = self._run("claim", [(e, [queue_key(e), inflight_key(e), status_key(e)], [n, now, TASK_PREFIX, capacity, *DISPATCH_FIELDS])
+                                      for e, n, capacity in wanted])
         fid_at = DISPATCH_FIELDS.index("function_id")
         bodies = self._function_bodies({values[fid_at].decode() for answer in answers if answer for _, values in answer[1]})
         return [self._claimed(answer, bodies) if answer else [] for answer in answers]
@@ -176,11 +173,7 @@ class DispatchSide:
         (nothing to ack: the site manager sends those results again)."""
         if not batches:
             return []
-        pipe = self.r.pipeline(transaction=False)
-        for endpoint_id, results, usage in batches:
-            keys, args = self._record_call(results, endpoint_id, usage)
-            self.scripts["record"](keys=keys, args=args, client=pipe)
-        answers = _answers(pipe.execute(raise_on_error=False), [e for e, _, _ in batches], "record")
+        answers = self._run("record", [(e, *self._record_call(results, e, usage)) for e, results, usage in batches])
         return [None if a is None else ([r.decode() for r in a[0]], [r.decode() for r in a[1]], int(a[2])) for a in answers]
 
     def _record(self, results: list[ResultMessage], endpoint_id: str, usage: list[bytes] | None) -> tuple[list[str], list[str], int]:
@@ -202,6 +195,30 @@ class DispatchSide:
                 args += [res.task_id, TaskState.SUCCESS.value if res.ok else TaskState.FAILED.value, *result_values(res), entry]
         return keys, args
 
+    def _run(self, script: str, calls: list[tuple[str, list[Any], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per ``(endpoint id, keys, args)``: one call alone (the warm path:
+        redis-py's pipeline adds a ``SCRIPT EXISTS`` round trip to every execute), several
+        pipelined in one round trip. Answers in the order asked, None for each that failed
+        (logged with its endpoint)."""
+        if len(calls) == 1:
+            endpoint_id, keys, args = calls[0]
+            try:
+                answers = [self.scripts[script](keys=keys, args=args)]
+            except redis.exceptions.ResponseError as exc:
+                answers = [exc]
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            for _, keys, args in calls:
+                self.scripts[script](keys=keys, args=args, client=pipe)
+            answers = pipe.execute(raise_on_error=False)
+        out = []
+        for (endpoint_id, _, _), answer in zip(calls, answers, strict=True):
+            if isinstance(answer, redis.exceptions.ResponseError):
+                log.error("the %s script failed for endpoint %s: %s", script, endpoint_id, answer)
+                answer = None
+            out.append(answer)
+        return out
+
     def rejected_results(self, endpoint_id: str) -> int:
         """How many results ``endpoint_id`` sent for tasks it did not hold (dropped)."""
         return int(self.r.hget(REJECTED_RESULTS, endpoint_id) or 0)
@@ -214,14 +231,3 @@ class DispatchSide:
         """Requeue in-flight tasks of an endpoint but those its site manager still ``held``."""
         return int(self.scripts["requeue"](keys=[queue_key(endpoint_id), inflight_key(endpoint_id)],
                                            args=[TASK_PREFIX, *held]))
-
-
-def _answers(answers: list[Any], endpoint_ids: list[str], script: str) -> list[Any]:
-    """A pipeline's script answers, None for each that failed (logged with its endpoint)."""
-    out = []
-    for endpoint_id, answer in zip(endpoint_ids, answers, strict=True):
-        if isinstance(answer, redis.exceptions.ResponseError):
-            log.error("the %s script failed for endpoint %s: %s", script, endpoint_id, answer)
-            answer = None
-        out.append(answer)
-    return out

@@ -215,7 +215,7 @@ class Pipeline:
     def _post(self, part: list[tuple[TaskFuture, dict[str, Any]]]) -> None:
         with self.lock:
             self.outstanding.posting()
-            self.lock.notify_all()  # the reader opens its long-poll now
+            self.lock.notify_all()  # flush() waits for this
         answer, error = None, None
         self.requests["submit"] += 1
         try:

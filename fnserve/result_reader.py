@@ -2,8 +2,14 @@
 
 It keeps one ``GET /v1/tasks/completions?running=true`` open, which answers as soon as any of
 this user's tasks finish (with their results) or start running, and hands back a cursor for the
-next call: no request per task, no sleeping between requests. It opens as soon as a submit
-request is on its way, so a quick task's result can arrive before the submit even returns.
+next call: no request per task, no sleeping between requests. It opens once a submit request
+has returned accepted tasks, not while that request is on its way: opened at the same moment,
+the long-poll's own work (authentication, admission, the blocking read) ran in the client and
+the service alongside the submit's, on the warm path of every lone task, while the task itself
+needs milliseconds more to run anyway. Nothing is missed by opening later: the cursor was taken
+before the first task existed, and a completion that comes before its submit request returns
+(tasks of an earlier request, still being read) is kept until the ids arrive
+(:class:`~fnserve.batching.Outstanding`).
 
 The long-poll has its own connection (:meth:`Transport.fork`), so shutting down can break it
 off at once when nothing is outstanding instead of waiting for it to time out.
@@ -75,7 +81,7 @@ class ResultReader:
         """Wait while there is nothing to read; True when the reader should stop."""
         p = self.pipeline
         with p.lock:
-            while not (len(p.outstanding) or p.outstanding.posting_now):
+            while not len(p.outstanding):  # tasks accepted and not finished (see the module's docstring)
                 if self._aborted or (p.shutdown and not p.queue and p.sender_done):
                     return True
                 p.lock.wait()

@@ -40,6 +40,7 @@ from site_manager.metrics import NoMetrics, SiteMetrics, site_metrics
 from site_manager.actions import Action, Exit, Kill, Reconnect, Send, Submit, Watch
 from site_manager.result_ledger import ResultLedger
 from site_manager.session import Backoff, Session
+from site_manager.start_reports import RUNNING_REPORT_DELAY
 from site_manager.status import EngineStatus
 from site_manager.drain import Drain, stop_on_signals
 from site_manager.engine_tasks import EngineTasks
@@ -87,6 +88,7 @@ class SiteManager:
             offers={n: o.to_dict() for n, o in self.offers.items()} if multi_user is None else None,
             user_config_schema=multi_user.schema_text() if multi_user is not None else "",
             forwarder=config.forwarder,
+            running_after=RUNNING_REPORT_DELAY,
         )
         self.inbox = ResultInbox()
         # File triggers: settled files from the watcher's threads (started on the first watch list).
@@ -211,7 +213,7 @@ class SiteManager:
             named = self.engine_tasks.note_blocks(outputs)
             if named:
                 self.engine.saw_blocks(named)
-            actions += self.session.outputs_ready(outputs)
+            actions += self.session.outputs_ready(outputs, time.monotonic())
         if self.inbox.fileno() in ready:
             results = self.inbox.drain()
             if results:

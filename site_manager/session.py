@@ -38,6 +38,7 @@ from fnserve.forwarders import next_forwarder
 from site_manager.actions import Action, Exit, Kill, Reconnect, Send, Submit, Watch
 from site_manager.result_ledger import ResultLedger
 from site_manager.retries import final_result, should_retry
+from site_manager.start_reports import StartReports
 from site_manager.status import EngineStatus, endpoint_status
 from site_manager.walltime import DEFAULT_GRACE, lost_past_walltime, walltime_result
 
@@ -89,6 +90,11 @@ def _batches(results: list[ResultMessage]) -> list[Action]:
     ]
 
 
+def _status(started: list[tuple[str, float]]) -> Action:
+    """Report these tasks running (``(task id, worker start time)``), from the earliest start."""
+    return Send(TaskStatusBatch(running=[t for t, _ in started], started_at=min(at for _, at in started)))
+
+
 def _file_batches(events: list[FileEvent]) -> list[Action]:
     return [Send(FileEventBatch(events=events[i : i + FILE_EVENT_CHUNK])) for i in range(0, len(events), FILE_EVENT_CHUNK)]
 
@@ -117,6 +123,7 @@ class Session:
         forwarder: str = "",
         offers: dict[str, dict[str, float]] | None = None,
         user_config_schema: str = "",
+        running_after: float = 0.0,
     ) -> None:
         self._register = Register(
             endpoint_id=endpoint_id, secret=secret, software=software, capacity=capacity,
@@ -145,6 +152,8 @@ class Session:
         # Tasks a worker announced it started (its start marker came): what a stop waits for, and
         # what an engine that dies must report lost (it reruns the others free).
         self.started: set[str] = set()
+        # Start markers held a moment before "running" is reported (site_manager.start_reports).
+        self.start_reports = StartReports(running_after)
         self.draining = False
         # The forwarder connected to, and every live one it named (several forwarders:
         # web_service/forwarder_pool.py): where to go when this one goes silent.
@@ -218,7 +227,6 @@ class Session:
         """
         finished: list[ResultMessage] = []
         retries: list[Action] = []
-        unannounced: set[str] = set()  # ran, but their start marker has not come (yet)
         for result in results:
             if result.task_id in self.cancelled:
                 # Cancelled while it ran: the service already ended it; nothing to retry or send.
@@ -238,22 +246,14 @@ class Session:
                     retries.append(Submit(task))
                     continue  # still running, as far as anyone outside knows
                 result = final_result(result, attempts, limit)
-            if result.task_id in self.running and result.task_id not in self.started and not _lost(result):
-                unannounced.add(result.task_id)
             self._forget(result.task_id)
             finished.append(result)
         fresh = self.ledger.add_many(finished)
         if self.state is not State.READY or not fresh:
             return retries  # kept in the ledger: resent once registered again
-        # A worker's start marker travels on its outputs channel, the result through Parsl: a
-        # quick task's result can come first (its marker is then dropped, the task being gone).
-        # It ran, so it is reported running first, as every task is before its result.
-        late = [r for r in fresh if r.task_id in unannounced]
-        if not late:
-            return retries + _batches(fresh)
-        starts = [r.timings["worker_started"] for r in late if r.timings.get("worker_started")]
-        status = Send(TaskStatusBatch(running=[r.task_id for r in late], started_at=min(starts, default=0.0)))
-        return retries + [status] + _batches(fresh)
+        # Not reported running (it ended within the moment its start marker is held, or before
+        # that marker came): its record takes the start time from the result (record.lua).
+        return retries + _batches(fresh)
 
     def files_ready(self, events: list[FileEvent]) -> list[Action]:
         """Watched files settled: keep them until acked, and send them if registered."""
@@ -264,11 +264,13 @@ class Session:
             return []
         return _file_batches(fresh)
 
-    def outputs_ready(self, outputs: list[TaskOutput]) -> list[Action]:
+    def outputs_ready(self, outputs: list[TaskOutput], now: float = 0.0) -> list[Action]:
         """Live outputs arrived from workers: relay them now if registered, else drop them.
 
         They are best effort (a client reads them while the task runs), so unlike results they
-        are neither kept nor resent after a reconnect.
+        are neither kept nor resent after a reconnect. A start marker is held for a moment
+        (``now``: the loop's monotonic clock; site_manager.start_reports) before "running" is
+        reported, unless the task sends outputs first.
         """
         starts = [o for o in outputs if o.kind == "start"]
         self.started.update(o.task_id for o in starts if o.task_id in self.running)
@@ -277,13 +279,12 @@ class Session:
                 self._started[o.task_id] = o.time
         if self.state is not State.READY or not outputs:
             return []
-        # A worker's start marker: the task runs now (reported first: an output of a task that
-        # runs must not reach the client before its state says so).
         outputs = [o for o in outputs if o.kind != "start"] if starts else outputs
-        running = list(dict.fromkeys(o.task_id for o in starts if o.task_id in self.running and o.task_id not in self.cancelled))
-        actions: list[Action] = []
-        if running:
-            actions.append(Send(TaskStatusBatch(running=running, started_at=min(o.time for o in starts))))
+        markers = {o.task_id: o.time for o in reversed(starts) if o.task_id in self.running and o.task_id not in self.cancelled}
+        report = self.start_reports.started([(t, markers[t]) for t in dict.fromkeys(o.task_id for o in starts) if t in markers], now)
+        # An output of a task that runs must not reach the client before its state says so.
+        report += self.start_reports.take({o.task_id for o in outputs})
+        actions: list[Action] = [_status(report)] if report else []
         return actions + [
             Send(TaskOutputBatch(outputs=outputs[i : i + RESEND_CHUNK * 4]))
             for i in range(0, len(outputs), RESEND_CHUNK * 4)
@@ -302,10 +303,14 @@ class Session:
             return self.connection_lost(
                 f"nothing heard from the forwarder for {self.heartbeat_threshold:g} s"
             )
+        actions: list[Action] = []
+        if self.state is State.READY and len(self.start_reports):
+            due = [(t, at) for t, at in self.start_reports.due(now) if t in self.running and t not in self.cancelled]
+            actions += [_status(due)] if due else []
         if self.state is State.READY and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_period
-            return [Send(Heartbeat(sent_at=wall_time)), Send(endpoint_status(status()))]
-        return []
+            return actions + [Send(Heartbeat(sent_at=wall_time)), Send(endpoint_status(status()))]
+        return actions
 
     def walltimes(self) -> dict[str, float]:
         """Walltimes of the tasks running here that have one (for the outside watchdog)."""
@@ -340,8 +345,9 @@ class Session:
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to decide, or ``None`` while disconnected."""
         if self.state is State.READY:
+            held = self.start_reports.next_due()
             return min(
-                self._next_heartbeat, self._last_heard + self.heartbeat_threshold
+                self._next_heartbeat, self._last_heard + self.heartbeat_threshold, *(() if held is None else (held,))
             )
         if self.state is State.REGISTERING:
             return self._last_heard + self.heartbeat_threshold
@@ -415,6 +421,7 @@ class Session:
         self._tasks.pop(task_id, None)
         self._attempts.pop(task_id, None)
         self._started.pop(task_id, None)
+        self.start_reports.drop(task_id)
 
     def connection_lost(self, reason: str) -> list[Action]:
         """The connection is unusable: reconnect after the next backoff delay."""

@@ -135,5 +135,8 @@ def test_running_tasks_come_only_to_readers_that_ask_and_do_not_end_other_long_p
     finish(store, eid, ids[0])
     after = read(client, alice, cursor=cursor, wait=1, running="true")
     assert [(t["task_id"], t["state"]) for t in after["tasks"]] == [(ids[1], "success"), (ids[0], "success")]
+    # Each long-poll gave its place back (in the round trip that read its tasks, or on its own
+    # when it answered nothing): none is left counting against the user's cap.
+    assert sum(store.r.zcard(k) for k in store.r.scan_iter("fns:waits:*")) == 0
     assert_error(client.get("/v1/tasks/completions", query_string={"cursor": cursor, "running": "maybe"}, headers=alice),
                  400, "invalid_request")

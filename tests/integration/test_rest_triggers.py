@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -231,6 +232,36 @@ def test_a_concurrency_limit_holds_firings_until_tasks_finish(app, client, alice
     runner.submit_pending(st.sessions(), datetime.now(timezone.utc))
     states = sorted(e["firings"][0]["state"] for e in client.get(f"/v1/triggers/{trig['trigger_id']}/events", headers=alice).json["events"])
     assert states == ["done", "pending", "submitted"]
+
+
+def test_an_idle_runner_backs_off_and_a_schedule_trigger_brings_it_back(app, client, alice, world):
+    """Idle, the runner took two database connections every tick (two fresh SQLite connections
+    every 0.25 s: 2.3 % of a core): now one a pass, and passes back off to ``idle_tick`` apart
+    while it watches nothing; a new schedule trigger makes it pass every tick again."""
+    st = state(app)
+    engine = st.sessions.kw["bind"]
+    checkouts: list[float] = []
+
+    def checkout(*_: Any) -> None:
+        checkouts.append(time.monotonic())
+
+    sa.event.listen(engine, "checkout", checkout)
+    runner = Runner(st.sessions, st.store, tick=0.05, idle_tick=0.4)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        time.sleep(1.5)
+        idle = len(checkouts)  # passes at 0, 0.05, 0.15, 0.35, 0.75, 1.15 s (60 checkouts before)
+        make_trigger(client, alice, world, kind="schedule", config={"every": 3600})
+        seen = len(checkouts)
+        time.sleep(1.5)
+        busy = len(checkouts) - seen
+    finally:
+        runner.stopping.set()
+        thread.join(10)
+        sa.event.remove(engine, "checkout", checkout)
+    assert idle <= 8, idle
+    assert busy >= 10, busy  # seen within idle_tick, then a pass every 0.05 s
 
 
 def test_fire_by_hand_and_delete(app, client, alice, world):

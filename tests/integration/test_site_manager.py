@@ -269,8 +269,11 @@ def test_runs_a_batch_and_reports_values_errors_status_then_stops_cleanly(
     forwarder.send(TaskBatch(tasks=tasks))
 
     results = forwarder.results(len(tasks))
-    # Each task was reported running once a worker started it (before its result).
-    assert sorted(forwarder.running) == sorted(t.task_id for t in tasks)
+    # A task still running a moment after its worker started it was reported running (before its
+    # result); the quick ones end within that moment and are not (site_manager/start_reports.py):
+    # their results carry when they started instead.
+    assert "t-slow" in forwarder.running and set(forwarder.running) <= {t.task_id for t in tasks}
+    assert all(results[t].timings.get("worker_started") for t in ("t-add", "t-json", "t-set", "t-raise"))
 
     assert serialize.deserialize_data(results["t-add"].data) == 5
     assert serialize.json_body(results["t-json"].data) == b'{"hello":"world"}'

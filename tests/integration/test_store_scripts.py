@@ -104,6 +104,25 @@ def test_record_applies_the_result_verdict(store, args, verdict):
         assert not store.r.sismember(inflight_key(reporter), "t") or verdict == "reject"
 
 
+def test_a_result_recorded_before_its_start_was_reported_keeps_when_it_started(store):
+    """The site manager holds a start marker a moment (site_manager/start_reports.py): a quick task
+    goes dispatched -> success with no "running" script. Its record still says when it started
+    (the result's worker_started); a start already recorded is kept, and a result that never
+    started (no worker_started) leaves none."""
+    for task_id, state in (("quick", S.DISPATCHED), ("slow", S.RUNNING), ("lost", S.DISPATCHED)):
+        _task(store, task_id, state, inflight=True)
+    store.r.hset(task_key("slow"), "t_running", "5.5")
+    results = [ResultMessage(task_id="quick", ok=True, data=b"R", timings={"worker_started": 1234.5678905}),
+               ResultMessage(task_id="slow", ok=True, data=b"R", timings={"worker_started": 6.0}),
+               ResultMessage(task_id="lost", ok=False, timings={})]
+    usage = [encode_entry("ep", r, 0.0) for r in results]
+    recorded, _, _ = store.record_and_log_usage(results, "ep", usage)
+    assert sorted(recorded) == ["lost", "quick", "slow"]
+    running = {t: store.r.hget(task_key(t), "t_running") for t in ("quick", "slow", "lost")}
+    assert running == {"quick": b"1234.567890", "slow": b"5.5", "lost": None}
+    assert store.get("quick").state is S.SUCCESS
+
+
 def test_bucket_script_is_the_rule(redis_client):
     bucket = register(redis_client, "bucket")
     waits = [int(bucket(keys=["fns:rl:test"], args=[BUCKET_RATE, BUCKET_BURST, repr(now), cost]))

@@ -207,18 +207,54 @@ def test_results_are_sent_in_one_batch_and_kept_until_acked() -> None:
     assert [r.task_id for r in s.ledger.pending()] == ["b"]
 
 
-def test_a_result_that_overtakes_its_start_marker_is_reported_running_first() -> None:
+def test_a_result_that_overtakes_its_start_marker_is_not_reported_running_and_the_late_marker_is_dropped() -> None:
     """The start marker comes on the worker's outputs channel, the result through Parsl: a quick
-    task's result can arrive first. It ran: running (with the worker's start time) goes before
-    the result, as for every task, and the marker arriving later is dropped."""
+    task's result can arrive first. No "running" goes out for it (its record takes the start time
+    from the result's worker_started timing: record.lua), and the marker arriving later is dropped."""
     s = ready_session()
     s.received(TaskBatch(tasks=[task("a"), task("b")]), NOW, 0.0)
     s.outputs_ready([TaskOutput(task_id="a", seq=-1, time=1.0, kind="start")])
     quick = ResultMessage(task_id="b", ok=True, data=b"v", timings={"worker_started": 7.5})
-    status, batch = sent(s.results_ready([result("a"), quick]))
-    assert status == TaskStatusBatch(running=["b"], started_at=7.5)
-    assert [r.task_id for r in batch.results] == ["a", "b"]
+    (batch,) = sent(s.results_ready([result("a"), quick]))
+    assert [r.task_id for r in batch.results] == ["a", "b"] and batch.results[1].timings == {"worker_started": 7.5}
     assert sent(s.outputs_ready([TaskOutput(task_id="b", seq=-1, time=7.5, kind="start")])) == []
+
+
+def held_session() -> Session:
+    s = make_session(running_after=0.05)
+    s.connected(NOW)
+    s.received(Registered(heartbeat_period=2.0, heartbeat_threshold=10.0), NOW, 0.0)
+    s.tick(NOW, 0.0, lambda: EngineStatus())  # the first heartbeat, out of the way
+    return s
+
+
+def test_a_start_is_reported_running_only_if_the_task_still_runs_a_moment_later() -> None:
+    """A warm task ends about a millisecond after it starts: reporting each start cost a message,
+    a Redis script and two forwarder wakeups per task. A start marker waits ``running_after``
+    seconds; a task still running then is reported with its worker's start time, one that
+    ended meanwhile never is."""
+    s = held_session()
+    s.received(TaskBatch(tasks=[task("quick"), task("long")]), NOW, 0.0)
+    starts = [TaskOutput(task_id=t, seq=-1, time=50.0 + i, kind="start") for i, t in enumerate(["quick", "long"])]
+    assert sent(s.outputs_ready(starts, NOW)) == []
+    assert s.next_deadline() == NOW + 0.05  # the loop wakes for the held markers
+    (batch,) = sent(s.results_ready([result("quick")]))
+    assert isinstance(batch, ResultBatch)
+    assert sent(s.tick(NOW + 0.04, 0.0, no_status)) == []
+    (status,) = sent(s.tick(NOW + 0.05, 0.0, no_status))
+    assert status == TaskStatusBatch(running=["long"], started_at=51.0)
+    assert sent(s.tick(NOW + 0.1, 0.0, no_status)) == [] and s.next_deadline() != NOW + 0.05
+
+
+def test_a_held_start_is_reported_at_once_when_its_task_sends_outputs() -> None:
+    """An output of a running task must not reach a client before its state says running."""
+    s = held_session()
+    s.received(TaskBatch(tasks=[task("a")]), NOW, 0.0)
+    assert sent(s.outputs_ready([TaskOutput(task_id="a", seq=-1, time=5.0, kind="start")], NOW)) == []
+    report = TaskOutput(task_id="a", seq=0, time=5.1, values={"step": 1})
+    status, outputs = sent(s.outputs_ready([report], NOW + 0.01))
+    assert status == TaskStatusBatch(running=["a"], started_at=5.0) and outputs == TaskOutputBatch(outputs=[report])
+    assert sent(s.tick(NOW + 0.1, 0.0, no_status)) == []  # reported once
 
 
 def test_results_while_disconnected_wait_and_every_unacked_one_is_resent_after_registering() -> (

@@ -47,6 +47,8 @@ def completions() -> Response:
     linger = service.parse_linger(request.args.get("linger"))
     running = service.parse_flag(request.args.get("running"), "running")
     # Without a cursor it answers at once: no long-poll place needed.
-    with state.waits.admit(identity().user_id, wait if cursor is not None else 0):
-        page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger, running)
+    # The long-poll's place is given back in the round trip that reads the tasks it answers with.
+    with state.waits.admit(identity().user_id, wait if cursor is not None else 0) as admission:
+        page = service.read_completions(state.store, identity(), cursor, wait, max_tasks, min_tasks, linger, running,
+                                        also=admission.release_in)
     return respond(Completions(cursor=page.cursor, tasks=[task_view(r) for r in page.tasks], gap=page.gap))

@@ -9,13 +9,17 @@ naming them in each request or asking per task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fnserve.states import TaskState
 from web_service.auth import Identity
 from web_service.task_store import TaskRecord, TaskStore
 from web_service.validation import invalid, is_stream_id
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 DEFAULT_MAX_TASKS = 5000
 MAX_LINGER = 1.0
@@ -75,7 +79,8 @@ def parse_flag(value: Any, field: str) -> bool:
 
 
 def read_completions(store: TaskStore, owner: Identity, cursor: str | None, wait: float, max_tasks: int,
-                     min_tasks: int = 1, linger: float = 0.0, running: bool = False) -> CompletionPage:
+                     min_tasks: int = 1, linger: float = 0.0, running: bool = False,
+                     also: Callable[[Pipeline], None] | None = None) -> CompletionPage:
     """The owner's tasks that finished after ``cursor``, waiting up to ``wait`` s for the first,
     then up to ``linger`` s more while fewer than ``min_tasks`` are in.
 
@@ -84,13 +89,16 @@ def read_completions(store: TaskStore, owner: Identity, cursor: str | None, wait
 
     With ``running``, tasks that started running after ``cursor`` and still run come too (state
     ``running``); one that already finished is left to its own completion entry.
+
+    ``also`` adds the caller's commands to the round trip that reads the tasks (the long-poll's
+    admission release: one round trip less on the way to the answer); not run when none came.
     """
     if cursor is None:
         return CompletionPage(store.completion_cursor(owner.user_id), [], False)
     batch = store.completed_since(owner.user_id, cursor, wait, max_tasks, min(min_tasks, max_tasks), linger, running)
     if not batch.task_ids and not batch.running:
         return CompletionPage(batch.cursor, [], batch.gap)
-    records = store.get_many(batch.task_ids + batch.running)
+    records = store.get_many(batch.task_ids + batch.running, also=also)
     finished = set(batch.task_ids)
     # The log is per owner, so every id is the owner's; an expired task is simply left out.
     tasks = [rec for tid, rec in records.items() if rec is not None and rec.owner == owner.user_id

@@ -139,3 +139,16 @@ def admit(pending: int, active: int, limit: int | None) -> int:
     if limit is None:
         return pending
     return max(0, min(pending, limit - active))
+
+
+def next_pass(tick: float, idle_max: float, last_wait: float, watching: bool) -> float:
+    """Seconds until the trigger runner's next pass. ``tick`` while it has anything to watch (a
+    schedule trigger, a rule with a concurrency limit, a pending firing); with nothing, the wait
+    doubles up to ``idle_max`` (an idle runner opened a database connection every ``tick``).
+
+    >>> next_pass(0.25, 2.0, 0.25, False), next_pass(0.25, 2.0, 2.0, False), next_pass(0.25, 2.0, 2.0, True)
+    (0.5, 2.0, 0.25)
+    """
+    if watching:
+        return tick
+    return min(idle_max, max(tick, last_wait * 2))

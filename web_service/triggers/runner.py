@@ -2,7 +2,10 @@
 
     python -m web_service.triggers.runner      (settings from FNSERVE_* variables)
 
-One loop, every ``tick`` seconds:
+One loop, every ``tick`` seconds while there is anything to watch (up to ``idle_tick`` apart,
+:func:`rules.next_pass`, while there is no schedule trigger, no rule with a concurrency limit and
+no pending firing: then only a new trigger or a leftover firing can appear, and each pass opens a
+database connection), one database session a pass:
 
 - each live schedule trigger's due times (:func:`schedule.due_times` since its
   ``last_scheduled_at``) are recorded as events keyed by the time, and ``last_scheduled_at``
@@ -45,17 +48,20 @@ def _utc(t: datetime) -> datetime:
 
 class Runner:
     def __init__(self, sessions: sessionmaker[Session], store: TaskStore, quotas: QuotaChecker | None = None,
-                 tick: float = 0.25, grace: float = 5.0):
+                 tick: float = 0.25, grace: float = 5.0, idle_tick: float = 2.0):
         self.sessions = sessions
         self.store = store
         self.quotas = quotas
         self.tick = tick
         self.grace = grace
+        self.idle_tick = max(idle_tick, tick)
+        self.watching = True  # the last pass saw a schedule trigger, a limited rule or a pending firing
         self.cache = OwnershipCache(5.0)
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        log.info("trigger runner started (tick %.2f s)", self.tick)
+        log.info("trigger runner started (tick %.2f s, %.2f s when idle)", self.tick, self.idle_tick)
+        wait = self.tick
         while not self.stopping.is_set():
             try:
                 self.step()
@@ -63,18 +69,21 @@ class Runner:
                 log.exception("trigger runner pass failed; retrying")
                 self.stopping.wait(min(5.0, self.tick * 8))
                 continue
-            self.stopping.wait(self.tick)
+            wait = rules.next_pass(self.tick, self.idle_tick, wait, self.watching)
+            self.stopping.wait(wait)
 
     def step(self, now: datetime | None = None) -> None:
         now = now or datetime.now(timezone.utc)
-        with self.sessions() as session:
+        self.watching = False
+        with self.sessions() as session:  # one connection a pass (SQLite: a fresh one each time)
             self.fire_schedules(session, now)
-        with self.sessions() as session:
             self.submit_pending(session, now)
 
     def fire_schedules(self, session: Session, now: datetime) -> int:
         fired = 0
-        for trig in session.scalars(sa.select(Trigger).where(Trigger.kind == "schedule", Trigger.deleted_at.is_(None))).all():
+        triggers = session.scalars(sa.select(Trigger).where(Trigger.kind == "schedule", Trigger.deleted_at.is_(None))).all()
+        self.watching = self.watching or bool(triggers)
+        for trig in triggers:
             spec = schedule_of(trig.config)
             last = _utc(trig.last_scheduled_at or trig.created_at)
             for t in schedule.due_times(spec, last, now):
@@ -108,6 +117,7 @@ class Runner:
             sa.select(TriggerFiring).where(TriggerFiring.state == events.PENDING)
             .order_by(TriggerFiring.created_at, TriggerFiring.event_id).limit(BATCH * 4)
         ))
+        self.watching = self.watching or bool(limited) or bool(pending)
         active = self._active(session, list(limited)) if limited else {}
         by_rule: dict[str, list[TriggerFiring]] = defaultdict(list)
         for f in pending:
@@ -162,7 +172,8 @@ def main() -> None:
 
     client = redis_from_settings(settings, socket_connect_timeout=5, socket_timeout=10)
     runner = Runner(session_factory(settings.database_url), TaskStore(client, result_ttl=settings.result_ttl),
-                    QuotaChecker(client, settings.cache_seconds), tick=float(os.environ.get("FNSERVE_TRIGGER_TICK", "0.25")))
+                    QuotaChecker(client, settings.cache_seconds), tick=float(os.environ.get("FNSERVE_TRIGGER_TICK", "0.25")),
+                    idle_tick=float(os.environ.get("FNSERVE_TRIGGER_IDLE_TICK", "2.0")))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.stopping.set())
     runner.run()

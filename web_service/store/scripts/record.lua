@@ -13,6 +13,9 @@
 -- UsageEntry; empty: none), and the entries of the results recorded now are appended to the
 -- stream as one list (one XADD, as usage.log_usage writes it); the answer's queue length lets
 -- the forwarder claim more only when tasks wait.
+-- A task recorded without t_running (it ended before its start was reported: the site manager
+-- holds a start marker a moment, site_manager/start_reports.py) takes it from its result's
+-- worker_started timing, so every task that ran keeps when it started.
 local function release_arguments(object_id, now)
   local meta = KEYS[6] .. object_id
   local o = redis.call('HMGET', meta, 'size', 'owner', 'gone')
@@ -23,6 +26,8 @@ end
 local endpoint = ARGV[4]
 local n = tonumber(ARGV[5])
 local names = {unpack(ARGV, 6, 5 + n)}
+local timings_at
+for f = 1, n do if names[f] == 'timings' then timings_at = f end end
 local usage_stream = KEYS[9]
 local first, step = 6 + n, 2 + n
 if usage_stream then step = step + 1 end
@@ -36,13 +41,20 @@ local by_owner, owners = {}, {}
 for j, id in ipairs(ids) do
   local i = first + (j - 1) * step
   local k = KEYS[2] .. id
-  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner', 'arg_ref')
+  local f = redis.call('HMGET', k, 'state', 'endpoint_id', 't_dispatched', 'owner', 'arg_ref', 't_running')
   local verdict = result_verdict(f[1], f[2], endpoint, held[j] == 1, f[3])
   if verdict == 'record' then
     local values = {'state', ARGV[i + 1], 't_finished', ARGV[1]}
     for f = 1, n do
       values[#values + 1] = names[f]
       values[#values + 1] = ARGV[i + 1 + f]
+    end
+    if not f[6] and timings_at then
+      local ok, t = pcall(cjson.decode, ARGV[i + 1 + timings_at])
+      if ok and type(t) == 'table' and type(t.worker_started) == 'number' then
+        values[#values + 1] = 't_running'
+        values[#values + 1] = string.format('%.6f', t.worker_started)
+      end
     end
     redis.call('HSET', k, unpack(values))
     redis.call('HDEL', k, 'payload')

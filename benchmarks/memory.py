@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     args = parser.parse_args()
     with embedded_stack(port=18830) as (fc, _running_endpoint):
-        redis_url = "redis://127.0.0.1:18832/0"
+        from fnserve._redis_server import redis_auth
+        from fnserve.cli.stack import service_dir
+
+        redis_url = redis_auth(service_dir()).socket_url()  # the stack's Redis needs its password
         parked = fc.register_endpoint("parked")["endpoint_id"]  # never started: tasks stay queued
         fid = fc.register_function(noop, serializer="source")
         before = snapshot(redis_url)

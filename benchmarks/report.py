@@ -124,8 +124,10 @@ def forwarder_scale(r: dict[str, Any]) -> str:
     rows = [[f"{s['endpoints']:,}", f"{s['tasks']:,}", f"{s['tasks_per_s']:,.0f}", f"{s['register_all_s']:.2f}",
              _ms(s["dispatch_delay"]["p50_ms"]), _ms(s["dispatch_delay"]["p99_ms"])] for s in r["scenarios"]]
     big = max(r["scenarios"], key=lambda s: s["endpoints"])
-    return ("Light simulated endpoints (real ZMQ DEALERs that register, heartbeat and answer every task) "
-            "connected to one forwarder at once; a burst of tasks spread over all of them.\n\n"
+    return ("Light simulated endpoints (tests/integration/sim_endpoints.py, shared with the compose deployment test: "
+            "the site manager's protocol Session per endpoint on a real ZMQ DEALER, registering, heartbeating with status "
+            "reports, reconnecting when the forwarder is silent, answering every task at once) connected to one forwarder "
+            "at once; a burst of tasks spread over all of them.\n\n"
             + _table(["endpoints", "tasks", "tasks routed/s", "all registered (s)", "dispatch delay p50 ms", "p99 ms"], rows)
             + f"\n\nTarget at least 5,000 tasks/s with 1,000 endpoints: {big['tasks_per_s']:,.0f}/s with "
             f"{big['endpoints']:,}, {_met(big['endpoints'] >= 1000 and big['tasks_per_s'] >= 5000)}.\n\n"
@@ -170,7 +172,9 @@ def runtime_latency(r: dict[str, Any]) -> str:
     return (f"One local endpoint; image `{r['image']}`. Cold = first call after the runtime's pool was reaped (median of 3); "
             "warm = 50 sequential calls; hot spare = first call with `min_warm_workers: 1`.\n\n"
             + _table(["runtime", "cold ms", "cold target ms", "warm p50 ms", "warm p99 ms", "warm / host (target 1.2x)",
-                      "hot-spare first call ms (target: warm)"], rows))
+                      "hot-spare first call ms (target: warm)"], rows)
+            + "\n\nThe hot-spare column predates the worker warm-up: `benchmarks/spare_first_call.py` measures the "
+            "first call against warm ones in one run (see \"Runtimes\" above).")
 
 
 def runtime_latency_slurm(r: dict[str, Any]) -> str:

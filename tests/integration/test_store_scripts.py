@@ -195,3 +195,51 @@ def test_recording_a_result_releases_the_tasks_argument_object_and_the_next_uplo
     upload(b"next")
     assert not objects.backend.exists(args) and objects.used("u") == len(b"kept") + len(b"next")
     assert objects.get(other, owner).complete and objects.backend.exists(other)
+
+
+def _script_exists_calls(r) -> int:
+    return int(r.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0))
+
+
+def test_a_pass_of_claims_and_records_for_many_endpoints_survives_one_endpoints_failing_script(store):
+    """The forwarder claims for many endpoints, and records many endpoints' result batches, in one
+    pipelined round trip each (claim_many / record_many): a script failing for one endpoint (its
+    queue key holds the wrong type) leaves the others' claims and records standing, and answers
+    [] / None for that one alone (its batch is not acked: the site manager sends it again)."""
+    for ep in ("a", "b", "c"):
+        store.submit([NewTask(task_id=f"{ep}1", owner="u", function_id="f", endpoint_id=ep, payload=b"x")])
+    _task(store, "b2", S.DISPATCHED, endpoint="b", inflight=True)
+    store.r.delete(queue_key("b"))
+    store.r.set(queue_key("b"), "not a list")  # WRONGTYPE inside b's claim script
+    claims = store.claim_many([("a", 10, 0), ("b", 10, 0), ("c", 10, 0)])
+    assert [[t.task_id for t, _ in c] for c in claims] == [["a1"], [], ["c1"]]
+    assert _state(store, "a1") == _state(store, "c1") == S.DISPATCHED
+    # Records: b's batch fails (its queue key, read for "tasks still waiting", is the wrong type).
+    batches = [(ep, [ResultMessage(task_id=tid, ok=True)], [encode_entry(ep, ResultMessage(task_id=tid, ok=True), 1.0)])
+               for ep, tid in (("a", "a1"), ("b", "b2"), ("c", "c1"))]
+    answers = store.record_many(batches)
+    assert answers[0] is not None and answers[0][0] == ["a1"]
+    assert answers[1] is None
+    assert answers[2] is not None and answers[2][0] == ["c1"]
+    assert _state(store, "a1") == _state(store, "c1") == S.SUCCESS
+    # b's batch was not acked, so its site manager sends it again; the resend answers normally
+    # and b2 ends recorded once (a script's writes before its error stay: first result wins).
+    store.r.delete(queue_key("b"))
+    again = store.record_many([batches[1]])[0]
+    assert again is not None and again[1] == [] and _state(store, "b2") == S.SUCCESS
+    assert store.r.xlen(USAGE_STREAM) == 3  # a, c and b once each: the resend is not billed again
+
+
+def test_one_endpoints_claim_or_record_alone_costs_no_script_exists_round_trip(store):
+    """The warm path claims for one endpoint and records one batch: run directly, not through a
+    pipeline (redis-py's pipeline sends SCRIPT EXISTS before every execute that holds scripts)."""
+    store.submit([NewTask(task_id="t1", owner="u", function_id="f", endpoint_id="ep", payload=b"x")])
+    store.claim_many([("other", 1, 0)])  # scripts loaded, as in a running forwarder
+    before = _script_exists_calls(store.r)
+    assert [t.task_id for t, _ in store.claim_many([("ep", 10, 0)])[0]] == ["t1"]
+    res = ResultMessage(task_id="t1", ok=True)
+    assert store.record_many([("ep", [res], [encode_entry("ep", res, 1.0)])])[0][0] == ["t1"]
+    assert _script_exists_calls(store.r) == before
+    # Several endpoints go through the pipeline (one SCRIPT EXISTS for the whole pass).
+    store.claim_many([("x", 1, 0), ("y", 1, 0)])
+    assert _script_exists_calls(store.r) == before + 1

@@ -33,13 +33,16 @@ def _child(pool: int, target: Callable[..., Any], args: tuple[Any, ...], kwargs:
 
     parent_watch.die_with_parent(pool)  # exits at once if the pool is already gone
     if warm_up.wanted(target, os.environ):
-        warm_up.run()  # a worker: its first task's one-time work now, before it takes a task
+        # A worker: its first task's one-time work now, before it takes a task.
+        warm_up.run(warm_up.worker_arguments(target, args, kwargs))
     return target(*args, **kwargs)
 
 
 def die_with_pool(ctx: Any) -> None:
     """Make every process started through ``ctx.Process`` (a multiprocessing context) from now on
     get SIGKILL when this process dies."""
+    from node_manager import warm_up
+
     process_class = type(ctx).Process
     pool = os.getpid()
 
@@ -47,6 +50,8 @@ def die_with_pool(ctx: Any) -> None:
                 args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **other: Any) -> Any:
         if target is None:
             return process_class(group=group, name=name, args=args, kwargs=kwargs or {}, **other)
+        if warm_up.wanted(target, os.environ):  # a worker: the pool's first task is put by a running feeder
+            warm_up.start_feeder(warm_up.worker_arguments(target, tuple(args), kwargs or {}).get("task_queue"))
         return process_class(group=group, target=_child, name=name,
                              args=(pool, target, tuple(args), dict(kwargs or {})), **other)
 

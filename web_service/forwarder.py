@@ -30,6 +30,7 @@ from fnserve.errors import FnserveError
 from web_service import forwarder_metrics as metrics
 from web_service.forwarder_auth import EndpointKeys, KeyLookup, SecretVerifier, check_bind, start_curve
 from web_service.forwarder_pool import ForwarderPool, heartbeat_ttl
+from web_service.forwarder_sweep import SWEEP_BUDGET, Sweeper
 from web_service.forwarder_watches import WatchLists
 from web_service.forwarder_session import (  # noqa: F401 - Connections re-exported
     Accept, Action, Connection, Connections, ForwarderSession, Handle, Lose, Pending as _Pending, Reply, expiry_due,
@@ -104,6 +105,9 @@ class Forwarder:
         self.pool = pool
         if pool is not None:
             pool.ttl = heartbeat_ttl(heartbeat_threshold)
+        # A dead forwarder's endpoints that no site manager took elsewhere within the threshold
+        # (web_service/forwarder_sweep.py): planned at each announce, swept within a budget per pass.
+        self.sweeper = Sweeper(store, pool, heartbeat_threshold)
         # Tasks out, results, status, outputs and file events in (web_service/forwarder_traffic.py).
         self.traffic = EndpointTraffic(store, self.connections, self.watches, batch_size, output_limit,
                                        max_result_bytes, replicas_ack, replicas_timeout)
@@ -158,7 +162,7 @@ class Forwarder:
         sweep_at = time.time() + (sweep_interval(self.waiting_expiry) if self.waiting_expiry > 0 else float("inf"))
         try:
             while not self._stop.is_set():
-                busy = bool(self.registrations or self.traffic.backlog)
+                busy = bool(self.registrations or self.traffic.backlog or self.sweeper.pending)
                 timeout_ms = 0 if busy else max(0, int((min(check_at, sweep_at, announce_at) - time.time()) * 1000))
                 events = dict(poller.poll(timeout_ms))
                 try:
@@ -172,6 +176,8 @@ class Forwarder:
                         self._accept_queued(router)
                     if self.traffic.backlog:
                         self.traffic.dispatch_queued(router, DISPATCH_BUDGET)
+                    if self.sweeper.pending:
+                        self.sweeper.step(SWEEP_BUDGET)
                     now = time.time()
                     if expiry_due(check_at, now, self.drained_at):
                         self._expire(router, now)
@@ -392,6 +398,7 @@ class Forwarder:
         try:
             pool.announce()
             self.session.live = pool.live()
+            self.sweeper.plan(self.session.live)
         except redis.RedisError as exc:  # the loop's own Redis calls notice and wait for it
             log.warning("could not renew this forwarder's liveness: %s", type(exc).__name__)
         return time.time() + pool.ttl / 3

@@ -16,7 +16,7 @@ from redis.commands.core import Script
 from web_service.store.rules import lua_preamble
 
 _DIR = Path(__file__).with_name("scripts")
-TASK_SCRIPTS = ("accept", "claim", "record", "requeue", "running", "cancel")
+TASK_SCRIPTS = ("accept", "claim", "record", "requeue", "running", "cancel", "sweep")
 
 
 @cache

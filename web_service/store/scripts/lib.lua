@@ -25,6 +25,28 @@ local function call_many(cmd, key, items)
   end
 end
 
+-- Moves an endpoint's in-flight tasks (set inflight) back to the front of its queue as waiting
+-- again, except those in held (a table id -> true); only REQUEUEABLE ones (one that finished
+-- meanwhile just leaves the set). prefix: the task key prefix. Returns how many were requeued.
+local function requeue_inflight(queue, inflight, prefix, held)
+  local ids = redis.call('SMEMBERS', inflight)
+  local moved, gone = {}, {}
+  for i = #ids, 1, -1 do
+    local id = ids[i]
+    if not held[id] then
+      local k = prefix .. id
+      if REQUEUEABLE[redis.call('HGET', k, 'state') or ''] then
+        redis.call('HSET', k, 'state', S_WAITING)
+        moved[#moved + 1] = id
+      end
+      gone[#gone + 1] = id
+    end
+  end
+  if #moved > 0 then call_many('LPUSH', queue, moved) end
+  if #gone > 0 then call_many('SREM', inflight, gone) end
+  return #moved
+end
+
 -- Appends a batch of ids to a user's completion log and, unless kind is given, publishes them on
 -- the user's done channel. One entry per batch; prev names the entry before it.
 local function log_completed(log, channel, maxlen, ttl, ids, kind)

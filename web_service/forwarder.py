@@ -52,6 +52,10 @@ REGISTER_BUDGET = 0.2
 # Seconds per loop pass spent dispatching to woken endpoints (web_service/forwarder_backlog.py):
 # a burst of submits to thousands of endpoints cannot keep the forwarder from reading the others.
 DISPATCH_BUDGET = 0.1
+# Silence is judged up to the last empty read of the socket, but never more than this many
+# heartbeat thresholds behind now (forwarder_session.silence_clock): a forwarder that stays
+# saturated still loses an endpoint silent for (1 + this) thresholds.
+MAX_LAG_THRESHOLDS = 3.0
 
 
 class Forwarder:
@@ -116,6 +120,7 @@ class Forwarder:
         # When the ROUTER socket was last read empty: silence is judged up to then, not up to now
         # (a heartbeat waiting unread in the socket is not silence; forwarder_session.expiry_due).
         self.drained_at = time.time()
+        self._max_lag = MAX_LAG_THRESHOLDS * heartbeat_threshold
         # Sentinel failovers seen so far (web_service/redis_client.py): one seen between loop
         # passes is handled like a lost store even when no command failed.
         self._primary_seen = primary_changes(store.r)
@@ -179,7 +184,7 @@ class Forwarder:
                     if self.sweeper.pending:
                         self.sweeper.step(SWEEP_BUDGET)
                     now = time.time()
-                    if expiry_due(check_at, now, self.drained_at):
+                    if expiry_due(check_at, now, self.drained_at, self._max_lag):
                         self._expire(router, now)
                         self.traffic.refresh_watches(router, now)
                         check_at = self.connections.next_deadline(now)
@@ -353,6 +358,8 @@ class Forwarder:
         if conn is None:
             return
         self.connections.drop(endpoint_id)
+        if self.pool is not None:
+            self.pool.release(endpoint_id)  # no survivor's sweep brings its status back later
         send(router, conn.identity, m.Refused(code="endpoint_deleted", reason="this endpoint was deleted"))
         self.store.set_connected(endpoint_id, False, reason="endpoint deleted")
         log.warning("endpoint %s was deleted: its connection is cut", endpoint_id)
@@ -414,7 +421,7 @@ class Forwarder:
         self._perform(router, self.session.withdraw(others), time.time())
 
     def _expire(self, router: zmq.Socket, now: float) -> None:
-        self._perform(router, self.session.expire(now, self.drained_at), now)
+        self._perform(router, self.session.expire(now, self.drained_at, self._max_lag), now)
 
     def _lose(self, endpoint_id: str, why: str) -> None:
         self.connections.drop(endpoint_id)

@@ -107,24 +107,30 @@ class Pending:
         self.touched.clear()
 
 
-def silence_clock(now: float, drained_at: float) -> float:
+def silence_clock(now: float, drained_at: float, max_lag: float = float("inf")) -> float:
     """The time up to which the forwarder has read everything sent to it: the lesser of ``now``
-    and ``drained_at``, when its ROUTER socket was last read empty.
+    and ``drained_at``, when its ROUTER socket was last read empty; but never more than
+    ``max_lag`` behind ``now``, so a forwarder that stays saturated still loses endpoints that
+    really died (silent for the threshold plus ``max_lag``), instead of sending them tasks for good.
 
     An endpoint's heartbeat sitting unread in the socket while the forwarder is behind (a burst
     of dispatches, result batches, registrations) is not silence: judged by wall time, a
     forwarder that fell more than the threshold behind would lose every endpoint at once, each
     loss costing more work (requeue, mark disconnected) and a re-registration, a storm that
     feeds itself. Judged by this clock, an endpoint is lost only if nothing it sent arrived in
-    the threshold before a moment the forwarder had read everything: really silent."""
-    return min(now, drained_at)
+    the threshold before a moment the forwarder had read everything: really silent.
+
+    >>> silence_clock(100.0, 95.0), silence_clock(100.0, 50.0, max_lag=30.0), silence_clock(100.0, 120.0)
+    (95.0, 70.0, 100.0)
+    """
+    return max(min(now, drained_at), now - max_lag)
 
 
-def expiry_due(check_at: float, now: float, drained_at: float) -> bool:
+def expiry_due(check_at: float, now: float, drained_at: float, max_lag: float = float("inf")) -> bool:
     """Whether to look for silent endpoints now: the earliest could have expired (``check_at``,
     :meth:`Connections.next_deadline`) by the silence clock. While the forwarder is behind the
     check waits for the socket to be read empty, a comparison per loop pass and no scan."""
-    return silence_clock(now, drained_at) >= check_at
+    return silence_clock(now, drained_at, max_lag) >= check_at
 
 
 # -- actions -------------------------------------------------------------------------------------
@@ -223,10 +229,10 @@ class ForwarderSession:
             return [Reply(identity, m.Disconnect(reason="served by another forwarder now", connect_to=self.owner(conn.endpoint_id) or ""))]
         return [Handle(conn, msg)]
 
-    def expire(self, now: float, drained_at: float = float("inf")) -> list[Action]:
+    def expire(self, now: float, drained_at: float = float("inf"), max_lag: float = float("inf")) -> list[Action]:
         """Time passed: the endpoints silent for longer than the threshold are lost, silence
         judged up to when the ROUTER socket was last read empty (:func:`silence_clock`)."""
-        gone = self.connections.expired(silence_clock(now, drained_at))
+        gone = self.connections.expired(silence_clock(now, drained_at, max_lag))
         for endpoint_id in gone:
             self.connections.drop(endpoint_id)
         return [Lose(e, "no heartbeat within the threshold") for e in gone]

@@ -126,8 +126,9 @@ class EndpointTraffic:
         # next registration (a failover makes it register again), and the first recorded wins.
         acked = replicated(self.store.r, self.replicas_ack, self.replicas_timeout, since)
         for (conn, results, _), answer in zip(prepared, answers):
-            if answer is None:
-                continue  # the script failed (logged): not acked, sent again after re-registering
+            if answer is None:  # the script failed (logged): not acked
+                self.register_again(router, conn, "recording its results failed")
+                continue
             recorded, rejected, queued = answer
             metrics.count_recorded(results, recorded, len(rejected), now)
             if not acked:
@@ -173,6 +174,19 @@ class EndpointTraffic:
         if task_ids:
             send(router, self.connections.by_endpoint[endpoint_id].identity, m.CancelTasks(task_ids=task_ids))
 
+    def register_again(self, router: zmq.Socket, conn: Connection, what: str) -> None:
+        """A task store script failed for this endpoint: forget its connection and have its site
+        manager register again. Its registration settles what the failed script left (tasks moved
+        in flight but never sent are requeued; ``requeue_inflight_except``) and it resends its
+        unacked results, of which the first recorded wins: nothing is lost or run twice, and no
+        task waits "dispatched" for a reconnect that would otherwise never come."""
+        if self.connections.by_identity.get(conn.identity) is not conn:
+            return
+        self.connections.drop(conn.endpoint_id)
+        self.watches.forget(conn.endpoint_id)
+        log.warning("endpoint %s: %s in the task store; asking its site manager to register again", conn.endpoint_id, what)
+        send(router, conn.identity, m.Disconnect(reason=f"the service: {what}; register again"))
+
     def dispatch(self, router: zmq.Socket, endpoint_id: str) -> None:
         """Queue the endpoint for a dispatch (:meth:`dispatch_queued` sends it its tasks)."""
         self.backlog.add(endpoint_id)
@@ -202,6 +216,9 @@ class EndpointTraffic:
             claims = self.store.claim_many([(c.endpoint_id, self.batch_size, c.capacity) for c in conns])
             now = time.time()
             for conn, claimed in zip(conns, claims):
+                if claimed is None:  # the script failed (logged)
+                    self.register_again(router, conn, "claiming its tasks failed")
+                    continue
                 if not claimed:
                     continue
                 tasks = [t for t, _ in claimed]

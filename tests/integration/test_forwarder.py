@@ -229,3 +229,37 @@ def test_the_forwarder_outlives_a_redis_restart_and_has_site_managers_register_a
         th.join(10)
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_failing_task_store_script_has_the_site_manager_register_again_and_nothing_is_lost(forwarder):
+    """A record (or claim) script that fails in Redis for one endpoint (here its queue key holds
+    the wrong type) is not acked: the forwarder asks that site manager to register again, so it
+    resends its unacked results and the registration settles its in-flight tasks. Without that
+    the results would wait in its ledger, their tasks "dispatched", until some later reconnect."""
+    from web_service.store.keys import queue_key
+
+    fwd, store = forwarder
+    ids = _submit(store, 2)
+    site = _registered_site(fwd)
+    assert [t.task_id for t in site.recv_type(m.TaskBatch).tasks] == ids
+    store.r.set(queue_key("ep1"), "not a list")  # the record script fails at its LLEN
+    site.send(m.ResultBatch(results=[m.ResultMessage(task_id=i, ok=True, data=b"r") for i in ids]))
+    assert "register again" in site.recv_type(m.Disconnect).reason
+    store.r.delete(queue_key("ep1"))
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret", holding=ids))
+    site.recv_type(m.Registered)
+    site.send(m.ResultBatch(results=[m.ResultMessage(task_id=i, ok=True, data=b"r") for i in ids]))
+    assert site.recv_type(m.Ack).task_ids == ids
+    assert all(store.get(i).state is TaskState.SUCCESS for i in ids)
+    # Claim side: new work whose claim script fails -> register again; the tasks then go out once.
+    store.r.set(queue_key("ep1"), "not a list")
+    from web_service.store.keys import WAKE_CHANNEL
+
+    store.r.publish(WAKE_CHANNEL, "ep1")  # as a submit would
+    assert "register again" in site.recv_type(m.Disconnect).reason
+    store.r.delete(queue_key("ep1"))
+    more = _submit(store, 2, start=2)
+    site.send(m.Register(endpoint_id="ep1", secret="s3cret", holding=[]))
+    site.recv_type(m.Registered)
+    assert sorted(t.task_id for t in site.recv_type(m.TaskBatch).tasks) == more
+    site.close()

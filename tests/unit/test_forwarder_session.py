@@ -118,3 +118,15 @@ def test_expiry_is_looked_for_once_the_silence_clock_reaches_the_earliest_deadli
     assert not expiry_due(check_at=10.0, now=40.0, drained_at=9.5)  # behind: wait for an empty read
     assert expiry_due(check_at=10.0, now=40.0, drained_at=10.0)
     assert expiry_due(check_at=10.0, now=10.0, drained_at=12.0)
+
+
+def test_a_forwarder_that_never_catches_up_still_loses_an_endpoint_silent_past_the_lag_cap():
+    """Saturated for good (the socket never read empty since 5.0): with no cap nobody would ever
+    expire, and a dead site manager would be sent tasks for good; the clock lags at most max_lag."""
+    assert silence_clock(now=100.0, drained_at=5.0, max_lag=30.0) == 70.0
+    assert not expiry_due(check_at=80.0, now=100.0, drained_at=5.0, max_lag=30.0)
+    assert expiry_due(check_at=60.0, now=100.0, drained_at=5.0, max_lag=30.0)
+    s = ForwarderSession(10.0)
+    s.register(b"id1", REG, "", verified=True, now=0.0)
+    assert s.expire(100.0, drained_at=5.0) == []
+    assert s.expire(100.0, drained_at=5.0, max_lag=30.0) == [Lose("ep1", "no heartbeat within the threshold")]

@@ -53,12 +53,14 @@ class DispatchSide:
     def claim_timed(self, endpoint_id: str, max_tasks: int, capacity: int = 0) -> list[tuple[TaskMessage, float]]:
         """:meth:`claim`, each task with the unix time it was submitted (0.0 if unknown): the
         forwarder's dispatch-delay histogram (web_service.forwarder_metrics)."""
-        return self.claim_many([(endpoint_id, max_tasks, capacity)])[0]
+        return self.claim_many([(endpoint_id, max_tasks, capacity)])[0] or []
 
-    def claim_many(self, wanted: list[tuple[str, int, int]]) -> list[list[tuple[TaskMessage, float]]]:
+    def claim_many(self, wanted: list[tuple[str, int, int]]) -> list[list[tuple[TaskMessage, float]] | None]:
         """:meth:`claim_timed` for many endpoints, ``(endpoint id, max tasks, capacity)`` each, in
         one round trip (a forwarder's pass of dispatches): one claim script run per endpoint,
-        pipelined, so each endpoint's claim is still atomic. Answers in the order asked."""
+        pipelined, so each endpoint's claim is still atomic. Answers in the order asked; None
+        where the script failed (it may have moved tasks in flight before failing: the forwarder
+        has that site manager register again, which settles them)."""
         if not wanted:
             return []
         now = repr(time.time())
@@ -67,7 +69,7 @@ class DispatchSide:
                                       for e, n, capacity in wanted])
         fid_at = DISPATCH_FIELDS.index("function_id")
         bodies = self._function_bodies({values[fid_at].decode() for answer in answers if answer for _, values in answer[1]})
-        return [self._claimed(answer, bodies) if answer else [] for answer in answers]
+        return [None if answer is None else self._claimed(answer, bodies) if answer else [] for answer in answers]
 
     def _claimed(self, answer: Any, bodies: dict[str, bytes]) -> list[tuple[TaskMessage, float]]:
         restricted, rows = answer

@@ -209,3 +209,23 @@ def test_results_recorded_on_the_demoted_primary_are_sent_again(replicated: Repl
     service.wait_succeeded(accepted, 60)
     runs = service.pool.effects()
     assert [t for t in accepted if runs[t] != 1] == [], "a task was lost or ran twice"
+
+
+def test_a_confirmation_cut_by_redis_answers_503_naming_the_written_tasks(replicated: Replicated, service: Service):
+    """The accept is written, then its confirmation on the replicas fails in Redis itself (as when
+    the primary, demoted mid-request, refuses the probe's write; here the probe key holds a value
+    INCR refuses). The answer must still name the written tasks (503 with details.task_ids), or a
+    client would resubmit and tasks it was never told of would run as well."""
+    from web_service.redis_client import PROBE_KEY
+
+    service.store.r.set(PROBE_KEY, "not a number")
+    try:
+        resp = service.submit(3)
+    finally:
+        service.store.r.delete(PROBE_KEY)
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    named = resp.json["error"]["details"]["task_ids"]
+    assert len(named) == 3
+    assert "missing" not in service.states(named)  # written: they run, once each
+    service.wait_succeeded(named, 60)
+    assert [service.pool.effects()[t] for t in named] == [1, 1, 1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, request
 from msgspec import UNSET
 
@@ -108,7 +109,14 @@ def _submit(session: Any, items: list[service.Outcome], atomic: bool) -> list[st
     since = primary_changes(state.store.r)  # a failover between the writes and WAIT: not confirmed
     outcomes = service.submit_tasks(session, state.store, identity(), items, state.ownership, state.quotas, atomic=atomic)
     settings = state.settings
-    if not replicated(state.store.r, settings.redis_replicas_ack, settings.redis_wait_ms, since):
+    try:
+        confirmed = replicated(state.store.r, settings.redis_replicas_ack, settings.redis_wait_ms, since)
+    except redis.RedisError:
+        # The failover itself cut the confirmation (the demoted primary refuses the probe's write,
+        # or closes the connection): the tasks are written and as unconfirmed as after a WAIT that
+        # timed out. Answered below with their ids; a bare 503 would hide tasks that may run.
+        confirmed = False
+    if not confirmed:
         # Accepted means durable: on the primary alone it could vanish in a failover.
         # Not "accepted": written to the primary only. Their ids let the caller look before
         # submitting again (a failover may have lost them, or they may run).

@@ -18,14 +18,15 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import redis
 
-from fnserve._redis_server import free_port
+from fnserve._redis_server import free_port, redis_auth, start_redis
 
 from web_service.forwarder_pool import ForwarderPool, owner_key
 from web_service.task_store import TaskStore
@@ -97,6 +98,21 @@ class Pool:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+@contextmanager
+def running_pool(state: Path, endpoints: int) -> Iterator[Pool]:
+    """A Pool on its own password-protected Redis in ``state``, knowing the secrets of endpoints
+    ep-0 .. ep-<endpoints - 1>; its processes and Redis stopped afterwards."""
+    proc, url = start_redis(state / "redis", auth=redis_auth(state))
+    p = Pool(state, url)
+    p.secrets.update({f"ep-{i}": f"secret-{i}" for i in range(endpoints)})
+    try:
+        yield p
+    finally:
+        p.stop()
+        proc.terminate()
+        proc.wait(10)
 
 
 def forwarder(cfg: dict[str, Any]) -> None:

@@ -17,9 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from fnserve._redis_server import redis_auth, start_redis
 from fnserve.states import TaskState
-from tests.integration.pool_procs import THRESHOLD, Pool, wait as _wait
+from tests.integration.pool_procs import THRESHOLD, Pool, running_pool, wait as _wait
 from web_service.forwarder_pool import ForwarderPool, assign, owner_key
 from web_service.task_store import NewTask, TaskStore
 
@@ -28,16 +27,8 @@ TASKS_PER_ENDPOINT = 30
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    state = tmp_path_factory.mktemp("pool")
-    proc, url = start_redis(state / "redis", auth=redis_auth(state))
-    p = Pool(state, url)
-    p.secrets.update({f"ep-{i}": f"secret-{i}" for i in range(200)})
-    try:
+    with running_pool(tmp_path_factory.mktemp("pool"), 200) as p:
         yield p
-    finally:
-        p.stop()
-        proc.terminate()
-        proc.wait(10)
 
 
 def _endpoints_for(forwarders: list[str], each: int, taken: set[str]) -> list[str]:

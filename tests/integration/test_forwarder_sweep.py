@@ -17,9 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from fnserve._redis_server import redis_auth, start_redis
 from fnserve.states import TaskState
-from tests.integration.pool_procs import THRESHOLD, Pool, wait
+from tests.integration.pool_procs import THRESHOLD, Pool, running_pool, wait
 from web_service.forwarder_pool import ForwarderPool, assign, endpoints_key, heartbeat_ttl, owner_key
 from web_service.forwarder_sweep import Sweeper
 from web_service.store.keys import status_key
@@ -30,15 +29,8 @@ TTL = heartbeat_ttl(THRESHOLD)
 
 @pytest.fixture
 def pool(tmp_path) -> Iterator[Pool]:
-    proc, url = start_redis(tmp_path / "redis", auth=redis_auth(tmp_path))
-    p = Pool(tmp_path, url)
-    p.secrets.update({f"ep-{i}": f"secret-{i}" for i in range(100)})
-    try:
+    with running_pool(tmp_path, 100) as p:
         yield p
-    finally:
-        p.stop()
-        proc.terminate()
-        proc.wait(10)
 
 
 def _submit(store: TaskStore, endpoint_id: str, n: int, tag: str) -> list[str]:
